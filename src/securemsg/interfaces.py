@@ -1,0 +1,24 @@
+"""
+The interfaces that join the wire protocol to the chat logic.
+"""
+
+from zope.interface import Attribute, Interface
+
+from securemsg.wire import Event
+
+
+class IChatParticipant(Interface):
+    """
+    Someone in a chat room: the room calls this to hand them events.
+
+    The server's protocol provides it for each connection; tests provide it
+    with plain objects that record what they were given.
+    """
+
+    name = Attribute("The participant's current name, set by the room.")
+
+    def deliver(event: Event) -> None:
+        """
+        Give the participant one event.  This must not block and must not
+        call back into the room.
+        """

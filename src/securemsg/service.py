@@ -1,0 +1,115 @@
+# -*- test-case-name: tests.test_service -*-
+"""
+The running server as a Twisted service: listening on its endpoints and
+reporting what it serves with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from securemsg import certs
+from securemsg.server import describe_peer
+from securemsg.tls import ServerCredentials
+
+
+class ListenError(Exception):
+    """An endpoint could not be listened on; the message says which and why."""
+
+
+class ChatService(Service):
+    """
+    Listens with one factory on several endpoints, and logs the certificate
+    it serves with.
+
+    Listening happens in C{privilegedStartService}, so that a port below 1024
+    can be bound before twistd drops privileges.  An endpoint that cannot be
+    listened on stops start-up with L{ListenError} instead of leaving a
+    server that listens nowhere.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        factory: Factory,
+        endpoints: Sequence[tuple[str, IStreamServerEndpoint]],
+        credentials: ServerCredentials | None = None,
+    ) -> None:
+        """
+        @param endpoints: pairs of (description for the log, endpoint).
+        @param credentials: the certificate and key, to report at start.
+        """
+        self.factory = factory
+        self.endpoints = list(endpoints)
+        self.credentials = credentials
+        self.ports: list[IListeningPort] = []
+        self._listening = False
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self._listen()
+
+    def startService(self) -> None:
+        super().startService()
+        self._listen()
+        if self.credentials is not None:
+            self._report_credentials(self.credentials)
+
+    def _listen(self) -> None:
+        if self._listening:
+            return
+        self._listening = True
+        for description, endpoint in self.endpoints:
+            listening = endpoint.listen(self.factory)
+            listening.addCallback(self._listening_on)
+            if not listening.called:
+                # An endpoint that answers later can only be reported later.
+                listening.addErrback(self._listen_failed_later, description)
+                continue
+            # Most endpoints (TCP, UNIX) answer at once: a failure stops
+            # start-up.
+            failures: list[Failure] = []
+            listening.addErrback(failures.append)
+            if failures:
+                raise ListenError(
+                    f"cannot listen on {description}: {failures[0].getErrorMessage()}"
+                )
+
+    def _listening_on(self, port: IListeningPort) -> None:
+        self.ports.append(port)
+        self.log.info(
+            "securemsg listening on {address}", address=describe_peer(port.getHost())
+        )
+
+    def _listen_failed_later(self, failure: Failure, description: str) -> None:
+        self.log.critical(
+            "cannot listen on {description}: {reason}",
+            description=description,
+            reason=failure.getErrorMessage(),
+        )
+
+    def _report_credentials(self, credentials: ServerCredentials) -> None:
+        self.log.info(
+            "certificate: {description}",
+            description=certs.describe_certificate(credentials.certificate),
+        )
+        for warning in certs.certificate_warnings(credentials.certificate):
+            self.log.warn("certificate {path}: {warning}", path=credentials.cert_path, warning=warning)
+        for warning in certs.key_file_warnings(credentials.key_path):
+            self.log.warn("{warning}", warning=warning)
+
+    def stopService(self) -> Deferred[object]:
+        super().stopService()
+        ports, self.ports = self.ports, []
+        self._listening = False
+        return gatherResults(
+            [maybeDeferred(port.stopListening) for port in ports]
+        ).addCallback(lambda _: None)

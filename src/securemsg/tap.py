@@ -1,0 +1,192 @@
+# -*- test-case-name: tests.test_tap -*-
+"""
+The C{twistd securemsg} command: its options and the service it runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from twisted.application.service import IService, MultiService
+from twisted.internet.endpoints import quoteStringArgument
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+from twisted.python import usage
+
+from securemsg import tls
+from securemsg.server import DEFAULT_GREETING, DEFAULT_MAX_LINE_LENGTH, ChatServerFactory
+from securemsg.service import ChatService, ListenError
+
+DEFAULT_PORT: Final = 50000
+
+
+def _port_number(value: str) -> int:
+    number = int(value)
+    if not 0 <= number <= 65535:
+        raise ValueError(f"port {number} is out of range (0-65535)")
+    return number
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(f"{number} is not a positive number")
+    return number
+
+
+_port_number.coerceDoc = "A TCP port number, 0 to 65535."  # type: ignore[attr-defined]
+_positive.coerceDoc = "At least 1."  # type: ignore[attr-defined]
+
+
+class Options(usage.Options):
+    """
+    Options of C{twistd securemsg}.
+    """
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run a securemsg TLS chat server. Make a certificate first with "
+        "'securemsg gencert'. The key is read from --key if given, else from "
+        "the certificate file if it holds one, else from private.key beside "
+        "the certificate. An encrypted key's passphrase comes from "
+        "--key-passphrase-file, else the SECUREMSG_KEY_PASSPHRASE environment "
+        "variable, else a prompt on a terminal."
+    )
+
+    optFlags = [
+        ["log-messages", None, "Also log the text of chat lines (off: private)."],
+    ]
+
+    optParameters: list[Any] = [
+        ["cert", "c", "certificate.pem", "PEM certificate (chain) file."],
+        ["key", "k", None, "PEM private key file (see the rule above)."],
+        [
+            "key-passphrase-file",
+            None,
+            None,
+            "File whose first line is the private key's passphrase.",
+        ],
+        ["port", "p", DEFAULT_PORT, "TCP port to listen on.", _port_number],
+        [
+            "interface",
+            "i",
+            "",
+            "Address to listen on (default: all IPv4 addresses; '::' for all"
+            " IPv4 and IPv6).",
+        ],
+        [
+            "greeting",
+            None,
+            DEFAULT_GREETING,
+            "Notice sent to each client on joining; {name} is replaced by the"
+            " client's name; '' sends none.",
+        ],
+        [
+            "max-line-length",
+            None,
+            DEFAULT_MAX_LINE_LENGTH,
+            "Longest line accepted, in bytes.",
+            _positive,
+        ],
+        ["tls-min", None, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, description: str) -> None:
+        """
+        Listen on this endpoint instead of --port/--interface, e.g.
+        tcp6:50000:interface=\\:\\:1 or unix:/run/securemsg.sock (TLS is added;
+        repeat for several).
+        """
+        self["listen"].append(description)
+
+    def postOptions(self) -> None:
+        if self["tls-min"] not in tls.TLS_VERSIONS:
+            raise usage.UsageError(
+                f"--tls-min must be one of {', '.join(tls.TLS_VERSIONS)}, "
+                f"not {self['tls-min']!r}"
+            )
+
+    def endpoint_descriptions(self) -> list[str]:
+        """The endpoints to listen on, as endpoint description strings."""
+        if self["listen"]:
+            return list(self["listen"])
+        interface = self["interface"]
+        kind = "tcp6" if ":" in interface else "tcp"
+        description = f"{kind}:{self['port']}"
+        if interface:
+            description += f":interface={quoteStringArgument(interface)}"
+        return [description]
+
+
+def make_service(reactor: IReactorTime, options: Options) -> MultiService:
+    """
+    Build the securemsg service from parsed options.
+
+    @raise tls.TLSConfigError: if the certificate, key or an endpoint cannot
+        be used.
+    """
+    credentials = tls.load_credentials(
+        options["cert"],
+        options["key"],
+        tls.PassphraseSource.from_process(options["key-passphrase-file"]),
+    )
+    creator = tls.ServerTLS(
+        tls.make_server_context(credentials, tls.TLS_VERSIONS[options["tls-min"]])
+    )
+    factory = ChatServerFactory(
+        reactor,
+        greeting=options["greeting"],
+        max_line_length=options["max-line-length"],
+        log_messages=options["log-messages"],
+    )
+    endpoints = [
+        (description, tls.tls_server_endpoint(reactor, description, creator))
+        for description in options.endpoint_descriptions()
+    ]
+    top = MultiService()
+    _StartupGuard(ChatService(factory, endpoints, credentials)).setServiceParent(top)
+    return top
+
+
+class _StartupGuard(MultiService):
+    """
+    Turns a failure to listen at start-up into one line and an exit status
+    of 1, instead of a traceback from twistd.
+    """
+
+    log = Logger()
+
+    def __init__(self, child: IService) -> None:
+        super().__init__()
+        child.setServiceParent(self)
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except ListenError as error:
+            self.log.critical("{error}", error=error)
+            raise SystemExit(f"securemsg: {error}") from None
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except ListenError as error:
+            self.log.critical("{error}", error=error)
+            raise SystemExit(f"securemsg: {error}") from None
+
+
+def makeService(options: Options) -> MultiService:
+    """
+    twistd's entry point: L{make_service} with the global reactor, and any
+    configuration problem as one line on standard error.
+    """
+    from twisted.internet import reactor
+
+    try:
+        return make_service(reactor, options)  # type: ignore[arg-type]
+    except tls.TLSConfigError as error:
+        raise SystemExit(f"securemsg: {error}") from None

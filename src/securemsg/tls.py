@@ -1,0 +1,303 @@
+# -*- test-case-name: tests.test_tls -*-
+"""
+securemsg's server TLS policy: loading the certificate and key, and the
+OpenSSL context every connection is made from.
+
+Why not Twisted's C{ssl:} endpoint string: it cannot carry a key passphrase,
+a TLS version floor, a cipher list or a curve list, all of which this policy
+needs.  So the server listens on a plain transport endpoint (C{tcp:50000},
+C{tcp6:...}, C{unix:...}) wrapped with L{wrapServerTLS} and a
+L{ServerTLS} connection creator built from Twisted's L{CertificateOptions}.
+The creator hands out connections from a context that can be replaced, which
+is what a certificate reload needs (C{CertificateOptions} caches one).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from getpass import getpass
+from pathlib import Path
+from typing import Final
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_private_key
+from OpenSSL import SSL, crypto
+from OpenSSL._util import lib as _openssl_lib
+from twisted.internet.endpoints import serverFromString, wrapServerTLS
+from twisted.internet.interfaces import (
+    IOpenSSLServerConnectionCreator,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
+from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+from zope.interface import implementer
+
+from securemsg import certs
+
+#: Mozilla's "intermediate" TLS 1.2 cipher suites (server side guidelines,
+#: version 5.7), forward secret AEAD only.  The DHE suites of the profile are
+#: left out: they need DH parameters, and every client the profile targets
+#: speaks ECDHE.  TLS 1.3 suites are OpenSSL's defaults, which are the
+#: profile's.
+INTERMEDIATE_CIPHERS: Final = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    ]
+)
+
+#: Key exchange groups of the same profile (Twisted leaves OpenSSL's
+#: defaults, which include X448 and P-521).
+INTERMEDIATE_GROUPS: Final = b"X25519:P-256:P-384"
+
+TLS_VERSIONS: Final = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
+
+PASSPHRASE_ENVIRONMENT_VARIABLE: Final = "SECUREMSG_KEY_PASSPHRASE"
+
+#: The key file looked for beside the certificate when the certificate file
+#: has no key in it and none is named.
+DEFAULT_KEY_NAME: Final = "private.key"
+
+
+class TLSConfigError(Exception):
+    """
+    The TLS configuration cannot be used.  The message is one line that says
+    what is wrong and how to fix it, fit to show an operator as it is.
+    """
+
+
+@dataclass(frozen=True)
+class PassphraseSource:
+    """
+    Where the passphrase of an encrypted key comes from, in this order: a
+    file, the C{SECUREMSG_KEY_PASSPHRASE} environment variable, then a prompt
+    if standard input is a terminal.  It is asked for only when the key is
+    encrypted.
+    """
+
+    path: str | None = None
+    environ: Mapping[str, str] | None = None
+    prompt: Callable[[str], str] | None = None
+
+    @classmethod
+    def from_process(cls, path: str | None = None) -> PassphraseSource:
+        """The sources a real server process has."""
+        interactive = sys.stdin is not None and sys.stdin.isatty()
+        return cls(path, os.environ, getpass if interactive else None)
+
+    def get(self, key_path: str) -> bytes | None:
+        """
+        The passphrase, or L{None} when no source has one.
+
+        @raise TLSConfigError: if the passphrase file cannot be read.
+        """
+        if self.path is not None:
+            try:
+                text = Path(self.path).read_text(encoding="utf-8")
+            except OSError as error:
+                raise TLSConfigError(
+                    f"cannot read passphrase file {self.path}: {error.strerror}"
+                ) from None
+            lines = text.splitlines()
+            return lines[0].encode("utf-8") if lines else b""
+        if self.environ is not None:
+            value = self.environ.get(PASSPHRASE_ENVIRONMENT_VARIABLE)
+            if value is not None:
+                return value.encode("utf-8")
+        if self.prompt is not None:
+            return self.prompt(f"Passphrase for {key_path}: ").encode("utf-8")
+        return None
+
+
+@dataclass(frozen=True)
+class ServerCredentials:
+    """
+    A certificate chain and its private key, loaded and checked.
+
+    @ivar chain: the server certificate first, then any intermediates.
+    """
+
+    chain: list[x509.Certificate]
+    key: certs.PrivateKey
+    cert_path: str
+    key_path: str
+
+    @property
+    def certificate(self) -> x509.Certificate:
+        """The server's own certificate."""
+        return self.chain[0]
+
+
+def _read(path: str, what: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        hint = " (make one with: securemsg gencert)" if what == "certificate" else ""
+        raise TLSConfigError(f"{what} file {path} not found{hint}") from None
+    except OSError as error:
+        raise TLSConfigError(f"cannot read {what} file {path}: {error.strerror}") from None
+
+
+def key_path_for(cert_path: str, key_path: str | None) -> str:
+    """
+    Which file holds the private key: C{key_path} if given; else the
+    certificate file itself if it holds a key; else C{private.key} beside the
+    certificate.
+    """
+    if key_path is not None:
+        return key_path
+    try:
+        if certs.pem_has_private_key(Path(cert_path).read_bytes()):
+            return cert_path
+    except OSError:
+        pass
+    return str(Path(cert_path).with_name(DEFAULT_KEY_NAME))
+
+
+def load_private_key(path: str, passphrases: PassphraseSource) -> certs.PrivateKey:
+    """
+    Load a PEM private key, asking for its passphrase only if it has one.
+
+    @raise TLSConfigError: if it is missing, unreadable, encrypted without a
+        passphrase, or the passphrase is wrong.
+    """
+    data = _read(path, "private key")
+    passphrase = None
+    if b"ENCRYPTED" in data:
+        passphrase = passphrases.get(path)
+        if passphrase is None:
+            raise TLSConfigError(
+                f"private key {path} is encrypted: give its passphrase with "
+                f"--key-passphrase-file or {PASSPHRASE_ENVIRONMENT_VARIABLE}"
+            )
+    try:
+        key = load_pem_private_key(data, passphrase)
+    except TypeError:
+        raise TLSConfigError(
+            f"private key {path} is encrypted: give its passphrase with "
+            f"--key-passphrase-file or {PASSPHRASE_ENVIRONMENT_VARIABLE}"
+        ) from None
+    except ValueError as error:
+        if passphrase is not None and "password" in str(error).lower():
+            raise TLSConfigError(
+                f"wrong passphrase for private key {path}"
+            ) from None
+        raise TLSConfigError(
+            f"{path} does not hold a usable PEM private key"
+        ) from None
+    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
+        raise TLSConfigError(
+            f"private key {path} is of an unsupported type; use ECDSA or RSA"
+        )
+    return key
+
+
+def load_credentials(
+    cert_path: str,
+    key_path: str | None = None,
+    passphrases: PassphraseSource | None = None,
+) -> ServerCredentials:
+    """
+    Load and check a certificate chain and its key.
+
+    @raise TLSConfigError: for anything that would stop the server from
+        serving with them.
+    """
+    try:
+        chain = x509.load_pem_x509_certificates(_read(cert_path, "certificate"))
+    except ValueError:
+        raise TLSConfigError(
+            f"{cert_path} holds no PEM certificate "
+            "(make one with: securemsg gencert)"
+        ) from None
+    resolved_key_path = key_path_for(cert_path, key_path)
+    key = load_private_key(resolved_key_path, passphrases or PassphraseSource())
+    if not certs.key_matches_certificate(key, chain[0]):
+        raise TLSConfigError(
+            f"private key {resolved_key_path} does not match certificate {cert_path}"
+        )
+    return ServerCredentials(chain, key, cert_path, resolved_key_path)
+
+
+def make_server_context(
+    credentials: ServerCredentials, minimum: TLSVersion = TLSVersion.TLSv1_2
+) -> SSL.Context:
+    """
+    Build the OpenSSL context for serving with C{credentials}: TLS 1.2 or
+    better (or C{minimum}), Mozilla intermediate ciphers and groups, no
+    compression, no renegotiation, session resumption on.
+    """
+    options = CertificateOptions(
+        privateKey=crypto.PKey.from_cryptography_key(credentials.key),
+        certificate=crypto.X509.from_cryptography(credentials.chain[0]),
+        extraCertChain=[
+            crypto.X509.from_cryptography(cert) for cert in credentials.chain[1:]
+        ],
+        raiseMinimumTo=minimum,
+        acceptableCiphers=AcceptableCiphers.fromOpenSSLCipherString(
+            INTERMEDIATE_CIPHERS
+        ),
+        enableSessions=True,
+        enableSessionTickets=True,
+    )
+    context = options.getContext()
+    # CertificateOptions cannot limit the groups or refuse renegotiation.
+    # pyOpenSSL has no public call for a group list, so use the binding it
+    # ships; set_tmp_ecdh would allow only one curve.
+    if not _openssl_lib.SSL_CTX_set1_curves_list(
+        context._context, INTERMEDIATE_GROUPS
+    ):
+        raise TLSConfigError("this OpenSSL cannot limit the key exchange groups")
+    context.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+    return context
+
+
+@implementer(IOpenSSLServerConnectionCreator)
+class ServerTLS:
+    """
+    Makes each server-side TLS connection from the current context.
+
+    Replacing L{context} changes the certificate new handshakes see, without
+    touching connections already made.
+    """
+
+    def __init__(self, context: SSL.Context) -> None:
+        self.context = context
+
+    def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+        return SSL.Connection(self.context, None)
+
+
+def tls_server_endpoint(
+    reactor: IReactorTime,
+    description: str,
+    creator: IOpenSSLServerConnectionCreator,
+) -> IStreamServerEndpoint:
+    """
+    An endpoint that listens on C{description} (a plain transport endpoint
+    such as C{tcp:50000:interface=::}) and speaks TLS made by C{creator}.
+
+    @raise TLSConfigError: if C{description} asks for TLS itself.
+    """
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind in ("ssl", "tls", "txtorcon", "onion", "le", "lets"):
+        raise TLSConfigError(
+            f"--listen {description!r}: give a plain endpoint such as "
+            "tcp:50000; securemsg adds TLS from --cert and --key itself"
+        )
+    try:
+        endpoint = serverFromString(reactor, description)
+    except (ValueError, TypeError, KeyError) as error:
+        raise TLSConfigError(
+            f"--listen {description!r} is not a valid endpoint: {error}"
+        ) from None
+    return wrapServerTLS(creator, endpoint, clock=reactor)

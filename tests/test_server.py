@@ -1,0 +1,230 @@
+"""
+Tests for L{securemsg.server}: one protocol over L{StringTransport}, several
+sharing one factory.
+"""
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, capturedLogs
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from securemsg.server import ChatServerFactory, ChatServerProtocol, describe_peer
+
+
+class Client:
+    """One connection to the factory over a L{StringTransport}."""
+
+    def __init__(self, factory: ChatServerFactory, port: int) -> None:
+        self.transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "127.0.0.1", port)
+        )
+        protocol = factory.buildProtocol(self.transport.getPeer())
+        assert isinstance(protocol, ChatServerProtocol)
+        self.protocol = protocol
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, data: bytes) -> None:
+        self.protocol.dataReceived(data)
+
+    def lines(self) -> list[str]:
+        """What the server sent since the last call, as lines."""
+        data = self.transport.value()
+        self.transport.clear()
+        return data.decode("utf-8").splitlines()
+
+    def close(self, reason: Failure | None = None) -> None:
+        self.transport.loseConnection()
+        self.protocol.connectionLost(reason or Failure(ConnectionDone()))
+
+
+class ServerProtocolTests(SynchronousTestCase):
+    """
+    L{ChatServerProtocol} speaks the documented line protocol.
+    """
+
+    def setUp(self) -> None:
+        self.factory = ChatServerFactory(MemoryReactorClock(), max_line_length=64)
+        self.clients: list[Client] = []
+
+    def connect(self) -> Client:
+        client = Client(self.factory, 40000 + len(self.clients))
+        self.clients.append(client)
+        return client
+
+    def pair(self) -> tuple[Client, Client]:
+        """Two clients named alice and bob, with nothing left to read."""
+        alice, bob = self.connect(), self.connect()
+        alice.send(b"/nick alice\n")
+        bob.send(b"/nick bob\n")
+        alice.lines()
+        bob.lines()
+        return alice, bob
+
+    def test_greeting_names_the_client(self) -> None:
+        """On connect the client is told its name and how to get help."""
+        client = self.connect()
+        self.assertEqual(
+            client.lines(),
+            ["*** Welcome to securemsg, guest-1. Type /help for commands."],
+        )
+
+    def test_custom_and_empty_greeting(self) -> None:
+        """The greeting can be changed, span lines, or be left out."""
+        self.factory.greeting = "hi {name}\nbe nice"
+        self.assertEqual(self.connect().lines(), ["*** hi guest-1", "*** be nice"])
+        self.factory.greeting = ""
+        self.assertEqual(self.connect().lines(), [])
+
+    def test_broadcast(self) -> None:
+        """A line goes to the others with the sender's name, not to the sender."""
+        alice, bob = self.pair()
+        alice.send(b"hello\n")
+        self.assertEqual(bob.lines(), ["[alice] hello"])
+        self.assertEqual(alice.lines(), [])
+
+    def test_crlf_and_split_reads(self) -> None:
+        """CRLF endings are accepted and lines may arrive in pieces."""
+        alice, bob = self.pair()
+        for piece in (b"hel", b"lo\r", b"\nwor", b"ld\r\n"):
+            alice.send(piece)
+        self.assertEqual(bob.lines(), ["[alice] hello", "[alice] world"])
+
+    def test_join_and_leave_notices(self) -> None:
+        """Others hear of arrivals and departures."""
+        alice, bob = self.pair()
+        carol = self.connect()
+        self.assertEqual(alice.lines(), ["*** guest-3 joined"])
+        carol.close()
+        self.assertEqual(alice.lines(), ["*** guest-3 left"])
+        bob.close(Failure(ConnectionLost()))
+        self.assertEqual(alice.lines(), ["*** bob left (connection lost)"])
+
+    def test_quit(self) -> None:
+        """/quit says goodbye, closes, and tells the others the message."""
+        alice, bob = self.pair()
+        bob.send(b"/quit off to lunch\n")
+        self.assertEqual(bob.lines(), ["*** goodbye"])
+        self.assertTrue(bob.transport.disconnecting)
+        bob.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(alice.lines(), ["*** bob left (off to lunch)"])
+
+    def test_invalid_utf8(self) -> None:
+        """Invalid UTF-8 gets an error; the connection carries on."""
+        alice, bob = self.pair()
+        alice.send(b"\xff\xfe bad\nok\n")
+        self.assertEqual(alice.lines(), ["!!! that line was not valid UTF-8; it was not sent"])
+        self.assertEqual(bob.lines(), ["[alice] ok"])
+        self.assertFalse(alice.transport.disconnecting)
+
+    def test_over_long_line_in_one_read(self) -> None:
+        """An over-long line is refused and what follows it still counts."""
+        alice, bob = self.pair()
+        alice.send(b"x" * 65 + b"\nafter\n")
+        self.assertEqual(alice.lines(), ["!!! line longer than 64 bytes; it was not sent"])
+        self.assertEqual(bob.lines(), ["[alice] after"])
+        self.assertFalse(alice.transport.disconnecting)
+
+    def test_over_long_line_streamed(self) -> None:
+        """
+        An over-long line arriving in pieces is thrown away as it comes,
+        never buffered whole, and the line after it is delivered.
+        """
+        alice, bob = self.pair()
+        alice.send(b"y" * 100)
+        self.assertEqual(len(alice.lines()), 1)
+        for _ in range(1000):
+            alice.send(b"y" * 1000)
+            self.assertLessEqual(len(alice.protocol._buffer), 64)
+        alice.send(b"yyy\nnext\n")
+        self.assertEqual(alice.lines(), [])
+        self.assertEqual(bob.lines(), ["[alice] next"])
+
+    def test_line_at_the_limit(self) -> None:
+        """A line of exactly the limit is delivered."""
+        alice, bob = self.pair()
+        alice.send(b"z" * 64 + b"\n")
+        self.assertEqual(bob.lines(), ["[alice] " + "z" * 64])
+
+    def test_last_line_without_newline(self) -> None:
+        """A last line without a newline is delivered when the client closes."""
+        alice, bob = self.pair()
+        alice.send(b"first\nlast words")
+        self.assertEqual(bob.lines(), ["[alice] first"])
+        alice.close()
+        self.assertEqual(bob.lines(), ["[alice] last words", "*** alice left"])
+
+    def test_control_characters_never_relayed(self) -> None:
+        """Escapes and other controls reach others only in visible form."""
+        alice, bob = self.pair()
+        alice.send(b"\x1b]0;pwned\x07\x1b[31mred\x00\x08\xe2\x80\xae\n")
+        self.assertEqual(bob.lines(), ["[alice] ^[]0;pwned^G^[[31mred^@^H<U+202E>"])
+
+    def test_private_and_who(self) -> None:
+        """/msg reaches one user; /who lists everyone."""
+        alice, bob = self.pair()
+        carol = self.connect()
+        for client in (alice, bob, carol):
+            client.lines()
+        alice.send(b"/msg bob secret\n/who\n")
+        self.assertEqual(bob.lines(), ["[alice -> bob] secret"])
+        self.assertEqual(carol.lines(), [])
+        self.assertEqual(
+            alice.lines(), ["[alice -> bob] secret", "*** 3 here: alice, bob, guest-3"]
+        )
+
+    def test_nick_clash(self) -> None:
+        """A taken name, in any case, is refused."""
+        alice, bob = self.pair()
+        bob.send(b"/nick ALICE\n")
+        self.assertEqual(bob.lines(), ["!!! the name alice is taken"])
+
+    def test_unknown_command(self) -> None:
+        """An unknown command gets an error naming it."""
+        alice, _ = self.pair()
+        alice.send(b"/dance\n")
+        self.assertEqual(alice.lines(), ["!!! unknown command /dance; type /help for the list"])
+
+    def test_tcp_nodelay(self) -> None:
+        """Nagle's algorithm is turned off on TCP connections."""
+        transport = StringTransport()
+        transport.setTcpNoDelay = lambda enabled: setattr(transport, "nodelay", enabled)  # type: ignore[method-assign]
+        from zope.interface import alsoProvides
+        from twisted.internet.interfaces import ITCPTransport
+
+        alsoProvides(transport, ITCPTransport)
+        protocol = self.factory.buildProtocol(transport.getPeer())
+        protocol.makeConnection(transport)
+        self.assertTrue(getattr(transport, "nodelay", False))
+
+    def test_message_text_not_logged(self) -> None:
+        """Message text stays out of the log unless asked for."""
+        alice, _ = self.pair()
+        with capturedLogs() as events:
+            alice.send(b"my secret plan\n")
+        self.assertNotIn("my secret plan", repr(events))
+        self.factory.room.log_messages = True
+        with capturedLogs() as events:
+            alice.send(b"my secret plan\n")
+        self.assertIn("my secret plan", repr(events))
+
+    def test_connections_logged(self) -> None:
+        """Connects and disconnects are logged with the peer and reason."""
+        with capturedLogs() as events:
+            client = self.connect()
+            client.close(Failure(ConnectionLost("boom")))
+        text = [e["log_format"].format(**e) for e in events if e["log_level"] >= LogLevel.info]
+        self.assertIn("connection from 127.0.0.1:40000", text)
+        self.assertTrue(any("guest-1" in line and "ConnectionLost" in line for line in text), text)
+
+
+class DescribePeerTests(SynchronousTestCase):
+    """
+    L{describe_peer} writes addresses the usual way.
+    """
+
+    def test_forms(self) -> None:
+        """IPv4 as host:port, IPv6 in brackets."""
+        self.assertEqual(describe_peer(IPv4Address("TCP", "10.0.0.1", 5)), "10.0.0.1:5")
+        self.assertEqual(describe_peer(IPv6Address("TCP", "::1", 5)), "[::1]:5")
