@@ -88,7 +88,10 @@ class ChatServerProtocol(LineReceiver):
             # Twisted leaves Nagle's algorithm on; for short chat lines it
             # adds tens of milliseconds of latency whenever it meets a
             # delayed ACK.
-            self.transport.setTcpNoDelay(True)
+            try:
+                self.transport.setTcpNoDelay(True)
+            except (AttributeError, OSError):
+                pass  # Claims to be TCP but is not (a UNIX socket, a fake).
         if not isinstance(self.transport, TLSMemoryBIOProtocol):
             # No TLS layer of Twisted's below us (plain TCP in tests, or TLS
             # ended by a proxy), so no handshake to wait for.
