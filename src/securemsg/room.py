@@ -76,7 +76,6 @@ class ChatRoom:
         self._broadcast(wire.joined(name))
         self._members[participant] = None
         self._by_name[wire.name_key(name)] = participant
-        self.log.info("{name} joined", name=name)
         return name
 
     def leave(self, participant: IChatParticipant, reason: str = "") -> None:
@@ -89,7 +88,6 @@ class ChatRoom:
         del self._members[participant]
         del self._by_name[wire.name_key(participant.name)]
         self._broadcast(wire.left(participant.name, wire.sanitize(reason)))
-        self.log.info("{name} left", name=participant.name)
 
     def say(self, participant: IChatParticipant, text: str) -> None:
         """Relay a chat line to everyone but its sender."""
