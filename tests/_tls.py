@@ -9,7 +9,10 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IHandshakeListener, IOpenSSLClientConnectionCreator
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IOpenSSLClientConnectionCreator,
+)
 from twisted.internet.protocol import ClientFactory
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock
@@ -54,9 +57,7 @@ def client_options(ca: _certs.Pair | None = None, hostname: str = "localhost") -
     """Client TLS options trusting C{ca} (the default test CA)."""
     if ca is None:
         ca, _ = _certs.default_ca_and_server()
-    return optionsForClientTLS(
-        hostname, trustRoot=Certificate.loadPEM(ca.cert_pem())
-    )
+    return optionsForClientTLS(hostname, trustRoot=Certificate.loadPEM(ca.cert_pem()))
 
 
 def tls_pair(
@@ -87,7 +88,7 @@ def tls_pair(
         clock=clock,
     )
     address = IPv4Address("TCP", "127.0.0.1", 50000)
-    client_tls, server_tls, pump = connectedServerAndClient(
+    _, server_tls, pump = connectedServerAndClient(
         lambda: server_factory.buildProtocol(address),
         lambda: client_factory.buildProtocol(address),
         greet=False,

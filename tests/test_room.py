@@ -131,7 +131,9 @@ class RoomTests(SynchronousTestCase):
         self.assertEqual(self.alice.take(), ["*** bob left (bye)"])
         self.assertEqual(self.room.names(), ["alice", "carol"])
         self.room.rename(self.carol, "bob")
-        self.assertEqual(self.carol.take(), ["*** bob left (bye)", "*** you are now bob"])
+        self.assertEqual(
+            self.carol.take(), ["*** bob left (bye)", "*** you are now bob"]
+        )
 
     def test_leave_twice(self) -> None:
         """Leaving twice announces once."""
@@ -153,6 +155,10 @@ class RoomTests(SynchronousTestCase):
         self.room.handle(self.alice, wire.Nick("al"))
         self.assertEqual(
             self.carol.take(),
-            ["[alice] hi", "* alice nods", "[alice -> carol] x",
-             "*** alice is now known as al"],
+            [
+                "[alice] hi",
+                "* alice nods",
+                "[alice -> carol] x",
+                "*** alice is now known as al",
+            ],
         )

@@ -114,7 +114,9 @@ class ServerProtocolTests(SynchronousTestCase):
         """Invalid UTF-8 gets an error; the connection carries on."""
         alice, bob = self.pair()
         alice.send(b"\xff\xfe bad\nok\n")
-        self.assertEqual(alice.lines(), ["!!! that line was not valid UTF-8; it was not sent"])
+        self.assertEqual(
+            alice.lines(), ["!!! that line was not valid UTF-8; it was not sent"]
+        )
         self.assertEqual(bob.lines(), ["[alice] ok"])
         self.assertFalse(alice.transport.disconnecting)
 
@@ -122,7 +124,9 @@ class ServerProtocolTests(SynchronousTestCase):
         """An over-long line is refused and what follows it still counts."""
         alice, bob = self.pair()
         alice.send(b"x" * 65 + b"\nafter\n")
-        self.assertEqual(alice.lines(), ["!!! line longer than 64 bytes; it was not sent"])
+        self.assertEqual(
+            alice.lines(), ["!!! line longer than 64 bytes; it was not sent"]
+        )
         self.assertEqual(bob.lines(), ["[alice] after"])
         self.assertFalse(alice.transport.disconnecting)
 
@@ -176,7 +180,7 @@ class ServerProtocolTests(SynchronousTestCase):
 
     def test_nick_clash(self) -> None:
         """A taken name, in any case, is refused."""
-        alice, bob = self.pair()
+        _, bob = self.pair()
         bob.send(b"/nick ALICE\n")
         self.assertEqual(bob.lines(), ["!!! the name alice is taken"])
 
@@ -184,14 +188,16 @@ class ServerProtocolTests(SynchronousTestCase):
         """An unknown command gets an error naming it."""
         alice, _ = self.pair()
         alice.send(b"/dance\n")
-        self.assertEqual(alice.lines(), ["!!! unknown command /dance; type /help for the list"])
+        self.assertEqual(
+            alice.lines(), ["!!! unknown command /dance; type /help for the list"]
+        )
 
     def test_tcp_nodelay(self) -> None:
         """Nagle's algorithm is turned off on TCP connections."""
         transport = StringTransport()
         transport.setTcpNoDelay = lambda enabled: setattr(transport, "nodelay", enabled)  # type: ignore[method-assign]
-        from zope.interface import alsoProvides
         from twisted.internet.interfaces import ITCPTransport
+        from zope.interface import alsoProvides
 
         alsoProvides(transport, ITCPTransport)
         protocol = self.factory.buildProtocol(transport.getPeer())
@@ -214,9 +220,15 @@ class ServerProtocolTests(SynchronousTestCase):
         with capturedLogs() as events:
             client = self.connect()
             client.close(Failure(ConnectionLost("boom")))
-        text = [e["log_format"].format(**e) for e in events if e["log_level"] >= LogLevel.info]
+        text = [
+            e["log_format"].format(**e)
+            for e in events
+            if e["log_level"] >= LogLevel.info
+        ]
         self.assertIn("connection from 127.0.0.1:40000", text)
-        self.assertTrue(any("guest-1" in line and "ConnectionLost" in line for line in text), text)
+        self.assertTrue(
+            any("guest-1" in line and "ConnectionLost" in line for line in text), text
+        )
 
 
 class DescribePeerTests(SynchronousTestCase):

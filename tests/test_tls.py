@@ -10,13 +10,13 @@ from pathlib import Path
 from OpenSSL import SSL
 from OpenSSL._util import lib as openssl_lib
 from twisted.internet.address import IPv4Address
-from twisted.internet.ssl import Certificate, CertificateOptions, TLSVersion
+from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
+from twisted.internet.ssl import TLSVersion
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactor, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 
 from securemsg import tls
 from securemsg.server import ChatServerFactory
@@ -83,7 +83,8 @@ class HandshakeTests(SynchronousTestCase):
         client, server_tls, _, chat = tls_pair(server_context())
         self.assertTrue(client.handshake_done)
         self.assertEqual(
-            client.take(), ["*** Welcome to securemsg, guest-1. Type /help for commands."]
+            client.take(),
+            ["*** Welcome to securemsg, guest-1. Type /help for commands."],
         )
         self.assertEqual(len(chat.room), 1)
         self.assertEqual(server_tls.getHandle().get_protocol_version_name(), "TLSv1.3")
@@ -115,12 +116,12 @@ class HandshakeTests(SynchronousTestCase):
 
     def test_tls12_allowed_by_default(self) -> None:
         """A TLS 1.2 client with a modern cipher suite connects."""
-        client, server_tls, _, _ = tls_pair(server_context(), raw_client(SSL.TLS1_2_VERSION))
+        client, server_tls, _, _ = tls_pair(
+            server_context(), raw_client(SSL.TLS1_2_VERSION)
+        )
         self.assertTrue(client.handshake_done)
         self.assertEqual(server_tls.getHandle().get_protocol_version_name(), "TLSv1.2")
-        self.assertIn(
-            "GCM", server_tls.getHandle().get_cipher_name() or ""
-        )
+        self.assertIn("GCM", server_tls.getHandle().get_cipher_name() or "")
 
     def test_tls13_minimum(self) -> None:
         """With a TLS 1.3 floor, a TLS 1.2 client is refused."""
@@ -177,9 +178,7 @@ class HandshakeTests(SynchronousTestCase):
         self.assertTrue(client.handshake_done)
         # pyOpenSSL has no public call for this; ask OpenSSL directly.
         self.assertTrue(openssl_lib.SSL_session_reused(server_tls.getHandle()._ssl))
-        self.assertFalse(openssl_lib.SSL_session_reused(
-            first.connections[0]._ssl
-        ))
+        self.assertFalse(openssl_lib.SSL_session_reused(first.connections[0]._ssl))
 
 
 class CredentialsTests(SynchronousTestCase):
@@ -194,7 +193,9 @@ class CredentialsTests(SynchronousTestCase):
         self.ca, self.server = _certs.default_ca_and_server()
 
     def assertConfigError(self, expected: str, *args: object, **kwargs: object) -> str:
-        error = self.assertRaises(tls.TLSConfigError, tls.load_credentials, *args, **kwargs)
+        error = self.assertRaises(
+            tls.TLSConfigError, tls.load_credentials, *args, **kwargs
+        )
         message = str(error)
         self.assertIn(expected, message)
         self.assertNotIn("\n", message)
@@ -227,7 +228,9 @@ class CredentialsTests(SynchronousTestCase):
         cert_file.write_bytes(self.server.cert_pem() + self.ca.cert_pem())
         _, key = self.server.write(self.directory)
         credentials = tls.load_credentials(str(cert_file), key)
-        self.assertEqual(credentials.chain, [self.server.certificate, self.ca.certificate])
+        self.assertEqual(
+            credentials.chain, [self.server.certificate, self.ca.certificate]
+        )
 
     def test_missing_cert(self) -> None:
         """A missing certificate names the command that makes one."""
@@ -260,8 +263,12 @@ class CredentialsTests(SynchronousTestCase):
         secret_file = self.directory / "pass"
         secret_file.write_text("s3cret\n")
         sources = [
-            tls.PassphraseSource(str(secret_file), {tls.PASSPHRASE_ENVIRONMENT_VARIABLE: "wrong"}),
-            tls.PassphraseSource(environ={tls.PASSPHRASE_ENVIRONMENT_VARIABLE: "s3cret"}),
+            tls.PassphraseSource(
+                str(secret_file), {tls.PASSPHRASE_ENVIRONMENT_VARIABLE: "wrong"}
+            ),
+            tls.PassphraseSource(
+                environ={tls.PASSPHRASE_ENVIRONMENT_VARIABLE: "s3cret"}
+            ),
             tls.PassphraseSource(prompt=lambda prompt: "s3cret"),
         ]
         for source in sources:

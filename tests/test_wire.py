@@ -128,7 +128,9 @@ class SanitizeTests(SynchronousTestCase):
             self.assertFalse(
                 character < " " or "\x7f" <= character <= "\x9f", repr(cleaned)
             )
-            self.assertNotIn(character, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+            self.assertNotIn(
+                character, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+            )
 
 
 class EventTests(SynchronousTestCase):
@@ -156,9 +158,7 @@ class EventTests(SynchronousTestCase):
             wire.renamed("guest-1", "bob").format(),
             "*** guest-1 is now known as bob",
         )
-        self.assertEqual(
-            wire.who_list(["a", "b"]).format(), "*** 2 here: a, b"
-        )
+        self.assertEqual(wire.who_list(["a", "b"]).format(), "*** 2 here: a, b")
 
     def test_help_lists_every_command(self) -> None:
         """/help names every command the parser knows."""

@@ -9,7 +9,8 @@ it serves the chat described in C{docs/PROTOCOL.md}.
 
 from __future__ import annotations
 
-from typing import Final
+from contextlib import suppress
+from typing import Any, Final
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.error import ConnectionDone
@@ -19,7 +20,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
     ITCPTransport,
 )
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.tls import TLSMemoryBIOProtocol
@@ -49,8 +50,9 @@ def describe_reason(reason: Failure) -> str:
     """One line for why a connection ended."""
     if reason.check(ConnectionDone):
         return "closed cleanly"
+    kind = reason.type.__name__ if reason.type is not None else "error"
     message = reason.getErrorMessage()
-    return f"{reason.type.__name__}: {message}" if message else reason.type.__name__
+    return f"{kind}: {message}" if message else kind
 
 
 @implementer(IChatParticipant, IHandshakeListener)
@@ -66,6 +68,9 @@ class ChatServerProtocol(LineReceiver):
 
     delimiter = b"\n"
     factory: ChatServerFactory
+    # Set by makeConnection: Twisted's TLS or TCP transport, which has more
+    # than ITransport declares (disconnecting, setTcpNoDelay).
+    transport: Any
     log = Logger()
 
     name = ""
@@ -88,10 +93,9 @@ class ChatServerProtocol(LineReceiver):
             # Twisted leaves Nagle's algorithm on; for short chat lines it
             # adds tens of milliseconds of latency whenever it meets a
             # delayed ACK.
-            try:
+            # Some transports claim to be TCP but are not (UNIX sockets, fakes).
+            with suppress(AttributeError, OSError):
                 self.transport.setTcpNoDelay(True)
-            except (AttributeError, OSError):
-                pass  # Claims to be TCP but is not (a UNIX socket, a fake).
         if not isinstance(self.transport, TLSMemoryBIOProtocol):
             # No TLS layer of Twisted's below us (plain TCP in tests, or TLS
             # ended by a proxy), so no handshake to wait for.
@@ -171,7 +175,7 @@ class ChatServerProtocol(LineReceiver):
             self._discarding = False
             self.setLineMode(rest)
 
-    def connectionLost(self, reason: Failure = ConnectionDone()) -> None:  # noqa: B008
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         # A last line without a newline is still a line.
         if (
             self._joined
@@ -209,7 +213,6 @@ class ChatServerFactory(Factory):
     @ivar clock: the time source for timeouts.
     """
 
-    protocol = ChatServerProtocol
     noisy = False
 
     def __init__(
@@ -240,9 +243,7 @@ class ChatServerFactory(Factory):
 
     def greeting_lines(self, name: str) -> list[str]:
         """The greeting for a client called C{name}, one entry per line."""
-        return [
-            line.replace("{name}", name) for line in self.greeting.splitlines()
-        ]
+        return [line.replace("{name}", name) for line in self.greeting.splitlines()]
 
-    def buildProtocol(self, addr: IAddress) -> ChatServerProtocol:
-        return self.protocol(self)
+    def buildProtocol(self, addr: IAddress | None) -> ChatServerProtocol:  # type: ignore[override]
+        return ChatServerProtocol(self)

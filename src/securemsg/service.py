@@ -102,7 +102,11 @@ class ChatService(Service):
             description=certs.describe_certificate(credentials.certificate),
         )
         for warning in certs.certificate_warnings(credentials.certificate):
-            self.log.warn("certificate {path}: {warning}", path=credentials.cert_path, warning=warning)
+            self.log.warn(
+                "certificate {path}: {warning}",
+                path=credentials.cert_path,
+                warning=warning,
+            )
         for warning in certs.key_file_warnings(credentials.key_path):
             self.log.warn("{warning}", warning=warning)
 

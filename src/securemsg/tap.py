@@ -14,7 +14,11 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from securemsg import tls
-from securemsg.server import DEFAULT_GREETING, DEFAULT_MAX_LINE_LENGTH, ChatServerFactory
+from securemsg.server import (
+    DEFAULT_GREETING,
+    DEFAULT_MAX_LINE_LENGTH,
+    ChatServerFactory,
+)
 from securemsg.service import ChatService, ListenError
 
 DEFAULT_PORT: Final = 50000

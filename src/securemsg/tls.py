@@ -61,7 +61,7 @@ INTERMEDIATE_GROUPS: Final = b"X25519:P-256:P-384"
 
 TLS_VERSIONS: Final = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
-PASSPHRASE_ENVIRONMENT_VARIABLE: Final = "SECUREMSG_KEY_PASSPHRASE"
+PASSPHRASE_ENVIRONMENT_VARIABLE: Final = "SECUREMSG_KEY_PASSPHRASE"  # noqa: S105
 
 #: The key file looked for beside the certificate when the certificate file
 #: has no key in it and none is named.
@@ -144,7 +144,9 @@ def _read(path: str, what: str) -> bytes:
         hint = " (make one with: securemsg gencert)" if what == "certificate" else ""
         raise TLSConfigError(f"{what} file {path} not found{hint}") from None
     except OSError as error:
-        raise TLSConfigError(f"cannot read {what} file {path}: {error.strerror}") from None
+        raise TLSConfigError(
+            f"cannot read {what} file {path}: {error.strerror}"
+        ) from None
 
 
 def key_path_for(cert_path: str, key_path: str | None) -> str:
@@ -188,12 +190,8 @@ def load_private_key(path: str, passphrases: PassphraseSource) -> certs.PrivateK
         ) from None
     except ValueError as error:
         if passphrase is not None and "password" in str(error).lower():
-            raise TLSConfigError(
-                f"wrong passphrase for private key {path}"
-            ) from None
-        raise TLSConfigError(
-            f"{path} does not hold a usable PEM private key"
-        ) from None
+            raise TLSConfigError(f"wrong passphrase for private key {path}") from None
+        raise TLSConfigError(f"{path} does not hold a usable PEM private key") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise TLSConfigError(
             f"private key {path} is of an unsupported type; use ECDSA or RSA"
@@ -216,8 +214,7 @@ def load_credentials(
         chain = x509.load_pem_x509_certificates(_read(cert_path, "certificate"))
     except ValueError:
         raise TLSConfigError(
-            f"{cert_path} holds no PEM certificate "
-            "(make one with: securemsg gencert)"
+            f"{cert_path} holds no PEM certificate (make one with: securemsg gencert)"
         ) from None
     resolved_key_path = key_path_for(cert_path, key_path)
     key = load_private_key(resolved_key_path, passphrases or PassphraseSource())
@@ -253,9 +250,7 @@ def make_server_context(
     # CertificateOptions cannot limit the groups or refuse renegotiation.
     # pyOpenSSL has no public call for a group list, so use the binding it
     # ships; set_tmp_ecdh would allow only one curve.
-    if not _openssl_lib.SSL_CTX_set1_curves_list(
-        context._context, INTERMEDIATE_GROUPS
-    ):
+    if not _openssl_lib.SSL_CTX_set1_curves_list(context._context, INTERMEDIATE_GROUPS):
         raise TLSConfigError("this OpenSSL cannot limit the key exchange groups")
     context.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
     return context
@@ -273,7 +268,9 @@ class ServerTLS:
     def __init__(self, context: SSL.Context) -> None:
         self.context = context
 
-    def serverConnectionForTLS(self, tlsProtocol: TLSMemoryBIOProtocol) -> SSL.Connection:
+    def serverConnectionForTLS(
+        self, tlsProtocol: TLSMemoryBIOProtocol
+    ) -> SSL.Connection:
         return SSL.Connection(self.context, None)
 
 
