@@ -63,7 +63,7 @@ class Options(usage.Options):
 
     optParameters: list[Any] = [
         ["cert", "c", "certificate.pem", "PEM certificate (chain) file."],
-        ["key", "k", None, "PEM private key file (see the rule above)."],
+        ["key", "k", None, "PEM private key file (default: see below)."],
         [
             "key-passphrase-file",
             None,
