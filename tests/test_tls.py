@@ -146,6 +146,21 @@ class HandshakeTests(SynchronousTestCase):
             )
             self.assertFalse(client.handshake_done, suites)
 
+    def test_client_cipher_order_wins(self) -> None:
+        """
+        A TLS 1.2 client that prefers ChaCha20 gets it, as Mozilla's profiles
+        ask (the server does not impose its own order).
+        """
+        for preferred in (
+            "ECDHE-ECDSA-CHACHA20-POLY1305",
+            "ECDHE-ECDSA-AES256-GCM-SHA384",
+        ):
+            suites = f"{preferred}:ECDHE-ECDSA-AES128-GCM-SHA256".encode()
+            _, server_tls, _, _ = tls_pair(
+                server_context(), raw_client(SSL.TLS1_2_VERSION, ciphers=suites)
+            )
+            self.assertEqual(server_tls.getHandle().get_cipher_name(), preferred)
+
     def test_groups(self) -> None:
         """Only X25519, P-256 and P-384 are accepted for key exchange."""
         for group, accepted in [

@@ -230,8 +230,9 @@ def make_server_context(
 ) -> SSL.Context:
     """
     Build the OpenSSL context for serving with C{credentials}: TLS 1.2 or
-    better (or C{minimum}), Mozilla intermediate ciphers and groups, no
-    compression, no renegotiation, session resumption on.
+    better (or C{minimum}), Mozilla intermediate ciphers and groups in the
+    client's order of preference, no compression, no renegotiation, session
+    resumption on.
     """
     options = CertificateOptions(
         privateKey=crypto.PKey.from_cryptography_key(credentials.key),
@@ -246,6 +247,11 @@ def make_server_context(
         enableSessions=True,
         enableSessionTickets=True,
     )
+    # Mozilla's profiles let the client's order win (every suite offered is
+    # strong, and a client without AES hardware then gets ChaCha20), but
+    # CertificateOptions always asks for the server's order and has no
+    # switch for it; pyOpenSSL cannot clear an option once set.
+    options._options &= ~SSL.OP_CIPHER_SERVER_PREFERENCE
     context = options.getContext()
     # CertificateOptions cannot limit the groups or refuse renegotiation.
     # pyOpenSSL has no public call for a group list, so use the binding it
