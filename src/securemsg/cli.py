@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar, TextIO
 
@@ -26,80 +25,13 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.python import usage
 
 from securemsg import certs
-from securemsg._version import __version__
-
-PROGRAM: str = "securemsg"
-"""The name the command is installed as, used in every message."""
-
-
-class CommandError(Exception):
-    """
-    A failure a subcommand reports as one line on stderr.
-
-    @ivar message: The line to print (without the C{securemsg command:}
-        prefix, which L{main} adds).
-    @ivar exit_code: The process exit status to return.
-    """
-
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.message = message
-        self.exit_code = exit_code
-
-
-class _ShowText(Exception):  # noqa: N818 -- a request to exit 0, not an error
-    """Raised by C{--help} and C{--version}: print C{text} and exit 0."""
-
-    def __init__(self, text: str) -> None:
-        super().__init__(text)
-        self.text = text
-
-
-def _describe_os_error(error: OSError) -> str:
-    """The reason part of an C{OSError}, without the C{[Errno N]} noise."""
-    return error.strerror or str(error)
-
-
-class CommandOptions(usage.Options):
-    """
-    Base class for securemsg's option parsers, top level and subcommands.
-
-    Compared with L{usage.Options}: C{--help} and C{--version} hand their
-    text to L{main} (which prints it to the stream it was given) instead of
-    printing to C{sys.stdout} and exiting; C{--version} reports securemsg's
-    version, not Twisted's; and an empty C{longdesc} stops C{--help} from
-    falling back to the docstring of whatever C{__main__} module is running.
-    """
-
-    longdesc: ClassVar[str] = ""
-
-    def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
-
-    def parseOptions(self, options: Sequence[str] | None = None) -> None:
-        """
-        Parse C{options} (default: C{sys.argv[1:]}), as L{usage.Options}
-        does; this override only adds type annotations.
-        """
-        super().parseOptions(options)  # type: ignore[no-untyped-call]
-
-    def opt_help(self) -> None:
-        """Display this help and exit."""
-        raise _ShowText(str(self).rstrip("\n"))
-
-    def opt_version(self) -> None:
-        """Display the securemsg version and exit."""
-        raise _ShowText(f"{PROGRAM} {__version__}")
-
-    def run(self, stdout: TextIO) -> int:
-        """
-        Do the subcommand's work after its options were parsed.
-
-        @param stdout: Where normal output goes.
-        @return: The exit status, normally 0.
-        @raise CommandError: For anything that went wrong.
-        """
-        raise NotImplementedError(f"{type(self).__name__} has no run()")
+from securemsg.command import (
+    PROGRAM,
+    CommandError,
+    CommandOptions,
+    ShowText,
+    describe_os_error,
+)
 
 
 def _check_path(option: str, value: str) -> str:
@@ -155,7 +87,7 @@ def _read_passphrase(path: str) -> bytes:
             text = f.read()
     except OSError as e:
         raise CommandError(
-            f"cannot read passphrase file {path}: {_describe_os_error(e)}"
+            f"cannot read passphrase file {path}: {describe_os_error(e)}"
         ) from None
     except UnicodeDecodeError:
         raise CommandError(f"passphrase file {path} is not UTF-8 text") from None
@@ -345,7 +277,7 @@ class GencertOptions(CommandOptions):
             ) from None
         except OSError as e:
             raise CommandError(
-                f"cannot write {key_path}: {_describe_os_error(e)}"
+                f"cannot write {key_path}: {describe_os_error(e)}"
             ) from None
         try:
             certs.write_certificate(cert_path, cert, force=force)
@@ -361,7 +293,7 @@ class GencertOptions(CommandOptions):
             if isinstance(e, FileExistsError):
                 reason = f"{cert_path} already exists; use --force to replace it"
             else:
-                reason = f"cannot write {cert_path}: {_describe_os_error(e)}"
+                reason = f"cannot write {cert_path}: {describe_os_error(e)}"
             raise CommandError(reason + note) from None
 
 
@@ -433,7 +365,7 @@ def main(
     options = SecuremsgOptions()
     try:
         options.parseOptions(arguments)
-    except _ShowText as shown:
+    except ShowText as shown:
         out.write(shown.text + "\n")
         return 0
     except usage.UsageError as e:

@@ -160,6 +160,10 @@ class _StartupGuard(MultiService):
     """
     Turns a failure to listen at start-up into one line and an exit status
     of 1, instead of a traceback from twistd.
+
+    The line is logged, and the exit carries no message: by now twistd's
+    logging has redirected standard error into the log, so a message given
+    to L{SystemExit} would be the same line a second time.
     """
 
     log = Logger()
@@ -173,14 +177,14 @@ class _StartupGuard(MultiService):
             super().privilegedStartService()
         except ListenError as error:
             self.log.critical("{error}", error=error)
-            raise SystemExit(f"securemsg: {error}") from None
+            raise SystemExit(1) from None
 
     def startService(self) -> None:
         try:
             super().startService()
         except ListenError as error:
             self.log.critical("{error}", error=error)
-            raise SystemExit(f"securemsg: {error}") from None
+            raise SystemExit(1) from None
 
 
 def makeService(options: Options) -> MultiService:

@@ -188,9 +188,13 @@ def load_private_key(path: str, passphrases: PassphraseSource) -> certs.PrivateK
             f"private key {path} is encrypted: give its passphrase with "
             f"--key-passphrase-file or {PASSPHRASE_ENVIRONMENT_VARIABLE}"
         ) from None
-    except ValueError as error:
-        if passphrase is not None and "password" in str(error).lower():
-            raise TLSConfigError(f"wrong passphrase for private key {path}") from None
+    except ValueError:
+        if passphrase is not None:
+            # Now and then a wrong passphrase decrypts to data with valid
+            # padding, and cryptography then reports unreadable key data.
+            raise TLSConfigError(
+                f"wrong passphrase for private key {path} (or the file is damaged)"
+            ) from None
         raise TLSConfigError(f"{path} does not hold a usable PEM private key") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
         raise TLSConfigError(

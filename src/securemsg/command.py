@@ -1,0 +1,87 @@
+# -*- test-case-name: tests.test_cli -*-
+"""
+What every C{securemsg} subcommand shares: its option parser base class and
+how it reports failure.  L{securemsg.cli} puts the subcommands together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, TextIO
+
+from twisted.python import usage
+
+from securemsg._version import __version__
+
+PROGRAM: str = "securemsg"
+"""The name the command is installed as, used in every message."""
+
+
+class CommandError(Exception):
+    """
+    A failure a subcommand reports as one line on stderr.
+
+    @ivar message: The line to print (without the C{securemsg command:}
+        prefix, which L{main} adds).
+    @ivar exit_code: The process exit status to return.
+    """
+
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.message = message
+        self.exit_code = exit_code
+
+
+class ShowText(Exception):
+    """Raised by C{--help} and C{--version}: print C{text} and exit 0."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def describe_os_error(error: OSError) -> str:
+    """The reason part of an C{OSError}, without the C{[Errno N]} noise."""
+    return error.strerror or str(error)
+
+
+class CommandOptions(usage.Options):
+    """
+    Base class for securemsg's option parsers, top level and subcommands.
+
+    Compared with L{usage.Options}: C{--help} and C{--version} hand their
+    text to L{main} (which prints it to the stream it was given) instead of
+    printing to C{sys.stdout} and exiting; C{--version} reports securemsg's
+    version, not Twisted's; and an empty C{longdesc} stops C{--help} from
+    falling back to the docstring of whatever C{__main__} module is running.
+    """
+
+    longdesc: ClassVar[str] = ""
+
+    def __init__(self) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+
+    def parseOptions(self, options: Sequence[str] | None = None) -> None:
+        """
+        Parse C{options} (default: C{sys.argv[1:]}), as L{usage.Options}
+        does; this override only adds type annotations.
+        """
+        super().parseOptions(options)  # type: ignore[no-untyped-call]
+
+    def opt_help(self) -> None:
+        """Display this help and exit."""
+        raise ShowText(str(self).rstrip("\n"))
+
+    def opt_version(self) -> None:
+        """Display the securemsg version and exit."""
+        raise ShowText(f"{PROGRAM} {__version__}")
+
+    def run(self, stdout: TextIO) -> int:
+        """
+        Do the subcommand's work after its options were parsed.
+
+        @param stdout: Where normal output goes.
+        @return: The exit status, normally 0.
+        @raise CommandError: For anything that went wrong.
+        """
+        raise NotImplementedError(f"{type(self).__name__} has no run()")

@@ -1,0 +1,642 @@
+"""
+End-to-end tests: real TLS over loopback TCP, through the same endpoint code
+C{twistd securemsg} uses, with real Twisted TLS clients (and one blocking
+Python C{ssl} client, as the tutorial writes it).
+
+These are the only chat tests that touch the network; everything they check
+in detail is also checked in memory by C{test_server} and C{test_tls}.  Each
+wait is bounded, and tearDown waits until both ends of every connection have
+seen C{connectionLost} before it stops listening, so that trial's reactor is
+clean (STYLE.md, pitfall 9).
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.internet import reactor as _global_reactor
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IListeningPort,
+    IReactorTCP,
+    IReactorTime,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.internet.threads import deferToThread
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from securemsg import ChatServerFactory, ChatServerProtocol, certs, tls
+
+from . import _certs
+
+# The global reactor, typed for what these tests use of it.
+reactor: Any = _global_reactor
+
+#: How long any single wait may take.  Everything here happens on loopback
+#: in milliseconds; this only stops a bug from hanging the suite.
+TIMEOUT = 10.0
+
+T = TypeVar("T")
+
+
+def bounded(deferred: Deferred[T], what: str, timeout: float = TIMEOUT) -> Deferred[T]:
+    """
+    Fail C{deferred} with an L{AssertionError} naming C{what} if it has not
+    fired within C{timeout} seconds.
+    """
+
+    def timed_out(result: object, seconds: float) -> Failure:
+        return Failure(AssertionError(f"timed out after {seconds}s waiting for {what}"))
+
+    return deferred.addTimeout(timeout, reactor, onTimeoutCancel=timed_out)
+
+
+class _Waiters:
+    """
+    Deferreds waiting for one event.  They fire with L{None}; what the event
+    brought (such as a L{Failure} saying why a connection ended, which a
+    Deferred would take as an error) is kept in C{value}.
+    """
+
+    def __init__(self) -> None:
+        self.fired = False
+        self.value: Any = None
+        self._waiting: list[Deferred[None]] = []
+
+    def wait(self) -> Deferred[None]:
+        if self.fired:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiting.append(waiter)
+        return waiter
+
+    def fire(self, value: object = None) -> None:
+        self.fired, self.value = True, value
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.callback(None)
+
+
+# ---------------------------------------------------------------------------
+# The server side, observed
+
+
+class ObservedServerProtocol(ChatServerProtocol):
+    """
+    The real server protocol, which also lets a test wait for its
+    C{connectionLost}.
+    """
+
+    factory: ObservedChatServerFactory
+
+    def __init__(self, factory: ChatServerFactory) -> None:
+        super().__init__(factory)
+        self.ended = _Waiters()
+        self.was_joined = False
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.was_joined = self._joined
+        try:
+            super().connectionLost(reason)
+        finally:
+            self.ended.fire(reason)
+
+
+class ObservedChatServerFactory(ChatServerFactory):
+    """
+    L{ChatServerFactory} as it is, except that it keeps every protocol it
+    builds so that a test can wait for connections to come and go.
+    """
+
+    protocol = ObservedServerProtocol
+
+    def __init__(self, clock: IReactorTime) -> None:
+        super().__init__(clock)
+        self.connections: list[ObservedServerProtocol] = []
+        self._arrivals: list[tuple[int, Deferred[ObservedServerProtocol]]] = []
+
+    def buildProtocol(self, addr: Any) -> ObservedServerProtocol:
+        protocol = ObservedServerProtocol(self)
+        self.connections.append(protocol)
+        arrivals, self._arrivals = self._arrivals, []
+        for index, waiter in arrivals:
+            if index < len(self.connections):
+                waiter.callback(self.connections[index])
+            else:
+                self._arrivals.append((index, waiter))
+        return protocol
+
+    def connection(self, index: int) -> Deferred[ObservedServerProtocol]:
+        """The C{index}th connection (from 0), once the server accepted it."""
+        if index < len(self.connections):
+            return succeed(self.connections[index])
+        waiter: Deferred[ObservedServerProtocol] = Deferred()
+        self._arrivals.append((index, waiter))
+        return bounded(waiter, f"server connection #{index}")
+
+
+# ---------------------------------------------------------------------------
+# Clients
+
+
+@implementer(IHandshakeListener)
+class ChatClient(LineReceiver):
+    """
+    A TLS chat client that keeps the lines it has not read yet and lets a
+    test wait for the next few.
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = 1_000_000
+
+    def __init__(self) -> None:
+        self.unread: list[str] = []
+        self.handshake = _Waiters()
+        self.ended = _Waiters()
+        self._wanted: tuple[int, Deferred[list[str]]] | None = None
+
+    def handshakeCompleted(self) -> None:
+        self.handshake.fire()
+
+    def lineReceived(self, line: bytes) -> None:
+        self.unread.append(line.decode("utf-8"))
+        self._hand_over()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.ended.fire(reason)
+        self._give_up()
+
+    def _give_up(self) -> None:
+        """Fail a wait for lines that can no longer come."""
+        if self._wanted is not None:
+            count, waiter = self._wanted
+            self._wanted = None
+            reason = self.ended.value
+            waiter.errback(
+                AssertionError(
+                    f"connection lost ({reason and reason.getErrorMessage()})"
+                    f" while waiting for {count} lines; got {self.unread!r}"
+                )
+            )
+
+    def _hand_over(self) -> None:
+        if self._wanted is not None and len(self.unread) >= self._wanted[0]:
+            count, waiter = self._wanted
+            self._wanted = None
+            lines, self.unread = self.unread[:count], self.unread[count:]
+            waiter.callback(lines)
+
+    def next_lines(self, count: int = 1) -> Deferred[list[str]]:
+        """The next C{count} lines received, once they are all here."""
+        assert self._wanted is None, "already waiting"
+
+        def forget(waiter: Deferred[list[str]]) -> None:
+            self._wanted = None
+
+        waiter: Deferred[list[str]] = Deferred(forget)
+        self._wanted = (count, waiter)
+        self._hand_over()
+        if self.ended.fired:
+            self._give_up()
+
+        def timed_out(result: object, seconds: float) -> Failure:
+            return Failure(
+                AssertionError(
+                    f"timed out after {seconds}s waiting for {count} lines;"
+                    f" got only {self.unread!r}"
+                )
+            )
+
+        return waiter.addTimeout(TIMEOUT, reactor, onTimeoutCancel=timed_out)
+
+    def send(self, *lines: bytes) -> None:
+        """Send each of C{lines} followed by a newline."""
+        self.transport.write(b"".join(line + b"\n" for line in lines))
+
+    def wait_closed(self) -> Deferred[None]:
+        """Fires once this end saw C{connectionLost}; C{ended.value} says why."""
+        return bounded(self.ended.wait(), "the client's connectionLost")
+
+
+class ResetAfterHandshake(ChatClient):
+    """Resets the TCP connection the moment its TLS handshake is done."""
+
+    def handshakeCompleted(self) -> None:
+        super().handshakeCompleted()
+        self.transport.abortConnection()
+
+
+class GarbageSender(Protocol):
+    """A plain TCP client that sends something that is not TLS."""
+
+    def __init__(self, garbage: bytes) -> None:
+        self.garbage = garbage
+        self.received = b""
+        self.ended = _Waiters()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.garbage)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received += data
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.ended.fire(reason)
+
+    def wait_closed(self) -> Deferred[None]:
+        return bounded(self.ended.wait(), "the garbage sender's connectionLost")
+
+
+def tutorial_client(port: int, server_cert_path: str) -> str:
+    """
+    The tutorial's blocking Python C{ssl} client, Part 2, with timeouts on
+    every socket operation so that a bug cannot hang the test run: connect,
+    read the greeting line, send one message without a newline, close.
+
+    Runs in a thread.
+
+    @return: the greeting line, without its newline.
+    """
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.load_verify_locations(server_cert_path)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.settimeout(TIMEOUT)
+    conn = context.wrap_socket(sock, server_hostname="localhost")
+    try:
+        conn.connect(("127.0.0.1", port))
+        received = b""
+        while not received.endswith(b"\n"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                raise AssertionError(f"server closed before a line: {received!r}")
+            received += chunk
+        conn.sendall(b"one message without a newline")
+    finally:
+        conn.close()
+    return received.decode("utf-8").removesuffix("\n")
+
+
+# ---------------------------------------------------------------------------
+# The tests
+
+
+def greeting(name: str) -> str:
+    return f"*** Welcome to securemsg, {name}. Type /help for commands."
+
+
+class _LoopbackServer(TestCase):
+    """
+    Serves securemsg over real TLS on an ephemeral loopback port; tracks
+    every client so that tearDown can close everything cleanly.
+    """
+
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp())
+        self.directory.mkdir()
+        self.clients: list[ChatClient] = []
+        self.factory = ObservedChatServerFactory(reactor)
+        self.listening: IListeningPort | None = None
+
+    async def serve(self, cert_path: str, key_path: str) -> None:
+        """Listen with the certificate and key in these files."""
+        credentials = tls.load_credentials(cert_path, key_path)
+        endpoint = tls.tls_server_endpoint(
+            reactor,
+            "tcp:0:interface=127.0.0.1",
+            tls.ServerTLS(tls.make_server_context(credentials)),
+        )
+        self.listening = await bounded(endpoint.listen(self.factory), "listening")
+        self.port = self.listening.getHost().port
+
+    def tcp_endpoint(self) -> TCP4ClientEndpoint:
+        tcp: IReactorTCP = reactor
+        return TCP4ClientEndpoint(tcp, "127.0.0.1", self.port, timeout=TIMEOUT)
+
+    async def connect(
+        self, trust_pem: bytes, make: Callable[[], ChatClient] = ChatClient
+    ) -> ChatClient:
+        """A TLS client that trusts C{trust_pem} and checks C{localhost}."""
+        options = optionsForClientTLS(
+            "localhost", trustRoot=Certificate.loadPEM(trust_pem)
+        )
+        endpoint = wrapClientTLS(options, self.tcp_endpoint())
+        client = await bounded(endpoint.connect(Factory.forProtocol(make)), "connect")
+        self.clients.append(client)
+        return client
+
+    async def connect_plain(self, protocol: Protocol) -> None:
+        """Connect C{protocol} to the server over plain TCP (no TLS)."""
+        connected = await bounded(
+            self.tcp_endpoint().connect(Factory.forProtocol(lambda: protocol)),
+            "connect",
+        )
+        self.assertIs(connected, protocol)
+
+    async def tearDown(self) -> None:
+        """
+        Close every client (with a TLS close), wait until both ends of every
+        connection have seen C{connectionLost}, then stop listening.
+        """
+        try:
+            for client in self.clients:
+                if not client.ended.fired:
+                    client.transport.loseConnection()
+            await gatherResults(
+                [client.wait_closed() for client in self.clients]
+                + [
+                    bounded(server.ended.wait(), "the server's connectionLost")
+                    for server in self.factory.connections
+                ],
+                consumeErrors=True,
+            )
+        finally:
+            if self.listening is not None:
+                await bounded(self.listening.stopListening(), "stopListening")
+
+
+class ChatOverTLSTests(_LoopbackServer):
+    """
+    Several Twisted TLS clients chat through a real securemsg server on
+    loopback.
+    """
+
+    async def start_chat(self) -> None:
+        ca, server = _certs.default_ca_and_server()
+        self.ca_pem = ca.cert_pem()
+        cert_path, key_path = server.write(self.directory)
+        await self.serve(cert_path, key_path)
+
+    async def three_named(self) -> tuple[ChatClient, ChatClient, ChatClient]:
+        """
+        Connect three clients and name them alice, bob and carol, checking
+        every line each receives on the way; returns with nothing unread.
+        """
+        await self.start_chat()
+        alice = await self.connect(self.ca_pem)
+        self.assertEqual(await alice.next_lines(1), [greeting("guest-1")])
+        bob = await self.connect(self.ca_pem)
+        self.assertEqual(await bob.next_lines(1), [greeting("guest-2")])
+        self.assertEqual(await alice.next_lines(1), ["*** guest-2 joined"])
+        carol = await self.connect(self.ca_pem)
+        self.assertEqual(await carol.next_lines(1), [greeting("guest-3")])
+        self.assertEqual(await alice.next_lines(1), ["*** guest-3 joined"])
+        self.assertEqual(await bob.next_lines(1), ["*** guest-3 joined"])
+
+        for client, number, name in [
+            (alice, 1, "alice"),
+            (bob, 2, "bob"),
+            (carol, 3, "carol"),
+        ]:
+            client.send(b"/nick " + name.encode())
+            self.assertEqual(await client.next_lines(1), [f"*** you are now {name}"])
+            for other in {alice, bob, carol} - {client}:
+                self.assertEqual(
+                    await other.next_lines(1),
+                    [f"*** guest-{number} is now known as {name}"],
+                )
+        return alice, bob, carol
+
+    async def test_join_and_nick(self) -> None:
+        """
+        Each client is greeted by its guest name, the others are told it
+        joined, and /nick tells the client its new name and everyone else the
+        change.  /who then lists the three by their new names.
+        """
+        _, bob, _ = await self.three_named()
+        bob.send(b"/who")
+        self.assertEqual(await bob.next_lines(1), ["*** 3 here: alice, bob, carol"])
+
+    async def test_broadcast(self) -> None:
+        """
+        A chat line reaches both other clients exactly, and not its sender:
+        the sender's next line is the reply to its own later line.
+        """
+        alice, bob, carol = await self.three_named()
+        alice.send("hello, wörld".encode())
+        self.assertEqual(await bob.next_lines(1), ["[alice] hello, wörld"])
+        self.assertEqual(await carol.next_lines(1), ["[alice] hello, wörld"])
+        alice.send(b"/me waves")
+        self.assertEqual(await bob.next_lines(1), ["* alice waves"])
+        self.assertEqual(await carol.next_lines(1), ["* alice waves"])
+        bob.send(b"hi alice")
+        self.assertEqual(await alice.next_lines(1), ["[bob] hi alice"])
+        self.assertEqual(await carol.next_lines(1), ["[bob] hi alice"])
+
+    async def test_private_message(self) -> None:
+        """
+        /msg reaches only its recipient, and the sender gets the same line
+        back; the third client's next line is a later broadcast, so it never
+        saw the private one.
+        """
+        alice, bob, carol = await self.three_named()
+        alice.send(b"/msg Bob psst, bob")
+        self.assertEqual(await bob.next_lines(1), ["[alice -> bob] psst, bob"])
+        self.assertEqual(await alice.next_lines(1), ["[alice -> bob] psst, bob"])
+        bob.send(b"/msg nobody hello")
+        self.assertEqual(await bob.next_lines(1), ["!!! nobody here is called nobody"])
+        bob.send(b"public again")
+        self.assertEqual(await carol.next_lines(1), ["[bob] public again"])
+        self.assertEqual(await alice.next_lines(1), ["[bob] public again"])
+
+    async def test_nick_clash(self) -> None:
+        """
+        Asking for a name someone has (in any case) is refused with an
+        error to the asker only, and the asker keeps its name.
+        """
+        alice, bob, carol = await self.three_named()
+        carol.send(b"/nick ALICE")
+        self.assertEqual(await carol.next_lines(1), ["!!! the name alice is taken"])
+        carol.send(b"still carol")
+        self.assertEqual(await alice.next_lines(1), ["[carol] still carol"])
+        self.assertEqual(await bob.next_lines(1), ["[carol] still carol"])
+
+    async def test_over_long_line(self) -> None:
+        """
+        A line over the default limit of 4096 bytes gets an error and is not
+        relayed, whether it fits in one TLS record or spans many; the
+        connection keeps working, and a line of exactly 4096 bytes is relayed.
+        """
+        alice, bob, carol = await self.three_named()
+        error = "!!! line longer than 4096 bytes; it was not sent"
+        alice.send(b"x" * 4097, b"after one record")
+        self.assertEqual(await alice.next_lines(1), [error])
+        self.assertEqual(await bob.next_lines(1), ["[alice] after one record"])
+        alice.send(b"y" * 100_000, b"after many records")
+        self.assertEqual(await alice.next_lines(1), [error])
+        self.assertEqual(await bob.next_lines(1), ["[alice] after many records"])
+        alice.send(b"z" * 4096)
+        self.assertEqual(await bob.next_lines(1), ["[alice] " + "z" * 4096])
+        self.assertEqual(
+            await carol.next_lines(3),
+            [
+                "[alice] after one record",
+                "[alice] after many records",
+                "[alice] " + "z" * 4096,
+            ],
+        )
+
+    async def test_invalid_utf8(self) -> None:
+        """
+        A line that is not UTF-8 gets an error and is not relayed; the
+        connection stays and its next line is relayed.
+        """
+        alice, bob, carol = await self.three_named()
+        bob.send(b"bad \xff\xfe bytes", b"good bytes")
+        self.assertEqual(
+            await bob.next_lines(1),
+            ["!!! that line was not valid UTF-8; it was not sent"],
+        )
+        self.assertEqual(await alice.next_lines(1), ["[bob] good bytes"])
+        self.assertEqual(await carol.next_lines(1), ["[bob] good bytes"])
+
+    async def test_control_characters_made_visible(self) -> None:
+        """
+        Control characters (BEL, ESC, CR, DEL, a C1 control) and a bidi
+        override arrive made visible, a tab as a space, and a CRLF line ending
+        is not part of the line.
+        """
+        alice, bob, carol = await self.three_named()
+        bob.send("a\x07b\x1b[2Jc\rd\te\u202ef\x7fg\u0085h\r".encode())
+        expected = ["[bob] a^Gb^[[2Jc^Md e<U+202E>f^?g<U+0085>h"]
+        self.assertEqual(await alice.next_lines(1), expected)
+        self.assertEqual(await carol.next_lines(1), expected)
+
+    async def test_abrupt_disconnect(self) -> None:
+        """
+        A client whose connection is reset (abortConnection: a TCP RST, no
+        TLS close) is announced to the others as lost, and the server goes
+        on serving them and new clients.
+        """
+        alice, bob, carol = await self.three_named()
+        bob.transport.abortConnection()
+        await bob.wait_closed()
+        self.assertEqual(await alice.next_lines(1), ["*** bob left (connection lost)"])
+        self.assertEqual(await carol.next_lines(1), ["*** bob left (connection lost)"])
+        alice.send(b"still here?")
+        self.assertEqual(await carol.next_lines(1), ["[alice] still here?"])
+        dave = await self.connect(self.ca_pem)
+        self.assertEqual(await dave.next_lines(1), [greeting("guest-4")])
+        self.assertEqual(await alice.next_lines(1), ["*** guest-4 joined"])
+        self.assertEqual(await carol.next_lines(1), ["*** guest-4 joined"])
+        dave.send(b"hello")
+        self.assertEqual(await alice.next_lines(1), ["[guest-4] hello"])
+
+    async def test_quit_with_message(self) -> None:
+        """
+        /quit with a message: the quitter is told goodbye and the server
+        closes its connection cleanly; the others see the message as the
+        reason it left.
+        """
+        alice, bob, carol = await self.three_named()
+        carol.send(b"/quit  gotta go ")
+        self.assertEqual(await carol.next_lines(1), ["*** goodbye"])
+        await carol.wait_closed()
+        self.assertTrue(carol.ended.value.check(ConnectionDone))
+        self.assertEqual(await alice.next_lines(1), ["*** carol left (gotta go)"])
+        self.assertEqual(await bob.next_lines(1), ["*** carol left (gotta go)"])
+        alice.send(b"bye carol")
+        self.assertEqual(await bob.next_lines(1), ["[alice] bye carol"])
+
+    async def test_reset_right_after_handshake(self) -> None:
+        """
+        A client that resets the connection as soon as its side of the
+        handshake is done does not disturb the others.  Whether the server
+        got far enough to let it join is a race (under TLS 1.3 the client's
+        Finished message usually never leaves), so what the others see is
+        checked against what the server did: either nothing, or exactly a
+        join and a "connection lost".  Then they keep chatting.
+        """
+        alice, bob, carol = await self.three_named()
+        resetter = await self.connect(self.ca_pem, ResetAfterHandshake)
+        await resetter.wait_closed()
+        server_side = await self.factory.connection(3)
+        await bounded(server_side.ended.wait(), "the server's connectionLost")
+        alice.send(b"anyone else?")
+        expected = ["[alice] anyone else?"]
+        if server_side.was_joined:
+            expected = [
+                "*** guest-4 joined",
+                "*** guest-4 left (connection lost)",
+                *expected,
+            ]
+        self.assertEqual(await bob.next_lines(len(expected)), expected)
+        self.assertEqual(await carol.next_lines(len(expected)), expected)
+        bob.send(b"yes")
+        self.assertEqual(await alice.next_lines(1), ["[bob] yes"])
+        self.assertEqual(resetter.unread, [])
+
+    async def test_garbage_instead_of_tls(self) -> None:
+        """
+        Clients that send plain text, or a broken TLS record, to the TLS port
+        are disconnected by the server without ever joining (they get no chat
+        line, at most a TLS alert record), and the others keep chatting.
+        """
+        alice, bob, carol = await self.three_named()
+        senders = [
+            GarbageSender(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"),
+            # A handshake record whose ClientHello is five bytes of nonsense.
+            GarbageSender(b"\x16\x03\x01\x00\x05hello"),
+        ]
+        for index, garbage in enumerate(senders, start=3):
+            await self.connect_plain(garbage)
+            await garbage.wait_closed()
+            server_side = await self.factory.connection(index)
+            await bounded(server_side.ended.wait(), "the server's connectionLost")
+            self.assertFalse(server_side.was_joined)
+            if garbage.received:
+                # A TLS record of type 21: an alert, not chat text.
+                self.assertEqual(garbage.received[:1], b"\x15")
+        carol.send(b"did something happen?")
+        self.assertEqual(await alice.next_lines(1), ["[carol] did something happen?"])
+        self.assertEqual(await bob.next_lines(1), ["[carol] did something happen?"])
+
+
+class TutorialClientTests(_LoopbackServer):
+    """
+    The tutorial's blocking Python C{ssl} client works against a server with
+    a certificate made the way C{securemsg gencert} makes one.
+    """
+
+    async def test_tutorial_client(self) -> None:
+        """
+        A self-signed certificate from L{certs.generate_self_signed}, written
+        with L{certs.write_certificate} and L{certs.write_private_key}, is
+        trusted by Python's C{ssl} when loaded as a verify location.  The
+        blocking client reads its greeting, sends one message without a
+        newline and closes; a Twisted client pinned to the same certificate
+        receives the message exactly, then the notice that the sender left
+        (a close without TLS close_notify counts as a lost connection).
+        """
+        certificate, key = certs.generate_self_signed()
+        cert_path = str(self.directory / "certificate.pem")
+        key_path = str(self.directory / "private.key")
+        certs.write_certificate(cert_path, certificate, force=False)
+        certs.write_private_key(key_path, key, None, force=False)
+        await self.serve(cert_path, key_path)
+
+        watcher = await self.connect(Path(cert_path).read_bytes())
+        self.assertEqual(await watcher.next_lines(1), [greeting("guest-1")])
+
+        received = await bounded(
+            deferToThread(tutorial_client, self.port, cert_path), "the tutorial client"
+        )
+        self.assertEqual(received, greeting("guest-2"))
+        self.assertEqual(
+            await watcher.next_lines(3),
+            [
+                "*** guest-2 joined",
+                "[guest-2] one message without a newline",
+                "*** guest-2 left (connection lost)",
+            ],
+        )

@@ -1,0 +1,282 @@
+"""
+Tests for L{securemsg.tap}: the options of C{twistd securemsg} as data, the
+service it builds (on a L{MemoryReactor}: no port is bound), and that twistd
+can find the plugin at all.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import IService, IServiceCollection, IServiceMaker
+from twisted.internet.testing import MemoryReactor
+from twisted.plugin import getPlugins
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.usage import UsageError
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from securemsg import tap, tls
+from securemsg.server import DEFAULT_GREETING, ChatServerFactory
+from securemsg.service import ChatService
+
+from . import _certs
+
+
+def parse(*arguments: str) -> tap.Options:
+    options = tap.Options()
+    options.parseOptions(list(arguments))
+    return options
+
+
+def all_services(top: IService) -> list[IService]:
+    """C{top} and every service under it, depth first."""
+    found = [top]
+    if IServiceCollection.providedBy(top):
+        for child in top:  # type: ignore[attr-defined]
+            found.extend(all_services(child))
+    return found
+
+
+class OptionsTests(SynchronousTestCase):
+    """
+    L{tap.Options} parses the command line into the values make_service uses.
+    """
+
+    def test_defaults(self) -> None:
+        """
+        With no arguments every option has its documented default, and the
+        server listens on TCP port 50000 on all IPv4 addresses.
+        """
+        options = parse()
+        self.assertEqual(
+            dict(options),
+            {
+                "cert": "certificate.pem",
+                "key": None,
+                "key-passphrase-file": None,
+                "port": 50000,
+                "interface": "",
+                "greeting": DEFAULT_GREETING,
+                "max-line-length": 4096,
+                "tls-min": "1.2",
+                "log-messages": 0,
+                "listen": [],
+            },
+        )
+        self.assertEqual(options.endpoint_descriptions(), ["tcp:50000"])
+
+    def test_all_options(self) -> None:
+        """
+        Every option given on the command line ends up in the parsed values,
+        converted to its type.
+        """
+        options = parse(
+            "--cert=c.pem",
+            "--key=k.pem",
+            "--key-passphrase-file=pass.txt",
+            "--port=6000",
+            "--interface=127.0.0.1",
+            "--greeting=hi {name}",
+            "--max-line-length=100",
+            "--tls-min=1.3",
+            "--log-messages",
+        )
+        self.assertEqual(
+            dict(options),
+            {
+                "cert": "c.pem",
+                "key": "k.pem",
+                "key-passphrase-file": "pass.txt",
+                "port": 6000,
+                "interface": "127.0.0.1",
+                "greeting": "hi {name}",
+                "max-line-length": 100,
+                "tls-min": "1.3",
+                "log-messages": 1,
+                "listen": [],
+            },
+        )
+        self.assertEqual(
+            options.endpoint_descriptions(), ["tcp:6000:interface=127.0.0.1"]
+        )
+
+    def test_listen_is_repeatable(self) -> None:
+        """
+        --listen may be given several times; the endpoints are listened on as
+        given, in order, and --port/--interface are then ignored.
+        """
+        options = parse(
+            "--listen",
+            "tcp:5000:interface=127.0.0.1",
+            "--port=6000",
+            "--listen",
+            "unix:/run/securemsg.sock",
+        )
+        given = ["tcp:5000:interface=127.0.0.1", "unix:/run/securemsg.sock"]
+        self.assertEqual(options["listen"], given)
+        self.assertEqual(options.endpoint_descriptions(), given)
+
+    def test_ipv6_interface(self) -> None:
+        """
+        An interface with colons makes a tcp6 endpoint, with the colons
+        escaped so that the endpoint parser does not split on them.
+        """
+        self.assertEqual(
+            parse("--interface", "::").endpoint_descriptions(),
+            ["tcp6:50000:interface=\\:\\:"],
+        )
+        self.assertEqual(
+            parse("--interface", "::1", "--port", "0").endpoint_descriptions(),
+            ["tcp6:0:interface=\\:\\:1"],
+        )
+
+    def test_port_range(self) -> None:
+        """
+        --port accepts 0 to 65535 and nothing else.
+        """
+        self.assertEqual(parse("--port", "0")["port"], 0)
+        self.assertEqual(parse("--port", "65535")["port"], 65535)
+        for bad in ["65536", "-1", "fifty"]:
+            self.assertRaises(UsageError, parse, "--port", bad)
+
+    def test_tls_minimum(self) -> None:
+        """
+        --tls-min accepts 1.2 and 1.3 only; 1.1 is a usage error that names
+        the accepted values.
+        """
+        self.assertEqual(parse("--tls-min", "1.3")["tls-min"], "1.3")
+        error = self.assertRaises(UsageError, parse, "--tls-min", "1.1")
+        self.assertEqual(str(error), "--tls-min must be one of 1.2, 1.3, not '1.1'")
+
+    def test_max_line_length_positive(self) -> None:
+        """
+        --max-line-length must be at least 1.
+        """
+        self.assertEqual(parse("--max-line-length", "1")["max-line-length"], 1)
+        for bad in ["0", "-5", "lots"]:
+            self.assertRaises(UsageError, parse, "--max-line-length", bad)
+
+
+class MakeServiceTests(SynchronousTestCase):
+    """
+    L{tap.make_service} builds the whole server from options, reading the
+    certificate at once, without binding anything until it is started.
+    """
+
+    def setUp(self) -> None:
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        _, server = _certs.default_ca_and_server()
+        self.cert_path, self.key_path = server.write(directory)
+        self.missing = str(directory / "missing.pem")
+
+    def test_service_tree_and_listener(self) -> None:
+        """
+        The service tree holds one L{ChatService}; starting it listens on the
+        given endpoint with the chat factory wrapped in TLS, built with the
+        greeting and line limit from the options.  Stopping stops listening.
+        """
+        reactor = MemoryReactor()
+        options = parse(
+            "--cert", self.cert_path,
+            "--key", self.key_path,
+            "--greeting", "hi {name}",
+            "--max-line-length", "100",
+            "--listen", "tcp:1234:interface=127.0.0.1",
+        )  # fmt: skip
+        top = tap.make_service(reactor, options)
+        chat_services = [s for s in all_services(top) if isinstance(s, ChatService)]
+        self.assertEqual(len(chat_services), 1)
+        self.assertEqual(reactor.tcpServers, [])
+
+        top.privilegedStartService()
+        top.startService()
+        self.assertEqual(len(reactor.tcpServers), 1)
+        port, factory, _, interface = reactor.tcpServers[0]
+        self.assertEqual((port, interface), (1234, "127.0.0.1"))
+        self.assertIsInstance(factory, TLSMemoryBIOFactory)
+        chat = factory.wrappedFactory
+        self.assertIsInstance(chat, ChatServerFactory)
+        self.assertEqual(chat.greeting_lines("alice"), ["hi alice"])
+        self.assertEqual(chat.max_line_length, 100)
+        self.assertIs(chat.clock, reactor)
+        self.assertEqual(len(chat_services[0].ports), 1)
+
+        self.successResultOf(top.stopService())
+        self.assertEqual(chat_services[0].ports, [])
+
+    def test_several_endpoints(self) -> None:
+        """
+        Each --listen is listened on with the same chat factory.
+        """
+        reactor = MemoryReactor()
+        options = parse(
+            "--cert", self.cert_path,
+            "--key", self.key_path,
+            "--listen", "tcp:1234",
+            "--listen", "tcp6:1235:interface=\\:\\:1",
+        )  # fmt: skip
+        top = tap.make_service(reactor, options)
+        top.privilegedStartService()
+        top.startService()
+        self.assertEqual(
+            [(port, interface) for port, _, _, interface in reactor.tcpServers],
+            [(1234, ""), (1235, "::1")],
+        )
+        chats = {id(factory.wrappedFactory) for _, factory, _, _ in reactor.tcpServers}
+        self.assertEqual(len(chats), 1)
+        self.successResultOf(top.stopService())
+
+    def test_bad_certificate_path(self) -> None:
+        """
+        A certificate file that does not exist fails in make_service, with a
+        one-line L{tls.TLSConfigError} that says how to make one.
+        """
+        options = parse("--cert", self.missing, "--port", "0")
+        error = self.assertRaises(
+            tls.TLSConfigError, tap.make_service, MemoryReactor(), options
+        )
+        self.assertEqual(
+            str(error),
+            f"certificate file {self.missing} not found"
+            " (make one with: securemsg gencert)",
+        )
+
+    def test_makeService_exits_with_one_line(self) -> None:
+        """
+        twistd's entry point turns a configuration problem into
+        L{SystemExit} with a one-line C{securemsg: ...} message (which Python
+        prints to standard error), not a traceback.
+        """
+        options = parse("--cert", self.missing, "--port", "0")
+        error = self.assertRaises(SystemExit, tap.makeService, options)
+        self.assertEqual(
+            error.code,
+            f"securemsg: certificate file {self.missing} not found"
+            " (make one with: securemsg gencert)",
+        )
+
+
+class PluginTests(SynchronousTestCase):
+    """
+    twistd finds the securemsg plugin (from the top-level twisted/plugins/
+    folder while developing, or from site-packages once installed).
+    """
+
+    def test_plugin_found(self) -> None:
+        """
+        Exactly one L{IServiceMaker} plugin has the tapname C{securemsg}; it
+        provides the interface, its options are L{tap.Options} and its
+        service maker is L{tap.makeService}.
+        """
+        makers: list[Any] = [
+            maker for maker in getPlugins(IServiceMaker) if maker.tapname == "securemsg"
+        ]
+        self.assertEqual(len(makers), 1)
+        [maker] = makers
+        self.assertTrue(verifyObject(IServiceMaker, maker))
+        self.assertIsInstance(maker.options(), tap.Options)
+        self.assertIs(maker.makeService, tap.makeService)
+        self.assertEqual(maker.description, "A TLS-encrypted multi-user chat server.")

@@ -1,0 +1,374 @@
+"""
+The real C{twistd securemsg} in a subprocess: it finds the plugin from the
+top-level C{twisted/plugins/} folder (the repository root is put on
+C{PYTHONPATH}, as during development), serves chat over TLS, stops on
+SIGTERM, and reports configuration problems as one line, not a traceback.
+
+Each launch costs about half a second, so checks share launches where they
+fit together.  Every process is bounded by a timeout and killed in cleanup.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import signal
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor as _global_reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import Factory, ProcessProtocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+
+from securemsg.tls import PASSPHRASE_ENVIRONMENT_VARIABLE
+
+from . import _certs
+from .test_integration import ChatClient, _Waiters, bounded, greeting
+
+reactor: Any = _global_reactor
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+#: Generous: a twistd start takes about half a second, more on a busy CI.
+PROCESS_TIMEOUT = 30.0
+
+#: One line of twistd's text log: time, [system], then the message.
+LOG_LINE = re.compile(r"\S+ \[(?P<system>[^\]]*)\] (?P<message>.*)")
+
+PASSPHRASE = b"correct horse battery staple"
+
+
+class Twistd(ProcessProtocol):
+    """
+    A running C{twistd}: collects its output, and lets a test wait for a log
+    message on standard output or for the process to end.
+    """
+
+    def __init__(self) -> None:
+        self.out = b""
+        self.err = b""
+        self.ended = _Waiters()
+        self._watching: list[tuple[re.Pattern[str], Deferred[re.Match[str]]]] = []
+
+    def outReceived(self, data: bytes) -> None:
+        self.out += data
+        self._check()
+
+    def errReceived(self, data: bytes) -> None:
+        self.err += data
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.fire(reason.value)
+        self._check()
+        self._give_up()
+
+    def _give_up(self) -> None:
+        """Fail every wait for a message that can no longer come."""
+        watching, self._watching = self._watching, []
+        for pattern, waiter in watching:
+            waiter.errback(
+                AssertionError(
+                    f"twistd ended ({self.ended.value}) before logging"
+                    f" {pattern.pattern!r}; output:\n{self.output()}"
+                )
+            )
+
+    def output(self) -> str:
+        """Everything it wrote so far, for failure messages."""
+        return (
+            self.out.decode("utf-8", "replace")
+            + "\n--- stderr ---\n"
+            + self.err.decode("utf-8", "replace")
+        )
+
+    def messages(self) -> list[str]:
+        """The messages of the complete log lines on standard output."""
+        lines = self.out.decode("utf-8", "replace").split("\n")[:-1]
+        return [
+            match.group("message")
+            for match in map(LOG_LINE.fullmatch, lines)
+            if match is not None
+        ]
+
+    def _find(self, pattern: re.Pattern[str]) -> re.Match[str] | None:
+        for message in self.messages():
+            match = pattern.fullmatch(message)
+            if match is not None:
+                return match
+        return None
+
+    def _check(self) -> None:
+        watching, self._watching = self._watching, []
+        for pattern, waiter in watching:
+            match = self._find(pattern)
+            if match is None:
+                self._watching.append((pattern, waiter))
+            else:
+                waiter.callback(match)
+
+    def wait_for_message(self, pattern: str) -> Deferred[re.Match[str]]:
+        """Fires with the match once a log message matches C{pattern} fully."""
+        waiter: Deferred[re.Match[str]] = Deferred(
+            lambda waiter: self._watching.remove((compiled, waiter))
+        )
+        compiled = re.compile(pattern)
+        self._watching.append((compiled, waiter))
+        self._check()
+        if self.ended.fired:
+            self._give_up()
+        return bounded(waiter, f"twistd to log {pattern!r}", PROCESS_TIMEOUT)
+
+    def wait_ended(self) -> Deferred[None]:
+        """Fires once the process has ended; C{ended.value} says how."""
+        return bounded(self.ended.wait(), "twistd to exit", PROCESS_TIMEOUT)
+
+
+class TwistdTests(TestCase):
+    """
+    C{twistd -n securemsg} run as an operator would run it.
+    """
+
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp()).resolve()
+        self.directory.mkdir()
+        self.ca, self.server = _certs.default_ca_and_server()
+
+    def start(self, *arguments: str, **environment: str) -> Twistd:
+        """
+        Start C{twistd -n securemsg} with C{arguments}, in the temporary
+        directory, with the repository root on C{PYTHONPATH} and
+        C{environment} added to (a copy of) ours.
+        """
+        env = dict(os.environ)
+        env.pop(PASSPHRASE_ENVIRONMENT_VARIABLE, None)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPOSITORY), *filter(None, [env.get("PYTHONPATH")])]
+        )
+        env["COLUMNS"] = "80"
+        env.update(environment)
+        twistd = Twistd()
+        argv = [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "--logfile=-",
+            "securemsg",
+            *arguments,
+        ]
+        reactor.spawnProcess(
+            twistd, sys.executable, argv, env=env, path=str(self.directory)
+        )
+        self.addCleanup(self.kill, twistd)
+        return twistd
+
+    async def kill(self, twistd: Twistd) -> None:
+        if not twistd.ended.fired:
+            twistd.transport.signalProcess("KILL")
+            await twistd.wait_ended()
+
+    async def run_to_exit(self, *arguments: str, **environment: str) -> Twistd:
+        """Start twistd and wait until it exits by itself."""
+        twistd = self.start(*arguments, **environment)
+        await twistd.wait_ended()
+        return twistd
+
+    async def listening_port(self, twistd: Twistd) -> int:
+        """Wait until twistd says where it listens; return the port."""
+        match = await twistd.wait_for_message(
+            r"securemsg listening on 127\.0\.0\.1:(\d+)"
+        )
+        return int(match.group(1))
+
+    async def connect(self, port: int) -> ChatClient:
+        """A TLS client that trusts the test CA and checks C{localhost}."""
+        options = optionsForClientTLS(
+            "localhost", trustRoot=Certificate.loadPEM(self.ca.cert_pem())
+        )
+        endpoint = wrapClientTLS(
+            options, TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
+        )
+        client: ChatClient = await bounded(
+            endpoint.connect(Factory.forProtocol(ChatClient)), "connect"
+        )
+        self.addCleanup(self.close_client, client)
+        return client
+
+    async def close_client(self, client: ChatClient) -> None:
+        if not client.ended.fired:
+            client.transport.abortConnection()
+        await client.wait_closed()
+
+    async def terminate(self, twistd: Twistd) -> None:
+        """
+        Send SIGTERM and check that twistd exits because of it, cleanly: with
+        status 0 (twistd handles the signal and stops the reactor) or killed
+        by the signal, and without a traceback.
+        """
+        twistd.transport.signalProcess("TERM")
+        await twistd.wait_ended()
+        status = twistd.ended.value
+        if isinstance(status, ProcessTerminated):
+            self.assertEqual(status.signal, signal.SIGTERM, twistd.output())
+        else:
+            self.assertIsInstance(status, ProcessDone, twistd.output())
+            self.assertIn("Server Shut Down.", twistd.messages(), twistd.output())
+        self.assertNoTraceback(twistd)
+
+    def assertNoTraceback(self, twistd: Twistd) -> None:
+        self.assertNotIn(b"Traceback", twistd.out, twistd.output())
+        self.assertNotIn(b"Traceback", twistd.err, twistd.output())
+
+    def assertFailedWithStatus1(self, twistd: Twistd) -> None:
+        status = twistd.ended.value
+        self.assertIsInstance(status, ProcessTerminated, twistd.output())
+        self.assertEqual((status.exitCode, status.signal), (1, None), twistd.output())
+        self.assertNoTraceback(twistd)
+
+    async def test_serves_chat_and_stops_on_sigterm(self) -> None:
+        """
+        twistd finds the securemsg plugin and serves chat over TLS; the key
+        is encrypted and its passphrase read from --key-passphrase-file; as
+        the key file is readable by others, a warning line says how to fix
+        that with chmod.  Two clients chat; one quits; SIGTERM then stops
+        the server cleanly while the other is still connected, and the
+        client sees its connection end.
+        """
+        cert_path, key_path = self.server.write(self.directory, passphrase=PASSPHRASE)
+        os.chmod(key_path, 0o644)
+        passphrase_file = self.directory / "passphrase.txt"
+        passphrase_file.write_bytes(PASSPHRASE + b"\n")
+        twistd = self.start(
+            "--cert", cert_path,
+            "--key", key_path,
+            "--key-passphrase-file", str(passphrase_file),
+            "--listen", "tcp:0:interface=127.0.0.1",
+        )  # fmt: skip
+        port = await self.listening_port(twistd)
+        warning = await twistd.wait_for_message(r"private key file .*")
+        self.assertEqual(
+            warning.group(0),
+            f"private key file {key_path} is accessible by group or others"
+            f" (mode 0644); run: chmod 600 {key_path}",
+        )
+
+        alice = await self.connect(port)
+        self.assertEqual(await alice.next_lines(1), [greeting("guest-1")])
+        bob = await self.connect(port)
+        self.assertEqual(await bob.next_lines(1), [greeting("guest-2")])
+        self.assertEqual(await alice.next_lines(1), ["*** guest-2 joined"])
+        alice.send(b"/nick alice", b"hello from twistd")
+        self.assertEqual(
+            await bob.next_lines(2),
+            ["*** guest-1 is now known as alice", "[alice] hello from twistd"],
+        )
+        self.assertEqual(await alice.next_lines(1), ["*** you are now alice"])
+        bob.send(b"/quit see you")
+        self.assertEqual(await bob.next_lines(1), ["*** goodbye"])
+        self.assertEqual(await alice.next_lines(1), ["*** guest-2 left (see you)"])
+        await bob.wait_closed()
+
+        await self.terminate(twistd)
+        await alice.wait_closed()
+        self.assertEqual(alice.unread, [])
+        self.assertEqual(twistd.err, b"")
+
+    async def test_passphrase_from_environment(self) -> None:
+        """
+        The passphrase of an encrypted key may come from the
+        SECUREMSG_KEY_PASSPHRASE environment variable instead; a key file
+        only its owner can read gives no permission warning.
+        """
+        cert_path, key_path = self.server.write(self.directory, passphrase=PASSPHRASE)
+        twistd = self.start(
+            "--cert", cert_path,
+            "--key", key_path,
+            "--listen", "tcp:0:interface=127.0.0.1",
+            **{PASSPHRASE_ENVIRONMENT_VARIABLE: PASSPHRASE.decode()},
+        )  # fmt: skip
+        port = await self.listening_port(twistd)
+        client = await self.connect(port)
+        self.assertEqual(await client.next_lines(1), [greeting("guest-1")])
+        client.transport.loseConnection()
+        await client.wait_closed()
+        await self.terminate(twistd)
+        self.assertEqual(
+            [message for message in twistd.messages() if "chmod" in message], []
+        )
+
+    async def test_wrong_passphrase(self) -> None:
+        """
+        A wrong passphrase stops start-up with exactly one line on standard
+        error saying so, and exit status 1.
+        """
+        wrong = b"not the passphrase"
+        cert_path, key_path = self.server.write(self.directory, passphrase=PASSPHRASE)
+        passphrase_file = self.directory / "passphrase.txt"
+        passphrase_file.write_bytes(wrong + b"\n")
+        twistd = await self.run_to_exit(
+            "--cert", cert_path,
+            "--key", key_path,
+            "--key-passphrase-file", str(passphrase_file),
+            "--listen", "tcp:0:interface=127.0.0.1",
+        )  # fmt: skip
+        self.assertFailedWithStatus1(twistd)
+        self.assertEqual(
+            twistd.err.decode(),
+            f"securemsg: wrong passphrase for private key {key_path}"
+            " (or the file is damaged)\n",
+        )
+        self.assertEqual(twistd.out, b"")
+
+    async def test_missing_certificate(self) -> None:
+        """
+        A certificate file that does not exist stops start-up with exactly
+        one line on standard error, which says how to make one with
+        C{securemsg gencert}, and exit status 1.
+        """
+        missing = str(self.directory / "certificate.pem")
+        twistd = await self.run_to_exit(
+            "--cert", missing, "--listen", "tcp:0:interface=127.0.0.1"
+        )
+        self.assertFailedWithStatus1(twistd)
+        self.assertEqual(
+            twistd.err.decode(),
+            f"securemsg: certificate file {missing} not found"
+            " (make one with: securemsg gencert)\n",
+        )
+        self.assertEqual(twistd.out, b"")
+
+    async def test_port_in_use(self) -> None:
+        """
+        A port that is already in use stops start-up with one log line that
+        says which endpoint could not be listened on and why, and exit status
+        1.
+        """
+        taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.addCleanup(taken.close)
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        cert_path, key_path = self.server.write(self.directory)
+        description = f"tcp:{port}:interface=127.0.0.1"
+        twistd = await self.run_to_exit(
+            "--cert", cert_path, "--key", key_path, "--listen", description
+        )
+        self.assertFailedWithStatus1(twistd)
+        self.assertEqual(
+            [m for m in twistd.messages() if "cannot listen" in m],
+            [
+                f"cannot listen on {description}: Couldn't listen on"
+                f" 127.0.0.1:{port}: [Errno {errno.EADDRINUSE}]"
+                f" {os.strerror(errno.EADDRINUSE)}."
+            ],
+        )
+        self.assertEqual(twistd.err, b"")
