@@ -31,7 +31,7 @@ from twisted.trial.unittest import TestCase
 from securemsg.tls import PASSPHRASE_ENVIRONMENT_VARIABLE
 
 from . import _certs
-from .test_integration import ChatClient, _Waiters, bounded, greeting
+from ._loopback import LineClient, Waiters, bounded, greeting
 
 reactor: Any = _global_reactor
 
@@ -55,7 +55,7 @@ class Twistd(ProcessProtocol):
     def __init__(self) -> None:
         self.out = b""
         self.err = b""
-        self.ended = _Waiters()
+        self.ended = Waiters()
         self._watching: list[tuple[re.Pattern[str], Deferred[re.Match[str]]]] = []
 
     def outReceived(self, data: bytes) -> None:
@@ -189,7 +189,7 @@ class TwistdTests(TestCase):
         )
         return int(match.group(1))
 
-    async def connect(self, port: int) -> ChatClient:
+    async def connect(self, port: int) -> LineClient:
         """A TLS client that trusts the test CA and checks C{localhost}."""
         options = optionsForClientTLS(
             "localhost", trustRoot=Certificate.loadPEM(self.ca.cert_pem())
@@ -197,13 +197,13 @@ class TwistdTests(TestCase):
         endpoint = wrapClientTLS(
             options, TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
         )
-        client: ChatClient = await bounded(
-            endpoint.connect(Factory.forProtocol(ChatClient)), "connect"
+        client: LineClient = await bounded(
+            endpoint.connect(Factory.forProtocol(LineClient)), "connect"
         )
         self.addCleanup(self.close_client, client)
         return client
 
-    async def close_client(self, client: ChatClient) -> None:
+    async def close_client(self, client: LineClient) -> None:
         if not client.ended.fired:
             client.transport.abortConnection()
         await client.wait_closed()

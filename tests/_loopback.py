@@ -1,0 +1,296 @@
+"""
+Shared pieces for tests over real loopback TLS: a securemsg server on an
+ephemeral port whose connections a test can wait for, line clients that
+let a test wait for the next lines, and bounded waits.
+
+Each wait is bounded, and L{LoopbackServerTestCase.tearDown} waits until
+both ends of every connection have seen C{connectionLost} before it stops
+listening, so that trial's reactor is clean (STYLE.md, pitfall 9).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.internet import reactor as _global_reactor
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.interfaces import (
+    IHandshakeListener,
+    IListeningPort,
+    IReactorTCP,
+    IReactorTime,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from twisted.trial.unittest import TestCase
+from zope.interface import implementer
+
+from securemsg import ChatServerFactory, ChatServerProtocol, tls
+
+# The global reactor, typed for what these tests use of it.
+reactor: Any = _global_reactor
+
+#: How long any single wait may take.  Everything here happens on loopback
+#: in milliseconds; this only stops a bug from hanging the suite.
+TIMEOUT = 10.0
+
+T = TypeVar("T")
+
+
+def bounded(deferred: Deferred[T], what: str, timeout: float = TIMEOUT) -> Deferred[T]:
+    """
+    Fail C{deferred} with an L{AssertionError} naming C{what} if it has not
+    fired within C{timeout} seconds.
+    """
+
+    def timed_out(result: object, seconds: float) -> Failure:
+        return Failure(AssertionError(f"timed out after {seconds}s waiting for {what}"))
+
+    return deferred.addTimeout(timeout, reactor, onTimeoutCancel=timed_out)
+
+
+class Waiters:
+    """
+    Deferreds waiting for one event.  They fire with L{None}; what the event
+    brought (such as a L{Failure} saying why a connection ended, which a
+    Deferred would take as an error) is kept in C{value}.
+    """
+
+    def __init__(self) -> None:
+        self.fired = False
+        self.value: Any = None
+        self._waiting: list[Deferred[None]] = []
+
+    def wait(self) -> Deferred[None]:
+        if self.fired:
+            return succeed(None)
+        waiter: Deferred[None] = Deferred()
+        self._waiting.append(waiter)
+        return waiter
+
+    def fire(self, value: object = None) -> None:
+        self.fired, self.value = True, value
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            waiter.callback(None)
+
+
+# ---------------------------------------------------------------------------
+# The server side, observed
+
+
+class ObservedServerProtocol(ChatServerProtocol):
+    """
+    The real server protocol, which also lets a test wait for its
+    C{connectionLost}.
+    """
+
+    factory: ObservedChatServerFactory
+
+    def __init__(self, factory: ChatServerFactory) -> None:
+        super().__init__(factory)
+        self.ended = Waiters()
+        self.was_joined = False
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self.was_joined = self._joined
+        try:
+            super().connectionLost(reason)
+        finally:
+            self.ended.fire(reason)
+
+
+class ObservedChatServerFactory(ChatServerFactory):
+    """
+    L{ChatServerFactory} as it is, except that it keeps every protocol it
+    builds so that a test can wait for connections to come and go.
+    """
+
+    protocol = ObservedServerProtocol
+
+    def __init__(self, clock: IReactorTime) -> None:
+        super().__init__(clock)
+        self.connections: list[ObservedServerProtocol] = []
+        self._arrivals: list[tuple[int, Deferred[ObservedServerProtocol]]] = []
+
+    def buildProtocol(self, addr: Any) -> ObservedServerProtocol:
+        protocol = ObservedServerProtocol(self)
+        self.connections.append(protocol)
+        arrivals, self._arrivals = self._arrivals, []
+        for index, waiter in arrivals:
+            if index < len(self.connections):
+                waiter.callback(self.connections[index])
+            else:
+                self._arrivals.append((index, waiter))
+        return protocol
+
+    def connection(self, index: int) -> Deferred[ObservedServerProtocol]:
+        """The C{index}th connection (from 0), once the server accepted it."""
+        if index < len(self.connections):
+            return succeed(self.connections[index])
+        waiter: Deferred[ObservedServerProtocol] = Deferred()
+        self._arrivals.append((index, waiter))
+        return bounded(waiter, f"server connection #{index}")
+
+
+# ---------------------------------------------------------------------------
+# Clients
+
+
+@implementer(IHandshakeListener)
+class LineClient(LineReceiver):
+    """
+    A TLS chat client that keeps the lines it has not read yet and lets a
+    test wait for the next few.
+    """
+
+    delimiter = b"\n"
+    MAX_LENGTH = 1_000_000
+
+    def __init__(self) -> None:
+        self.unread: list[str] = []
+        self.handshake = Waiters()
+        self.ended = Waiters()
+        self._wanted: tuple[int, Deferred[list[str]]] | None = None
+
+    def handshakeCompleted(self) -> None:
+        self.handshake.fire()
+
+    def lineReceived(self, line: bytes) -> None:
+        self.unread.append(line.decode("utf-8"))
+        self._hand_over()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.ended.fire(reason)
+        self._give_up()
+
+    def _give_up(self) -> None:
+        """Fail a wait for lines that can no longer come."""
+        if self._wanted is not None:
+            count, waiter = self._wanted
+            self._wanted = None
+            reason = self.ended.value
+            waiter.errback(
+                AssertionError(
+                    f"connection lost ({reason and reason.getErrorMessage()})"
+                    f" while waiting for {count} lines; got {self.unread!r}"
+                )
+            )
+
+    def _hand_over(self) -> None:
+        if self._wanted is not None and len(self.unread) >= self._wanted[0]:
+            count, waiter = self._wanted
+            self._wanted = None
+            lines, self.unread = self.unread[:count], self.unread[count:]
+            waiter.callback(lines)
+
+    def next_lines(self, count: int = 1) -> Deferred[list[str]]:
+        """The next C{count} lines received, once they are all here."""
+        assert self._wanted is None, "already waiting"
+
+        def forget(waiter: Deferred[list[str]]) -> None:
+            self._wanted = None
+
+        waiter: Deferred[list[str]] = Deferred(forget)
+        self._wanted = (count, waiter)
+        self._hand_over()
+        if self.ended.fired:
+            self._give_up()
+
+        def timed_out(result: object, seconds: float) -> Failure:
+            return Failure(
+                AssertionError(
+                    f"timed out after {seconds}s waiting for {count} lines;"
+                    f" got only {self.unread!r}"
+                )
+            )
+
+        return waiter.addTimeout(TIMEOUT, reactor, onTimeoutCancel=timed_out)
+
+    def send(self, *lines: bytes) -> None:
+        """Send each of C{lines} followed by a newline."""
+        self.transport.write(b"".join(line + b"\n" for line in lines))
+
+    def wait_closed(self) -> Deferred[None]:
+        """Fires once this end saw C{connectionLost}; C{ended.value} says why."""
+        return bounded(self.ended.wait(), "the client's connectionLost")
+
+
+def greeting(name: str) -> str:
+    """The default greeting line for a client called C{name}."""
+    return f"*** Welcome to securemsg, {name}. Type /help for commands."
+
+
+class LoopbackServerTestCase(TestCase):
+    """
+    Serves securemsg over real TLS on an ephemeral loopback port; tracks
+    every client so that tearDown can close everything cleanly.
+    """
+
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp())
+        self.directory.mkdir()
+        self.clients: list[LineClient] = []
+        self.factory = ObservedChatServerFactory(reactor)
+        self.listening: IListeningPort | None = None
+
+    async def serve(self, cert_path: str, key_path: str) -> None:
+        """Listen with the certificate and key in these files."""
+        credentials = tls.load_credentials(cert_path, key_path)
+        endpoint = tls.tls_server_endpoint(
+            reactor,
+            "tcp:0:interface=127.0.0.1",
+            tls.ServerTLS(tls.make_server_context(credentials)),
+        )
+        self.listening = await bounded(endpoint.listen(self.factory), "listening")
+        self.port = self.listening.getHost().port
+
+    def tcp_endpoint(self) -> TCP4ClientEndpoint:
+        tcp: IReactorTCP = reactor
+        return TCP4ClientEndpoint(tcp, "127.0.0.1", self.port, timeout=TIMEOUT)
+
+    async def connect(
+        self, trust_pem: bytes, make: Callable[[], LineClient] = LineClient
+    ) -> LineClient:
+        """A TLS client that trusts C{trust_pem} and checks C{localhost}."""
+        options = optionsForClientTLS(
+            "localhost", trustRoot=Certificate.loadPEM(trust_pem)
+        )
+        endpoint = wrapClientTLS(options, self.tcp_endpoint())
+        client = await bounded(endpoint.connect(Factory.forProtocol(make)), "connect")
+        self.clients.append(client)
+        return client
+
+    async def connect_plain(self, protocol: Protocol) -> None:
+        """Connect C{protocol} to the server over plain TCP (no TLS)."""
+        connected = await bounded(
+            self.tcp_endpoint().connect(Factory.forProtocol(lambda: protocol)),
+            "connect",
+        )
+        self.assertIs(connected, protocol)
+
+    async def tearDown(self) -> None:
+        """
+        Close every client (with a TLS close), wait until both ends of every
+        connection have seen C{connectionLost}, then stop listening.
+        """
+        try:
+            for client in self.clients:
+                if not client.ended.fired:
+                    client.transport.loseConnection()
+            await gatherResults(
+                [client.wait_closed() for client in self.clients]
+                + [
+                    bounded(server.ended.wait(), "the server's connectionLost")
+                    for server in self.factory.connections
+                ],
+                consumeErrors=True,
+            )
+        finally:
+            if self.listening is not None:
+                await bounded(self.listening.stopListening(), "stopListening")
