@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.python import usage
 
 from securemsg import certs
+from securemsg.chat import ChatOptions
 from securemsg.command import (
     PROGRAM,
     CommandError,
@@ -32,6 +33,7 @@ from securemsg.command import (
     ShowText,
     describe_os_error,
 )
+from securemsg.fingerprint import FingerprintOptions
 
 
 def _check_path(option: str, value: str) -> str:
@@ -308,6 +310,13 @@ class SecuremsgOptions(CommandOptions):
             None,
             GencertOptions,
             "Make a private key and a self-signed certificate for the server.",
+        ),
+        ("chat", None, ChatOptions, "Chat with a securemsg server."),
+        (
+            "fingerprint",
+            None,
+            FingerprintOptions,
+            "Print the SHA-256 fingerprint of a certificate file or a server.",
         ),
     ]
 

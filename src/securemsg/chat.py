@@ -1,0 +1,521 @@
+# -*- test-case-name: tests.test_chat -*-
+"""
+C{securemsg chat HOST[:PORT]}: the chat client for people and scripts.
+
+A L{ChatSession} connects (and, with C{--reconnect}, reconnects), sends the
+user's lines and hands the server's events to a front end: L{PipeFrontEnd}
+when standard input or output is not a terminal (lines in, lines out,
+nothing else on standard output), or the terminal front end in
+L{securemsg.terminal}.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import suppress
+from typing import Any, ClassVar, Final, Protocol, TextIO
+
+from twisted.application.internet import ClientService, backoffPolicy
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone, ReactorNotRunning
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.protocols.basic import LineReceiver
+from twisted.python import usage
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from securemsg import tls, wire
+from securemsg.client import (
+    DEFAULT_PORT,
+    ChatClient,
+    ChatClientProtocol,
+    ClientError,
+    VerificationFailed,
+    connect,
+    split_address,
+)
+from securemsg.command import CommandError, CommandOptions
+from securemsg.trust import ServerVerifier, TrustError, load_client_certificate
+
+#: Exit statuses of C{securemsg chat} (documented in the README).
+EXIT_OK: Final = 0
+EXIT_ERROR: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_UNREACHABLE: Final = 3
+EXIT_UNVERIFIED: Final = 4
+EXIT_SERVER_CLOSED: Final = 5
+
+#: How long a clean close may take before the client gives up waiting.
+CLOSE_TIMEOUT: Final = 5.0
+
+
+class FrontEnd(Protocol):
+    """What a L{ChatSession} needs from whatever the user sees."""
+
+    def start(self, session: ChatSession) -> None:
+        """Begin reading the user's lines and give them to C{session}."""
+
+    def show(self, event: wire.Event) -> None:
+        """Show one event from the server."""
+
+    def status(self, text: str) -> None:
+        """Show a diagnostic (connection problems, reconnecting, ...)."""
+
+    def sent(self, line: str, name: str | None) -> None:
+        """The user's own line C{line} went to the server as C{name}."""
+
+    def stop(self) -> Deferred[None]:
+        """Stop reading, flush what is shown; fires when done."""
+
+
+class ChatSession:
+    """
+    One run of C{securemsg chat}: the connection (or connections, with
+    C{reconnect}), the user's pending lines, and the exit status.
+
+    @ivar done: fires with the exit status when the session is over.
+    """
+
+    def __init__(
+        self,
+        reactor: Any,
+        front: FrontEnd,
+        host: str,
+        port: int = DEFAULT_PORT,
+        *,
+        ca: str | None = None,
+        pin: str | None = None,
+        client_certificate: Any = None,
+        name: str | None = None,
+        reconnect: bool = False,
+    ) -> None:
+        self.reactor = reactor
+        self.front = front
+        self.host, self.port = host, port
+        self.ca, self.pin = ca, pin
+        self.client_certificate = client_certificate
+        self.name = name
+        self.reconnect = reconnect
+        self.done: Deferred[int] = Deferred()
+        self.client: ChatClient | None = None
+        self._pending: list[str] = []
+        self._finishing = False
+        self._quit_message = ""
+        self._service: ClientService | None = None
+
+    # Starting
+
+    def start(self) -> Deferred[int]:
+        """Connect, and start the front end; returns L{done}."""
+        self.front.start(self)
+        if self.reconnect:
+            self._start_service()
+        else:
+            connecting = connect(
+                self.reactor,
+                self.host,
+                self.port,
+                ca=self.ca,
+                pin=self.pin,
+                client_certificate=self.client_certificate,
+                on_event=self._event,
+            )
+            connecting.addCallbacks(self._connected, self._not_connected)
+        return self.done
+
+    def _start_service(self) -> None:
+        verifier = ServerVerifier(
+            self.host,
+            ca_path=self.ca,
+            pin=self.pin,
+            client_certificate=self.client_certificate,
+        )
+        endpoint = wrapClientTLS(
+            verifier, HostnameEndpoint(self.reactor, self.host, self.port)
+        )
+
+        def prepare(protocol: Any) -> Deferred[None]:
+            ready: Deferred[ChatClient] = protocol.client.ready
+            ready.addCallback(self._connected)
+
+            def failed(reason: Failure) -> Failure:
+                problem = verifier.report.problem
+                self.front.status(
+                    f"cannot connect: {problem or reason.getErrorMessage()}; retrying"
+                )
+                return reason
+
+            ready.addErrback(failed)
+            prepared: Deferred[None] = ready.addCallback(lambda _: None)
+            return prepared
+
+        factory = Factory.forProtocol(
+            lambda: ChatClientProtocol(ChatClient(self._event))
+        )
+        self._service = ClientService(
+            endpoint,
+            factory,
+            retryPolicy=backoffPolicy(initialDelay=1.0, maxDelay=30.0),
+            clock=self.reactor,
+            prepareConnection=prepare,
+        )
+        self._service.startService()
+
+    def _connected(self, client: ChatClient) -> ChatClient:
+        if self.done.called:
+            client.close()  # The user gave up while we were connecting.
+            return client
+        self.client = client
+        client.closed.addCallback(self._closed)
+        if self.name is not None:
+            client.nick(self.name)
+        pending, self._pending = self._pending, []
+        for line in pending:
+            self._send(client, line)
+        if self._finishing:
+            self._close_client()
+        return client
+
+    def _not_connected(self, reason: Failure) -> None:
+        error = reason.value
+        if isinstance(error, VerificationFailed):
+            self.front.status(f"server not verified: {error}")
+            self._end(EXIT_UNVERIFIED)
+        elif isinstance(error, ClientError):
+            self.front.status(f"cannot connect to {self._address()}: {error}")
+            self._end(EXIT_UNREACHABLE)
+        else:
+            self.front.status(f"cannot connect: {reason.getErrorMessage()}")
+            self._end(EXIT_ERROR)
+
+    def _closed(self, reason: BaseException) -> None:
+        self.client = None
+        if self._finishing:
+            self._end(EXIT_OK)
+        elif self.reconnect:
+            self.front.status("connection lost; reconnecting")
+        else:
+            how = (
+                "closed the connection"
+                if isinstance(reason, ConnectionDone)
+                else "connection lost"
+            )
+            self.front.status(f"server {how}")
+            self._end(EXIT_SERVER_CLOSED)
+
+    def _address(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    # Events from the server
+
+    def _event(self, event: wire.Event) -> None:
+        if (
+            isinstance(event, wire.Notice)
+            and self.client is not None
+            and self.client.name is not None
+        ):
+            # Keep the confirmed name, to rejoin with it after a reconnect.
+            self.name = self.client.name
+        self.front.show(event)
+
+    # The user
+
+    def send_line(self, line: str) -> None:
+        """
+        Send one line the user typed: chat text, or a C{/command}.  Until a
+        connection is up, lines wait; none is dropped.
+        """
+        if not line.strip():
+            return
+        verb, _, rest = line.partition(" ")
+        if verb.lower() == "/quit":
+            self._quit_message = rest.strip()
+            self.finish()
+            return
+        if self.client is None:
+            self._pending.append(line)
+        else:
+            self._send(self.client, line)
+
+    def _send(self, client: ChatClient, line: str) -> None:
+        client.command(line)
+        if not line.startswith("/") or line.startswith("//"):
+            self.front.sent(line[1:] if line.startswith("//") else line, client.name)
+        elif line.lower().startswith("/me "):
+            self.front.sent(line, client.name)
+
+    def finish(self) -> None:
+        """
+        The user is done (end of input, Ctrl-D, /quit): send what is
+        pending, close cleanly, and end.  Lines typed before the connection
+        is up are still delivered once it is.
+        """
+        if self._finishing:
+            return
+        self._finishing = True
+        if self.client is not None:
+            self._close_client()
+        elif not self._pending and self.reconnect:
+            self._end(EXIT_OK)
+        # Otherwise still connecting: _connected or _not_connected ends it.
+
+    def interrupt(self) -> None:
+        """
+        The user wants out now (Ctrl-C, SIGTERM): close cleanly if connected,
+        and end without waiting for a connection.
+        """
+        self._finishing = True
+        if self.client is not None:
+            self._close_client()
+        else:
+            self._end(EXIT_OK)
+
+    def _close_client(self) -> None:
+        client = self.client
+        if client is None:
+            return
+        if self._service is not None:
+            self._service.stopService()
+        client.close(self._quit_message)
+        # A server that never closes its end does not keep us here.
+        timeout = self.reactor.callLater(CLOSE_TIMEOUT, self._end, EXIT_OK)
+        client.closed.addBoth(lambda result: timeout.active() and timeout.cancel())
+
+    def _end(self, status: int) -> None:
+        if self.done.called:
+            return
+        if self._service is not None:
+            self._service.stopService()
+        stopping = self.front.stop()
+        stopping.addBoth(lambda _: self.done.callback(status))
+
+
+@implementer(IHalfCloseableProtocol)
+class _LineInput(LineReceiver):
+    """Standard input as lines for the session; standard output for lines."""
+
+    delimiter = b"\n"
+    MAX_LENGTH = 1 << 20
+
+    def __init__(self, front: PipeFrontEnd) -> None:
+        self.front = front
+
+    def lineReceived(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if self.front.session is not None:
+            self.front.session.send_line(line.decode("utf-8", "replace"))
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self.front.status(f"input line longer than {self.MAX_LENGTH} bytes not sent")
+        self.clearLineBuffer()
+
+    def readConnectionLost(self) -> None:
+        if self._buffer:
+            self.lineReceived(self._buffer)
+            self._buffer = b""
+        if self.front.session is not None:
+            self.front.session.finish()
+
+    def writeConnectionLost(self) -> None:
+        # Nobody reads our output any more (e.g. "| head"): we are done.
+        if self.front.session is not None:
+            self.front.session.finish()
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.front._input_closed()
+
+
+class PipeFrontEnd:
+    """
+    For scripts: lines from standard input are sent; each line from the
+    server goes to standard output as it arrives; diagnostics go to
+    standard error.
+    """
+
+    def __init__(self, stderr: TextIO | None = None, stdio: Any = None) -> None:
+        """
+        @param stdio: a factory C{(protocol) -> transport} for the standard
+            streams; by default L{twisted.internet.stdio.StandardIO}.
+        """
+        self.stderr = stderr or sys.stderr
+        self.session: ChatSession | None = None
+        self._stdio_factory = stdio
+        self._input: _LineInput | None = None
+        self._stopped: Deferred[None] | None = None
+
+    def start(self, session: ChatSession) -> None:
+        self.session = session
+        self._input = _LineInput(self)
+        if self._stdio_factory is None:
+            from twisted.internet.stdio import StandardIO
+
+            StandardIO(self._input, reactor=session.reactor)
+        else:
+            self._stdio_factory(self._input)
+
+    def show(self, event: wire.Event) -> None:
+        if self._input is not None and self._input.transport is not None:
+            self._input.transport.write(event.format().encode("utf-8") + b"\n")
+
+    def status(self, text: str) -> None:
+        self.stderr.write(f"securemsg chat: {text}\n")
+        self.stderr.flush()
+
+    def sent(self, line: str, name: str | None) -> None:
+        pass  # Standard output carries only what the server sent.
+
+    def stop(self) -> Deferred[None]:
+        if self._stopped is None:
+            self._stopped = Deferred()
+            if self._input is not None and self._input.transport is not None:
+                # Flushes what is still to be written to standard output.
+                self._input.transport.loseConnection()
+            else:
+                self._stopped.callback(None)
+        return self._stopped
+
+    def _input_closed(self) -> None:
+        if self._stopped is not None and not self._stopped.called:
+            self._stopped.callback(None)
+
+
+class ChatOptions(CommandOptions):
+    """
+    C{securemsg chat HOST[:PORT]}: chat with a securemsg server.
+    """
+
+    synopsis = "HOST[:PORT] [options]"
+    longdesc = (
+        "Chat with a securemsg server (port 50000 unless given). The server's "
+        "certificate is always verified: against --ca FILE (a CA, or the "
+        "server's own certificate.pem), else the system's trust store; or "
+        "with --pin, by its SHA-256 fingerprint. On a terminal you get a line "
+        "editor; with a pipe, lines from standard input are sent and the "
+        "server's lines are printed to standard output. Exit status: 0 done, "
+        "1 error, 2 usage, 3 server unreachable, 4 server not verified, "
+        "5 server closed the connection."
+    )
+    optFlags: ClassVar[list[list[str | None]]] = [
+        [
+            "reconnect",
+            None,
+            "Keep reconnecting (with backoff) after a lost connection.",
+        ],
+    ]
+    optParameters: ClassVar[list[list[str | None]]] = [
+        [
+            "ca",
+            None,
+            None,
+            "Trust servers whose certificate this PEM file vouches for.",
+        ],
+        ["pin", None, None, "Trust only the server certificate with this sha256:HEX."],
+        ["name", "n", None, "Ask for this name on joining."],
+        ["cert", None, None, "Client certificate (PEM) for servers that ask for one."],
+        ["key", None, None, "Key of --cert (default: as for the server)."],
+        [
+            "key-passphrase-file",
+            None,
+            None,
+            "File whose first line is --key's passphrase.",
+        ],
+    ]
+
+    host: str
+    port: int
+
+    def parseArgs(self, address: str) -> None:  # type: ignore[override]
+        try:
+            self.host, self.port = split_address(address)
+        except ValueError as error:
+            raise usage.UsageError(str(error)) from None
+
+    def postOptions(self) -> None:
+        if self["ca"] is not None and self["pin"] is not None:
+            raise usage.UsageError("give --ca or --pin, not both")
+        if self["name"] is not None:
+            problem = wire.name_problem(self["name"])
+            if problem is not None:
+                raise usage.UsageError(f"--name: {problem}")
+        if self["key"] is not None and self["cert"] is None:
+            raise usage.UsageError("--key needs --cert")
+
+    def run(self, stdout: TextIO) -> int:
+        interactive = sys.stdin.isatty() and stdout.isatty()
+        if interactive:
+            from securemsg import terminal
+
+            terminal.install_reactor()
+        from twisted.internet import reactor
+
+        client_certificate = None
+        if self["cert"] is not None:
+            try:
+                client_certificate = load_client_certificate(
+                    self["cert"],
+                    self["key"],
+                    tls.PassphraseSource.from_process(self["key-passphrase-file"]),
+                )
+            except TrustError as error:
+                raise CommandError(str(error)) from None
+        front: FrontEnd = (
+            terminal.TerminalFrontEnd(self.host) if interactive else PipeFrontEnd()
+        )
+        try:
+            session = ChatSession(
+                reactor,
+                front,
+                self.host,
+                self.port,
+                ca=self["ca"],
+                pin=self["pin"],
+                client_certificate=client_certificate,
+                name=self["name"],
+                reconnect=bool(self["reconnect"]),
+            )
+        except TrustError as error:
+            raise CommandError(str(error), EXIT_USAGE) from None
+        return run_session(reactor, session)
+
+
+def run_session(reactor: Any, session: ChatSession) -> int:
+    """
+    Run the reactor until C{session} is over, and return its exit status.
+    Ctrl-C (SIGINT) and SIGTERM finish the session cleanly first.
+    """
+    status: list[int] = []
+
+    def over(code: int) -> None:
+        status.append(code)
+        with suppress(ReactorNotRunning):
+            reactor.stop()
+
+    def finish_before_shutdown() -> Deferred[int] | None:
+        if session.done.called:
+            return None
+        session.interrupt()
+        return session.done
+
+    reactor.addSystemEventTrigger("before", "shutdown", finish_before_shutdown)
+    reactor.callWhenRunning(lambda: session.start().addCallback(over))
+    reactor.run()
+    return status[0] if status else EXIT_OK
+
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_SERVER_CLOSED",
+    "EXIT_UNREACHABLE",
+    "EXIT_UNVERIFIED",
+    "EXIT_USAGE",
+    "ChatOptions",
+    "ChatSession",
+    "FrontEnd",
+    "PipeFrontEnd",
+    "run_session",
+]

@@ -1,0 +1,297 @@
+# -*- test-case-name: tests.test_client -*-
+"""
+A securemsg client for programs: connect, send, and receive parsed events.
+
+    from securemsg.client import connect
+
+    client = await connect(reactor, "chat.example.org", ca="certificate.pem",
+                           on_event=print)
+    client.nick("bot")
+    client.send("hello")
+    await client.close()
+
+Everything the server sends arrives as a L{securemsg.wire.Event}
+(L{Message}, L{Action}, L{PrivateMessage}, L{Notice} or L{Error}), parsed by
+the same module the server formats with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import suppress
+from typing import Any, Final
+
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import (
+    IAddress,
+    IHandshakeListener,
+    ITCPTransport,
+)
+from twisted.internet.protocol import Factory, connectionDone
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from securemsg import wire
+from securemsg.trust import ServerVerifier
+
+DEFAULT_PORT: Final = 50000
+_YOU_ARE: Final = "you are now "
+
+
+class ClientError(Exception):
+    """A connection could not be made or was refused; one-line message."""
+
+
+class ConnectionFailed(ClientError):
+    """The server could not be reached or the TLS handshake failed."""
+
+
+class VerificationFailed(ClientError):
+    """
+    The server's certificate was refused.
+
+    @ivar fingerprint: the fingerprint of the certificate the server showed,
+        in C{sha256:} form, so the user can decide to pin it.
+    """
+
+    def __init__(self, problem: str, fingerprint: str | None) -> None:
+        message = problem
+        if fingerprint is not None:
+            message += f" (server certificate {fingerprint})"
+        super().__init__(message)
+        self.problem = problem
+        self.fingerprint = fingerprint
+
+
+EventHandler = Callable[[wire.Event], object]
+
+
+class ChatClient:
+    """
+    One connection to a securemsg server, as seen by a program.
+
+    @ivar name: our name on the server as far as we know it (set when the
+        server confirms a C{/nick}).
+    @ivar on_event: called with each event from the server.
+    @ivar closed: fires, when the connection has ended, with the exception
+        that says how: L{ConnectionDone} for a clean close.
+    """
+
+    def __init__(self, on_event: EventHandler | None = None) -> None:
+        self.name: str | None = None
+        self.on_event: EventHandler = on_event or (lambda event: None)
+        self.closed: Deferred[BaseException] = Deferred()
+        self.ready: Deferred[ChatClient] = Deferred()
+        self.closing = False
+        self._protocol: ChatClientProtocol | None = None
+
+    # Sending
+
+    def _write_line(self, line: str) -> None:
+        if self._protocol is None or self._protocol.transport is None:
+            raise ClientError("not connected")
+        self._protocol.sendLine(line.encode("utf-8"))
+
+    def send(self, text: str) -> None:
+        """
+        Send chat text to everyone else; each line of C{text} is one chat
+        line, and a line starting with C{/} is sent as text, not a command.
+        """
+        for line in text.splitlines() or [""]:
+            if line.strip():
+                self._write_line("/" + line if line.startswith("/") else line)
+
+    def command(self, line: str) -> None:
+        """Send one raw protocol line, such as C{/who}."""
+        self._write_line(line.splitlines()[0] if line else line)
+
+    def private(self, name: str, text: str) -> None:
+        """Send C{text} to C{name} only (one line per line of C{text})."""
+        for line in text.splitlines():
+            if line.strip():
+                self._write_line(f"/msg {name} {line}")
+
+    def action(self, text: str) -> None:
+        """Send an action, shown to others as C{* yourname text}."""
+        self._write_line(f"/me {text.splitlines()[0]}")
+
+    def nick(self, name: str) -> None:
+        """Ask for a new name; the server answers with a notice or an error."""
+        self._write_line(f"/nick {name}")
+
+    def who(self) -> None:
+        """Ask who is here; the answer arrives as a notice."""
+        self._write_line("/who")
+
+    def close(self, message: str = "") -> Deferred[BaseException]:
+        """
+        Leave (others see C{message}, if any) and close the connection, with
+        a TLS close_notify.
+
+        @return: L{closed}.
+        """
+        self.closing = True
+        protocol = self._protocol
+        if protocol is not None and protocol.transport is not None:
+            with suppress(ClientError):
+                self._write_line(f"/quit {message}".rstrip())
+            protocol.transport.loseConnection()
+        return self.closed
+
+    # Called by the protocol
+
+    def _event(self, event: wire.Event) -> None:
+        if isinstance(event, wire.Notice) and event.text.startswith(_YOU_ARE):
+            self.name = event.text[len(_YOU_ARE) :]
+        self.on_event(event)
+
+
+@implementer(IHandshakeListener)
+class ChatClientProtocol(LineReceiver):
+    """
+    The client end of the line protocol: server lines in, parsed events out
+    to a L{ChatClient}.
+    """
+
+    delimiter = b"\n"
+    # Server lines are bounded by the server's line limit plus a prefix;
+    # this only guards against a runaway server.
+    MAX_LENGTH = 1 << 20
+    transport: Any
+
+    def __init__(self, client: ChatClient) -> None:
+        self.client = client
+
+    def connectionMade(self) -> None:
+        if ITCPTransport.providedBy(self.transport):
+            with suppress(AttributeError, OSError):
+                self.transport.setTcpNoDelay(True)
+
+    def handshakeCompleted(self) -> None:
+        self.client._protocol = self
+        self.client.ready.callback(self.client)
+
+    def lineReceived(self, line: bytes) -> None:
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        # Shown safely even if the server misbehaves.
+        text = wire.sanitize(line.decode("utf-8", "replace"))
+        self.client._event(wire.parse_event(text))
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.client._protocol = None
+        if not self.client.ready.called:
+            self.client.ready.errback(reason)
+        else:
+            self.client.closed.callback(reason.value or ConnectionDone())
+
+
+class _ClientFactory(Factory):
+    noisy = False
+
+    def __init__(self, client: ChatClient) -> None:
+        self.client = client
+
+    def buildProtocol(self, addr: IAddress | None) -> ChatClientProtocol:  # type: ignore[override]
+        return ChatClientProtocol(self.client)
+
+
+def _explain(reason: Failure, verifier: ServerVerifier) -> ClientError:
+    if verifier.report.problem is not None:
+        return VerificationFailed(verifier.report.problem, verifier.report.fingerprint)
+    if reason.check(ConnectionDone):
+        return ConnectionFailed("the server closed the connection during the handshake")
+    message = reason.getErrorMessage() or (
+        reason.type.__name__ if reason.type else "unknown error"
+    )
+    return ConnectionFailed(message.rstrip("."))
+
+
+def connect(
+    reactor: Any,
+    host: str,
+    port: int = DEFAULT_PORT,
+    *,
+    ca: str | None = None,
+    pin: str | None = None,
+    client_certificate: Any = None,
+    on_event: EventHandler | None = None,
+    timeout: float = 30,
+) -> Deferred[ChatClient]:
+    """
+    Connect to a securemsg server and verify it.
+
+    @param reactor: the reactor (TCP, time and name resolution).
+    @param ca: PEM file of trusted roots (the server's own certificate
+        works); without it and without C{pin}, the system trust store.
+    @param pin: C{sha256:HEX} fingerprint the server's certificate must
+        have, instead of CA and name checks.
+    @param client_certificate: a L{twisted.internet.ssl.PrivateCertificate}
+        to present to servers that ask for one.
+    @param on_event: called with each L{wire.Event} the server sends,
+        starting with the greeting.
+    @return: a Deferred that fires with a L{ChatClient} once the TLS
+        handshake is done, or fails with L{VerificationFailed} or
+        L{ConnectionFailed}.
+    """
+    verifier = ServerVerifier(
+        host, ca_path=ca, pin=pin, client_certificate=client_certificate
+    )
+    endpoint = wrapClientTLS(
+        verifier, HostnameEndpoint(reactor, host, port, timeout=timeout)
+    )
+    client = ChatClient(on_event)
+
+    def connection_failed(reason: Failure) -> Failure:
+        return Failure(_explain(reason, verifier))
+
+    client.ready.addErrback(connection_failed)
+    connecting = endpoint.connect(_ClientFactory(client))
+
+    def not_connected(reason: Failure) -> None:
+        if not client.ready.called:
+            client.ready.errback(reason)
+
+    connecting.addErrback(not_connected)
+    return client.ready
+
+
+def split_address(address: str, default_port: int = DEFAULT_PORT) -> tuple[str, int]:
+    """
+    Split C{HOST[:PORT]} (C{[v6addr]:PORT} for IPv6) into host and port.
+
+    @raise ValueError: for a malformed address or port.
+    """
+    if address.startswith("["):
+        host, bracket, rest = address[1:].partition("]")
+        if not bracket or not host:
+            raise ValueError(f"{address!r}: missing ']' after an IPv6 address")
+        port_text = rest[1:] if rest.startswith(":") else None
+        if rest and port_text is None:
+            raise ValueError(f"{address!r}: expected ':PORT' after ']'")
+    elif address.count(":") == 1:
+        host, _, port_text = address.partition(":")
+    else:
+        host, port_text = address, None  # A bare IPv6 address or a name.
+    if not host:
+        raise ValueError(f"{address!r}: no host")
+    if port_text is None or port_text == "":
+        return host, default_port
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise ValueError(f"{address!r}: port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+__all__ = [
+    "DEFAULT_PORT",
+    "ChatClient",
+    "ChatClientProtocol",
+    "ClientError",
+    "ConnectionFailed",
+    "VerificationFailed",
+    "connect",
+    "split_address",
+]
