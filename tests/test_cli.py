@@ -470,8 +470,8 @@ class TopLevelTests(SynchronousTestCase):
         self.assertEqual(result.code, 2)
         self.assertEqual(
             result.stderr,
-            "securemsg: no command given; choose one of: gencert;"
-            " run 'securemsg --help' for usage\n",
+            "securemsg: no command given; choose one of: gencert, chat,"
+            " fingerprint; run 'securemsg --help' for usage\n",
         )
 
     def test_unknown_command(self) -> None:
@@ -531,6 +531,33 @@ class TopLevelTests(SynchronousTestCase):
         )
         self.assertEqual(_mode(directory / "private.key"), 0o600)
         self.assertIn("twistd -n securemsg --cert certificate.pem\n", completed.stdout)
+
+
+class OptionOrderTests(SynchronousTestCase):
+    """
+    Options may come after a command's arguments, as in most tools.
+    """
+
+    def test_options_after_argument(self) -> None:
+        """C{chat HOST --name X} parses --name; C{--} still ends options."""
+        options = SecuremsgOptions()
+        options.parseOptions(
+            ["chat", "example.org:1234", "--name", "alice", "--reconnect"]
+        )
+        self.assertEqual(
+            (options.subOptions.host, options.subOptions.port), ("example.org", 1234)
+        )
+        self.assertEqual(options.subOptions["name"], "alice")
+        self.assertTrue(options.subOptions["reconnect"])
+        options = SecuremsgOptions()
+        options.parseOptions(["fingerprint", "--", "-odd-name.pem"])
+        self.assertEqual(options.subOptions.target, "-odd-name.pem")
+
+    def test_short_option_with_value(self) -> None:
+        """A short option that takes a value keeps it."""
+        options = SecuremsgOptions()
+        options.parseOptions(["chat", "host", "-n", "bob"])
+        self.assertEqual(options.subOptions["name"], "bob")
 
 
 class GencertKeyPlacementTests(SynchronousTestCase):

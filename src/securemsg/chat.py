@@ -110,6 +110,14 @@ class ChatSession:
     def start(self) -> Deferred[int]:
         """Connect, and start the front end; returns L{done}."""
         self.front.start(self)
+        try:
+            self._connect()
+        except TrustError as error:
+            self.front.status(str(error))
+            self._end(EXIT_USAGE)
+        return self.done
+
+    def _connect(self) -> None:
         if self.reconnect:
             self._start_service()
         else:
@@ -123,7 +131,6 @@ class ChatSession:
                 on_event=self._event,
             )
             connecting.addCallbacks(self._connected, self._not_connected)
-        return self.done
 
     def _start_service(self) -> None:
         verifier = ServerVerifier(
@@ -152,7 +159,7 @@ class ChatSession:
             return prepared
 
         factory = Factory.forProtocol(
-            lambda: ChatClientProtocol(ChatClient(self._event))
+            lambda: ChatClientProtocol(ChatClient(self._event, self.reactor))
         )
         self._service = ClientService(
             endpoint,
@@ -466,6 +473,8 @@ class ChatOptions(CommandOptions):
             terminal.TerminalFrontEnd(self.host) if interactive else PipeFrontEnd()
         )
         try:
+            # Check --ca and --pin now, to fail before anything starts.
+            ServerVerifier(self.host, ca_path=self["ca"], pin=self["pin"])
             session = ChatSession(
                 reactor,
                 front,

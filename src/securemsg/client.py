@@ -23,10 +23,18 @@ from typing import Any, Final
 
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.error import ConnectionDone
+from twisted.internet.error import (
+    ConnectionDone,
+    ConnectionRefusedError,
+    DNSLookupError,
+    TCPTimedOutError,
+    TimeoutError,
+    UserError,
+)
 from twisted.internet.interfaces import (
     IAddress,
     IHandshakeListener,
+    IReactorTime,
     ITCPTransport,
 )
 from twisted.internet.protocol import Factory, connectionDone
@@ -80,7 +88,19 @@ class ChatClient:
         that says how: L{ConnectionDone} for a clean close.
     """
 
-    def __init__(self, on_event: EventHandler | None = None) -> None:
+    #: How long L{close} waits for the server to answer C{/quit} by closing
+    #: its end, before closing ours anyway.
+    close_timeout = 3.0
+
+    def __init__(
+        self, on_event: EventHandler | None = None, clock: IReactorTime | None = None
+    ) -> None:
+        """
+        @param on_event: called with each event from the server.
+        @param clock: for L{close}'s timeout; without one, L{close} closes at
+            once, possibly before the server's last lines arrive.
+        """
+        self.clock = clock
         self.name: str | None = None
         self.on_event: EventHandler = on_event or (lambda event: None)
         self.closed: Deferred[BaseException] = Deferred()
@@ -135,10 +155,19 @@ class ChatClient:
         """
         self.closing = True
         protocol = self._protocol
-        if protocol is not None and protocol.transport is not None:
-            with suppress(ClientError):
-                self._write_line(f"/quit {message}".rstrip())
+        if protocol is None or protocol.transport is None:
+            return self.closed
+        with suppress(ClientError):
+            self._write_line(f"/quit {message}".rstrip())
+        if self.clock is None:
             protocol.transport.loseConnection()
+            return self.closed
+        # The server answers /quit and closes its end, after everything it
+        # still had for us; close ours only if it does not.
+        timer = self.clock.callLater(
+            self.close_timeout, protocol.transport.loseConnection
+        )
+        self.closed.addBoth(lambda result: timer.cancel() if timer.active() else None)
         return self.closed
 
     # Called by the protocol
@@ -204,6 +233,12 @@ def _explain(reason: Failure, verifier: ServerVerifier) -> ClientError:
         return VerificationFailed(verifier.report.problem, verifier.report.fingerprint)
     if reason.check(ConnectionDone):
         return ConnectionFailed("the server closed the connection during the handshake")
+    if reason.check(ConnectionRefusedError):
+        return ConnectionFailed("connection refused")
+    if reason.check(DNSLookupError):
+        return ConnectionFailed("host name not found")
+    if reason.check(TCPTimedOutError, TimeoutError, UserError):
+        return ConnectionFailed("timed out")
     message = reason.getErrorMessage() or (
         reason.type.__name__ if reason.type else "unknown error"
     )
@@ -243,7 +278,7 @@ def connect(
     endpoint = wrapClientTLS(
         verifier, HostnameEndpoint(reactor, host, port, timeout=timeout)
     )
-    client = ChatClient(on_event)
+    client = ChatClient(on_event, reactor)
 
     def connection_failed(reason: Failure) -> Failure:
         return Failure(_explain(reason, verifier))

@@ -6,6 +6,7 @@ how it reports failure.  L{securemsg.cli} puts the subcommands together.
 
 from __future__ import annotations
 
+import getopt
 from collections.abc import Sequence
 from typing import ClassVar, TextIO
 
@@ -64,9 +65,32 @@ class CommandOptions(usage.Options):
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
         Parse C{options} (default: C{sys.argv[1:]}), as L{usage.Options}
-        does; this override only adds type annotations.
+        does, except that a command without subcommands also takes options
+        after its arguments (C{securemsg chat HOST --ca FILE}), as most
+        tools do; C{--} still ends the options.
         """
+        if options is not None and not getattr(self, "subCommands", None):
+            options = self._options_first(list(options))
         super().parseOptions(options)  # type: ignore[no-untyped-call]
+
+    def _options_first(self, arguments: list[str]) -> list[str]:
+        # usage.Options stops at the first argument (getopt); gnu_getopt
+        # does not.  Put the options it finds first, then the arguments.
+        try:
+            found, rest = getopt.gnu_getopt(arguments, self.shortOpt, self.longOpt)
+        except getopt.GetoptError as error:
+            raise usage.UsageError(str(error)) from None
+        takes_value = {f"--{name[:-1]}" for name in self.longOpt if name.endswith("=")}
+        short = self.shortOpt
+        takes_value |= {
+            f"-{letter}"
+            for index, letter in enumerate(short)
+            if letter != ":" and short[index + 1 : index + 2] == ":"
+        }
+        ordered: list[str] = []
+        for option, value in found:
+            ordered += [option, value] if option in takes_value else [option]
+        return [*ordered, "--", *rest]
 
     def opt_help(self) -> None:
         """Display this help and exit."""
