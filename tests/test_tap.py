@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.application.service import IService, IServiceCollection, IServiceMaker
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.usage import UsageError
@@ -18,6 +18,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from securemsg import tap, tls
+from securemsg.limits import Limits
 from securemsg.server import DEFAULT_GREETING, ChatServerFactory
 from securemsg.service import ChatService
 
@@ -63,8 +64,18 @@ class OptionsTests(SynchronousTestCase):
                 "tls-min": "1.2",
                 "log-messages": 0,
                 "listen": [],
+                "handshake-timeout": 10.0,
+                "idle-timeout": 300.0,
+                "max-connections": 1000,
+                "max-per-ip": 20,
+                "flood-burst": 20,
+                "flood-rate": 5.0,
+                "flood-disconnect": 100,
+                "send-queue": 1048576,
+                "shutdown-grace": 5.0,
             },
         )
+        self.assertEqual(options.limits(), Limits())
         self.assertEqual(options.endpoint_descriptions(), ["tcp:50000"])
 
     def test_all_options(self) -> None:
@@ -82,6 +93,15 @@ class OptionsTests(SynchronousTestCase):
             "--max-line-length=100",
             "--tls-min=1.3",
             "--log-messages",
+            "--handshake-timeout=2.5",
+            "--idle-timeout=0",
+            "--max-connections=50",
+            "--max-per-ip=5",
+            "--flood-burst=3",
+            "--flood-rate=0.5",
+            "--flood-disconnect=7",
+            "--send-queue=4096",
+            "--shutdown-grace=1",
         )
         self.assertEqual(
             dict(options),
@@ -96,7 +116,30 @@ class OptionsTests(SynchronousTestCase):
                 "tls-min": "1.3",
                 "log-messages": 1,
                 "listen": [],
+                "handshake-timeout": 2.5,
+                "idle-timeout": 0.0,
+                "max-connections": 50,
+                "max-per-ip": 5,
+                "flood-burst": 3,
+                "flood-rate": 0.5,
+                "flood-disconnect": 7,
+                "send-queue": 4096,
+                "shutdown-grace": 1.0,
             },
+        )
+        self.assertEqual(
+            options.limits(),
+            Limits(
+                handshake_timeout=2.5,
+                idle_timeout=0.0,
+                max_connections=50,
+                max_per_address=5,
+                flood_burst=3,
+                flood_rate=0.5,
+                flood_disconnect=7,
+                send_queue=4096,
+                shutdown_grace=1.0,
+            ),
         )
         self.assertEqual(
             options.endpoint_descriptions(), ["tcp:6000:interface=127.0.0.1"]
@@ -178,7 +221,7 @@ class MakeServiceTests(SynchronousTestCase):
         given endpoint with the chat factory wrapped in TLS, built with the
         greeting and line limit from the options.  Stopping stops listening.
         """
-        reactor = MemoryReactor()
+        reactor = MemoryReactorClock()
         options = parse(
             "--cert", self.cert_path,
             "--key", self.key_path,
@@ -211,7 +254,7 @@ class MakeServiceTests(SynchronousTestCase):
         """
         Each --listen is listened on with the same chat factory.
         """
-        reactor = MemoryReactor()
+        reactor = MemoryReactorClock()
         options = parse(
             "--cert", self.cert_path,
             "--key", self.key_path,
@@ -236,7 +279,7 @@ class MakeServiceTests(SynchronousTestCase):
         """
         options = parse("--cert", self.missing, "--port", "0")
         error = self.assertRaises(
-            tls.TLSConfigError, tap.make_service, MemoryReactor(), options
+            tls.TLSConfigError, tap.make_service, MemoryReactorClock(), options
         )
         self.assertEqual(
             str(error),

@@ -22,7 +22,7 @@ from typing import Any
 from twisted.internet import reactor as _global_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
 from twisted.internet.protocol import Factory, ProcessProtocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.python.failure import Failure
@@ -279,7 +279,9 @@ class TwistdTests(TestCase):
 
         await self.terminate(twistd)
         await alice.wait_closed()
-        self.assertEqual(alice.unread, [])
+        # Told before the server closed, and closed with a TLS close_notify.
+        self.assertEqual(alice.unread, ["*** the server is shutting down"])
+        self.assertTrue(alice.ended.value.check(ConnectionDone), alice.ended.value)
         self.assertEqual(twistd.err, b"")
 
     async def test_passphrase_from_environment(self) -> None:

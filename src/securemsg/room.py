@@ -78,16 +78,20 @@ class ChatRoom:
         self._by_name[wire.name_key(name)] = participant
         return name
 
-    def leave(self, participant: IChatParticipant, reason: str = "") -> None:
+    def leave(
+        self, participant: IChatParticipant, reason: str = "", *, announce: bool = True
+    ) -> None:
         """
-        Let a participant go and tell the others.  Leaving twice, or leaving
-        without having joined, does nothing.
+        Let a participant go and (unless C{announce} is false) tell the
+        others.  Leaving twice, or leaving without having joined, does
+        nothing.
         """
         if participant not in self:
             return
         del self._members[participant]
         del self._by_name[wire.name_key(participant.name)]
-        self._broadcast(wire.left(participant.name, wire.sanitize(reason)))
+        if announce:
+            self._broadcast(wire.left(participant.name, wire.sanitize(reason)))
 
     def say(self, participant: IChatParticipant, text: str) -> None:
         """Relay a chat line to everyone but its sender."""

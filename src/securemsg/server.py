@@ -9,26 +9,33 @@ it serves the chat described in C{docs/PROTOCOL.md}.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, Final
 
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import (
     IAddress,
+    IDelayedCall,
     IHandshakeListener,
+    IPushProducer,
     IReactorTime,
     ITCPTransport,
 )
 from twisted.internet.protocol import Factory, connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
+from twisted.protocols.policies import TimeoutMixin
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from securemsg import wire
+from securemsg.flood import TokenBucket
 from securemsg.interfaces import IChatParticipant
+from securemsg.limits import Limits
 from securemsg.room import ChatRoom
 
 DEFAULT_GREETING: Final = "Welcome to securemsg, {name}. Type /help for commands."
@@ -55,15 +62,19 @@ def describe_reason(reason: Failure) -> str:
     return f"{kind}: {message}" if message else kind
 
 
-@implementer(IChatParticipant, IHandshakeListener)
-class ChatServerProtocol(LineReceiver):
+@implementer(IChatParticipant, IHandshakeListener, IPushProducer)
+class ChatServerProtocol(LineReceiver, TimeoutMixin):
     """
     One client connection: turns its lines into commands for the room, and
     the room's events into lines.
 
     Over TLS the client joins the room only when the handshake is done
     (Twisted calls C{connectionMade} before it), so a half-open handshake
-    never shows up as a user.
+    never shows up as a user; a handshake that takes too long is aborted.
+
+    It is its transport's producer: when the client stops reading and the
+    transport's buffer fills, the transport pauses it, and lines for the
+    client wait in a queue of bounded size instead.
     """
 
     delimiter = b"\n"
@@ -80,15 +91,26 @@ class ChatServerProtocol(LineReceiver):
     _discarding = False
     # True when LineReceiver stopped at an over-long line with more after it.
     _resume = False
+    _handshake_timer: IDelayedCall | None = None
+    _abort_timer: IDelayedCall | None = None
 
     def __init__(self, factory: ChatServerFactory) -> None:
         self.factory = factory
+        self.limits = factory.limits
         self.MAX_LENGTH = factory.max_line_length
         self.peer = "unknown peer"
+        self.bucket = TokenBucket(
+            factory.clock, self.limits.flood_burst, self.limits.flood_rate
+        )
+        self._paused = False
+        self._queue: list[bytes] = []
+        self._queued_bytes = 0
+        self._lost: list[Deferred[None]] | None = None
 
     def connectionMade(self) -> None:
         self.peer = describe_peer(self.transport.getPeer())
         self.log.info("connection from {peer}", peer=self.peer)
+        self.factory.open_connections.add(self)
         if ITCPTransport.providedBy(self.transport):
             # Twisted leaves Nagle's algorithm on; for short chat lines it
             # adds tens of milliseconds of latency whenever it meets a
@@ -96,25 +118,85 @@ class ChatServerProtocol(LineReceiver):
             # Some transports claim to be TCP but are not (UNIX sockets, fakes).
             with suppress(AttributeError, OSError):
                 self.transport.setTcpNoDelay(True)
-        if not isinstance(self.transport, TLSMemoryBIOProtocol):
+        self.transport.registerProducer(self, True)
+        if isinstance(self.transport, TLSMemoryBIOProtocol):
+            self._handshake_timer = self.factory.clock.callLater(
+                self.limits.handshake_timeout, self._handshake_timed_out
+            )
+        else:
             # No TLS layer of Twisted's below us (plain TCP in tests, or TLS
             # ended by a proxy), so no handshake to wait for.
             self._join()
 
+    def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
+        """TimeoutMixin's scheduler: the factory's clock, not the reactor."""
+        return self.factory.clock.callLater(period, func)
+
+    def _handshake_timed_out(self) -> None:
+        self._handshake_timer = None
+        self.log.info(
+            "{peer}: TLS handshake not done after {seconds} s; aborting",
+            peer=self.peer,
+            seconds=self.limits.handshake_timeout,
+        )
+        self.transport.abortConnection()
+
     def handshakeCompleted(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
         self._join()
 
     def _join(self) -> None:
-        if self._joined:
+        if self._joined or self.factory.shutting_down:
             return
         self._joined = True
+        if self.limits.idle_timeout:
+            self.setTimeout(self.limits.idle_timeout)
         name = self.factory.room.join(self)
         self.log.info("{peer} is {name}", peer=self.peer, name=name)
         for line in self.factory.greeting_lines(name):
             self.deliver(wire.Notice(line))
 
+    # Sending
+
     def deliver(self, event: wire.Event) -> None:
-        self.transport.write(wire.encode(event))
+        self._send(wire.encode(event))
+
+    def _send(self, data: bytes) -> None:
+        if not self._paused:
+            self.transport.write(data)
+            return
+        self._queue.append(data)
+        self._queued_bytes += len(data)
+        if self._queued_bytes > self.limits.send_queue:
+            self._paused = False  # Nothing more to queue: it is going.
+            self._queue.clear()
+            self.log.info(
+                "{peer} ({name}) disconnected: send queue over {limit} bytes "
+                "(the client does not read)",
+                peer=self.peer,
+                name=self.name,
+                limit=self.limits.send_queue,
+            )
+            self._quit_reason = "not reading"
+            self.transport.abortConnection()
+
+    def pauseProducing(self) -> None:
+        """The transport's buffer is full: queue lines from now on."""
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        """The transport's buffer has room again: send what is queued."""
+        self._paused = False
+        if self._queue:
+            data = b"".join(self._queue)
+            self._queue.clear()
+            self._queued_bytes = 0
+            self.transport.write(data)
+
+    def stopProducing(self) -> None:
+        """The connection is going away; connectionLost does the rest."""
 
     # Receiving
 
@@ -129,6 +211,10 @@ class ChatServerProtocol(LineReceiver):
     def lineReceived(self, line: bytes) -> None:
         if not self._joined:
             return
+        self.resetTimeout()
+        if not self.bucket.allow():
+            self._flooded()
+            return
         if line.endswith(b"\r"):
             line = line[:-1]
         try:
@@ -142,15 +228,61 @@ class ChatServerProtocol(LineReceiver):
         if isinstance(command, wire.Quit):
             self._quit_reason = command.reason
             self.deliver(wire.Notice("goodbye"))
-            self.transport.loseConnection()
+            self._close()
+            return
+        if isinstance(command, wire.Ping):
+            self.deliver(wire.Notice("pong"))
             return
         self.factory.room.handle(self, command)
+
+    def _flooded(self) -> None:
+        dropped = self.bucket.dropped_in_a_row
+        if dropped == 1:
+            self.deliver(
+                wire.Error(
+                    f"too many lines: at most {self.limits.flood_rate:g} a second"
+                    f" (bursts of {self.limits.flood_burst}); lines are being dropped"
+                )
+            )
+        elif dropped >= self.limits.flood_disconnect:
+            self.log.info(
+                "{peer} ({name}) disconnected: flooding ({dropped} lines over"
+                " the rate in a row)",
+                peer=self.peer,
+                name=self.name,
+                dropped=dropped,
+            )
+            self.disconnect("disconnected for flooding", "flooding")
+
+    def timeoutConnection(self) -> None:
+        """No line for the idle timeout: say so and close."""
+        self.log.info(
+            "{peer} ({name}) disconnected: idle for {seconds} s",
+            peer=self.peer,
+            name=self.name,
+            seconds=self.limits.idle_timeout,
+        )
+        self.disconnect(
+            f"disconnected after {self.limits.idle_timeout:g} s without a line"
+            " (send /ping to stay connected)",
+            "idle",
+        )
+
+    def disconnect(self, error: str, farewell: str) -> None:
+        """
+        Tell the client why, close cleanly, and abort if the client does not
+        let the close finish (it may not be reading).
+        """
+        self.deliver(wire.Error(error))
+        self._quit_reason = farewell
+        self._close()
 
     def lineLengthExceeded(self, line: bytes) -> None:
         """
         Refuse an over-long line but keep the connection: throw the line
         away (without buffering it) up to its end, then carry on.
         """
+        self.resetTimeout()
         self.deliver(
             wire.Error(f"line longer than {self.MAX_LENGTH} bytes; it was not sent")
         )
@@ -175,7 +307,52 @@ class ChatServerProtocol(LineReceiver):
             self._discarding = False
             self.setLineMode(rest)
 
+    # Closing
+
+    def close_for_shutdown(self) -> Deferred[None]:
+        """
+        The server is stopping: tell the client, send what is queued, and
+        close with a TLS close_notify.
+
+        @return: fires when the connection is closed.
+        """
+        lost: Deferred[None] = Deferred()
+        if self._lost is None:
+            self._lost = []
+        self._lost.append(lost)
+        if self._joined:
+            self.deliver(wire.Notice("the server is shutting down"))
+        self.resumeProducing()
+        self._close()
+        return lost
+
+    def _close(self) -> None:
+        """
+        Close cleanly once everything written is sent, or abort if that
+        takes longer than the shutdown grace (the client may not be
+        reading).
+        """
+        # Twisted's TLS layer sends its close_notify only once no producer
+        # is registered.
+        self.transport.unregisterProducer()
+        self.transport.loseConnection()
+        if self._abort_timer is None:
+            self._abort_timer = self.factory.clock.callLater(
+                self.limits.shutdown_grace, self.transport.abortConnection
+            )
+
+    def abort(self) -> None:
+        """Close at once, without waiting for anything to be sent."""
+        self.transport.abortConnection()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        for timer in (self._handshake_timer, self._abort_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._handshake_timer = self._abort_timer = None
+        self.setTimeout(None)
+        self._queue.clear()
+        self.factory.open_connections.discard(self)
         # A last line without a newline is still a line.
         if (
             self._joined
@@ -183,6 +360,7 @@ class ChatServerProtocol(LineReceiver):
             and self.line_mode
             and not self._discarding
             and len(self._buffer) <= self.MAX_LENGTH
+            and not self.factory.shutting_down
         ):
             pending, self._buffer = self._buffer, b""
             self.lineReceived(pending)
@@ -199,7 +377,12 @@ class ChatServerProtocol(LineReceiver):
                 farewell = ""
             else:
                 farewell = "connection lost"
-            self.factory.room.leave(self, farewell)
+            self.factory.room.leave(
+                self, farewell, announce=not self.factory.shutting_down
+            )
+        lost, self._lost = self._lost or [], None
+        for waiter in lost:
+            waiter.callback(None)
 
 
 class ChatServerFactory(Factory):
@@ -211,6 +394,8 @@ class ChatServerFactory(Factory):
 
     @ivar room: the L{ChatRoom} everyone connected is in.
     @ivar clock: the time source for timeouts.
+    @ivar limits: the L{Limits} each connection is held to.
+    @ivar open_connections: every connection, joined or still in its handshake.
     """
 
     noisy = False
@@ -222,6 +407,7 @@ class ChatServerFactory(Factory):
         greeting: str = DEFAULT_GREETING,
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         log_messages: bool = False,
+        limits: Limits | None = None,
         room: ChatRoom | None = None,
     ) -> None:
         """
@@ -232,6 +418,7 @@ class ChatServerFactory(Factory):
         @param max_line_length: the longest line accepted, in bytes,
             without its line ending.
         @param log_messages: log the text of chat lines (off by default).
+        @param limits: timeouts and limits; L{Limits}' defaults if not given.
         @param room: the room to use, if not a new one.
         """
         if max_line_length < 1:
@@ -239,7 +426,10 @@ class ChatServerFactory(Factory):
         self.clock = clock
         self.greeting = greeting
         self.max_line_length = max_line_length
+        self.limits = limits if limits is not None else Limits()
         self.room = room if room is not None else ChatRoom(log_messages=log_messages)
+        self.open_connections: set[ChatServerProtocol] = set()
+        self.shutting_down = False
 
     def greeting_lines(self, name: str) -> list[str]:
         """The greeting for a client called C{name}, one entry per line."""
@@ -247,3 +437,28 @@ class ChatServerFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> ChatServerProtocol:  # type: ignore[override]
         return ChatServerProtocol(self)
+
+    def shut_down(self) -> Deferred[None]:
+        """
+        Tell every client the server is stopping and close each connection
+        cleanly (TLS close_notify); abort those still open after the limits'
+        C{shutdown_grace}.
+
+        @return: fires when every connection is closed.
+        """
+        self.shutting_down = True
+        connections = list(self.open_connections)
+        closed = gatherResults([c.close_for_shutdown() for c in connections])
+
+        def abort_the_rest() -> None:
+            for connection in connections:
+                if connection in self.open_connections:
+                    connection.abort()
+
+        timer = self.clock.callLater(self.limits.shutdown_grace, abort_the_rest)
+
+        def done(_: object) -> None:
+            if timer.active():
+                timer.cancel()
+
+        return closed.addCallback(done)

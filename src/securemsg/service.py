@@ -6,7 +6,9 @@ reporting what it serves with.
 
 from __future__ import annotations
 
+import resource
 from collections.abc import Sequence
+from typing import Final
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
@@ -16,8 +18,13 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from securemsg import certs
+from securemsg.limits import Limits
 from securemsg.server import describe_peer
 from securemsg.tls import ServerCredentials
+
+#: File descriptors kept free beyond one per connection (listening sockets,
+#: log files, certificate reloads).
+OPEN_FILES_HEADROOM: Final = 64
 
 
 class ListenError(Exception):
@@ -67,6 +74,9 @@ class ChatService(Service):
         if self._listening:
             return
         self._listening = True
+        limits: Limits | None = getattr(self.factory, "limits", None)
+        if limits is not None:
+            self._raise_open_file_limit(limits.max_connections)
         for description, endpoint in self.endpoints:
             listening = endpoint.listen(self.factory)
             listening.addCallback(self._listening_on)
@@ -82,6 +92,24 @@ class ChatService(Service):
                 raise ListenError(
                     f"cannot listen on {description}: {failures[0].getErrorMessage()}"
                 )
+
+    def _raise_open_file_limit(self, connections: int) -> None:
+        # Each connection is a file descriptor; the usual soft limit of 1024
+        # would refuse connections long before --max-connections.
+        needed = connections + OPEN_FILES_HEADROOM
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY or soft >= needed:
+            return
+        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+        if target > soft:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        if target < needed:
+            self.log.warn(
+                "only {available} open files allowed (ulimit -n); fewer than"
+                " --max-connections {connections} connections can be held",
+                available=target,
+                connections=connections,
+            )
 
     def _listening_on(self, port: IListeningPort) -> None:
         self.ports.append(port)
@@ -110,10 +138,17 @@ class ChatService(Service):
         for warning in certs.key_file_warnings(credentials.key_path):
             self.log.warn("{warning}", warning=warning)
 
-    def stopService(self) -> Deferred[object]:
+    def stopService(self) -> Deferred[None]:
+        """
+        Stop listening, then close every client connection cleanly: each
+        client is told the server is stopping, gets what is queued for it
+        and a TLS close_notify, within the shutdown grace.
+        """
         super().stopService()
         ports, self.ports = self.ports, []
         self._listening = False
-        return gatherResults(
-            [maybeDeferred(port.stopListening) for port in ports]
-        ).addCallback(lambda _: None)
+        stopped = gatherResults([maybeDeferred(port.stopListening) for port in ports])
+        shut_down = getattr(self.factory, "shut_down", None)
+        if shut_down is not None:
+            stopped.addCallback(lambda _: shut_down())
+        return stopped.addCallback(lambda _: None)

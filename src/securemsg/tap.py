@@ -14,6 +14,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from securemsg import tls
+from securemsg.limits import Limits
 from securemsg.server import (
     DEFAULT_GREETING,
     DEFAULT_MAX_LINE_LENGTH,
@@ -38,8 +39,25 @@ def _positive(value: str) -> int:
     return number
 
 
+def _seconds(value: str) -> float:
+    number = float(value)
+    if not number >= 0:
+        raise ValueError(f"{value} is not a number of seconds")
+    return number
+
+
+def _positive_seconds(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise ValueError(f"{value} is not a positive number")
+    return number
+
+
 _port_number.coerceDoc = "A TCP port number, 0 to 65535."  # type: ignore[attr-defined]
 _positive.coerceDoc = "At least 1."  # type: ignore[attr-defined]
+_seconds.coerceDoc = ""  # type: ignore[attr-defined]
+_positive_seconds.coerceDoc = ""  # type: ignore[attr-defined]
+_DEFAULTS = Limits()
 
 
 class Options(usage.Options):
@@ -93,6 +111,70 @@ class Options(usage.Options):
             _positive,
         ],
         ["tls-min", None, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."],
+        [
+            "handshake-timeout",
+            None,
+            _DEFAULTS.handshake_timeout,
+            "Seconds a client may take to finish the TLS handshake.",
+            _positive_seconds,
+        ],
+        [
+            "idle-timeout",
+            None,
+            _DEFAULTS.idle_timeout,
+            "Seconds without a line before a client is disconnected (0: never).",
+            _seconds,
+        ],
+        [
+            "max-connections",
+            None,
+            _DEFAULTS.max_connections,
+            "Connections held at once in total; more are closed at once.",
+            _positive,
+        ],
+        [
+            "max-per-ip",
+            None,
+            _DEFAULTS.max_per_address,
+            "Connections held at once from one IP address.",
+            _positive,
+        ],
+        [
+            "flood-burst",
+            None,
+            _DEFAULTS.flood_burst,
+            "Lines a client may send in a burst ...",
+            _positive,
+        ],
+        [
+            "flood-rate",
+            None,
+            _DEFAULTS.flood_rate,
+            "... and per second after it; more get an error and are dropped.",
+            _positive_seconds,
+        ],
+        [
+            "flood-disconnect",
+            None,
+            _DEFAULTS.flood_disconnect,
+            "Lines dropped in a row before a flooding client is disconnected.",
+            _positive,
+        ],
+        [
+            "send-queue",
+            None,
+            _DEFAULTS.send_queue,
+            "Bytes held for a client that does not read before it is disconnected.",
+            _positive,
+        ],
+        [
+            "shutdown-grace",
+            None,
+            _DEFAULTS.shutdown_grace,
+            "Seconds given at shutdown to flush each client and close its TLS"
+            " connection cleanly.",
+            _seconds,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -113,6 +195,20 @@ class Options(usage.Options):
                 f"--tls-min must be one of {', '.join(tls.TLS_VERSIONS)}, "
                 f"not {self['tls-min']!r}"
             )
+
+    def limits(self) -> Limits:
+        """The L{Limits} these options ask for."""
+        return Limits(
+            handshake_timeout=self["handshake-timeout"],
+            idle_timeout=self["idle-timeout"],
+            max_connections=self["max-connections"],
+            max_per_address=self["max-per-ip"],
+            flood_burst=self["flood-burst"],
+            flood_rate=self["flood-rate"],
+            flood_disconnect=self["flood-disconnect"],
+            send_queue=self["send-queue"],
+            shutdown_grace=self["shutdown-grace"],
+        )
 
     def endpoint_descriptions(self) -> list[str]:
         """The endpoints to listen on, as endpoint description strings."""
@@ -141,14 +237,16 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
     creator = tls.ServerTLS(
         tls.make_server_context(credentials, tls.TLS_VERSIONS[options["tls-min"]])
     )
+    limits = options.limits()
     factory = ChatServerFactory(
         reactor,
         greeting=options["greeting"],
         max_line_length=options["max-line-length"],
         log_messages=options["log-messages"],
+        limits=limits,
     )
     endpoints = [
-        (description, tls.tls_server_endpoint(reactor, description, creator))
+        (description, tls.tls_server_endpoint(reactor, description, creator, limits))
         for description in options.endpoint_descriptions()
     ]
     top = MultiService()

@@ -38,6 +38,8 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from securemsg import certs
+from securemsg.guard import GuardedTLSServerEndpoint
+from securemsg.limits import Limits
 
 #: Mozilla's "intermediate" TLS 1.2 cipher suites (server side guidelines,
 #: version 5.7), forward secret AEAD only.  The DHE suites of the profile are
@@ -288,11 +290,14 @@ def tls_server_endpoint(
     reactor: IReactorTime,
     description: str,
     creator: IOpenSSLServerConnectionCreator,
+    limits: Limits | None = None,
 ) -> IStreamServerEndpoint:
     """
     An endpoint that listens on C{description} (a plain transport endpoint
     such as C{tcp:50000:interface=::}) and speaks TLS made by C{creator}.
 
+    @param limits: if given, hold at most its C{max_connections} and
+        C{max_per_address} connections, refusing more before any TLS work.
     @raise TLSConfigError: if C{description} asks for TLS itself.
     """
     kind = description.split(":", 1)[0].strip().lower()
@@ -307,4 +312,12 @@ def tls_server_endpoint(
         raise TLSConfigError(
             f"--listen {description!r} is not a valid endpoint: {error}"
         ) from None
-    return wrapServerTLS(creator, endpoint, clock=reactor)
+    if limits is None:
+        return wrapServerTLS(creator, endpoint, clock=reactor)
+    return GuardedTLSServerEndpoint(
+        endpoint,
+        creator,
+        reactor,
+        max_connections=limits.max_connections,
+        max_per_address=limits.max_per_address,
+    )

@@ -148,6 +148,11 @@ class Who:
 
 
 @dataclass(frozen=True, slots=True)
+class Ping:
+    """Check the connection; the server answers C{*** pong}."""
+
+
+@dataclass(frozen=True, slots=True)
 class Help:
     """Ask for the list of commands."""
 
@@ -166,7 +171,7 @@ class Invalid:
     problem: str
 
 
-Command = Say | Me | Nick | Private | Who | Help | Quit | Invalid
+Command = Say | Me | Nick | Private | Who | Ping | Help | Quit | Invalid
 
 #: Each command with its arguments and what it does, for /help.
 COMMANDS: Final = (
@@ -174,6 +179,7 @@ COMMANDS: Final = (
     ("/who", "list who is here"),
     ("/msg NAME TEXT", "send TEXT to NAME only"),
     ("/me TEXT", "act: others see * yourname TEXT"),
+    ("/ping", "check the connection (the server answers pong)"),
     ("/help", "show this list"),
     ("/quit [MESSAGE]", "leave"),
     ("//TEXT", "send a line that starts with /"),
@@ -207,6 +213,8 @@ def parse_command(line: str) -> Command | None:
         return Private(recipient, text)
     if verb == "who":
         return Who()
+    if verb == "ping":
+        return Ping()
     if verb == "help":
         return Help()
     if verb == "quit":
