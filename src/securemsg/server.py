@@ -91,6 +91,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     _discarding = False
     # True when LineReceiver stopped at an over-long line with more after it.
     _resume = False
+    _producing = False
     _handshake_timer: IDelayedCall | None = None
     _abort_timer: IDelayedCall | None = None
 
@@ -119,6 +120,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             with suppress(AttributeError, OSError):
                 self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
+        self._producing = True
         if isinstance(self.transport, TLSMemoryBIOProtocol):
             self._handshake_timer = self.factory.clock.callLater(
                 self.limits.handshake_timeout, self._handshake_timed_out
@@ -334,7 +336,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         """
         # Twisted's TLS layer sends its close_notify only once no producer
         # is registered.
-        self.transport.unregisterProducer()
+        if self._producing:
+            self._producing = False
+            self.transport.unregisterProducer()
         self.transport.loseConnection()
         if self._abort_timer is None:
             self._abort_timer = self.factory.clock.callLater(

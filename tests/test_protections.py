@@ -1,0 +1,347 @@
+"""
+Tests for the server's protections against abusive clients, each on a fake
+clock: handshake and idle timeouts, flood control, the bounded send queue,
+connection limits, and graceful shutdown.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.error import ConnectionDone
+from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import LogLevel, capturedLogs
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
+
+from securemsg import tls
+from securemsg.guard import REFUSAL_LOG_INTERVAL, GuardedTLSFactory
+from securemsg.limits import Limits
+from securemsg.server import ChatServerFactory, ChatServerProtocol
+
+from . import _certs
+from ._tls import tls_pair
+
+
+def server_context() -> object:
+    """A server context with the default test certificate."""
+    _, server = _certs.default_ca_and_server()
+    return tls.make_server_context(
+        tls.ServerCredentials([server.certificate], server.key, "c", "k")
+    )
+
+
+class Client:
+    """One plain (non-TLS) connection to the factory over a StringTransport."""
+
+    def __init__(self, factory: ChatServerFactory, port: int) -> None:
+        self.transport = StringTransport(
+            peerAddress=IPv4Address("TCP", "127.0.0.1", port)
+        )
+        self.protocol = factory.buildProtocol(self.transport.getPeer())
+        self.protocol.makeConnection(self.transport)
+
+    def send(self, *lines: bytes) -> None:
+        self.protocol.dataReceived(b"".join(line + b"\n" for line in lines))
+
+    def lines(self) -> list[str]:
+        data = self.transport.value()
+        self.transport.clear()
+        return data.decode("utf-8").splitlines()
+
+    def lost(self) -> None:
+        self.protocol.connectionLost(Failure(ConnectionDone()))
+
+
+def log_text(events: list[dict[str, object]]) -> list[str]:
+    """The formatted messages of captured log events."""
+    return [
+        str(event["log_format"]).format(**event)
+        for event in events
+        if event["log_level"] >= LogLevel.info
+    ]
+
+
+class ProtectionTests(SynchronousTestCase):
+    """
+    One connection at a time misbehaves; the others are not affected.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.limits = Limits(
+            idle_timeout=60,
+            flood_burst=3,
+            flood_rate=1,
+            flood_disconnect=5,
+            send_queue=100,
+            shutdown_grace=5,
+        )
+        self.factory = ChatServerFactory(self.clock, greeting="", limits=self.limits)
+        self.clients: list[Client] = []
+
+    def connect(self) -> Client:
+        client = Client(self.factory, 40000 + len(self.clients))
+        self.clients.append(client)
+        return client
+
+    def test_idle_timeout(self) -> None:
+        """
+        A client that sends no line for the idle timeout is told why and
+        disconnected; any line, /ping included, restarts the wait.
+        """
+        idle, other = self.connect(), self.connect()
+        idle.lines()
+        self.clock.advance(59)
+        idle.send(b"/ping")
+        other.send(b"/ping")
+        self.assertEqual(idle.lines(), ["*** pong"])
+        self.assertEqual(other.lines(), ["*** pong"])
+        self.clock.advance(59)
+        other.send(b"others' lines do not count")
+        self.assertFalse(idle.transport.disconnecting)
+        self.assertEqual(idle.lines(), ["[guest-2] others' lines do not count"])
+        with capturedLogs() as events:
+            self.clock.advance(1)
+        self.assertEqual(
+            idle.lines(),
+            [
+                "!!! disconnected after 60 s without a line"
+                " (send /ping to stay connected)"
+            ],
+        )
+        self.assertTrue(idle.transport.disconnecting)
+        self.assertFalse(other.transport.disconnecting)
+        self.assertIn(
+            "127.0.0.1:40000 (guest-1) disconnected: idle for 60 s", log_text(events)
+        )
+        idle.lost()
+        self.assertEqual(other.lines(), ["*** guest-1 left (idle)"])
+
+    def test_idle_timeout_off(self) -> None:
+        """An idle timeout of 0 never disconnects."""
+        self.factory.limits = Limits(idle_timeout=0)
+        client = self.connect()
+        self.clock.advance(10**6)
+        self.assertFalse(client.transport.disconnecting)
+
+    def test_flood(self) -> None:
+        """
+        Lines over the rate get one error and are dropped; a client that
+        keeps flooding is disconnected; others get only the allowed lines.
+        """
+        flooder, other = self.connect(), self.connect()
+        flooder.lines()
+        flooder.send(b"1", b"2", b"3", b"4", b"5")
+        self.assertEqual(other.lines(), ["[guest-1] 1", "[guest-1] 2", "[guest-1] 3"])
+        self.assertEqual(
+            flooder.lines(),
+            [
+                "!!! too many lines: at most 1 a second (bursts of 3);"
+                " lines are being dropped"
+            ],
+        )
+        self.clock.advance(1)
+        flooder.send(b"6")
+        self.assertEqual(other.lines(), ["[guest-1] 6"])
+        with capturedLogs() as events:
+            flooder.send(b"x", b"x", b"x", b"x", b"x")
+        self.assertEqual(
+            flooder.lines(),
+            [
+                "!!! too many lines: at most 1 a second (bursts of 3);"
+                " lines are being dropped",
+                "!!! disconnected for flooding",
+            ],
+        )
+        self.assertTrue(flooder.transport.disconnecting)
+        self.assertEqual(other.lines(), [])
+        self.assertTrue(any("flooding" in line for line in log_text(events)))
+
+    def test_send_queue(self) -> None:
+        """
+        While the transport is full (it paused us), lines wait in order and
+        go out when it resumes.
+        """
+        reader, sender = self.connect(), self.connect()
+        reader.lines()
+        self.assertIs(reader.transport.producer, reader.protocol)
+        reader.protocol.pauseProducing()
+        sender.send(b"one", b"two")
+        self.assertEqual(reader.lines(), [])
+        reader.protocol.resumeProducing()
+        self.assertEqual(reader.lines(), ["[guest-2] one", "[guest-2] two"])
+
+    def test_send_queue_exceeded(self) -> None:
+        """
+        A client that does not read is disconnected once more than the
+        send queue is waiting for it; the sender is not held up.
+        """
+        stuck, sender = self.connect(), self.connect()
+        stuck.lines()
+        stuck.protocol.pauseProducing()
+        with capturedLogs() as events:
+            for number in range(3):
+                sender.send(b"line %d, long enough to need some queue space" % number)
+        self.assertTrue(stuck.transport.disconnected)  # aborted
+        self.assertIn(
+            "127.0.0.1:40000 (guest-1) disconnected: send queue over 100 bytes"
+            " (the client does not read)",
+            log_text(events),
+        )
+        self.assertFalse(sender.transport.disconnecting)
+        stuck.protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(sender.lines(), ["*** guest-1 left (not reading)"])
+
+    def test_close_aborts_after_grace(self) -> None:
+        """A client that does not let a close finish is aborted after the grace."""
+        client = self.connect()
+        client.send(b"/quit")
+        self.assertTrue(client.transport.disconnecting)
+        self.assertFalse(client.transport.disconnected)
+        self.clock.advance(5)
+        self.assertTrue(client.transport.disconnected)
+
+    def test_shutdown(self) -> None:
+        """
+        At shutdown every client is told, closed cleanly, and nobody hears
+        of the others leaving; the Deferred fires when all are gone.
+        """
+        alice, bob = self.connect(), self.connect()
+        alice.lines()
+        stopped = self.factory.shut_down()
+        self.assertNoResult(stopped)
+        for client in (alice, bob):
+            self.assertEqual(client.lines(), ["*** the server is shutting down"])
+            self.assertTrue(client.transport.disconnecting)
+            self.assertIsNone(client.transport.producer)
+        alice.lost()
+        bob.lost()
+        self.assertEqual(alice.lines() + bob.lines(), [])
+        self.successResultOf(stopped)
+        self.assertEqual(self.factory.open_connections, set())
+
+    def test_shutdown_flushes_queue_and_aborts_stragglers(self) -> None:
+        """
+        What was queued for a paused client is sent before the notice, and a
+        client still open after the grace is aborted.
+        """
+        slow, other = self.connect(), self.connect()
+        slow.lines()
+        slow.protocol.pauseProducing()
+        other.send(b"queued")
+        stopped = self.factory.shut_down()
+        self.assertEqual(
+            slow.lines(), ["[guest-2] queued", "*** the server is shutting down"]
+        )
+        other.lost()
+        self.clock.advance(5)
+        self.assertTrue(slow.transport.disconnected)
+        slow.lost()
+        self.successResultOf(stopped)
+
+    def test_no_join_during_shutdown(self) -> None:
+        """A connection that arrives while the server stops does not join."""
+        self.factory.shut_down()
+        late = self.connect()
+        self.assertEqual(len(self.factory.room), 0)
+        self.assertEqual(late.lines(), [])
+
+
+class HandshakeTimeoutTests(SynchronousTestCase):
+    """
+    A TLS connection must finish its handshake within the timeout.
+    """
+
+    def test_stalled_handshake_aborted(self) -> None:
+        """Nothing after connecting: aborted after the handshake timeout."""
+        clock = MemoryReactorClock()
+        chat = ChatServerFactory(clock, limits=Limits(handshake_timeout=10))
+        factory = TLSMemoryBIOFactory(
+            tls.ServerTLS(server_context()), False, chat, clock
+        )
+        transport = StringTransport()
+        protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        protocol.makeConnection(transport)
+        with capturedLogs() as events:
+            clock.advance(9.9)
+            self.assertFalse(transport.disconnected)
+            clock.advance(0.1)
+        self.assertTrue(transport.disconnected)
+        self.assertTrue(
+            any("TLS handshake not done after 10" in line for line in log_text(events))
+        )
+
+    def test_completed_handshake_not_aborted(self) -> None:
+        """A finished handshake cancels the timeout."""
+        client, server_tls, _, chat = tls_pair(server_context())
+        self.assertTrue(client.handshake_done)
+        protocol = server_tls.wrappedProtocol
+        assert isinstance(protocol, ChatServerProtocol)
+        self.assertIsNone(protocol._handshake_timer)
+        self.assertEqual(len(chat.room), 1)
+
+
+class ConnectionLimitTests(SynchronousTestCase):
+    """
+    L{GuardedTLSFactory} holds at most so many connections, in total and
+    per address, and refuses more before any TLS work.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.factory = GuardedTLSFactory(
+            tls.ServerTLS(server_context()),
+            ChatServerFactory(self.clock),
+            self.clock,
+            max_connections=4,
+            max_per_address=2,
+        )
+        self.factory.doStart()
+
+    def connect(self, host: str) -> object | None:
+        address = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 1)
+        protocol = self.factory.buildProtocol(address)
+        if protocol is not None:
+            protocol.makeConnection(StringTransport())
+        return protocol
+
+    def test_per_address(self) -> None:
+        """A third connection from one address is refused; others are not."""
+        first = self.connect("10.0.0.1")
+        self.assertIsNotNone(first)
+        self.assertIsNotNone(self.connect("10.0.0.1"))
+        self.assertIsNone(self.connect("10.0.0.1"))
+        self.assertIsNotNone(self.connect("::1"))
+        first.connectionLost(Failure(ConnectionDone()))  # type: ignore[union-attr]
+        self.assertIsNotNone(self.connect("10.0.0.1"))
+
+    def test_total(self) -> None:
+        """Past the total, everyone is refused until someone leaves."""
+        held = [self.connect(f"10.0.0.{n}") for n in range(4)]
+        self.assertIsNone(self.connect("10.0.0.9"))
+        held[0].connectionLost(Failure(ConnectionDone()))  # type: ignore[union-attr]
+        self.assertIsNotNone(self.connect("10.0.0.9"))
+
+    def test_refusals_logged_once_per_burst(self) -> None:
+        """
+        The first refusal of a burst is logged at once; the rest are summed
+        up in one line per interval.
+        """
+        for _ in range(2):
+            self.connect("10.0.0.1")
+        with capturedLogs() as events:
+            for _ in range(50):
+                self.connect("10.0.0.1")
+            self.clock.advance(REFUSAL_LOG_INTERVAL)
+            self.clock.advance(REFUSAL_LOG_INTERVAL)
+        self.assertEqual(
+            [line for line in log_text(events) if line.startswith("refus")],
+            [
+                "refusing connections from 10.0.0.1: at the limit of 2 connections"
+                " from 10.0.0.1",
+                "refused 49 more connections in the last 10 s (at the connection"
+                " limits)",
+            ],
+        )
+        self.assertEqual(self.factory._report, None)
