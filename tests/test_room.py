@@ -145,6 +145,8 @@ class RoomTests(SynchronousTestCase):
         """Commands from the wire reach the right place."""
         self.room.handle(self.alice, wire.Who())
         self.assertEqual(self.alice.take(), ["*** 3 here: alice, bob, carol"])
+        self.room.handle(self.alice, wire.WhoAmI())
+        self.assertEqual(self.alice.take(), ["*** you are alice"])
         self.room.handle(self.alice, wire.Invalid("unknown command /x"))
         self.assertEqual(self.alice.take(), ["!!! unknown command /x"])
         self.room.handle(self.alice, wire.Help())

@@ -39,6 +39,8 @@ class ParseCommandTests(SynchronousTestCase):
             "/nick alice": wire.Nick("alice"),
             "/NICK alice": wire.Nick("alice"),
             "/who": wire.Who(),
+            "/whoami": wire.WhoAmI(),
+            "/ping": wire.Ping(),
             "/msg bob hi there": wire.Private("bob", "hi there"),
             "/m bob hi": wire.Private("bob", "hi"),
             "/me waves": wire.Me("waves"),
@@ -163,7 +165,16 @@ class EventTests(SynchronousTestCase):
     def test_help_lists_every_command(self) -> None:
         """/help names every command the parser knows."""
         text = "\n".join(line.format() for line in wire.help_lines())
-        for verb in ["/nick", "/who", "/msg", "/me", "/help", "/quit", "//"]:
+        for verb in [
+            "/nick",
+            "/whoami",
+            "/msg",
+            "/me",
+            "/ping",
+            "/help",
+            "/quit",
+            "//",
+        ]:
             self.assertIn(verb, text)
 
     @given(names, free_text)

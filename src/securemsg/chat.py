@@ -12,6 +12,7 @@ L{securemsg.terminal}.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, ClassVar, Final, Protocol, TextIO
 
@@ -90,7 +91,16 @@ class ChatSession:
         client_certificate: Any = None,
         name: str | None = None,
         reconnect: bool = False,
+        retry_policy: Callable[[int], float] | None = None,
+        learn_name: bool = False,
     ) -> None:
+        """
+        @param learn_name: without C{name}, ask the server for the guest
+            name it gave us (for a prompt that shows it).
+        @param retry_policy: with C{reconnect}, how long to wait before each
+            attempt (see L{ClientService}); by default a backoff from one
+            second up to thirty.
+        """
         self.reactor = reactor
         self.front = front
         self.host, self.port = host, port
@@ -98,6 +108,10 @@ class ChatSession:
         self.client_certificate = client_certificate
         self.name = name
         self.reconnect = reconnect
+        self.learn_name = learn_name
+        self.retry_policy = retry_policy or backoffPolicy(
+            initialDelay=1.0, maxDelay=30.0
+        )
         self.done: Deferred[int] = Deferred()
         self.client: ChatClient | None = None
         self._pending: list[str] = []
@@ -164,7 +178,7 @@ class ChatSession:
         self._service = ClientService(
             endpoint,
             factory,
-            retryPolicy=backoffPolicy(initialDelay=1.0, maxDelay=30.0),
+            retryPolicy=self.retry_policy,
             clock=self.reactor,
             prepareConnection=prepare,
         )
@@ -178,6 +192,8 @@ class ChatSession:
         client.closed.addCallback(self._closed)
         if self.name is not None:
             client.nick(self.name)
+        elif self.learn_name:
+            client.whoami()
         pending, self._pending = self._pending, []
         for line in pending:
             self._send(client, line)
@@ -284,8 +300,9 @@ class ChatSession:
         client = self.client
         if client is None:
             return
-        if self._service is not None:
-            self._service.stopService()
+        # The reconnecting service is stopped only once this connection has
+        # closed (in _end): stopping it now would drop the connection before
+        # the server has our /quit.
         client.close(self._quit_message)
         # A server that never closes its end does not keep us here.
         timeout = self.reactor.callLater(CLOSE_TIMEOUT, self._end, EXIT_OK)
@@ -485,6 +502,7 @@ class ChatOptions(CommandOptions):
                 client_certificate=client_certificate,
                 name=self["name"],
                 reconnect=bool(self["reconnect"]),
+                learn_name=interactive,
             )
         except TrustError as error:
             raise CommandError(str(error), EXIT_USAGE) from None

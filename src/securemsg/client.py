@@ -25,6 +25,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.error import (
     ConnectionDone,
+    ConnectionLost,
     ConnectionRefusedError,
     DNSLookupError,
     TCPTimedOutError,
@@ -46,7 +47,8 @@ from securemsg import wire
 from securemsg.trust import ServerVerifier
 
 DEFAULT_PORT: Final = 50000
-_YOU_ARE: Final = "you are now "
+# Notices that tell a client its own name: after /nick, and after /whoami.
+_YOU_ARE: Final = ("you are now ", "you are ")
 
 
 class ClientError(Exception):
@@ -135,12 +137,21 @@ class ChatClient:
                 self._write_line(f"/msg {name} {line}")
 
     def action(self, text: str) -> None:
-        """Send an action, shown to others as C{* yourname text}."""
-        self._write_line(f"/me {text.splitlines()[0]}")
+        """
+        Send an action, shown to others as C{* yourname text} (the first
+        line of C{text}; nothing is sent for blank text, as for L{send}).
+        """
+        lines = text.splitlines()
+        if lines and lines[0].strip():
+            self._write_line(f"/me {lines[0]}")
 
     def nick(self, name: str) -> None:
         """Ask for a new name; the server answers with a notice or an error."""
         self._write_line(f"/nick {name}")
+
+    def whoami(self) -> None:
+        """Ask for our own name; the answer sets L{name}."""
+        self._write_line("/whoami")
 
     def who(self) -> None:
         """Ask who is here; the answer arrives as a notice."""
@@ -167,14 +178,25 @@ class ChatClient:
         timer = self.clock.callLater(
             self.close_timeout, protocol.transport.loseConnection
         )
-        self.closed.addBoth(lambda result: timer.cancel() if timer.active() else None)
+
+        def cancel_timer(result: BaseException) -> BaseException:
+            if timer.active():
+                timer.cancel()
+            return result  # Later callbacks still get the reason.
+
+        self.closed.addBoth(cancel_timer)
         return self.closed
 
     # Called by the protocol
 
     def _event(self, event: wire.Event) -> None:
-        if isinstance(event, wire.Notice) and event.text.startswith(_YOU_ARE):
-            self.name = event.text[len(_YOU_ARE) :]
+        if isinstance(event, wire.Notice):
+            for prefix in _YOU_ARE:
+                if event.text.startswith(prefix):
+                    name = event.text[len(prefix) :]
+                    if wire.name_problem(name) is None:
+                        self.name = name
+                    break
         self.on_event(event)
 
 
@@ -231,7 +253,8 @@ class _ClientFactory(Factory):
 def _explain(reason: Failure, verifier: ServerVerifier) -> ClientError:
     if verifier.report.problem is not None:
         return VerificationFailed(verifier.report.problem, verifier.report.fingerprint)
-    if reason.check(ConnectionDone):
+    # Over TLS, a close before the handshake is done is seen as not clean.
+    if reason.check(ConnectionDone, ConnectionLost):
         return ConnectionFailed("the server closed the connection during the handshake")
     if reason.check(ConnectionRefusedError):
         return ConnectionFailed("connection refused")
@@ -315,7 +338,11 @@ def split_address(address: str, default_port: int = DEFAULT_PORT) -> tuple[str, 
         raise ValueError(f"{address!r}: no host")
     if port_text is None or port_text == "":
         return host, default_port
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+    # isdigit() alone also passes superscripts (which int() refuses) and
+    # non-ASCII digits such as fullwidth ones.
+    if not (port_text.isascii() and port_text.isdigit()) or not (
+        0 < int(port_text) < 65536
+    ):
         raise ValueError(f"{address!r}: port must be a number from 1 to 65535")
     return host, int(port_text)
 

@@ -173,6 +173,8 @@ class ChatRoom:
                 self.whisper(participant, recipient, text)
             case wire.Who():
                 participant.deliver(wire.who_list(self.names()))
+            case wire.WhoAmI():
+                participant.deliver(wire.you_are_called(participant.name))
             case wire.Help():
                 for line in wire.help_lines():
                     participant.deliver(line)

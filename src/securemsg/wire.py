@@ -148,6 +148,11 @@ class Who:
 
 
 @dataclass(frozen=True, slots=True)
+class WhoAmI:
+    """Ask for one's own name; the server answers C{*** you are NAME}."""
+
+
+@dataclass(frozen=True, slots=True)
 class Ping:
     """Check the connection; the server answers C{*** pong}."""
 
@@ -171,12 +176,13 @@ class Invalid:
     problem: str
 
 
-Command = Say | Me | Nick | Private | Who | Ping | Help | Quit | Invalid
+Command = Say | Me | Nick | Private | Who | WhoAmI | Ping | Help | Quit | Invalid
 
 #: Each command with its arguments and what it does, for /help.
 COMMANDS: Final = (
     ("/nick NAME", "change your name"),
     ("/who", "list who is here"),
+    ("/whoami", "show your own name"),
     ("/msg NAME TEXT", "send TEXT to NAME only"),
     ("/me TEXT", "act: others see * yourname TEXT"),
     ("/ping", "check the connection (the server answers pong)"),
@@ -213,6 +219,8 @@ def parse_command(line: str) -> Command | None:
         return Private(recipient, text)
     if verb == "who":
         return Who()
+    if verb == "whoami":
+        return WhoAmI()
     if verb == "ping":
         return Ping()
     if verb == "help":
@@ -305,6 +313,11 @@ def renamed(old: str, new: str) -> Notice:
 def you_are(name: str) -> Notice:
     """Tells a client its own name after a successful /nick."""
     return Notice(f"you are now {name}")
+
+
+def you_are_called(name: str) -> Notice:
+    """The reply to /whoami."""
+    return Notice(f"you are {name}")
 
 
 def who_list(names: list[str]) -> Notice:
