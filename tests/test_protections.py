@@ -244,7 +244,7 @@ class ProtectionTests(SynchronousTestCase):
         """A connection that arrives while the server stops does not join."""
         self.factory.shut_down()
         late = self.connect()
-        self.assertEqual(len(self.factory.room), 0)
+        self.assertEqual(len(self.factory.chat), 0)
         self.assertEqual(late.lines(), [])
 
 
@@ -279,7 +279,7 @@ class HandshakeTimeoutTests(SynchronousTestCase):
         protocol = server_tls.wrappedProtocol
         assert isinstance(protocol, ChatServerProtocol)
         self.assertIsNone(protocol._handshake_timer)
-        self.assertEqual(len(chat.room), 1)
+        self.assertEqual(len(chat.chat), 1)
 
 
 class ConnectionLimitTests(SynchronousTestCase):

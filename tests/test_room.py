@@ -3,13 +3,15 @@ Tests for L{securemsg.room}: the chat logic alone, with participants that
 only record what they are given.
 """
 
+from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from securemsg import wire
+from securemsg.history import MemoryHistory
 from securemsg.interfaces import IChatParticipant
-from securemsg.room import ChatRoom
+from securemsg.room import Chat
 
 
 @implementer(IChatParticipant)
@@ -21,7 +23,7 @@ class Recorder:
         self.lines: list[str] = []
 
     def deliver(self, event: wire.Event) -> None:
-        self.lines.append(event.format())
+        self.lines.extend(event.format().split("\n"))
 
     def take(self) -> list[str]:
         lines, self.lines = self.lines, []
@@ -34,7 +36,7 @@ class RoomTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.room = ChatRoom()
+        self.room = Chat(Clock())
         self.alice, self.bob, self.carol = Recorder(), Recorder(), Recorder()
         for person in (self.alice, self.bob, self.carol):
             self.room.join(person)
@@ -162,5 +164,219 @@ class RoomTests(SynchronousTestCase):
                 "* alice nods",
                 "[alice -> carol] x",
                 "*** alice is now known as al",
+            ],
+        )
+
+
+class RoomsTests(SynchronousTestCase):
+    """
+    Rooms: everyone starts in the default room; notices stay in their room.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1764248722)
+        self.chat = Chat(self.clock, replay=3)
+        self.alice, self.bob, self.carol = Recorder(), Recorder(), Recorder()
+        for person, name in (
+            (self.alice, "alice"),
+            (self.bob, "bob"),
+            (self.carol, "carol"),
+        ):
+            self.chat.join(person)
+            self.chat.rename(person, name)
+        for person in (self.alice, self.bob, self.carol):
+            person.take()
+
+    def test_everyone_starts_in_the_default_room(self) -> None:
+        """Newcomers are in #lobby, and it is their current room."""
+        self.assertEqual(self.chat.rooms_of(self.alice), ["#lobby"])
+        self.assertEqual(self.chat.current_room(self.alice), "#lobby")
+
+    def test_join_is_scoped(self) -> None:
+        """
+        Joining a room tells only its members; the room becomes current and
+        plain lines go there.
+        """
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        self.assertEqual(self.alice.take(), ["*** alice joined #dev"])
+        self.assertEqual(self.bob.take(), [])
+        self.chat.handle(self.bob, wire.Join("#DEV"))
+        self.assertEqual(self.alice.take(), ["*** bob joined #dev"])
+        self.assertEqual(self.bob.take(), ["*** bob joined #dev"])
+        self.chat.handle(self.alice, wire.Say("in dev"))
+        self.assertEqual(self.bob.take(), ["#dev [alice] in dev"])
+        self.assertEqual(self.carol.take(), [])
+
+    def test_several_rooms(self) -> None:
+        """
+        A user in several rooms gets each room's lines, marked with the room
+        unless it is the default one; /say picks a room explicitly.
+        """
+        self.chat.handle(self.bob, wire.Join("#dev"))
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        self.bob.take()
+        self.chat.handle(self.carol, wire.Say("lobby line"))
+        self.chat.handle(self.alice, wire.Say("dev line"))
+        self.chat.handle(self.alice, wire.Say("back in lobby", "#lobby"))
+        self.assertEqual(
+            self.bob.take(),
+            ["[carol] lobby line", "#dev [alice] dev line", "[alice] back in lobby"],
+        )
+        self.assertEqual(self.carol.take(), ["[alice] back in lobby"])
+
+    def test_say_to_a_room_you_are_not_in(self) -> None:
+        """Lines go only to rooms the sender is in."""
+        self.chat.handle(self.bob, wire.Join("#dev"))
+        self.chat.handle(self.alice, wire.Say("hi", "#dev"))
+        self.assertEqual(self.alice.take(), ["!!! you are not in #dev; /join it first"])
+
+    def test_part(self) -> None:
+        """
+        Leaving a room tells its members; the last room joined becomes
+        current again; an empty room (not the default) goes away.
+        """
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        self.chat.handle(self.bob, wire.Join("#dev"))
+        self.alice.take()
+        self.chat.handle(self.alice, wire.Part())
+        self.assertEqual(self.alice.take(), ["*** alice left #dev"])
+        self.assertEqual(
+            self.bob.take(), ["*** bob joined #dev", "*** alice left #dev"]
+        )
+        self.assertEqual(self.chat.current_room(self.alice), "#lobby")
+        self.chat.handle(self.bob, wire.Part("#dev"))
+        self.assertIsNone(self.chat.room("#dev"))
+        self.chat.handle(self.bob, wire.Part("#dev"))
+        self.assertEqual(self.bob.take()[-1], "!!! you are not in #dev")
+
+    def test_no_room_left(self) -> None:
+        """A user who left every room is told to join one."""
+        self.chat.handle(self.alice, wire.Part())
+        self.alice.take()
+        self.chat.handle(self.alice, wire.Say("anyone?"))
+        self.assertEqual(
+            self.alice.take(), ["!!! you are in no room; /join one, e.g. /join #lobby"]
+        )
+        self.assertEqual(self.bob.take(), ["*** alice left #lobby"])
+
+    def test_invalid_room(self) -> None:
+        """Room names are checked like names."""
+        self.chat.handle(self.alice, wire.Join("dev"))
+        [line] = self.alice.take()
+        self.assertTrue(line.startswith("!!! dev is not a room name"), line)
+
+    def test_rooms_who_topic(self) -> None:
+        """/rooms counts members; /who lists a room; /topic shows and sets."""
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        self.alice.take()
+        self.chat.handle(self.alice, wire.Rooms())
+        self.assertEqual(self.alice.take(), ["*** rooms: #lobby (3), #dev (1)"])
+        self.chat.handle(self.bob, wire.Who("#dev"))
+        self.assertEqual(self.bob.take(), ["*** 1 in #dev: alice"])
+        self.chat.handle(self.bob, wire.Who())
+        self.assertEqual(self.bob.take(), ["*** 3 here: alice, bob, carol"])
+        self.chat.handle(self.alice, wire.Topic())
+        self.assertEqual(self.alice.take(), ["*** #dev has no topic"])
+        self.chat.handle(self.alice, wire.Topic("release \x1b friday"))
+        self.assertEqual(
+            self.alice.take(), ["*** topic of #dev: release ^[ friday (set by alice)"]
+        )
+        self.chat.handle(self.bob, wire.Join("#dev"))
+        self.assertEqual(
+            self.bob.take(),
+            [
+                "*** bob joined #dev",
+                "*** topic of #dev: release ^[ friday (set by alice)",
+            ],
+        )
+
+    def test_rename_and_leave_reach_neighbours_once(self) -> None:
+        """
+        Renames and departures go to everyone sharing a room, once each,
+        and to nobody else.
+        """
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        self.chat.handle(self.bob, wire.Join("#dev"))
+        self.chat.handle(self.carol, wire.Part())
+        for person in (self.alice, self.bob, self.carol):
+            person.take()
+        self.chat.rename(self.alice, "alicia")
+        self.assertEqual(self.bob.take(), ["*** alice is now known as alicia"])
+        self.assertEqual(self.carol.take(), [])
+        self.chat.leave(self.alice, "bye")
+        self.assertEqual(self.bob.take(), ["*** alicia left (bye)"])
+        self.assertEqual(self.carol.take(), [])
+
+    def test_private_across_rooms(self) -> None:
+        """/msg reaches someone who shares no room."""
+        self.chat.handle(self.carol, wire.Part())
+        self.chat.handle(self.alice, wire.Private("carol", "psst"))
+        self.assertEqual(self.carol.take()[-1], "[alice -> carol] psst")
+
+    def test_history_replayed_on_join(self) -> None:
+        """
+        Joining a room replays its last messages (up to the replay count),
+        marked with their time, before anything live.
+        """
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        for number in range(5):
+            self.clock.advance(60)
+            self.chat.handle(self.alice, wire.Say(f"line {number}"))
+        self.chat.handle(self.bob, wire.Join("#dev"))
+        self.assertEqual(
+            self.bob.take(),
+            [
+                "*** bob joined #dev",
+                "*** history of #dev: 3 message(s)",
+                "~ 2025-11-27T13:08:22Z #dev [alice] line 2",
+                "~ 2025-11-27T13:09:22Z #dev [alice] line 3",
+                "~ 2025-11-27T13:10:22Z #dev [alice] line 4",
+                "*** end of history of #dev",
+            ],
+        )
+
+    def test_history_request(self) -> None:
+        """/history gives the last N messages of a room the user is in."""
+        for number in range(3):
+            self.chat.handle(self.alice, wire.Say(f"line {number}"))
+        self.bob.take()
+        self.chat.handle(self.bob, wire.HistoryRequest(None, 2))
+        self.assertEqual(
+            self.bob.take(),
+            [
+                "*** history of #lobby: 2 message(s)",
+                "~ 2025-11-27T13:05:22Z [alice] line 1",
+                "~ 2025-11-27T13:05:22Z [alice] line 2",
+                "*** end of history of #lobby",
+            ],
+        )
+        self.chat.handle(self.bob, wire.HistoryRequest("#nowhere"))
+        self.assertEqual(
+            self.bob.take(), ["!!! you are not in #nowhere; /join it first"]
+        )
+
+    def test_private_messages_not_kept_by_default(self) -> None:
+        """Private messages stay out of the history unless asked for."""
+        self.chat.handle(self.alice, wire.Private("bob", "secret"))
+        self.bob.take()
+        self.chat.handle(self.bob, wire.HistoryRequest("alice"))
+        self.assertEqual(self.bob.take(), ["*** no history for bob <-> alice"])
+
+    def test_private_messages_kept_when_asked(self) -> None:
+        """With store_private, /history NAME shows the conversation."""
+        chat = Chat(self.clock, history=MemoryHistory(self.clock, store_private=True))
+        one, two = Recorder(), Recorder()
+        chat.join(one)
+        chat.join(two)
+        chat.handle(one, wire.Private(two.name, "secret"))
+        two.take()
+        chat.handle(two, wire.HistoryRequest(one.name))
+        self.assertEqual(
+            two.take(),
+            [
+                "*** history of guest-2 <-> guest-1: 1 message(s)",
+                "~ 2025-11-27T13:05:22Z [guest-1 -> guest-2] secret",
+                "*** end of history of guest-2 <-> guest-1",
             ],
         )

@@ -210,7 +210,7 @@ class ServerProtocolTests(SynchronousTestCase):
         with capturedLogs() as events:
             alice.send(b"my secret plan\n")
         self.assertNotIn("my secret plan", repr(events))
-        self.factory.room.log_messages = True
+        self.factory.chat.log_messages = True
         with capturedLogs() as events:
             alice.send(b"my secret plan\n")
         self.assertIn("my secret plan", repr(events))

@@ -86,7 +86,7 @@ class HandshakeTests(SynchronousTestCase):
             client.take(),
             ["*** Welcome to securemsg, guest-1. Type /help for commands."],
         )
-        self.assertEqual(len(chat.room), 1)
+        self.assertEqual(len(chat.chat), 1)
         self.assertEqual(server_tls.getHandle().get_protocol_version_name(), "TLSv1.3")
 
     def test_wrong_hostname_refused(self) -> None:
@@ -96,7 +96,7 @@ class HandshakeTests(SynchronousTestCase):
         )
         self.assertFalse(client.handshake_done)
         self.assertIsNotNone(client.lost)
-        self.assertEqual(len(chat.room), 0)
+        self.assertEqual(len(chat.chat), 0)
 
     def test_untrusted_refused(self) -> None:
         """A client that trusts another CA refuses the server."""
@@ -112,7 +112,7 @@ class HandshakeTests(SynchronousTestCase):
         factory = TLSMemoryBIOFactory(tls.ServerTLS(server_context()), False, chat)
         protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
         protocol.makeConnection(StringTransport())
-        self.assertEqual(len(chat.room), 0)
+        self.assertEqual(len(chat.chat), 0)
 
     def test_tls12_allowed_by_default(self) -> None:
         """A TLS 1.2 client with a modern cipher suite connects."""

@@ -153,14 +153,110 @@ class EventTests(SynchronousTestCase):
 
     def test_notices(self) -> None:
         """Join, leave, rename and who notices read naturally."""
-        self.assertEqual(wire.joined("bob").format(), "*** bob joined")
-        self.assertEqual(wire.left("bob").format(), "*** bob left")
-        self.assertEqual(wire.left("bob", "bye").format(), "*** bob left (bye)")
+        self.assertEqual(wire.Joined("bob", "#lobby").format(), "*** bob joined")
+        self.assertEqual(wire.Joined("bob", "#dev").format(), "*** bob joined #dev")
+        self.assertEqual(wire.Parted("bob", "#dev").format(), "*** bob left #dev")
+        self.assertEqual(wire.Departed("bob").format(), "*** bob left")
+        self.assertEqual(wire.Departed("bob", "bye").format(), "*** bob left (bye)")
         self.assertEqual(
-            wire.renamed("guest-1", "bob").format(),
+            wire.Renamed("guest-1", "bob").format(),
             "*** guest-1 is now known as bob",
         )
-        self.assertEqual(wire.who_list(["a", "b"]).format(), "*** 2 here: a, b")
+        self.assertEqual(
+            wire.Renamed("guest-1", "bob", you=True).format(), "*** you are now bob"
+        )
+        self.assertEqual(wire.Identity("bob").format(), "*** you are bob")
+        self.assertEqual(
+            wire.WhoList("#lobby", ("a", "b")).format(), "*** 2 here: a, b"
+        )
+        self.assertEqual(wire.WhoList("#dev", ("a",)).format(), "*** 1 in #dev: a")
+        self.assertEqual(
+            wire.RoomList(
+                (wire.RoomInfo("#lobby", 3), wire.RoomInfo("#dev", 1, "x"))
+            ).format(),
+            "*** rooms: #lobby (3), #dev (1)",
+        )
+        self.assertEqual(
+            wire.TopicInfo("#dev", "ship it", "alice").format(),
+            "*** topic of #dev: ship it (set by alice)",
+        )
+        self.assertEqual(wire.TopicInfo("#dev", "").format(), "*** #dev has no topic")
+
+    def test_rooms_in_lines(self) -> None:
+        """Lines from the default room carry no room; others name theirs."""
+        self.assertEqual(wire.Message("a", "hi", "#lobby").format(), "[a] hi")
+        self.assertEqual(wire.Message("a", "hi", "#dev").format(), "#dev [a] hi")
+        self.assertEqual(wire.Action("a", "waves", "#dev").format(), "#dev * a waves")
+        self.assertEqual(
+            wire.Message("a", "hi", "#dev").format(default_room="#dev"), "[a] hi"
+        )
+
+    def test_history_lines(self) -> None:
+        """
+        Past messages are marked with their time (UTC) between a header and
+        a footer, so they cannot pass for live ones.
+        """
+        history = wire.History(
+            "#dev",
+            (
+                wire.Message("a", "hi", "#dev", 1764248722.0, True),
+                wire.Action("b", "waves", "#dev", 1764248782.5, True),
+            ),
+        )
+        self.assertEqual(
+            history.format().split("\n"),
+            [
+                "*** history of #dev: 2 message(s)",
+                "~ 2025-11-27T13:05:22Z #dev [a] hi",
+                "~ 2025-11-27T13:06:22Z #dev * b waves",
+                "*** end of history of #dev",
+            ],
+        )
+        self.assertEqual(wire.History("#dev", ()).format(), "*** no history for #dev")
+
+    def test_parse_history_and_room_lines(self) -> None:
+        """The client parser reads rooms and history marks back."""
+        self.assertEqual(
+            wire.parse_event("~ 2025-11-27T13:05:22Z #dev [a] hi"),
+            wire.Message("a", "hi", "#dev", 1764248722.0, True),
+        )
+        self.assertEqual(
+            wire.parse_event("#dev * a waves"), wire.Action("a", "waves", "#dev")
+        )
+        self.assertEqual(
+            wire.parse_event("~ 2025-11-27T13:05:22Z [a -> b] x"),
+            wire.PrivateMessage("a", "b", "x", 1764248722.0, True),
+        )
+
+    def test_room_names(self) -> None:
+        """Room names are '#' and a name."""
+        self.assertIsNone(wire.room_problem("#dev-ops_2"))
+        for bad in ["dev", "#", "#9", "#a b", "##x", "#" + "a" * 25]:
+            self.assertIsNotNone(wire.room_problem(bad), bad)
+
+    def test_room_commands(self) -> None:
+        """The room and history commands parse with their arguments."""
+        cases = {
+            "/join #dev": wire.Join("#dev"),
+            "/part": wire.Part(),
+            "/part #dev": wire.Part("#dev"),
+            "/say #dev hi there": wire.Say("hi there", "#dev"),
+            "/rooms": wire.Rooms(),
+            "/who #dev": wire.Who("#dev"),
+            "/topic": wire.Topic(),
+            "/topic ship it": wire.Topic("ship it"),
+            "/history": wire.HistoryRequest(),
+            "/history 20": wire.HistoryRequest(None, 20),
+            "/history #dev 20": wire.HistoryRequest("#dev", 20),
+            "/history bob": wire.HistoryRequest("bob"),
+            "/format JSON": wire.Format("json"),
+            "/history 0": wire.Invalid("/history takes 1 to 500 messages"),
+            "/history a b": wire.Invalid("usage: /history [#ROOM|NAME] [N]"),
+            "/say #dev": wire.Invalid("usage: /say #ROOM TEXT"),
+            "/format xml": wire.Invalid("usage: /format json|text"),
+        }
+        for line, command in cases.items():
+            self.assertEqual(wire.parse_command(line), command, line)
 
     def test_help_lists_every_command(self) -> None:
         """/help names every command the parser knows."""

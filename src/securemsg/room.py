@@ -1,24 +1,64 @@
 # -*- test-case-name: tests.test_room -*-
 """
-The chat itself: who is here, under which names, and who gets what.
+The chat itself: who is here under which names, which rooms they are in,
+and who gets what.
 
-No I/O happens here.  The room talks to participants only through
-L{IChatParticipant.deliver}, so it can be tested with plain objects.
+No I/O happens here.  L{Chat} talks to participants only through
+L{IChatParticipant.deliver}, so it can be tested with plain objects; what
+was said is kept by a L{securemsg.history.History}.
 """
 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from securemsg import wire
+from securemsg.history import History, MemoryHistory
 from securemsg.interfaces import IChatParticipant
 
 
-class ChatRoom:
+@dataclass(eq=False)
+class Room:
     """
-    One room that everyone connected is in.
+    One room: its members in order of arrival, and its topic.
+    """
+
+    name: str
+    members: dict[IChatParticipant, None] = field(default_factory=dict)
+    topic: str = ""
+    topic_setter: str | None = None
+
+    def broadcast(self, event: wire.Event, exclude: object = None) -> None:
+        """Give C{event} to every member but C{exclude}."""
+        for member in list(self.members):
+            if member is not exclude:
+                member.deliver(event)
+
+    def names(self) -> tuple[str, ...]:
+        """The members' names, in order of arrival."""
+        return tuple(member.name for member in self.members)
+
+
+@dataclass(eq=False)
+class _Membership:
+    """The rooms one participant is in (in order of joining), and the current one."""
+
+    rooms: dict[str, Room] = field(default_factory=dict)
+    current: Room | None = None
+
+
+class Chat:
+    """
+    Everyone connected, their names, and the rooms.
+
+    Everyone starts in the default room; C{/join} adds rooms and makes the
+    joined one current, C{/part} leaves one.
 
     @ivar log_messages: if true, the text of chat lines is logged; it is off
         by default because this is a private messenger.
@@ -26,24 +66,44 @@ class ChatRoom:
 
     log = Logger()
 
-    def __init__(self, guest_prefix: str = "guest-", log_messages: bool = False):
+    def __init__(
+        self,
+        clock: IReactorTime,
+        *,
+        default_room: str = wire.DEFAULT_ROOM,
+        history: History | None = None,
+        replay: int = 50,
+        guest_prefix: str = "guest-",
+        log_messages: bool = False,
+    ) -> None:
+        """
+        @param clock: the time source for message times.
+        @param default_room: the room everyone starts in.
+        @param history: where messages are kept; by default in memory.
+        @param replay: how many past messages a user gets on joining a room.
+        """
+        problem = wire.room_problem(default_room)
+        if problem is not None:
+            raise ValueError(problem)
+        self.clock = clock
+        self.default_room = default_room
+        self.history: History = (
+            history if history is not None else MemoryHistory(clock, replay)
+        )
+        self.replay = replay
         self._guest_prefix = guest_prefix
         self._guest_numbers = itertools.count(1)
-        # Everyone here in order of arrival (a dict as an ordered set), and
-        # the same people by name key.
-        self._members: dict[IChatParticipant, None] = {}
-        self._by_name: dict[str, IChatParticipant] = {}
         self.log_messages = log_messages
+        # Everyone here in order of arrival, and the same people by name key.
+        self._members: dict[IChatParticipant, _Membership] = {}
+        self._by_name: dict[str, IChatParticipant] = {}
+        self.rooms: dict[str, Room] = {}
 
     def __len__(self) -> int:
         return len(self._members)
 
     def __contains__(self, participant: object) -> bool:
-        name = getattr(participant, "name", None)
-        return (
-            isinstance(name, str)
-            and self._by_name.get(wire.name_key(name)) is participant
-        )
+        return participant in self._members
 
     def names(self) -> list[str]:
         """The names of everyone here, in the order they arrived."""
@@ -53,10 +113,21 @@ class ChatRoom:
         """The participant called C{name} (ignoring case), if any."""
         return self._by_name.get(wire.name_key(name))
 
-    def _broadcast(self, event: wire.Event, exclude: object = None) -> None:
-        for member in list(self._members):
-            if member is not exclude:
-                member.deliver(event)
+    def room(self, name: str) -> Room | None:
+        """The room called C{name} (ignoring case), if it exists."""
+        return self.rooms.get(wire.name_key(name))
+
+    def rooms_of(self, participant: IChatParticipant) -> list[str]:
+        """The rooms a participant is in, in the order they joined them."""
+        membership = self._members.get(participant)
+        return [room.name for room in membership.rooms.values()] if membership else []
+
+    def current_room(self, participant: IChatParticipant) -> str | None:
+        """Where a participant's plain lines go."""
+        membership = self._members.get(participant)
+        if membership is None or membership.current is None:
+            return None
+        return membership.current.name
 
     def _next_guest_name(self) -> str:
         while True:
@@ -64,55 +135,225 @@ class ChatRoom:
             if wire.name_key(name) not in self._by_name:
                 return name
 
-    def join(self, participant: IChatParticipant) -> str:
-        """
-        Let a participant in under a new unique guest name, and tell the
-        others.
+    def _neighbours(self, participant: IChatParticipant) -> list[IChatParticipant]:
+        """Everyone who shares a room with C{participant}, each once."""
+        seen: dict[IChatParticipant, None] = {}
+        for room in self._members[participant].rooms.values():
+            for member in room.members:
+                if member is not participant:
+                    seen[member] = None
+        return list(seen)
 
+    # Arriving and leaving
+
+    def join(
+        self,
+        participant: IChatParticipant,
+        welcome: Callable[[str], Iterable[wire.Event]] | None = None,
+    ) -> str:
+        """
+        Let a participant in under a new unique guest name, welcome them,
+        and take them into the default room (telling its members, and
+        replaying its history).
+
+        @param welcome: the events to give the newcomer first, given their
+            name (the server's greeting).
         @return: the name given to the participant.
         """
         name = self._next_guest_name()
         participant.name = name
-        self._broadcast(wire.joined(name))
-        self._members[participant] = None
+        self._members[participant] = _Membership()
         self._by_name[wire.name_key(name)] = participant
+        for event in welcome(name) if welcome is not None else ():
+            participant.deliver(event)
+        self.enter(participant, self.default_room)
         return name
 
     def leave(
         self, participant: IChatParticipant, reason: str = "", *, announce: bool = True
     ) -> None:
         """
-        Let a participant go and (unless C{announce} is false) tell the
-        others.  Leaving twice, or leaving without having joined, does
-        nothing.
+        Let a participant go and (unless C{announce} is false) tell those
+        who share a room with them.  Leaving twice, or leaving without having
+        joined, does nothing.
         """
-        if participant not in self:
+        if participant not in self._members:
             return
+        neighbours = self._neighbours(participant)
+        for room in list(self._members[participant].rooms.values()):
+            self._remove(participant, room)
         del self._members[participant]
         del self._by_name[wire.name_key(participant.name)]
         if announce:
-            self._broadcast(wire.left(participant.name, wire.sanitize(reason)))
+            event = wire.Departed(participant.name, wire.sanitize(reason))
+            for member in neighbours:
+                member.deliver(event)
 
-    def say(self, participant: IChatParticipant, text: str) -> None:
-        """Relay a chat line to everyone but its sender."""
-        text = wire.sanitize(text)
+    def _remove(self, participant: IChatParticipant, room: Room) -> None:
+        del room.members[participant]
+        membership = self._members[participant]
+        del membership.rooms[wire.name_key(room.name)]
+        if membership.current is room:
+            # The most recently joined room left becomes the current one.
+            membership.current = next(reversed(membership.rooms.values()), None)
+        if not room.members and room.name != self.default_room:
+            del self.rooms[wire.name_key(room.name)]
+
+    # Rooms
+
+    def enter(self, participant: IChatParticipant, room_name: str) -> None:
+        """
+        Join a room (making it if new) and make it current; tell its members
+        and give the newcomer its recent history.
+        """
+        problem = wire.room_problem(room_name)
+        if problem is not None:
+            participant.deliver(wire.Error(problem))
+            return
+        membership = self._members[participant]
+        key = wire.name_key(room_name)
+        room = self.rooms.get(key)
+        if room is None:
+            room = self.rooms[key] = Room(room_name)
+        if key in membership.rooms:
+            membership.current = room
+            participant.deliver(wire.Notice(f"{room.name} is now your current room"))
+            return
+        room.broadcast(wire.Joined(participant.name, room.name))
+        room.members[participant] = None
+        membership.rooms[key] = room
+        membership.current = room
+        if room.name != self.default_room:
+            participant.deliver(wire.Joined(participant.name, room.name))
+            if room.topic:
+                participant.deliver(self._topic(room))
+        past = self.history.recent(room.name)[-self.replay :] if self.replay else []
+        if past:
+            participant.deliver(wire.History(room.name, tuple(past)))
+
+    def part(self, participant: IChatParticipant, room_name: str | None) -> None:
+        """Leave a room (the current one if not named), telling its members."""
+        membership = self._members[participant]
+        room = (
+            membership.current
+            if room_name is None
+            else membership.rooms.get(wire.name_key(room_name))
+        )
+        if room is None:
+            what = room_name or "any room"
+            participant.deliver(wire.Error(f"you are not in {wire.sanitize(what)}"))
+            return
+        event = wire.Parted(participant.name, room.name)
+        self._remove(participant, room)
+        participant.deliver(event)
+        room.broadcast(event)
+
+    def _target_room(
+        self, participant: IChatParticipant, room_name: str | None
+    ) -> Room | None:
+        """The room a line goes to, or L{None} after telling the sender why."""
+        membership = self._members[participant]
+        if room_name is None:
+            if membership.current is None:
+                participant.deliver(
+                    wire.Error("you are in no room; /join one, e.g. /join #lobby")
+                )
+            return membership.current
+        room = membership.rooms.get(wire.name_key(room_name))
+        if room is None:
+            participant.deliver(
+                wire.Error(
+                    f"you are not in {wire.sanitize(room_name)[:25]}; /join it first"
+                )
+            )
+        return room
+
+    def _topic(self, room: Room) -> wire.TopicInfo:
+        return wire.TopicInfo(room.name, room.topic, room.topic_setter)
+
+    def topic(self, participant: IChatParticipant, text: str | None) -> None:
+        """Show the current room's topic, or set it and tell the room."""
+        room = self._target_room(participant, None)
+        if room is None:
+            return
+        if text is None:
+            participant.deliver(self._topic(room))
+            return
+        room.topic = wire.sanitize(text)
+        room.topic_setter = participant.name
+        room.broadcast(self._topic(room))
+
+    def list_rooms(self, participant: IChatParticipant) -> None:
+        """Tell a participant which rooms there are."""
+        participant.deliver(
+            wire.RoomList(
+                tuple(
+                    wire.RoomInfo(room.name, len(room.members), room.topic)
+                    for room in self.rooms.values()
+                )
+            )
+        )
+
+    def who(self, participant: IChatParticipant, room_name: str | None) -> None:
+        """Tell a participant who is in a room (the current one by default)."""
+        if room_name is None:
+            room = self._target_room(participant, None)
+        else:
+            room = self.room(room_name)
+            if room is None:
+                participant.deliver(
+                    wire.Error(f"there is no room {wire.sanitize(room_name)[:25]}")
+                )
+        if room is not None:
+            participant.deliver(wire.WhoList(room.name, room.names()))
+
+    # Speaking
+
+    def say(
+        self, participant: IChatParticipant, text: str, room_name: str | None = None
+    ) -> None:
+        """Relay a chat line to everyone else in the room."""
+        room = self._target_room(participant, room_name)
+        if room is None:
+            return
+        event = wire.Message(
+            participant.name, wire.sanitize(text), room.name, self.clock.seconds()
+        )
         if self.log_messages:
-            self.log.info("[{name}] {text}", name=participant.name, text=text)
-        self._broadcast(wire.Message(participant.name, text), exclude=participant)
+            self.log.info(
+                "{room} [{name}] {text}",
+                room=room.name,
+                name=event.sender,
+                text=event.text,
+            )
+        room.broadcast(event, exclude=participant)
+        self.history.record(event)
 
     def act(self, participant: IChatParticipant, text: str) -> None:
-        """Relay an action (/me) to everyone but its sender."""
-        text = wire.sanitize(text)
+        """Relay an action (/me) to everyone else in the current room."""
+        room = self._target_room(participant, None)
+        if room is None:
+            return
+        event = wire.Action(
+            participant.name, wire.sanitize(text), room.name, self.clock.seconds()
+        )
         if self.log_messages:
-            self.log.info("* {name} {text}", name=participant.name, text=text)
-        self._broadcast(wire.Action(participant.name, text), exclude=participant)
+            self.log.info(
+                "{room} * {name} {text}",
+                room=room.name,
+                name=event.sender,
+                text=event.text,
+            )
+        room.broadcast(event, exclude=participant)
+        self.history.record(event)
 
     def whisper(
         self, participant: IChatParticipant, recipient_name: str, text: str
     ) -> None:
         """
-        Send a private line to one participant; the sender gets the same line
-        back as confirmation, or an error if there is nobody of that name.
+        Send a private line to one participant, in whatever rooms; the
+        sender gets the same line back as confirmation, or an error if there
+        is nobody of that name.
         """
         recipient = self.find(recipient_name)
         if recipient is None:
@@ -120,7 +361,7 @@ class ChatRoom:
             participant.deliver(wire.Error(f"nobody here is called {shown}"))
             return
         event = wire.PrivateMessage(
-            participant.name, recipient.name, wire.sanitize(text)
+            participant.name, recipient.name, wire.sanitize(text), self.clock.seconds()
         )
         if self.log_messages:
             self.log.info(
@@ -132,11 +373,13 @@ class ChatRoom:
         recipient.deliver(event)
         if recipient is not participant:
             participant.deliver(event)
+        self.history.record(event)
 
     def rename(self, participant: IChatParticipant, new_name: str) -> None:
         """
         Change a participant's name if the new one is valid and free, telling
-        everyone; otherwise tell the participant what is wrong.
+        them and everyone who shares a room with them; otherwise tell the
+        participant what is wrong.
         """
         problem = wire.name_problem(new_name)
         if problem is not None:
@@ -148,33 +391,79 @@ class ChatRoom:
             participant.deliver(wire.Error(f"the name {holder.name} is taken"))
             return
         if new_name == old_name:
-            participant.deliver(wire.you_are(new_name))
+            participant.deliver(wire.Renamed(old_name, new_name, you=True))
             return
         del self._by_name[wire.name_key(old_name)]
         participant.name = new_name
         self._by_name[wire.name_key(new_name)] = participant
-        participant.deliver(wire.you_are(new_name))
-        self._broadcast(wire.renamed(old_name, new_name), exclude=participant)
+        participant.deliver(wire.Renamed(old_name, new_name, you=True))
+        event = wire.Renamed(old_name, new_name)
+        for member in self._neighbours(participant):
+            member.deliver(event)
         self.log.info("{old} is now known as {new}", old=old_name, new=new_name)
+
+    # History
+
+    def show_history(
+        self, participant: IChatParticipant, target: str | None, count: int | None
+    ) -> Deferred[None] | None:
+        """
+        Give a participant past messages of a room they are in (the current
+        one by default), or of their private conversation with a name.
+        """
+        count = count or self.replay or 1
+        if target is not None and not target.startswith("#"):
+            fetching = self.history.fetch_private(participant.name, target, count)
+            label = f"{participant.name} <-> {target}"
+        else:
+            room = self._target_room(participant, target)
+            if room is None:
+                return None
+            fetching = self.history.fetch(room.name, count)
+            label = room.name
+
+        def deliver(messages: list[wire.Replayable]) -> None:
+            if participant in self._members:
+                participant.deliver(wire.History(label, tuple(messages)))
+
+        def failed(reason: object) -> None:
+            self.log.failure("reading the history failed", reason)  # type: ignore[arg-type]
+            if participant in self._members:
+                participant.deliver(wire.Error("the history cannot be read right now"))
+
+        return fetching.addCallbacks(deliver, failed)
+
+    # Commands
 
     def handle(self, participant: IChatParticipant, command: wire.Command) -> None:
         """
-        Carry out one command from a participant.  L{wire.Quit} is the
-        connection's business and is not handled here.
+        Carry out one command from a participant.  L{wire.Quit},
+        L{wire.Ping} and L{wire.Format} are the connection's business and
+        are not handled here.
         """
         match command:
-            case wire.Say(text):
-                self.say(participant, text)
+            case wire.Say(text, room):
+                self.say(participant, text, room)
             case wire.Me(text):
                 self.act(participant, text)
             case wire.Nick(name):
                 self.rename(participant, name)
             case wire.Private(recipient, text):
                 self.whisper(participant, recipient, text)
-            case wire.Who():
-                participant.deliver(wire.who_list(self.names()))
+            case wire.Join(room):
+                self.enter(participant, room)
+            case wire.Part(room):
+                self.part(participant, room)
+            case wire.Rooms():
+                self.list_rooms(participant)
+            case wire.Who(room):
+                self.who(participant, room)
+            case wire.Topic(text):
+                self.topic(participant, text)
+            case wire.HistoryRequest(target, count):
+                self.show_history(participant, target, count)
             case wire.WhoAmI():
-                participant.deliver(wire.you_are_called(participant.name))
+                participant.deliver(wire.Identity(participant.name))
             case wire.Help():
                 for line in wire.help_lines():
                     participant.deliver(line)

@@ -32,11 +32,12 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securemsg import wire
+from securemsg import jsonwire, wire
 from securemsg.flood import TokenBucket
+from securemsg.history import History
 from securemsg.interfaces import IChatParticipant
 from securemsg.limits import Limits
-from securemsg.room import ChatRoom
+from securemsg.room import Chat
 
 DEFAULT_GREETING: Final = "Welcome to securemsg, {name}. Type /help for commands."
 DEFAULT_MAX_LINE_LENGTH: Final = 4096
@@ -104,6 +105,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             factory.clock, self.limits.flood_burst, self.limits.flood_rate
         )
         self._paused = False
+        # C{/format json}: JSON lines both ways instead of text.
+        self._json = False
         self._queue: list[bytes] = []
         self._queued_bytes = 0
         self._lost: list[Deferred[None]] | None = None
@@ -155,15 +158,21 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self._joined = True
         if self.limits.idle_timeout:
             self.setTimeout(self.limits.idle_timeout)
-        name = self.factory.room.join(self)
+        name = self.factory.chat.join(
+            self,
+            lambda name: [
+                wire.Notice(line) for line in self.factory.greeting_lines(name)
+            ],
+        )
         self.log.info("{peer} is {name}", peer=self.peer, name=name)
-        for line in self.factory.greeting_lines(name):
-            self.deliver(wire.Notice(line))
 
     # Sending
 
     def deliver(self, event: wire.Event) -> None:
-        self._send(wire.encode(event))
+        if self._json:
+            self._send(jsonwire.encode(event, self.factory.chat.default_room))
+        else:
+            self._send(wire.encode(event, self.factory.chat.default_room))
 
     def _send(self, data: bytes) -> None:
         if not self._paused:
@@ -203,6 +212,11 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     # Receiving
 
     def dataReceived(self, data: bytes) -> None:
+        if self.transport.disconnecting:
+            # We are closing (quit, flooding, shutdown).  TLS goes on handing
+            # us what the client sends until its close_notify, which a hostile
+            # client never sends: read no more lines.
+            return
         super().dataReceived(data)
         # LineReceiver returns after an over-long line even when complete
         # lines follow it in the same read; go on with those.
@@ -224,7 +238,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         except UnicodeDecodeError:
             self.deliver(wire.Error("that line was not valid UTF-8; it was not sent"))
             return
-        command = wire.parse_command(text)
+        command = (
+            jsonwire.parse_command(text) if self._json else wire.parse_command(text)
+        )
         if command is None:
             return
         if isinstance(command, wire.Quit):
@@ -235,7 +251,11 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         if isinstance(command, wire.Ping):
             self.deliver(wire.Notice("pong"))
             return
-        self.factory.room.handle(self, command)
+        if isinstance(command, wire.Format):
+            self._json = command.kind == "json"
+            self.deliver(wire.Notice(f"format is now {command.kind}"))
+            return
+        self.factory.chat.handle(self, command)
 
     def _flooded(self) -> None:
         dropped = self.bucket.dropped_in_a_row
@@ -334,6 +354,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         takes longer than the shutdown grace (the client may not be
         reading).
         """
+        # What the client sent after the line that closed it is not read
+        # (nor taken for a last line by connectionLost).
+        self._buffer = b""
         # Twisted's TLS layer sends its close_notify only once no producer
         # is registered.
         if self._producing:
@@ -381,7 +404,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
                 farewell = ""
             else:
                 farewell = "connection lost"
-            self.factory.room.leave(
+            self.factory.chat.leave(
                 self, farewell, announce=not self.factory.shutting_down
             )
         lost, self._lost = self._lost or [], None
@@ -396,7 +419,7 @@ class ChatServerFactory(Factory):
     It uses no global state and needs no twistd: listen with it on any
     server endpoint, in any reactor.
 
-    @ivar room: the L{ChatRoom} everyone connected is in.
+    @ivar chat: the L{Chat}: who is here and in which rooms.
     @ivar clock: the time source for timeouts.
     @ivar limits: the L{Limits} each connection is held to.
     @ivar open_connections: every connection, joined or still in its handshake.
@@ -412,7 +435,10 @@ class ChatServerFactory(Factory):
         max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
         log_messages: bool = False,
         limits: Limits | None = None,
-        room: ChatRoom | None = None,
+        default_room: str = wire.DEFAULT_ROOM,
+        history: History | None = None,
+        replay: int = 50,
+        chat: Chat | None = None,
     ) -> None:
         """
         @param clock: the reactor (or a fake clock in tests).
@@ -423,7 +449,11 @@ class ChatServerFactory(Factory):
             without its line ending.
         @param log_messages: log the text of chat lines (off by default).
         @param limits: timeouts and limits; L{Limits}' defaults if not given.
-        @param room: the room to use, if not a new one.
+        @param default_room: the room everyone starts in.
+        @param history: where messages are kept (in memory by default).
+        @param replay: how many past messages a user gets on joining a room.
+        @param chat: the L{Chat} to serve, if not a new one made from the
+            above.
         """
         if max_line_length < 1:
             raise ValueError("max_line_length must be at least 1")
@@ -431,7 +461,17 @@ class ChatServerFactory(Factory):
         self.greeting = greeting
         self.max_line_length = max_line_length
         self.limits = limits if limits is not None else Limits()
-        self.room = room if room is not None else ChatRoom(log_messages=log_messages)
+        self.chat = (
+            chat
+            if chat is not None
+            else Chat(
+                clock,
+                default_room=default_room,
+                history=history,
+                replay=replay,
+                log_messages=log_messages,
+            )
+        )
         self.open_connections: set[ChatServerProtocol] = set()
         self.shutting_down = False
 

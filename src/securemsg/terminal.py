@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import zlib
-from typing import TYPE_CHECKING, Final, assert_never
+from typing import TYPE_CHECKING, Final
 
 from prompt_toolkit import PromptSession, print_formatted_text
 from prompt_toolkit.application import run_in_terminal
@@ -49,6 +49,7 @@ STYLE: Final = Style.from_dict(
         "action": "italic",
         "private": "ansimagenta",
         "notice": "ansibrightblack",
+        "room": "ansicyan",
         "error": "bold ansired",
         "status": "italic",
     }
@@ -79,30 +80,39 @@ def render(event: wire.Event) -> FormattedText:
     L{wire.sanitize} again, so that no control character reaches the
     terminal whatever produced the event.
     """
-    fragments: Fragments
+    fragments: Fragments = []
+    if (
+        isinstance(event, wire.Message | wire.Action | wire.PrivateMessage)
+        and event.replayed
+    ):
+        when = wire.format_time(event.time or 0)
+        fragments.append(("class:notice", f"{wire.HISTORY_PREFIX}{when} "))
+    if isinstance(event, wire.Message | wire.Action) and event.room:
+        fragments.append(("class:room", wire.sanitize(event.room) + " "))
     match event:
         case wire.Message(sender, text):
-            fragments = [("", "["), _name(sender), ("", "] " + wire.sanitize(text))]
+            fragments += [("", "["), _name(sender), ("", "] " + wire.sanitize(text))]
         case wire.Action(sender, text):
-            fragments = [
+            fragments += [
                 ("class:action", "* "),
                 _name(sender),
                 ("class:action", " " + wire.sanitize(text)),
             ]
         case wire.PrivateMessage(sender, recipient, text):
-            fragments = [
+            fragments += [
                 ("class:private", "["),
                 _name(sender),
                 ("class:private", " -> "),
                 _name(recipient),
                 ("class:private", "] " + wire.sanitize(text)),
             ]
-        case wire.Notice(text):
-            fragments = [("class:notice", wire.NOTICE_PREFIX + wire.sanitize(text))]
         case wire.Error(text):
             fragments = [("class:error", wire.ERROR_PREFIX + wire.sanitize(text))]
         case _:
-            assert_never(event)
+            # Notices of every kind (the text client only sees plain ones).
+            lines = event.format().split("\n")
+            text = "\n".join(wire.sanitize(line) for line in lines)
+            fragments = [("class:notice", text)]
     return FormattedText(fragments)
 
 

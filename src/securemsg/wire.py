@@ -6,20 +6,25 @@ Clients send UTF-8 lines; a line is either chat text or a C{/command}.
 The server sends UTF-8 lines whose first characters say what kind of line
 each is (see C{docs/PROTOCOL.md})::
 
-    [alice] hello              a chat line from alice
+    [alice] hello              a chat line from alice in the default room
+    #dev [alice] hello         the same in room #dev
     * alice waves              an action (/me) from alice
     [alice -> bob] psst        a private line from alice to bob
     *** bob joined             a notice from the server
     !!! unknown command /foo   an error, in reply to something you sent
+    ~ 2026-11-27T13:05:22Z [alice] hello    a message from the history
 
 Everything that turns a line into a command, or an event into a line, lives
-here, so that the server's formatter and the client's parser agree.
+here, so that the server's formatter and the client's parser agree; the
+JSON form of both is in L{securemsg.jsonwire}.
 """
 
 from __future__ import annotations
 
+import calendar
 import re
-from dataclasses import dataclass
+import time as _time
+from dataclasses import dataclass, replace
 from typing import Final
 
 #: Names are ASCII so that two different-looking names can never be the
@@ -32,10 +37,18 @@ NAME_RULES: Final = (
     "names are 1 to 24 characters: a letter, then letters, digits, '_' or '-'"
 )
 
+#: Room names: C{#} and a name.
+ROOM_PATTERN: Final = re.compile(r"#[A-Za-z][A-Za-z0-9_-]{0,23}")
+ROOM_RULES: Final = "room names are '#' and a name: " + NAME_RULES
+
+#: The room everyone starts in, unless the server says otherwise.
+DEFAULT_ROOM: Final = "#lobby"
+
 #: Server line prefixes, one per kind of line.
 NOTICE_PREFIX: Final = "*** "
 ERROR_PREFIX: Final = "!!! "
 ACTION_PREFIX: Final = "* "
+HISTORY_PREFIX: Final = "~ "
 
 
 # ---------------------------------------------------------------------------
@@ -60,6 +73,14 @@ def name_problem(name: str) -> str | None:
         return f"that name is too long; {NAME_RULES}"
     if NAME_PATTERN.fullmatch(name) is None:
         return f"that name is not allowed; {NAME_RULES}"
+    return None
+
+
+def room_problem(room: str) -> str | None:
+    """Say what is wrong with a room name, or return L{None} if it is valid."""
+    if ROOM_PATTERN.fullmatch(room) is None:
+        shown = sanitize(room)[: MAX_NAME_LENGTH + 1]
+        return f"{shown} is not a room name; {ROOM_RULES}"
     return None
 
 
@@ -115,14 +136,15 @@ def sanitize(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Say:
-    """Plain chat text for everyone else."""
+    """Chat text for the current room, or for C{room} if given (/say)."""
 
     text: str
+    room: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Me:
-    """An action, shown as C{* name text}."""
+    """An action in the current room, shown as C{* name text}."""
 
     text: str
 
@@ -143,8 +165,54 @@ class Private:
 
 
 @dataclass(frozen=True, slots=True)
+class Join:
+    """Join a room (creating it if new) and make it the current one."""
+
+    room: str
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """Leave a room, or the current one."""
+
+    room: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rooms:
+    """List the rooms and how many are in each."""
+
+
+@dataclass(frozen=True, slots=True)
 class Who:
-    """List who is connected."""
+    """List who is in a room, or the current one."""
+
+    room: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    """Show the current room's topic, or set it to C{text}."""
+
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """
+    Ask for past messages of a room (or of the private conversation with a
+    user), C{count} at most.
+    """
+
+    target: str | None = None
+    count: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Format:
+    """Switch this connection to C{text} or C{json} lines."""
+
+    kind: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,20 +244,62 @@ class Invalid:
     problem: str
 
 
-Command = Say | Me | Nick | Private | Who | WhoAmI | Ping | Help | Quit | Invalid
+Command = (
+    Say
+    | Me
+    | Nick
+    | Private
+    | Join
+    | Part
+    | Rooms
+    | Who
+    | Topic
+    | HistoryRequest
+    | Format
+    | WhoAmI
+    | Ping
+    | Help
+    | Quit
+    | Invalid
+)
+
+#: The most messages one /history may ask for.
+MAX_HISTORY_REQUEST: Final = 500
 
 #: Each command with its arguments and what it does, for /help.
 COMMANDS: Final = (
-    ("/nick NAME", "change your name"),
-    ("/who", "list who is here"),
-    ("/whoami", "show your own name"),
+    ("/join #ROOM", "join a room (made if new); plain lines go there"),
+    ("/part [#ROOM]", "leave a room (default: the current one)"),
+    ("/say #ROOM TEXT", "send TEXT to one of your rooms"),
+    ("/rooms", "list the rooms"),
+    ("/who [#ROOM]", "list who is in a room"),
+    ("/topic [TEXT]", "show or set the current room's topic"),
+    ("/history [#ROOM|NAME] [N]", "show past messages"),
     ("/msg NAME TEXT", "send TEXT to NAME only"),
     ("/me TEXT", "act: others see * yourname TEXT"),
+    ("/nick NAME", "change your name"),
+    ("/whoami", "show your own name"),
+    ("/format json|text", "switch this connection's line format"),
     ("/ping", "check the connection (the server answers pong)"),
     ("/help", "show this list"),
     ("/quit [MESSAGE]", "leave"),
     ("//TEXT", "send a line that starts with /"),
 )
+
+
+def _parse_history(rest: str) -> Command:
+    target: str | None = None
+    count: int | None = None
+    for word in rest.split():
+        if word.isascii() and word.isdigit() and count is None:
+            count = int(word)
+        elif target is None and not word.isdigit():
+            target = word
+        else:
+            return Invalid("usage: /history [#ROOM|NAME] [N]")
+    if count is not None and not 1 <= count <= MAX_HISTORY_REQUEST:
+        return Invalid(f"/history takes 1 to {MAX_HISTORY_REQUEST} messages")
+    return HistoryRequest(target, count)
 
 
 def parse_command(line: str) -> Command | None:
@@ -205,56 +315,108 @@ def parse_command(line: str) -> Command | None:
     verb, _, rest = line[1:].partition(" ")
     verb = verb.lower()
     rest = rest.strip()
-    if verb == "me":
-        return Me(rest) if rest else Invalid("usage: /me TEXT")
-    if verb == "nick":
-        if not rest or " " in rest:
-            return Invalid("usage: /nick NAME")
-        return Nick(rest)
-    if verb in ("msg", "m"):
-        recipient, _, text = rest.partition(" ")
-        text = text.strip()
-        if not recipient or not text:
-            return Invalid("usage: /msg NAME TEXT")
-        return Private(recipient, text)
-    if verb == "who":
-        return Who()
-    if verb == "whoami":
-        return WhoAmI()
-    if verb == "ping":
-        return Ping()
-    if verb == "help":
-        return Help()
-    if verb == "quit":
-        return Quit(rest)
+    first, _, after = rest.partition(" ")
+    after = after.strip()
+    match verb:
+        case "me":
+            return Me(rest) if rest else Invalid("usage: /me TEXT")
+        case "nick":
+            if not rest or " " in rest:
+                return Invalid("usage: /nick NAME")
+            return Nick(rest)
+        case "msg" | "m":
+            if not first or not after:
+                return Invalid("usage: /msg NAME TEXT")
+            return Private(first, after)
+        case "join" | "j":
+            if not rest or " " in rest:
+                return Invalid("usage: /join #ROOM")
+            return Join(rest)
+        case "part":
+            if " " in rest:
+                return Invalid("usage: /part [#ROOM]")
+            return Part(rest or None)
+        case "say":
+            if not first or not after:
+                return Invalid("usage: /say #ROOM TEXT")
+            return Say(after, first)
+        case "rooms":
+            return Rooms()
+        case "who":
+            if " " in rest:
+                return Invalid("usage: /who [#ROOM]")
+            return Who(rest or None)
+        case "topic":
+            return Topic(rest or None)
+        case "history":
+            return _parse_history(rest)
+        case "format":
+            if rest.lower() not in ("json", "text"):
+                return Invalid("usage: /format json|text")
+            return Format(rest.lower())
+        case "whoami":
+            return WhoAmI()
+        case "ping":
+            return Ping()
+        case "help":
+            return Help()
+        case "quit":
+            return Quit(rest)
     shown = sanitize(verb)[:MAX_NAME_LENGTH] or ""
     return Invalid(f"unknown command /{shown}; type /help for the list")
 
 
 # ---------------------------------------------------------------------------
 # Server to client: events
+#
+# Each event formats itself as text with format(default_room); in the
+# default room, room names are left out so that a plain client sees the
+# tutorial's "[alice] hello".
+
+
+def _in_room(room: str | None, default_room: str | None) -> str:
+    """The prefix that places a line in a room other than the default."""
+    return "" if room is None or room == default_room else f"{room} "
+
+
+def format_time(seconds: float) -> str:
+    """A time as the history shows it: C{2026-11-27T13:05:22Z} (UTC)."""
+    return _time.strftime("%Y-%m-%dT%H:%M:%SZ", _time.gmtime(seconds))
+
+
+def _replayed(time: float | None, line: str) -> str:
+    return f"{HISTORY_PREFIX}{format_time(time or 0)} {line}"
 
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A chat line from C{sender} to everyone else."""
+    """A chat line from C{sender} in C{room}."""
 
     sender: str
     text: str
+    room: str | None = None
+    time: float | None = None
+    replayed: bool = False
 
-    def format(self) -> str:
-        return f"[{self.sender}] {self.text}"
+    def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
+        line = f"{_in_room(self.room, default_room)}[{self.sender}] {self.text}"
+        return _replayed(self.time, line) if self.replayed else line
 
 
 @dataclass(frozen=True, slots=True)
 class Action:
-    """An action (/me) by C{sender}."""
+    """An action (/me) by C{sender} in C{room}."""
 
     sender: str
     text: str
+    room: str | None = None
+    time: float | None = None
+    replayed: bool = False
 
-    def format(self) -> str:
-        return f"{ACTION_PREFIX}{self.sender} {self.text}"
+    def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
+        where = _in_room(self.room, default_room)
+        line = f"{where}{ACTION_PREFIX}{self.sender} {self.text}"
+        return _replayed(self.time, line) if self.replayed else line
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,9 +429,12 @@ class PrivateMessage:
     sender: str
     recipient: str
     text: str
+    time: float | None = None
+    replayed: bool = False
 
-    def format(self) -> str:
-        return f"[{self.sender} -> {self.recipient}] {self.text}"
+    def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
+        line = f"[{self.sender} -> {self.recipient}] {self.text}"
+        return _replayed(self.time, line) if self.replayed else line
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,7 +443,7 @@ class Notice:
 
     text: str
 
-    def format(self) -> str:
+    def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
         return NOTICE_PREFIX + self.text
 
 
@@ -288,41 +453,158 @@ class Error:
 
     text: str
 
-    def format(self) -> str:
+    def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
         return ERROR_PREFIX + self.text
 
 
-Event = Message | Action | PrivateMessage | Notice | Error
+@dataclass(frozen=True, slots=True)
+class Joined:
+    """C{name} joined C{room}."""
+
+    name: str
+    room: str
+
+    def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
+        where = "" if self.room == default_room else f" {self.room}"
+        return f"{NOTICE_PREFIX}{self.name} joined{where}"
 
 
-def joined(name: str) -> Notice:
-    """The notice others see when C{name} arrives."""
-    return Notice(f"{name} joined")
+@dataclass(frozen=True, slots=True)
+class Parted:
+    """C{name} left C{room} (but is still connected)."""
+
+    name: str
+    room: str
+
+    def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
+        return f"{NOTICE_PREFIX}{self.name} left {self.room}"
 
 
-def left(name: str, reason: str = "") -> Notice:
-    """The notice others see when C{name} leaves."""
-    return Notice(f"{name} left ({reason})" if reason else f"{name} left")
+@dataclass(frozen=True, slots=True)
+class Departed:
+    """C{name} disconnected, saying C{reason} (or why the server dropped them)."""
+
+    name: str
+    reason: str = ""
+
+    def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
+        why = f" ({self.reason})" if self.reason else ""
+        return f"{NOTICE_PREFIX}{self.name} left{why}"
 
 
-def renamed(old: str, new: str) -> Notice:
-    """The notice everyone sees when C{old} becomes C{new}."""
-    return Notice(f"{old} is now known as {new}")
+@dataclass(frozen=True, slots=True)
+class Renamed:
+    """C{old} is now called C{new}; C{you} when it is the receiver."""
+
+    old: str
+    new: str
+    you: bool = False
+
+    def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
+        if self.you:
+            return f"{NOTICE_PREFIX}you are now {self.new}"
+        return f"{NOTICE_PREFIX}{self.old} is now known as {self.new}"
 
 
-def you_are(name: str) -> Notice:
-    """Tells a client its own name after a successful /nick."""
-    return Notice(f"you are now {name}")
-
-
-def you_are_called(name: str) -> Notice:
+@dataclass(frozen=True, slots=True)
+class Identity:
     """The reply to /whoami."""
-    return Notice(f"you are {name}")
+
+    name: str
+
+    def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
+        return f"{NOTICE_PREFIX}you are {self.name}"
 
 
-def who_list(names: list[str]) -> Notice:
-    """The reply to /who."""
-    return Notice(f"{len(names)} here: {', '.join(names)}")
+@dataclass(frozen=True, slots=True)
+class WhoList:
+    """Who is in C{room}, in order of arrival."""
+
+    room: str
+    names: tuple[str, ...]
+
+    def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
+        where = "here" if self.room == default_room else f"in {self.room}"
+        return f"{NOTICE_PREFIX}{len(self.names)} {where}: {', '.join(self.names)}"
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    """One room in a L{RoomList}."""
+
+    name: str
+    members: int
+    topic: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RoomList:
+    """The reply to /rooms."""
+
+    rooms: tuple[RoomInfo, ...]
+
+    def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
+        listed = ", ".join(f"{room.name} ({room.members})" for room in self.rooms)
+        return f"{NOTICE_PREFIX}rooms: {listed}"
+
+
+@dataclass(frozen=True, slots=True)
+class TopicInfo:
+    """The topic of C{room}, as set by C{setter} (or none)."""
+
+    room: str
+    topic: str
+    setter: str | None = None
+
+    def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
+        if not self.topic:
+            return f"{NOTICE_PREFIX}{self.room} has no topic"
+        by = f" (set by {self.setter})" if self.setter else ""
+        return f"{NOTICE_PREFIX}topic of {self.room}: {self.topic}{by}"
+
+
+Replayable = Message | Action | PrivateMessage
+
+
+@dataclass(frozen=True, slots=True)
+class History:
+    """
+    Past messages of a room (or a private conversation), oldest first,
+    each marked with its time so it cannot pass for a live one.
+    """
+
+    target: str
+    messages: tuple[Replayable, ...]
+
+    def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
+        if not self.messages:
+            return f"{NOTICE_PREFIX}no history for {self.target}"
+        count = len(self.messages)
+        lines = [f"{NOTICE_PREFIX}history of {self.target}: {count} message(s)"]
+        lines += [
+            replace(message, replayed=True).format(default_room)
+            for message in self.messages
+        ]
+        lines.append(f"{NOTICE_PREFIX}end of history of {self.target}")
+        return "\n".join(lines)
+
+
+Event = (
+    Message
+    | Action
+    | PrivateMessage
+    | Notice
+    | Error
+    | Joined
+    | Parted
+    | Departed
+    | Renamed
+    | Identity
+    | WhoList
+    | RoomList
+    | TopicInfo
+    | History
+)
 
 
 def help_lines() -> list[Notice]:
@@ -333,41 +615,57 @@ def help_lines() -> list[Notice]:
     ]
 
 
-def encode(event: Event) -> bytes:
-    """The bytes of one server line, with its line ending."""
-    return event.format().encode("utf-8") + b"\n"
+def encode(event: Event, default_room: str | None = DEFAULT_ROOM) -> bytes:
+    """The bytes of an event as text lines, with their line endings."""
+    return event.format(default_room).encode("utf-8") + b"\n"
 
 
+# ---------------------------------------------------------------------------
+# Reading server lines back (for clients)
+
+_NAME: Final = r"[A-Za-z][A-Za-z0-9_-]*"
+_ROOM: Final = r"(?:(?P<room>#[A-Za-z][A-Za-z0-9_-]*) )?"
 _PRIVATE_LINE: Final = re.compile(
-    r"\[(?P<sender>[A-Za-z][A-Za-z0-9_-]*) -> (?P<recipient>[A-Za-z][A-Za-z0-9_-]*)\] "
-    r"(?P<text>.*)",
-    re.DOTALL,
+    rf"\[(?P<sender>{_NAME}) -> (?P<recipient>{_NAME})\] (?P<text>.*)", re.DOTALL
 )
 _MESSAGE_LINE: Final = re.compile(
-    r"\[(?P<sender>[A-Za-z][A-Za-z0-9_-]*)\] (?P<text>.*)", re.DOTALL
+    rf"{_ROOM}\[(?P<sender>{_NAME})\] (?P<text>.*)", re.DOTALL
 )
 _ACTION_LINE: Final = re.compile(
-    r"\* (?P<sender>[A-Za-z][A-Za-z0-9_-]*) (?P<text>.*)", re.DOTALL
+    rf"{_ROOM}\* (?P<sender>{_NAME}) (?P<text>.*)", re.DOTALL
 )
+_HISTORY_LINE: Final = re.compile(
+    r"~ (?P<time>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) (?P<line>.*)", re.DOTALL
+)
+
+
+def _parse_time(text: str) -> float:
+    return float(calendar.timegm(_time.strptime(text, "%Y-%m-%dT%H:%M:%SZ")))
 
 
 def parse_event(line: str) -> Event:
     """
-    Turn one server line (without its line ending) back into an event.
+    Turn one server text line (without its line ending) back into an event.
 
-    This is the inverse of C{format} for every event kind; a line that fits
-    no kind is returned as a L{Notice} so that nothing is lost.
+    Chat, action and private lines (live or from the history) come back as
+    L{Message}, L{Action} and L{PrivateMessage}; in the default room their
+    C{room} is L{None}.  Notices and errors come back as L{Notice} and
+    L{Error} (the structured kinds are only told apart in JSON mode); a line
+    that fits no kind is returned as a L{Notice}, so nothing is lost.
     """
     if line.startswith(NOTICE_PREFIX):
         return Notice(line[len(NOTICE_PREFIX) :])
     if line.startswith(ERROR_PREFIX):
         return Error(line[len(ERROR_PREFIX) :])
+    replayed, time = False, None
+    if match := _HISTORY_LINE.fullmatch(line):
+        replayed, time, line = True, _parse_time(match["time"]), match["line"]
     if match := _PRIVATE_LINE.fullmatch(line):
         return PrivateMessage(
-            match.group("sender"), match.group("recipient"), match.group("text")
+            match["sender"], match["recipient"], match["text"], time, replayed
         )
     if match := _MESSAGE_LINE.fullmatch(line):
-        return Message(match.group("sender"), match.group("text"))
+        return Message(match["sender"], match["text"], match["room"], time, replayed)
     if match := _ACTION_LINE.fullmatch(line):
-        return Action(match.group("sender"), match.group("text"))
+        return Action(match["sender"], match["text"], match["room"], time, replayed)
     return Notice(line)

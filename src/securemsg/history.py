@@ -1,0 +1,411 @@
+# -*- test-case-name: tests.test_history -*-
+"""
+What was said, kept for people who join later: in memory, or in SQLite.
+
+The last messages of every room are always in memory, so that a user who
+joins gets them at once and in order with what follows.  L{SqliteHistory}
+also writes every message to a database, in batches and on a thread pool
+(C{twisted.enterprise.adbapi}), so the reactor never waits on the disk, and
+reads it back when someone asks for more, and after a restart.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Final, Protocol
+
+from twisted.enterprise import adbapi
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from securemsg import wire
+
+#: The schema version this code writes; see L{_MIGRATIONS}.
+SCHEMA_VERSION: Final = 1
+
+_MIGRATIONS: Final = {
+    # From version 0 (a new, empty database) to 1.
+    0: """
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            time REAL NOT NULL,
+            room TEXT,
+            room_key TEXT,
+            kind TEXT NOT NULL,
+            sender TEXT NOT NULL,
+            recipient TEXT,
+            text TEXT NOT NULL
+        );
+        CREATE INDEX messages_by_room ON messages (room_key, id);
+        CREATE INDEX messages_private ON messages (sender, recipient, id)
+            WHERE room_key IS NULL;
+    """,
+}
+
+#: How long new messages may wait in memory before they are written.
+FLUSH_DELAY: Final = 0.2
+#: How often the retention limits are applied to the database.
+PRUNE_INTERVAL: Final = 60.0
+
+
+class HistoryError(Exception):
+    """The history database cannot be used; the message is one line."""
+
+
+class History(Protocol):
+    """Where messages are kept."""
+
+    def record(self, event: wire.Replayable) -> None:
+        """Keep a room message, or a private one if private ones are kept."""
+
+    def recent(self, room: str) -> list[wire.Replayable]:
+        """The room's last messages kept in memory, oldest first."""
+
+    def fetch(self, room: str, count: int) -> Deferred[list[wire.Replayable]]:
+        """Up to C{count} of the room's last messages, oldest first."""
+
+    def fetch_private(
+        self, one: str, other: str, count: int
+    ) -> Deferred[list[wire.Replayable]]:
+        """Up to C{count} last private messages between two names."""
+
+    def close(self) -> Deferred[None]:
+        """Write what is pending and let go of any resources."""
+
+
+def _room_key(room: str) -> str:
+    return wire.name_key(room)
+
+
+class MemoryHistory:
+    """
+    History in memory only: the last C{per_room} messages of each room, and
+    as many private ones if C{store_private}.  Nothing survives a restart.
+
+    @ivar max_age: messages older than this many seconds are not replayed
+        (L{None}: no limit).
+    """
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        per_room: int = 50,
+        *,
+        max_age: float | None = None,
+        store_private: bool = False,
+    ) -> None:
+        self.clock = clock
+        self.per_room = per_room
+        self.max_age = max_age
+        self.store_private = store_private
+        self._rooms: dict[str, deque[wire.Replayable]] = {}
+        self._private: deque[wire.PrivateMessage] = deque(maxlen=max(per_room, 1) * 20)
+
+    def _fresh(self, events: Iterable[wire.Replayable]) -> list[wire.Replayable]:
+        if self.max_age is None:
+            return list(events)
+        oldest = self.clock.seconds() - self.max_age
+        return [event for event in events if (event.time or 0) >= oldest]
+
+    def _remember(self, event: wire.Replayable) -> None:
+        if isinstance(event, wire.PrivateMessage):
+            if self.store_private:
+                self._private.append(event)
+            return
+        if event.room is None or self.per_room < 1:
+            return
+        key = _room_key(event.room)
+        kept = self._rooms.get(key)
+        if kept is None:
+            kept = self._rooms[key] = deque(maxlen=self.per_room)
+        kept.append(event)
+
+    def record(self, event: wire.Replayable) -> None:
+        self._remember(event)
+
+    def recent(self, room: str) -> list[wire.Replayable]:
+        return self._fresh(self._rooms.get(_room_key(room), ()))
+
+    def fetch(self, room: str, count: int) -> Deferred[list[wire.Replayable]]:
+        return succeed(self.recent(room)[-count:])
+
+    def fetch_private(
+        self, one: str, other: str, count: int
+    ) -> Deferred[list[wire.Replayable]]:
+        pair = {wire.name_key(one), wire.name_key(other)}
+        found = [
+            event
+            for event in self._private
+            if {wire.name_key(event.sender), wire.name_key(event.recipient)} == pair
+        ]
+        return succeed(self._fresh(found)[-count:])
+
+    def close(self) -> Deferred[None]:
+        return succeed(None)
+
+
+def _row(event: wire.Replayable) -> tuple[Any, ...]:
+    if isinstance(event, wire.PrivateMessage):
+        return (
+            event.time,
+            None,
+            None,
+            "private",
+            event.sender,
+            event.recipient,
+            event.text,
+        )
+    kind = "message" if isinstance(event, wire.Message) else "action"
+    room = event.room or ""
+    return (event.time, room, _room_key(room), kind, event.sender, None, event.text)
+
+
+def _event(row: tuple[Any, ...]) -> wire.Replayable:
+    when, room, kind, sender, recipient, text = row
+    if kind == "private":
+        return wire.PrivateMessage(sender, recipient, text, when, True)
+    make = wire.Message if kind == "message" else wire.Action
+    return make(sender, text, room, when, True)
+
+
+def _open_checked(path: str) -> sqlite3.Connection:
+    """
+    Open the database, make or migrate its schema, and prove it usable.
+
+    @raise HistoryError: for a corrupt, locked, unwritable or too new file.
+    """
+    try:
+        connection = sqlite3.connect(path, timeout=0.5, isolation_level=None)
+    except sqlite3.Error as error:
+        raise HistoryError(f"cannot open history database {path}: {error}") from None
+    try:
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise HistoryError(
+                f"history database {path} has schema version {version}, newer than"
+                f" this securemsg understands ({SCHEMA_VERSION}); upgrade securemsg"
+            )
+        if connection.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+            raise HistoryError(
+                f"history database {path} is damaged; move it away to start afresh"
+            )
+        # Taking the write lock now proves nobody else holds it.
+        connection.execute("BEGIN IMMEDIATE")
+        while version < SCHEMA_VERSION:
+            connection.executescript(
+                "SAVEPOINT migrate;" + _MIGRATIONS[version] + "RELEASE migrate;"
+            )
+            version += 1
+            connection.execute(f"PRAGMA user_version = {version}")
+        connection.execute("COMMIT")
+    except sqlite3.OperationalError as error:
+        connection.close()
+        if "locked" in str(error):
+            raise HistoryError(
+                f"history database {path} is locked by another program"
+                " (is another securemsg using it?)"
+            ) from None
+        raise HistoryError(f"cannot use history database {path}: {error}") from None
+    except sqlite3.DatabaseError as error:
+        connection.close()
+        raise HistoryError(
+            f"history database {path} is not a usable SQLite database ({error});"
+            " move it away to start afresh"
+        ) from None
+    except HistoryError:
+        connection.close()
+        raise
+    return connection
+
+
+class SqliteHistory(MemoryHistory):
+    """
+    History kept in an SQLite database as well as in memory.
+
+    Open it with L{SqliteHistory.open}, which checks the file at once (so a
+    server with a bad database stops at start with one line).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        pool: adbapi.ConnectionPool,
+        clock: IReactorTime,
+        per_room: int = 50,
+        *,
+        max_count: int = 10_000,
+        max_age: float | None = None,
+        store_private: bool = False,
+    ) -> None:
+        super().__init__(clock, per_room, max_age=max_age, store_private=store_private)
+        self.pool = pool
+        self.max_count = max_count
+        self._pending: list[tuple[Any, ...]] = []
+        self._flush: IDelayedCall | None = None
+        self._writing: Deferred[None] = succeed(None)
+        self._pruning = LoopingCall(self.prune)
+        self._pruning.clock = clock
+
+    @classmethod
+    def open(
+        cls,
+        path: str,
+        reactor: Any,
+        per_room: int = 50,
+        *,
+        max_count: int = 10_000,
+        max_age: float | None = None,
+        store_private: bool = False,
+    ) -> SqliteHistory:
+        """
+        Open (or create) the database at C{path} and load each room's last
+        messages.
+
+        @raise HistoryError: if the database cannot be used.
+        """
+        connection = _open_checked(path)
+        try:
+            rows = connection.execute(
+                "SELECT time, room, kind, sender, recipient, text FROM ("
+                " SELECT *, ROW_NUMBER() OVER"
+                "  (PARTITION BY room_key ORDER BY id DESC) AS newest"
+                " FROM messages WHERE room_key IS NOT NULL"
+                ") WHERE newest <= ? ORDER BY id",
+                (per_room,),
+            ).fetchall()
+        finally:
+            connection.close()
+        pool = adbapi.ConnectionPool(
+            "sqlite3",
+            path,
+            check_same_thread=False,
+            timeout=5.0,
+            cp_min=1,
+            cp_max=1,
+            cp_reactor=reactor,
+        )
+        history = cls(
+            pool,
+            reactor,
+            per_room,
+            max_count=max_count,
+            max_age=max_age,
+            store_private=store_private,
+        )
+        for row in rows:
+            history._remember(_event(row))
+        history._pruning.start(PRUNE_INTERVAL, now=False)
+        return history
+
+    def record(self, event: wire.Replayable) -> None:
+        if isinstance(event, wire.PrivateMessage) and not self.store_private:
+            return
+        self._remember(event)
+        self._pending.append(_row(event))
+        if self._flush is None:
+            self._flush = self.clock.callLater(FLUSH_DELAY, self.flush)
+
+    def flush(self) -> Deferred[None]:
+        """Write what is pending, in one transaction, on the thread pool."""
+        if self._flush is not None and self._flush.active():
+            self._flush.cancel()
+        self._flush = None
+        rows, self._pending = self._pending, []
+        if rows:
+            writing: Deferred[None] = self.pool.runInteraction(_insert, rows)
+            writing.addErrback(
+                lambda failure: self.log.failure(
+                    "could not write {count} messages to the history",
+                    failure,
+                    count=len(rows),
+                )
+            )
+            self._writing = writing
+        return self._writing
+
+    def prune(self) -> Deferred[None]:
+        """Apply the retention limits (count per room, age) in the database."""
+        oldest = None if self.max_age is None else self.clock.seconds() - self.max_age
+        pruning: Deferred[None] = self.pool.runInteraction(
+            _prune, self.max_count, oldest
+        )
+        pruning.addErrback(
+            lambda failure: self.log.failure("could not prune the history", failure)
+        )
+        return pruning
+
+    def fetch(self, room: str, count: int) -> Deferred[list[wire.Replayable]]:
+        kept = self.recent(room)
+        if count <= len(kept):
+            return succeed(kept[-count:])
+        oldest = 0.0 if self.max_age is None else self.clock.seconds() - self.max_age
+        return self.flush().addCallback(
+            lambda _: self._query(
+                "SELECT time, room, kind, sender, recipient, text FROM messages"
+                " WHERE room_key = ? AND time >= ? ORDER BY id DESC LIMIT ?",
+                (_room_key(room), oldest, count),
+            )
+        )
+
+    def fetch_private(
+        self, one: str, other: str, count: int
+    ) -> Deferred[list[wire.Replayable]]:
+        if not self.store_private:
+            return succeed([])
+        oldest = 0.0 if self.max_age is None else self.clock.seconds() - self.max_age
+        return self.flush().addCallback(
+            lambda _: self._query(
+                "SELECT time, room, kind, sender, recipient, text FROM messages"
+                " WHERE room_key IS NULL AND time >= ? AND ("
+                "  (sender = ? COLLATE NOCASE AND recipient = ? COLLATE NOCASE) OR"
+                "  (sender = ? COLLATE NOCASE AND recipient = ? COLLATE NOCASE))"
+                " ORDER BY id DESC LIMIT ?",
+                (oldest, one, other, other, one, count),
+            )
+        )
+
+    def _query(
+        self, sql: str, arguments: tuple[Any, ...]
+    ) -> Deferred[list[wire.Replayable]]:
+        rows: Deferred[list[tuple[Any, ...]]] = self.pool.runQuery(sql, arguments)
+        return rows.addCallback(lambda found: [_event(row) for row in reversed(found)])
+
+    def close(self) -> Deferred[None]:
+        if self._pruning.running:
+            self._pruning.stop()
+        return self.flush().addBoth(lambda _: self.pool.close())
+
+
+def _insert(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
+    cursor.executemany(
+        "INSERT INTO messages (time, room, room_key, kind, sender, recipient, text)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)",
+        rows,
+    )
+
+
+def _prune(cursor: Any, max_count: int, oldest: float | None) -> None:
+    if oldest is not None:
+        cursor.execute("DELETE FROM messages WHERE time < ?", (oldest,))
+    cursor.execute(
+        "DELETE FROM messages WHERE id IN ("
+        " SELECT id FROM ("
+        "  SELECT id, ROW_NUMBER() OVER (PARTITION BY room_key ORDER BY id DESC) AS n"
+        "  FROM messages"
+        " ) WHERE n > ?)",
+        (max_count,),
+    )
+
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "History",
+    "HistoryError",
+    "MemoryHistory",
+    "SqliteHistory",
+]
