@@ -27,10 +27,11 @@ from securemsg import wire
 #: The schema version this code writes; see L{_MIGRATIONS}.
 SCHEMA_VERSION: Final = 1
 
+#: The statements that take a database from each version to the next.
 _MIGRATIONS: Final = {
     # From version 0 (a new, empty database) to 1.
-    0: """
-        CREATE TABLE messages (
+    0: [
+        """CREATE TABLE messages (
             id INTEGER PRIMARY KEY,
             time REAL NOT NULL,
             room TEXT,
@@ -39,11 +40,11 @@ _MIGRATIONS: Final = {
             sender TEXT NOT NULL,
             recipient TEXT,
             text TEXT NOT NULL
-        );
-        CREATE INDEX messages_by_room ON messages (room_key, id);
-        CREATE INDEX messages_private ON messages (sender, recipient, id)
-            WHERE room_key IS NULL;
-    """,
+        )""",
+        "CREATE INDEX messages_by_room ON messages (room_key, id)",
+        """CREATE INDEX messages_private ON messages (sender, recipient, id)
+            WHERE room_key IS NULL""",
+    ],
 }
 
 #: How long new messages may wait in memory before they are written.
@@ -195,10 +196,10 @@ def _open_checked(path: str) -> sqlite3.Connection:
             )
         # Taking the write lock now proves nobody else holds it.
         connection.execute("BEGIN IMMEDIATE")
+        # One transaction: a migration is done completely or not at all.
         while version < SCHEMA_VERSION:
-            connection.executescript(
-                "SAVEPOINT migrate;" + _MIGRATIONS[version] + "RELEASE migrate;"
-            )
+            for statement in _MIGRATIONS[version]:
+                connection.execute(statement)
             version += 1
             connection.execute(f"PRAGMA user_version = {version}")
         connection.execute("COMMIT")

@@ -151,4 +151,8 @@ class ChatService(Service):
         shut_down = getattr(self.factory, "shut_down", None)
         if shut_down is not None:
             stopped.addCallback(lambda _: shut_down())
+        chat = getattr(self.factory, "chat", None)
+        if chat is not None:
+            # Write what is still pending to the history database.
+            stopped.addCallback(lambda _: chat.history.close())
         return stopped.addCallback(lambda _: None)

@@ -13,7 +13,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
-from securemsg import tls
+from securemsg import tls, wire
+from securemsg.history import History, HistoryError, MemoryHistory, SqliteHistory
 from securemsg.limits import Limits
 from securemsg.server import (
     DEFAULT_GREETING,
@@ -23,6 +24,7 @@ from securemsg.server import (
 from securemsg.service import ChatService, ListenError
 
 DEFAULT_PORT: Final = 50000
+DEFAULT_HISTORY_DB: Final = "securemsg-history.sqlite3"
 
 
 def _port_number(value: str) -> int:
@@ -36,6 +38,13 @@ def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
         raise ValueError(f"{number} is not a positive number")
+    return number
+
+
+def _count(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"{number} is negative")
     return number
 
 
@@ -77,6 +86,11 @@ class Options(usage.Options):
 
     optFlags = [
         ["log-messages", None, "Also log the text of chat lines (off: private)."],
+        [
+            "store-private",
+            None,
+            "Also keep private messages in the history (off: they are not kept).",
+        ],
     ]
 
     optParameters: list[Any] = [
@@ -111,6 +125,34 @@ class Options(usage.Options):
             _positive,
         ],
         ["tls-min", None, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."],
+        ["default-room", None, wire.DEFAULT_ROOM, "The room everyone starts in."],
+        [
+            "history-db",
+            None,
+            DEFAULT_HISTORY_DB,
+            "SQLite file for the history; ':memory:' keeps it in memory only.",
+        ],
+        [
+            "history-replay",
+            None,
+            50,
+            "Past messages a user gets on joining a room (0: none).",
+            _count,
+        ],
+        [
+            "history-max",
+            None,
+            10000,
+            "Messages kept per room in the database (older ones are deleted).",
+            _positive,
+        ],
+        [
+            "history-max-age",
+            None,
+            0,
+            "Days messages are kept (0: no limit).",
+            _seconds,
+        ],
         [
             "handshake-timeout",
             None,
@@ -190,6 +232,9 @@ class Options(usage.Options):
         self["listen"].append(description)
 
     def postOptions(self) -> None:
+        problem = wire.room_problem(self["default-room"])
+        if problem is not None:
+            raise usage.UsageError(f"--default-room: {problem}")
         if self["tls-min"] not in tls.TLS_VERSIONS:
             raise usage.UsageError(
                 f"--tls-min must be one of {', '.join(tls.TLS_VERSIONS)}, "
@@ -222,12 +267,38 @@ class Options(usage.Options):
         return [description]
 
 
+def open_history(reactor: IReactorTime, options: Options) -> History:
+    """
+    The history the options ask for: in memory, or in an SQLite file that is
+    checked now.
+
+    @raise HistoryError: if the database cannot be used.
+    """
+    max_age = options["history-max-age"] * 86400 or None
+    if options["history-db"] == ":memory:":
+        return MemoryHistory(
+            reactor,
+            max(options["history-replay"], 1),
+            max_age=max_age,
+            store_private=options["store-private"],
+        )
+    return SqliteHistory.open(
+        options["history-db"],
+        reactor,
+        options["history-replay"],
+        max_count=options["history-max"],
+        max_age=max_age,
+        store_private=options["store-private"],
+    )
+
+
 def make_service(reactor: IReactorTime, options: Options) -> MultiService:
     """
     Build the securemsg service from parsed options.
 
     @raise tls.TLSConfigError: if the certificate, key or an endpoint cannot
         be used.
+    @raise HistoryError: if the history database cannot be used.
     """
     credentials = tls.load_credentials(
         options["cert"],
@@ -238,12 +309,16 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         tls.make_server_context(credentials, tls.TLS_VERSIONS[options["tls-min"]])
     )
     limits = options.limits()
+    history = open_history(reactor, options)
     factory = ChatServerFactory(
         reactor,
         greeting=options["greeting"],
         max_line_length=options["max-line-length"],
         log_messages=options["log-messages"],
         limits=limits,
+        default_room=options["default-room"],
+        history=history,
+        replay=options["history-replay"],
     )
     endpoints = [
         (description, tls.tls_server_endpoint(reactor, description, creator, limits))
@@ -294,5 +369,5 @@ def makeService(options: Options) -> MultiService:
 
     try:
         return make_service(reactor, options)  # type: ignore[arg-type]
-    except tls.TLSConfigError as error:
+    except (tls.TLSConfigError, HistoryError) as error:
         raise SystemExit(f"securemsg: {error}") from None
