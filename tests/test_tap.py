@@ -73,6 +73,12 @@ class OptionsTests(SynchronousTestCase):
                 "flood-disconnect": 100,
                 "send-queue": 1048576,
                 "shutdown-grace": 5.0,
+                "default-room": "#lobby",
+                "history-db": "securemsg-history.sqlite3",
+                "history-replay": 50,
+                "history-max": 10000,
+                "history-max-age": 0.0,
+                "store-private": 0,
             },
         )
         self.assertEqual(options.limits(), Limits())
@@ -102,6 +108,12 @@ class OptionsTests(SynchronousTestCase):
             "--flood-disconnect=7",
             "--send-queue=4096",
             "--shutdown-grace=1",
+            "--default-room=#hall",
+            "--history-db=:memory:",
+            "--history-replay=5",
+            "--history-max=100",
+            "--history-max-age=7",
+            "--store-private",
         )
         self.assertEqual(
             dict(options),
@@ -125,6 +137,12 @@ class OptionsTests(SynchronousTestCase):
                 "flood-disconnect": 7,
                 "send-queue": 4096,
                 "shutdown-grace": 1.0,
+                "default-room": "#hall",
+                "history-db": ":memory:",
+                "history-replay": 5,
+                "history-max": 100,
+                "history-max-age": 7.0,
+                "store-private": 1,
             },
         )
         self.assertEqual(
