@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.python import usage
 
 from securemsg import certs
+from securemsg.ca import CAOptions
 from securemsg.chat import ChatOptions
 from securemsg.command import (
     PROGRAM,
@@ -32,6 +33,7 @@ from securemsg.command import (
     CommandOptions,
     ShowText,
     describe_os_error,
+    read_passphrase_file,
 )
 from securemsg.fingerprint import FingerprintOptions
 
@@ -72,35 +74,6 @@ def _check_days(value: str) -> int:
     except OverflowError:
         raise usage.UsageError(f"--days {value} is too far in the future") from None
     return days
-
-
-def _read_passphrase(path: str) -> bytes:
-    """
-    The first line of the UTF-8 text file at C{path}, without its line
-    ending, encoded as UTF-8.
-
-    This is exactly how the server reads C{--key-passphrase-file}
-    (L{securemsg.tls.PassphraseSource}), so one file serves both.
-
-    @raise CommandError: If the file cannot be read or the line is empty.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise CommandError(
-            f"cannot read passphrase file {path}: {describe_os_error(e)}"
-        ) from None
-    except UnicodeDecodeError:
-        raise CommandError(f"passphrase file {path} is not UTF-8 text") from None
-    lines = text.splitlines()
-    passphrase = lines[0].encode("utf-8") if lines else b""
-    if not passphrase:
-        raise CommandError(
-            f"passphrase file {path} has an empty first line;"
-            " put the passphrase on the first line"
-        )
-    return passphrase
 
 
 def _key_description(key: certs.PrivateKey, encrypted: bool) -> str:
@@ -217,7 +190,7 @@ class GencertOptions(CommandOptions):
 
         passphrase = None
         if passphrase_file is not None:
-            passphrase = _read_passphrase(passphrase_file)
+            passphrase = read_passphrase_file(passphrase_file)
         if not force:
             existing = [p for p in (cert_path, key_path) if os.path.lexists(p)]
             if len(existing) == 1:
@@ -318,6 +291,7 @@ class SecuremsgOptions(CommandOptions):
             FingerprintOptions,
             "Print the SHA-256 fingerprint of a certificate file or a server.",
         ),
+        ("ca", None, CAOptions, "Run a certificate authority for client certificates."),
     ]
 
     def getSynopsis(self) -> str:
@@ -337,10 +311,15 @@ class SecuremsgOptions(CommandOptions):
 
 
 def _command_name(options: usage.Options) -> str:
-    """C{securemsg} or C{securemsg gencert}, for message prefixes."""
-    if options.subCommand is None:
-        return PROGRAM
-    return f"{PROGRAM} {options.subCommand}"
+    """
+    C{securemsg}, C{securemsg gencert} or C{securemsg ca issue}: the
+    command as far as it was parsed, for message prefixes.
+    """
+    words = [PROGRAM]
+    while (name := getattr(options, "subCommand", None)) is not None:
+        words.append(name)
+        options = options.subOptions
+    return " ".join(words)
 
 
 def _one_line(text: str) -> str:

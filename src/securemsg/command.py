@@ -109,3 +109,33 @@ class CommandOptions(usage.Options):
         @raise CommandError: For anything that went wrong.
         """
         raise NotImplementedError(f"{type(self).__name__} has no run()")
+
+
+def read_passphrase_file(path: str) -> bytes:
+    """
+    The first line of the UTF-8 text file at C{path}, without its line
+    ending, encoded as UTF-8.
+
+    This is exactly how the server reads C{--key-passphrase-file}
+    (L{securemsg.tls.PassphraseSource}), so one file serves every
+    C{--passphrase-file} option.
+
+    @raise CommandError: If the file cannot be read or the line is empty.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as e:
+        raise CommandError(
+            f"cannot read passphrase file {path}: {describe_os_error(e)}"
+        ) from None
+    except UnicodeDecodeError:
+        raise CommandError(f"passphrase file {path} is not UTF-8 text") from None
+    lines = text.splitlines()
+    passphrase = lines[0].encode("utf-8") if lines else b""
+    if not passphrase:
+        raise CommandError(
+            f"passphrase file {path} has an empty first line;"
+            " put the passphrase on the first line"
+        )
+    return passphrase
