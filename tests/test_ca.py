@@ -1041,7 +1041,7 @@ class CommandTests(_CATestCase):
             result = _run(*argv)
             self.assertError(result, 2, message)
             known = ("init", "issue", "revoke", "list", "crl")
-            command = " ".join(argv[:2]) if argv[1:2][0] in known else "ca"
+            command = " ".join(argv[:2]) if argv[1:2] and argv[1] in known else "ca"
             self.assertIn(f"run 'securemsg {command} --help' for usage", result.stderr)
         self.assertFalse(os.path.exists(self.directory))
 
