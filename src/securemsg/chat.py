@@ -143,6 +143,7 @@ class ChatSession:
                 pin=self.pin,
                 client_certificate=self.client_certificate,
                 on_event=self._event,
+                json=False,
             )
             connecting.addCallbacks(self._connected, self._not_connected)
 
@@ -157,30 +158,40 @@ class ChatSession:
             verifier, HostnameEndpoint(self.reactor, self.host, self.port)
         )
 
-        def prepare(protocol: Any) -> Deferred[None]:
-            ready: Deferred[ChatClient] = protocol.client.ready
-            ready.addCallback(self._connected)
+        # No prepareConnection waiting for the handshake: ClientService has
+        # no transition for a connection lost while it is being prepared (a
+        # refused certificate), and logs NoTransition as an unhandled error,
+        # a traceback on stderr.  So the service sees a connection once TCP
+        # is up, and failed handshakes are added to its attempt count here,
+        # to keep the delay growing.
+        failed_handshakes = 0
 
-            def failed(reason: Failure) -> Failure:
-                problem = verifier.report.problem
-                self.front.status(
-                    f"cannot connect: {problem or reason.getErrorMessage()}; retrying"
-                )
-                return reason
+        def handshake_done(client: ChatClient) -> None:
+            nonlocal failed_handshakes
+            failed_handshakes = 0
+            self._connected(client)
 
-            ready.addErrback(failed)
-            prepared: Deferred[None] = ready.addCallback(lambda _: None)
-            return prepared
+        def handshake_failed(reason: Failure) -> None:
+            nonlocal failed_handshakes
+            failed_handshakes += 1
+            report = verifier.report
+            problem = (
+                str(VerificationFailed(report.problem, report.fingerprint))
+                if report.problem is not None
+                else reason.getErrorMessage()
+            )
+            self.front.status(f"cannot connect: {problem}; retrying")
 
-        factory = Factory.forProtocol(
-            lambda: ChatClientProtocol(ChatClient(self._event, self.reactor))
-        )
+        def build() -> ChatClientProtocol:
+            client = ChatClient(self._event, self.reactor)
+            client.ready.addCallbacks(handshake_done, handshake_failed)
+            return ChatClientProtocol(client)
+
         self._service = ClientService(
             endpoint,
-            factory,
-            retryPolicy=self.retry_policy,
+            Factory.forProtocol(build),
+            retryPolicy=lambda attempt: self.retry_policy(attempt + failed_handshakes),
             clock=self.reactor,
-            prepareConnection=prepare,
         )
         self._service.startService()
 

@@ -17,8 +17,10 @@ the same module the server formats with.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import suppress
+from dataclasses import fields, replace
 from typing import Any, Final
 
 from twisted.internet.defer import Deferred
@@ -43,7 +45,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securemsg import wire
+from securemsg import jsonwire, wire
 from securemsg.trust import ServerVerifier
 
 DEFAULT_PORT: Final = 50000
@@ -95,14 +97,23 @@ class ChatClient:
     close_timeout = 3.0
 
     def __init__(
-        self, on_event: EventHandler | None = None, clock: IReactorTime | None = None
+        self,
+        on_event: EventHandler | None = None,
+        clock: IReactorTime | None = None,
+        *,
+        json: bool = False,
     ) -> None:
         """
         @param on_event: called with each event from the server.
         @param clock: for L{close}'s timeout; without one, L{close} closes at
             once, possibly before the server's last lines arrive.
+        @param json: switch the connection to JSON lines on connecting, so
+            that events arrive with all their structure (rooms, times, who
+            joined where) instead of being read back from text.
         """
         self.clock = clock
+        self.json = json
+        self._awaiting_format = json
         self.name: str | None = None
         self.on_event: EventHandler = on_event or (lambda event: None)
         self.closed: Deferred[BaseException] = Deferred()
@@ -117,24 +128,44 @@ class ChatClient:
             raise ClientError("not connected")
         self._protocol.sendLine(line.encode("utf-8"))
 
-    def send(self, text: str) -> None:
+    def send_command(self, command: wire.Command) -> None:
+        """Send one command, as a JSON or text line as the connection speaks."""
+        if self.json:
+            self._write_line(json.dumps(jsonwire.command_to_json(command)))
+        else:
+            self._write_line(wire.command_to_text(command))
+
+    def send(self, text: str, room: str | None = None) -> None:
         """
-        Send chat text to everyone else; each line of C{text} is one chat
-        line, and a line starting with C{/} is sent as text, not a command.
+        Send chat text to the current room (or to C{room}, one we are in);
+        each line of C{text} is one chat line, sent as text even if it
+        starts with C{/}.
         """
-        for line in text.splitlines() or [""]:
+        for line in text.splitlines():
             if line.strip():
-                self._write_line("/" + line if line.startswith("/") else line)
+                self.send_command(wire.Say(line, room))
 
     def command(self, line: str) -> None:
-        """Send one raw protocol line, such as C{/who}."""
-        self._write_line(line.splitlines()[0] if line else line)
+        """
+        Send one line as a user would type it, such as C{/who}.
+
+        @raise ClientError: in JSON mode, for a line that is no command.
+        """
+        first = line.splitlines()[0] if line else ""
+        if not self.json:
+            self._write_line(first)
+            return
+        command = wire.parse_command(first)
+        if isinstance(command, wire.Invalid):
+            raise ClientError(command.problem)
+        if command is not None:
+            self.send_command(command)
 
     def private(self, name: str, text: str) -> None:
         """Send C{text} to C{name} only (one line per line of C{text})."""
         for line in text.splitlines():
             if line.strip():
-                self._write_line(f"/msg {name} {line}")
+                self.send_command(wire.Private(name, line))
 
     def action(self, text: str) -> None:
         """
@@ -143,19 +174,39 @@ class ChatClient:
         """
         lines = text.splitlines()
         if lines and lines[0].strip():
-            self._write_line(f"/me {lines[0]}")
+            self.send_command(wire.Me(lines[0]))
 
     def nick(self, name: str) -> None:
         """Ask for a new name; the server answers with a notice or an error."""
-        self._write_line(f"/nick {name}")
+        self.send_command(wire.Nick(name))
 
     def whoami(self) -> None:
         """Ask for our own name; the answer sets L{name}."""
-        self._write_line("/whoami")
+        self.send_command(wire.WhoAmI())
 
-    def who(self) -> None:
-        """Ask who is here; the answer arrives as a notice."""
-        self._write_line("/who")
+    def who(self, room: str | None = None) -> None:
+        """Ask who is in a room (the current one by default)."""
+        self.send_command(wire.Who(room))
+
+    def join(self, room: str) -> None:
+        """Join a room (made if new); plain chat goes there from now on."""
+        self.send_command(wire.Join(room))
+
+    def part(self, room: str | None = None) -> None:
+        """Leave a room (the current one by default)."""
+        self.send_command(wire.Part(room))
+
+    def rooms(self) -> None:
+        """Ask for the list of rooms."""
+        self.send_command(wire.Rooms())
+
+    def topic(self, text: str | None = None) -> None:
+        """Ask for the current room's topic, or set it."""
+        self.send_command(wire.Topic(text))
+
+    def history(self, target: str | None = None, count: int | None = None) -> None:
+        """Ask for past messages of a room (or a private conversation)."""
+        self.send_command(wire.HistoryRequest(target, count))
 
     def close(self, message: str = "") -> Deferred[BaseException]:
         """
@@ -169,7 +220,7 @@ class ChatClient:
         if protocol is None or protocol.transport is None:
             return self.closed
         with suppress(ClientError):
-            self._write_line(f"/quit {message}".rstrip())
+            self.send_command(wire.Quit(message))
         if self.clock is None:
             protocol.transport.loseConnection()
             return self.closed
@@ -190,7 +241,17 @@ class ChatClient:
     # Called by the protocol
 
     def _event(self, event: wire.Event) -> None:
-        if isinstance(event, wire.Notice):
+        if self._awaiting_format and event == wire.Notice("format is now json"):
+            # The answer to our own /format json, not news for the program.
+            self._awaiting_format = False
+            return
+        if isinstance(event, wire.Renamed | wire.Identity):
+            you = isinstance(event, wire.Identity) or event.you
+            if you:
+                self.name = (
+                    event.name if isinstance(event, wire.Identity) else event.new
+                )
+        elif isinstance(event, wire.Notice):
             for prefix in _YOU_ARE:
                 if event.text.startswith(prefix):
                     name = event.text[len(prefix) :]
@@ -223,14 +284,26 @@ class ChatClientProtocol(LineReceiver):
 
     def handshakeCompleted(self) -> None:
         self.client._protocol = self
+        if self.client.json:
+            # The greeting may already be on its way as text; from here on
+            # the server speaks JSON, and lineReceived reads both.
+            self.sendLine(b"/format json")
         self.client.ready.callback(self.client)
 
     def lineReceived(self, line: bytes) -> None:
         if line.endswith(b"\r"):
             line = line[:-1]
-        # Shown safely even if the server misbehaves.
-        text = wire.sanitize(line.decode("utf-8", "replace"))
-        self.client._event(wire.parse_event(text))
+        text = line.decode("utf-8", "replace")
+        if text.startswith("{"):
+            # A JSON line (no text line starts with "{").
+            try:
+                event = jsonwire.parse_event(text)
+            except ValueError:
+                event = wire.Notice(text)
+            # Shown safely even if the server misbehaves.
+            self.client._event(_sanitized(event))
+        else:
+            self.client._event(wire.parse_event(wire.sanitize(text)))
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.client._protocol = None
@@ -238,6 +311,21 @@ class ChatClientProtocol(LineReceiver):
             self.client.ready.errback(reason)
         else:
             self.client.closed.callback(reason.value or ConnectionDone())
+
+
+def _sanitized(event: Any) -> Any:
+    """C{event} with every text in it made safe to show (see L{wire.sanitize})."""
+    changes: dict[str, Any] = {}
+    for field in fields(event):
+        value = getattr(event, field.name)
+        if isinstance(value, str):
+            changes[field.name] = wire.sanitize(value)
+        elif isinstance(value, tuple):
+            changes[field.name] = tuple(
+                wire.sanitize(item) if isinstance(item, str) else _sanitized(item)
+                for item in value
+            )
+    return replace(event, **changes)
 
 
 class _ClientFactory(Factory):
@@ -278,6 +366,7 @@ def connect(
     client_certificate: Any = None,
     on_event: EventHandler | None = None,
     timeout: float = 30,
+    json: bool = True,
 ) -> Deferred[ChatClient]:
     """
     Connect to a securemsg server and verify it.
@@ -289,6 +378,9 @@ def connect(
         have, instead of CA and name checks.
     @param client_certificate: a L{twisted.internet.ssl.PrivateCertificate}
         to present to servers that ask for one.
+    @param json: speak JSON lines (the default, for programs: every event
+        arrives with its structure); L{False} keeps the text lines a person
+        reads.
     @param on_event: called with each L{wire.Event} the server sends,
         starting with the greeting.
     @return: a Deferred that fires with a L{ChatClient} once the TLS
@@ -301,7 +393,7 @@ def connect(
     endpoint = wrapClientTLS(
         verifier, HostnameEndpoint(reactor, host, port, timeout=timeout)
     )
-    client = ChatClient(on_event, reactor)
+    client = ChatClient(on_event, reactor, json=json)
 
     def connection_failed(reason: Failure) -> Failure:
         return Failure(_explain(reason, verifier))

@@ -366,6 +366,45 @@ def parse_command(line: str) -> Command | None:
     return Invalid(f"unknown command /{shown}; type /help for the list")
 
 
+def command_to_text(command: Command) -> str:
+    """The line a client sends for a command (the inverse of L{parse_command})."""
+    match command:
+        case Say(text, None):
+            return "/" + text if text.startswith("/") else text
+        case Say(text, room):
+            return f"/say {room} {text}"
+        case Me(text):
+            return f"/me {text}"
+        case Nick(name):
+            return f"/nick {name}"
+        case Private(recipient, text):
+            return f"/msg {recipient} {text}"
+        case Join(room):
+            return f"/join {room}"
+        case Part(room):
+            return f"/part {room or ''}".rstrip()
+        case Rooms():
+            return "/rooms"
+        case Who(room):
+            return f"/who {room or ''}".rstrip()
+        case Topic(text):
+            return "/topic" if text is None else f"/topic {text}"
+        case HistoryRequest(target, count):
+            words = ["/history", target or "", "" if count is None else str(count)]
+            return " ".join(word for word in words if word)
+        case Format(kind):
+            return f"/format {kind}"
+        case WhoAmI():
+            return "/whoami"
+        case Ping():
+            return "/ping"
+        case Help():
+            return "/help"
+        case Quit(reason):
+            return f"/quit {reason}".rstrip()
+    raise ValueError(f"cannot send {command!r}")
+
+
 # ---------------------------------------------------------------------------
 # Server to client: events
 #
