@@ -84,7 +84,8 @@ class FingerprintOptions(CommandOptions):
                     f"cannot read {self.target}: {describe_os_error(error)}"
                 ) from None
             except ValueError as error:
-                raise CommandError(f"{self.target}: {error}") from None
+                # load_certificates already names the file.
+                raise CommandError(str(error)) from None
         try:
             host, port = split_address(self.target)
         except ValueError as error:
