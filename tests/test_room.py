@@ -25,6 +25,9 @@ class Recorder:
     def deliver(self, event: wire.Event) -> None:
         self.lines.extend(event.format().split("\n"))
 
+    def disconnect(self, error: str, farewell: str) -> None:
+        self.lines.append(f"(disconnected: {error})")
+
     def take(self) -> list[str]:
         lines, self.lines = self.lines, []
         return lines

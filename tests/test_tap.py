@@ -79,6 +79,13 @@ class OptionsTests(SynchronousTestCase):
                 "history-max": 10000,
                 "history-max-age": 0.0,
                 "store-private": 0,
+                "client-ca": None,
+                "client-auth": "required",
+                "crl": None,
+                "operators": [],
+                "state": "securemsg-state.json",
+                "watch-certs": 0,
+                "check": 0,
             },
         )
         self.assertEqual(options.limits(), Limits())
@@ -114,6 +121,12 @@ class OptionsTests(SynchronousTestCase):
             "--history-max=100",
             "--history-max-age=7",
             "--store-private",
+            "--client-ca=ca.pem",
+            "--client-auth=optional",
+            "--crl=crl.pem",
+            "--operators=alice, bob",
+            "--state=state.json",
+            "--watch-certs",
         )
         self.assertEqual(
             dict(options),
@@ -143,6 +156,13 @@ class OptionsTests(SynchronousTestCase):
                 "history-max": 100,
                 "history-max-age": 7.0,
                 "store-private": 1,
+                "client-ca": "ca.pem",
+                "client-auth": "optional",
+                "crl": "crl.pem",
+                "operators": ["alice", "bob"],
+                "state": "state.json",
+                "watch-certs": 1,
+                "check": 0,
             },
         )
         self.assertEqual(

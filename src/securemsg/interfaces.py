@@ -22,3 +22,10 @@ class IChatParticipant(Interface):
         Give the participant one event.  This must not block and must not
         call back into the room.
         """
+
+    def disconnect(error: str, farewell: str) -> None:
+        """
+        Tell the participant C{error} and close their connection; when it is
+        gone, others hear C{farewell}.  The room may already have let them
+        go.
+        """

@@ -11,8 +11,9 @@ C{{"type": "message", "room": "#lobby", "from": "alice", "text": "hello",
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import re
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, Final
 
 from securemsg import wire
@@ -71,7 +72,12 @@ def event_to_json(
                 "you": event.you,
             }
         case wire.Identity():
-            return {"type": "whoami", "name": event.name}
+            return {
+                "type": "whoami",
+                "name": event.name,
+                "verified": event.verified,
+                "fingerprint": event.fingerprint,
+            }
         case wire.WhoList():
             return {"type": "who", "room": event.room, "names": list(event.names)}
         case wire.RoomList():
@@ -124,6 +130,9 @@ def json_to_event(data: JSONObject) -> wire.Event:
 
     @raise ValueError: for an object that is no known event.
     """
+    if not isinstance(data, dict):
+        # A history's messages are objects too; anything else is no event.
+        raise ValueError(f"not a JSON object: {type(data).__name__}")
     kind = data.get("type")
     try:
         match kind:
@@ -157,7 +166,9 @@ def json_to_event(data: JSONObject) -> wire.Event:
             case "nick":
                 return wire.Renamed(data["old"], data["new"], bool(data.get("you")))
             case "whoami":
-                return wire.Identity(data["name"])
+                return wire.Identity(
+                    data["name"], data.get("verified"), data.get("fingerprint")
+                )
             case "who":
                 return wire.WhoList(data["room"], tuple(data["names"]))
             case "rooms":
@@ -184,7 +195,11 @@ def parse_event(line: str) -> wire.Event:
 
     @raise ValueError: if it is not JSON or no known event.
     """
-    data = json.loads(line)
+    try:
+        data = json.loads(line)
+    except RecursionError:
+        # Deeply nested arrays or objects exhaust the decoder's stack.
+        raise ValueError("JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     return json_to_event(data)
@@ -194,12 +209,19 @@ def parse_event(line: str) -> wire.Event:
 # Commands, client to server
 
 
+_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
 def _text(data: JSONObject, field: str, optional: bool = False) -> str | None:
     value = data.get(field)
     if value is None and optional:
         return None
     if not isinstance(value, str):
         raise ValueError(f"field {field!r} must be a string")
+    if _SURROGATE.search(value):
+        # JSON's \uD800 escapes can make lone surrogates, which are not
+        # text: no line with one in it could be encoded as UTF-8 for anyone.
+        raise ValueError(f"field {field!r} is not valid Unicode (a lone surrogate)")
     return value
 
 
@@ -242,6 +264,11 @@ _COMMANDS: Final[dict[str, Callable[[JSONObject], wire.Command]]] = {
     "history": _history,
     "format": _format,
     "whoami": lambda d: wire.WhoAmI(),
+    "kick": lambda d: wire.Kick(_required(d, "name"), _text(d, "reason", True) or ""),
+    "ban": lambda d: wire.Ban(_required(d, "name")),
+    "unban": lambda d: wire.Unban(_required(d, "target")),
+    "motd": lambda d: wire.Motd(_text(d, "text", optional=True)),
+    "reload": lambda d: wire.Reload(),
     "ping": lambda d: wire.Ping(),
     "help": lambda d: wire.Help(),
     "quit": lambda d: wire.Quit(_text(d, "message", optional=True) or ""),
@@ -259,7 +286,8 @@ def parse_command(line: str) -> wire.Command | None:
         return None
     try:
         data = json.loads(line)
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
+        # RecursionError: arrays or objects nested deeper than the stack.
         return wire.Invalid(f"invalid JSON: {error}")
     if not isinstance(data, dict):
         return wire.Invalid("a command must be a JSON object with a 'type'")
@@ -309,6 +337,18 @@ def command_to_json(command: wire.Command) -> JSONObject:
             return {"type": "format", "format": kind}
         case wire.WhoAmI():
             return {"type": "whoami"}
+        case wire.Kick(name, reason):
+            return {"type": "kick", "name": name} | (
+                {"reason": reason} if reason else {}
+            )
+        case wire.Ban(name):
+            return {"type": "ban", "name": name}
+        case wire.Unban(target):
+            return {"type": "unban", "target": target}
+        case wire.Motd(text):
+            return {"type": "motd"} | ({"text": text} if text is not None else {})
+        case wire.Reload():
+            return {"type": "reload"}
         case wire.Ping():
             return {"type": "ping"}
         case wire.Help():

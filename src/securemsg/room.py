@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from securemsg import wire
 from securemsg.history import History, MemoryHistory
 from securemsg.interfaces import IChatParticipant
+from securemsg.state import Ban, ServerState
 
 
 @dataclass(eq=False)
@@ -47,10 +48,20 @@ class Room:
 
 @dataclass(eq=False)
 class _Membership:
-    """The rooms one participant is in (in order of joining), and the current one."""
+    """
+    The rooms one participant is in (in order of joining), the current one,
+    and how the server knows them.
+    """
 
     rooms: dict[str, Room] = field(default_factory=dict)
     current: Room | None = None
+    verified: bool = False
+    fingerprint: str | None = None
+    address: str | None = None
+
+
+#: What a reload hook returns: whether it worked, and what to tell.
+ReloadResult = tuple[bool, str]
 
 
 class Chat:
@@ -75,12 +86,23 @@ class Chat:
         replay: int = 50,
         guest_prefix: str = "guest-",
         log_messages: bool = False,
+        state: ServerState | None = None,
+        operators: Iterable[str] = (),
+        certificates: bool = False,
+        reload: Callable[[], ReloadResult] | None = None,
     ) -> None:
         """
         @param clock: the time source for message times.
         @param default_room: the room everyone starts in.
         @param history: where messages are kept; by default in memory.
         @param replay: how many past messages a user gets on joining a room.
+        @param state: bans, the message of the day and the names of
+            certificate holders, kept across restarts.
+        @param operators: names that may use the operators' commands when
+            a client certificate vouches for them.
+        @param certificates: whether the server checks client certificates;
+            then guests are marked C{~name} to others.
+        @param reload: what C{/reload} calls.
         """
         problem = wire.room_problem(default_room)
         if problem is not None:
@@ -98,6 +120,10 @@ class Chat:
         self._members: dict[IChatParticipant, _Membership] = {}
         self._by_name: dict[str, IChatParticipant] = {}
         self.rooms: dict[str, Room] = {}
+        self.state = state if state is not None else ServerState()
+        self.operators = frozenset(wire.name_key(name) for name in operators)
+        self.certificates = certificates
+        self.reload = reload
 
     def __len__(self) -> int:
         return len(self._members)
@@ -129,6 +155,38 @@ class Chat:
             return None
         return membership.current.name
 
+    def label(self, participant: IChatParticipant) -> str:
+        """
+        The name as others see it: where client certificates are checked,
+        a guest without one is marked C{~name}.
+        """
+        name: str = participant.name
+        membership = self._members.get(participant)
+        if self.certificates and membership is not None and not membership.verified:
+            return "~" + name
+        return name
+
+    def is_operator(self, participant: IChatParticipant) -> bool:
+        """Operators are the listed names, vouched for by a certificate."""
+        membership = self._members.get(participant)
+        return (
+            membership is not None
+            and membership.verified
+            and wire.name_key(participant.name) in self.operators
+        )
+
+    def _save_state(self) -> bool:
+        try:
+            self.state.save()
+        except OSError as error:
+            self.log.error(
+                "could not save the server state to {path}: {error}",
+                path=self.state.path,
+                error=error.strerror,
+            )
+            return False
+        return True
+
     def _next_guest_name(self) -> str:
         while True:
             name = f"{self._guest_prefix}{next(self._guest_numbers)}"
@@ -150,24 +208,63 @@ class Chat:
         self,
         participant: IChatParticipant,
         welcome: Callable[[str], Iterable[wire.Event]] | None = None,
+        *,
+        identity: str | None = None,
+        fingerprint: str | None = None,
+        address: str | None = None,
     ) -> str:
         """
-        Let a participant in under a new unique guest name, welcome them,
-        and take them into the default room (telling its members, and
-        replaying its history).
+        Let a participant in, welcome them, and take them into the default
+        room (telling its members, and replaying its history).
 
         @param welcome: the events to give the newcomer first, given their
             name (the server's greeting).
+        @param identity: the name a verified client certificate gives; it
+            is theirs (a guest holding it is renamed, and an older
+            connection of the same holder is closed).  Without one, the
+            participant is a guest with a new unique name.
+        @param fingerprint: the client certificate's fingerprint (for bans).
+        @param address: the client's IP address (for bans of guests).
         @return: the name given to the participant.
         """
-        name = self._next_guest_name()
+        if identity is not None:
+            self._claim(identity)
+            name = identity
+            if self.state.add_holder(identity):
+                self._save_state()
+        else:
+            name = self._next_guest_name()
         participant.name = name
-        self._members[participant] = _Membership()
+        self._members[participant] = _Membership(
+            verified=identity is not None, fingerprint=fingerprint, address=address
+        )
         self._by_name[wire.name_key(name)] = participant
         for event in welcome(name) if welcome is not None else ():
             participant.deliver(event)
+        if self.state.motd:
+            participant.deliver(wire.Notice(f"motd: {self.state.motd}"))
         self.enter(participant, self.default_room)
         return name
+
+    def _claim(self, identity: str) -> None:
+        """Free a certificate holder's name for them."""
+        holder = self.find(identity)
+        if holder is None:
+            return
+        if self._members[holder].verified:
+            self.log.info(
+                "{name} connected again; closing the older connection", name=identity
+            )
+            self.leave(holder, "connected again")
+            holder.disconnect(
+                "you connected again from elsewhere; this connection is closed",
+                "connected again",
+            )
+        else:
+            holder.deliver(
+                wire.Error(f"the name {holder.name} belongs to a certificate holder")
+            )
+            self._change_name(holder, self._next_guest_name())
 
     def leave(
         self, participant: IChatParticipant, reason: str = "", *, announce: bool = True
@@ -305,7 +402,8 @@ class Chat:
                     wire.Error(f"there is no room {wire.sanitize(room_name)[:25]}")
                 )
         if room is not None:
-            participant.deliver(wire.WhoList(room.name, room.names()))
+            labels = tuple(self.label(member) for member in room.members)
+            participant.deliver(wire.WhoList(room.name, labels))
 
     # Speaking
 
@@ -317,7 +415,10 @@ class Chat:
         if room is None:
             return
         event = wire.Message(
-            participant.name, wire.sanitize(text), room.name, self.clock.seconds()
+            self.label(participant),
+            wire.sanitize(text),
+            room.name,
+            self.clock.seconds(),
         )
         if self.log_messages:
             self.log.info(
@@ -335,7 +436,10 @@ class Chat:
         if room is None:
             return
         event = wire.Action(
-            participant.name, wire.sanitize(text), room.name, self.clock.seconds()
+            self.label(participant),
+            wire.sanitize(text),
+            room.name,
+            self.clock.seconds(),
         )
         if self.log_messages:
             self.log.info(
@@ -361,7 +465,10 @@ class Chat:
             participant.deliver(wire.Error(f"nobody here is called {shown}"))
             return
         event = wire.PrivateMessage(
-            participant.name, recipient.name, wire.sanitize(text), self.clock.seconds()
+            self.label(participant),
+            self.label(recipient),
+            wire.sanitize(text),
+            self.clock.seconds(),
         )
         if self.log_messages:
             self.log.info(
@@ -393,6 +500,20 @@ class Chat:
         if new_name == old_name:
             participant.deliver(wire.Renamed(old_name, new_name, you=True))
             return
+        if self._members[participant].verified:
+            participant.deliver(
+                wire.Error("your name comes from your client certificate")
+            )
+            return
+        if self.state.is_holder(new_name):
+            participant.deliver(
+                wire.Error(f"the name {new_name} belongs to a certificate holder")
+            )
+            return
+        self._change_name(participant, new_name)
+
+    def _change_name(self, participant: IChatParticipant, new_name: str) -> None:
+        old_name = participant.name
         del self._by_name[wire.name_key(old_name)]
         participant.name = new_name
         self._by_name[wire.name_key(new_name)] = participant
@@ -433,6 +554,138 @@ class Chat:
 
         return fetching.addCallbacks(deliver, failed)
 
+    # Operators
+
+    def _operator(self, participant: IChatParticipant, command: str) -> bool:
+        if self.is_operator(participant):
+            return True
+        participant.deliver(
+            wire.Error(f"permission denied: {command} is for operators")
+        )
+        return False
+
+    def kick(self, participant: IChatParticipant, name: str, reason: str) -> None:
+        """(Operators) disconnect someone, telling everyone why."""
+        if not self._operator(participant, "/kick"):
+            return
+        target = self.find(name)
+        if target is None:
+            participant.deliver(
+                wire.Error(f"nobody here is called {wire.sanitize(name)[:25]}")
+            )
+            return
+        why = f"kicked by {participant.name}" + (
+            f": {wire.sanitize(reason)}" if reason else ""
+        )
+        self.log.info(
+            "{operator} kicked {name}", operator=participant.name, name=target.name
+        )
+        self.leave(target, why)
+        target.disconnect(why, why)
+
+    def ban(self, participant: IChatParticipant, name: str) -> None:
+        """
+        (Operators) keep someone out for good: a certificate holder by the
+        certificate's fingerprint, a guest by IP address; and disconnect
+        them.
+        """
+        if not self._operator(participant, "/ban"):
+            return
+        target = self.find(name)
+        if target is None:
+            participant.deliver(
+                wire.Error(
+                    f"nobody here is called {wire.sanitize(name)[:25]};"
+                    " /ban works on people who are connected"
+                )
+            )
+            return
+        membership = self._members[target]
+        entry = Ban(target.name, participant.name, self.clock.seconds())
+        if membership.verified and membership.fingerprint is not None:
+            self.state.fingerprints[membership.fingerprint] = entry
+            what = f"certificate {membership.fingerprint}"
+        elif membership.address is not None:
+            self.state.addresses[membership.address] = entry
+            what = f"address {membership.address}"
+        else:
+            participant.deliver(
+                wire.Error(f"{target.name} cannot be banned: no certificate or address")
+            )
+            return
+        if not self._save_state():
+            participant.deliver(
+                wire.Error(
+                    "the ban holds until restart: the state file could not be written"
+                )
+            )
+        self.log.info(
+            "{operator} banned {name} ({what})",
+            operator=participant.name,
+            name=target.name,
+            what=what,
+        )
+        participant.deliver(wire.Notice(f"banned {target.name} ({what})"))
+        why = f"banned by {participant.name}"
+        self.leave(target, why)
+        target.disconnect(f"you are {why}", why)
+
+    def unban(self, participant: IChatParticipant, target: str) -> None:
+        """(Operators) lift the bans on a name, a fingerprint or an address."""
+        if not self._operator(participant, "/unban"):
+            return
+        lifted = self.state.unban(target)
+        if not lifted:
+            participant.deliver(
+                wire.Error(f"no ban matches {wire.sanitize(target)[:80]}")
+            )
+            return
+        self._save_state()
+        self.log.info(
+            "{operator} lifted bans: {lifted}",
+            operator=participant.name,
+            lifted=", ".join(lifted),
+        )
+        participant.deliver(wire.Notice(f"unbanned: {', '.join(lifted)}"))
+
+    def motd(self, participant: IChatParticipant, text: str | None) -> None:
+        """Show the message of the day; (operators) set or clear it."""
+        if text is None:
+            shown = self.state.motd or "(none)"
+            participant.deliver(wire.Notice(f"motd: {shown}"))
+            return
+        if not self._operator(participant, "/motd"):
+            return
+        self.state.motd = wire.sanitize(text)
+        self._save_state()
+        event = wire.Notice(f"motd: {self.state.motd or '(none)'}")
+        for member in list(self._members):
+            member.deliver(event)
+
+    def do_reload(self, participant: IChatParticipant) -> None:
+        """(Operators) reload the certificates and say how it went."""
+        if not self._operator(participant, "/reload"):
+            return
+        if self.reload is None:
+            participant.deliver(
+                wire.Error("this server cannot reload its certificates")
+            )
+            return
+        self.log.info(
+            "{operator} asked for a certificate reload", operator=participant.name
+        )
+        worked, message = self.reload()
+        participant.deliver(wire.Notice(message) if worked else wire.Error(message))
+
+    def identity(self, participant: IChatParticipant) -> wire.Identity:
+        """How the server knows a participant, for /whoami."""
+        membership = self._members[participant]
+        if not self.certificates:
+            return wire.Identity(participant.name)
+        return wire.Identity(
+            participant.name, membership.verified, membership.fingerprint
+        )
+
     # Commands
 
     def handle(self, participant: IChatParticipant, command: wire.Command) -> None:
@@ -463,7 +716,17 @@ class Chat:
             case wire.HistoryRequest(target, count):
                 self.show_history(participant, target, count)
             case wire.WhoAmI():
-                participant.deliver(wire.Identity(participant.name))
+                participant.deliver(self.identity(participant))
+            case wire.Kick(name, reason):
+                self.kick(participant, name, reason)
+            case wire.Ban(name):
+                self.ban(participant, name)
+            case wire.Unban(target):
+                self.unban(participant, target)
+            case wire.Motd(text):
+                self.motd(participant, text)
+            case wire.Reload():
+                self.do_reload(participant)
             case wire.Help():
                 for line in wire.help_lines():
                     participant.deliver(line)

@@ -32,7 +32,8 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securemsg import jsonwire, wire
+from securemsg import certs, jsonwire, wire
+from securemsg.ca import identity_from_certificate
 from securemsg.flood import TokenBucket
 from securemsg.history import History
 from securemsg.interfaces import IChatParticipant
@@ -52,6 +53,12 @@ def describe_peer(address: IAddress) -> str:
     if isinstance(address, UNIXAddress):
         return f"unix:{address.name!r}"
     return str(address)
+
+
+def _host(address: IAddress) -> str | None:
+    if isinstance(address, IPv4Address | IPv6Address):
+        return address.host
+    return None
 
 
 def describe_reason(reason: Failure) -> str:
@@ -158,13 +165,51 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self._joined = True
         if self.limits.idle_timeout:
             self.setTimeout(self.limits.idle_timeout)
+        identity, fingerprint = self._client_certificate()
+        address = _host(self.transport.getPeer())
+        ban = self.factory.chat.state.banned(fingerprint, address)
+        if ban is not None:
+            self.log.info(
+                "{peer} refused: banned by {by} (as {name})",
+                peer=self.peer,
+                by=ban.by,
+                name=ban.name,
+            )
+            self._joined = False
+            self.deliver(wire.Error("you are banned from this server"))
+            self._close()
+            return
         name = self.factory.chat.join(
             self,
             lambda name: [
                 wire.Notice(line) for line in self.factory.greeting_lines(name)
             ],
+            identity=identity,
+            fingerprint=fingerprint,
+            address=address,
         )
-        self.log.info("{peer} is {name}", peer=self.peer, name=name)
+        if identity is not None:
+            self.log.info(
+                "{peer} is {name} (client certificate {fingerprint})",
+                peer=self.peer,
+                name=name,
+                fingerprint=fingerprint,
+            )
+        else:
+            self.log.info("{peer} is {name}", peer=self.peer, name=name)
+
+    def _client_certificate(self) -> tuple[str | None, str | None]:
+        """
+        The name and fingerprint of the client's certificate, if it gave one
+        (it was verified in the handshake against the client CA).
+        """
+        get = getattr(self.transport, "getPeerCertificate", None)
+        peer = get() if get is not None else None
+        if peer is None:
+            return None, None
+        certificate = peer.to_cryptography()
+        identity = identity_from_certificate(certificate)
+        return identity, certs.fingerprint(certificate)
 
     # Sending
 

@@ -16,15 +16,19 @@ from twisted.python import usage
 from securemsg import tls, wire
 from securemsg.history import History, HistoryError, MemoryHistory, SqliteHistory
 from securemsg.limits import Limits
+from securemsg.reload import CertificateReloader, ReloadService
+from securemsg.room import Chat
 from securemsg.server import (
     DEFAULT_GREETING,
     DEFAULT_MAX_LINE_LENGTH,
     ChatServerFactory,
 )
 from securemsg.service import ChatService, ListenError
+from securemsg.state import ServerState, StateError
 
 DEFAULT_PORT: Final = 50000
 DEFAULT_HISTORY_DB: Final = "securemsg-history.sqlite3"
+DEFAULT_STATE_FILE: Final = "securemsg-state.json"
 
 
 def _port_number(value: str) -> int:
@@ -91,6 +95,13 @@ class Options(usage.Options):
             None,
             "Also keep private messages in the history (off: they are not kept).",
         ],
+        [
+            "watch-certs",
+            None,
+            "Reload the certificates when their files change (SIGHUP and an"
+            " operator's /reload always do).",
+        ],
+        ["check", None, "Check the certificates and key, print a report, and exit."],
     ]
 
     optParameters: list[Any] = [
@@ -125,6 +136,35 @@ class Options(usage.Options):
             _positive,
         ],
         ["tls-min", None, "1.2", "Lowest TLS version accepted: 1.2 or 1.3."],
+        [
+            "client-ca",
+            None,
+            None,
+            "Verify client certificates against this CA file (mutual TLS); a"
+            " verified client's name is its certificate's.",
+        ],
+        [
+            "client-auth",
+            None,
+            "required",
+            "With --client-ca: 'required' (no certificate, no entry) or"
+            " 'optional' (clients without one are guests, shown as ~name).",
+        ],
+        ["crl", None, None, "Refuse client certificates this CRL (PEM) revokes."],
+        [
+            "operators",
+            None,
+            "",
+            "Comma-separated names (certificate holders only) that may /kick,"
+            " /ban, /unban, /motd and /reload.",
+        ],
+        [
+            "state",
+            None,
+            DEFAULT_STATE_FILE,
+            "File that keeps bans, the message of the day and certificate"
+            " holders' names across restarts.",
+        ],
         ["default-room", None, wire.DEFAULT_ROOM, "The room everyone starts in."],
         [
             "history-db",
@@ -235,11 +275,43 @@ class Options(usage.Options):
         problem = wire.room_problem(self["default-room"])
         if problem is not None:
             raise usage.UsageError(f"--default-room: {problem}")
+        if self["client-auth"] not in ("required", "optional"):
+            raise usage.UsageError(
+                "--client-auth must be required or optional,"
+                f" not {self['client-auth']!r}"
+            )
+        if self["crl"] is not None and self["client-ca"] is None:
+            raise usage.UsageError("--crl needs --client-ca")
+        operators = [
+            name.strip() for name in self["operators"].split(",") if name.strip()
+        ]
+        for name in operators:
+            problem = wire.name_problem(name)
+            if problem is not None:
+                raise usage.UsageError(f"--operators: {name!r}: {problem}")
+        if operators and self["client-ca"] is None:
+            raise usage.UsageError(
+                "--operators needs --client-ca:"
+                " operators are known by their certificates"
+            )
+        self["operators"] = operators
         if self["tls-min"] not in tls.TLS_VERSIONS:
             raise usage.UsageError(
                 f"--tls-min must be one of {', '.join(tls.TLS_VERSIONS)}, "
                 f"not {self['tls-min']!r}"
             )
+
+    def tls_settings(self) -> tls.TLSSettings:
+        """The L{tls.TLSSettings} these options ask for."""
+        return tls.TLSSettings(
+            cert_path=self["cert"],
+            key_path=self["key"],
+            passphrases=tls.PassphraseSource.from_process(self["key-passphrase-file"]),
+            minimum=tls.TLS_VERSIONS[self["tls-min"]],
+            client_ca_path=self["client-ca"],
+            client_auth=self["client-auth"],
+            crl_path=self["crl"],
+        )
 
     def limits(self) -> Limits:
         """The L{Limits} these options ask for."""
@@ -299,33 +371,42 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
     @raise tls.TLSConfigError: if the certificate, key or an endpoint cannot
         be used.
     @raise HistoryError: if the history database cannot be used.
+    @raise StateError: if the state file cannot be used.
     """
-    credentials = tls.load_credentials(
-        options["cert"],
-        options["key"],
-        tls.PassphraseSource.from_process(options["key-passphrase-file"]),
-    )
-    creator = tls.ServerTLS(
-        tls.make_server_context(credentials, tls.TLS_VERSIONS[options["tls-min"]])
-    )
+    settings = options.tls_settings()
+    loaded = tls.load_tls(settings)
+    creator = tls.ServerTLS(loaded.context)
+    reloader = CertificateReloader(settings, creator, loaded)
     limits = options.limits()
+    state = ServerState.load(options["state"])
+    state.check_writable()
     history = open_history(reactor, options)
+    chat = Chat(
+        reactor,
+        default_room=options["default-room"],
+        history=history,
+        replay=options["history-replay"],
+        log_messages=options["log-messages"],
+        state=state,
+        operators=options["operators"],
+        certificates=settings.client_ca_path is not None,
+        reload=lambda: reloader.reload("/reload by an operator"),
+    )
     factory = ChatServerFactory(
         reactor,
         greeting=options["greeting"],
         max_line_length=options["max-line-length"],
-        log_messages=options["log-messages"],
         limits=limits,
-        default_room=options["default-room"],
-        history=history,
-        replay=options["history-replay"],
+        chat=chat,
     )
     endpoints = [
         (description, tls.tls_server_endpoint(reactor, description, creator, limits))
         for description in options.endpoint_descriptions()
     ]
     top = MultiService()
-    _StartupGuard(ChatService(factory, endpoints, credentials)).setServiceParent(top)
+    service = ChatService(factory, endpoints, loaded.credentials)
+    _StartupGuard(service).setServiceParent(top)
+    ReloadService(reloader, reactor, watch=options["watch-certs"]).setServiceParent(top)
     return top
 
 
@@ -369,5 +450,5 @@ def makeService(options: Options) -> MultiService:
 
     try:
         return make_service(reactor, options)  # type: ignore[arg-type]
-    except (tls.TLSConfigError, HistoryError) as error:
+    except (tls.TLSConfigError, HistoryError, StateError) as error:
         raise SystemExit(f"securemsg: {error}") from None

@@ -18,6 +18,7 @@ import os
 import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from getpass import getpass
 from pathlib import Path
 from typing import Final
@@ -33,7 +34,13 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamServerEndpoint,
 )
-from twisted.internet.ssl import AcceptableCiphers, CertificateOptions, TLSVersion
+from twisted.internet.ssl import (
+    AcceptableCiphers,
+    Certificate,
+    CertificateOptions,
+    TLSVersion,
+    trustRootFromCertificates,
+)
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
@@ -92,9 +99,15 @@ class PassphraseSource:
 
     @classmethod
     def from_process(cls, path: str | None = None) -> PassphraseSource:
-        """The sources a real server process has."""
+        """
+        The sources a real server process has.  A passphrase typed at the
+        prompt is remembered, so that a certificate reload (when there is no
+        terminal any more) can open the key again.
+        """
         interactive = sys.stdin is not None and sys.stdin.isatty()
-        return cls(path, os.environ, getpass if interactive else None)
+        return cls(
+            path, os.environ, _RememberingPrompt(getpass) if interactive else None
+        )
 
     def get(self, key_path: str) -> bytes | None:
         """
@@ -118,6 +131,19 @@ class PassphraseSource:
         if self.prompt is not None:
             return self.prompt(f"Passphrase for {key_path}: ").encode("utf-8")
         return None
+
+
+class _RememberingPrompt:
+    """A prompt that asks once and then gives the same answer."""
+
+    def __init__(self, ask: Callable[[str], str]) -> None:
+        self._ask = ask
+        self._answer: str | None = None
+
+    def __call__(self, prompt: str) -> str:
+        if self._answer is None:
+            self._answer = self._ask(prompt)
+        return self._answer
 
 
 @dataclass(frozen=True)
@@ -232,14 +258,33 @@ def load_credentials(
 
 
 def make_server_context(
-    credentials: ServerCredentials, minimum: TLSVersion = TLSVersion.TLSv1_2
+    credentials: ServerCredentials,
+    minimum: TLSVersion = TLSVersion.TLSv1_2,
+    *,
+    client_cas: list[x509.Certificate] | None = None,
+    require_client_certificate: bool = True,
+    crl: x509.CertificateRevocationList | None = None,
 ) -> SSL.Context:
     """
     Build the OpenSSL context for serving with C{credentials}: TLS 1.2 or
     better (or C{minimum}), Mozilla intermediate ciphers and groups in the
     client's order of preference, no compression, no renegotiation, session
     resumption on.
+
+    @param client_cas: if given, clients' certificates are verified against
+        these CAs (mutual TLS): a client without one fails the handshake if
+        C{require_client_certificate}, else it may go on as a guest; a
+        client whose certificate does not verify always fails.
+    @param crl: certificates this revocation list names are refused.
     """
+    verification: dict[str, object] = {}
+    if client_cas:
+        verification = {
+            "trustRoot": trustRootFromCertificates(
+                [Certificate(crypto.X509.from_cryptography(ca)) for ca in client_cas]
+            ),
+            "requireCertificate": require_client_certificate,
+        }
     options = CertificateOptions(
         privateKey=crypto.PKey.from_cryptography_key(credentials.key),
         certificate=crypto.X509.from_cryptography(credentials.chain[0]),
@@ -252,6 +297,7 @@ def make_server_context(
         ),
         enableSessions=True,
         enableSessionTickets=True,
+        **verification,  # type: ignore[arg-type]
     )
     # Mozilla's profiles let the client's order win (every suite offered is
     # strong, and a client without AES hardware then gets ChaCha20), but
@@ -265,7 +311,141 @@ def make_server_context(
     if not _openssl_lib.SSL_CTX_set1_curves_list(context._context, INTERMEDIATE_GROUPS):
         raise TLSConfigError("this OpenSSL cannot limit the key exchange groups")
     context.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+    if crl is not None:
+        store = context.get_cert_store()
+        assert store is not None
+        store.add_crl(crl)
+        store.set_flags(crypto.X509StoreFlags.CRL_CHECK)
     return context
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    """
+    Where the server's TLS material comes from: read at start, and again on
+    each reload.
+
+    @ivar client_ca_path: PEM file of CAs whose client certificates are
+        accepted (mutual TLS); L{None} for none.
+    @ivar client_auth: C{"required"}: clients must present a certificate;
+        C{"optional"}: clients without one are guests.
+    @ivar crl_path: PEM certificate revocation list of the client CA.
+    """
+
+    cert_path: str
+    key_path: str | None = None
+    passphrases: PassphraseSource = PassphraseSource()
+    minimum: TLSVersion = TLSVersion.TLSv1_2
+    client_ca_path: str | None = None
+    client_auth: str = "required"
+    crl_path: str | None = None
+
+    def files(self) -> list[str]:
+        """Every file these settings read."""
+        found = [self.cert_path, key_path_for(self.cert_path, self.key_path)]
+        found += [path for path in (self.client_ca_path, self.crl_path) if path]
+        return found
+
+
+@dataclass(frozen=True)
+class LoadedTLS:
+    """TLS material loaded from L{TLSSettings}, and the context made of it."""
+
+    credentials: ServerCredentials
+    context: SSL.Context
+    client_cas: list[x509.Certificate]
+    crl: x509.CertificateRevocationList | None
+
+
+def _load_client_cas(path: str) -> list[x509.Certificate]:
+    try:
+        cas = x509.load_pem_x509_certificates(_read(path, "client CA"))
+    except ValueError:
+        raise TLSConfigError(f"{path} holds no PEM certificate") from None
+    for ca in cas:
+        try:
+            constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints)
+        except x509.ExtensionNotFound:
+            constraints = None
+        if constraints is None or not constraints.value.ca:
+            raise TLSConfigError(
+                f"client CA {path} holds a certificate that is not a CA"
+                " (make one with: securemsg ca init DIR)"
+            )
+    return cas
+
+
+def _load_crl(
+    path: str, issuers: list[x509.Certificate], now: datetime
+) -> x509.CertificateRevocationList:
+    try:
+        crl = x509.load_pem_x509_crl(_read(path, "CRL"))
+    except ValueError:
+        raise TLSConfigError(
+            f"{path} holds no PEM certificate revocation list"
+        ) from None
+    signed = any(
+        crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
+        for ca in issuers
+    )
+    if not signed:
+        raise TLSConfigError(f"CRL {path} is not signed by the client CA")
+    next_update = crl.next_update_utc
+    if next_update is not None and next_update < now:
+        raise TLSConfigError(
+            f"CRL {path} expired on {next_update:%Y-%m-%d %H:%M} UTC; every client"
+            " certificate would be refused (re-sign it: securemsg ca crl DIR)"
+        )
+    return crl
+
+
+def load_tls(
+    settings: TLSSettings, *, strict: bool = False, now: datetime | None = None
+) -> LoadedTLS:
+    """
+    Load and check everything in C{settings} and make the context.
+
+    @param strict: also refuse a certificate that has expired, is not yet
+        valid, or has no SubjectAltName (for a reload: the old certificate
+        stays in service instead).  At start these are only warned about.
+    @raise TLSConfigError: for anything that would stop serving with it.
+    """
+    now = now or datetime.now(UTC)
+    credentials = load_credentials(
+        settings.cert_path, settings.key_path, settings.passphrases
+    )
+    if strict:
+        certificate = credentials.certificate
+        if certificate.not_valid_after_utc < now:
+            raise TLSConfigError(f"certificate {settings.cert_path} has expired")
+        if certificate.not_valid_before_utc > now:
+            raise TLSConfigError(f"certificate {settings.cert_path} is not valid yet")
+        if not certs.subject_alt_names(certificate):
+            raise TLSConfigError(
+                f"certificate {settings.cert_path} has no SubjectAltName;"
+                " clients would refuse it"
+            )
+    client_cas: list[x509.Certificate] = []
+    crl = None
+    if settings.client_ca_path is not None:
+        client_cas = _load_client_cas(settings.client_ca_path)
+        if settings.crl_path is not None:
+            crl = _load_crl(settings.crl_path, client_cas, now)
+    elif settings.crl_path is not None:
+        raise TLSConfigError("a CRL needs the client CA that signed it (--client-ca)")
+    if settings.client_auth not in ("required", "optional"):
+        raise TLSConfigError(
+            "client authentication must be required or optional,"
+            f" not {settings.client_auth!r}"
+        )
+    context = make_server_context(
+        credentials,
+        settings.minimum,
+        client_cas=client_cas or None,
+        require_client_certificate=settings.client_auth == "required",
+        crl=crl,
+    )
+    return LoadedTLS(credentials, context, client_cas, crl)
 
 
 @implementer(IOpenSSLServerConnectionCreator)

@@ -216,6 +216,40 @@ class Format:
 
 
 @dataclass(frozen=True, slots=True)
+class Kick:
+    """(Operators) disconnect C{name}, telling everyone C{reason}."""
+
+    name: str
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Ban:
+    """(Operators) keep C{name} out: by certificate, or by address for guests."""
+
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Unban:
+    """(Operators) lift the bans on a name, fingerprint or address."""
+
+    target: str
+
+
+@dataclass(frozen=True, slots=True)
+class Motd:
+    """Show the message of the day, or (operators) set it; C{""} clears it."""
+
+    text: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """(Operators) reload the server's certificates."""
+
+
+@dataclass(frozen=True, slots=True)
 class WhoAmI:
     """Ask for one's own name; the server answers C{*** you are NAME}."""
 
@@ -256,6 +290,11 @@ Command = (
     | Topic
     | HistoryRequest
     | Format
+    | Kick
+    | Ban
+    | Unban
+    | Motd
+    | Reload
     | WhoAmI
     | Ping
     | Help
@@ -278,7 +317,13 @@ COMMANDS: Final = (
     ("/msg NAME TEXT", "send TEXT to NAME only"),
     ("/me TEXT", "act: others see * yourname TEXT"),
     ("/nick NAME", "change your name"),
-    ("/whoami", "show your own name"),
+    ("/whoami", "show your name and how the server knows you"),
+    ("/motd", "show the message of the day"),
+    ("/kick NAME [REASON]", "(operators) disconnect someone"),
+    ("/ban NAME", "(operators) keep someone out (certificate or address)"),
+    ("/unban NAME|FINGERPRINT|ADDRESS", "(operators) lift a ban"),
+    ("/motd TEXT", "(operators) set the message of the day ('/motd -' clears)"),
+    ("/reload", "(operators) reload the server's certificates"),
     ("/format json|text", "switch this connection's line format"),
     ("/ping", "check the connection (the server answers pong)"),
     ("/help", "show this list"),
@@ -356,6 +401,24 @@ def parse_command(line: str) -> Command | None:
             return Format(rest.lower())
         case "whoami":
             return WhoAmI()
+        case "kick":
+            if not first or " " in first:
+                return Invalid("usage: /kick NAME [REASON]")
+            return Kick(first, after)
+        case "ban":
+            if not rest or " " in rest:
+                return Invalid("usage: /ban NAME")
+            return Ban(rest)
+        case "unban":
+            if not rest or " " in rest:
+                return Invalid("usage: /unban NAME|FINGERPRINT|ADDRESS")
+            return Unban(rest)
+        case "motd":
+            if rest == "-":
+                return Motd("")
+            return Motd(rest or None)
+        case "reload":
+            return Reload()
         case "ping":
             return Ping()
         case "help":
@@ -396,6 +459,18 @@ def command_to_text(command: Command) -> str:
             return f"/format {kind}"
         case WhoAmI():
             return "/whoami"
+        case Kick(name, reason):
+            return f"/kick {name} {reason}".rstrip()
+        case Ban(name):
+            return f"/ban {name}"
+        case Unban(target):
+            return f"/unban {target}"
+        case Motd(text):
+            if text is None:
+                return "/motd"
+            return f"/motd {text}" if text else "/motd -"
+        case Reload():
+            return "/reload"
         case Ping():
             return "/ping"
         case Help():
@@ -547,12 +622,23 @@ class Renamed:
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """The reply to /whoami."""
+    """
+    The reply to /whoami: the name, and whether a client certificate vouches
+    for it (L{None} when the server does not check client certificates).
+    """
 
     name: str
+    verified: bool | None = None
+    fingerprint: str | None = None
 
     def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
-        return f"{NOTICE_PREFIX}you are {self.name}"
+        if self.verified is None:
+            how = ""
+        elif self.verified:
+            how = f" (verified by client certificate {self.fingerprint})"
+        else:
+            how = " (guest: no client certificate)"
+        return f"{NOTICE_PREFIX}you are {self.name}{how}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -662,7 +748,8 @@ def encode(event: Event, default_room: str | None = DEFAULT_ROOM) -> bytes:
 # ---------------------------------------------------------------------------
 # Reading server lines back (for clients)
 
-_NAME: Final = r"[A-Za-z][A-Za-z0-9_-]*"
+# A name as others see it: "~" marks a guest where certificates are checked.
+_NAME: Final = r"~?[A-Za-z][A-Za-z0-9_-]*"
 _ROOM: Final = r"(?:(?P<room>#[A-Za-z][A-Za-z0-9_-]*) )?"
 _PRIVATE_LINE: Final = re.compile(
     rf"\[(?P<sender>{_NAME}) -> (?P<recipient>{_NAME})\] (?P<text>.*)", re.DOTALL

@@ -1,0 +1,163 @@
+# -*- test-case-name: tests.test_state -*-
+"""
+What the server remembers across restarts besides the history: bans, the
+message of the day, and the names that belong to certificate holders.
+
+It is a small JSON file, rewritten whole (atomically) on each change.
+Changes are rare (an operator's command), so the write is done at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from securemsg import wire
+
+VERSION: Final = 1
+
+
+class StateError(Exception):
+    """The state file cannot be used; the message is one line."""
+
+
+@dataclass
+class Ban:
+    """One ban: who it was for, who made it, and when."""
+
+    name: str
+    by: str
+    time: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "by": self.by, "time": self.time}
+
+
+@dataclass
+class ServerState:
+    """
+    Bans by certificate fingerprint and by IP address, the message of the
+    day, and the names of certificate holders seen (reserved for them).
+
+    @ivar path: where it is saved; L{None} keeps it in memory only.
+    """
+
+    path: str | None = None
+    fingerprints: dict[str, Ban] = field(default_factory=dict)
+    addresses: dict[str, Ban] = field(default_factory=dict)
+    motd: str = ""
+    holders: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: str | None) -> ServerState:
+        """
+        Read the state file, or start afresh if it does not exist yet.
+
+        @raise StateError: if it exists but cannot be read or understood.
+        """
+        state = cls(path)
+        if path is None or not os.path.exists(path):
+            return state
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("version") != VERSION:
+                raise ValueError("not a securemsg state file of a known version")
+            for fingerprint, ban in (
+                data.get("bans", {}).get("fingerprints", {}).items()
+            ):
+                state.fingerprints[fingerprint] = Ban(
+                    ban["name"], ban["by"], ban["time"]
+                )
+            for address, ban in data.get("bans", {}).get("addresses", {}).items():
+                state.addresses[address] = Ban(ban["name"], ban["by"], ban["time"])
+            state.motd = str(data.get("motd", ""))
+            for name in data.get("holders", []):
+                state.holders[wire.name_key(name)] = name
+        except OSError as error:
+            raise StateError(
+                f"cannot read state file {path}: {error.strerror}"
+            ) from None
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            raise StateError(
+                f"state file {path} is damaged ({error}); move it away to start afresh"
+            ) from None
+        return state
+
+    def check_writable(self) -> None:
+        """
+        @raise StateError: if the state could not be saved.
+        """
+        if self.path is None:
+            return
+        directory = os.path.dirname(os.path.abspath(self.path))
+        if not os.access(directory, os.W_OK):
+            raise StateError(
+                f"cannot write state file {self.path}: its folder is not writable"
+            )
+
+    def save(self) -> None:
+        """Write the state file atomically (a new file, then a rename)."""
+        if self.path is None:
+            return
+        data = {
+            "version": VERSION,
+            "bans": {
+                "fingerprints": {k: v.as_json() for k, v in self.fingerprints.items()},
+                "addresses": {k: v.as_json() for k, v in self.addresses.items()},
+            },
+            "motd": self.motd,
+            "holders": sorted(self.holders.values()),
+        }
+        directory = os.path.dirname(os.path.abspath(self.path))
+        descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".state-")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                json.dump(data, file, indent=1, sort_keys=True)
+                file.write("\n")
+            os.replace(temporary, self.path)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+
+    # Bans
+
+    def banned(self, fingerprint: str | None, address: str | None) -> Ban | None:
+        """The ban that keeps this certificate or address out, if any."""
+        if fingerprint is not None and fingerprint in self.fingerprints:
+            return self.fingerprints[fingerprint]
+        if address is not None and address in self.addresses:
+            return self.addresses[address]
+        return None
+
+    def unban(self, target: str) -> list[str]:
+        """
+        Lift the bans on a name, a fingerprint or an address.
+
+        @return: what was unbanned.
+        """
+        lifted: list[str] = []
+        key = wire.name_key(target)
+        for bans in (self.fingerprints, self.addresses):
+            for banned, ban in list(bans.items()):
+                if banned == target or wire.name_key(ban.name) == key:
+                    del bans[banned]
+                    lifted.append(banned)
+        return lifted
+
+    # Names of certificate holders
+
+    def add_holder(self, name: str) -> bool:
+        """Remember a certificate holder's name; say whether it was new."""
+        key = wire.name_key(name)
+        if key in self.holders:
+            return False
+        self.holders[key] = name
+        return True
+
+    def is_holder(self, name: str) -> bool:
+        """Whether C{name} belongs to a certificate holder."""
+        return wire.name_key(name) in self.holders
