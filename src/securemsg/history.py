@@ -279,6 +279,12 @@ class SqliteHistory(MemoryHistory):
                 ") WHERE newest <= ? ORDER BY id",
                 (per_room,),
             ).fetchall()
+        except sqlite3.Error:
+            # Damage that the quick check does not see, such as text that is
+            # not UTF-8: one line too, not a traceback.
+            raise HistoryError(
+                f"history database {path} is damaged; move it away to start afresh"
+            ) from None
         finally:
             connection.close()
         pool = adbapi.ConnectionPool(
@@ -327,7 +333,12 @@ class SqliteHistory(MemoryHistory):
                 )
             )
             self._writing = writing
-        return self._writing
+        # A Deferred of its own for each caller: fetch chains its query onto
+        # it, so handing out self._writing itself would let one caller's
+        # callbacks change (or delay) what every later caller gets.
+        written: Deferred[None] = Deferred()
+        self._writing.addBoth(lambda _: written.callback(None))
+        return written
 
     def prune(self) -> Deferred[None]:
         """Apply the retention limits (count per room, age) in the database."""

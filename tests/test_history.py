@@ -1,0 +1,640 @@
+"""
+Tests for L{securemsg.history}: L{MemoryHistory} with a fake clock, and
+L{SqliteHistory} on real files with the real reactor's threads (its time
+comes from a fake clock, so nothing here waits for time to pass).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import reactor as _global_reactor
+from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.task import Clock
+from twisted.python import threadable
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from securemsg import history as history_module
+from securemsg import wire
+from securemsg.history import (
+    FLUSH_DELAY,
+    PRUNE_INTERVAL,
+    SCHEMA_VERSION,
+    HistoryError,
+    MemoryHistory,
+    SqliteHistory,
+)
+
+from ._loopback import bounded
+
+reactor: Any = _global_reactor
+
+#: 2025-11-27T13:05:22Z, the start of every fake clock here.
+START = 1764248722.0
+HOUR = 3600.0
+
+
+def say(sender: str, text: str, room: str, time: float | None) -> wire.Message:
+    return wire.Message(sender, text, room, time)
+
+
+def replayed(*events: wire.Replayable) -> list[wire.Replayable]:
+    """The events as the history gives them back: marked as replayed."""
+    return [replace(event, replayed=True) for event in events]
+
+
+class MemoryHistoryTests(SynchronousTestCase):
+    """
+    L{MemoryHistory} keeps the last messages of each room, and private ones
+    only if asked, and replays nothing older than its maximum age.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(START)
+
+    def test_bounded_per_room(self) -> None:
+        """
+        Each room keeps its own last C{per_room} messages, oldest first;
+        room names are the same whatever their case.
+        """
+        history = MemoryHistory(self.clock, per_room=2)
+        dev = [say("a", f"dev {n}", "#dev", START + n) for n in range(4)]
+        ops = [say("b", "ops", "#ops", START)]
+        for event in [*dev[:2], *ops, *dev[2:]]:
+            history.record(event)
+        self.assertEqual(history.recent("#dev"), dev[2:])
+        self.assertEqual(history.recent("#DEV"), dev[2:])
+        self.assertEqual(history.recent("#ops"), ops)
+        self.assertEqual(history.recent("#nowhere"), [])
+        self.assertEqual(self.successResultOf(history.fetch("#dev", 1)), dev[3:])
+        self.assertEqual(self.successResultOf(history.fetch("#dev", 50)), dev[2:])
+
+    def test_keeps_nothing(self) -> None:
+        """With C{per_room} 0, or for a message with no room, nothing is kept."""
+        history = MemoryHistory(self.clock, per_room=0)
+        history.record(say("a", "x", "#dev", START))
+        self.assertEqual(history.recent("#dev"), [])
+        history = MemoryHistory(self.clock)
+        history.record(say("a", "x", None, START))  # type: ignore[arg-type]
+        self.assertEqual(history._rooms, {})
+
+    def test_max_age(self) -> None:
+        """Messages older than C{max_age} are no longer replayed or fetched."""
+        history = MemoryHistory(self.clock, max_age=HOUR, store_private=True)
+        old = say("a", "old", "#dev", START - HOUR - 1)
+        edge = say("a", "edge", "#dev", START - HOUR)
+        new = say("a", "new", "#dev", START)
+        whisper = wire.PrivateMessage("a", "b", "psst", START - 2 * HOUR)
+        for event in (old, edge, new, whisper):
+            history.record(event)
+        self.assertEqual(history.recent("#dev"), [edge, new])
+        self.assertEqual(self.successResultOf(history.fetch("#dev", 10)), [edge, new])
+        self.assertEqual(self.successResultOf(history.fetch_private("a", "b", 9)), [])
+        self.clock.advance(1)
+        self.assertEqual(history.recent("#dev"), [new])
+        self.clock.advance(HOUR)
+        self.assertEqual(history.recent("#dev"), [])
+
+    def test_private(self) -> None:
+        """
+        Private messages are kept only with C{store_private}; then a
+        conversation is found from either side, whatever the names' case.
+        """
+        events = [
+            wire.PrivateMessage("alice", "bob", "one", START),
+            wire.PrivateMessage("Bob", "Alice", "two", START + 1),
+            wire.PrivateMessage("alice", "carol", "other", START + 2),
+        ]
+        kept = MemoryHistory(self.clock, store_private=True)
+        dropped = MemoryHistory(self.clock)
+        for event in events:
+            kept.record(event)
+            dropped.record(event)
+        self.assertEqual(
+            self.successResultOf(kept.fetch_private("BOB", "alice", 10)), events[:2]
+        )
+        self.assertEqual(
+            self.successResultOf(kept.fetch_private("bob", "alice", 1)), events[1:2]
+        )
+        self.assertEqual(
+            self.successResultOf(dropped.fetch_private("bob", "alice", 10)), []
+        )
+        self.assertEqual(kept.recent("#lobby"), [])
+        self.assertIsNone(self.successResultOf(kept.close()))
+
+
+class ClockedReactor:
+    """
+    The real reactor, for adbapi's threads and its calls back from them, but
+    with the time (C{seconds}, C{callLater}) of a fake clock.
+    """
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def callLater(self, delay: float, f: Callable[..., object], *a: Any) -> Any:
+        return self.clock.callLater(delay, f, *a)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(reactor, name)
+
+
+class Interactions:
+    """
+    Watches a history's connection pool: which thread ran each piece of
+    database work, and the Deferred of each.
+    """
+
+    def __init__(self, history: SqliteHistory) -> None:
+        self.threads: list[tuple[str, threading.Thread, bool]] = []
+        self.deferreds: list[Deferred[Any]] = []
+        pool = history.pool
+        original = pool.runInteraction
+
+        def observed(interaction: Any, *args: Any, **kwargs: Any) -> Deferred[Any]:
+            def in_thread(cursor: Any, *args: Any, **kwargs: Any) -> Any:
+                self.threads.append(
+                    (
+                        getattr(interaction, "__name__", repr(interaction)),
+                        threading.current_thread(),
+                        threadable.isInIOThread(),
+                    )
+                )
+                return interaction(cursor, *args, **kwargs)
+
+            deferred = original(in_thread, *args, **kwargs)
+            self.deferreds.append(deferred)
+            return deferred
+
+        pool.runInteraction = observed
+
+    def names(self) -> list[str]:
+        return [name for name, _, _ in self.threads]
+
+
+class SqliteHistoryTests(TestCase):
+    """
+    L{SqliteHistory} writes what is said to an SQLite file off the reactor
+    thread, reads it back after a restart, and applies the retention limits.
+    """
+
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp()).resolve()
+        self.directory.mkdir()
+        self.path = str(self.directory / "history.sqlite3")
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.reactor = ClockedReactor(self.clock)
+        self._open: list[SqliteHistory] = []
+        self.addCleanup(self._close_all)
+
+    async def _close_all(self) -> None:
+        # Always: the pool's threads must stop before the test ends.
+        for history in self._open:
+            await bounded(history.close(), "closing the history")
+        self._open.clear()
+
+    def open(self, path: str | None = None, **options: Any) -> SqliteHistory:
+        history = SqliteHistory.open(path or self.path, self.reactor, **options)
+        self._open.append(history)
+        return history
+
+    async def close(self, history: SqliteHistory) -> None:
+        self._open.remove(history)
+        await bounded(history.close(), "closing the history")
+
+    async def reopen(self, history: SqliteHistory, **options: Any) -> SqliteHistory:
+        """Close C{history} and open its file again, as a restart does."""
+        await self.close(history)
+        return self.open(**options)
+
+    def query(self, sql: str, path: str | None = None) -> list[tuple[Any, ...]]:
+        """Ask (or change) the file directly, with a connection of our own."""
+        connection = sqlite3.connect(path or self.path)
+        try:
+            rows = connection.execute(sql).fetchall()
+            connection.commit()
+            return rows
+        finally:
+            connection.close()
+
+    def stored(self) -> list[tuple[Any, ...]]:
+        """Every row: room, kind, sender, recipient, text, oldest first."""
+        return self.query(
+            "SELECT room, kind, sender, recipient, text FROM messages ORDER BY id"
+        )
+
+    def chatter(self, history: SqliteHistory) -> dict[str, list[wire.Replayable]]:
+        """Record five messages each in #dev and #ops, a minute apart."""
+        said: dict[str, list[wire.Replayable]] = {"#dev": [], "#ops": []}
+        for number in range(5):
+            for room in said:
+                time = START + 60 * len(said[room])
+                event: wire.Replayable = (
+                    wire.Action("bob", f"acts {number}", room, time)
+                    if number == 2
+                    else say("alice", f"{room} {number}", room, time)
+                )
+                history.record(event)
+                said[room].append(event)
+        return said
+
+    # The schema
+
+    def test_schema_created(self) -> None:
+        """
+        A new file gets the current schema version and the messages table
+        with its indexes.
+        """
+        self.open()
+        self.assertEqual(self.query("PRAGMA user_version"), [(SCHEMA_VERSION,)])
+        self.assertEqual(
+            self.query("SELECT type, name FROM sqlite_master ORDER BY name"),
+            [
+                ("table", "messages"),
+                ("index", "messages_by_room"),
+                ("index", "messages_private"),
+            ],
+        )
+
+    def test_empty_file(self) -> None:
+        """An empty file is a new database (as SQLite sees it), not an error."""
+        Path(self.path).touch()
+        self.open()
+        self.assertEqual(self.query("PRAGMA user_version"), [(SCHEMA_VERSION,)])
+
+    def test_later_version_migrates(self) -> None:
+        """
+        A later securemsg with a higher schema version migrates an existing
+        file in place, keeping what is in it.
+        """
+        connection = history_module._open_checked(self.path)
+        connection.execute(
+            "INSERT INTO messages (time, room, room_key, kind, sender, text)"
+            " VALUES (1.0, '#dev', '#dev', 'message', 'alice', 'kept')"
+        )
+        connection.close()
+        migrations = dict(history_module._MIGRATIONS)
+        migrations[SCHEMA_VERSION] = [
+            "ALTER TABLE messages ADD COLUMN edited REAL",
+            "CREATE TABLE reactions (message INTEGER, name TEXT)",
+        ]
+        self.patch(history_module, "_MIGRATIONS", migrations)
+        self.patch(history_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+        self.open()
+        self.assertEqual(self.query("PRAGMA user_version"), [(SCHEMA_VERSION + 1,)])
+        self.assertEqual(
+            self.query("SELECT text, edited FROM messages"), [("kept", None)]
+        )
+        self.assertEqual(self.query("SELECT * FROM reactions"), [])
+
+    def test_failed_migration_changes_nothing(self) -> None:
+        """
+        A migration that fails part way is undone completely: the file keeps
+        its version and schema, and the error is one line.
+        """
+        history_module._open_checked(self.path).close()
+        migrations = dict(history_module._MIGRATIONS)
+        migrations[SCHEMA_VERSION] = [
+            "CREATE TABLE reactions (message INTEGER, name TEXT)",
+            "THIS IS NOT SQL",
+        ]
+        self.patch(history_module, "_MIGRATIONS", migrations)
+        self.patch(history_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+        error = self.assertRaises(HistoryError, self.open)
+        self.assertEqual(
+            str(error),
+            f'cannot use history database {self.path}: near "THIS": syntax error',
+        )
+        self.assertEqual(self.query("PRAGMA user_version"), [(SCHEMA_VERSION,)])
+        self.assertEqual(
+            self.query("SELECT name FROM sqlite_master WHERE name = 'reactions'"), []
+        )
+
+    def assertOneLineError(self, expected: str, path: str | None = None) -> None:
+        error = self.assertRaises(HistoryError, self.open, path)
+        self.assertEqual(str(error), expected)
+        self.assertNotIn("\n", str(error))
+        # No chained exception would be shown with it.
+        self.assertIsNone(error.__cause__)
+        self.assertTrue(error.__context__ is None or error.__suppress_context__)
+
+    def test_newer_version_refused(self) -> None:
+        """
+        A file written by a newer securemsg (a higher schema version) is
+        refused with one line, and left as it is.
+        """
+        history_module._open_checked(self.path).close()
+        self.query(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+        self.assertOneLineError(
+            f"history database {self.path} has schema version {SCHEMA_VERSION + 1},"
+            f" newer than this securemsg understands ({SCHEMA_VERSION});"
+            " upgrade securemsg"
+        )
+        self.assertEqual(self.query("PRAGMA user_version"), [(SCHEMA_VERSION + 1,)])
+
+    def test_not_a_database(self) -> None:
+        """A file that is not SQLite at all is refused with one line naming it."""
+        Path(self.path).write_bytes(bytes(range(256)) * 16)
+        self.assertOneLineError(
+            f"history database {self.path} is not a usable SQLite database"
+            " (file is not a database); move it away to start afresh"
+        )
+
+    async def make_real_database(self) -> bytes:
+        """Fill the file with a few pages of messages; return its bytes."""
+        history = self.open()
+        for number in range(300):
+            history.record(say("alice", f"{number:03} " + "x" * 200, "#dev", START))
+        await self.close(history)
+        return Path(self.path).read_bytes()
+
+    async def test_truncated(self) -> None:
+        """A database cut short is refused with one line naming it."""
+        data = await self.make_real_database()
+        self.assertGreater(len(data), 8 * 4096)
+        Path(self.path).write_bytes(data[: len(data) // 2])
+        self.assertOneLineError(
+            f"history database {self.path} is not a usable SQLite database"
+            " (database disk image is malformed); move it away to start afresh"
+        )
+
+    async def test_damaged_page(self) -> None:
+        """
+        A database whose table pages are overwritten fails the integrity
+        check at start: one line naming it.
+        """
+        data = bytearray(await self.make_real_database())
+        [(page_size,)] = self.query("PRAGMA page_size")
+        [(root,)] = self.query(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'messages_by_room'"
+        )
+        # The header of the index's first page: no valid kind of page.
+        start = (root - 1) * page_size
+        data[start : start + 8] = b"\xff" * 8
+        Path(self.path).write_bytes(bytes(data))
+        self.assertOneLineError(
+            f"history database {self.path} is damaged; move it away to start afresh"
+        )
+
+    async def test_damaged_text(self) -> None:
+        """
+        Damage the integrity check does not see (text that is not UTF-8)
+        still stops the start with one line, when the rooms are loaded.
+        """
+        await self.make_real_database()
+        self.query(
+            "UPDATE messages SET room = CAST(X'FFFE' AS TEXT)"
+            " WHERE id = (SELECT MAX(id) FROM messages)"
+        )
+        self.assertOneLineError(
+            f"history database {self.path} is damaged; move it away to start afresh"
+        )
+
+    def assertLocked(self) -> None:
+        self.assertOneLineError(
+            f"history database {self.path} is locked by another program"
+            " (is another securemsg using it?)"
+        )
+
+    def test_locked(self) -> None:
+        """
+        A database another program holds locked (for writing, or for
+        everything) is refused with one line, after a short wait.
+        """
+        history_module._open_checked(self.path).close()
+        other = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(other.close)
+        other.execute("BEGIN EXCLUSIVE")
+        self.assertLocked()
+        other.execute("ROLLBACK")
+        other.execute("BEGIN IMMEDIATE")
+        self.assertLocked()
+        other.execute("ROLLBACK")
+        self.open()
+
+    def test_unwritable_directory(self) -> None:
+        """
+        A file that cannot be made (its directory is no directory, or the
+        path is a directory) is refused with one line naming it.
+        """
+        blocker = self.directory / "not-a-directory"
+        blocker.write_text("")
+        for path in [str(blocker / "history.sqlite3"), str(self.directory)]:
+            self.assertOneLineError(
+                f"cannot open history database {path}: unable to open database file",
+                path,
+            )
+
+    def test_read_only_directory(self) -> None:
+        """A directory we may not write in: one line naming the file."""
+        if os.geteuid() == 0:
+            raise self.skipTest("root may write in any directory")
+        locked = self.directory / "read-only"
+        locked.mkdir(mode=0o500)
+        self.addCleanup(locked.chmod, 0o700)
+        path = str(locked / "history.sqlite3")
+        self.assertOneLineError(
+            f"cannot open history database {path}: unable to open database file",
+            path,
+        )
+
+    # Writing and reading
+
+    async def test_restart_replays_recent(self) -> None:
+        """
+        What was recorded is there after a restart: each room's last
+        C{per_room} messages, in order, marked as history; private messages
+        stay out of the rooms.
+        """
+        history = self.open(store_private=True)
+        said = self.chatter(history)
+        history.record(wire.PrivateMessage("alice", "bob", "psst", START))
+        history = await self.reopen(history, per_room=3)
+        self.assertEqual(history.recent("#dev"), replayed(*said["#dev"][-3:]))
+        self.assertEqual(history.recent("#OPS"), replayed(*said["#ops"][-3:]))
+        self.assertEqual(history.recent("#lobby"), [])
+        history = await self.reopen(history, per_room=0)
+        self.assertEqual(history.recent("#dev"), [])
+
+    async def test_batched_off_the_reactor_thread(self) -> None:
+        """
+        Recording writes nothing at once: the messages wait
+        L{FLUSH_DELAY}, then are written together, in one interaction, on
+        a thread of the pool, never the reactor's.
+        """
+        history = self.open()
+        watch = Interactions(history)
+        said = self.chatter(history)
+        self.assertEqual(watch.threads, [])
+        self.assertEqual(self.stored(), [])
+        self.clock.advance(FLUSH_DELAY)
+        await bounded(gatherResults(watch.deferreds), "the write")
+        self.assertEqual(watch.names(), ["_insert"])
+        self.assertEqual(len(self.stored()), len(said["#dev"]) + len(said["#ops"]))
+        fetched = await bounded(history.fetch("#dev", 100), "fetch")
+        self.assertEqual(fetched, replayed(*said["#dev"]))
+        await bounded(history.prune(), "prune")
+        self.assertEqual(watch.names(), ["_insert", "_runQuery", "_prune"])
+        for name, thread, in_reactor_thread in watch.threads:
+            self.assertIsNot(thread, threading.main_thread(), name)
+            self.assertFalse(in_reactor_thread, name)
+
+    async def test_fetch_reads_database(self) -> None:
+        """
+        Asking for more than is in memory reads the database (writing what
+        is pending first), before and after a restart.
+        """
+        history = self.open(per_room=2)
+        said = self.chatter(history)
+        watch = Interactions(history)
+        self.assertEqual(
+            await bounded(history.fetch("#dev", 2), "fetch"), said["#dev"][-2:]
+        )
+        self.assertEqual(watch.threads, [])
+        self.assertEqual(
+            await bounded(history.fetch("#dev", 4), "fetch"),
+            replayed(*said["#dev"][-4:]),
+        )
+        self.assertEqual(
+            await bounded(history.fetch("#Dev", 100), "fetch"),
+            replayed(*said["#dev"]),
+        )
+        self.assertEqual(await bounded(history.fetch("#nowhere", 9), "fetch"), [])
+        history = await self.reopen(history, per_room=1)
+        self.assertEqual(history.recent("#ops"), replayed(said["#ops"][-1]))
+        self.assertEqual(
+            await bounded(history.fetch("#ops", 3), "fetch"),
+            replayed(*said["#ops"][-3:]),
+        )
+
+    async def test_concurrent_fetches(self) -> None:
+        """
+        Two fetches at the same time each get their own room's messages,
+        however the writes and reads interleave.
+        """
+        history = self.open(per_room=1)
+        said = self.chatter(history)
+        dev, ops = history.fetch("#dev", 5), history.fetch("#ops", 5)
+        results = await bounded(gatherResults([dev, ops]), "fetches")
+        self.assertEqual(results, [replayed(*said["#dev"]), replayed(*said["#ops"])])
+        history.record(say("carol", "late", "#dev", START))
+        dev, ops = history.fetch("#dev", 2), history.fetch("#ops", 2)
+        self.assertEqual(await bounded(ops, "fetch"), replayed(*said["#ops"][-2:]))
+        self.assertEqual(
+            await bounded(dev, "fetch"),
+            replayed(said["#dev"][-1], say("carol", "late", "#dev", START)),
+        )
+
+    async def test_close_writes_pending(self) -> None:
+        """Closing writes what is still waiting for the flush delay."""
+        history = self.open()
+        said = self.chatter(history)
+        await self.close(history)
+        self.assertEqual(len(self.stored()), 10)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(
+            self.stored()[-1], ("#ops", "message", "alice", None, "#ops 4")
+        )
+        self.assertEqual(len(said["#ops"]), 5)
+
+    # Retention
+
+    async def test_prune_max_count(self) -> None:
+        """Pruning keeps the newest C{max_count} messages of each room."""
+        history = self.open(max_count=2, store_private=True)
+        said = self.chatter(history)
+        for number in range(3):
+            history.record(wire.PrivateMessage("a", "b", f"p{number}", START))
+        await bounded(history.flush(), "flush")
+        await bounded(history.prune(), "prune")
+        self.assertEqual(
+            self.stored(),
+            [
+                ("#dev", "message", "alice", None, "#dev 3"),
+                ("#ops", "message", "alice", None, "#ops 3"),
+                ("#dev", "message", "alice", None, "#dev 4"),
+                ("#ops", "message", "alice", None, "#ops 4"),
+                (None, "private", "a", "b", "p1"),
+                (None, "private", "a", "b", "p2"),
+            ],
+        )
+        history = await self.reopen(history, per_room=10)
+        self.assertEqual(history.recent("#dev"), replayed(*said["#dev"][-2:]))
+
+    async def test_prune_max_age(self) -> None:
+        """
+        Messages older than C{max_age} are not fetched, and pruning deletes
+        them from the file; pruning runs every L{PRUNE_INTERVAL}.
+        """
+        history = self.open(max_age=HOUR, per_room=1)
+        watch = Interactions(history)
+        now = self.clock.seconds()
+        old = say("alice", "old", "#dev", now - HOUR - 1)
+        new = say("alice", "new", "#dev", now)
+        history.record(old)
+        history.record(new)
+        self.assertEqual(
+            await bounded(history.fetch("#dev", 10), "fetch"), replayed(new)
+        )
+        self.assertEqual(len(self.stored()), 2)
+        self.clock.advance(PRUNE_INTERVAL)
+        await bounded(gatherResults(watch.deferreds), "prune")
+        self.assertEqual(watch.names()[-1:], ["_prune"])
+        self.assertEqual(self.stored(), [("#dev", "message", "alice", None, "new")])
+        self.clock.advance(HOUR)
+        self.assertEqual(history.recent("#dev"), [])
+        await bounded(history.prune(), "prune")
+        self.assertEqual(self.stored(), [])
+
+    # Private messages
+
+    async def test_private_not_stored(self) -> None:
+        """Without C{store_private}, private messages never reach the file."""
+        history = self.open()
+        history.record(wire.PrivateMessage("alice", "bob", "psst", START))
+        history.record(say("alice", "hi", "#dev", START))
+        self.assertEqual(
+            await bounded(history.fetch_private("alice", "bob", 10), "fetch"), []
+        )
+        await self.close(history)
+        self.assertEqual(self.stored(), [("#dev", "message", "alice", None, "hi")])
+
+    async def test_private_stored(self) -> None:
+        """
+        With C{store_private}, a conversation is found from either side and
+        whatever the case of the names, also after a restart.
+        """
+        history = self.open(store_private=True)
+        conversation = [
+            wire.PrivateMessage("alice", "bob", "one", START),
+            wire.PrivateMessage("bob", "alice", "two", START + 1),
+            wire.PrivateMessage("alice", "bob", "three", START + 2),
+        ]
+        other = wire.PrivateMessage("alice", "carol", "other", START + 3)
+        for event in [*conversation, other]:
+            history.record(event)
+        for one, two in [("alice", "bob"), ("BOB", "Alice")]:
+            self.assertEqual(
+                await bounded(history.fetch_private(one, two, 10), "fetch"),
+                replayed(*conversation),
+            )
+        history = await self.reopen(history, store_private=True)
+        self.assertEqual(
+            await bounded(history.fetch_private("bob", "alice", 2), "fetch"),
+            replayed(*conversation[1:]),
+        )
+        self.assertEqual(
+            await bounded(history.fetch_private("carol", "alice", 2), "fetch"),
+            replayed(other),
+        )
