@@ -411,43 +411,30 @@ class Chat:
         self, participant: IChatParticipant, text: str, room_name: str | None = None
     ) -> None:
         """Relay a chat line to everyone else in the room."""
-        room = self._target_room(participant, room_name)
-        if room is None:
-            return
-        event = wire.Message(
-            self.label(participant),
-            wire.sanitize(text),
-            room.name,
-            self.clock.seconds(),
-        )
-        if self.log_messages:
-            self.log.info(
-                "{room} [{name}] {text}",
-                room=room.name,
-                name=event.sender,
-                text=event.text,
-            )
-        room.broadcast(event, exclude=participant)
-        self.history.record(event)
+        self._speak(participant, wire.Message, text, room_name)
 
     def act(self, participant: IChatParticipant, text: str) -> None:
         """Relay an action (/me) to everyone else in the current room."""
-        room = self._target_room(participant, None)
+        self._speak(participant, wire.Action, text, None)
+
+    def _speak(
+        self,
+        participant: IChatParticipant,
+        kind: type[wire.Message] | type[wire.Action],
+        text: str,
+        room_name: str | None,
+    ) -> None:
+        room = self._target_room(participant, room_name)
         if room is None:
             return
-        event = wire.Action(
+        event = kind(
             self.label(participant),
             wire.sanitize(text),
             room.name,
             self.clock.seconds(),
         )
         if self.log_messages:
-            self.log.info(
-                "{room} * {name} {text}",
-                room=room.name,
-                name=event.sender,
-                text=event.text,
-            )
+            self.log.info("{line}", line=event.format(default_room=None))
         room.broadcast(event, exclude=participant)
         self.history.record(event)
 
