@@ -10,6 +10,7 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
+from securemsg import wire
 from securemsg.server import ChatServerFactory, ChatServerProtocol, describe_peer
 
 
@@ -240,3 +241,27 @@ class DescribePeerTests(SynchronousTestCase):
         """IPv4 as host:port, IPv6 in brackets."""
         self.assertEqual(describe_peer(IPv4Address("TCP", "10.0.0.1", 5)), "10.0.0.1:5")
         self.assertEqual(describe_peer(IPv6Address("TCP", "::1", 5)), "[::1]:5")
+
+
+class EncodingTests(SynchronousTestCase):
+    """
+    L{ChatServerFactory.encode} formats each event once, whoever gets it.
+    """
+
+    def test_same_event_encoded_once(self) -> None:
+        """
+        The same event handed to many receivers is formatted once per
+        format; a new event is formatted anew.
+        """
+        factory = ChatServerFactory(MemoryReactorClock())
+        event = wire.Message("alice", "hi", "#lobby")
+        first = factory.encode(event, json=False)
+        self.assertEqual(first, b"[alice] hi\n")
+        self.assertIs(factory.encode(event, json=False), first)
+        as_json = factory.encode(event, json=True)
+        self.assertIs(factory.encode(event, json=True), as_json)
+        self.assertIn(b'"from": "alice"', as_json)
+        self.assertEqual(
+            factory.encode(wire.Message("bob", "yo", "#dev"), json=False),
+            b"#dev [bob] yo\n",
+        )

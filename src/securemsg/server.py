@@ -214,10 +214,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     # Sending
 
     def deliver(self, event: wire.Event) -> None:
-        if self._json:
-            self._send(jsonwire.encode(event, self.factory.chat.default_room))
-        else:
-            self._send(wire.encode(event, self.factory.chat.default_room))
+        self._send(self.factory.encode(event, self._json))
 
     def _send(self, data: bytes) -> None:
         if not self._paused:
@@ -518,7 +515,29 @@ class ChatServerFactory(Factory):
             )
         )
         self.open_connections: set[ChatServerProtocol] = set()
+        self._last_event: wire.Event | None = None
+        self._last_text: bytes | None = None
+        self._last_json: bytes | None = None
         self.shutting_down = False
+
+    def encode(self, event: wire.Event, json: bool) -> bytes:
+        """
+        The bytes of C{event} as text or JSON lines.
+
+        A room hands the same event to each member in turn, so the last
+        event's encodings are kept: a line is formatted once per room, not
+        once per receiver.
+        """
+        if event is not self._last_event:
+            self._last_event = event
+            self._last_text = self._last_json = None
+        if json:
+            if self._last_json is None:
+                self._last_json = jsonwire.encode(event, self.chat.default_room)
+            return self._last_json
+        if self._last_text is None:
+            self._last_text = wire.encode(event, self.chat.default_room)
+        return self._last_text
 
     def greeting_lines(self, name: str) -> list[str]:
         """The greeting for a client called C{name}, one entry per line."""
