@@ -471,7 +471,7 @@ class TopLevelTests(SynchronousTestCase):
         self.assertEqual(
             result.stderr,
             "securemsg: no command given; choose one of: gencert, chat,"
-            " fingerprint, ca; run 'securemsg --help' for usage\n",
+            " fingerprint, ca, check; run 'securemsg --help' for usage\n",
         )
 
     def test_unknown_command(self) -> None:

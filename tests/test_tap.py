@@ -6,6 +6,8 @@ can find the plugin at all.
 
 from __future__ import annotations
 
+import io
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -361,3 +363,33 @@ class PluginTests(SynchronousTestCase):
         self.assertIsInstance(maker.options(), tap.Options)
         self.assertIs(maker.makeService, tap.makeService)
         self.assertEqual(maker.description, "A TLS-encrypted multi-user chat server.")
+
+
+class CheckOptionTests(SynchronousTestCase):
+    """
+    C{twistd securemsg --check} prints the pre-flight report and exits,
+    with status 1 on a problem.
+    """
+
+    def run_check(self, *arguments: str) -> tuple[int, str]:
+        output = io.StringIO()
+        self.patch(sys, "stdout", output)
+        error = self.assertRaises(SystemExit, parse, *arguments, "--check")
+        return int(error.code or 0), output.getvalue()
+
+    def test_good_pair(self) -> None:
+        """A good certificate and key pass, with one line per check."""
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        _, server = _certs.default_ca_and_server()
+        cert, key = server.write(directory)
+        code, report = self.run_check("--cert", cert, "--key", key)
+        self.assertEqual(code, 0, report)
+        self.assertIn("ok   private key", report)
+        self.assertTrue(report.rstrip().endswith("no warnings"), report)
+
+    def test_missing_certificate(self) -> None:
+        """A missing certificate is a FAIL line and exit status 1."""
+        code, report = self.run_check("--cert", "nowhere.pem")
+        self.assertEqual(code, 1)
+        self.assertIn("FAIL", report)

@@ -27,6 +27,7 @@ from twisted.python import usage
 from securemsg import certs
 from securemsg.ca import CAOptions
 from securemsg.chat import ChatOptions
+from securemsg.check import CheckOptions
 from securemsg.command import (
     PROGRAM,
     CommandError,
@@ -292,6 +293,12 @@ class SecuremsgOptions(CommandOptions):
             "Print the SHA-256 fingerprint of a certificate file or a server.",
         ),
         ("ca", None, CAOptions, "Run a certificate authority for client certificates."),
+        (
+            "check",
+            None,
+            CheckOptions,
+            "Check the server's certificate, key, client CA and CRL before use.",
+        ),
     ]
 
     def getSynopsis(self) -> str:

@@ -5,6 +5,7 @@ The C{twistd securemsg} command: its options and the service it runs.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Final
 
 from twisted.application.service import IService, MultiService
@@ -13,7 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python import usage
 
-from securemsg import tls, wire
+from securemsg import check, tls, wire
 from securemsg.history import History, HistoryError, MemoryHistory, SqliteHistory
 from securemsg.limits import Limits
 from securemsg.reload import CertificateReloader, ReloadService
@@ -101,7 +102,12 @@ class Options(usage.Options):
             "Reload the certificates when their files change (SIGHUP and an"
             " operator's /reload always do).",
         ],
-        ["check", None, "Check the certificates and key, print a report, and exit."],
+        [
+            "check",
+            None,
+            "Check the certificate, key, client CA and CRL, print a report and"
+            " exit (1 on a problem).",
+        ],
     ]
 
     optParameters: list[Any] = [
@@ -300,6 +306,21 @@ class Options(usage.Options):
                 f"--tls-min must be one of {', '.join(tls.TLS_VERSIONS)}, "
                 f"not {self['tls-min']!r}"
             )
+        if self["check"]:
+            # Done while parsing: twistd would refuse to go on to makeService
+            # while a server runs here (its pid file), and a check should
+            # work next to a running server.
+            report = check.run_check(
+                self["cert"],
+                self["key"],
+                passphrases=tls.PassphraseSource.from_process(
+                    self["key-passphrase-file"]
+                ),
+                client_ca=self["client-ca"],
+                crl=self["crl"],
+            )
+            sys.stdout.write(report.text())
+            raise SystemExit(report.exit_code)
 
     def tls_settings(self) -> tls.TLSSettings:
         """The L{tls.TLSSettings} these options ask for."""
