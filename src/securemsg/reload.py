@@ -175,4 +175,6 @@ class ReloadService(Service):
     def warn_expiry(self) -> None:
         """Log a warning while the certificate is expired or close to it."""
         for warning in self.reloader.expiry_warnings():
-            self.log.warn("certificate: {warning}", warning=warning)
+            # Not "warning=": trial's reporter takes a log event with a
+            # "warning" key for a Python warning and fails on it.
+            self.log.warn("certificate: {problem}", problem=warning)

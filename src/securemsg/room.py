@@ -136,8 +136,11 @@ class Chat:
         return [member.name for member in self._members]
 
     def find(self, name: str) -> IChatParticipant | None:
-        """The participant called C{name} (ignoring case), if any."""
-        return self._by_name.get(wire.name_key(name))
+        """
+        The participant called C{name} (ignoring case, and the C{~} that
+        marks a guest), if any.
+        """
+        return self._by_name.get(wire.name_key(name.removeprefix("~")))
 
     def room(self, name: str) -> Room | None:
         """The room called C{name} (ignoring case), if it exists."""

@@ -131,12 +131,12 @@ class ChatService(Service):
         )
         for warning in certs.certificate_warnings(credentials.certificate):
             self.log.warn(
-                "certificate {path}: {warning}",
+                "certificate {path}: {problem}",
                 path=credentials.cert_path,
-                warning=warning,
+                problem=warning,
             )
         for warning in certs.key_file_warnings(credentials.key_path):
-            self.log.warn("{warning}", warning=warning)
+            self.log.warn("{problem}", problem=warning)
 
     def stopService(self) -> Deferred[None]:
         """

@@ -37,6 +37,18 @@ class Ban:
         return {"name": self.name, "by": self.by, "time": self.time}
 
 
+def _ban(data: Any) -> Ban:
+    """A ban read from the state file; L{ValueError} if it is not one."""
+    ban = Ban(data["name"], data["by"], data["time"])
+    if not (
+        isinstance(ban.name, str)
+        and isinstance(ban.by, str)
+        and isinstance(ban.time, int | float)
+    ):
+        raise ValueError("a ban is not a name, an operator and a time")
+    return ban
+
+
 @dataclass
 class ServerState:
     """
@@ -69,13 +81,18 @@ class ServerState:
             for fingerprint, ban in (
                 data.get("bans", {}).get("fingerprints", {}).items()
             ):
-                state.fingerprints[fingerprint] = Ban(
-                    ban["name"], ban["by"], ban["time"]
-                )
+                state.fingerprints[fingerprint] = _ban(ban)
             for address, ban in data.get("bans", {}).get("addresses", {}).items():
-                state.addresses[address] = Ban(ban["name"], ban["by"], ban["time"])
-            state.motd = str(data.get("motd", ""))
-            for name in data.get("holders", []):
+                state.addresses[address] = _ban(ban)
+            motd = data.get("motd", "")
+            holders = data.get("holders", [])
+            # Wrong types would load "fine" and fail later: a string of
+            # holders reserves its letters, a ban's number for a name breaks
+            # /unban.
+            if not isinstance(motd, str) or not isinstance(holders, list):
+                raise ValueError("motd or holders of the wrong type")
+            state.motd = motd
+            for name in holders:
                 state.holders[wire.name_key(name)] = name
         except OSError as error:
             raise StateError(

@@ -283,7 +283,6 @@ def make_server_context(
             "trustRoot": trustRootFromCertificates(
                 [Certificate(crypto.X509.from_cryptography(ca)) for ca in client_cas]
             ),
-            "requireCertificate": require_client_certificate,
         }
     options = CertificateOptions(
         privateKey=crypto.PKey.from_cryptography_key(credentials.key),
@@ -304,6 +303,11 @@ def make_server_context(
     # CertificateOptions always asks for the server's order and has no
     # switch for it; pyOpenSSL cannot clear an option once set.
     options._options &= ~SSL.OP_CIPHER_SERVER_PREFERENCE
+    # A trust root makes CertificateOptions require a client certificate,
+    # and it refuses a requireCertificate argument beside one (TypeError):
+    # make the certificate optional here, before the context is made.
+    if client_cas:
+        options.requireCertificate = require_client_certificate
     context = options.getContext()
     # CertificateOptions cannot limit the groups or refuse renegotiation.
     # pyOpenSSL has no public call for a group list, so use the binding it

@@ -1,0 +1,783 @@
+"""
+Tests for who people are on a securemsg server: names taken from client
+certificates and kept for their holders, guests marked C{~name}, the
+operators' commands, bans that outlast a restart, and the mutual-TLS
+handshake that decides all this (real TLS, in memory).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.address import IPv4Address
+from twisted.internet.protocol import ClientFactory
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.internet.task import Clock
+from twisted.logger import LogLevel, capturedLogs, formatEvent
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.test.iosim import IOPump, connectedServerAndClient
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import implementer
+from zope.interface.verify import verifyObject
+
+from securemsg import ca, wire
+from securemsg.interfaces import IChatParticipant
+from securemsg.room import Chat, ReloadResult
+from securemsg.server import ChatServerFactory
+from securemsg.state import Ban, ServerState
+from securemsg.tls import ServerTLS, TLSSettings, load_tls
+from securemsg.trust import load_client_certificate
+
+from . import _certs
+from ._tls import LineCollector
+
+ALICE = "sha256:" + "a1" * 32
+BOB = "sha256:" + "b2" * 32
+OPERATOR_COMMANDS = ["/kick bob", "/ban bob", "/unban bob", "/motd hi", "/reload"]
+
+
+def greeting(name: str) -> str:
+    return f"*** Welcome to securemsg, {name}. Type /help for commands."
+
+
+@implementer(IChatParticipant)
+class Recorder:
+    """A participant that keeps every event it is given, as server lines."""
+
+    def __init__(self) -> None:
+        self.name = ""
+        self.lines: list[str] = []
+        self.disconnected: tuple[str, str] | None = None
+
+    def deliver(self, event: wire.Event) -> None:
+        self.lines.extend(event.format().split("\n"))
+
+    def disconnect(self, error: str, farewell: str) -> None:
+        self.disconnected = (error, farewell)
+        self.lines.append(f"(disconnected: {error})")
+
+    def take(self) -> list[str]:
+        lines, self.lines = self.lines, []
+        return lines
+
+
+class ChatCase(SynchronousTestCase):
+    """
+    A L{Chat} that checks client certificates (C{certificates=True}) with
+    alice as its operator, and helpers to let people in.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.state = ServerState()
+        self.reloads: list[ReloadResult] = []
+        self.chat = self.make_chat()
+
+    def make_chat(self, **options: Any) -> Chat:
+        settings: dict[str, Any] = {
+            "state": self.state,
+            "operators": ["alice"],
+            "certificates": True,
+            "reload": self.reload,
+        }
+        settings.update(options)
+        return Chat(self.clock, **settings)
+
+    def reload(self) -> ReloadResult:
+        return self.reloads.pop(0)
+
+    def verified(self, name: str, fingerprint: str, address: str = "192.0.2.1") -> Any:
+        """Someone whose client certificate names them C{name}."""
+        person = Recorder()
+        self.chat.join(person, identity=name, fingerprint=fingerprint, address=address)
+        return person
+
+    def guest(self, address: str | None = "192.0.2.9") -> Any:
+        """Someone without a client certificate."""
+        person = Recorder()
+        self.chat.join(person, address=address)
+        return person
+
+    def send(self, person: Any, line: str) -> None:
+        """C{person} types C{line}."""
+        command = wire.parse_command(line)
+        assert command is not None
+        self.chat.handle(person, command)
+
+    def take_all(self, *people: Recorder) -> None:
+        for person in people:
+            person.take()
+
+
+class CertificateNameTests(ChatCase):
+    """
+    A verified client certificate gives its holder their name, which nobody
+    else may hold or take, even after they left.
+    """
+
+    def test_recorder_is_a_participant(self) -> None:
+        """The test double provides the interface the chat needs."""
+        self.assertTrue(verifyObject(IChatParticipant, Recorder()))
+
+    def test_verified_join_takes_the_certificate_name(self) -> None:
+        """
+        The name comes from the certificate, and is remembered as a holder's
+        name (saved in the state file at once).
+        """
+        self.state.path = self.mktemp()
+        guest = self.guest()
+        alice = Recorder()
+        name = self.chat.join(alice, identity="alice", fingerprint=ALICE)
+        self.assertEqual((name, alice.name), ("alice", "alice"))
+        self.assertIs(self.chat.find("ALICE"), alice)
+        self.assertEqual(guest.take(), ["*** alice joined"])
+        self.assertEqual(ServerState.load(self.state.path).holders, {"alice": "alice"})
+
+    def test_guest_holding_the_name_is_renamed(self) -> None:
+        """
+        A guest who took a name before its holder first came is given a
+        guest name when the holder arrives, and told why; everyone sees the
+        change.
+        """
+        squatter, bystander = self.guest(), self.guest()
+        self.send(squatter, "/nick Alice")
+        self.take_all(squatter, bystander)
+        alice = self.verified("alice", ALICE)
+        self.assertEqual(alice.name, "alice")
+        self.assertEqual(squatter.name, "guest-3")
+        self.assertEqual(
+            squatter.take(),
+            [
+                "!!! the name Alice belongs to a certificate holder",
+                "*** you are now guest-3",
+                "*** alice joined",
+            ],
+        )
+        self.assertEqual(
+            bystander.take(), ["*** Alice is now known as guest-3", "*** alice joined"]
+        )
+        self.assertEqual(self.chat.names(), ["guest-3", "guest-2", "alice"])
+
+    def test_second_connection_closes_the_first(self) -> None:
+        """
+        The same holder connecting again (from another device) closes the
+        older connection: one name, one connection.
+        """
+        bystander = self.guest()
+        first = self.verified("alice", ALICE)
+        self.take_all(bystander, first)
+        second = self.verified("alice", ALICE, address="198.51.100.4")
+        self.assertEqual(
+            first.disconnected,
+            (
+                "you connected again from elsewhere; this connection is closed",
+                "connected again",
+            ),
+        )
+        self.assertNotIn(first, self.chat)
+        self.assertIs(self.chat.find("alice"), second)
+        self.assertEqual(
+            bystander.take(), ["*** alice left (connected again)", "*** alice joined"]
+        )
+        self.assertEqual(self.chat.names(), ["guest-1", "alice"])
+
+    def test_verified_cannot_change_name(self) -> None:
+        """A certificate holder's name is the certificate's; /nick is refused."""
+        alice = self.verified("alice", ALICE)
+        alice.take()
+        self.send(alice, "/nick queen")
+        self.assertEqual(
+            alice.take(), ["!!! your name comes from your client certificate"]
+        )
+        self.assertEqual(alice.name, "alice")
+
+    def test_guest_cannot_take_present_holders_name(self) -> None:
+        """A guest cannot take the name of a holder who is here."""
+        self.verified("alice", ALICE)
+        guest = self.guest()
+        guest.take()
+        self.send(guest, "/nick ALICE")
+        self.assertEqual(guest.take(), ["!!! the name alice is taken"])
+
+    def test_holders_name_stays_reserved_after_they_left(self) -> None:
+        """Once a holder has been here, their name stays theirs when they leave."""
+        alice = self.verified("alice", ALICE)
+        self.chat.leave(alice)
+        guest = self.guest()
+        guest.take()
+        self.send(guest, "/nick Alice")
+        self.assertEqual(
+            guest.take(), ["!!! the name Alice belongs to a certificate holder"]
+        )
+        self.assertEqual(guest.name, "guest-1")
+
+    def test_holders_names_outlast_a_restart(self) -> None:
+        """The reserved names come from the state file after a restart."""
+        path = self.mktemp()
+        first = ServerState(path)
+        self.chat = self.make_chat(state=first)
+        self.verified("alice", ALICE)
+        self.chat = self.make_chat(state=ServerState.load(path))
+        guest = self.guest()
+        guest.take()
+        self.send(guest, "/nick alice")
+        self.assertEqual(
+            guest.take(), ["!!! the name alice belongs to a certificate holder"]
+        )
+
+    def test_other_names_are_free(self) -> None:
+        """Guests may still take any name no holder has."""
+        self.verified("alice", ALICE)
+        guest = self.guest()
+        guest.take()
+        self.send(guest, "/nick carol")
+        self.assertEqual(guest.take(), ["*** you are now carol"])
+
+
+class GuestMarkTests(ChatCase):
+    """
+    Where client certificates are checked, a guest is shown to others as
+    C{~name}, so nobody mistakes them for a certificate holder.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.alice = self.verified("alice", ALICE)
+        self.guest_one = self.guest()
+        self.send(self.guest_one, "/nick bob")
+        self.take_all(self.alice, self.guest_one)
+
+    def test_chat_lines(self) -> None:
+        """A guest's chat lines and actions carry the mark; a holder's do not."""
+        self.send(self.guest_one, "hello")
+        self.send(self.guest_one, "/me waves")
+        self.assertEqual(self.alice.take(), ["[~bob] hello", "* ~bob waves"])
+        self.send(self.alice, "hi bob")
+        self.assertEqual(self.guest_one.take(), ["[alice] hi bob"])
+
+    def test_private_lines(self) -> None:
+        """Private lines mark the guest on both sides of the arrow."""
+        self.send(self.guest_one, "/msg alice psst")
+        self.assertEqual(self.alice.take(), ["[~bob -> alice] psst"])
+        self.assertEqual(self.guest_one.take(), ["[~bob -> alice] psst"])
+        self.send(self.alice, "/msg bob yes?")
+        self.assertEqual(self.guest_one.take(), ["[alice -> ~bob] yes?"])
+
+    def test_who(self) -> None:
+        """/who lists guests with the mark."""
+        self.send(self.guest_one, "/who")
+        self.assertEqual(self.guest_one.take(), ["*** 2 here: alice, ~bob"])
+
+    def test_no_mark_without_certificates(self) -> None:
+        """A server that checks no certificates marks nobody."""
+        self.chat = self.make_chat(certificates=False)
+        one, two = self.guest(), self.guest()
+        self.take_all(one, two)
+        self.send(one, "hello")
+        self.send(one, "/msg guest-2 psst")
+        self.send(two, "/who")
+        self.assertEqual(
+            two.take(),
+            [
+                "[guest-1] hello",
+                "[guest-1 -> guest-2] psst",
+                "*** 2 here: guest-1, guest-2",
+            ],
+        )
+
+
+class WhoAmITests(ChatCase):
+    """/whoami says how the server knows you."""
+
+    def test_verified(self) -> None:
+        """A holder is told their certificate's fingerprint."""
+        alice = self.verified("alice", ALICE)
+        alice.take()
+        self.send(alice, "/whoami")
+        self.assertEqual(
+            alice.take(),
+            [f"*** you are alice (verified by client certificate {ALICE})"],
+        )
+
+    def test_guest(self) -> None:
+        """A guest on a server that checks certificates is told they are one."""
+        guest = self.guest()
+        self.send(guest, "/whoami")
+        self.assertEqual(
+            guest.take(), ["*** you are guest-1 (guest: no client certificate)"]
+        )
+
+    def test_no_certificates(self) -> None:
+        """A server that checks no certificates only says the name."""
+        self.chat = self.make_chat(certificates=False)
+        guest = self.guest()
+        self.send(guest, "/whoami")
+        self.assertEqual(guest.take(), ["*** you are guest-1"])
+
+
+class OperatorTests(ChatCase):
+    """
+    Operators (listed names, vouched for by a certificate) may kick, ban,
+    unban, set the message of the day and reload the certificates.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.state.path = self.mktemp()
+        self.alice = self.verified("alice", ALICE, address="192.0.2.1")
+        self.bob = self.verified("bob", BOB, address="192.0.2.2")
+        self.carol = self.guest(address="192.0.2.3")
+        self.take_all(self.alice, self.bob, self.carol)
+
+    def test_kick(self) -> None:
+        """/kick disconnects someone and tells everyone why."""
+        self.send(self.alice, "/kick bob flooding the room")
+        why = "kicked by alice: flooding the room"
+        self.assertEqual(self.bob.disconnected, (why, why))
+        self.assertNotIn(self.bob, self.chat)
+        self.assertEqual(self.alice.take(), [f"*** bob left ({why})"])
+        self.assertEqual(self.carol.take(), [f"*** bob left ({why})"])
+
+    def test_kick_nobody(self) -> None:
+        """/kick of a name nobody has says so."""
+        self.send(self.alice, "/kick dave")
+        self.assertEqual(self.alice.take(), ["!!! nobody here is called dave"])
+
+    def test_ban_holder_by_fingerprint(self) -> None:
+        """
+        /ban of a certificate holder bans their certificate, saves it, and
+        disconnects them.
+        """
+        self.send(self.alice, "/ban bob")
+        self.assertEqual(
+            self.alice.take(),
+            [f"*** banned bob (certificate {BOB})", "*** bob left (banned by alice)"],
+        )
+        self.assertEqual(
+            self.bob.disconnected, ("you are banned by alice", "banned by alice")
+        )
+        ban = Ban("bob", "alice", 1_700_000_000.0)
+        self.assertEqual(self.state.fingerprints, {BOB: ban})
+        self.assertEqual(self.state.addresses, {})
+        self.assertEqual(ServerState.load(self.state.path).fingerprints, {BOB: ban})
+
+    def test_ban_guest_by_address(self) -> None:
+        """/ban of a guest bans their address."""
+        self.send(self.alice, "/ban guest-1")
+        self.assertEqual(
+            self.alice.take(),
+            [
+                "*** banned guest-1 (address 192.0.2.3)",
+                "*** guest-1 left (banned by alice)",
+            ],
+        )
+        self.assertIsNotNone(self.carol.disconnected)
+        self.assertEqual(
+            ServerState.load(self.state.path).addresses,
+            {"192.0.2.3": Ban("guest-1", "alice", 1_700_000_000.0)},
+        )
+
+    def test_ban_guest_without_address(self) -> None:
+        """A guest with no IP address (a UNIX socket) cannot be banned."""
+        dave = self.guest(address=None)
+        self.send(self.alice, "/ban guest-2")
+        self.assertEqual(
+            self.alice.take(),
+            [
+                "*** guest-2 joined",
+                "!!! guest-2 cannot be banned: no certificate or address",
+            ],
+        )
+        self.assertIn(dave, self.chat)
+
+    def test_ban_that_cannot_be_saved(self) -> None:
+        """
+        When the state file cannot be written the ban still holds (until a
+        restart), and the operator is told.
+        """
+        self.state.path = str(Path(self.mktemp()) / "missing" / "state.json")
+        with capturedLogs() as events:
+            self.send(self.alice, "/ban bob")
+        self.assertEqual(
+            self.alice.take(),
+            [
+                "!!! the ban holds until restart: the state file could not be written",
+                f"*** banned bob (certificate {BOB})",
+                "*** bob left (banned by alice)",
+            ],
+        )
+        self.assertIn(BOB, self.state.fingerprints)
+        errors = [formatEvent(e) for e in events if e["log_level"] == LogLevel.error]
+        self.assertEqual(
+            errors,
+            [
+                f"could not save the server state to {self.state.path}:"
+                " No such file or directory"
+            ],
+        )
+
+    def test_unban(self) -> None:
+        """/unban lifts a ban by name, and saves that."""
+        self.send(self.alice, "/ban bob")
+        self.alice.take()
+        self.send(self.alice, "/unban BOB")
+        self.assertEqual(self.alice.take(), [f"*** unbanned: {BOB}"])
+        self.assertEqual(ServerState.load(self.state.path).fingerprints, {})
+
+    def test_unban_nothing(self) -> None:
+        """/unban of something not banned says so."""
+        self.send(self.alice, "/unban 192.0.2.99")
+        self.assertEqual(self.alice.take(), ["!!! no ban matches 192.0.2.99"])
+
+    def test_motd(self) -> None:
+        """
+        Anyone may see the message of the day; an operator sets it (everyone
+        is told), newcomers get it when they join, and C{/motd -} clears it.
+        """
+        self.send(self.carol, "/motd")
+        self.assertEqual(self.carol.take(), ["*** motd: (none)"])
+        self.send(self.alice, "/motd be kind")
+        for person in (self.alice, self.bob, self.carol):
+            self.assertEqual(person.take(), ["*** motd: be kind"])
+        self.assertEqual(ServerState.load(self.state.path).motd, "be kind")
+        newcomer = Recorder()
+        self.chat.join(newcomer, lambda name: [wire.Notice(f"hello {name}")])
+        self.assertEqual(newcomer.take(), ["*** hello guest-2", "*** motd: be kind"])
+        self.send(self.alice, "/motd -")
+        self.assertEqual(self.carol.take(), ["*** guest-2 joined", "*** motd: (none)"])
+        self.assertEqual(self.state.motd, "")
+
+    def test_reload(self) -> None:
+        """/reload calls the reload hook and reports how it went."""
+        self.reloads = [
+            (True, "reloaded: now serving sha256:00"),
+            (False, "reload failed, the current certificate stays: oops"),
+        ]
+        self.send(self.alice, "/reload")
+        self.send(self.alice, "/reload")
+        self.assertEqual(
+            self.alice.take(),
+            [
+                "*** reloaded: now serving sha256:00",
+                "!!! reload failed, the current certificate stays: oops",
+            ],
+        )
+        self.assertEqual(self.reloads, [])
+
+    def test_reload_unavailable(self) -> None:
+        """A chat without a reload hook says it cannot reload."""
+        self.chat.reload = None
+        self.send(self.alice, "/reload")
+        self.assertEqual(
+            self.alice.take(), ["!!! this server cannot reload its certificates"]
+        )
+
+    def assertAllRefused(self, person: Recorder) -> None:
+        """Every operator command from C{person} is refused and does nothing."""
+        for line in OPERATOR_COMMANDS:
+            self.send(person, line)
+        self.assertEqual(
+            person.take(),
+            [
+                f"!!! permission denied: {line.split()[0]} is for operators"
+                for line in OPERATOR_COMMANDS
+            ],
+        )
+        self.assertFalse(self.chat.is_operator(person))
+        self.assertIn(self.bob, self.chat)
+        self.assertIsNone(self.bob.disconnected)
+        self.assertEqual((self.state.fingerprints, self.state.addresses), ({}, {}))
+        self.assertEqual(self.state.motd, "")
+
+    def test_refused_for_others(self) -> None:
+        """A certificate holder who is not an operator may not use them."""
+        self.state.fingerprints[BOB] = Ban("bob", "alice", 0.0)
+        self.send(self.bob, "/unban bob")
+        self.assertEqual(
+            self.bob.take(), ["!!! permission denied: /unban is for operators"]
+        )
+        del self.state.fingerprints[BOB]
+        self.assertAllRefused(self.bob)
+        self.assertTrue(self.chat.is_operator(self.alice))
+
+    def test_refused_for_guests(self) -> None:
+        """A guest may not use them."""
+        self.assertAllRefused(self.carol)
+
+    def test_refused_for_guest_with_operators_name(self) -> None:
+        """
+        A guest who took an operator's name (the operator never came, so the
+        name is not reserved yet) is still no operator: only a certificate
+        vouches for a name.
+        """
+        self.state = ServerState()
+        self.chat = self.make_chat()
+        self.bob = self.verified("bob", BOB)
+        impostor = self.guest()
+        self.send(impostor, "/nick alice")
+        self.assertEqual(impostor.take(), ["*** you are now alice"])
+        self.assertAllRefused(impostor)
+
+    def test_refused_without_certificates(self) -> None:
+        """
+        On a server that checks no certificates nobody is an operator, even
+        under a listed name.
+        """
+        self.chat = self.make_chat(certificates=False)
+        self.bob = self.guest()
+        self.send(self.bob, "/nick bob")
+        impostor = self.guest()
+        self.send(impostor, "/nick alice")
+        impostor.take()
+        self.assertAllRefused(impostor)
+
+
+# ---------------------------------------------------------------------------
+# Over real TLS, in memory
+
+
+@dataclass
+class Server:
+    """A chat server's factory and the TLS it speaks."""
+
+    factory: ChatServerFactory
+    creator: ServerTLS
+
+    @property
+    def chat(self) -> Chat:
+        return self.factory.chat
+
+
+class MutualTLSCase(SynchronousTestCase):
+    """
+    A client CA made with L{securemsg.ca} (alice, bob and carol, carol
+    revoked), another CA with its own alice, and the server's certificate;
+    and servers and clients joined by real TLS in memory.
+    """
+
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp())
+        self.ca_directory = self.directory / "ca"
+        ca.init_ca(self.ca_directory)
+        self.issued = {
+            name: ca.issue(self.ca_directory, name)
+            for name in ("alice", "bob", "carol")
+        }
+        ca.revoke(self.ca_directory, "carol")
+        other = self.directory / "other-ca"
+        ca.init_ca(other, name="some other CA")
+        self.forged = ca.issue(other, "alice")
+        self.server_ca, server = _certs.default_ca_and_server()
+        self.cert_path, self.key_path = server.write(self.directory)
+        self.clock = Clock()
+        self.pumps: list[IOPump] = []
+
+    def settings(self, client_auth: str = "required", crl: bool = True) -> TLSSettings:
+        paths = ca.ca_paths(self.ca_directory)
+        return TLSSettings(
+            self.cert_path,
+            self.key_path,
+            client_ca_path=paths.certificate,
+            client_auth=client_auth,
+            crl_path=paths.crl if crl else None,
+        )
+
+    def serve(
+        self,
+        settings: TLSSettings,
+        state: ServerState | None = None,
+        operators: tuple[str, ...] = (),
+    ) -> Server:
+        """A chat server (not listening: see L{connect}) with these settings."""
+        loaded = load_tls(settings)
+        chat = Chat(self.clock, state=state, operators=operators, certificates=True)
+        return Server(
+            ChatServerFactory(self.clock, chat=chat), ServerTLS(loaded.context)
+        )
+
+    def certificate(self, issued: ca.IssuedCertificate) -> PrivateCertificate:
+        return load_client_certificate(issued.cert_path, issued.key_path)
+
+    def connect(
+        self, server: Server, certificate: PrivateCertificate | None = None
+    ) -> LineCollector:
+        """
+        A client (trusting the server's CA, presenting C{certificate} if
+        given) connected to C{server}; the handshake and what follows it
+        are done.
+        """
+        server_factory = TLSMemoryBIOFactory(
+            server.creator, False, server.factory, clock=self.clock
+        )
+        collector = LineCollector()
+        options = optionsForClientTLS(
+            "localhost",
+            trustRoot=Certificate.loadPEM(self.server_ca.cert_pem()),
+            clientCertificate=certificate,
+        )
+        client_factory = TLSMemoryBIOFactory(
+            options,
+            True,
+            ClientFactory.forProtocol(lambda: collector),
+            clock=self.clock,
+        )
+        address = IPv4Address("TCP", "127.0.0.1", 50000)
+        _, _, pump = connectedServerAndClient(
+            lambda: server_factory.buildProtocol(address),
+            lambda: client_factory.buildProtocol(address),
+            greet=False,
+            clock=self.clock,
+        )
+        self.pumps.append(pump)
+        self.flush()
+        return collector
+
+    def flush(self) -> None:
+        """Move everything written on any connection, until all is quiet."""
+        for _ in range(3):
+            for pump in self.pumps:
+                pump.flush()
+
+    def send(self, client: LineCollector, line: str) -> None:
+        client.sendLine(line.encode("utf-8"))
+        self.flush()
+
+    def assertRefused(self, client: LineCollector, server: Server, alert: str) -> None:
+        """
+        The server refused the client's certificate with a TLS alert (in
+        TLS 1.3 the client has finished its side of the handshake by then):
+        the client was let in nowhere and is cut off.
+        """
+        self.assertEqual(client.received, [])
+        self.assertEqual(len(server.chat), 0)
+        assert client.lost is not None
+        self.assertTrue(client.lost.check(SSL.Error), client.lost)
+        self.assertIn(alert, str(client.lost.value))
+
+
+class RequiredClientCertificateTests(MutualTLSCase):
+    """C{--client-auth required}: no valid client certificate, no entry."""
+
+    def test_holder_joins_under_certificate_name(self) -> None:
+        """alice's certificate makes her alice, verified by its fingerprint."""
+        server = self.serve(self.settings())
+        alice = self.connect(server, self.certificate(self.issued["alice"]))
+        self.assertEqual(alice.take(), [greeting("alice")])
+        self.send(alice, "/whoami")
+        fingerprint = self.issued["alice"].fingerprint
+        self.assertEqual(
+            alice.take(),
+            [f"*** you are alice (verified by client certificate {fingerprint})"],
+        )
+        self.assertIsNone(alice.lost)
+
+    def test_no_certificate(self) -> None:
+        """A client without a certificate fails the handshake."""
+        server = self.serve(self.settings())
+        self.assertRefused(self.connect(server), server, "certificate required")
+
+    def test_certificate_of_another_ca(self) -> None:
+        """
+        A certificate naming alice, but from a CA the server does not trust,
+        fails the handshake.
+        """
+        server = self.serve(self.settings())
+        forged = self.connect(server, self.certificate(self.forged))
+        self.assertRefused(forged, server, "unknown ca")
+
+    def test_revoked_certificate(self) -> None:
+        """
+        carol's revoked certificate fails the handshake once the CRL is
+        loaded (and only because of it).
+        """
+        carol = self.certificate(self.issued["carol"])
+        server = self.serve(self.settings())
+        self.assertRefused(self.connect(server, carol), server, "certificate revoked")
+        without_crl = self.serve(self.settings(crl=False))
+        self.assertEqual(self.connect(without_crl, carol).take(), [greeting("carol")])
+
+
+class OptionalClientCertificateTests(MutualTLSCase):
+    """C{--client-auth optional}: clients without a certificate are guests."""
+
+    def test_guest_and_holder(self) -> None:
+        """
+        A client without a certificate is a guest, marked C{~} to others;
+        alice is herself.
+        """
+        server = self.serve(self.settings("optional"))
+        guest = self.connect(server)
+        self.assertEqual(guest.take(), [greeting("guest-1")])
+        alice = self.connect(server, self.certificate(self.issued["alice"]))
+        self.assertEqual(alice.take(), [greeting("alice")])
+        self.assertEqual(guest.take(), ["*** alice joined"])
+        self.send(guest, "hello")
+        self.assertEqual(alice.take(), ["[~guest-1] hello"])
+        self.send(alice, "/who")
+        self.assertEqual(alice.take(), ["*** 2 here: ~guest-1, alice"])
+        self.send(guest, "/whoami")
+        self.assertEqual(
+            guest.take(), ["*** you are guest-1 (guest: no client certificate)"]
+        )
+
+    def test_bad_certificates_still_refused(self) -> None:
+        """
+        Optional means a client may come without a certificate, not with
+        one that does not verify: another CA's and a revoked one fail.
+        """
+        server = self.serve(self.settings("optional"))
+        forged = self.connect(server, self.certificate(self.forged))
+        self.assertRefused(forged, server, "unknown ca")
+        carol = self.certificate(self.issued["carol"])
+        self.assertRefused(self.connect(server, carol), server, "certificate revoked")
+
+
+class BanAcrossRestartTests(MutualTLSCase):
+    """A ban is kept in the state file and holds after a restart."""
+
+    def test_ban_outlasts_restart(self) -> None:
+        """
+        alice (an operator) bans bob, who is cut off; on a new server with
+        the same state file bob's handshake still succeeds (his certificate
+        is valid) but he is told he is banned and closed, while alice joins;
+        once she unbans him, he gets in again.
+        """
+        path = str(self.directory / "state.json")
+        alice_certificate = self.certificate(self.issued["alice"])
+        bob_certificate = self.certificate(self.issued["bob"])
+
+        first = self.serve(self.settings(), ServerState.load(path), ("alice",))
+        alice = self.connect(first, alice_certificate)
+        bob = self.connect(first, bob_certificate)
+        self.assertEqual(alice.take(), [greeting("alice"), "*** bob joined"])
+        self.assertEqual(bob.take(), [greeting("bob")])
+        self.send(alice, "/ban bob")
+        fingerprint = self.issued["bob"].fingerprint
+        self.assertEqual(
+            alice.take(),
+            [
+                f"*** banned bob (certificate {fingerprint})",
+                "*** bob left (banned by alice)",
+            ],
+        )
+        self.assertEqual(bob.take(), ["!!! you are banned by alice"])
+        self.assertIsNotNone(bob.lost)
+
+        second = self.serve(self.settings(), ServerState.load(path), ("alice",))
+        bob = self.connect(second, bob_certificate)
+        self.assertTrue(bob.handshake_done)
+        self.assertEqual(bob.take(), ["!!! you are banned from this server"])
+        self.assertIsNotNone(bob.lost)
+        self.assertEqual(len(second.chat), 0)
+        alice = self.connect(second, alice_certificate)
+        self.assertEqual(alice.take(), [greeting("alice")])
+
+        self.send(alice, "/unban bob")
+        self.assertEqual(alice.take(), [f"*** unbanned: {fingerprint}"])
+        bob = self.connect(second, bob_certificate)
+        self.assertEqual(bob.take(), [greeting("bob")])
+        self.assertEqual(second.chat.names(), ["alice", "bob"])

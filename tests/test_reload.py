@@ -1,0 +1,754 @@
+"""
+Tests for L{securemsg.reload}: certificate changes without downtime.
+
+The reloader is checked with files in a temporary folder and real TLS
+handshakes in memory (what certificate does a new client see?); the
+service with a fake clock; and the whole of it in a real C{twistd}
+subprocess, reloading on SIGHUP and on an operator's C{/reload} while
+clients stay connected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from twisted.internet import reactor as _global_reactor
+from twisted.internet.address import IPv4Address
+from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
+from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.protocol import ClientFactory, Factory
+from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
+from twisted.internet.task import Clock
+from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.test.iosim import connectedServerAndClient
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from securemsg import ca, certs, tls
+from securemsg.reload import (
+    EXPIRY_CHECK_INTERVAL,
+    WATCH_INTERVAL,
+    CertificateReloader,
+    ReloadService,
+)
+from securemsg.server import ChatServerFactory
+from securemsg.tls import (
+    PASSPHRASE_ENVIRONMENT_VARIABLE,
+    PassphraseSource,
+    ServerTLS,
+    TLSSettings,
+    load_tls,
+)
+from securemsg.trust import load_client_certificate
+
+from . import _certs
+from ._loopback import LineClient, bounded, greeting
+from ._tls import LineCollector
+from .test_twistd import REPOSITORY, Twistd
+
+reactor: Any = _global_reactor
+
+PASSPHRASE = b"correct horse battery staple"
+
+
+def describe(certificate: x509.Certificate) -> str:
+    """How the reloader names a certificate in its messages."""
+    expires = certificate.not_valid_after_utc
+    return f"{certs.fingerprint(certificate)} (expires {expires:%Y-%m-%d %H:%M} UTC)"
+
+
+def messages(events: Sequence[LogEvent], level: LogLevel) -> list[str]:
+    """The formatted log messages of C{level} among C{events}."""
+    return [formatEvent(event) for event in events if event["log_level"] == level]
+
+
+class ReloaderCase(SynchronousTestCase):
+    """
+    A reloader serving certificate A (from the shared test CA) out of
+    C{server.pem} and C{server.key} in a temporary folder.
+    """
+
+    passphrases = PassphraseSource()
+
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp())
+        self.directory.mkdir()
+        self.ca, self.a = _certs.default_ca_and_server()
+        self.cert_path, self.key_path = self.install(self.a)
+        self.settings = self.make_settings()
+        self.reloader = self.make_reloader()
+        self.old_context = self.reloader.creator.context
+
+    def make_settings(self, **changes: Any) -> TLSSettings:
+        return TLSSettings(
+            self.cert_path, self.key_path, passphrases=self.passphrases, **changes
+        )
+
+    def make_reloader(self, now: datetime | None = None) -> CertificateReloader:
+        loaded = load_tls(self.settings)
+        creator = ServerTLS(loaded.context)
+        if now is None:
+            return CertificateReloader(self.settings, creator, loaded)
+        return CertificateReloader(self.settings, creator, loaded, lambda: now)
+
+    def install(
+        self, pair: _certs.Pair, passphrase: bytes | None = None
+    ) -> tuple[str, str]:
+        """
+        Put C{pair} in the served files as an operator would: a new file
+        renamed over the old one.
+        """
+        for name, data in [
+            ("server.key", pair.key_pem(passphrase)),
+            ("server.pem", pair.cert_pem()),
+        ]:
+            new = self.directory / f".{name}.new"
+            new.write_bytes(data)
+            new.chmod(0o600)
+            os.replace(new, self.directory / name)
+        return str(self.directory / "server.pem"), str(self.directory / "server.key")
+
+    def handshake(
+        self, client_certificate: PrivateCertificate | None = None
+    ) -> tuple[LineCollector, Any, Any]:
+        """
+        A new client (trusting the test CA) connected in memory to a chat
+        server that uses the reloader's connection creator.
+
+        @return: the client, its TLS transport and the pump.
+        """
+        clock = Clock()
+        server_factory = TLSMemoryBIOFactory(
+            self.reloader.creator, False, ChatServerFactory(clock), clock=clock
+        )
+        collector = LineCollector()
+        options = optionsForClientTLS(
+            "localhost",
+            trustRoot=Certificate.loadPEM(self.ca.cert_pem()),
+            clientCertificate=client_certificate,
+        )
+        client_factory = TLSMemoryBIOFactory(
+            options, True, ClientFactory.forProtocol(lambda: collector), clock=clock
+        )
+        address = IPv4Address("TCP", "127.0.0.1", 50000)
+        client_tls, _, pump = connectedServerAndClient(
+            lambda: server_factory.buildProtocol(address),
+            lambda: client_factory.buildProtocol(address),
+            greet=False,
+            clock=clock,
+        )
+        pump.flush()
+        return collector, client_tls, pump
+
+    def served(self) -> str:
+        """The fingerprint of the certificate a new client is shown."""
+        collector, client_tls, _ = self.handshake()
+        self.assertEqual(collector.received, [greeting("guest-1")])
+        return certs.fingerprint(client_tls.getPeerCertificate().to_cryptography())
+
+    def assertKeptOld(self, result: tuple[bool, str], problem: str) -> None:
+        """
+        The reload failed with C{problem}; certificate A is still what new
+        clients get.
+        """
+        self.assertEqual(
+            result, (False, f"reload failed, the current certificate stays: {problem}")
+        )
+        self.assertIs(self.reloader.creator.context, self.old_context)
+        self.assertEqual(
+            self.reloader.current.credentials.certificate, self.a.certificate
+        )
+        self.assertEqual(self.served(), certs.fingerprint(self.a.certificate))
+
+    def reload_failing(self, problem: str) -> None:
+        """Reload, which fails with C{problem}, logged as an error."""
+        with capturedLogs() as events:
+            result = self.reloader.reload("test")
+        self.assertKeptOld(result, problem)
+        self.assertEqual(
+            messages(events, LogLevel.error),
+            [
+                f"certificate reload (test) failed; still serving"
+                f" {describe(self.a.certificate)}: {problem}"
+            ],
+        )
+
+
+class ReloaderTests(ReloaderCase):
+    """
+    L{CertificateReloader} puts a new certificate in service only once all
+    of it checks out.
+    """
+
+    def test_new_pair_served(self) -> None:
+        """
+        A good new certificate and key replace the context, and a handshake
+        made after the reload shows the new certificate.
+        """
+        self.assertEqual(self.served(), certs.fingerprint(self.a.certificate))
+        b = _certs.issue(self.ca)
+        self.install(b)
+        with capturedLogs() as events:
+            result = self.reloader.reload("test")
+        self.assertEqual(
+            result, (True, f"reloaded: now serving {describe(b.certificate)}")
+        )
+        self.assertIsNot(self.reloader.creator.context, self.old_context)
+        self.assertEqual(self.reloader.current.credentials.certificate, b.certificate)
+        self.assertEqual(self.served(), certs.fingerprint(b.certificate))
+        self.assertEqual(
+            messages(events, LogLevel.info),
+            [
+                f"certificates reloaded (test): {describe(self.a.certificate)}"
+                f" -> {describe(b.certificate)}"
+            ],
+        )
+
+    def test_connections_made_before_stay(self) -> None:
+        """A connection made before the reload goes on as it was."""
+        before, before_tls, pump = self.handshake()
+        self.install(_certs.issue(self.ca))
+        self.assertTrue(self.reloader.reload("test")[0])
+        before.sendLine(b"/ping")
+        pump.flush()
+        self.assertEqual(before.received, [greeting("guest-1"), "*** pong"])
+        self.assertIsNone(before.lost)
+        self.assertEqual(
+            before_tls.getPeerCertificate().to_cryptography(), self.a.certificate
+        )
+
+    def test_garbage_key(self) -> None:
+        """A key file that holds no key leaves the old certificate in service."""
+        self.install(_certs.issue(self.ca))
+        Path(self.key_path).write_bytes(b"-----BEGIN PRIVATE KEY-----\ngarbage\n")
+        self.reload_failing(f"{self.key_path} does not hold a usable PEM private key")
+
+    def test_key_of_another_certificate(self) -> None:
+        """A key that does not match the new certificate leaves the old one."""
+        b, c = _certs.issue(self.ca), _certs.issue(self.ca)
+        self.install(b)
+        Path(self.key_path).write_bytes(c.key_pem())
+        self.reload_failing(
+            f"private key {self.key_path} does not match certificate {self.cert_path}"
+        )
+
+    def test_half_installed(self) -> None:
+        """
+        A new certificate beside the old key (caught between the two copies)
+        does not match, so nothing changes.
+        """
+        Path(self.cert_path).write_bytes(_certs.issue(self.ca).cert_pem())
+        self.reload_failing(
+            f"private key {self.key_path} does not match certificate {self.cert_path}"
+        )
+
+    def test_missing_key(self) -> None:
+        """A key file that went away leaves the old certificate in service."""
+        os.remove(self.key_path)
+        self.reload_failing(f"private key file {self.key_path} not found")
+
+    def test_expired(self) -> None:
+        """
+        An expired new certificate is refused (it was only warned about at
+        start, when there is nothing better to serve).
+        """
+        self.install(_certs.issue(self.ca, days_valid=(-10, -1)))
+        load_tls(self.settings)
+        self.reload_failing(f"certificate {self.cert_path} has expired")
+
+    def test_not_yet_valid(self) -> None:
+        """A certificate that is not valid yet is refused."""
+        self.install(_certs.issue(self.ca, days_valid=(1, 30)))
+        self.reload_failing(f"certificate {self.cert_path} is not valid yet")
+
+    def test_no_subject_alt_name(self) -> None:
+        """
+        A certificate without a SubjectAltName, which clients refuse, is
+        refused.
+        """
+        self.install(_certs.issue(self.ca, []))
+        load_tls(self.settings)
+        self.reload_failing(
+            f"certificate {self.cert_path} has no SubjectAltName;"
+            " clients would refuse it"
+        )
+
+    def test_fixed_after_failure(self) -> None:
+        """After a failed reload, a reload with good files works."""
+        Path(self.key_path).write_bytes(b"garbage")
+        self.assertFalse(self.reloader.reload("test")[0])
+        b = _certs.issue(self.ca)
+        self.install(b)
+        self.assertTrue(self.reloader.reload("test")[0])
+        self.assertEqual(self.served(), certs.fingerprint(b.certificate))
+
+
+class EncryptedKeyTests(ReloaderCase):
+    """An encrypted key is opened again with the passphrase source used at start."""
+
+    passphrases = PassphraseSource(
+        environ={PASSPHRASE_ENVIRONMENT_VARIABLE: PASSPHRASE.decode()}
+    )
+
+    def install(
+        self, pair: _certs.Pair, passphrase: bytes | None = PASSPHRASE
+    ) -> tuple[str, str]:
+        return super().install(pair, passphrase)
+
+    def test_same_passphrase(self) -> None:
+        """A new key encrypted with the same passphrase is loaded."""
+        b = _certs.issue(self.ca)
+        self.install(b)
+        self.assertTrue(self.reloader.reload("test")[0])
+        self.assertEqual(self.served(), certs.fingerprint(b.certificate))
+
+    def test_other_passphrase(self) -> None:
+        """A new key with another passphrase is refused."""
+        self.install(_certs.issue(self.ca), b"another passphrase")
+        self.reload_failing(
+            f"wrong passphrase for private key {self.key_path} (or the file is damaged)"
+        )
+
+    def test_typed_passphrase_remembered(self) -> None:
+        """
+        A passphrase typed at start is remembered: a reload (when nobody is
+        at the terminal any more) does not ask again.
+        """
+        asked: list[str] = []
+
+        def ask(prompt: str) -> str:
+            asked.append(prompt)
+            return PASSPHRASE.decode()
+
+        class Terminal:
+            def isatty(self) -> bool:
+                return True
+
+        self.patch(sys, "stdin", Terminal())
+        self.patch(tls, "getpass", ask)
+        self.patch(os, "environ", {})
+        self.passphrases = PassphraseSource.from_process()
+        self.settings = self.make_settings()
+        self.reloader = self.make_reloader()
+        b = _certs.issue(self.ca)
+        self.install(b)
+        self.assertTrue(self.reloader.reload("test")[0])
+        self.assertEqual(asked, [f"Passphrase for {self.key_path}: "])
+
+
+class ClientCATests(ReloaderCase):
+    """The client CA and its revocation list are reloaded too."""
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.ca_directory = self.directory / "client-ca"
+        ca.init_ca(self.ca_directory)
+        self.carol = ca.issue(self.ca_directory, "carol")
+        paths = ca.ca_paths(self.ca_directory)
+        self.crl_path = paths.crl
+        self.settings = self.make_settings(
+            client_ca_path=paths.certificate, client_auth="optional", crl_path=paths.crl
+        )
+        self.reloader = self.make_reloader()
+        self.old_context = self.reloader.creator.context
+
+    def test_revocation_takes_effect(self) -> None:
+        """
+        A certificate revoked after start is refused once the new CRL is
+        reloaded, not before.
+        """
+        carol = load_client_certificate(self.carol.cert_path, self.carol.key_path)
+        self.assertEqual(self.handshake(carol)[0].received, [greeting("carol")])
+        ca.revoke(self.ca_directory, "carol")
+        self.assertEqual(self.handshake(carol)[0].received, [greeting("carol")])
+        self.assertTrue(self.reloader.reload("test")[0])
+        refused = self.handshake(carol)[0]
+        self.assertEqual(refused.received, [])
+        assert refused.lost is not None
+        self.assertIn("certificate revoked", str(refused.lost.value))
+
+    def test_expired_crl(self) -> None:
+        """
+        A CRL past its nextUpdate (with which OpenSSL would refuse every
+        client certificate) is refused.
+        """
+        signed = datetime.now(UTC) - timedelta(days=40)
+        crl = ca.refresh_crl(self.ca_directory, now=signed)
+        next_update = crl.next_update_utc
+        assert next_update is not None
+        self.reload_failing(
+            f"CRL {self.crl_path} expired on {next_update:%Y-%m-%d %H:%M} UTC; every"
+            " client certificate would be refused (re-sign it: securemsg ca crl DIR)"
+        )
+
+
+class ServiceClock(Clock):
+    """A fake reactor's time, and its C{callFromThread} (run at once)."""
+
+    def callFromThread(self, f: Any, *args: Any, **kwargs: Any) -> None:
+        f(*args, **kwargs)
+
+
+class ReloadServiceTests(ReloaderCase):
+    """
+    L{ReloadService} reloads on SIGHUP and when the files change, and warns
+    while the certificate is close to expiry.
+    """
+
+    def start(
+        self, watch: bool = True, now: datetime | None = None
+    ) -> tuple[ReloadService, ServiceClock]:
+        if now is not None:
+            self.reloader = self.make_reloader(now)
+            self.old_context = self.reloader.creator.context
+        clock = ServiceClock()
+        service = ReloadService(self.reloader, clock, watch=watch)
+        previous = signal.getsignal(signal.SIGHUP)
+        service.startService()
+        self.assertEqual(signal.getsignal(signal.SIGHUP), service._on_sighup)
+        self.addCleanup(
+            lambda: self.assertIs(signal.getsignal(signal.SIGHUP), previous)
+        )
+        self.addCleanup(service.stopService)
+        return service, clock
+
+    def test_sighup(self) -> None:
+        """
+        While the service runs, SIGHUP reloads (the handler hands the work
+        to the reactor); when it stops, the previous handler is back.
+        """
+        self.start()
+        handler = signal.getsignal(signal.SIGHUP)
+        assert callable(handler)
+        b = _certs.issue(self.ca)
+        self.install(b)
+        with capturedLogs() as events:
+            handler(signal.SIGHUP, None)
+        self.assertEqual(self.served(), certs.fingerprint(b.certificate))
+        self.assertEqual(
+            messages(events, LogLevel.info),
+            [
+                f"certificates reloaded (SIGHUP): {describe(self.a.certificate)}"
+                f" -> {describe(b.certificate)}"
+            ],
+        )
+
+    def test_changed_files_reload(self) -> None:
+        """
+        With C{--watch-certs}, a changed certificate file is reloaded at the
+        next look, once.
+        """
+        _, clock = self.start()
+        b = _certs.issue(self.ca)
+        self.install(b)
+        with capturedLogs() as events:
+            clock.advance(WATCH_INTERVAL)
+            clock.advance(WATCH_INTERVAL)
+        self.assertEqual(self.reloader.current.credentials.certificate, b.certificate)
+        self.assertEqual(
+            messages(events, LogLevel.info),
+            [
+                f"certificates reloaded (files changed): {describe(self.a.certificate)}"
+                f" -> {describe(b.certificate)}"
+            ],
+        )
+
+    def test_unchanged_files(self) -> None:
+        """Files that did not change are not reloaded."""
+        _, clock = self.start()
+        with capturedLogs() as events:
+            for _ in range(3):
+                clock.advance(WATCH_INTERVAL)
+        self.assertIs(self.reloader.creator.context, self.old_context)
+        self.assertEqual(list(events), [])
+
+    def test_not_watching(self) -> None:
+        """Without C{--watch-certs}, changed files wait for SIGHUP or /reload."""
+        _, clock = self.start(watch=False)
+        self.install(_certs.issue(self.ca))
+        clock.advance(WATCH_INTERVAL * 3)
+        self.assertIs(self.reloader.creator.context, self.old_context)
+
+    def test_bad_change_tried_once(self) -> None:
+        """
+        A change that cannot be loaded is logged once, not at every look;
+        the next change is loaded.
+        """
+        _, clock = self.start()
+        Path(self.key_path).write_bytes(b"garbage")
+        with capturedLogs() as events:
+            for _ in range(3):
+                clock.advance(WATCH_INTERVAL)
+        self.assertEqual(len(messages(events, LogLevel.error)), 1)
+        self.assertIs(self.reloader.creator.context, self.old_context)
+        b = _certs.issue(self.ca)
+        self.install(b)
+        clock.advance(WATCH_INTERVAL)
+        self.assertEqual(self.reloader.current.credentials.certificate, b.certificate)
+
+    def test_expiry_warning(self) -> None:
+        """
+        Each day, while the certificate in service expires within 14 days,
+        a warning is logged.
+        """
+        expires = self.a.certificate.not_valid_after_utc
+        _, clock = self.start(now=expires - timedelta(days=9, hours=12))
+        with capturedLogs() as events:
+            clock.advance(EXPIRY_CHECK_INTERVAL)
+            clock.advance(EXPIRY_CHECK_INTERVAL)
+        warning = (
+            f"certificate: certificate expires in 9 days, on {expires:%Y-%m-%d %H:%M}"
+            " UTC"
+        )
+        self.assertEqual(messages(events, LogLevel.warn), [warning, warning])
+
+    def test_no_expiry_warning(self) -> None:
+        """A certificate with more than 14 days left gives no warning."""
+        expires = self.a.certificate.not_valid_after_utc
+        _, clock = self.start(now=expires - timedelta(days=15))
+        with capturedLogs() as events:
+            clock.advance(EXPIRY_CHECK_INTERVAL)
+        self.assertEqual(list(events), [])
+
+    def test_unreadable_file_warned_at_start(self) -> None:
+        """
+        A file this process cannot read (after twistd dropped privileges)
+        is warned about at start: a reload would fail.
+        """
+        os.remove(self.key_path)
+        with capturedLogs() as events:
+            self.start()
+        self.assertEqual(
+            messages(events, LogLevel.warn),
+            [
+                f"{self.key_path} cannot be read by this process (uid {os.getuid()});"
+                " certificate reloads will fail until it can (twistd --uid/--gid"
+                " drop privileges after start)"
+            ],
+        )
+
+
+# ---------------------------------------------------------------------------
+# In a real twistd
+
+
+def signal_process(twistd: Twistd, name: str) -> None:
+    """Send the signal called C{name} (C{"HUP"}) to the twistd process."""
+    assert twistd.transport is not None
+    twistd.transport.signalProcess(name)
+
+
+class TwistdReloadTests(TestCase):
+    """
+    C{twistd -n securemsg} reloads its certificate on SIGHUP and on an
+    operator's C{/reload}, while connected clients go on chatting.
+    """
+
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp()).resolve()
+        self.directory.mkdir()
+        self.ca, self.a = _certs.default_ca_and_server()
+        self.b = _certs.issue(self.ca)
+        self.cert_path, self.key_path = self.a.write(self.directory)
+
+    def start(self, *arguments: str) -> Twistd:
+        """Start twistd serving C{server.pem}, on an ephemeral loopback port."""
+        env = dict(os.environ)
+        env.pop(PASSPHRASE_ENVIRONMENT_VARIABLE, None)
+        env["PYTHONPATH"] = os.pathsep.join(
+            [str(REPOSITORY), *filter(None, [env.get("PYTHONPATH")])]
+        )
+        twistd = Twistd()
+        argv = [
+            sys.executable,
+            "-c",
+            "from twisted.scripts.twistd import run; run()",
+            "-n",
+            "--pidfile=",
+            "--logfile=-",
+            "securemsg",
+            "--cert", self.cert_path,
+            "--key", self.key_path,
+            "--listen", "tcp:0:interface=127.0.0.1",
+            "--history-db", ":memory:",
+            "--history-replay", "0",
+            "--state", str(self.directory / "state.json"),
+            *arguments,
+        ]  # fmt: skip
+        reactor.spawnProcess(
+            twistd, sys.executable, argv, env=env, path=str(self.directory)
+        )
+        self.addCleanup(self.kill, twistd)
+        return twistd
+
+    async def kill(self, twistd: Twistd) -> None:
+        if not twistd.ended.fired:
+            signal_process(twistd, "KILL")
+            await twistd.wait_ended()
+
+    async def connect(
+        self, twistd: Twistd, certificate: PrivateCertificate | None = None
+    ) -> LineClient:
+        """A TLS client that trusts the test CA, once the handshake is done."""
+        match = await twistd.wait_for_message(
+            r"securemsg listening on 127\.0\.0\.1:(\d+)"
+        )
+        options = optionsForClientTLS(
+            "localhost",
+            trustRoot=Certificate.loadPEM(self.ca.cert_pem()),
+            clientCertificate=certificate,
+        )
+        endpoint = wrapClientTLS(
+            options,
+            TCP4ClientEndpoint(reactor, "127.0.0.1", int(match.group(1)), timeout=10),
+        )
+        client: LineClient = await bounded(
+            endpoint.connect(Factory.forProtocol(LineClient)),  # type: ignore[arg-type]
+            "connect",
+        )
+        self.addCleanup(self.close_client, client)
+        await bounded(client.handshake.wait(), "the TLS handshake")
+        return client
+
+    async def close_client(self, client: LineClient) -> None:
+        if not client.ended.fired:
+            transport: Any = client.transport
+            transport.abortConnection()
+        await client.wait_closed()
+
+    def served(self, client: LineClient) -> str:
+        """The fingerprint of the certificate C{client} was shown."""
+        transport: Any = client.transport
+        return certs.fingerprint(transport.getPeerCertificate().to_cryptography())
+
+    async def terminate(self, twistd: Twistd, *clients: LineClient) -> None:
+        """
+        SIGTERM stops twistd cleanly, telling each client, without a
+        traceback.
+        """
+        signal_process(twistd, "TERM")
+        await twistd.wait_ended()
+        status = twistd.ended.value
+        if isinstance(status, ProcessTerminated):
+            self.assertEqual(status.signal, signal.SIGTERM, twistd.output())
+        else:
+            self.assertIsInstance(status, ProcessDone, twistd.output())
+        for client in clients:
+            await client.wait_closed()
+            self.assertEqual(client.unread, ["*** the server is shutting down"])
+        self.assertNotIn(b"Traceback", twistd.out + twistd.err, twistd.output())
+        self.assertEqual(twistd.err, b"")
+
+    async def test_sighup(self) -> None:
+        """
+        SIGHUP puts a new certificate in service: connected clients go on
+        chatting, a new client sees the new certificate.  A broken key then
+        leaves the new certificate in service, and the log says why.
+        """
+        twistd = self.start()
+        one = await self.connect(twistd)
+        self.assertEqual(await one.next_lines(1), [greeting("guest-1")])
+        two = await self.connect(twistd)
+        self.assertEqual(await two.next_lines(1), [greeting("guest-2")])
+        self.assertEqual(await one.next_lines(1), ["*** guest-2 joined"])
+        self.assertEqual(self.served(one), certs.fingerprint(self.a.certificate))
+        one.send(b"before")
+        self.assertEqual(await two.next_lines(1), ["[guest-1] before"])
+
+        self.b.write(self.directory)
+        signal_process(twistd, "HUP")
+        await twistd.wait_for_message(
+            re.escape(
+                f"certificates reloaded (SIGHUP): {describe(self.a.certificate)}"
+                f" -> {describe(self.b.certificate)}"
+            )
+        )
+        one.send(b"still here")
+        self.assertEqual(await two.next_lines(1), ["[guest-1] still here"])
+        two.send(b"me too")
+        self.assertEqual(await one.next_lines(1), ["[guest-2] me too"])
+        three = await self.connect(twistd)
+        self.assertEqual(self.served(three), certs.fingerprint(self.b.certificate))
+        self.assertEqual(await three.next_lines(1), [greeting("guest-3")])
+        for other in (one, two):
+            self.assertEqual(await other.next_lines(1), ["*** guest-3 joined"])
+        self.assertEqual(self.served(one), certs.fingerprint(self.a.certificate))
+
+        Path(self.key_path).write_bytes(b"garbage")
+        signal_process(twistd, "HUP")
+        await twistd.wait_for_message(
+            re.escape(
+                f"certificate reload (SIGHUP) failed; still serving"
+                f" {describe(self.b.certificate)}: {self.key_path} does not hold a"
+                " usable PEM private key"
+            )
+        )
+        four = await self.connect(twistd)
+        self.assertEqual(self.served(four), certs.fingerprint(self.b.certificate))
+        self.assertEqual(await four.next_lines(1), [greeting("guest-4")])
+        for other in (one, two, three):
+            self.assertEqual(await other.next_lines(1), ["*** guest-4 joined"])
+        one.send(b"after all that")
+        for other in (two, three, four):
+            self.assertEqual(await other.next_lines(1), ["[guest-1] after all that"])
+        await self.terminate(twistd, one, two, three, four)
+
+    async def test_operator_reload(self) -> None:
+        """
+        With mutual TLS, the operator alice reloads with C{/reload} and is
+        told what is served now; bob, who is no operator, is refused.
+        """
+        ca_directory = self.directory / "client-ca"
+        ca.init_ca(ca_directory)
+        paths = ca.ca_paths(ca_directory)
+
+        def certificate(name: str) -> PrivateCertificate:
+            issued = ca.issue(ca_directory, name)
+            return load_client_certificate(issued.cert_path, issued.key_path)
+
+        twistd = self.start(
+            "--client-ca", paths.certificate,
+            "--crl", paths.crl,
+            "--operators", "alice",
+        )  # fmt: skip
+        alice = await self.connect(twistd, certificate("alice"))
+        self.assertEqual(await alice.next_lines(1), [greeting("alice")])
+        bob = await self.connect(twistd, certificate("bob"))
+        self.assertEqual(await bob.next_lines(1), [greeting("bob")])
+        self.assertEqual(await alice.next_lines(1), ["*** bob joined"])
+
+        self.b.write(self.directory)
+        bob.send(b"/reload")
+        self.assertEqual(
+            await bob.next_lines(1),
+            ["!!! permission denied: /reload is for operators"],
+        )
+        alice.send(b"/reload")
+        self.assertEqual(
+            await alice.next_lines(1),
+            [f"*** reloaded: now serving {describe(self.b.certificate)}"],
+        )
+        await twistd.wait_for_message(
+            re.escape(
+                "certificates reloaded (/reload by an operator):"
+                f" {describe(self.a.certificate)} -> {describe(self.b.certificate)}"
+            )
+        )
+        carol = await self.connect(twistd, certificate("carol"))
+        self.assertEqual(self.served(carol), certs.fingerprint(self.b.certificate))
+        self.assertEqual(await carol.next_lines(1), [greeting("carol")])
+        self.assertEqual(await bob.next_lines(1), ["*** carol joined"])
+        bob.send(b"hello carol")
+        self.assertEqual(await carol.next_lines(1), ["[bob] hello carol"])
+        self.assertEqual(
+            await alice.next_lines(2), ["*** carol joined", "[bob] hello carol"]
+        )
+        await self.terminate(twistd, alice, bob, carol)
