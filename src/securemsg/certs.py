@@ -53,6 +53,7 @@ __all__ = [
     "general_name_for_host",
     "generate_self_signed",
     "key_file_warnings",
+    "key_usage",
     "key_matches_certificate",
     "load_certificates",
     "parse_fingerprint",
@@ -266,17 +267,7 @@ def generate_self_signed(
         .add_extension(x509.SubjectAlternativeName(names), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=is_rsa,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(digital_signature=True, key_encipherment=is_rsa),
             critical=True,
         )
         .add_extension(
@@ -289,6 +280,27 @@ def generate_self_signed(
         )
     )
     return builder.sign(key, hashes.SHA256()), key
+
+
+def key_usage(
+    *,
+    digital_signature: bool = False,
+    key_encipherment: bool = False,
+    key_cert_sign: bool = False,
+    crl_sign: bool = False,
+) -> x509.KeyUsage:
+    """A KeyUsage extension with just the named uses; the rest are off."""
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=key_encipherment,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=key_cert_sign,
+        crl_sign=crl_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
 
 
 def fingerprint(cert: x509.Certificate) -> str:
