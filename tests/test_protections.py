@@ -35,6 +35,7 @@ class Client:
     """One plain (non-TLS) connection to the factory over a StringTransport."""
 
     def __init__(self, factory: ChatServerFactory, port: int) -> None:
+        self.factory = factory
         self.transport = StringTransport(
             peerAddress=IPv4Address("TCP", "127.0.0.1", port)
         )
@@ -45,6 +46,8 @@ class Client:
         self.protocol.dataReceived(b"".join(line + b"\n" for line in lines))
 
     def lines(self) -> list[str]:
+        """What the server wrote (at the end of the turn), as lines."""
+        self.factory.flush()
         data = self.transport.value()
         self.transport.clear()
         return data.decode("utf-8").splitlines()

@@ -21,6 +21,7 @@ class Client:
         self.transport = StringTransport(
             peerAddress=IPv4Address("TCP", "127.0.0.1", port)
         )
+        self.factory = factory
         protocol = factory.buildProtocol(self.transport.getPeer())
         assert isinstance(protocol, ChatServerProtocol)
         self.protocol = protocol
@@ -30,7 +31,11 @@ class Client:
         self.protocol.dataReceived(data)
 
     def lines(self) -> list[str]:
-        """What the server sent since the last call, as lines."""
+        """
+        What the server sent since the last call, as lines (after the end
+        of the reactor turn, when the server writes).
+        """
+        self.factory.flush()
         data = self.transport.value()
         self.transport.clear()
         return data.decode("utf-8").splitlines()
@@ -265,3 +270,32 @@ class EncodingTests(SynchronousTestCase):
             factory.encode(wire.Message("bob", "yo", "#dev"), json=False),
             b"#dev [bob] yo\n",
         )
+
+
+class WriteBatchingTests(SynchronousTestCase):
+    """
+    What a reactor turn produces for a client is written at once.
+    """
+
+    def test_one_write_per_turn(self) -> None:
+        """
+        Lines for a client within one turn are joined into one write, made
+        when the turn ends; the next turn writes again.
+        """
+        clock = MemoryReactorClock()
+        factory = ChatServerFactory(clock, greeting="")
+        writes: list[bytes] = []
+        receiver = StringTransport()
+        receiver.write = writes.append  # type: ignore[method-assign]
+        protocol = factory.buildProtocol(receiver.getPeer())
+        protocol.makeConnection(receiver)
+        sender = Client(factory, 5)
+        factory.flush()
+        writes.clear()
+        sender.send(b"one\ntwo\nthree\n")
+        self.assertEqual(writes, [])
+        clock.advance(0)
+        self.assertEqual(writes, [b"[guest-2] one\n[guest-2] two\n[guest-2] three\n"])
+        sender.send(b"four\n")
+        clock.advance(0)
+        self.assertEqual(writes[1:], [b"[guest-2] four\n"])

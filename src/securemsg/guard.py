@@ -45,6 +45,10 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
     """
 
     log = Logger()
+    # Plain TLS: the chat factory already writes once per connection per
+    # reactor turn, so Twisted's write-aggregating transport would only add
+    # a timer per connection.
+    protocol = TLSMemoryBIOProtocol
 
     def __init__(
         self,

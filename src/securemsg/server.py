@@ -112,6 +112,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             factory.clock, self.limits.flood_burst, self.limits.flood_rate
         )
         self._paused = False
+        self._outgoing: list[bytes] = []
         # C{/format json}: JSON lines both ways instead of text.
         self._json = False
         self._queue: list[bytes] = []
@@ -218,7 +219,12 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
 
     def _send(self, data: bytes) -> None:
         if not self._paused:
-            self.transport.write(data)
+            # Written once per reactor turn (see ChatServerFactory.flush):
+            # one TLS record and one system call for all the lines of a
+            # turn, instead of one per line.
+            if not self._outgoing:
+                self.factory.flush_later(self)
+            self._outgoing.append(data)
             return
         self._queue.append(data)
         self._queued_bytes += len(data)
@@ -234,6 +240,13 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             )
             self._quit_reason = "not reading"
             self.transport.abortConnection()
+
+    def flush(self) -> None:
+        """Write what this turn produced for the client."""
+        if self._outgoing:
+            data = b"".join(self._outgoing)
+            self._outgoing.clear()
+            self.transport.write(data)
 
     def pauseProducing(self) -> None:
         """The transport's buffer is full: queue lines from now on."""
@@ -399,6 +412,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # What the client sent after the line that closed it is not read
         # (nor taken for a last line by connectionLost).
         self._buffer = b""
+        self.flush()
         # Twisted's TLS layer sends its close_notify only once no producer
         # is registered.
         if self._producing:
@@ -421,6 +435,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self._handshake_timer = self._abort_timer = None
         self.setTimeout(None)
         self._queue.clear()
+        self._outgoing.clear()
         self.factory.open_connections.discard(self)
         # A last line without a newline is still a line.
         if (
@@ -515,6 +530,8 @@ class ChatServerFactory(Factory):
             )
         )
         self.open_connections: set[ChatServerProtocol] = set()
+        self._to_flush: list[ChatServerProtocol] = []
+        self._flushing: IDelayedCall | None = None
         self._last_event: wire.Event | None = None
         self._last_text: bytes | None = None
         self._last_json: bytes | None = None
@@ -538,6 +555,22 @@ class ChatServerFactory(Factory):
         if self._last_text is None:
             self._last_text = wire.encode(event, self.chat.default_room)
         return self._last_text
+
+    def flush_later(self, protocol: ChatServerProtocol) -> None:
+        """Have C{protocol}'s output written at the end of this reactor turn."""
+        self._to_flush.append(protocol)
+        if self._flushing is None:
+            self._flushing = self.clock.callLater(0, self.flush)
+
+    def flush(self) -> None:
+        """
+        Write every connection's output of this turn: one write (so one TLS
+        record) per connection per turn, scheduled once for all of them.
+        """
+        self._flushing = None
+        protocols, self._to_flush = self._to_flush, []
+        for protocol in protocols:
+            protocol.flush()
 
     def greeting_lines(self, name: str) -> list[str]:
         """The greeting for a client called C{name}, one entry per line."""
