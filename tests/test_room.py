@@ -317,6 +317,24 @@ class RoomsTests(SynchronousTestCase):
         self.chat.handle(self.alice, wire.Private("carol", "psst"))
         self.assertEqual(self.carol.take()[-1], "[alice -> carol] psst")
 
+    def test_large_rooms_do_not_announce_arrivals(self) -> None:
+        """
+        Past the announce limit, arrivals and departures in a room are not
+        told to everyone in it; chat lines still are.
+        """
+        self.chat.announce_max = 2
+        newcomer = Recorder()
+        self.chat.join(newcomer)
+        self.assertEqual(self.alice.take(), [])
+        self.chat.leave(newcomer)
+        self.assertEqual(self.alice.take(), [])
+        self.chat.leave(self.carol)
+        self.assertEqual(self.alice.take(), [])
+        self.chat.join(newcomer)
+        self.assertEqual(self.alice.take(), [f"*** {newcomer.name} joined"])
+        self.chat.say(newcomer, "hi")
+        self.assertEqual(self.alice.take(), [f"[{newcomer.name}] hi"])
+
     def test_history_replayed_on_join(self) -> None:
         """
         Joining a room replays its last messages (up to the replay count),

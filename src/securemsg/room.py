@@ -90,6 +90,7 @@ class Chat:
         operators: Iterable[str] = (),
         certificates: bool = False,
         reload: Callable[[], ReloadResult] | None = None,
+        announce_max: int = 200,
     ) -> None:
         """
         @param clock: the time source for message times.
@@ -103,6 +104,10 @@ class Chat:
         @param certificates: whether the server checks client certificates;
             then guests are marked C{~name} to others.
         @param reload: what C{/reload} calls.
+        @param announce_max: arrivals and departures are announced only in
+            rooms with at most this many members (in a larger room they
+            would be most of the traffic, and cost each arrival a line to
+            everyone); 0 announces them everywhere.
         """
         problem = wire.room_problem(default_room)
         if problem is not None:
@@ -124,6 +129,7 @@ class Chat:
         self.operators = frozenset(wire.name_key(name) for name in operators)
         self.certificates = certificates
         self.reload = reload
+        self.announce_max = announce_max
 
     def __len__(self) -> int:
         return len(self._members)
@@ -196,10 +202,21 @@ class Chat:
             if wire.name_key(name) not in self._by_name:
                 return name
 
-    def _neighbours(self, participant: IChatParticipant) -> list[IChatParticipant]:
-        """Everyone who shares a room with C{participant}, each once."""
+    def _announces(self, room: Room) -> bool:
+        """Whether arrivals and departures are announced in C{room}."""
+        return not self.announce_max or len(room.members) <= self.announce_max
+
+    def _neighbours(
+        self, participant: IChatParticipant, *, arrivals_and_departures: bool = False
+    ) -> list[IChatParticipant]:
+        """
+        Everyone who shares a room with C{participant}, each once (for an
+        arrival or departure, only in rooms small enough to announce it).
+        """
         seen: dict[IChatParticipant, None] = {}
         for room in self._members[participant].rooms.values():
+            if arrivals_and_departures and not self._announces(room):
+                continue
             for member in room.members:
                 if member is not participant:
                     seen[member] = None
@@ -279,7 +296,7 @@ class Chat:
         """
         if participant not in self._members:
             return
-        neighbours = self._neighbours(participant)
+        neighbours = self._neighbours(participant, arrivals_and_departures=True)
         for room in list(self._members[participant].rooms.values()):
             self._remove(participant, room)
         del self._members[participant]
@@ -319,7 +336,8 @@ class Chat:
             membership.current = room
             participant.deliver(wire.Notice(f"{room.name} is now your current room"))
             return
-        room.broadcast(wire.Joined(participant.name, room.name))
+        if self._announces(room):
+            room.broadcast(wire.Joined(participant.name, room.name))
         room.members[participant] = None
         membership.rooms[key] = room
         membership.current = room
@@ -346,7 +364,8 @@ class Chat:
         event = wire.Parted(participant.name, room.name)
         self._remove(participant, room)
         participant.deliver(event)
-        room.broadcast(event)
+        if self._announces(room):
+            room.broadcast(event)
 
     def _target_room(
         self, participant: IChatParticipant, room_name: str | None

@@ -179,6 +179,14 @@ class Options(usage.Options):
             "SQLite file for the history; ':memory:' keeps it in memory only.",
         ],
         [
+            "announce-max",
+            None,
+            200,
+            "Announce arrivals and departures only in rooms with at most this"
+            " many members (0: in every room).",
+            _count,
+        ],
+        [
             "history-replay",
             None,
             50,
@@ -412,6 +420,7 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         operators=options["operators"],
         certificates=settings.client_ca_path is not None,
         reload=lambda: reloader.reload("/reload by an operator"),
+        announce_max=options["announce-max"],
     )
     factory = ChatServerFactory(
         reactor,

@@ -315,6 +315,8 @@ def make_server_context(
     if not _openssl_lib.SSL_CTX_set1_curves_list(context._context, INTERMEDIATE_GROUPS):
         raise TLSConfigError("this OpenSSL cannot limit the key exchange groups")
     context.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
+    # An idle chat connection needs no 16 KiB+ read and write buffers.
+    context.set_mode(SSL.MODE_RELEASE_BUFFERS)
     if crl is not None:
         store = context.get_cert_store()
         assert store is not None
