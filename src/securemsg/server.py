@@ -215,17 +215,20 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     # Sending
 
     def deliver(self, event: wire.Event) -> None:
-        self._send(self.factory.encode(event, self._json))
-
-    def _send(self, data: bytes) -> None:
-        if not self._paused:
-            # Written once per reactor turn (see ChatServerFactory.flush):
-            # one TLS record and one system call for all the lines of a
-            # turn, instead of one per line.
-            if not self._outgoing:
-                self.factory.flush_later(self)
-            self._outgoing.append(data)
+        # The hot path: once per receiver of every line.
+        data = self.factory.encode(event, self._json)
+        if self._paused:
+            self._enqueue(data)
             return
+        # Written once per reactor turn (see ChatServerFactory.flush): one
+        # TLS record and one system call for all the lines of a turn.
+        outgoing = self._outgoing
+        if not outgoing:
+            self.factory.flush_later(self)
+        outgoing.append(data)
+
+    def _enqueue(self, data: bytes) -> None:
+        """Hold C{data} while the client does not read, up to the limit."""
         self._queue.append(data)
         self._queued_bytes += len(data)
         if self._queued_bytes > self.limits.send_queue:
@@ -243,9 +246,10 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
 
     def flush(self) -> None:
         """Write what this turn produced for the client."""
-        if self._outgoing:
-            data = b"".join(self._outgoing)
-            self._outgoing.clear()
+        outgoing = self._outgoing
+        if outgoing:
+            data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
+            outgoing.clear()
             self.transport.write(data)
 
     def pauseProducing(self) -> None:
