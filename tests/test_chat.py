@@ -19,6 +19,7 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
+from twisted.trial.unittest import SynchronousTestCase
 
 import securemsg
 from securemsg import certs, tls, wire
@@ -754,3 +755,27 @@ class PipeModeTests(ChatServerCase):
         self.assertEqual(
             Path(process.out.decode()).resolve(), Path(securemsg.__file__).resolve()
         )
+
+
+class DescribeCloseTests(SynchronousTestCase):
+    """
+    How the end of a connection is told to the user.
+    """
+
+    def test_forms(self) -> None:
+        """Clean close, a TLS alert from the server, anything else."""
+        from OpenSSL import SSL
+        from twisted.internet.error import ConnectionDone, ConnectionLost
+
+        from securemsg.chat import _describe_close
+
+        self.assertEqual(
+            _describe_close(ConnectionDone()), "server closed the connection"
+        )
+        self.assertEqual(
+            _describe_close(
+                SSL.Error([("SSL routines", "", "tls alert certificate revoked")])
+            ),
+            "server closed the connection: certificate revoked",
+        )
+        self.assertEqual(_describe_close(ConnectionLost()), "server connection lost")

@@ -11,11 +11,13 @@ L{securemsg.terminal}.
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 from contextlib import suppress
 from typing import Any, ClassVar, Final, Protocol, TextIO
 
+from OpenSSL import SSL
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -231,12 +233,7 @@ class ChatSession:
         elif self.reconnect:
             self.front.status("connection lost; reconnecting")
         else:
-            how = (
-                "closed the connection"
-                if isinstance(reason, ConnectionDone)
-                else "connection lost"
-            )
-            self.front.status(f"server {how}")
+            self.front.status(_describe_close(reason))
             self._end(EXIT_SERVER_CLOSED)
 
     def _address(self) -> str:
@@ -326,6 +323,25 @@ class ChatSession:
             self._service.stopService()
         stopping = self.front.stop()
         stopping.addBoth(lambda _: self.done.callback(status))
+
+
+def _describe_close(reason: BaseException) -> str:
+    """
+    Why the server's connection ended, in one line.  A TLS alert from the
+    server (for instance "certificate revoked" when it refuses our client
+    certificate, which TLS 1.3 reports only after the handshake) is named.
+    """
+    if isinstance(reason, ConnectionDone):
+        return "server closed the connection"
+    if isinstance(reason, SSL.Error):
+        alerts = [
+            re.sub(r"^(sslv3|tlsv1\d?|tls) alert ", "", str(detail[-1]))
+            for detail in (reason.args[0] if reason.args else [])
+            if isinstance(detail, tuple) and detail
+        ]
+        if alerts:
+            return f"server closed the connection: {'; '.join(alerts)}"
+    return "server connection lost"
 
 
 @implementer(IHalfCloseableProtocol)
