@@ -45,6 +45,15 @@ SCENARIOS = ["handshake", "fanout", "light", "idle", "slow", "mixed"]
 NCAT_MAX_CONNECTIONS = 1000
 
 
+def pyopenssl_version() -> str:
+    """The OpenSSL that pyOpenSSL (so Twisted, so securemsg) uses."""
+    try:
+        from OpenSSL import SSL
+    except ImportError:
+        return "none"
+    return SSL.SSLeay_version(SSL.SSLEAY_VERSION).decode()
+
+
 def source_state() -> dict[str, Any]:
     """Which securemsg was measured: the commit, and files changed since."""
 
@@ -175,6 +184,7 @@ class Bench:
                 "cores": os.cpu_count(),
                 "python": platform.python_version(),
                 "openssl": ssl.OPENSSL_VERSION,
+                "pyopenssl_openssl": pyopenssl_version(),
                 "kernel": platform.release(),
             },
             "source": source_state(),
@@ -1063,7 +1073,9 @@ def render_table(results: dict[str, Any]) -> str:
         where += ","
     lines = [
         f"Run {results['date']},{where} `{results['command']}`, "
-        f"{results['machine']['cores']} cores, {results['machine']['openssl']}, "
+        f"{results['machine']['cores']} cores, "
+        f"{results['machine'].get('pyopenssl_openssl', '?')} in pyOpenSSL (Twisted),"
+        f" {results['machine']['openssl']} in Python's ssl, ncat and cgen, "
         f"load generator: {results['generator']['kind']} × "  # noqa: RUF001
         f"{results['generator']['workers']} processes.",
         "",
