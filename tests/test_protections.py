@@ -186,6 +186,8 @@ class ProtectionTests(SynchronousTestCase):
         with capturedLogs() as events:
             for number in range(3):
                 sender.send(b"line %d, long enough to need some queue space" % number)
+            # The turn's lines for the client are queued when the turn ends.
+            self.clock.advance(0)
         self.assertTrue(stuck.transport.disconnected)  # aborted
         self.assertIn(
             "127.0.0.1:40000 (guest-1) disconnected: send queue over 100 bytes"

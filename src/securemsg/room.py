@@ -34,10 +34,27 @@ class Room:
     members: dict[IChatParticipant, None] = field(default_factory=dict)
     topic: str = ""
     topic_setter: str | None = None
+    # The members as a tuple, made again only when they change: a broadcast
+    # must not see the room change under it, and copying the members for
+    # every line would cost as much as the broadcast itself.
+    _snapshot: tuple[IChatParticipant, ...] | None = None
+
+    def add(self, member: IChatParticipant) -> None:
+        """Take C{member} in."""
+        self.members[member] = None
+        self._snapshot = None
+
+    def remove(self, member: IChatParticipant) -> None:
+        """Let C{member} go."""
+        del self.members[member]
+        self._snapshot = None
 
     def broadcast(self, event: wire.Event, exclude: object = None) -> None:
         """Give C{event} to every member but C{exclude}."""
-        for member in list(self.members):
+        snapshot = self._snapshot
+        if snapshot is None:
+            snapshot = self._snapshot = tuple(self.members)
+        for member in snapshot:
             if member is not exclude:
                 member.deliver(event)
 
@@ -307,7 +324,7 @@ class Chat:
                 member.deliver(event)
 
     def _remove(self, participant: IChatParticipant, room: Room) -> None:
-        del room.members[participant]
+        room.remove(participant)
         membership = self._members[participant]
         del membership.rooms[wire.name_key(room.name)]
         if membership.current is room:
@@ -338,7 +355,7 @@ class Chat:
             return
         if self._announces(room):
             room.broadcast(wire.Joined(participant.name, room.name))
-        room.members[participant] = None
+        room.add(participant)
         membership.rooms[key] = room
         membership.current = room
         if room.name != self.default_room:

@@ -216,21 +216,17 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
 
     def deliver(self, event: wire.Event) -> None:
         # The hot path: once per receiver of every line.
-        data = self.factory.encode(event, self._json)
-        if self._paused:
-            self._enqueue(data)
-            return
         # Written once per reactor turn (see ChatServerFactory.flush): one
         # TLS record and one system call for all the lines of a turn.
         outgoing = self._outgoing
         if not outgoing:
             self.factory.flush_later(self)
-        outgoing.append(data)
+        outgoing.append(self.factory.encode(event, self._json))
 
-    def _enqueue(self, data: bytes) -> None:
-        """Hold C{data} while the client does not read, up to the limit."""
-        self._queue.append(data)
-        self._queued_bytes += len(data)
+    def _enqueue(self, lines: list[bytes]) -> None:
+        """Hold C{lines} while the client does not read, up to the limit."""
+        self._queue.extend(lines)
+        self._queued_bytes += sum(map(len, lines))
         if self._queued_bytes > self.limits.send_queue:
             self._paused = False  # Nothing more to queue: it is going.
             self._queue.clear()
@@ -245,12 +241,20 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             self.transport.abortConnection()
 
     def flush(self) -> None:
-        """Write what this turn produced for the client."""
+        """
+        Write what this turn produced for the client; while the client does
+        not read (the transport paused us), queue it instead.
+        """
         outgoing = self._outgoing
-        if outgoing:
-            data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
+        if not outgoing:
+            return
+        if self._paused:
+            self._enqueue(outgoing)
             outgoing.clear()
-            self.transport.write(data)
+            return
+        data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
+        outgoing.clear()
+        self.transport.write(data)
 
     def pauseProducing(self) -> None:
         """The transport's buffer is full: queue lines from now on."""
