@@ -57,6 +57,7 @@ from securemsg.command import (
     CommandError,
     CommandOptions,
     describe_os_error,
+    parse_days,
     read_passphrase_file,
 )
 
@@ -209,7 +210,7 @@ class CertificateRecord:
         """C{"revoked"}, C{"expired"} or C{"valid"}, in that order of precedence."""
         if self.revoked_at is not None:
             return "revoked"
-        if self.not_after <= _utc(now):
+        if self.not_after <= certs.as_utc(now):
             return "expired"
         return "valid"
 
@@ -299,15 +300,6 @@ class _Index:
 # Small helpers
 
 
-def _utc(now: datetime | None) -> datetime:
-    """C{now} (default: the current time) as an aware UTC datetime."""
-    if now is None:
-        return datetime.now(UTC)
-    if now.tzinfo is None:
-        return now.replace(tzinfo=UTC)
-    return now.astimezone(UTC)
-
-
 def _iso(when: datetime) -> str:
     """C{2026-05-09T07:35:00Z}."""
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -316,7 +308,7 @@ def _iso(when: datetime) -> str:
 def _parse_iso(text: Any) -> datetime:
     if not isinstance(text, str):
         raise ValueError(f"{text!r} is not a date")
-    return _utc(datetime.fromisoformat(text))
+    return certs.as_utc(datetime.fromisoformat(text))
 
 
 def _format_date(when: datetime) -> str:
@@ -761,7 +753,7 @@ def init_ca(
         if an argument is invalid, or if a file cannot be written.
     """
     paths = ca_paths(directory)
-    when = _utc(now)
+    when = certs.as_utc(now)
     if not name or len(name) > _MAX_COMMON_NAME:
         raise CAError(f"the CA name must be 1 to {_MAX_COMMON_NAME} characters")
     _check_days(days, "the CA's validity")
@@ -879,7 +871,7 @@ def issue(
         certificate, a missing or wrong CA passphrase, or a file problem.
     """
     paths = ca_paths(directory)
-    when = _utc(now)
+    when = certs.as_utc(now)
     problem = wire.name_problem(name)
     if problem is not None:
         raise CAError(f"cannot issue a certificate to {name!r}: {problem}")
@@ -1037,7 +1029,7 @@ def revoke(
     if reason is not None and reason.value not in REVOCATION_REASONS:
         raise CAError(f"{reason.value} is not a reason securemsg ca revokes for")
     paths = ca_paths(directory)
-    when = _utc(now)
+    when = certs.as_utc(now)
     ca_cert = load_ca_certificate(paths.directory)
     with _locked(paths):
         index = _read_index(paths)
@@ -1102,7 +1094,7 @@ def refresh_crl(
     @return: The new CRL.
     """
     paths = ca_paths(directory)
-    when = _utc(now)
+    when = certs.as_utc(now)
     ca_cert = load_ca_certificate(paths.directory)
     with _locked(paths):
         index = _read_index(paths)
@@ -1153,22 +1145,6 @@ def load_crl(
 
 # ---------------------------------------------------------------------------
 # The command: securemsg ca init|issue|revoke|list|crl
-
-
-def _parse_days(option: str, value: str) -> int:
-    try:
-        days = int(value)
-    except ValueError:
-        days = 0
-    if days < 1:
-        raise usage.UsageError(
-            f"--{option} must be a whole number greater than 0, not {value!r}"
-        )
-    try:
-        datetime.now(UTC) + timedelta(days=days)
-    except OverflowError:
-        raise usage.UsageError(f"--{option} {value} is too far in the future") from None
-    return days
 
 
 def _terminal_prompt() -> Callable[[str], str] | None:
@@ -1279,8 +1255,8 @@ class CAInitOptions(_CACommand):
     ]
 
     def postOptions(self) -> None:
-        self["days"] = _parse_days("days", self["days"])
-        self["crl-days"] = _parse_days("crl-days", self["crl-days"])
+        self["days"] = parse_days("days", self["days"])
+        self["crl-days"] = parse_days("crl-days", self["crl-days"])
         if not self["name"] or len(self["name"]) > _MAX_COMMON_NAME:
             raise usage.UsageError(f"--name must be 1 to {_MAX_COMMON_NAME} characters")
 
@@ -1368,7 +1344,7 @@ class CAIssueOptions(_CACommand):
 
     def postOptions(self) -> None:
         self.name = self.arguments[0]
-        self["days"] = _parse_days("days", self["days"])
+        self["days"] = parse_days("days", self["days"])
         if self["force"] and self["replace"]:
             raise usage.UsageError("give --force or --replace, not both")
         if self["p12"] and self["p12-passphrase-file"] is None:

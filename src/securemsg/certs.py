@@ -46,6 +46,7 @@ __all__ = [
     "FINGERPRINT_PREFIX",
     "PrivateKey",
     "StrPath",
+    "as_utc",
     "certificate_warnings",
     "common_name",
     "describe_certificate",
@@ -92,7 +93,7 @@ _GROUP_OTHER_RW: Final = (
 _MAX_COMMON_NAME: Final = 64  # ub-common-name in RFC 5280
 
 
-def _utc(now: datetime | None) -> datetime:
+def as_utc(now: datetime | None) -> datetime:
     """C{now} as an aware UTC datetime; naive values are taken to be UTC."""
     if now is None:
         return datetime.now(UTC)
@@ -240,7 +241,7 @@ def generate_self_signed(
     """
     if isinstance(days, bool) or not isinstance(days, int) or days < 1:
         raise ValueError(f"days must be a whole number of at least 1, not {days!r}")
-    issued = _utc(now)
+    issued = as_utc(now)
     try:
         not_after = issued + timedelta(days=days)
     except OverflowError:
@@ -424,7 +425,7 @@ def certificate_warnings(
 
     @param now: The time to check against; defaults to the current time.
     """
-    when = _utc(now)
+    when = as_utc(now)
     not_before = cert.not_valid_before_utc
     not_after = cert.not_valid_after_utc
     warnings: list[str] = []

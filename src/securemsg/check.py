@@ -173,14 +173,6 @@ def _printable(text: str) -> str:
     )
 
 
-def _utc(now: datetime | None) -> datetime:
-    if now is None:
-        return datetime.now(UTC)
-    if now.tzinfo is None:
-        return now.replace(tzinfo=UTC)
-    return now.astimezone(UTC)
-
-
 def _date(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -778,7 +770,7 @@ def run_check(
 
     @return: The report, summary line included.
     """
-    when = _utc(now)
+    when = certs.as_utc(now)
     report = CheckReport()
     chain = _read_chain(report, cert_path)
     resolved_key = tls.key_path_for(cert_path, key_path)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import shlex
 import sys
-from datetime import UTC, datetime, timedelta
 from typing import ClassVar, TextIO
 
 from cryptography import x509
@@ -34,6 +33,7 @@ from securemsg.command import (
     CommandOptions,
     ShowText,
     describe_os_error,
+    parse_days,
     read_passphrase_file,
 )
 from securemsg.fingerprint import FingerprintOptions
@@ -58,23 +58,6 @@ def _check_rsa(value: str | None) -> int | None:
     if bits not in certs.ALLOWED_RSA_BITS:
         raise usage.UsageError(f"--rsa must be one of {allowed}, not {value!r}")
     return bits
-
-
-def _check_days(value: str) -> int:
-    """Parse C{--days}: a whole number greater than 0 that stays within X.509."""
-    try:
-        days = int(value)
-    except ValueError:
-        days = 0
-    if days < 1:
-        raise usage.UsageError(
-            f"--days must be a whole number greater than 0, not {value!r}"
-        )
-    try:
-        datetime.now(UTC) + timedelta(days=days)
-    except OverflowError:
-        raise usage.UsageError(f"--days {value} is too far in the future") from None
-    return days
 
 
 def _key_description(key: certs.PrivateKey, encrypted: bool) -> str:
@@ -169,7 +152,7 @@ class GencertOptions(CommandOptions):
         if os.path.abspath(self["cert"]) == os.path.abspath(self["key"]):
             raise usage.UsageError("--cert and --key must name different files")
         self["rsa"] = _check_rsa(self["rsa"])
-        self["days"] = _check_days(self["days"])
+        self["days"] = parse_days("days", self["days"])
         for host in self["host"]:
             try:
                 certs.general_name_for_host(host)

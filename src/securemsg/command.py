@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getopt
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import ClassVar, TextIO
 
 from twisted.python import usage
@@ -139,3 +140,25 @@ def read_passphrase_file(path: str) -> bytes:
             " put the passphrase on the first line"
         )
     return passphrase
+
+
+def parse_days(option: str, value: str) -> int:
+    """
+    Parse C{--OPTION DAYS}: a whole number greater than 0 that still gives
+    a date X.509 can hold.
+
+    @raise usage.UsageError: otherwise, naming the option.
+    """
+    try:
+        days = int(value)
+    except ValueError:
+        days = 0
+    if days < 1:
+        raise usage.UsageError(
+            f"--{option} must be a whole number greater than 0, not {value!r}"
+        )
+    try:
+        datetime.now(UTC) + timedelta(days=days)
+    except OverflowError:
+        raise usage.UsageError(f"--{option} {value} is too far in the future") from None
+    return days
