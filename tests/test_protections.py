@@ -18,6 +18,7 @@ from securemsg import tls
 from securemsg.guard import REFUSAL_LOG_INTERVAL, GuardedTLSFactory
 from securemsg.limits import Limits
 from securemsg.server import ChatServerFactory, ChatServerProtocol
+from securemsg.state import Ban
 
 from . import _certs
 from ._tls import tls_pair
@@ -350,3 +351,39 @@ class ConnectionLimitTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(self.factory._report, None)
+
+
+class BanTests(SynchronousTestCase):
+    """
+    Bans are checked when a client joins: certificate holders by their
+    certificate, guests by their address.
+    """
+
+    def setUp(self) -> None:
+        self.factory = ChatServerFactory(MemoryReactorClock(), greeting="")
+        self.factory.chat.state.addresses["127.0.0.1"] = Ban("guest-9", "op", 0.0)
+        self.factory.chat.state.fingerprints["sha256:bad"] = Ban("mallory", "op", 0.0)
+
+    def join(self, certificate: tuple[str | None, str | None]) -> Client:
+        """Connect with the client certificate C{(identity, fingerprint)}."""
+        self.patch(ChatServerProtocol, "_client_certificate", lambda self: certificate)
+        return Client(self.factory, 4000)
+
+    def test_guest_banned_by_address(self) -> None:
+        """A guest from a banned address is told and closed."""
+        client = self.join((None, None))
+        self.assertEqual(client.lines(), ["!!! you are banned from this server"])
+        self.assertTrue(client.transport.disconnecting)
+        self.assertEqual(len(self.factory.chat), 0)
+
+    def test_holder_not_banned_by_address(self) -> None:
+        """A certificate holder from that address is not a banned guest."""
+        client = self.join(("alice", "sha256:good"))
+        self.assertFalse(client.transport.disconnecting)
+        self.assertEqual(self.factory.chat.names(), ["alice"])
+
+    def test_holder_banned_by_certificate(self) -> None:
+        """A banned certificate stays out from any address."""
+        client = self.join(("mallory", "sha256:bad"))
+        self.assertEqual(client.lines(), ["!!! you are banned from this server"])
+        self.assertEqual(len(self.factory.chat), 0)

@@ -168,7 +168,11 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             self.setTimeout(self.limits.idle_timeout)
         identity, fingerprint = self._client_certificate()
         address = _host(self.transport.getPeer())
-        ban = self.factory.chat.state.banned(fingerprint, address)
+        # An address ban is for guests: a certificate holder may share the
+        # banned guest's address (the same NAT, say) and is known anyway.
+        ban = self.factory.chat.state.banned(
+            fingerprint, address if identity is None else None
+        )
         if ban is not None:
             self.log.info(
                 "{peer} refused: banned by {by} (as {name})",
