@@ -221,6 +221,29 @@ class LineClient(LineReceiver):
         return bounded(self.ended.wait(), "the client's connectionLost")
 
 
+async def connect_line_client(
+    port: int, trust_pem: bytes, certificate: Any = None
+) -> LineClient:
+    """
+    A L{LineClient} connected over TLS to C{127.0.0.1:port}, trusting
+    C{trust_pem} and checking the name C{localhost}; with C{certificate} (a
+    L{twisted.internet.ssl.PrivateCertificate}) it presents that.
+    """
+    options = optionsForClientTLS(
+        "localhost",
+        trustRoot=Certificate.loadPEM(trust_pem),
+        clientCertificate=certificate,
+    )
+    tcp: IReactorTCP = reactor
+    endpoint = wrapClientTLS(
+        options, TCP4ClientEndpoint(tcp, "127.0.0.1", port, timeout=TIMEOUT)
+    )
+    client: LineClient = await bounded(
+        endpoint.connect(Factory.forProtocol(LineClient)), "connect"
+    )
+    return client
+
+
 def greeting(name: str) -> str:
     """The default greeting line for a client called C{name}."""
     return f"*** Welcome to securemsg, {name}. Type /help for commands."

@@ -22,9 +22,8 @@ from typing import Any
 from cryptography import x509
 from twisted.internet import reactor as _global_reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ClientFactory, Factory
+from twisted.internet.protocol import ClientFactory
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.logger import LogEvent, LogLevel, capturedLogs, formatEvent
@@ -50,7 +49,7 @@ from securemsg.tls import (
 from securemsg.trust import load_client_certificate
 
 from . import _certs
-from ._loopback import LineClient, bounded, greeting
+from ._loopback import LineClient, bounded, connect_line_client, greeting
 from ._tls import LineCollector
 from .test_twistd import REPOSITORY, Twistd
 
@@ -601,18 +600,8 @@ class TwistdReloadTests(TestCase):
         match = await twistd.wait_for_message(
             r"securemsg listening on 127\.0\.0\.1:(\d+)"
         )
-        options = optionsForClientTLS(
-            "localhost",
-            trustRoot=Certificate.loadPEM(self.ca.cert_pem()),
-            clientCertificate=certificate,
-        )
-        endpoint = wrapClientTLS(
-            options,
-            TCP4ClientEndpoint(reactor, "127.0.0.1", int(match.group(1)), timeout=10),
-        )
-        client: LineClient = await bounded(
-            endpoint.connect(Factory.forProtocol(LineClient)),  # type: ignore[arg-type]
-            "connect",
+        client = await connect_line_client(
+            int(match.group(1)), self.ca.cert_pem(), certificate
         )
         self.addCleanup(self.close_client, client)
         await bounded(client.handshake.wait(), "the TLS handshake")

@@ -20,11 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.protocol import Factory
-from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
@@ -39,7 +36,7 @@ from ._loopback import (
     LineClient,
     LoopbackServerTestCase,
     ObservedChatServerFactory,
-    bounded,
+    connect_line_client,
     greeting,
     reactor,
 )
@@ -606,15 +603,7 @@ class RestartTests(TestCase):
 
     async def connect(self, port: int, name: str, number: int) -> LineClient:
         """A TLS client, greeted as guest-C{number}, renamed C{name}."""
-        options = optionsForClientTLS(
-            "localhost", trustRoot=Certificate.loadPEM(self.ca.cert_pem())
-        )
-        endpoint = wrapClientTLS(
-            options, TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
-        )
-        client: LineClient = await bounded(
-            endpoint.connect(Factory.forProtocol(LineClient)), "connect"
-        )
+        client = await connect_line_client(port, self.ca.cert_pem())
         self.addCleanup(self.close_client, client)
         self.assertEqual(await client.next_lines(1), [greeting(f"guest-{number}")])
         client.send(f"/nick {name}".encode())
@@ -766,15 +755,7 @@ class RestartTests(TestCase):
 
     async def connect_raw(self, port: int) -> LineClient:
         """A TLS client that has read nothing yet."""
-        options = optionsForClientTLS(
-            "localhost", trustRoot=Certificate.loadPEM(self.ca.cert_pem())
-        )
-        endpoint = wrapClientTLS(
-            options, TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
-        )
-        client: LineClient = await bounded(
-            endpoint.connect(Factory.forProtocol(LineClient)), "connect"
-        )
+        client = await connect_line_client(port, self.ca.cert_pem())
         self.addCleanup(self.close_client, client)
         return client
 

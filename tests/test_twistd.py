@@ -21,17 +21,15 @@ from typing import Any
 
 from twisted.internet import reactor as _global_reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
-from twisted.internet.protocol import Factory, ProcessProtocol
-from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from securemsg.tls import PASSPHRASE_ENVIRONMENT_VARIABLE
 
 from . import _certs
-from ._loopback import LineClient, Waiters, bounded, greeting
+from ._loopback import LineClient, Waiters, bounded, connect_line_client, greeting
 
 reactor: Any = _global_reactor
 
@@ -191,15 +189,7 @@ class TwistdTests(TestCase):
 
     async def connect(self, port: int) -> LineClient:
         """A TLS client that trusts the test CA and checks C{localhost}."""
-        options = optionsForClientTLS(
-            "localhost", trustRoot=Certificate.loadPEM(self.ca.cert_pem())
-        )
-        endpoint = wrapClientTLS(
-            options, TCP4ClientEndpoint(reactor, "127.0.0.1", port, timeout=10)
-        )
-        client: LineClient = await bounded(
-            endpoint.connect(Factory.forProtocol(LineClient)), "connect"
-        )
+        client = await connect_line_client(port, self.ca.cert_pem())
         self.addCleanup(self.close_client, client)
         return client
 
