@@ -6,6 +6,7 @@ that would damage Twisted, and an installed copy is found by twistd.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -28,6 +29,19 @@ class WheelTests(SynchronousTestCase):
     def build(self) -> tuple[Path, Path]:
         if WheelTests.wheel is None or WheelTests.unpacked is None:
             out = Path(self.mktemp()).resolve()
+            # Build from a copy: setuptools writes build/ and *.egg-info
+            # beside the sources, which parallel test runs would share.
+            source = out / "source"
+            shutil.copytree(
+                ROOT,
+                source,
+                ignore=shutil.ignore_patterns(
+                    ".git", ".venv", "_trial_temp*", "build", "*.egg-info",
+                    "__pycache__", "bench",
+                ),
+            )  # fmt: skip
+            # twistd leaves a plugin cache in a checkout; it must never ship.
+            (source / "twisted" / "plugins" / "dropin.cache").write_bytes(b"stale")
             # --no-build-isolation: build with the setuptools the test extra
             # installed, without reaching a package index.
             subprocess.run(
@@ -41,7 +55,7 @@ class WheelTests(SynchronousTestCase):
                     "--no-build-isolation",
                     "--wheel-dir",
                     str(out),
-                    str(ROOT),
+                    str(source),
                 ],
                 check=True,
                 timeout=TIMEOUT,
