@@ -51,7 +51,7 @@ from securemsg.trust import load_client_certificate
 from . import _certs
 from ._loopback import LineClient, bounded, connect_line_client, greeting
 from ._tls import LineCollector
-from .test_twistd import REPOSITORY, Twistd
+from ._twistd import Twistd, listening_port, start_twistd
 
 reactor: Any = _global_reactor
 
@@ -539,12 +539,6 @@ class ReloadServiceTests(ReloaderCase):
 # In a real twistd
 
 
-def signal_process(twistd: Twistd, name: str) -> None:
-    """Send the signal called C{name} (C{"HUP"}) to the twistd process."""
-    assert twistd.transport is not None
-    twistd.transport.signalProcess(name)
-
-
 class TwistdReloadTests(TestCase):
     """
     C{twistd -n securemsg} reloads its certificate on SIGHUP and on an
@@ -560,20 +554,9 @@ class TwistdReloadTests(TestCase):
 
     def start(self, *arguments: str) -> Twistd:
         """Start twistd serving C{server.pem}, on an ephemeral loopback port."""
-        env = dict(os.environ)
-        env.pop(PASSPHRASE_ENVIRONMENT_VARIABLE, None)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPOSITORY), *filter(None, [env.get("PYTHONPATH")])]
-        )
-        twistd = Twistd()
-        argv = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "--logfile=-",
-            "securemsg",
+        return start_twistd(
+            self,
+            self.directory,
             "--cert", self.cert_path,
             "--key", self.key_path,
             "--listen", "tcp:0:interface=127.0.0.1",
@@ -581,27 +564,14 @@ class TwistdReloadTests(TestCase):
             "--history-replay", "0",
             "--state", str(self.directory / "state.json"),
             *arguments,
-        ]  # fmt: skip
-        reactor.spawnProcess(
-            twistd, sys.executable, argv, env=env, path=str(self.directory)
-        )
-        self.addCleanup(self.kill, twistd)
-        return twistd
-
-    async def kill(self, twistd: Twistd) -> None:
-        if not twistd.ended.fired:
-            signal_process(twistd, "KILL")
-            await twistd.wait_ended()
+        )  # fmt: skip
 
     async def connect(
         self, twistd: Twistd, certificate: PrivateCertificate | None = None
     ) -> LineClient:
         """A TLS client that trusts the test CA, once the handshake is done."""
-        match = await twistd.wait_for_message(
-            r"securemsg listening on 127\.0\.0\.1:(\d+)"
-        )
         client = await connect_line_client(
-            int(match.group(1)), self.ca.cert_pem(), certificate
+            await listening_port(twistd), self.ca.cert_pem(), certificate
         )
         self.addCleanup(self.close_client, client)
         await bounded(client.handshake.wait(), "the TLS handshake")
@@ -623,7 +593,7 @@ class TwistdReloadTests(TestCase):
         SIGTERM stops twistd cleanly, telling each client, without a
         traceback.
         """
-        signal_process(twistd, "TERM")
+        twistd.signal("TERM")
         await twistd.wait_ended()
         status = twistd.ended.value
         if isinstance(status, ProcessTerminated):
@@ -653,7 +623,7 @@ class TwistdReloadTests(TestCase):
         self.assertEqual(await two.next_lines(1), ["[guest-1] before"])
 
         self.b.write(self.directory)
-        signal_process(twistd, "HUP")
+        twistd.signal("HUP")
         await twistd.wait_for_message(
             re.escape(
                 f"certificates reloaded (SIGHUP): {describe(self.a.certificate)}"
@@ -672,7 +642,7 @@ class TwistdReloadTests(TestCase):
         self.assertEqual(self.served(one), certs.fingerprint(self.a.certificate))
 
         Path(self.key_path).write_bytes(b"garbage")
-        signal_process(twistd, "HUP")
+        twistd.signal("HUP")
         await twistd.wait_for_message(
             re.escape(
                 f"certificate reload (SIGHUP) failed; still serving"

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import sqlite3
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,6 @@ from securemsg import wire
 from securemsg.history import SCHEMA_VERSION
 from securemsg.limits import Limits
 from securemsg.room import Chat
-from securemsg.tls import PASSPHRASE_ENVIRONMENT_VARIABLE
 
 from . import _certs
 from ._loopback import (
@@ -40,7 +37,7 @@ from ._loopback import (
     greeting,
     reactor,
 )
-from .test_twistd import REPOSITORY, Twistd
+from ._twistd import Twistd, listening_port, start_twistd
 
 #: 2025-11-27T13:05:22Z: the time of the fake clock rooms tests chat by.
 START = 1764248722.0
@@ -559,47 +556,21 @@ class RestartTests(TestCase):
     def start(self, *arguments: str) -> Twistd:
         """
         Start C{twistd -n securemsg} on an ephemeral port with our
-        certificate and database, as C{tests.test_twistd} does: in the
-        temporary directory, with the repository root on C{PYTHONPATH};
-        killed in cleanup if still running.
+        certificate and database.
         """
-        env = dict(os.environ)
-        env.pop(PASSPHRASE_ENVIRONMENT_VARIABLE, None)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPOSITORY), *filter(None, [env.get("PYTHONPATH")])]
-        )
-        twistd = Twistd()
-        argv = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "--logfile=-",
-            "securemsg",
+        return start_twistd(
+            self,
+            self.directory,
             "--cert", self.cert_path,
             "--key", self.key_path,
             "--listen", "tcp:0:interface=127.0.0.1",
             "--history-db", self.database,
             "--flood-burst", "1000",
             *arguments,
-        ]  # fmt: skip
-        reactor.spawnProcess(
-            twistd, sys.executable, argv, env=env, path=str(self.directory)
-        )
-        self.addCleanup(self.kill, twistd)
-        return twistd
-
-    async def kill(self, twistd: Twistd) -> None:
-        if not twistd.ended.fired:
-            twistd.transport.signalProcess("KILL")
-            await twistd.wait_ended()
+        )  # fmt: skip
 
     async def port(self, twistd: Twistd) -> int:
-        match = await twistd.wait_for_message(
-            r"securemsg listening on 127\.0\.0\.1:(\d+)"
-        )
-        return int(match.group(1))
+        return await listening_port(twistd)
 
     async def connect(self, port: int, name: str, number: int) -> LineClient:
         """A TLS client, greeted as guest-C{number}, renamed C{name}."""
@@ -620,7 +591,7 @@ class RestartTests(TestCase):
 
     async def terminate(self, twistd: Twistd) -> None:
         """SIGTERM; twistd exits cleanly, without a traceback."""
-        twistd.transport.signalProcess("TERM")
+        twistd.signal("TERM")
         await twistd.wait_ended()
         status = twistd.ended.value
         if isinstance(status, ProcessTerminated):

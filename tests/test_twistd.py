@@ -12,121 +12,24 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import signal
 import socket
-import sys
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor as _global_reactor
-from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
-from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
 from securemsg.tls import PASSPHRASE_ENVIRONMENT_VARIABLE
 
 from . import _certs
-from ._loopback import LineClient, Waiters, bounded, connect_line_client, greeting
+from ._loopback import LineClient, connect_line_client, greeting
+from ._twistd import Twistd, listening_port, start_twistd
 
 reactor: Any = _global_reactor
 
-REPOSITORY = Path(__file__).resolve().parent.parent
-
-#: Generous: a twistd start takes about half a second, more on a busy CI.
-PROCESS_TIMEOUT = 30.0
-
-#: One line of twistd's text log: time, [system], then the message.
-LOG_LINE = re.compile(r"\S+ \[(?P<system>[^\]]*)\] (?P<message>.*)")
-
 PASSPHRASE = b"correct horse battery staple"
-
-
-class Twistd(ProcessProtocol):
-    """
-    A running C{twistd}: collects its output, and lets a test wait for a log
-    message on standard output or for the process to end.
-    """
-
-    def __init__(self) -> None:
-        self.out = b""
-        self.err = b""
-        self.ended = Waiters()
-        self._watching: list[tuple[re.Pattern[str], Deferred[re.Match[str]]]] = []
-
-    def outReceived(self, data: bytes) -> None:
-        self.out += data
-        self._check()
-
-    def errReceived(self, data: bytes) -> None:
-        self.err += data
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.fire(reason.value)
-        self._check()
-        self._give_up()
-
-    def _give_up(self) -> None:
-        """Fail every wait for a message that can no longer come."""
-        watching, self._watching = self._watching, []
-        for pattern, waiter in watching:
-            waiter.errback(
-                AssertionError(
-                    f"twistd ended ({self.ended.value}) before logging"
-                    f" {pattern.pattern!r}; output:\n{self.output()}"
-                )
-            )
-
-    def output(self) -> str:
-        """Everything it wrote so far, for failure messages."""
-        return (
-            self.out.decode("utf-8", "replace")
-            + "\n--- stderr ---\n"
-            + self.err.decode("utf-8", "replace")
-        )
-
-    def messages(self) -> list[str]:
-        """The messages of the complete log lines on standard output."""
-        lines = self.out.decode("utf-8", "replace").split("\n")[:-1]
-        return [
-            match.group("message")
-            for match in map(LOG_LINE.fullmatch, lines)
-            if match is not None
-        ]
-
-    def _find(self, pattern: re.Pattern[str]) -> re.Match[str] | None:
-        for message in self.messages():
-            match = pattern.fullmatch(message)
-            if match is not None:
-                return match
-        return None
-
-    def _check(self) -> None:
-        watching, self._watching = self._watching, []
-        for pattern, waiter in watching:
-            match = self._find(pattern)
-            if match is None:
-                self._watching.append((pattern, waiter))
-            else:
-                waiter.callback(match)
-
-    def wait_for_message(self, pattern: str) -> Deferred[re.Match[str]]:
-        """Fires with the match once a log message matches C{pattern} fully."""
-        waiter: Deferred[re.Match[str]] = Deferred(
-            lambda waiter: self._watching.remove((compiled, waiter))
-        )
-        compiled = re.compile(pattern)
-        self._watching.append((compiled, waiter))
-        self._check()
-        if self.ended.fired:
-            self._give_up()
-        return bounded(waiter, f"twistd to log {pattern!r}", PROCESS_TIMEOUT)
-
-    def wait_ended(self) -> Deferred[None]:
-        """Fires once the process has ended; C{ended.value} says how."""
-        return bounded(self.ended.wait(), "twistd to exit", PROCESS_TIMEOUT)
 
 
 class TwistdTests(TestCase):
@@ -140,39 +43,8 @@ class TwistdTests(TestCase):
         self.ca, self.server = _certs.default_ca_and_server()
 
     def start(self, *arguments: str, **environment: str) -> Twistd:
-        """
-        Start C{twistd -n securemsg} with C{arguments}, in the temporary
-        directory, with the repository root on C{PYTHONPATH} and
-        C{environment} added to (a copy of) ours.
-        """
-        env = dict(os.environ)
-        env.pop(PASSPHRASE_ENVIRONMENT_VARIABLE, None)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(REPOSITORY), *filter(None, [env.get("PYTHONPATH")])]
-        )
-        env["COLUMNS"] = "80"
-        env.update(environment)
-        twistd = Twistd()
-        argv = [
-            sys.executable,
-            "-c",
-            "from twisted.scripts.twistd import run; run()",
-            "-n",
-            "--pidfile=",
-            "--logfile=-",
-            "securemsg",
-            *arguments,
-        ]
-        reactor.spawnProcess(
-            twistd, sys.executable, argv, env=env, path=str(self.directory)
-        )
-        self.addCleanup(self.kill, twistd)
-        return twistd
-
-    async def kill(self, twistd: Twistd) -> None:
-        if not twistd.ended.fired:
-            twistd.transport.signalProcess("KILL")
-            await twistd.wait_ended()
+        """Start twistd with C{arguments} and C{environment} added."""
+        return start_twistd(self, self.directory, *arguments, environment=environment)
 
     async def run_to_exit(self, *arguments: str, **environment: str) -> Twistd:
         """Start twistd and wait until it exits by itself."""
@@ -182,10 +54,7 @@ class TwistdTests(TestCase):
 
     async def listening_port(self, twistd: Twistd) -> int:
         """Wait until twistd says where it listens; return the port."""
-        match = await twistd.wait_for_message(
-            r"securemsg listening on 127\.0\.0\.1:(\d+)"
-        )
-        return int(match.group(1))
+        return await listening_port(twistd)
 
     async def connect(self, port: int) -> LineClient:
         """A TLS client that trusts the test CA and checks C{localhost}."""
@@ -204,7 +73,7 @@ class TwistdTests(TestCase):
         status 0 (twistd handles the signal and stops the reactor) or killed
         by the signal, and without a traceback.
         """
-        twistd.transport.signalProcess("TERM")
+        twistd.signal("TERM")
         await twistd.wait_ended()
         status = twistd.ended.value
         if isinstance(status, ProcessTerminated):
