@@ -972,19 +972,10 @@ class CommandTests(_CATestCase):
     def environment(self, value: str | None) -> None:
         """Set C{$SECUREMSG_CA_PASSPHRASE} (or unset it) for this test."""
         name = ca.CA_PASSPHRASE_ENVIRONMENT_VARIABLE
-        old = os.environ.get(name)
-
-        def restore() -> None:
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
-
-        self.addCleanup(restore)
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+        environ = {key: v for key, v in os.environ.items() if key != name}
+        if value is not None:
+            environ[name] = value
+        self.patch(os, "environ", environ)
 
     def assertSucceeded(self, result: _Result) -> None:
         """Exit 0 and nothing on stderr."""

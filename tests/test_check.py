@@ -152,19 +152,10 @@ class _CheckTestCase(SynchronousTestCase):
     def environment(self, value: str | None) -> None:
         """Set C{$SECUREMSG_KEY_PASSPHRASE} (or unset it) for this test."""
         name = tls.PASSPHRASE_ENVIRONMENT_VARIABLE
-        old = os.environ.get(name)
-
-        def restore() -> None:
-            if old is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = old
-
-        self.addCleanup(restore)
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
+        environ = {key: v for key, v in os.environ.items() if key != name}
+        if value is not None:
+            environ[name] = value
+        self.patch(os, "environ", environ)
 
     def path(self, name: str) -> str:
         return str(self.directory / name)
