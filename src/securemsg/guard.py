@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Final
 
-from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
     IAddress,
@@ -28,14 +27,10 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
+from securemsg.server import peer_host
+
 #: Refusals after the first in a burst are summed up in one line this often.
 REFUSAL_LOG_INTERVAL: Final = 10.0
-
-
-def _host(address: IAddress) -> str:
-    if isinstance(address, IPv4Address | IPv6Address):
-        return address.host
-    return "local"  # UNIX sockets and the like: one bucket.
 
 
 class GuardedTLSFactory(TLSMemoryBIOFactory):
@@ -69,7 +64,8 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
         self._report: IDelayedCall | None = None
 
     def buildProtocol(self, addr: IAddress) -> TLSMemoryBIOProtocol | None:  # type: ignore[override]
-        host = _host(addr)
+        # UNIX sockets and the like share one count.
+        host = peer_host(addr) or "local"
         if len(self._hosts) >= self.max_connections:
             self._refuse(host, f"{self.max_connections} connections in total")
             return None

@@ -55,7 +55,8 @@ def describe_peer(address: IAddress) -> str:
     return str(address)
 
 
-def _host(address: IAddress) -> str | None:
+def peer_host(address: IAddress) -> str | None:
+    """The IP address in C{address}, or L{None} for other kinds (UNIX)."""
     if isinstance(address, IPv4Address | IPv6Address):
         return address.host
     return None
@@ -167,7 +168,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         if self.limits.idle_timeout:
             self.setTimeout(self.limits.idle_timeout)
         identity, fingerprint = self._client_certificate()
-        address = _host(self.transport.getPeer())
+        address = peer_host(self.transport.getPeer())
         # An address ban is for guests: a certificate holder may share the
         # banned guest's address (the same NAT, say) and is known anyway.
         ban = self.factory.chat.state.banned(
