@@ -55,6 +55,10 @@ class Recorder:
     def deliver(self, event: wire.Event) -> None:
         self.lines.extend(event.format().split("\n"))
 
+    def deliver_all(self, events: tuple[wire.Event, ...]) -> None:
+        for event in events:
+            self.deliver(event)
+
     def disconnect(self, error: str, farewell: str) -> None:
         self.disconnected = (error, farewell)
         self.lines.append(f"(disconnected: {error})")

@@ -3,6 +3,8 @@ Tests for L{securemsg.room}: the chat logic alone, with participants that
 only record what they are given.
 """
 
+from typing import TypeVar
+
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -25,12 +27,30 @@ class Recorder:
     def deliver(self, event: wire.Event) -> None:
         self.lines.extend(event.format().split("\n"))
 
+    def deliver_all(self, events: tuple[wire.Event, ...]) -> None:
+        for event in events:
+            self.deliver(event)
+
     def disconnect(self, error: str, farewell: str) -> None:
         self.lines.append(f"(disconnected: {error})")
 
     def take(self) -> list[str]:
         lines, self.lines = self.lines, []
         return lines
+
+
+R = TypeVar("R", bound=Recorder)
+
+
+def seat_three(chat: Chat, kind: type[R]) -> tuple[R, R, R]:
+    """Let alice, bob and carol (made by C{kind}) in, with nothing to read."""
+    people = (kind(), kind(), kind())
+    for person, name in zip(people, ("alice", "bob", "carol"), strict=True):
+        chat.join(person)
+        chat.rename(person, name)
+    for person in people:
+        person.take()
+    return people
 
 
 class RoomTests(SynchronousTestCase):
@@ -180,16 +200,7 @@ class RoomsTests(SynchronousTestCase):
         self.clock = Clock()
         self.clock.advance(1764248722)
         self.chat = Chat(self.clock, replay=3)
-        self.alice, self.bob, self.carol = Recorder(), Recorder(), Recorder()
-        for person, name in (
-            (self.alice, "alice"),
-            (self.bob, "bob"),
-            (self.carol, "carol"),
-        ):
-            self.chat.join(person)
-            self.chat.rename(person, name)
-        for person in (self.alice, self.bob, self.carol):
-            person.take()
+        self.alice, self.bob, self.carol = seat_three(self.chat, Recorder)
 
     def test_everyone_starts_in_the_default_room(self) -> None:
         """Newcomers are in #lobby, and it is their current room."""
@@ -400,4 +411,119 @@ class RoomsTests(SynchronousTestCase):
                 "~ 2025-11-27T13:05:22Z [guest-1 -> guest-2] secret",
                 "*** end of history of guest-2 <-> guest-1",
             ],
+        )
+
+
+class Counting(Recorder):
+    """A L{Recorder} that also counts the calls that brought it events."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def deliver(self, event: wire.Event) -> None:
+        self.calls += 1
+        super().deliver(event)
+
+    def deliver_all(self, events: tuple[wire.Event, ...]) -> None:
+        self.calls += 1
+        for event in events:
+            super().deliver(event)
+
+
+class HoldingTests(SynchronousTestCase):
+    """
+    L{Chat.hold}: lines one speaker says while held reach each member in one
+    delivery, and nothing is reordered by it.
+    """
+
+    def setUp(self) -> None:
+        self.chat = Chat(Clock())
+        self.alice, self.bob, self.carol = seat_three(self.chat, Counting)
+        for person in (self.alice, self.bob, self.carol):
+            person.calls = 0
+
+    def test_held_lines_arrive_together_on_release(self) -> None:
+        """
+        Nothing is delivered while held; on release each member but the
+        speaker gets every line, in order, in one call.
+        """
+        self.chat.hold()
+        for text in ("one", "two", "three"):
+            self.chat.handle(self.alice, wire.Say(text))
+        self.chat.handle(self.alice, wire.Me("waves"))
+        self.assertEqual(self.bob.take(), [])
+        self.chat.release()
+        expected = ["[alice] one", "[alice] two", "[alice] three", "* alice waves"]
+        self.assertEqual(self.bob.take(), expected)
+        self.assertEqual(self.carol.take(), expected)
+        self.assertEqual((self.bob.calls, self.carol.calls), (1, 1))
+        self.assertEqual(self.alice.take(), [])
+        self.assertEqual(self.alice.calls, 0)
+
+    def test_not_held_after_release(self) -> None:
+        """After release, a line is delivered at once."""
+        self.chat.hold()
+        self.chat.release()
+        self.chat.handle(self.alice, wire.Say("now"))
+        self.assertEqual(self.bob.take(), ["[alice] now"])
+
+    def test_private_line_comes_after_held_lines(self) -> None:
+        """A private line said after room lines arrives after them."""
+        self.chat.hold()
+        self.chat.handle(self.alice, wire.Say("to the room"))
+        self.chat.handle(self.alice, wire.Private("bob", "to bob"))
+        self.chat.handle(self.alice, wire.Say("room again"))
+        self.chat.release()
+        self.assertEqual(
+            self.bob.take(),
+            ["[alice] to the room", "[alice -> bob] to bob", "[alice] room again"],
+        )
+
+    def test_other_room_and_other_speaker_keep_order(self) -> None:
+        """
+        A line to another room, or from another speaker, hands out what is
+        held first, so a member of both rooms sees the order they were said.
+        """
+        for person in (self.alice, self.bob):
+            self.chat.handle(person, wire.Join("#dev"))
+            self.chat.handle(person, wire.Say("lobby", "#lobby"))
+        self.bob.take()
+        self.chat.hold()
+        self.chat.handle(self.alice, wire.Say("first", "#lobby"))
+        self.chat.handle(self.alice, wire.Say("second", "#dev"))
+        self.chat.handle(self.carol, wire.Say("third"))
+        self.chat.handle(self.alice, wire.Say("fourth", "#lobby"))
+        self.chat.release()
+        self.assertEqual(
+            self.bob.take(),
+            ["[alice] first", "#dev [alice] second", "[carol] third", "[alice] fourth"],
+        )
+
+    def test_arrival_sees_held_lines_once(self) -> None:
+        """
+        Someone who arrives while lines are held gets them from the history,
+        not again live; those already there get them before the arrival.
+        """
+        self.chat.hold()
+        self.chat.handle(self.alice, wire.Say("before you came"))
+        newcomer = Counting()
+        self.chat.join(newcomer)
+        self.chat.release()
+        self.assertEqual(
+            self.bob.take(), ["[alice] before you came", f"*** {newcomer.name} joined"]
+        )
+        said = [line for line in newcomer.take() if "before you came" in line]
+        self.assertEqual(len(said), 1)
+        self.assertTrue(said[0].startswith("~ "), said)
+
+    def test_departure_after_held_lines(self) -> None:
+        """Whoever leaves gets the lines said before they left."""
+        self.chat.hold()
+        self.chat.handle(self.alice, wire.Say("bye carol"))
+        self.chat.leave(self.carol, "gone")
+        self.chat.release()
+        self.assertEqual(self.carol.take(), ["[alice] bye carol"])
+        self.assertEqual(
+            self.bob.take(), ["[alice] bye carol", "*** carol left (gone)"]
         )

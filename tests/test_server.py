@@ -3,6 +3,8 @@ Tests for L{securemsg.server}: one protocol over L{StringTransport}, several
 sharing one factory.
 """
 
+import json
+
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -271,6 +273,25 @@ class EncodingTests(SynchronousTestCase):
             b"#dev [bob] yo\n",
         )
 
+    def test_events_encoded_once_together(self) -> None:
+        """
+        L{ChatServerFactory.encode_all} gives what L{encode} gives for each
+        event, joined, and formats the same events once per format.
+        """
+        factory = ChatServerFactory(MemoryReactorClock())
+        events = (wire.Message("alice", "hi", "#lobby"), wire.Action("alice", "waves"))
+        text = factory.encode_all(events, json=False)
+        self.assertEqual(text, b"[alice] hi\n* alice waves\n")
+        self.assertIs(factory.encode_all(events, json=False), text)
+        as_json = factory.encode_all(events, json=True)
+        self.assertEqual(
+            as_json,
+            b"".join(
+                ChatServerFactory(MemoryReactorClock()).encode(e, True) for e in events
+            ),
+        )
+        self.assertIs(factory.encode_all(events, json=True), as_json)
+
 
 class WriteBatchingTests(SynchronousTestCase):
     """
@@ -299,3 +320,38 @@ class WriteBatchingTests(SynchronousTestCase):
         sender.send(b"four\n")
         clock.advance(0)
         self.assertEqual(writes[1:], [b"[guest-2] four\n"])
+
+    def test_lines_of_one_read_delivered_together(self) -> None:
+        """
+        The lines of one read reach each receiver in one delivery, formatted
+        once for the room, in text or JSON as each receiver asked.
+        """
+        clock = MemoryReactorClock()
+        factory = ChatServerFactory(clock, greeting="")
+        text, as_json, sender = (
+            Client(factory, 1),
+            Client(factory, 2),
+            Client(factory, 3),
+        )
+        as_json.send(b"/format json\n")
+        for client in (text, as_json, sender):
+            client.lines()
+        calls: list[tuple[wire.Event, ...]] = []
+        encode_all = factory.encode_all
+
+        def counting(events: tuple[wire.Event, ...], json: bool) -> bytes:
+            calls.append(events)
+            return encode_all(events, json)
+
+        factory.encode_all = counting  # type: ignore[method-assign]
+        sender.send(b"one\ntwo\n/me waves\n")
+        self.assertEqual(len(calls), 2)
+        self.assertIs(calls[0], calls[1])
+        self.assertEqual(
+            text.lines(), ["[guest-3] one", "[guest-3] two", "* guest-3 waves"]
+        )
+        self.assertEqual(
+            [json.loads(line)["text"] for line in as_json.lines()],
+            ["one", "two", "waves"],
+        )
+        self.assertEqual(sender.lines(), [])

@@ -51,12 +51,22 @@ class Room:
 
     def broadcast(self, event: wire.Event, exclude: object = None) -> None:
         """Give C{event} to every member but C{exclude}."""
-        snapshot = self._snapshot
-        if snapshot is None:
-            snapshot = self._snapshot = tuple(self.members)
-        for member in snapshot:
+        for member in self._snapshot or self._take_snapshot():
             if member is not exclude:
                 member.deliver(event)
+
+    def broadcast_all(self, events: tuple[wire.Event, ...], exclude: object) -> None:
+        """Give C{events}, in order, to every member but C{exclude}."""
+        if len(events) == 1:
+            self.broadcast(events[0], exclude)
+            return
+        for member in self._snapshot or self._take_snapshot():
+            if member is not exclude:
+                member.deliver_all(events)
+
+    def _take_snapshot(self) -> tuple[IChatParticipant, ...]:
+        self._snapshot = tuple(self.members)
+        return self._snapshot
 
     def names(self) -> tuple[str, ...]:
         """The members' names, in order of arrival."""
@@ -147,6 +157,11 @@ class Chat:
         self.certificates = certificates
         self.reload = reload
         self.announce_max = announce_max
+        # Lines one speaker said to one room while held (see hold()).
+        self._holding = False
+        self._held: list[wire.Event] = []
+        self._held_room: Room | None = None
+        self._held_speaker: IChatParticipant | None = None
 
     def __len__(self) -> int:
         return len(self._members)
@@ -219,6 +234,37 @@ class Chat:
             if wire.name_key(name) not in self._by_name:
                 return name
 
+    # Holding lines
+
+    def hold(self) -> None:
+        """
+        Hold the chat lines said to a room until L{release}, then hand each
+        member all of them in one delivery.
+
+        The server holds while it reads one client's input: a client that
+        sends many lines at once then costs each member of the room one
+        delivery per read instead of one per line, which is most of the cost
+        of a busy room.  Nothing is reordered: before anything else is
+        delivered (a private line, a line to another room, an arrival...),
+        what is held is handed out.
+        """
+        self._holding = True
+
+    def release(self) -> None:
+        """Hand out what is held, and stop holding."""
+        self._holding = False
+        self._hand_out_held()
+
+    def _hand_out_held(self) -> None:
+        room = self._held_room
+        if room is None:
+            return
+        events = tuple(self._held)
+        speaker = self._held_speaker
+        self._held.clear()
+        self._held_room = self._held_speaker = None
+        room.broadcast_all(events, exclude=speaker)
+
     def _announces(self, room: Room) -> bool:
         """Whether arrivals and departures are announced in C{room}."""
         return not self.announce_max or len(room.members) <= self.announce_max
@@ -264,6 +310,7 @@ class Chat:
         @param address: the client's IP address (for bans of guests).
         @return: the name given to the participant.
         """
+        self._hand_out_held()
         if identity is not None:
             self._claim(identity)
             name = identity
@@ -313,6 +360,7 @@ class Chat:
         """
         if participant not in self._members:
             return
+        self._hand_out_held()
         neighbours = self._neighbours(participant, arrivals_and_departures=True)
         for room in list(self._members[participant].rooms.values()):
             self._remove(participant, room)
@@ -474,7 +522,13 @@ class Chat:
         )
         if self.log_messages:
             self.log.info("{line}", line=event.format(default_room=None))
-        room.broadcast(event, exclude=participant)
+        if not self._holding:
+            room.broadcast(event, exclude=participant)
+        else:
+            if room is not self._held_room or participant is not self._held_speaker:
+                self._hand_out_held()
+                self._held_room, self._held_speaker = room, participant
+            self._held.append(event)
         self.history.record(event)
 
     def whisper(
@@ -720,6 +774,9 @@ class Chat:
         L{wire.Ping} and L{wire.Format} are the connection's business and
         are not handled here.
         """
+        if self._held_room is not None and not isinstance(command, wire.Say | wire.Me):
+            # Whatever this does comes after the lines said before it.
+            self._hand_out_held()
         match command:
             case wire.Say(text, room):
                 self.say(participant, text, room)

@@ -228,6 +228,13 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             self.factory.flush_later(self)
         outgoing.append(self.factory.encode(event, self._json))
 
+    def deliver_all(self, events: tuple[wire.Event, ...]) -> None:
+        # The hot path of a busy room: once per receiver per speaker's read.
+        outgoing = self._outgoing
+        if not outgoing:
+            self.factory.flush_later(self)
+        outgoing.append(self.factory.encode_all(events, self._json))
+
     def _enqueue(self, lines: list[bytes]) -> None:
         """Hold C{lines} while the client does not read, up to the limit."""
         self._queue.extend(lines)
@@ -285,12 +292,18 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             # us what the client sends until its close_notify, which a hostile
             # client never sends: read no more lines.
             return
-        super().dataReceived(data)
-        # LineReceiver returns after an over-long line even when complete
-        # lines follow it in the same read; go on with those.
-        while self._resume and not self.transport.disconnecting:
-            self._resume = False
-            super().dataReceived(b"")
+        # The lines of one read said to a room reach each member together.
+        chat = self.factory.chat
+        chat.hold()
+        try:
+            super().dataReceived(data)
+            # LineReceiver returns after an over-long line even when complete
+            # lines follow it in the same read; go on with those.
+            while self._resume and not self.transport.disconnecting:
+                self._resume = False
+                super().dataReceived(b"")
+        finally:
+            chat.release()
 
     def lineReceived(self, line: bytes) -> None:
         if not self._joined:
@@ -548,6 +561,9 @@ class ChatServerFactory(Factory):
         self._last_event: wire.Event | None = None
         self._last_text: bytes | None = None
         self._last_json: bytes | None = None
+        self._last_events: tuple[wire.Event, ...] | None = None
+        self._last_events_text: bytes | None = None
+        self._last_events_json: bytes | None = None
         self.shutting_down = False
 
     def encode(self, event: wire.Event, json: bool) -> bytes:
@@ -568,6 +584,27 @@ class ChatServerFactory(Factory):
         if self._last_text is None:
             self._last_text = wire.encode(event, self.chat.default_room)
         return self._last_text
+
+    def encode_all(self, events: tuple[wire.Event, ...], json: bool) -> bytes:
+        """
+        The bytes of several events, as L{encode} gives them one by one;
+        kept like L{encode}'s, since a room hands the same events to each
+        member.
+        """
+        if events is not self._last_events:
+            self._last_events = events
+            self._last_events_text = self._last_events_json = None
+        if json:
+            if self._last_events_json is None:
+                self._last_events_json = b"".join(
+                    jsonwire.encode(event, self.chat.default_room) for event in events
+                )
+            return self._last_events_json
+        if self._last_events_text is None:
+            self._last_events_text = b"".join(
+                wire.encode(event, self.chat.default_room) for event in events
+            )
+        return self._last_events_text
 
     def flush_later(self, protocol: ChatServerProtocol) -> None:
         """Have C{protocol}'s output written at the end of this reactor turn."""
