@@ -27,6 +27,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
+from securemsg.direct import DirectTLSProtocol
 from securemsg.server import peer_host
 
 #: Refusals after the first in a burst are summed up in one line this often.
@@ -40,10 +41,10 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
     """
 
     log = Logger()
-    # Plain TLS: the chat factory already writes once per connection per
-    # reactor turn, so Twisted's write-aggregating transport would only add
-    # a timer per connection.
-    protocol = TLSMemoryBIOProtocol
+    # Not Twisted's write-aggregating TLS transport: the chat factory
+    # already writes once per connection per reactor turn, so it would only
+    # add a timer per connection.  Each TLS record is sent at once.
+    protocol = DirectTLSProtocol
 
     def __init__(
         self,

@@ -6,7 +6,7 @@ OpenSSL context every connection is made from.
 Why not Twisted's C{ssl:} endpoint string: it cannot carry a key passphrase,
 a TLS version floor, a cipher list or a curve list, all of which this policy
 needs.  So the server listens on a plain transport endpoint (C{tcp:50000},
-C{tcp6:...}, C{unix:...}) wrapped with L{wrapServerTLS} and a
+C{tcp6:...}, C{unix:...}) wrapped in TLS (L{securemsg.guard}) with a
 L{ServerTLS} connection creator built from Twisted's L{CertificateOptions}.
 The creator hands out connections from a context that can be replaced, which
 is what a certificate reload needs (C{CertificateOptions} caches one).
@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL, crypto
 from OpenSSL._util import lib as _openssl_lib
-from twisted.internet.endpoints import serverFromString, wrapServerTLS
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import (
     IOpenSSLServerConnectionCreator,
     IReactorTime,
@@ -482,8 +482,9 @@ def tls_server_endpoint(
     An endpoint that listens on C{description} (a plain transport endpoint
     such as C{tcp:50000:interface=::}) and speaks TLS made by C{creator}.
 
-    @param limits: if given, hold at most its C{max_connections} and
-        C{max_per_address} connections, refusing more before any TLS work.
+    @param limits: hold at most its C{max_connections} and
+        C{max_per_address} connections, refusing more before any TLS work
+        (L{Limits}' defaults if not given).
     @raise TLSConfigError: if C{description} asks for TLS itself.
     """
     kind = description.split(":", 1)[0].strip().lower()
@@ -499,7 +500,7 @@ def tls_server_endpoint(
             f"--listen {description!r} is not a valid endpoint: {error}"
         ) from None
     if limits is None:
-        return wrapServerTLS(creator, endpoint, clock=reactor)
+        limits = Limits()
     return GuardedTLSServerEndpoint(
         endpoint,
         creator,

@@ -1,0 +1,81 @@
+# -*- test-case-name: tests.test_direct -*-
+"""
+Sending TLS output at once, instead of a reactor turn later.
+
+Twisted's TCP transport never sends from C{write}: it buffers the bytes,
+asks the reactor to watch the socket for writing (a system call), sends on
+the next turn, and stops watching (another system call).  A chat server
+that relays a line to a hundred clients pays that for each of them, for
+every line, and the line waits a turn.  Like asyncio, L{send_now} tries the
+socket first and leaves to the transport only what the socket did not take.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from OpenSSL.SSL import WantReadError
+from twisted.internet import tcp
+from twisted.protocols.tls import TLSMemoryBIOProtocol
+
+# The buffer attributes send_now reads are Twisted's own (FileDescriptor);
+# where a transport lacks them, everything goes through its write().
+_BUFFER_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataBuffer", "_writeDisconnected")
+
+
+def can_send_now(transport: object) -> bool:
+    """Whether L{send_now} can send on C{transport}'s socket itself."""
+    return isinstance(transport, tcp.Connection) and all(
+        hasattr(transport, name) for name in _BUFFER_ATTRIBUTES
+    )
+
+
+def send_now(transport: Any, data: bytes) -> None:
+    """
+    Write C{data} to a Twisted TCP C{transport}, sending what the socket
+    takes right away if nothing is waiting before it; the rest, and
+    anything on a connection that is closing or failing, goes through
+    C{transport.write} as usual (so its buffering, producer and error
+    handling stay Twisted's).
+
+    The caller checks L{can_send_now} once for the transport.
+    """
+    if (
+        transport.connected
+        and not transport.disconnecting
+        and not transport._writeDisconnected
+        and not transport._tempDataBuffer
+        and transport.offset == len(transport.dataBuffer)
+    ):
+        try:
+            sent = transport.socket.send(data)
+        except OSError:
+            # Full (EAGAIN) or broken: the transport finds out which.
+            sent = 0
+        if sent == len(data):
+            return
+        data = data[sent:]
+    transport.write(data)
+
+
+class DirectTLSProtocol(TLSMemoryBIOProtocol):
+    """
+    Twisted's server-side TLS protocol, sending each TLS record as soon as
+    it is made (see L{send_now}).
+    """
+
+    _send_now = False
+
+    def makeConnection(self, transport: Any) -> None:
+        self._send_now = can_send_now(transport)
+        super().makeConnection(transport)
+
+    def _flushSendBIO(self) -> None:
+        if not self._send_now:
+            super()._flushSendBIO()
+            return
+        try:
+            data = self._tlsConnection.bio_read(2**15)
+        except WantReadError:
+            return  # Nothing to send.
+        send_now(self.transport, data)

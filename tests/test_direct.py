@@ -1,0 +1,163 @@
+"""
+Tests for L{securemsg.direct}: TLS records sent at once over real loopback
+TCP, and everything else left to Twisted's transport.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from OpenSSL import SSL
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.internet.testing import StringTransport
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+
+from securemsg import tls
+from securemsg.direct import DirectTLSProtocol, can_send_now, send_now
+
+from ._certs import default_ca_and_server
+from ._loopback import bounded, reactor
+
+
+class Receiver(Protocol):
+    """Keeps what it is sent; fires C{got} once it has C{expected} bytes."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.expected = -1
+        self.made: Deferred[None] = Deferred()
+        self.got: Deferred[None] = Deferred()
+        self.ended: Deferred[None] = Deferred()
+
+    def connectionMade(self) -> None:
+        self.made.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        self.data += data
+        if len(self.data) == self.expected:
+            self.got.callback(None)
+
+    def connectionLost(self, reason: object = None) -> None:
+        self.ended.callback(None)
+
+
+class SendNowTests(TestCase):
+    """
+    L{send_now} over a real TCP connection on loopback.
+    """
+
+    def setUp(self) -> Deferred[None]:
+        self.server: Deferred[Protocol] = Deferred()
+        self.server_ended: Deferred[None] = Deferred()
+        test = self
+
+        class Server(Protocol):
+            def connectionMade(self) -> None:
+                test.server.callback(self)
+
+            def connectionLost(self, reason: object = None) -> None:
+                test.server_ended.callback(None)
+
+        self.port = reactor.listenTCP(
+            0, Factory.forProtocol(Server), interface="127.0.0.1"
+        )
+        self.client = Receiver()
+        reactor.connectTCP(
+            "127.0.0.1",
+            self.port.getHost().port,
+            ClientFactory.forProtocol(lambda: self.client),
+        )
+        made = bounded(self.client.made, "the client connection")
+        made.addCallback(lambda _: bounded(self.server, "the server connection"))
+        return made.addCallback(self._got)
+
+    def _got(self, protocol: Protocol) -> None:
+        self.transport: Any = protocol.transport
+        self.assertTrue(can_send_now(self.transport))
+
+    def tearDown(self) -> Deferred[Any]:
+        self.transport.abortConnection()
+        ended = bounded(self.server_ended, "the server side to close")
+        ended.addCallback(lambda _: bounded(self.client.ended, "the client to close"))
+        return ended.addCallback(lambda _: self.port.stopListening())
+
+    def test_sent_without_waiting_a_turn(self) -> None:
+        """
+        With nothing queued, the bytes go to the socket at once: nothing is
+        left in the transport's buffer and it does not wait to write.
+        """
+        data = b"x" * 1000
+        self.client.expected = len(data)
+        send_now(self.transport, data)
+        self.assertEqual(self.transport.dataBuffer, b"")
+        self.assertEqual(self.transport._tempDataBuffer, [])
+        self.assertNotIn(self.transport, reactor.getWriters())
+        return bounded(self.client.got, "the bytes").addCallback(
+            lambda _: self.assertEqual(bytes(self.client.data), data)
+        )
+
+    def test_what_the_socket_refuses_waits_in_order(self) -> None:
+        """
+        What the socket does not take is buffered by the transport, and
+        what is sent later waits behind it: the peer gets it all in order.
+        """
+        self.transport.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        self.client.transport.pauseProducing()  # type: ignore[union-attr]
+        first = bytes(range(256)) * 16384  # 4 MiB, more than the socket holds
+        send_now(self.transport, first)
+        self.assertIn(self.transport, reactor.getWriters())
+        send_now(self.transport, b"tail")
+        self.client.expected = len(first) + 4
+        self.client.transport.resumeProducing()  # type: ignore[union-attr]
+        return bounded(self.client.got, "every byte").addCallback(
+            lambda _: self.assertEqual(bytes(self.client.data), first + b"tail")
+        )
+
+    def test_closing_connection_left_to_the_transport(self) -> None:
+        """
+        Once the connection is closing, bytes go through the transport's
+        write (which drops them once it is closed), never to the socket.
+        """
+        self.transport.loseConnection()
+        writes: list[bytes] = []
+        self.patch(self.transport, "write", writes.append)
+        send_now(self.transport, b"late")
+        self.assertEqual(writes, [b"late"])
+
+
+class DirectTLSProtocolTests(SynchronousTestCase):
+    """
+    L{DirectTLSProtocol} on a transport that is not Twisted's TCP.
+    """
+
+    def test_other_transports_written_as_usual(self) -> None:
+        """
+        On any other transport (here a L{StringTransport}) TLS output goes
+        through the transport's write, as in Twisted's protocol.
+        """
+        _, server = default_ca_and_server()
+        context = tls.make_server_context(
+            tls.ServerCredentials([server.certificate], server.key, "", "")
+        )
+        factory = TLSMemoryBIOFactory(
+            tls.ServerTLS(context), False, Factory.forProtocol(Protocol)
+        )
+        factory.protocol = DirectTLSProtocol
+        protocol = factory.buildProtocol(None)
+        assert isinstance(protocol, DirectTLSProtocol)
+        transport = StringTransport()
+        self.assertFalse(can_send_now(transport))
+        protocol.makeConnection(transport)
+        client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        client.set_connect_state()
+        with self.assertRaises(SSL.WantReadError):
+            client.do_handshake()
+        protocol.dataReceived(client.bio_read(65536))
+        server_hello = transport.value()
+        self.assertTrue(server_hello)
+        client.bio_write(server_hello)
+        client.do_handshake()
+        self.assertIsNotNone(client.get_peer_certificate())
