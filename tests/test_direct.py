@@ -15,7 +15,7 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from securemsg import tls
+from securemsg import direct, tls
 from securemsg.direct import DirectTLSProtocol, can_send_now, send_now
 
 from ._certs import default_ca_and_server
@@ -133,11 +133,8 @@ class DirectTLSProtocolTests(SynchronousTestCase):
     L{DirectTLSProtocol} on a transport that is not Twisted's TCP.
     """
 
-    def test_other_transports_written_as_usual(self) -> None:
-        """
-        On any other transport (here a L{StringTransport}) TLS output goes
-        through the transport's write, as in Twisted's protocol.
-        """
+    def handshake(self) -> tuple[DirectTLSProtocol, StringTransport, SSL.Connection]:
+        """A L{DirectTLSProtocol} on a L{StringTransport}, its handshake done."""
         _, server = default_ca_and_server()
         context = tls.make_server_context(
             tls.ServerCredentials([server.certificate], server.key, "", "")
@@ -149,15 +146,46 @@ class DirectTLSProtocolTests(SynchronousTestCase):
         protocol = factory.buildProtocol(None)
         assert isinstance(protocol, DirectTLSProtocol)
         transport = StringTransport()
-        self.assertFalse(can_send_now(transport))
         protocol.makeConnection(transport)
         client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
         client.set_connect_state()
         with self.assertRaises(SSL.WantReadError):
             client.do_handshake()
         protocol.dataReceived(client.bio_read(65536))
-        server_hello = transport.value()
-        self.assertTrue(server_hello)
-        client.bio_write(server_hello)
+        client.bio_write(transport.value())
+        transport.clear()
         client.do_handshake()
+        protocol.dataReceived(client.bio_read(65536))
+        client.bio_write(transport.value())  # The session tickets.
+        transport.clear()
+        return protocol, transport, client
+
+    def test_other_transports_written_as_usual(self) -> None:
+        """
+        On any other transport (here a L{StringTransport}) TLS output goes
+        through the transport's write, as in Twisted's protocol.
+        """
+        self.assertFalse(can_send_now(StringTransport()))
+        protocol, transport, client = self.handshake()
         self.assertIsNotNone(client.get_peer_certificate())
+        protocol.write(b"hello")
+        client.bio_write(transport.value())
+        self.assertEqual(client.recv(100), b"hello")
+
+    def test_records_of_one_write_sent_together(self) -> None:
+        """
+        A write longer than one TLS record (16 KiB) is sent with one call,
+        records in order.
+        """
+        protocol, _, client = self.handshake()
+        sent: list[bytes] = []
+        self.patch(direct, "send_now", lambda transport, data: sent.append(data))
+        protocol._send_now = True
+        data = bytes(range(256)) * 160  # 40 KiB: three records
+        protocol.write(data)
+        self.assertEqual(len(sent), 1)
+        client.bio_write(sent[0])
+        received = b""
+        while len(received) < len(data):
+            received += client.recv(65536)
+        self.assertEqual(received, data)

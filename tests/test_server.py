@@ -224,7 +224,7 @@ class ServerProtocolTests(SynchronousTestCase):
         self.assertIn("my secret plan", repr(events))
 
     def test_connections_logged(self) -> None:
-        """Connects and disconnects are logged with the peer and reason."""
+        """Joins and disconnects are logged with the peer and reason."""
         with capturedLogs() as events:
             client = self.connect()
             client.close(Failure(ConnectionLost("boom")))
@@ -233,7 +233,7 @@ class ServerProtocolTests(SynchronousTestCase):
             for e in events
             if e["log_level"] >= LogLevel.info
         ]
-        self.assertIn("connection from 127.0.0.1:40000", text)
+        self.assertIn("127.0.0.1:40000 is guest-1", text)
         self.assertTrue(
             any("guest-1" in line and "ConnectionLost" in line for line in text), text
         )

@@ -20,6 +20,9 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 # The buffer attributes send_now reads are Twisted's own (FileDescriptor);
 # where a transport lacks them, everything goes through its write().
+#: How much TLS output is read from OpenSSL at a time.
+_READ_SIZE = 2**16
+
 _BUFFER_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataBuffer", "_writeDisconnected")
 
 
@@ -60,22 +63,46 @@ def send_now(transport: Any, data: bytes) -> None:
 
 class DirectTLSProtocol(TLSMemoryBIOProtocol):
     """
-    Twisted's server-side TLS protocol, sending each TLS record as soon as
-    it is made (see L{send_now}).
+    Twisted's server-side TLS protocol, sending its output as soon as it is
+    made (see L{send_now}), and all the TLS records of one C{write} in one
+    system call (Twisted's sends each 16 KiB record on its own).
     """
 
     _send_now = False
+    # True while write() makes records: they are sent together after it.
+    _writing = False
 
     def makeConnection(self, transport: Any) -> None:
         self._send_now = can_send_now(transport)
         super().makeConnection(transport)
 
+    def write(self, data: bytes) -> None:
+        if not self._send_now:
+            super().write(data)
+            return
+        self._writing = True
+        try:
+            super().write(data)
+        finally:
+            self._writing = False
+        self._flushSendBIO()
+
     def _flushSendBIO(self) -> None:
         if not self._send_now:
             super()._flushSendBIO()
             return
+        if self._writing:
+            return
         try:
-            data = self._tlsConnection.bio_read(2**15)
+            data = self._tlsConnection.bio_read(_READ_SIZE)
         except WantReadError:
             return  # Nothing to send.
+        if len(data) == _READ_SIZE:
+            chunks = [data]
+            while len(chunks[-1]) == _READ_SIZE:
+                try:
+                    chunks.append(self._tlsConnection.bio_read(_READ_SIZE))
+                except WantReadError:
+                    break
+            data = b"".join(chunks)
         send_now(self.transport, data)
