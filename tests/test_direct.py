@@ -175,15 +175,27 @@ class DirectTLSProtocolTests(SynchronousTestCase):
     def test_records_of_one_write_sent_together(self) -> None:
         """
         A write longer than one TLS record (16 KiB) is sent with one call,
-        records in order.
+        records in order; each record is read out of OpenSSL as soon as it
+        is made, so OpenSSL never buffers more than one.
         """
         protocol, _, client = self.handshake()
         sent: list[bytes] = []
         self.patch(direct, "send_now", lambda transport, data: sent.append(data))
+        read: list[int] = []
+        bio_read = protocol._tlsConnection.bio_read
+
+        def reading(size: int) -> bytes:
+            data = bio_read(size)
+            read.append(len(data))
+            return data
+
+        self.patch(protocol._tlsConnection, "bio_read", reading)
         protocol._send_now = True
         data = bytes(range(256)) * 160  # 40 KiB: three records
         protocol.write(data)
         self.assertEqual(len(sent), 1)
+        self.assertEqual(len(read), 3)
+        self.assertLess(max(read), 17 * 1024)
         client.bio_write(sent[0])
         received = b""
         while len(received) < len(data):

@@ -68,9 +68,13 @@ class DirectTLSProtocol(TLSMemoryBIOProtocol):
     system call (Twisted's sends each 16 KiB record on its own).
     """
 
-    _send_now = False
-    # True while write() makes records: they are sent together after it.
-    _writing = False
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Set before Twisted's attributes, for every instance alike (see
+        # ChatServerProtocol.__init__ on why that saves memory).
+        self._send_now = False
+        # While write() makes records, they are kept here and sent after.
+        self._records: list[bytes] | None = None
+        super().__init__(*args, **kwargs)
 
     def makeConnection(self, transport: Any) -> None:
         self._send_now = can_send_now(transport)
@@ -80,19 +84,21 @@ class DirectTLSProtocol(TLSMemoryBIOProtocol):
         if not self._send_now:
             super().write(data)
             return
-        self._writing = True
+        records: list[bytes] = []
+        self._records = records
         try:
             super().write(data)
         finally:
-            self._writing = False
-        self._flushSendBIO()
+            self._records = None
+        if records:
+            send_now(self.transport, b"".join(records))
 
     def _flushSendBIO(self) -> None:
         if not self._send_now:
             super()._flushSendBIO()
             return
-        if self._writing:
-            return
+        # Read out after every record: OpenSSL's memory buffer keeps the
+        # size of the most it ever held, for the life of the connection.
         try:
             data = self._tlsConnection.bio_read(_READ_SIZE)
         except WantReadError:
@@ -105,4 +111,7 @@ class DirectTLSProtocol(TLSMemoryBIOProtocol):
                 except WantReadError:
                     break
             data = b"".join(chunks)
-        send_now(self.transport, data)
+        if self._records is not None:
+            self._records.append(data)
+        else:
+            send_now(self.transport, data)

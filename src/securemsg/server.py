@@ -95,6 +95,13 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
 
     name = ""
     _joined = False
+    # Defaults that most connections never change stay on the class: an
+    # idle connection should cost as little memory as possible.
+    _paused = False
+    # C{/format json}: JSON lines both ways instead of text.
+    _json = False
+    _queued_bytes = 0
+    _lost: list[Deferred[None]] | None = None
     _quit_reason = ""
     # True while the rest of an over-long line is being thrown away.
     _discarding = False
@@ -109,16 +116,16 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self.limits = factory.limits
         self.MAX_LENGTH = factory.max_line_length
         self.peer = "unknown peer"
-        self.bucket = TokenBucket(
-            factory.clock, self.limits.flood_burst, self.limits.flood_rate
-        )
-        self._paused = False
+        # Set here although the class has defaults: an attribute first set
+        # later (Chat.join sets the name) would make Python give this
+        # instance a dictionary of its own, 0.7 KiB more per connection.
+        self.name = ""
+        self._joined = False
         self._outgoing: list[bytes] = []
-        # C{/format json}: JSON lines both ways instead of text.
-        self._json = False
-        self._queue: list[bytes] = []
-        self._queued_bytes = 0
-        self._lost: list[Deferred[None]] | None = None
+        # Made when first needed: most connections never queue, and an idle
+        # one never sends a line.
+        self._bucket: TokenBucket | None = None
+        self._queue: list[bytes] | None = None
 
     def connectionMade(self) -> None:
         # Not logged: the join and the disconnection are, with the peer (two
@@ -241,11 +248,13 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
 
     def _enqueue(self, lines: list[bytes]) -> None:
         """Hold C{lines} while the client does not read, up to the limit."""
+        if self._queue is None:
+            self._queue = []
         self._queue.extend(lines)
         self._queued_bytes += sum(map(len, lines))
         if self._queued_bytes > self.limits.send_queue:
             self._paused = False  # Nothing more to queue: it is going.
-            self._queue.clear()
+            self._queue = None
             self.log.info(
                 "{peer} ({name}) disconnected: send queue over {limit} bytes "
                 "(the client does not read)",
@@ -281,7 +290,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self._paused = False
         if self._queue:
             data = b"".join(self._queue)
-            self._queue.clear()
+            self._queue = None
             self._queued_bytes = 0
             self.transport.write(data)
 
@@ -313,7 +322,13 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         if not self._joined:
             return
         self.resetTimeout()
-        if not self.bucket.allow():
+        bucket = self._bucket
+        if bucket is None:
+            limits = self.limits
+            bucket = self._bucket = TokenBucket(
+                self.factory.clock, limits.flood_burst, limits.flood_rate
+            )
+        if not bucket.allow():
             self._flooded()
             return
         if line.endswith(b"\r"):
@@ -343,7 +358,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self.factory.chat.handle(self, command)
 
     def _flooded(self) -> None:
-        dropped = self.bucket.dropped_in_a_row
+        assert self._bucket is not None  # Made by lineReceived.
+        dropped = self._bucket.dropped_in_a_row
         if dropped == 1:
             self.deliver(
                 wire.Error(
@@ -464,7 +480,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
                 timer.cancel()
         self._handshake_timer = self._abort_timer = None
         self.setTimeout(None)
-        self._queue.clear()
+        self._queue = None
         self._outgoing.clear()
         self.factory.open_connections.discard(self)
         # A last line without a newline is still a line.
