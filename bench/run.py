@@ -1242,7 +1242,9 @@ def _area(frames: list[str]) -> str:
     leaf = frames[-1] if frames else ""
     if any("adbapi" in f or "history.py" in f for f in frames):
         return "history (securemsg/history.py, adbapi)"
-    if leaf.startswith("untilConcludes") or leaf.startswith("Connection.writeSomeData"):
+    # securemsg's send_now is the send() system call and a few attribute
+    # checks around it.
+    if leaf.startswith(("untilConcludes", "Connection.writeSomeData", "send_now ")):
         return "kernel: send() to sockets"
     if leaf.startswith("Connection.doRead") or leaf.startswith("Port.doRead"):
         return "kernel: recv()/accept()"
