@@ -19,6 +19,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from securemsg import tls
+from securemsg.direct import DirectTLSProtocol
+from securemsg.guard import GuardedTLSFactory
+from securemsg.limits import Limits
 from securemsg.server import ChatServerFactory
 
 from . import _certs
@@ -353,3 +356,21 @@ class EndpointTests(SynchronousTestCase):
         [(port, factory, _, interface)] = reactor.tcpServers
         self.assertEqual((port, interface), (0, "127.0.0.1"))
         self.assertIsInstance(factory, TLSMemoryBIOFactory)
+
+    def test_default_limits_and_direct_sends(self) -> None:
+        """
+        Without limits given, L{Limits}' connection limits apply, and each
+        connection's TLS records are sent at once (L{DirectTLSProtocol}).
+        """
+        reactor = MemoryReactor()
+        endpoint = tls.tls_server_endpoint(
+            reactor, "tcp:0:interface=127.0.0.1", tls.ServerTLS(server_context())
+        )
+        endpoint.listen(ChatServerFactory(reactor))
+        [(_, factory, _, _)] = reactor.tcpServers
+        assert isinstance(factory, GuardedTLSFactory)
+        self.assertEqual(
+            (factory.max_connections, factory.max_per_address),
+            (Limits().max_connections, Limits().max_per_address),
+        )
+        self.assertIs(factory.protocol, DirectTLSProtocol)
