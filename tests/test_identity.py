@@ -26,7 +26,7 @@ from zope.interface.verify import verifyObject
 from securemsg import ca, wire
 from securemsg.interfaces import IChatParticipant
 from securemsg.room import Chat, ReloadResult
-from securemsg.server import ChatServerFactory
+from securemsg.server import ANNOUNCEMENT_DELAY, ChatServerFactory
 from securemsg.state import Ban, ServerState
 from securemsg.tls import ServerTLS, TLSSettings, load_tls
 from securemsg.trust import load_client_certificate
@@ -641,10 +641,14 @@ class MutualTLSCase(SynchronousTestCase):
         return collector
 
     def flush(self) -> None:
-        """Move everything written on any connection, until all is quiet."""
+        """
+        Move everything written on any connection, until all is quiet
+        (arrivals and departures included).
+        """
         for _ in range(3):
             for pump in self.pumps:
                 pump.flush()
+            self.clock.advance(ANNOUNCEMENT_DELAY)
 
     def send(self, client: LineCollector, line: str) -> None:
         client.sendLine(line.encode("utf-8"))

@@ -49,6 +49,7 @@ class Client:
     def lines(self) -> list[str]:
         """What the server wrote (at the end of the turn), as lines."""
         self.factory.flush()
+        self.factory.flush_announcements()
         data = self.transport.value()
         self.transport.clear()
         return data.decode("utf-8").splitlines()

@@ -13,7 +13,12 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from securemsg import wire
-from securemsg.server import ChatServerFactory, ChatServerProtocol, describe_peer
+from securemsg.server import (
+    ANNOUNCEMENT_DELAY,
+    ChatServerFactory,
+    ChatServerProtocol,
+    describe_peer,
+)
 
 
 class Client:
@@ -38,6 +43,7 @@ class Client:
         of the reactor turn, when the server writes).
         """
         self.factory.flush()
+        self.factory.flush_announcements()
         data = self.transport.value()
         self.transport.clear()
         return data.decode("utf-8").splitlines()
@@ -312,6 +318,7 @@ class WriteBatchingTests(SynchronousTestCase):
         protocol.makeConnection(receiver)
         sender = Client(factory, 5)
         factory.flush()
+        factory.flush_announcements()
         writes.clear()
         sender.send(b"one\ntwo\nthree\n")
         self.assertEqual(writes, [])
@@ -355,3 +362,66 @@ class WriteBatchingTests(SynchronousTestCase):
             ["one", "two", "waves"],
         )
         self.assertEqual(sender.lines(), [])
+
+
+class AnnouncementTests(SynchronousTestCase):
+    """
+    Others' arrivals and departures wait up to L{ANNOUNCEMENT_DELAY} to
+    share a write; anything else for the same client takes them along.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.factory = ChatServerFactory(self.clock, greeting="")
+        self.writes: list[bytes] = []
+        transport = StringTransport()
+        transport.write = self.writes.append  # type: ignore[method-assign]
+        self.member = self.factory.buildProtocol(transport.getPeer())
+        self.member.makeConnection(transport)
+        self.clock.advance(ANNOUNCEMENT_DELAY)
+
+    def test_burst_of_arrivals_shares_one_write(self) -> None:
+        """
+        Arrivals and departures within the delay reach a member in one
+        write, made when the delay is over, not at the end of the turn.
+        """
+        first = Client(self.factory, 1)
+        self.clock.advance(0)
+        second = Client(self.factory, 2)
+        first.close()
+        self.clock.advance(0)
+        self.assertEqual(self.writes, [])
+        self.clock.advance(ANNOUNCEMENT_DELAY)
+        self.assertEqual(
+            self.writes,
+            [b"*** guest-2 joined\n*** guest-3 joined\n*** guest-2 left\n"],
+        )
+        second.close()
+
+    def test_anything_else_takes_them_along_in_order(self) -> None:
+        """
+        A line for the member writes the waiting arrival with it, before
+        it, at the end of that turn.
+        """
+        speaker = Client(self.factory, 1)
+        speaker.send(b"hello\n")
+        self.clock.advance(0)
+        self.assertEqual(self.writes, [b"*** guest-2 joined\n[guest-2] hello\n"])
+        self.clock.advance(ANNOUNCEMENT_DELAY)
+        self.assertEqual(len(self.writes), 1)
+
+    def test_own_arrival_in_a_room_not_delayed(self) -> None:
+        """What a client is told of its own /join is written that turn."""
+        self.member.dataReceived(b"/join #dev\n")
+        self.clock.advance(0)
+        self.assertEqual(self.writes, [b"*** guest-1 joined #dev\n"])
+
+    def test_stopping_writes_what_waits(self) -> None:
+        """When the factory stops, waiting announcements are written."""
+        self.factory.doStart()
+        Client(self.factory, 1)
+        self.clock.advance(0)
+        self.factory.doStop()
+        self.assertEqual(self.writes, [b"*** guest-2 joined\n"])
+        pending = [call.func for call in self.clock.getDelayedCalls()]
+        self.assertNotIn(self.factory.flush_announcements, pending)

@@ -40,6 +40,15 @@ from securemsg.interfaces import IChatParticipant
 from securemsg.limits import Limits
 from securemsg.room import Chat
 
+#: How long someone else's arrival or departure may wait to be written, so
+#: that those of a burst of connections (a restart, a reconnect storm, a
+#: client that connects over and over) share one TLS record per member
+#: instead of costing every member of the room a record each.  Anything
+#: else for the same client writes them at once, in order.
+ANNOUNCEMENT_DELAY: Final = 0.05
+
+_ANNOUNCEMENTS: Final = (wire.Joined, wire.Parted, wire.Departed)
+
 DEFAULT_GREETING: Final = "Welcome to securemsg, {name}. Type /help for commands."
 DEFAULT_MAX_LINE_LENGTH: Final = 4096
 
@@ -122,6 +131,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self.name = ""
         self._joined = False
         self._outgoing: list[bytes] = []
+        # Whether the output is to be written at the end of this turn
+        # (ChatServerFactory.flush) rather than with the announcements.
+        self._flush_due = False
         # Made when first needed: most connections never queue, and an idle
         # one never sends a line.
         self._bucket: TokenBucket | None = None
@@ -234,17 +246,23 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # The hot path: once per receiver of every line.
         # Written once per reactor turn (see ChatServerFactory.flush): one
         # TLS record and one system call for all the lines of a turn.
-        outgoing = self._outgoing
-        if not outgoing:
-            self.factory.flush_later(self)
-        outgoing.append(self.factory.encode(event, self._json))
+        if not self._flush_due:
+            if isinstance(event, _ANNOUNCEMENTS) and event.name != self.name:
+                # Someone else's arrival or departure can wait a little for
+                # others to share its record (see ANNOUNCEMENT_DELAY).
+                if not self._outgoing:
+                    self.factory.flush_soon(self)
+            else:
+                self._flush_due = True
+                self.factory.flush_later(self)
+        self._outgoing.append(self.factory.encode(event, self._json))
 
     def deliver_all(self, events: tuple[wire.Event, ...]) -> None:
         # The hot path of a busy room: once per receiver per speaker's read.
-        outgoing = self._outgoing
-        if not outgoing:
+        if not self._flush_due:
+            self._flush_due = True
             self.factory.flush_later(self)
-        outgoing.append(self.factory.encode_all(events, self._json))
+        self._outgoing.append(self.factory.encode_all(events, self._json))
 
     def _enqueue(self, lines: list[bytes]) -> None:
         """Hold C{lines} while the client does not read, up to the limit."""
@@ -270,6 +288,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         Write what this turn produced for the client; while the client does
         not read (the transport paused us), queue it instead.
         """
+        self._flush_due = False
         outgoing = self._outgoing
         if not outgoing:
             return
@@ -578,6 +597,8 @@ class ChatServerFactory(Factory):
         self.open_connections: set[ChatServerProtocol] = set()
         self._to_flush: list[ChatServerProtocol] = []
         self._flushing: IDelayedCall | None = None
+        self._to_announce: list[ChatServerProtocol] = []
+        self._announcing: IDelayedCall | None = None
         self._last_event: wire.Event | None = None
         self._last_text: bytes | None = None
         self._last_json: bytes | None = None
@@ -632,6 +653,26 @@ class ChatServerFactory(Factory):
         if self._flushing is None:
             self._flushing = self.clock.callLater(0, self.flush)
 
+    def flush_soon(self, protocol: ChatServerProtocol) -> None:
+        """
+        Have C{protocol}'s output written within L{ANNOUNCEMENT_DELAY}
+        seconds (or sooner, with anything more urgent for it).
+        """
+        self._to_announce.append(protocol)
+        if self._announcing is None:
+            self._announcing = self.clock.callLater(
+                ANNOUNCEMENT_DELAY, self.flush_announcements
+            )
+
+    def flush_announcements(self) -> None:
+        """Write the output that waits for L{flush_soon} now."""
+        if self._announcing is not None and self._announcing.active():
+            self._announcing.cancel()
+        self._announcing = None
+        protocols, self._to_announce = self._to_announce, []
+        for protocol in protocols:
+            protocol.flush()
+
     def flush(self) -> None:
         """
         Write every connection's output of this turn: one write (so one TLS
@@ -641,6 +682,10 @@ class ChatServerFactory(Factory):
         protocols, self._to_flush = self._to_flush, []
         for protocol in protocols:
             protocol.flush()
+
+    def stopFactory(self) -> None:
+        """No port listens for this factory any more: write what waits."""
+        self.flush_announcements()
 
     def greeting_lines(self, name: str) -> list[str]:
         """The greeting for a client called C{name}, one entry per line."""
@@ -658,6 +703,7 @@ class ChatServerFactory(Factory):
         @return: fires when every connection is closed.
         """
         self.shutting_down = True
+        self.flush_announcements()
         connections = list(self.open_connections)
         closed = gatherResults([c.close_for_shutdown() for c in connections])
 
