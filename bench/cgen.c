@@ -322,6 +322,20 @@ static void became_ready(conn *c) {
     }
 }
 
+/* Count one delivered line and record its latency: MARK points to its '~',
+ * followed by the 19 digits of the time it was sent (not NUL-terminated). */
+static void record_line(const char *mark, int64_t stamp_now) {
+    char digits[20];
+    memcpy(digits, mark + 1, 19);
+    digits[19] = 0;
+    if (lat_len == lat_cap) {
+        lat_cap = lat_cap ? lat_cap * 2 : 65536;
+        lat = realloc(lat, lat_cap * sizeof *lat);
+    }
+    lat[lat_len++] = stamp_now - strtoll(digits, NULL, 10);
+    delivered++;
+}
+
 /* Read what TLS has; count marked lines, record latencies; wait for the
  * first line in WAITING state. */
 static void read_tls(conn *c) {
@@ -356,15 +370,7 @@ static void read_tls(conn *c) {
                 memcpy(joined, c->tail, c->tail_len);
                 memcpy(joined + c->tail_len, buf, need);
                 if (c->tail_len + need >= 20) {
-                    char digits[20];
-                    memcpy(digits, joined + 1, 19);
-                    digits[19] = 0;
-                    if (lat_len == lat_cap) {
-                        lat_cap = lat_cap ? lat_cap * 2 : 65536;
-                        lat = realloc(lat, lat_cap * sizeof *lat);
-                    }
-                    lat[lat_len++] = stamp_now - strtoll(digits, NULL, 10);
-                    delivered++;
+                    record_line(joined, stamp_now);
                     p = buf + need;
                     c->tail_len = 0;
                 } else {
@@ -381,15 +387,7 @@ static void read_tls(conn *c) {
                     memcpy(c->tail, m, c->tail_len);
                     break;
                 }
-                char digits[20];
-                memcpy(digits, m + 1, 19);
-                digits[19] = 0;
-                if (lat_len == lat_cap) {
-                    lat_cap = lat_cap ? lat_cap * 2 : 65536;
-                    lat = realloc(lat, lat_cap * sizeof *lat);
-                }
-                lat[lat_len++] = stamp_now - strtoll(digits, NULL, 10);
-                delivered++;
+                record_line(m, stamp_now);
                 p = m + 20;
             }
         } else {

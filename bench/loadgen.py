@@ -276,11 +276,7 @@ class Worker:
             return
         if lost and c.state == READY_STATE:
             self.lost += 1
-        c.state = CLOSED
-        self.conns.pop(c.fd, None)
-        with contextlib.suppress(OSError, ValueError):
-            self.ep.unregister(c.fd)
-        c.sock.close()
+        self.forget(c)
         if c.role == "hs":
             self.hs_slot_done(c, ok=False)
         elif self.connect_job is not None and c.slot >= 0:
@@ -288,6 +284,14 @@ class Worker:
             self.connect_job["inflight"] -= 1
             c.slot = -1
             self.connect_more()
+
+    def forget(self, c: Conn) -> None:
+        """Mark C{c} closed, stop watching it and close its socket."""
+        c.state = CLOSED
+        self.conns.pop(c.fd, None)
+        with contextlib.suppress(OSError, ValueError):
+            self.ep.unregister(c.fd)
+        c.sock.close()
 
     def flush(self, c: Conn) -> None:
         data = c.out.read()
@@ -443,50 +447,15 @@ class Worker:
         self.connect_slot_done(c)
 
     def receive(self, c: Conn) -> None:
-        try:
-            got = c.sock.recv_into(self.scratch)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            self.close(c, lost=True)
-            return
-        if not got:
-            self.close(c, lost=True)
+        if not self.recv_into_bio(c):
             return
         inc = c.inc
-        inc.write(self.view[:got])
         obj = c.obj
+        recording = self.recording
+        now = time.monotonic_ns() if recording else 0
+        n = 0
         # Read records while whole ones may be waiting in the BIO; raising
         # SSLWantReadError costs more than the read itself, so avoid it.
-        if self.recording:
-            now = time.monotonic_ns()
-            lat = self.latencies
-            while inc.pending:
-                try:
-                    chunk = obj.read(READ)
-                except ssl.SSLWantReadError:
-                    break
-                except (ssl.SSLError, OSError):
-                    self.close(c, lost=True)
-                    return
-                if not chunk:
-                    self.close(c, lost=True)
-                    return
-                buf = c.tail + chunk if c.tail else chunk
-                start = 0
-                while True:
-                    i = buf.find(MARK, start)
-                    if i < 0:
-                        c.tail = b""
-                        break
-                    if len(buf) < i + 20:
-                        c.tail = buf[i:]
-                        break
-                    lat.append(now - int(buf[i + 1 : i + 20]))
-                    self.delivered += 1
-                    start = i + 20
-            return
-        n = 0
         while inc.pending:
             try:
                 chunk = obj.read(READ)
@@ -498,9 +467,33 @@ class Worker:
             if not chunk:
                 self.close(c, lost=True)
                 return
-            n += chunk.count(MARK)
-            self.records += 1
+            if recording:
+                self.record_latencies(c, chunk, now)
+            else:
+                n += chunk.count(MARK)
+                self.records += 1
         self.delivered += n
+
+    def record_latencies(self, c: Conn, chunk: bytes, now: int) -> None:
+        """
+        Count the benchmark lines in C{chunk} and record their latencies as
+        of C{now}; a timestamp cut off by the end of a record waits in
+        C{c.tail} for the next one.
+        """
+        buf = c.tail + chunk if c.tail else chunk
+        lat = self.latencies
+        start = 0
+        while True:
+            i = buf.find(MARK, start)
+            if i < 0:
+                c.tail = b""
+                return
+            if len(buf) < i + 20:
+                c.tail = buf[i:]
+                return
+            lat.append(now - int(buf[i + 1 : i + 20]))
+            self.delivered += 1
+            start = i + 20
 
     def drain(self, c: Conn) -> None:
         scratch = self.scratch
@@ -659,11 +652,7 @@ class Worker:
         with contextlib.suppress(OSError):
             c.sock.send(c.out.read())
         self.hs_slot_done(c, ok=True)
-        c.state = CLOSED
-        self.conns.pop(c.fd, None)
-        with contextlib.suppress(OSError, ValueError):
-            self.ep.unregister(c.fd)
-        c.sock.close()
+        self.forget(c)
 
     def hs_slot_done(self, c: Conn, ok: bool) -> None:
         job = self.hs_job

@@ -22,6 +22,33 @@ def _scenario(results: dict[str, Any], name: str, server: str) -> dict[str, Any]
     return value if isinstance(value, dict) and "error" not in value else {}
 
 
+def _label(
+    ax: Any, xlabel: str, ylabel: str, title: str, legend: bool, grid: str = "major"
+) -> None:
+    """
+    Name the axes and title of a line chart, grid it (C{grid="both"} for the
+    minor ticks of a log axis too), and give it a legend if C{legend}.
+    """
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which=grid, alpha=0.3)
+    if legend:
+        ax.legend(fontsize=8)
+
+
+def _save(fig: Any, path: Path, drawn: bool) -> list[Path]:
+    """
+    Write C{fig} to C{path} if anything was drawn on it, and close it either
+    way; the list of what was written.
+    """
+    fig.tight_layout()
+    if drawn:
+        fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path] if drawn else []
+
+
 def draw(results: dict[str, Any], out: Path) -> list[Path]:
     made = []
     made += _latency(results, out)
@@ -54,12 +81,7 @@ def _latency(results: dict[str, Any], out: Path) -> list[Path]:
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "latency.png"
-    if drawn:
-        fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path] if drawn else []
+    return _save(fig, out / "latency.png", drawn)
 
 
 def _cost(results: dict[str, Any], out: Path) -> list[Path]:
@@ -78,12 +100,14 @@ def _cost(results: dict[str, Any], out: Path) -> list[Path]:
             drawn = True
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("receivers")
-    ax.set_ylabel("server CPU µs per delivered line (log)")
-    ax.set_title("fan-out at the maximum rate", fontsize=10)
-    ax.grid(True, which="both", alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=8)
+    _label(
+        ax,
+        "receivers",
+        "server CPU µs per delivered line (log)",
+        "fan-out at the maximum rate",
+        legend=drawn,
+        grid="both",
+    )
 
     ax = axes[1]
     labels, full, resumed, light = [], [], [], []
@@ -110,12 +134,7 @@ def _cost(results: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel("server CPU µs per delivered line")
         ax.set_title("light load", fontsize=10)
         drawn = True
-    fig.tight_layout()
-    path = out / "cost.png"
-    if drawn:
-        fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path] if drawn else []
+    return _save(fig, out / "cost.png", drawn)
 
 
 def _memory(results: dict[str, Any], out: Path) -> list[Path]:
@@ -131,18 +150,14 @@ def _memory(results: dict[str, Any], out: Path) -> list[Path]:
         if pts:
             ax.plot(*zip(*pts, strict=True), marker="o", label=label)
             drawn = True
-    ax.set_xlabel("idle TLS connections held")
-    ax.set_ylabel("server RSS growth per connection, KiB")
-    ax.set_title("idle connections", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "memory.png"
-    if drawn:
-        fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path] if drawn else []
+    _label(
+        ax,
+        "idle TLS connections held",
+        "server RSS growth per connection, KiB",
+        "idle connections",
+        legend=drawn,
+    )
+    return _save(fig, out / "memory.png", drawn)
 
 
 def _slow(results: dict[str, Any], out: Path) -> list[Path]:
@@ -159,15 +174,11 @@ def _slow(results: dict[str, Any], out: Path) -> list[Path]:
         if r.get("dropped_after_s") is not None:
             ax.axvline(r["dropped_after_s"], color=line.get_color(), ls=":", alpha=0.7)
         drawn = True
-    ax.set_xlabel("seconds since the client that never reads joined")
-    ax.set_ylabel("server RSS growth, MB")
-    ax.set_title("slow reader (dotted: when the server dropped it)", fontsize=10)
-    ax.grid(True, alpha=0.3)
-    if drawn:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    path = out / "slow_reader.png"
-    if drawn:
-        fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return [path] if drawn else []
+    _label(
+        ax,
+        "seconds since the client that never reads joined",
+        "server RSS growth, MB",
+        "slow reader (dotted: when the server dropped it)",
+        legend=drawn,
+    )
+    return _save(fig, out / "slow_reader.png", drawn)

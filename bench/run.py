@@ -153,6 +153,24 @@ def median(values: list[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+# What fan-out and light load report of their measurement windows.
+WINDOW_FIGURES = (
+    "lines_per_s",
+    "server_us_per_line",
+    "server_util",
+    "gen_us_per_line",
+    "gen_cores",
+    "other_load_cores",
+)
+
+
+def window_medians(
+    windows: list[dict[str, float]], keys: tuple[str, ...] = WINDOW_FIGURES
+) -> dict[str, float]:
+    """The median over the measurement windows of each figure in C{keys}."""
+    return {key: median([w[key] for w in windows]) for key in keys}
+
+
 class Bench:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -392,14 +410,7 @@ class Bench:
                 "window_lines": window,
                 "batch_lines": batch,
                 "windows": windows,
-                "lines_per_s": median([w["lines_per_s"] for w in windows]),
-                "server_us_per_line": median(
-                    [w["server_us_per_line"] for w in windows]
-                ),
-                "server_util": median([w["server_util"] for w in windows]),
-                "gen_us_per_line": median([w["gen_us_per_line"] for w in windows]),
-                "gen_cores": median([w["gen_cores"] for w in windows]),
-                "other_load_cores": median([w["other_load_cores"] for w in windows]),
+                **window_medians(windows),
                 "lost": gen.counter(h.LOST),
                 "alive": server.alive(),
             }
@@ -457,14 +468,7 @@ class Bench:
                 "senders": senders["done"],
                 "rate_per_sender": 20,
                 "windows": windows,
-                "lines_per_s": median([w["lines_per_s"] for w in windows]),
-                "server_us_per_line": median(
-                    [w["server_us_per_line"] for w in windows]
-                ),
-                "server_util": median([w["server_util"] for w in windows]),
-                "gen_us_per_line": median([w["gen_us_per_line"] for w in windows]),
-                "gen_cores": median([w["gen_cores"] for w in windows]),
-                "other_load_cores": median([w["other_load_cores"] for w in windows]),
+                **window_medians(windows),
                 "latency": latency,
                 "lost": gen.counter(h.LOST),
             }
@@ -895,27 +899,31 @@ def _hs(mode: str, key: str) -> Any:
     return get
 
 
+def _idle_level(res: dict[str, Any], s: str, level: int) -> dict[str, Any] | None:
+    """The idle scenario's figures at C{level} connections, if it got there."""
+    for lv in _get(res, "idle", s).get("levels", []):
+        if lv.get("target") == level:
+            return lv
+    return None
+
+
 def _idle(level: int) -> Any:
     def get(res: dict[str, Any], s: str) -> Any:
-        r = _get(res, "idle", s)
-        for lv in r.get("levels", []):
-            if lv.get("target") == level:
-                kib = lv.get("kib_per_connection")
-                if lv.get("held", 0) < level * 0.99:
-                    return f"{fmt(kib)} ({lv.get('held')} held)"
-                return kib
-        return None
+        lv = _idle_level(res, s, level)
+        if lv is None:
+            return None
+        kib = lv.get("kib_per_connection")
+        if lv.get("held", 0) < level * 0.99:
+            return f"{fmt(kib)} ({lv.get('held')} held)"
+        return kib
 
     return get
 
 
 def _idle_ramp(level: int) -> Any:
     def get(res: dict[str, Any], s: str) -> Any:
-        r = _get(res, "idle", s)
-        for lv in r.get("levels", []):
-            if lv.get("target") == level:
-                return lv.get("server_us_per_connection")
-        return None
+        lv = _idle_level(res, s, level)
+        return None if lv is None else lv.get("server_us_per_connection")
 
     return get
 
