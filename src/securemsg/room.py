@@ -73,7 +73,8 @@ class Room:
         return tuple(member.name for member in self.members)
 
 
-@dataclass(eq=False)
+# One per connection: slots keep it small.
+@dataclass(eq=False, slots=True)
 class _Membership:
     """
     The rooms one participant is in (in order of joining), the current one,
