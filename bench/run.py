@@ -40,6 +40,9 @@ import harness as h
 
 RESULTS = h.BENCH / "results"
 SCENARIOS = ["handshake", "fanout", "light", "idle", "slow", "mixed"]
+
+#: Idle members in the room during the third handshake measurement.
+ROOM_MEMBERS = 150
 # ncat --chat uses select(): more than about 1000 descriptors crash it, and
 # every join sends everyone the whole user list (O(n^2) bytes per join).
 NCAT_MAX_CONNECTIONS = 1000
@@ -332,10 +335,16 @@ class Bench:
     def handshake(self, name: str) -> dict[str, Any]:
         secs = 1.0 if self.quick else 2.0
         out: dict[str, Any] = {}
-        for mode in ("full", "resumed"):
+        for mode in ("full", "resumed", "room"):
             server = self.start(name)
             gen = self.generator(server)
             try:
+                if mode == "room":
+                    # Full handshakes again, with members in the room who
+                    # each hear of every arrival and departure (if the
+                    # server announces them).
+                    self.connect(gen, "recv", ROOM_MEMBERS)
+                    self.settle(server)
                 # Warm up (imports, caches), then measure.
                 gen.same({"op": "handshakes", "secs": 0.3, "conc": 4})
                 m0 = machine_busy()
@@ -1033,6 +1042,12 @@ ROWS: list[tuple[str, Any, bool | None, str]] = [
         "",
     ),
     ("resumption: server µs per handshake", _hs("resumed", "server_us"), True, ""),
+    (
+        f"full handshakes with {ROOM_MEMBERS} members in the room: server µs each",
+        _hs("room", "server_us"),
+        True,
+        "",
+    ),
     (
         "resumption: share of handshakes resumed",
         lambda res, s: (lambda v: None if v is None else f"{v:.0%}")(
