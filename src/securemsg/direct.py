@@ -18,11 +18,11 @@ from OpenSSL.SSL import WantReadError
 from twisted.internet import tcp
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 
-# The buffer attributes send_now reads are Twisted's own (FileDescriptor);
-# where a transport lacks them, everything goes through its write().
 #: How much TLS output is read from OpenSSL at a time.
 _READ_SIZE = 2**16
 
+# The buffer attributes send_now reads are Twisted's own (FileDescriptor);
+# where a transport lacks them, everything goes through its write().
 _BUFFER_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataBuffer", "_writeDisconnected")
 
 
@@ -91,7 +91,9 @@ class DirectTLSProtocol(TLSMemoryBIOProtocol):
         finally:
             self._records = None
         if records:
-            send_now(self.transport, b"".join(records))
+            send_now(
+                self.transport, records[0] if len(records) == 1 else b"".join(records)
+            )
 
     def _flushSendBIO(self) -> None:
         if not self._send_now:
