@@ -17,6 +17,7 @@ from typing import Any
 from twisted.internet import reactor as _global_reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
+from twisted.logger import capturedLogs
 from twisted.python import threadable
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
@@ -184,8 +185,8 @@ class Interactions:
 
 class SqliteHistoryTests(TestCase):
     """
-    L{SqliteHistory} writes what is said to an SQLite file off the reactor
-    thread, reads it back after a restart, and applies the retention limits.
+    L{SqliteHistory} writes what is said to an SQLite file, reads it back
+    after a restart, and applies the retention limits.
     """
 
     def setUp(self) -> None:
@@ -467,25 +468,75 @@ class SqliteHistoryTests(TestCase):
         history = await self.reopen(history, per_room=0)
         self.assertEqual(history.recent("#dev"), [])
 
-    async def test_batched_off_the_reactor_thread(self) -> None:
+    async def test_batched_in_wal_mode(self) -> None:
         """
         Recording writes nothing at once: the messages wait
-        L{FLUSH_DELAY}, then are written together, in one interaction, on
-        a thread of the pool, never the reactor's.
+        L{FLUSH_DELAY}, then are written together in one transaction to
+        the database in WAL mode, on the reactor's thread (no thread could
+        get the GIL from a busy reactor).  Reading and pruning run on a
+        thread of the pool, never the reactor's.
         """
         history = self.open()
         watch = Interactions(history)
         said = self.chatter(history)
-        self.assertEqual(watch.threads, [])
         self.assertEqual(self.stored(), [])
+        self.clock.advance(FLUSH_DELAY)
+        self.assertEqual(len(self.stored()), len(said["#dev"]) + len(said["#ops"]))
+        self.assertEqual(watch.names(), [])
+        self.assertEqual(self.query("PRAGMA journal_mode"), [("wal",)])
+        fetched = await bounded(history.fetch("#dev", 100), "fetch")
+        self.assertEqual(fetched, replayed(*said["#dev"]))
+        await bounded(history.prune(), "prune")
+        await bounded(history.checkpoint(), "checkpoint")
+        self.assertEqual(watch.names(), ["_runQuery", "_prune", "_runOperation"])
+        for name, thread, in_reactor_thread in watch.threads:
+            self.assertIsNot(thread, threading.main_thread(), name)
+            self.assertFalse(in_reactor_thread, name)
+
+    async def test_busy_database_written_later(self) -> None:
+        """
+        While another connection holds the database, a batch is kept and
+        written with the next one, without waiting and without an error.
+        """
+        history = self.open()
+        holder = sqlite3.connect(self.path, isolation_level=None)
+        self.addCleanup(holder.close)
+        holder.execute("BEGIN IMMEDIATE")
+        with capturedLogs() as events:
+            said = self.chatter(history)
+            self.clock.advance(FLUSH_DELAY)
+        self.assertEqual(events, [])
+        holder.execute("ROLLBACK")
+        self.assertEqual(self.stored(), [])
+        self.clock.advance(FLUSH_DELAY)
+        self.assertEqual(len(self.stored()), len(said["#dev"]) + len(said["#ops"]))
+
+    async def test_closed_into_one_file(self) -> None:
+        """Closing copies the write-ahead log into the database file."""
+        history = self.open()
+        said = self.chatter(history)
+        await self.close(history)
+        wal = Path(self.path + "-wal")
+        self.assertEqual(wal.stat().st_size if wal.exists() else 0, 0)
+        connection = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True)
+        self.addCleanup(connection.close)
+        (count,) = connection.execute("SELECT count(*) FROM messages").fetchone()
+        self.assertEqual(count, len(said["#dev"]) + len(said["#ops"]))
+
+    async def test_without_wal_written_off_the_reactor_thread(self) -> None:
+        """
+        Where the file system cannot have WAL mode, batches are written on
+        a thread of the pool instead.
+        """
+        self.patch(history_module, "_write_ahead", lambda connection: False)
+        history = self.open()
+        self.assertIsNone(history.writer)
+        watch = Interactions(history)
+        said = self.chatter(history)
         self.clock.advance(FLUSH_DELAY)
         await bounded(gatherResults(watch.deferreds), "the write")
         self.assertEqual(watch.names(), ["_insert"])
         self.assertEqual(len(self.stored()), len(said["#dev"]) + len(said["#ops"]))
-        fetched = await bounded(history.fetch("#dev", 100), "fetch")
-        self.assertEqual(fetched, replayed(*said["#dev"]))
-        await bounded(history.prune(), "prune")
-        self.assertEqual(watch.names(), ["_insert", "_runQuery", "_prune"])
         for name, thread, in_reactor_thread in watch.threads:
             self.assertIsNot(thread, threading.main_thread(), name)
             self.assertFalse(in_reactor_thread, name)

@@ -4,9 +4,11 @@ What was said, kept for people who join later: in memory, or in SQLite.
 
 The last messages of every room are always in memory, so that a user who
 joins gets them at once and in order with what follows.  L{SqliteHistory}
-also writes every message to a database, in batches and on a thread pool
-(C{twisted.enterprise.adbapi}), so the reactor never waits on the disk, and
-reads it back when someone asks for more, and after a restart.
+also writes every message to a database, in batches, and reads it back
+when someone asks for more, and after a restart.  The batches are written
+on the reactor's thread in SQLite's WAL mode, where a commit appends to the
+log without waiting for the disk; what does wait (checkpoints, pruning,
+reads) runs on a thread pool (C{twisted.enterprise.adbapi}).
 """
 
 from __future__ import annotations
@@ -51,6 +53,8 @@ _MIGRATIONS: Final = {
 FLUSH_DELAY: Final = 0.2
 #: How often the retention limits are applied to the database.
 PRUNE_INTERVAL: Final = 60.0
+#: How often the write-ahead log is copied into the database (on a thread).
+CHECKPOINT_INTERVAL: Final = 10.0
 
 
 class HistoryError(Exception):
@@ -242,15 +246,24 @@ class SqliteHistory(MemoryHistory):
         max_count: int = 10_000,
         max_age: float | None = None,
         store_private: bool = False,
+        writer: sqlite3.Connection | None = None,
     ) -> None:
+        """
+        @param writer: a connection to the database in WAL mode, used on the
+            reactor thread to write each batch; without one, batches are
+            written on the pool's thread.
+        """
         super().__init__(clock, per_room, max_age=max_age, store_private=store_private)
         self.pool = pool
+        self.writer = writer
         self.max_count = max_count
         self._pending: list[tuple[Any, ...]] = []
         self._flush: IDelayedCall | None = None
         self._writing: Deferred[None] = succeed(None)
         self._pruning = LoopingCall(self.prune)
         self._pruning.clock = clock
+        self._checkpointing = LoopingCall(self.checkpoint)
+        self._checkpointing.clock = clock
 
     @classmethod
     def open(
@@ -280,12 +293,14 @@ class SqliteHistory(MemoryHistory):
                 (per_room,),
             ).fetchall()
         except sqlite3.Error:
+            connection.close()
             # Damage that the quick check does not see, such as text that is
             # not UTF-8: one line too, not a traceback.
             raise HistoryError(
                 f"history database {path} is damaged; move it away to start afresh"
             ) from None
-        finally:
+        writer = connection if _write_ahead(connection) else None
+        if writer is None:
             connection.close()
         pool = adbapi.ConnectionPool(
             "sqlite3",
@@ -303,10 +318,13 @@ class SqliteHistory(MemoryHistory):
             max_count=max_count,
             max_age=max_age,
             store_private=store_private,
+            writer=writer,
         )
         for row in rows:
             history._remember(_event(row))
         history._pruning.start(PRUNE_INTERVAL, now=False)
+        if writer is not None:
+            history._checkpointing.start(CHECKPOINT_INTERVAL, now=False)
         return history
 
     def record(self, event: wire.Replayable) -> None:
@@ -323,7 +341,9 @@ class SqliteHistory(MemoryHistory):
             self._flush.cancel()
         self._flush = None
         rows, self._pending = self._pending, []
-        if rows:
+        if rows and self.writer is not None:
+            self._write_here(rows)
+        elif rows:
             writing: Deferred[None] = self.pool.runInteraction(_insert, rows)
             writing.addErrback(
                 lambda failure: self.log.failure(
@@ -339,6 +359,49 @@ class SqliteHistory(MemoryHistory):
         written: Deferred[None] = Deferred()
         self._writing.addBoth(lambda _: written.callback(None))
         return written
+
+    def _write_here(self, rows: list[tuple[Any, ...]]) -> None:
+        """
+        Write C{rows} on this (the reactor's) thread.
+
+        A thread of the pool would hardly ever run while the reactor is
+        busy: CPython hands the GIL to a waiting thread only when its holder
+        kept it a whole switch interval, and a reactor lets go of it at
+        every system call (C{bench/history_lag.py}).  In WAL mode with
+        C{synchronous=NORMAL} a commit appends to the log without waiting
+        for the disk; the checkpoints, which do wait, run on the pool.
+        """
+        assert self.writer is not None
+        try:
+            self.writer.execute("BEGIN IMMEDIATE")
+            _insert(self.writer, rows)
+            self.writer.execute("COMMIT")
+        except sqlite3.Error as error:
+            if self.writer.in_transaction:
+                self.writer.execute("ROLLBACK")
+            if isinstance(error, sqlite3.OperationalError) and _busy(error):
+                # A prune or checkpoint holds the database: try again later.
+                self._pending[:0] = rows
+                if self._flush is None:
+                    self._flush = self.clock.callLater(FLUSH_DELAY, self.flush)
+                return
+            self.log.error(
+                "could not write {count} messages to the history: {error}",
+                count=len(rows),
+                error=error,
+            )
+
+    def checkpoint(self) -> Deferred[None]:
+        """Copy the write-ahead log into the database, on the pool's thread."""
+        checkpointing: Deferred[None] = self.pool.runOperation(
+            "PRAGMA wal_checkpoint(PASSIVE)"
+        )
+        checkpointing.addErrback(
+            lambda failure: self.log.failure(
+                "could not checkpoint the history", failure
+            )
+        )
+        return checkpointing
 
     def prune(self) -> Deferred[None]:
         """Apply the retention limits (count per room, age) in the database."""
@@ -388,9 +451,18 @@ class SqliteHistory(MemoryHistory):
         return rows.addCallback(lambda found: [_event(row) for row in reversed(found)])
 
     def close(self) -> Deferred[None]:
-        if self._pruning.running:
-            self._pruning.stop()
-        return self.flush().addBoth(lambda _: self.pool.close())
+        for loop in (self._pruning, self._checkpointing):
+            if loop.running:
+                loop.stop()
+        return self.flush().addBoth(lambda _: self._close_connections())
+
+    def _close_connections(self) -> None:
+        self.pool.close()
+        if self.writer is not None:
+            # The last connection to close copies the write-ahead log into
+            # the database and removes it.
+            self.writer.close()
+            self.writer = None
 
 
 def _insert(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
@@ -399,6 +471,29 @@ def _insert(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
         " VALUES (?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
+
+
+def _write_ahead(connection: sqlite3.Connection) -> bool:
+    """
+    Put the database in WAL mode, for writes that do not wait for the disk;
+    false where the file system cannot have it (the mode stays as it was).
+    """
+    try:
+        (mode,) = connection.execute("PRAGMA journal_mode=WAL").fetchone()
+        if str(mode).lower() != "wal":
+            return False
+        connection.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints run on the pool (they wait for the disk), and a write
+        # that finds the database busy is tried again later, not waited for.
+        connection.execute("PRAGMA wal_autocheckpoint=0")
+        connection.execute("PRAGMA busy_timeout=0")
+    except sqlite3.Error:
+        return False
+    return True
+
+
+def _busy(error: sqlite3.OperationalError) -> bool:
+    return "locked" in str(error) or "busy" in str(error)
 
 
 def _prune(cursor: Any, max_count: int, oldest: float | None) -> None:
