@@ -493,6 +493,21 @@ class SqliteHistoryTests(TestCase):
             self.assertIsNot(thread, threading.main_thread(), name)
             self.assertFalse(in_reactor_thread, name)
 
+    async def test_large_batch(self) -> None:
+        """
+        A batch larger than one INSERT statement takes is written whole and
+        in order.
+        """
+        history = self.open(per_room=1)
+        count = 2 * history_module._ROWS_PER_INSERT + 7
+        for number in range(count):
+            history.record(wire.Message("alice", f"line {number}", "#dev", START))
+        self.clock.advance(FLUSH_DELAY)
+        self.assertEqual(
+            [text for *_, text in self.stored()],
+            [f"line {number}" for number in range(count)],
+        )
+
     async def test_busy_database_written_later(self) -> None:
         """
         While another connection holds the database, a batch is kept and
