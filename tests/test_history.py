@@ -19,7 +19,7 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs
 from twisted.python import threadable
-from twisted.trial.unittest import SynchronousTestCase, TestCase
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
 from securemsg import history as history_module
 from securemsg import wire
@@ -537,6 +537,23 @@ class SqliteHistoryTests(TestCase):
         self.addCleanup(connection.close)
         (count,) = connection.execute("SELECT count(*) FROM messages").fetchone()
         self.assertEqual(count, len(said["#dev"]) + len(said["#ops"]))
+
+    async def test_write_ahead_files_have_the_database_owner(self) -> None:
+        """
+        Started as root on a database that belongs to another user (twistd
+        with C{--uid}), the WAL files belong to that user too (SQLite sees
+        to it), so that user's connections can open them.
+        """
+        if os.geteuid() != 0:
+            raise SkipTest("only root can give files away")
+        history = self.open()
+        await self.close(history)
+        os.chown(self.path, 4321, 4321)
+        history = self.open()
+        self.assertIsNotNone(history.writer)
+        for suffix in ("-wal", "-shm"):
+            owner = os.stat(self.path + suffix)
+            self.assertEqual((owner.st_uid, owner.st_gid), (4321, 4321), suffix)
 
     async def test_without_wal_written_off_the_reactor_thread(self) -> None:
         """
