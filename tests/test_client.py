@@ -142,6 +142,23 @@ class ProtocolTests(SynchronousTestCase):
         protocol.dataReceived(b"*** you are now Alice2\n")
         self.assertEqual(client.name, "Alice2")
 
+    def test_name_from_whoami(self) -> None:
+        """
+        The answer to /whoami gives the name too, also when the server adds
+        how it knows it (client certificates).
+        """
+        for line, name in (
+            (b"*** you are carol\n", "carol"),
+            (
+                b"*** you are alice (verified by client certificate sha256:ab)\n",
+                "alice",
+            ),
+            (b"*** you are guest-1 (guest: no client certificate)\n", "guest-1"),
+        ):
+            client, protocol, _, _ = connected()
+            protocol.dataReceived(line)
+            self.assertEqual(client.name, name)
+
     def test_closed(self) -> None:
         """
         C{closed} fires with the exception that ended the connection:

@@ -254,7 +254,9 @@ class ChatClient:
         elif isinstance(event, wire.Notice):
             for prefix in _YOU_ARE:
                 if event.text.startswith(prefix):
-                    name = event.text[len(prefix) :]
+                    # /whoami may add how the server knows the name:
+                    # "you are alice (verified by client certificate ...)".
+                    name = event.text[len(prefix) :].split(" ", 1)[0]
                     if wire.name_problem(name) is None:
                         self.name = name
                     break
