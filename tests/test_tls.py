@@ -306,6 +306,13 @@ class CredentialsTests(SynchronousTestCase):
             key,
             tls.PassphraseSource(str(self.directory / "missing")),
         )
+        for content, problem in (
+            (b"\xff\xfe not text\n", "is not UTF-8 text"),
+            (b"\nthe passphrase on line 2\n", "has an empty first line"),
+        ):
+            bad = self.directory / "bad-passphrase"
+            bad.write_bytes(content)
+            self.assertConfigError(problem, cert, key, tls.PassphraseSource(str(bad)))
 
     def test_from_process(self) -> None:
         """

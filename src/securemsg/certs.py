@@ -39,6 +39,38 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+
+class PassphraseFileError(Exception):
+    """A passphrase file cannot be used; the message is one line."""
+
+
+def read_passphrase_file(path: StrPath) -> bytes:
+    """
+    The passphrase in the file at C{path}: its first line, without the line
+    ending, encoded as UTF-8.  Every C{--...passphrase-file} option of the
+    server and of the commands reads its file this way.
+
+    @raise PassphraseFileError: if the file cannot be read, is not UTF-8
+        text, or its first line is empty.
+    """
+    try:
+        with open(path, encoding="utf-8") as file:
+            first = file.readline()
+    except OSError as error:
+        raise PassphraseFileError(
+            f"cannot read passphrase file {path}: {error.strerror}"
+        ) from None
+    except UnicodeDecodeError:
+        raise PassphraseFileError(f"passphrase file {path} is not UTF-8 text") from None
+    passphrase = first.rstrip("\r\n")
+    if not passphrase:
+        raise PassphraseFileError(
+            f"passphrase file {path} has an empty first line;"
+            " put the passphrase on the first line"
+        )
+    return passphrase.encode("utf-8")
+
+
 __all__ = [
     "ALLOWED_RSA_BITS",
     "CLOCK_SKEW",

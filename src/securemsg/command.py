@@ -13,6 +13,7 @@ from typing import ClassVar, TextIO
 
 from twisted.python import usage
 
+from securemsg import certs
 from securemsg._version import __version__
 
 PROGRAM: str = "securemsg"
@@ -114,32 +115,15 @@ class CommandOptions(usage.Options):
 
 def read_passphrase_file(path: str) -> bytes:
     """
-    The first line of the UTF-8 text file at C{path}, without its line
-    ending, encoded as UTF-8.
+    L{securemsg.certs.read_passphrase_file}, which is also how the server
+    reads C{--key-passphrase-file}, so one file serves every option.
 
-    This is exactly how the server reads C{--key-passphrase-file}
-    (L{securemsg.tls.PassphraseSource}), so one file serves every
-    C{--passphrase-file} option.
-
-    @raise CommandError: If the file cannot be read or the line is empty.
+    @raise CommandError: If the file cannot be used.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise CommandError(
-            f"cannot read passphrase file {path}: {describe_os_error(e)}"
-        ) from None
-    except UnicodeDecodeError:
-        raise CommandError(f"passphrase file {path} is not UTF-8 text") from None
-    lines = text.splitlines()
-    passphrase = lines[0].encode("utf-8") if lines else b""
-    if not passphrase:
-        raise CommandError(
-            f"passphrase file {path} has an empty first line;"
-            " put the passphrase on the first line"
-        )
-    return passphrase
+        return certs.read_passphrase_file(path)
+    except certs.PassphraseFileError as error:
+        raise CommandError(str(error)) from None
 
 
 def parse_days(option: str, value: str) -> int:

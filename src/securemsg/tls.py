@@ -113,17 +113,13 @@ class PassphraseSource:
         """
         The passphrase, or L{None} when no source has one.
 
-        @raise TLSConfigError: if the passphrase file cannot be read.
+        @raise TLSConfigError: if the passphrase file cannot be used.
         """
         if self.path is not None:
             try:
-                text = Path(self.path).read_text(encoding="utf-8")
-            except OSError as error:
-                raise TLSConfigError(
-                    f"cannot read passphrase file {self.path}: {error.strerror}"
-                ) from None
-            lines = text.splitlines()
-            return lines[0].encode("utf-8") if lines else b""
+                return certs.read_passphrase_file(self.path)
+            except certs.PassphraseFileError as error:
+                raise TLSConfigError(str(error)) from None
         if self.environ is not None:
             value = self.environ.get(PASSPHRASE_ENVIRONMENT_VARIABLE)
             if value is not None:
