@@ -173,6 +173,21 @@ class ServerProtocolTests(SynchronousTestCase):
         alice.close()
         self.assertEqual(bob.lines(), ["[alice] last words", "*** alice left"])
 
+    def test_last_line_quits(self) -> None:
+        """
+        A last line without a newline that closes the connection (/quit)
+        gives its farewell and leaves no timer behind for the dead
+        connection.
+        """
+        alice, bob = self.pair()
+        alice.send(b"/quit off to lunch")
+        alice.close()
+        self.assertEqual(bob.lines(), ["*** alice left (off to lunch)"])
+        clock = self.factory.clock
+        assert isinstance(clock, MemoryReactorClock)
+        pending = [call.func for call in clock.getDelayedCalls() if call.active()]
+        self.assertNotIn(alice.transport.abortConnection, pending)
+
     def test_control_characters_never_relayed(self) -> None:
         """Escapes and other controls reach others only in visible form."""
         alice, bob = self.pair()

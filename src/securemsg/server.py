@@ -112,8 +112,6 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     _queued_bytes = 0
     _lost: list[Deferred[None]] | None = None
     _quit_reason = ""
-    # True while the rest of an over-long line is being thrown away.
-    _discarding = False
     # True when LineReceiver stopped at an over-long line with more after it.
     _resume = False
     _producing = False
@@ -439,14 +437,13 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             self._buffer = rest
             self._resume = True
         else:
-            self._discarding = True
+            # Raw mode only ever throws away the rest of an over-long line.
             self.setRawMode()
 
     def rawDataReceived(self, data: bytes) -> None:
         # Only used to skip the tail of an over-long line.
         _, newline, rest = data.partition(self.delimiter)
         if newline:
-            self._discarding = False
             self.setLineMode(rest)
 
     # Closing
@@ -489,11 +486,18 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
                 self.limits.shutdown_grace, self.transport.abortConnection
             )
 
-    def abort(self) -> None:
-        """Close at once, without waiting for anything to be sent."""
-        self.transport.abortConnection()
-
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        # A last line without a newline is still a line; handled first, so
+        # that whatever it starts (a /quit, a flood disconnect) is cleaned
+        # up below with the rest.
+        if (
+            self._joined
+            and self._buffer
+            and self.line_mode
+            and not self.factory.shutting_down
+        ):
+            pending, self._buffer = self._buffer, b""
+            self.lineReceived(pending)
         for timer in (self._handshake_timer, self._abort_timer):
             if timer is not None and timer.active():
                 timer.cancel()
@@ -502,17 +506,6 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self._queue = None
         self._outgoing.clear()
         self.factory.open_connections.discard(self)
-        # A last line without a newline is still a line.
-        if (
-            self._joined
-            and self._buffer
-            and self.line_mode
-            and not self._discarding
-            and len(self._buffer) <= self.MAX_LENGTH
-            and not self.factory.shutting_down
-        ):
-            pending, self._buffer = self._buffer, b""
-            self.lineReceived(pending)
         self.log.info(
             "{peer} ({name}) disconnected: {reason}",
             peer=self.peer,
@@ -704,18 +697,8 @@ class ChatServerFactory(Factory):
         """
         self.shutting_down = True
         self.flush_announcements()
-        connections = list(self.open_connections)
-        closed = gatherResults([c.close_for_shutdown() for c in connections])
-
-        def abort_the_rest() -> None:
-            for connection in connections:
-                if connection in self.open_connections:
-                    connection.abort()
-
-        timer = self.clock.callLater(self.limits.shutdown_grace, abort_the_rest)
-
-        def done(_: object) -> None:
-            if timer.active():
-                timer.cancel()
-
-        return closed.addCallback(done)
+        # Each close aborts its connection after the grace (see _close).
+        closed = gatherResults(
+            [c.close_for_shutdown() for c in list(self.open_connections)]
+        )
+        return closed.addCallback(lambda _: None)
