@@ -42,9 +42,7 @@ from ._loopback import (
     greeting,
     reactor,
 )
-
-#: Bound on a subprocess's run; it normally takes about half a second.
-PROCESS_TIMEOUT = 30.0
+from ._twistd import PROCESS_TIMEOUT
 
 UNKNOWN_ISSUER = "unknown issuer (no trusted certificate issued it; use --ca or --pin)"
 

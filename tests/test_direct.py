@@ -64,6 +64,8 @@ class SendNowTests(TestCase):
         self.port = reactor.listenTCP(
             0, Factory.forProtocol(Server), interface="127.0.0.1"
         )
+        # Also when setUp fails before tearDown would run.
+        self.addCleanup(self.port.stopListening)
         self.client = Receiver()
         reactor.connectTCP(
             "127.0.0.1",
@@ -82,7 +84,7 @@ class SendNowTests(TestCase):
         self.transport.abortConnection()
         ended = bounded(self.server_ended, "the server side to close")
         ended.addCallback(lambda _: bounded(self.client.ended, "the client to close"))
-        return ended.addCallback(lambda _: self.port.stopListening())
+        return ended
 
     def test_sent_without_waiting_a_turn(self) -> None:
         """

@@ -268,6 +268,7 @@ class MakeServiceTests(SynchronousTestCase):
             "--cert", self.cert_path,
             "--key", self.key_path,
             "--greeting", "hi {name}",
+            "--history-db", ":memory:",
             "--max-line-length", "100",
             "--listen", "tcp:1234:interface=127.0.0.1",
         )  # fmt: skip
@@ -300,6 +301,7 @@ class MakeServiceTests(SynchronousTestCase):
         options = parse(
             "--cert", self.cert_path,
             "--key", self.key_path,
+            "--history-db", ":memory:",
             "--listen", "tcp:1234",
             "--listen", "tcp6:1235:interface=\\:\\:1",
         )  # fmt: skip

@@ -56,6 +56,7 @@ from ._loopback import (
     Waiters,
     reactor,
 )
+from ._twistd import PROCESS_TIMEOUT
 
 
 def subprocess_environment(**changes: str) -> dict[str, str]:
@@ -508,7 +509,7 @@ class ChatInTerminal(ProcessProtocol):
                 )
             )
 
-        return waiter.addTimeout(TIMEOUT, reactor, onTimeoutCancel=timed_out)
+        return waiter.addTimeout(PROCESS_TIMEOUT, reactor, onTimeoutCancel=timed_out)
 
     def wait_until(self, shows: Callable[[], bool], what: str) -> Deferred[None]:
         """Fires once C{shows()} is true of the screen, checked on each output."""

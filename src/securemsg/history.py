@@ -209,7 +209,7 @@ def _open_checked(path: str) -> sqlite3.Connection:
         connection.execute("COMMIT")
     except sqlite3.OperationalError as error:
         connection.close()
-        if "locked" in str(error):
+        if _busy(error):
             raise HistoryError(
                 f"history database {path} is locked by another program"
                 " (is another securemsg using it?)"
@@ -336,7 +336,10 @@ class SqliteHistory(MemoryHistory):
             self._flush = self.clock.callLater(FLUSH_DELAY, self.flush)
 
     def flush(self) -> Deferred[None]:
-        """Write what is pending, in one transaction, on the thread pool."""
+        """
+        Write what is pending, in one transaction: on this thread in WAL
+        mode (see L{_write_here}), else on the pool's thread.
+        """
         if self._flush is not None and self._flush.active():
             self._flush.cancel()
         self._flush = None
@@ -379,7 +382,7 @@ class SqliteHistory(MemoryHistory):
         except sqlite3.Error as error:
             if self.writer.in_transaction:
                 self.writer.execute("ROLLBACK")
-            if isinstance(error, sqlite3.OperationalError) and _busy(error):
+            if _busy(error):
                 # A prune or checkpoint holds the database: try again later.
                 self._pending[:0] = rows
                 if self._flush is None:
@@ -503,8 +506,10 @@ def _write_ahead(connection: sqlite3.Connection) -> bool:
     return True
 
 
-def _busy(error: sqlite3.OperationalError) -> bool:
-    return "locked" in str(error) or "busy" in str(error)
+def _busy(error: sqlite3.Error) -> bool:
+    """Whether C{error} says another connection holds the database."""
+    primary = getattr(error, "sqlite_errorcode", 0) & 0xFF
+    return primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 
 def _prune(cursor: Any, max_count: int, oldest: float | None) -> None:
