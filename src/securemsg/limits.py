@@ -26,8 +26,9 @@ class Limits:
     @ivar send_queue: bytes the server holds for one client that does not
         read (beyond what the kernel and Twisted buffer) before it is
         disconnected.
-    @ivar shutdown_grace: seconds given at shutdown to flush what is queued
-        for each client and close its TLS connection cleanly.
+    @ivar shutdown_grace: seconds a closing connection (at shutdown, on
+        /quit, a kick, a timeout) gets to flush what is queued and close its
+        TLS connection cleanly before it is aborted.
     """
 
     handshake_timeout: float = 10.0

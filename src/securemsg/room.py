@@ -217,18 +217,6 @@ class Chat:
             and wire.name_key(participant.name) in self.operators
         )
 
-    def _save_state(self) -> bool:
-        try:
-            self.state.save()
-        except OSError as error:
-            self.log.error(
-                "could not save the server state to {path}: {error}",
-                path=self.state.path,
-                error=error.strerror,
-            )
-            return False
-        return True
-
     def _next_guest_name(self) -> str:
         while True:
             name = f"{self._guest_prefix}{next(self._guest_numbers)}"
@@ -316,7 +304,7 @@ class Chat:
             self._claim(identity)
             name = identity
             if self.state.add_holder(identity):
-                self._save_state()
+                self.state.keep()
         else:
             name = self._next_guest_name()
         participant.name = name
@@ -694,7 +682,7 @@ class Chat:
                 wire.Error(f"{target.name} cannot be banned: no certificate or address")
             )
             return
-        if not self._save_state():
+        if not self.state.keep():
             participant.deliver(
                 wire.Error(
                     "the ban holds until restart: the state file could not be written"
@@ -721,7 +709,7 @@ class Chat:
                 wire.Error(f"no ban matches {wire.sanitize(target)[:80]}")
             )
             return
-        self._save_state()
+        self.state.keep()
         self.log.info(
             "{operator} lifted bans: {lifted}",
             operator=participant.name,
@@ -738,7 +726,7 @@ class Chat:
         if not self._operator(participant, "/motd"):
             return
         self.state.motd = wire.sanitize(text)
-        self._save_state()
+        self.state.keep()
         event = wire.Notice(f"motd: {self.state.motd or '(none)'}")
         for member in list(self._members):
             member.deliver(event)

@@ -4,7 +4,8 @@ What the server remembers across restarts besides the history: bans, the
 message of the day, and the names that belong to certificate holders.
 
 It is a small JSON file, rewritten whole (atomically) on each change.
-Changes are rare (an operator's command), so the write is done at once.
+Changes are rare (an operator's command, or a certificate holder seen for
+the first time), so the write is done at once.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
+
+from twisted.logger import Logger
 
 from securemsg import wire
 
@@ -63,6 +66,8 @@ class ServerState:
     addresses: dict[str, Ban] = field(default_factory=dict)
     motd: str = ""
     holders: dict[str, str] = field(default_factory=dict)
+
+    log = Logger()
 
     @classmethod
     def load(cls, path: str | None) -> ServerState:
@@ -139,6 +144,24 @@ class ServerState:
         except BaseException:
             os.unlink(temporary)
             raise
+
+    def keep(self) -> bool:
+        """
+        L{save}, logging a failure in one line instead of raising it: the
+        chat goes on either way.
+
+        @return: whether the state was saved.
+        """
+        try:
+            self.save()
+        except OSError as error:
+            self.log.error(
+                "could not save the server state to {path}: {error}",
+                path=self.path,
+                error=error.strerror,
+            )
+            return False
+        return True
 
     # Bans
 

@@ -267,8 +267,9 @@ class Options(usage.Options):
             "shutdown-grace",
             None,
             _DEFAULTS.shutdown_grace,
-            "Seconds given at shutdown to flush each client and close its TLS"
-            " connection cleanly.",
+            "Seconds a closing connection (at shutdown, /quit, a kick, a"
+            " timeout) gets to flush and close its TLS cleanly before it is"
+            " cut off.",
             _seconds,
         ],
     ]
