@@ -497,19 +497,10 @@ def describe_certificate(cert: x509.Certificate) -> str:
     )
 
 
-def _public_key_der(key: PrivateKeyTypes) -> bytes:
-    """The DER SubjectPublicKeyInfo of C{key}'s public half."""
-    return key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def key_matches_certificate(key: PrivateKeyTypes, cert: x509.Certificate) -> bool:
     """Whether C{key} is the private half of C{cert}'s public key."""
-    cert_der = cert.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return _public_key_der(key) == cert_der
+    # cryptography compares public keys by value (False across key types).
+    return bool(key.public_key() == cert.public_key())
 
 
 def key_file_warnings(path: StrPath) -> list[str]:
