@@ -280,13 +280,22 @@ class HandshakeTimeoutTests(SynchronousTestCase):
         )
 
     def test_completed_handshake_not_aborted(self) -> None:
-        """A finished handshake cancels the timeout."""
-        client, server_tls, _, chat = tls_pair(server_context())
-        self.assertTrue(client.handshake_done)
-        protocol = server_tls.wrappedProtocol
-        assert isinstance(protocol, ChatServerProtocol)
-        self.assertIsNone(protocol._handshake_timer)
-        self.assertEqual(len(chat.chat), 1)
+        """
+        A finished handshake ends the handshake timeout: from then on only
+        the idle timeout counts, if there is one.
+        """
+        for idle in (60, 0):
+            clock = MemoryReactorClock()
+            chat = ChatServerFactory(
+                clock, limits=Limits(handshake_timeout=10, idle_timeout=idle)
+            )
+            client, server_tls, _, _ = tls_pair(server_context(), chat=chat)
+            self.assertTrue(client.handshake_done)
+            clock.advance(59)
+            self.assertFalse(server_tls.disconnecting, idle)
+            self.assertEqual(len(chat.chat), 1)
+            clock.advance(1)
+            self.assertEqual(server_tls.disconnecting, bool(idle), idle)
 
 
 class ConnectionLimitTests(SynchronousTestCase):

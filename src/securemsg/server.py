@@ -115,7 +115,6 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     # True when LineReceiver stopped at an over-long line with more after it.
     _resume = False
     _producing = False
-    _handshake_timer: IDelayedCall | None = None
     _abort_timer: IDelayedCall | None = None
 
     def __init__(self, factory: ChatServerFactory) -> None:
@@ -152,9 +151,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self.transport.registerProducer(self, True)
         self._producing = True
         if isinstance(self.transport, TLSMemoryBIOProtocol):
-            self._handshake_timer = self.factory.clock.callLater(
-                self.limits.handshake_timeout, self._handshake_timed_out
-            )
+            # Until the handshake is done, the timeout is the handshake's
+            # (see timeoutConnection); then it is the idle timeout.
+            self.setTimeout(self.limits.handshake_timeout)
         else:
             # No TLS layer of Twisted's below us (plain TCP in tests, or TLS
             # ended by a proxy), so no handshake to wait for.
@@ -164,19 +163,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         """TimeoutMixin's scheduler: the factory's clock, not the reactor."""
         return self.factory.clock.callLater(period, func)
 
-    def _handshake_timed_out(self) -> None:
-        self._handshake_timer = None
-        self.log.info(
-            "{peer}: TLS handshake not done after {seconds} s; aborting",
-            peer=self.peer,
-            seconds=self.limits.handshake_timeout,
-        )
-        self.transport.abortConnection()
-
     def handshakeCompleted(self) -> None:
-        if self._handshake_timer is not None:
-            self._handshake_timer.cancel()
-            self._handshake_timer = None
+        self.setTimeout(None)
         self._join()
 
     def _join(self) -> None:
@@ -395,7 +383,18 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             self.disconnect("disconnected for flooding", "flooding")
 
     def timeoutConnection(self) -> None:
-        """No line for the idle timeout: say so and close."""
+        """
+        The TLS handshake took too long: abort.  Or no line for the idle
+        timeout: say so and close.
+        """
+        if not self._joined:
+            self.log.info(
+                "{peer}: TLS handshake not done after {seconds} s; aborting",
+                peer=self.peer,
+                seconds=self.limits.handshake_timeout,
+            )
+            self.transport.abortConnection()
+            return
         self.log.info(
             "{peer} ({name}) disconnected: idle for {seconds} s",
             peer=self.peer,
@@ -498,10 +497,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         ):
             pending, self._buffer = self._buffer, b""
             self.lineReceived(pending)
-        for timer in (self._handshake_timer, self._abort_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
-        self._handshake_timer = self._abort_timer = None
+        if self._abort_timer is not None and self._abort_timer.active():
+            self._abort_timer.cancel()
+        self._abort_timer = None
         self.setTimeout(None)
         self._queue = None
         self._outgoing.clear()
