@@ -13,10 +13,8 @@ a revoked one.
 from __future__ import annotations
 
 import fcntl
-import io
 import json
 import os
-import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,19 +43,16 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
 from securemsg import ca, certs
-from securemsg.cli import main
 
 from . import _certs
+from ._cli import Result
+from ._cli import mode as _mode
+from ._cli import run as _run
 
 PASSPHRASE = b"correct horse battery staple"
 
 #: OpenSSL's verify result for a certificate listed in a CRL (x509_vfy.h).
 X509_V_ERR_CERT_REVOKED = 23
-
-
-def _mode(path: str | Path) -> int:
-    """The permission bits of C{path}."""
-    return stat.S_IMODE(os.stat(path).st_mode)
 
 
 def _load_pem(path: str | Path) -> x509.Certificate:
@@ -940,22 +935,6 @@ class MutualTLSTests(_CATestCase):
 # The command
 
 
-class _Result:
-    """What one L{main} call did."""
-
-    def __init__(self, code: int, stdout: str, stderr: str) -> None:
-        self.code = code
-        self.stdout = stdout
-        self.stderr = stderr
-
-
-def _run(*argv: str) -> _Result:
-    """Call L{main} with C{argv}, capturing stdout and stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), stdout=out, stderr=err)
-    return _Result(code, out.getvalue(), err.getvalue())
-
-
 class CommandTests(_CATestCase):
     """Tests for C{securemsg ca} through L{main}."""
 
@@ -977,11 +956,11 @@ class CommandTests(_CATestCase):
             environ[name] = value
         self.patch(os, "environ", environ)
 
-    def assertSucceeded(self, result: _Result) -> None:
+    def assertSucceeded(self, result: Result) -> None:
         """Exit 0 and nothing on stderr."""
         self.assertEqual((result.code, result.stderr), (0, ""), result.stdout)
 
-    def assertError(self, result: _Result, code: int, message: str) -> None:
+    def assertError(self, result: Result, code: int, message: str) -> None:
         """
         Exit C{code}, nothing on stdout, and exactly one line on stderr that
         starts with C{securemsg ca} (and the command) and contains

@@ -28,33 +28,14 @@ from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
 from securemsg import ca, certs, check, tls
-from securemsg.cli import main
 
 from . import _certs
+from ._cli import Result
+from ._cli import run as _run
 
 PASSPHRASE = "correct horse battery staple"
 
 LEVELS = ("ok   ", "warn ", "FAIL ", "info ")
-
-
-class _Result:
-    """What one L{main} call did: its exit code and its output streams."""
-
-    def __init__(self, code: int, stdout: str, stderr: str) -> None:
-        self.code = code
-        self.stdout = stdout
-        self.stderr = stderr
-        self.lines = stdout.splitlines()
-
-    def __repr__(self) -> str:
-        return f"<exit {self.code}\n{self.stdout}{self.stderr}>"
-
-
-def _run(*argv: str) -> _Result:
-    """Call L{main} with C{argv}, capturing stdout and stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), stdout=out, stderr=err)
-    return _Result(code, out.getvalue(), err.getvalue())
 
 
 def _name(common_name: str) -> x509.Name:
@@ -179,14 +160,14 @@ class _CheckTestCase(SynchronousTestCase):
             self.write(f"{stem}.key", _key_pem(key)),
         )
 
-    def check(self, cert: str, key: str | None = None, *extra: str) -> _Result:
+    def check(self, cert: str, key: str | None = None, *extra: str) -> Result:
         """Run C{securemsg check --cert CERT [--key KEY] EXTRA}."""
         arguments = ["check", "--cert", cert]
         if key is not None:
             arguments += ["--key", key]
         return _run(*arguments, *extra)
 
-    def assertLine(self, result: _Result, level: str, fragment: str) -> str:
+    def assertLine(self, result: Result, level: str, fragment: str) -> str:
         """One line of C{result} has C{level} and contains C{fragment}."""
         prefix = f"{level:<4} "
         for line in result.lines:
@@ -194,19 +175,19 @@ class _CheckTestCase(SynchronousTestCase):
                 return line
         self.fail(f"no {level!r} line with {fragment!r} in:\n{result.stdout}")
 
-    def assertNoLevel(self, result: _Result, level: str) -> None:
+    def assertNoLevel(self, result: Result, level: str) -> None:
         """No line of C{result} has C{level}."""
         found = [line for line in result.lines if line.startswith(f"{level:<4} ")]
         self.assertEqual(found, [], result.stdout)
 
-    def assertPassed(self, result: _Result, warnings: int = 0) -> None:
+    def assertPassed(self, result: Result, warnings: int = 0) -> None:
         """Exit 0, nothing on stderr, no FAIL, and C{warnings} warnings."""
         self.assertEqual((result.code, result.stderr), (0, ""), result)
         self.assertNoLevel(result, "FAIL")
         shown = "no warnings" if not warnings else f"{warnings} warning"
         self.assertIn(f"check passed: no problems, {shown}", result.lines[-1])
 
-    def assertFailed(self, result: _Result, fragment: str) -> str:
+    def assertFailed(self, result: Result, fragment: str) -> str:
         """Exit 1, nothing on stderr, and a FAIL line containing C{fragment}."""
         self.assertEqual((result.code, result.stderr), (1, ""), result)
         self.assertTrue(result.lines[-1].startswith("check FAILED: "), result)
@@ -358,7 +339,7 @@ class DatesAndContentTests(_CheckTestCase):
         super().setUp()
         self.ca = _certs.make_ca()
 
-    def pair(self, pair: _certs.Pair) -> _Result:
+    def pair(self, pair: _certs.Pair) -> Result:
         """Check C{pair}, served alone."""
         return self.check(*pair.write(self.directory))
 
@@ -461,7 +442,7 @@ class ChainTests(_CheckTestCase):
         self.intermediate = make_intermediate(self.root)
         self.leaf = _certs.issue(self.intermediate)
 
-    def serve(self, *chain: _certs.Pair, key: _certs.Pair | None = None) -> _Result:
+    def serve(self, *chain: _certs.Pair, key: _certs.Pair | None = None) -> Result:
         """Check a file holding C{chain}, with the key of C{key} (or C{chain[0]})."""
         return self.check(
             *self.write_pair(
@@ -566,7 +547,7 @@ class ClientCATests(_CheckTestCase):
         ca.init_ca(self.ca_dir)
         self.paths = ca.ca_paths(self.ca_dir)
 
-    def with_ca(self, client_ca: str, crl: str | None = None) -> _Result:
+    def with_ca(self, client_ca: str, crl: str | None = None) -> Result:
         extra = ["--client-ca", client_ca]
         if crl is not None:
             extra += ["--crl", crl]

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -23,26 +22,9 @@ import securemsg
 from securemsg import certs
 from securemsg.cli import GencertOptions, SecuremsgOptions, main
 
-
-class _Result:
-    """What one L{main} call did: its exit code and its output streams."""
-
-    def __init__(self, code: int, stdout: str, stderr: str) -> None:
-        self.code = code
-        self.stdout = stdout
-        self.stderr = stderr
-
-
-def _run(*argv: str) -> _Result:
-    """Call L{main} with C{argv}, capturing stdout and stderr."""
-    out, err = io.StringIO(), io.StringIO()
-    code = main(list(argv), stdout=out, stderr=err)
-    return _Result(code, out.getvalue(), err.getvalue())
-
-
-def _mode(path: Path) -> int:
-    """The permission bits of C{path}."""
-    return stat.S_IMODE(os.stat(path).st_mode)
+from ._cli import Result
+from ._cli import mode as _mode
+from ._cli import run as _run
 
 
 class GencertTests(SynchronousTestCase):
@@ -55,11 +37,11 @@ class GencertTests(SynchronousTestCase):
         self.cert = self.directory / "certificate.pem"
         self.key = self.directory / "private.key"
 
-    def gencert(self, *extra: str) -> _Result:
+    def gencert(self, *extra: str) -> Result:
         """Run C{gencert} writing to this test's paths, plus C{extra}."""
         return _run("gencert", "--cert", str(self.cert), "--key", str(self.key), *extra)
 
-    def assertUsageError(self, result: _Result, *fragments: str) -> None:
+    def assertUsageError(self, result: Result, *fragments: str) -> None:
         """
         C{result} is a usage error: exit 2, nothing on stdout, exactly one
         line on stderr that starts with C{securemsg gencert:}, contains

@@ -20,11 +20,8 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
-from zope.interface.verify import verifyObject
 
 from securemsg import ca, wire
-from securemsg.interfaces import IChatParticipant
 from securemsg.room import Chat, ReloadResult
 from securemsg.server import ANNOUNCEMENT_DELAY, ChatServerFactory
 from securemsg.state import Ban, ServerState
@@ -32,6 +29,7 @@ from securemsg.tls import ServerTLS, TLSSettings, load_tls
 from securemsg.trust import load_client_certificate
 
 from . import _certs
+from ._fakes import Recorder
 from ._tls import LineCollector
 
 ALICE = "sha256:" + "a1" * 32
@@ -41,31 +39,6 @@ OPERATOR_COMMANDS = ["/kick bob", "/ban bob", "/unban bob", "/motd hi", "/reload
 
 def greeting(name: str) -> str:
     return f"*** Welcome to securemsg, {name}. Type /help for commands."
-
-
-@implementer(IChatParticipant)
-class Recorder:
-    """A participant that keeps every event it is given, as server lines."""
-
-    def __init__(self) -> None:
-        self.name = ""
-        self.lines: list[str] = []
-        self.disconnected: tuple[str, str] | None = None
-
-    def deliver(self, event: wire.Event) -> None:
-        self.lines.extend(event.format().split("\n"))
-
-    def deliver_all(self, events: tuple[wire.Event, ...]) -> None:
-        for event in events:
-            self.deliver(event)
-
-    def disconnect(self, error: str, farewell: str) -> None:
-        self.disconnected = (error, farewell)
-        self.lines.append(f"(disconnected: {error})")
-
-    def take(self) -> list[str]:
-        lines, self.lines = self.lines, []
-        return lines
 
 
 class ChatCase(SynchronousTestCase):
@@ -122,10 +95,6 @@ class CertificateNameTests(ChatCase):
     A verified client certificate gives its holder their name, which nobody
     else may hold or take, even after they left.
     """
-
-    def test_recorder_is_a_participant(self) -> None:
-        """The test double provides the interface the chat needs."""
-        self.assertTrue(verifyObject(IChatParticipant, Recorder()))
 
     def test_verified_join_takes_the_certificate_name(self) -> None:
         """

@@ -7,7 +7,6 @@ from typing import TypeVar
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from securemsg import wire
@@ -15,29 +14,7 @@ from securemsg.history import MemoryHistory
 from securemsg.interfaces import IChatParticipant
 from securemsg.room import Chat
 
-
-@implementer(IChatParticipant)
-class Recorder:
-    """A participant that keeps every event it is given, as server lines."""
-
-    def __init__(self) -> None:
-        self.name = ""
-        self.lines: list[str] = []
-
-    def deliver(self, event: wire.Event) -> None:
-        self.lines.extend(event.format().split("\n"))
-
-    def deliver_all(self, events: tuple[wire.Event, ...]) -> None:
-        for event in events:
-            self.deliver(event)
-
-    def disconnect(self, error: str, farewell: str) -> None:
-        self.lines.append(f"(disconnected: {error})")
-
-    def take(self) -> list[str]:
-        lines, self.lines = self.lines, []
-        return lines
-
+from ._fakes import Recorder
 
 R = TypeVar("R", bound=Recorder)
 
