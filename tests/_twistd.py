@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor as _global_reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -122,6 +124,23 @@ class Twistd(ProcessProtocol):
     def wait_ended(self) -> Deferred[None]:
         """Fires once the process has ended; C{ended.value} says how."""
         return bounded(self.ended.wait(), "twistd to exit", PROCESS_TIMEOUT)
+
+
+async def stop_with_sigterm(case: TestCase, twistd: Twistd) -> None:
+    """
+    Send SIGTERM and check that twistd exits because of it, cleanly: with
+    status 0 after its "Server Shut Down." (twistd handles the signal and
+    stops the reactor) or killed by the signal, and without a traceback.
+    """
+    twistd.signal("TERM")
+    await twistd.wait_ended()
+    status = twistd.ended.value
+    if isinstance(status, ProcessTerminated):
+        case.assertEqual(status.signal, signal.SIGTERM, twistd.output())
+    else:
+        case.assertIsInstance(status, ProcessDone, twistd.output())
+        case.assertIn("Server Shut Down.", twistd.messages(), twistd.output())
+    case.assertNotIn(b"Traceback", twistd.out + twistd.err, twistd.output())
 
 
 def start_twistd(

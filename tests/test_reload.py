@@ -22,7 +22,6 @@ from typing import Any
 from cryptography import x509
 from twisted.internet import reactor as _global_reactor
 from twisted.internet.address import IPv4Address
-from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ClientFactory
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import Clock
@@ -51,7 +50,7 @@ from securemsg.trust import load_client_certificate
 from . import _certs
 from ._loopback import LineClient, bounded, connect_line_client, greeting
 from ._tls import LineCollector
-from ._twistd import Twistd, listening_port, start_twistd
+from ._twistd import Twistd, listening_port, start_twistd, stop_with_sigterm
 
 reactor: Any = _global_reactor
 
@@ -593,17 +592,10 @@ class TwistdReloadTests(TestCase):
         SIGTERM stops twistd cleanly, telling each client, without a
         traceback.
         """
-        twistd.signal("TERM")
-        await twistd.wait_ended()
-        status = twistd.ended.value
-        if isinstance(status, ProcessTerminated):
-            self.assertEqual(status.signal, signal.SIGTERM, twistd.output())
-        else:
-            self.assertIsInstance(status, ProcessDone, twistd.output())
+        await stop_with_sigterm(self, twistd)
         for client in clients:
             await client.wait_closed()
             self.assertEqual(client.unread, ["*** the server is shutting down"])
-        self.assertNotIn(b"Traceback", twistd.out + twistd.err, twistd.output())
         self.assertEqual(twistd.err, b"")
 
     async def test_sighup(self) -> None:

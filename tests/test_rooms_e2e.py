@@ -12,13 +12,12 @@ from __future__ import annotations
 
 import json
 import math
-import signal
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.error import ProcessTerminated
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
@@ -37,7 +36,7 @@ from ._loopback import (
     greeting,
     reactor,
 )
-from ._twistd import Twistd, listening_port, start_twistd
+from ._twistd import Twistd, listening_port, start_twistd, stop_with_sigterm
 
 #: 2025-11-27T13:05:22Z: the time of the fake clock rooms tests chat by.
 START = 1764248722.0
@@ -589,17 +588,6 @@ class RestartTests(TestCase):
     async def expect(self, client: LineClient, *lines: str) -> None:
         self.assertEqual(await client.next_lines(len(lines)), list(lines))
 
-    async def terminate(self, twistd: Twistd) -> None:
-        """SIGTERM; twistd exits cleanly, without a traceback."""
-        twistd.signal("TERM")
-        await twistd.wait_ended()
-        status = twistd.ended.value
-        if isinstance(status, ProcessTerminated):
-            self.assertEqual(status.signal, signal.SIGTERM, twistd.output())
-        else:
-            self.assertIsInstance(status, ProcessDone, twistd.output())
-        self.assertNotIn(b"Traceback", twistd.out + twistd.err, twistd.output())
-
     def assertReplayed(
         self,
         lines: list[str],
@@ -651,7 +639,7 @@ class RestartTests(TestCase):
         )
         await self.expect(bob, "[bob -> alice] secret")
         ended = reactor.seconds()
-        await self.terminate(twistd)
+        await stop_with_sigterm(self, twistd)
         await alice.wait_closed()
         await bob.wait_closed()
         # Written by the server, with its schema version.
@@ -721,7 +709,7 @@ class RestartTests(TestCase):
             began,
             ended,
         )
-        await self.terminate(twistd)
+        await stop_with_sigterm(self, twistd)
         await carol.wait_closed()
 
     async def connect_raw(self, port: int) -> LineClient:

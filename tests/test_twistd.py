@@ -12,20 +12,19 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import socket
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor as _global_reactor
-from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
+from twisted.internet.error import ConnectionDone, ProcessTerminated
 from twisted.trial.unittest import TestCase
 
 from securemsg.tls import PASSPHRASE_ENVIRONMENT_VARIABLE
 
 from . import _certs
 from ._loopback import LineClient, connect_line_client, greeting
-from ._twistd import Twistd, listening_port, start_twistd
+from ._twistd import Twistd, listening_port, start_twistd, stop_with_sigterm
 
 reactor: Any = _global_reactor
 
@@ -66,22 +65,6 @@ class TwistdTests(TestCase):
         if not client.ended.fired:
             client.transport.abortConnection()
         await client.wait_closed()
-
-    async def terminate(self, twistd: Twistd) -> None:
-        """
-        Send SIGTERM and check that twistd exits because of it, cleanly: with
-        status 0 (twistd handles the signal and stops the reactor) or killed
-        by the signal, and without a traceback.
-        """
-        twistd.signal("TERM")
-        await twistd.wait_ended()
-        status = twistd.ended.value
-        if isinstance(status, ProcessTerminated):
-            self.assertEqual(status.signal, signal.SIGTERM, twistd.output())
-        else:
-            self.assertIsInstance(status, ProcessDone, twistd.output())
-            self.assertIn("Server Shut Down.", twistd.messages(), twistd.output())
-        self.assertNoTraceback(twistd)
 
     def assertNoTraceback(self, twistd: Twistd) -> None:
         self.assertNotIn(b"Traceback", twistd.out, twistd.output())
@@ -136,7 +119,7 @@ class TwistdTests(TestCase):
         self.assertEqual(await alice.next_lines(1), ["*** guest-2 left (see you)"])
         await bob.wait_closed()
 
-        await self.terminate(twistd)
+        await stop_with_sigterm(self, twistd)
         await alice.wait_closed()
         # Told before the server closed, and closed with a TLS close_notify.
         self.assertEqual(alice.unread, ["*** the server is shutting down"])
@@ -161,7 +144,7 @@ class TwistdTests(TestCase):
         self.assertEqual(await client.next_lines(1), [greeting("guest-1")])
         client.transport.loseConnection()
         await client.wait_closed()
-        await self.terminate(twistd)
+        await stop_with_sigterm(self, twistd)
         self.assertEqual(
             [message for message in twistd.messages() if "chmod" in message], []
         )
