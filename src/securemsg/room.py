@@ -254,9 +254,16 @@ class Chat:
         self._held_room = self._held_speaker = None
         room.broadcast_all(events, exclude=speaker)
 
-    def _announces(self, room: Room) -> bool:
-        """Whether arrivals and departures are announced in C{room}."""
-        return not self.announce_max or len(room.members) <= self.announce_max
+    def _announces(
+        self, room: Room, *, present: IChatParticipant | None = None
+    ) -> bool:
+        """
+        Whether arrivals and departures are announced in C{room}: whether it
+        has at most C{announce_max} members besides the one arriving or
+        leaving (C{present}, if still counted among them).
+        """
+        others = len(room.members) - (present in room.members)
+        return not self.announce_max or others <= self.announce_max
 
     def _neighbours(
         self, participant: IChatParticipant, *, arrivals_and_departures: bool = False
@@ -267,7 +274,9 @@ class Chat:
         """
         seen: dict[IChatParticipant, None] = {}
         for room in self._members[participant].rooms.values():
-            if arrivals_and_departures and not self._announces(room):
+            if arrivals_and_departures and not self._announces(
+                room, present=participant
+            ):
                 continue
             for member in room.members:
                 if member is not participant:
