@@ -32,13 +32,6 @@ DEFAULT_HISTORY_DB: Final = "securemsg-history.sqlite3"
 DEFAULT_STATE_FILE: Final = "securemsg-state.json"
 
 
-def _port_number(value: str) -> int:
-    number = int(value)
-    if not 0 <= number <= 65535:
-        raise ValueError(f"port {number} is out of range (0-65535)")
-    return number
-
-
 def _positive(value: str) -> int:
     number = int(value)
     if number < 1:
@@ -67,7 +60,6 @@ def _positive_seconds(value: str) -> float:
     return number
 
 
-_port_number.coerceDoc = "A TCP port number, 0 to 65535."  # type: ignore[attr-defined]
 _positive.coerceDoc = "At least 1."  # type: ignore[attr-defined]
 _seconds.coerceDoc = ""  # type: ignore[attr-defined]
 _positive_seconds.coerceDoc = ""  # type: ignore[attr-defined]
@@ -119,7 +111,7 @@ class Options(usage.Options):
             None,
             "File whose first line is the private key's passphrase.",
         ],
-        ["port", "p", DEFAULT_PORT, "TCP port to listen on.", _port_number],
+        ["port", "p", DEFAULT_PORT, "TCP port to listen on.", usage.portCoerce],
         [
             "interface",
             "i",
