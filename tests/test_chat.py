@@ -279,8 +279,10 @@ class SessionTests(ChatServerCase):
             ["*** guest-2 joined", "*** guest-2 left (see you later)"],
         )
         # Finishing again changes nothing.
+        shown, statuses = list(front.shown), list(front.statuses)
         session.finish()
         session.interrupt()
+        self.assertEqual((front.shown, front.statuses), (shown, statuses))
 
     async def test_server_closes(self) -> None:
         """

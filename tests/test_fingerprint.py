@@ -167,7 +167,7 @@ class ServerTests(LoopbackServerTestCase):
     async def test_server(self) -> None:
         """
         C{HOST:PORT} prints the fingerprint of the certificate the server
-        presents, which nobody had to trust; nothing is sent to the chat.
+        presents, which nobody had to trust.
         """
         for host in ("127.0.0.1", "localhost"):
             run = await self.run_in_thread(f"{host}:{self.port}")

@@ -255,11 +255,13 @@ class ReloaderTests(ReloaderCase):
 
     def test_expired(self) -> None:
         """
-        An expired new certificate is refused (it was only warned about at
-        start, when there is nothing better to serve).
+        An expired new certificate is refused by a reload, although a start
+        would serve it (when there is nothing better to serve).
         """
-        self.install(_certs.issue(self.ca, days_valid=(-10, -1)))
-        load_tls(self.settings)
+        expired = _certs.issue(self.ca, days_valid=(-10, -1))
+        self.install(expired)
+        started = load_tls(self.settings)
+        self.assertEqual(started.credentials.certificate, expired.certificate)
         self.reload_failing(f"certificate {self.cert_path} has expired")
 
     def test_not_yet_valid(self) -> None:
