@@ -733,6 +733,11 @@ class AbuseTests(TestCase):
             if sockets(server.pid) <= sockets_before - 2:
                 break
             await deferLater(reactor, 0.1, lambda: None)
+        else:
+            self.fail(
+                f"the server still held {sockets(server.pid)} sockets 10 s after"
+                f" the attackers left ({sockets_before - 2} expected)"
+            )
         rss_after = vm_rss_mb(server.pid)
 
         idle_seconds: float = attacks["idle"].result
