@@ -3,6 +3,9 @@ The real C{twistd -n securemsg} in a subprocess, for tests: started in a
 folder of the test's, with the repository root on C{PYTHONPATH} (so the
 top-level C{twisted/plugins/} folder is found, as during development),
 watched through its log, and killed in cleanup if it is still running.
+
+L{start_daemon} runs it without C{-n}, as a daemon with a pid file and a log
+file in that folder.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from twisted.internet import reactor as _global_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
@@ -143,16 +147,17 @@ async def stop_with_sigterm(case: TestCase, twistd: Twistd) -> None:
     case.assertNotIn(b"Traceback", twistd.out + twistd.err, twistd.output())
 
 
-def start_twistd(
+def _spawn(
     test: TestCase,
     directory: Path,
-    *arguments: str,
-    environment: dict[str, str] | None = None,
+    twistd_options: list[str],
+    arguments: tuple[str, ...],
+    environment: dict[str, str] | None,
 ) -> Twistd:
     """
-    Start C{twistd -n securemsg ARGUMENTS} in C{directory}, logging to
-    standard output, with no pid file and no passphrase in its environment
-    unless C{environment} gives one; C{test} kills it in cleanup.
+    Start C{twistd TWISTD_OPTIONS securemsg ARGUMENTS} in C{directory}, with
+    no passphrase in its environment unless C{environment} gives one;
+    C{test} kills it in cleanup.
     """
     env = dict(os.environ)
     env.pop(PASSPHRASE_ENVIRONMENT_VARIABLE, None)
@@ -166,15 +171,113 @@ def start_twistd(
         sys.executable,
         "-c",
         "from twisted.scripts.twistd import run; run()",
-        "-n",
-        "--pidfile=",
-        "--logfile=-",
+        *twistd_options,
         "securemsg",
         *arguments,
     ]
     reactor.spawnProcess(twistd, sys.executable, argv, env=env, path=str(directory))
     test.addCleanup(_kill, twistd)
     return twistd
+
+
+def start_twistd(
+    test: TestCase,
+    directory: Path,
+    *arguments: str,
+    environment: dict[str, str] | None = None,
+) -> Twistd:
+    """
+    Start C{twistd -n securemsg ARGUMENTS} in C{directory}, logging to
+    standard output, with no pid file and no passphrase in its environment
+    unless C{environment} gives one; C{test} kills it in cleanup.
+    """
+    options = ["-n", "--pidfile=", "--logfile=-"]
+    return _spawn(test, directory, options, arguments, environment)
+
+
+class Daemon:
+    """
+    A twistd daemon: its pid file and log file, in the folder it was
+    started in.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.pidfile = directory / "twistd.pid"
+        self.logfile = directory / "twistd.log"
+        #: Its process id, once L{read_pid} has read it.
+        self.pid: int | None = None
+
+    def read_pid(self) -> int:
+        """Read its process id from the pid file."""
+        self.pid = int(self.pidfile.read_text())
+        return self.pid
+
+    def log(self) -> str:
+        """Its log file's text so far ('' if there is none)."""
+        try:
+            return self.logfile.read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def messages(self) -> list[str]:
+        """The messages of the complete lines of its log file."""
+        lines = self.log().split("\n")[:-1]
+        return [
+            match.group("message")
+            for match in map(LOG_LINE.fullmatch, lines)
+            if match is not None
+        ]
+
+    def running(self) -> bool:
+        """Whether its process still runs (a zombie does not)."""
+        if self.pid is None:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        # Not our child, so not ours to reap: whoever adopted it may leave it
+        # a zombie for a while.
+        try:
+            stat = Path(f"/proc/{self.pid}/stat").read_text()
+        except FileNotFoundError:
+            return not Path("/proc/self").exists()
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+    async def wait_gone(self) -> None:
+        """Wait (bounded) until its process has ended."""
+        deadline = reactor.seconds() + PROCESS_TIMEOUT
+        while self.running():
+            if reactor.seconds() > deadline:
+                raise AssertionError(
+                    f"twistd daemon {self.pid} still runs after"
+                    f" {PROCESS_TIMEOUT}s; log:\n{self.log()}"
+                )
+            await deferLater(reactor, 0.05)
+
+
+def start_daemon(
+    test: TestCase, directory: Path, *arguments: str
+) -> tuple[Twistd, Daemon]:
+    """
+    Start C{twistd securemsg ARGUMENTS} as a daemon in C{directory}, with
+    C{twistd.pid} and C{twistd.log} there.  The L{Twistd} is the command
+    itself, which exits once the daemon has started or failed to; C{test}
+    kills the daemon in cleanup if it still runs.
+    """
+    daemon = Daemon(directory)
+    options = [f"--pidfile={daemon.pidfile}", f"--logfile={daemon.logfile}"]
+    command = _spawn(test, directory, options, arguments, None)
+    test.addCleanup(_kill_daemon, daemon)
+    return command, daemon
+
+
+def _kill_daemon(daemon: Daemon) -> None:
+    if daemon.pid is None and daemon.pidfile.exists():
+        daemon.read_pid()
+    if daemon.running():
+        assert daemon.pid is not None
+        os.kill(daemon.pid, signal.SIGKILL)
 
 
 async def _kill(twistd: Twistd) -> None:

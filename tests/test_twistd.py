@@ -12,19 +12,27 @@ from __future__ import annotations
 
 import errno
 import os
+import re
+import signal
 import socket
 from pathlib import Path
 from typing import Any
 
 from twisted.internet import reactor as _global_reactor
-from twisted.internet.error import ConnectionDone, ProcessTerminated
+from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
 from twisted.trial.unittest import TestCase
 
 from securemsg.tls import PASSPHRASE_ENVIRONMENT_VARIABLE
 
 from . import _certs
 from ._loopback import LineClient, connect_line_client, greeting
-from ._twistd import Twistd, listening_port, start_twistd, stop_with_sigterm
+from ._twistd import (
+    Twistd,
+    listening_port,
+    start_daemon,
+    start_twistd,
+    stop_with_sigterm,
+)
 
 reactor: Any = _global_reactor
 
@@ -192,15 +200,11 @@ class TwistdTests(TestCase):
 
     async def test_port_in_use(self) -> None:
         """
-        A port that is already in use stops start-up with one log line that
-        says which endpoint could not be listened on and why, and exit status
-        1.
+        A port that is already in use stops start-up with exactly one line
+        on standard error that says which endpoint could not be listened on
+        and why, before twistd starts logging, and exit status 1.
         """
-        taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.addCleanup(taken.close)
-        taken.bind(("127.0.0.1", 0))
-        taken.listen()
-        port = taken.getsockname()[1]
+        port = take_port(self)
         cert_path, key_path = self.server.write(self.directory)
         description = f"tcp:{port}:interface=127.0.0.1"
         twistd = await self.run_to_exit(
@@ -208,11 +212,131 @@ class TwistdTests(TestCase):
         )
         self.assertFailedWithStatus1(twistd)
         self.assertEqual(
-            [m for m in twistd.messages() if "cannot listen" in m],
-            [
-                f"cannot listen on {description}: Couldn't listen on"
-                f" 127.0.0.1:{port}: [Errno {errno.EADDRINUSE}]"
-                f" {os.strerror(errno.EADDRINUSE)}."
-            ],
+            twistd.err.decode(),
+            f"securemsg: cannot listen on {description}: Couldn't listen on"
+            f" 127.0.0.1:{port}: [Errno {errno.EADDRINUSE}]"
+            f" {os.strerror(errno.EADDRINUSE)}.\n",
         )
-        self.assertEqual(twistd.err, b"")
+        self.assertEqual(twistd.out, b"")
+
+    async def test_interface_not_here(self) -> None:
+        """
+        An --interface address this machine does not have stops start-up the
+        same way: one line on standard error, exit status 1.
+        """
+        cert_path, key_path = self.server.write(self.directory)
+        # TEST-NET-1 (RFC 5737): never assigned to a real interface.
+        twistd = await self.run_to_exit(
+            "--cert", cert_path, "--key", key_path,
+            "--interface", "192.0.2.1", "--port", "0",
+        )  # fmt: skip
+        self.assertFailedWithStatus1(twistd)
+        self.assertEqual(
+            twistd.err.decode(),
+            "securemsg: cannot listen on tcp:0:interface=192.0.2.1: Couldn't"
+            f" listen on 192.0.2.1:0: [Errno {errno.EADDRNOTAVAIL}]"
+            f" {os.strerror(errno.EADDRNOTAVAIL)}.\n",
+        )
+        self.assertEqual(twistd.out, b"")
+
+
+class DaemonTests(TestCase):
+    """
+    C{twistd securemsg} without C{-n}, as the README allows: a daemon with a
+    pid file and a log file.
+    """
+
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp()).resolve()
+        self.directory.mkdir()
+        self.ca, self.server = _certs.default_ca_and_server()
+        self.cert_path, self.key_path = self.server.write(self.directory)
+
+    async def test_serves_chat_and_stops_on_sigterm(self) -> None:
+        """
+        The command returns (status 0, nothing printed) once the daemon
+        listens; two clients chat through it over TLS; SIGTERM stops it
+        cleanly and removes its pid file.
+        """
+        command, daemon = start_daemon(
+            self, self.directory,
+            "--cert", self.cert_path,
+            "--key", self.key_path,
+            "--listen", "tcp:0:interface=127.0.0.1",
+        )  # fmt: skip
+        await command.wait_ended()
+        self.assertIsInstance(command.ended.value, ProcessDone, command.output())
+        self.assertEqual((command.out, command.err), (b"", b""))
+        pid = daemon.read_pid()
+        self.assertNotEqual(pid, command.transport.pid)  # type: ignore[union-attr]
+        self.assertTrue(daemon.running())
+        [port] = [
+            int(match.group(1))
+            for match in map(LISTENING.fullmatch, daemon.messages())
+            if match is not None
+        ]
+
+        alice = await connect_line_client(port, self.ca.cert_pem())
+        self.addCleanup(abort_client, alice)
+        self.assertEqual(await alice.next_lines(1), [greeting("guest-1")])
+        bob = await connect_line_client(port, self.ca.cert_pem())
+        self.addCleanup(abort_client, bob)
+        self.assertEqual(await bob.next_lines(1), [greeting("guest-2")])
+        self.assertEqual(await alice.next_lines(1), ["*** guest-2 joined"])
+        bob.send(b"hello from the daemon's other side")
+        self.assertEqual(
+            await alice.next_lines(1), ["[guest-2] hello from the daemon's other side"]
+        )
+
+        os.kill(pid, signal.SIGTERM)
+        await daemon.wait_gone()
+        await alice.wait_closed()
+        await bob.wait_closed()
+        self.assertFalse(daemon.pidfile.exists(), daemon.log())
+        self.assertIn("Server Shut Down.", daemon.messages(), daemon.log())
+        self.assertNotIn("Traceback", daemon.log())
+
+    async def test_port_in_use(self) -> None:
+        """
+        A port in use stops the daemon's start-up with the same one line on
+        standard error as in the foreground, and exit status 1, at once
+        (not a command that waits for ever); no pid file is left behind.
+        """
+        port = take_port(self)
+        description = f"tcp:{port}:interface=127.0.0.1"
+        command, daemon = start_daemon(
+            self, self.directory,
+            "--cert", self.cert_path, "--key", self.key_path, "--listen", description,
+        )  # fmt: skip
+        await command.wait_ended()
+        status = command.ended.value
+        self.assertIsInstance(status, ProcessTerminated, command.output())
+        self.assertEqual((status.exitCode, status.signal), (1, None), command.output())
+        self.assertEqual(
+            command.err.decode(),
+            f"securemsg: cannot listen on {description}: Couldn't listen on"
+            f" 127.0.0.1:{port}: [Errno {errno.EADDRINUSE}]"
+            f" {os.strerror(errno.EADDRINUSE)}.\n",
+        )
+        self.assertEqual(command.out, b"")
+        self.assertFalse(daemon.pidfile.exists())
+
+
+def take_port(case: TestCase) -> int:
+    """Listen on a loopback port until C{case} ends; return the port."""
+    taken = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    case.addCleanup(taken.close)
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port: int = taken.getsockname()[1]
+    return port
+
+
+async def abort_client(client: LineClient) -> None:
+    """Cleanup: cut C{client} off unless it has ended; wait until it has."""
+    if not client.ended.fired:
+        client.transport.abortConnection()
+    await client.wait_closed()
+
+
+LISTENING = re.compile(r"securemsg listening on 127\.0\.0\.1:(\d+)")

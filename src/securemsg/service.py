@@ -36,8 +36,10 @@ class ChatService(Service):
     Listens with one factory on several endpoints, and logs the certificate
     it serves with.
 
-    Listening happens in C{privilegedStartService}, so that a port below 1024
-    can be bound before twistd drops privileges.  An endpoint that cannot be
+    Listening happens in L{listen}, which C{privilegedStartService} calls
+    unless it was called before (as C{twistd securemsg} does, to report a
+    port in use before it starts logging), so that a port below 1024 can be
+    bound before twistd drops privileges.  An endpoint that cannot be
     listened on stops start-up with L{ListenError} instead of leaving a
     server that listens nowhere.
     """
@@ -62,15 +64,21 @@ class ChatService(Service):
 
     def privilegedStartService(self) -> None:
         super().privilegedStartService()
-        self._listen()
+        self.listen()
 
     def startService(self) -> None:
         super().startService()
-        self._listen()
+        self.listen()
         if self.credentials is not None:
             self._report_credentials(self.credentials)
 
-    def _listen(self) -> None:
+    def listen(self) -> None:
+        """
+        Listen on every endpoint, unless this was done already.
+
+        @raise ListenError: if an endpoint that answers at once cannot be
+            listened on.
+        """
         if self._listening:
             return
         self._listening = True

@@ -8,10 +8,9 @@ from __future__ import annotations
 import sys
 from typing import Any, Final
 
-from twisted.application.service import IService, MultiService
+from twisted.application.service import MultiService
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import IReactorTime
-from twisted.logger import Logger
 from twisted.python import usage
 
 from securemsg import check, tls, wire
@@ -427,51 +426,32 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         for description in options.endpoint_descriptions()
     ]
     top = MultiService()
-    service = ChatService(factory, endpoints, loaded.credentials)
-    _StartupGuard(service).setServiceParent(top)
+    ChatService(factory, endpoints, loaded.credentials).setServiceParent(top)
     ReloadService(reloader, reactor, watch=options["watch-certs"]).setServiceParent(top)
     return top
 
 
-class _StartupGuard(MultiService):
-    """
-    Turns a failure to listen at start-up into one line and an exit status
-    of 1, instead of a traceback from twistd.
-
-    The line is logged, and the exit carries no message: by now twistd's
-    logging has redirected standard error into the log, so a message given
-    to L{SystemExit} would be the same line a second time.
-    """
-
-    log = Logger()
-
-    def __init__(self, child: IService) -> None:
-        super().__init__()
-        child.setServiceParent(self)
-
-    def privilegedStartService(self) -> None:
-        try:
-            super().privilegedStartService()
-        except ListenError as error:
-            self.log.critical("{error}", error=error)
-            raise SystemExit(1) from None
-
-    def startService(self) -> None:
-        try:
-            super().startService()
-        except ListenError as error:
-            self.log.critical("{error}", error=error)
-            raise SystemExit(1) from None
-
-
 def makeService(options: Options) -> MultiService:
     """
-    twistd's entry point: L{make_service} with the global reactor, and any
-    configuration problem as one line on standard error.
+    twistd's entry point: L{make_service} with the global reactor, listening
+    at once, and any problem as one line on standard error.
+
+    Listening here rather than when twistd starts the service reports a port
+    in use like a missing certificate: before twistd starts logging (which
+    takes standard error over) and, as a daemon, before it forks and writes
+    its pid file, so the command that was run says why and exits 1.  (When
+    twistd starts the service, its log has standard error, and a daemon's
+    parent can only say "An error has occurred" and point at the log.)
+    twistd calls this before it drops privileges, so ports below 1024 still
+    work.
     """
     from twisted.internet import reactor
 
     try:
-        return make_service(reactor, options)  # type: ignore[arg-type]
-    except (tls.TLSConfigError, HistoryError, StateError) as error:
+        top = make_service(reactor, options)  # type: ignore[arg-type]
+        for service in top:  # type: ignore[attr-defined]
+            if isinstance(service, ChatService):
+                service.listen()
+    except (tls.TLSConfigError, HistoryError, StateError, ListenError) as error:
         raise SystemExit(f"securemsg: {error}") from None
+    return top
