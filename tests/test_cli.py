@@ -12,6 +12,7 @@ import io
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -158,8 +159,9 @@ class GencertTests(SynchronousTestCase):
 
     def test_refuses_existing_pair(self) -> None:
         """
-        Without C{--force} an existing pair is refused with one line naming
-        both files, and both are left alone.
+        Without C{--force} an existing pair that is not a certificate and
+        its key is refused with one line naming both files and saying what
+        is wrong, and both are left alone.
         """
         self.cert.write_bytes(b"old certificate")
         self.key.write_bytes(b"old key")
@@ -167,11 +169,111 @@ class GencertTests(SynchronousTestCase):
         self.assertEqual(result.code, 1)
         self.assertEqual(
             result.stderr,
-            f"securemsg gencert: {self.cert} and {self.key} already exist;"
-            " use --force to replace them\n",
+            f"securemsg gencert: {self.cert} and {self.key} already exist, but"
+            f" {self.cert}: no PEM certificate found (expected a '-----BEGIN"
+            " CERTIFICATE-----' block); use --force to replace them\n",
         )
         self.assertEqual(self.cert.read_bytes(), b"old certificate")
         self.assertEqual(self.key.read_bytes(), b"old key")
+
+    def test_run_again_keeps_pair(self) -> None:
+        """
+        Run again, as the README's first command is, C{gencert} keeps the
+        pair it made, says so in one line with the fingerprint, and exits 0
+        (so the server starts after it, with the certificate clients trust).
+        """
+        self.assertEqual(_run("gencert", "--cert", str(self.cert)).code, 0)
+        before = self.cert.read_bytes(), self.key.read_bytes()
+        [cert] = certs.load_certificates(self.cert)
+
+        result = _run("gencert", "--cert", str(self.cert))
+        self.assertEqual((result.code, result.stderr), (0, ""))
+        expires = cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
+        self.assertEqual(
+            result.stdout,
+            f"Kept {self.cert} and {self.key}: they already exist and match"
+            f" ({certs.fingerprint(cert)}, expires {expires}); --force makes a"
+            " new pair\n",
+        )
+        self.assertEqual((self.cert.read_bytes(), self.key.read_bytes()), before)
+
+    def test_run_again_keeps_encrypted_pair(self) -> None:
+        """
+        An encrypted pair is kept when the same passphrase file is given
+        again; without it the key cannot be checked, so it is refused.
+        """
+        passphrase_file = self.directory.parent / "passphrase.txt"
+        passphrase_file.write_bytes(b"correct horse\n")
+        given = ("--passphrase-file", str(passphrase_file))
+        self.assertEqual(self.gencert(*given).code, 0)
+        kept = self.gencert(*given)
+        self.assertEqual((kept.code, kept.stderr), (0, ""))
+        self.assertTrue(kept.stdout.startswith("Kept "), kept.stdout)
+
+        refused = self.gencert()
+        self.assertEqual(refused.code, 1)
+        self.assertIn(
+            f"but {self.key} is encrypted: give its --passphrase-file to check it;",
+            refused.stderr,
+        )
+
+    def refused_again(self, *extra: str) -> str:
+        """
+        Run C{gencert} once, then again with C{extra}: the second run must
+        be refused with one line and leave the files alone; return the line.
+        """
+        self.assertEqual(self.gencert().code, 0)
+        before = self.cert.read_bytes(), self.key.read_bytes()
+        result = self.gencert(*extra)
+        self.assertEqual((result.code, result.stdout), (1, ""))
+        self.assertEqual(result.stderr.count("\n"), 1, result.stderr)
+        self.assertTrue(
+            result.stderr.startswith(
+                f"securemsg gencert: {self.cert} and {self.key} already exist, but "
+            ),
+            result.stderr,
+        )
+        self.assertTrue(
+            result.stderr.endswith("; use --force to replace them\n"), result.stderr
+        )
+        self.assertEqual((self.cert.read_bytes(), self.key.read_bytes()), before)
+        return result.stderr
+
+    def test_existing_pair_without_asked_host(self) -> None:
+        """A kept certificate must be valid for every --host asked for."""
+        self.assertIn(
+            f"{self.cert} is not valid for chat.example.org;",
+            self.refused_again("--host", "localhost", "--host", "chat.example.org"),
+        )
+
+    def test_existing_pair_of_other_key_type(self) -> None:
+        """A kept key must be of the --rsa size asked for."""
+        self.assertIn(
+            f"{self.key} is not an RSA 2048-bit key;",
+            self.refused_again("--rsa", "2048"),
+        )
+
+    def test_existing_pair_not_matching(self) -> None:
+        """A key that is not the certificate's is not kept."""
+        cert, _ = certs.generate_self_signed()
+        _, other_key = certs.generate_self_signed()
+        certs.write_certificate(self.cert, cert, force=False)
+        certs.write_private_key(self.key, other_key, None, force=False)
+        result = self.gencert()
+        self.assertEqual(result.code, 1)
+        self.assertIn(f"{self.key} is not the key of {self.cert};", result.stderr)
+
+    def test_existing_pair_expired(self) -> None:
+        """An expired certificate is not kept, even with its own key."""
+        cert, key = certs.generate_self_signed(
+            now=datetime.now(UTC) - timedelta(days=3), days=1
+        )
+        certs.write_private_key(self.key, key, None, force=False)
+        certs.write_certificate(self.cert, cert, force=False)
+        result = self.gencert()
+        self.assertEqual(result.code, 1)
+        expired = cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
+        self.assertIn(f"{self.cert} expired on {expired};", result.stderr)
 
     def test_force_replaces_both(self) -> None:
         """

@@ -17,9 +17,11 @@ from __future__ import annotations
 import os
 import shlex
 import sys
+from pathlib import Path
 from typing import ClassVar, TextIO
 
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.python import usage
 
@@ -98,7 +100,10 @@ class GencertOptions(CommandOptions):
         " server, valid for localhost, 127.0.0.1 and ::1 plus any --host names."
         " The key is ECDSA P-256 unless --rsa is given, and its file is created"
         " readable by you only (mode 0600). Existing files are never replaced"
-        " without --force."
+        " without --force: if both exist and the key matches the certificate"
+        " (and it is unexpired, valid for every --host, of the --rsa size),"
+        " they are kept and the command succeeds, so it can run again before"
+        " every start; otherwise it stops and says why."
     )
     optFlags: ClassVar[list[list[str | None]]] = [
         ["force", None, "Replace the certificate and key files if they exist."],
@@ -182,10 +187,7 @@ class GencertOptions(CommandOptions):
                     f"{existing[0]} already exists; use --force to replace it"
                 )
             if existing:
-                raise CommandError(
-                    f"{cert_path} and {key_path} already exist;"
-                    " use --force to replace them"
-                )
+                return self._keep(cert_path, key_path, passphrase, stdout)
         for path in (cert_path, key_path):
             directory = os.path.dirname(path) or os.curdir
             if not os.path.isdir(directory):
@@ -213,6 +215,90 @@ class GencertOptions(CommandOptions):
             f"Start the server with: {hint}\n"
         )
         return 0
+
+    def _keep(
+        self, cert_path: str, key_path: str, passphrase: bytes | None, stdout: TextIO
+    ) -> int:
+        """
+        Both files exist: keep them, in one line, if they are a pair this
+        command could have made as asked.  Running the README's first
+        command again then starts the server with the certificate clients
+        already trust, where replacing it would break their trust.
+
+        @raise CommandError: saying why the files are not such a pair.
+        """
+        cert = self._existing_pair(cert_path, key_path, passphrase)
+        expires = cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
+        stdout.write(
+            f"Kept {cert_path} and {key_path}: they already exist and match"
+            f" ({certs.fingerprint(cert)}, expires {expires}); --force makes a"
+            " new pair\n"
+        )
+        return 0
+
+    def _existing_pair(
+        self, cert_path: str, key_path: str, passphrase: bytes | None
+    ) -> x509.Certificate:
+        """
+        The certificate in C{cert_path}, if C{key_path} holds its key, it is
+        valid now and it fits the options.
+
+        @raise CommandError: otherwise, saying why.
+        """
+
+        def refuse(problem: str) -> CommandError:
+            return CommandError(
+                f"{cert_path} and {key_path} already exist, but {problem};"
+                " use --force to replace them"
+            )
+
+        try:
+            cert = certs.load_certificates(cert_path)[0]
+            data = Path(key_path).read_bytes()
+        except ValueError as e:  # load_certificates names the file
+            raise refuse(str(e)) from None
+        except OSError as e:
+            raise refuse(f"cannot read {e.filename}: {describe_os_error(e)}") from None
+        encrypted = b"ENCRYPTED" in data
+        if encrypted and passphrase is None:
+            raise refuse(
+                f"{key_path} is encrypted: give its --passphrase-file to check it"
+            )
+        if passphrase is not None and not encrypted:
+            raise refuse(f"{key_path} is not encrypted")
+        try:
+            key = serialization.load_pem_private_key(data, passphrase)
+        except (ValueError, TypeError):
+            opened = " with that passphrase" if passphrase is not None else ""
+            raise refuse(
+                f"{key_path} cannot be read as a PEM private key{opened}"
+            ) from None
+        if not certs.key_matches_certificate(key, cert):
+            raise refuse(f"{key_path} is not the key of {cert_path}")
+        if cert.not_valid_after_utc <= certs.as_utc(None):
+            expired = cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
+            raise refuse(f"{cert_path} expired on {expired}")
+        bits = self["rsa"]
+        if bits is not None and not (
+            isinstance(key, rsa.RSAPrivateKey) and key.key_size == bits
+        ):
+            raise refuse(f"{key_path} is not an RSA {bits}-bit key")
+        try:
+            names = list(
+                cert.extensions.get_extension_for_class(
+                    x509.SubjectAlternativeName
+                ).value
+            )
+        except x509.ExtensionNotFound:
+            names = []
+        missing = [
+            host
+            for host in self["host"]
+            if certs.general_name_for_host(host) not in names
+        ]
+        if missing:
+            raise refuse(f"{cert_path} is not valid for {', '.join(missing)}")
+        return cert
 
     @staticmethod
     def _write(
