@@ -266,7 +266,25 @@ class SelfSignedTests(_CheckTestCase):
     def test_missing_key(self) -> None:
         """A key file that is not there is a FAIL line."""
         result = self.check(self.cert, self.path("nope.key"))
-        self.assertFailed(result, "not found")
+        line = self.assertFailed(result, "not found")
+        self.assertTrue(
+            line.endswith(f"private key file {self.path('nope.key')} not found"), line
+        )
+
+    def test_missing_default_key(self) -> None:
+        """
+        When no --key is given and there is no private.key beside the
+        certificate, the FAIL line says how to name the key file.
+        """
+        os.unlink(self.key)
+        result = self.check(self.cert)
+        line = self.assertFailed(result, "not found")
+        self.assertTrue(
+            line.endswith(
+                f"private key file {self.key} not found (give its path with --key)"
+            ),
+            line,
+        )
 
 
 class PassphraseTests(_CheckTestCase):

@@ -345,6 +345,23 @@ class MakeServiceTests(SynchronousTestCase):
             " (make one with: securemsg gencert)",
         )
 
+    def test_makeService_missing_key_names_option(self) -> None:
+        """
+        A certificate with no key beside it and no --key: the one line says
+        which file was looked for and to give the key's path with --key.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        cert_path = directory / "certificate.pem"
+        cert_path.write_bytes(Path(self.cert_path).read_bytes())
+        options = parse("--cert", str(cert_path), "--port", "0")
+        error = self.assertRaises(SystemExit, tap.makeService, options)
+        self.assertEqual(
+            error.code,
+            f"securemsg: private key file {directory / 'private.key'} not found"
+            " (give its path with --key)",
+        )
+
 
 class PluginTests(SynchronousTestCase):
     """

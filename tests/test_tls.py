@@ -263,7 +263,24 @@ class CredentialsTests(SynchronousTestCase):
     def test_missing_key(self) -> None:
         """A missing key is named."""
         cert, _ = self.server.write(self.directory)
-        self.assertConfigError("not found", cert, str(self.directory / "nokey"))
+        missing = str(self.directory / "nokey")
+        self.assertEqual(
+            self.assertConfigError("not found", cert, missing),
+            f"private key file {missing} not found",
+        )
+
+    def test_missing_guessed_key(self) -> None:
+        """
+        When no key path was given and neither the certificate file nor
+        private.key beside it holds the key, the message says to give its
+        path with --key.
+        """
+        cert, _ = self.server.write(self.directory)
+        self.assertEqual(
+            self.assertConfigError("not found", cert),
+            f"private key file {self.directory / 'private.key'} not found"
+            " (give its path with --key)",
+        )
 
     def test_mismatch(self) -> None:
         """A key of another certificate is refused."""

@@ -549,10 +549,14 @@ def _check_key(
     cert_path: str,
     chain: Sequence[x509.Certificate],
     passphrases: tls.PassphraseSource,
+    *,
+    key_hint: str = "",
 ) -> int | None:
     """
     Load the key as the server does, check its file's permissions and that
     it matches the certificate.
+
+    @param key_hint: what to add if the key file is missing.
 
     @return: The index in C{chain} of the certificate the key belongs to,
         or L{None}.
@@ -561,7 +565,7 @@ def _check_key(
         f" (in {key_path})" if key_path == cert_path else f" {key_path}"
     )
     try:
-        key = tls.load_private_key(key_path, passphrases)
+        key = tls.load_private_key(key_path, passphrases, not_found_hint=key_hint)
     except tls.TLSConfigError as error:
         report.fail(str(error))
         return None
@@ -778,7 +782,14 @@ def run_check(
     # The key is loaded first (its lines are added later) so that the chain
     # can start from the certificate the key belongs to.
     key_report = CheckReport()
-    key_index = _check_key(key_report, resolved_key, cert_path, chain, passphrases)
+    key_index = _check_key(
+        key_report,
+        resolved_key,
+        cert_path,
+        chain,
+        passphrases,
+        key_hint=tls.GUESSED_KEY_HINT if key_path is None else "",
+    )
 
     if chain:
         # The server certificate: the first, unless the key belongs to

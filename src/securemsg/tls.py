@@ -161,12 +161,14 @@ class ServerCredentials:
         return self.chain[0]
 
 
-def _read(path: str, what: str) -> bytes:
+def _read(path: str, what: str, hint: str = "") -> bytes:
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        hint = " (make one with: securemsg gencert)" if what == "certificate" else ""
-        raise TLSConfigError(f"{what} file {path} not found{hint}") from None
+        if what == "certificate":
+            hint = "make one with: securemsg gencert"
+        shown = f" ({hint})" if hint else ""
+        raise TLSConfigError(f"{what} file {path} not found{shown}") from None
     except OSError as error:
         raise TLSConfigError(
             f"cannot read {what} file {path}: {error.strerror}"
@@ -189,14 +191,22 @@ def key_path_for(cert_path: str, key_path: str | None) -> str:
     return str(Path(cert_path).with_name(DEFAULT_KEY_NAME))
 
 
-def load_private_key(path: str, passphrases: PassphraseSource) -> certs.PrivateKey:
+#: Said when the key was looked for where L{key_path_for} guesses it.
+GUESSED_KEY_HINT: Final = "give its path with --key"
+
+
+def load_private_key(
+    path: str, passphrases: PassphraseSource, *, not_found_hint: str = ""
+) -> certs.PrivateKey:
     """
     Load a PEM private key, asking for its passphrase only if it has one.
 
+    @param not_found_hint: added in brackets if the file does not exist
+        (L{GUESSED_KEY_HINT} when nobody named the file).
     @raise TLSConfigError: if it is missing, unreadable, encrypted without a
         passphrase, or the passphrase is wrong.
     """
-    data = _read(path, "private key")
+    data = _read(path, "private key", not_found_hint)
     passphrase = None
     if b"ENCRYPTED" in data:
         passphrase = passphrases.get(path)
@@ -245,7 +255,11 @@ def load_credentials(
             f"{cert_path} holds no PEM certificate (make one with: securemsg gencert)"
         ) from None
     resolved_key_path = key_path_for(cert_path, key_path)
-    key = load_private_key(resolved_key_path, passphrases or PassphraseSource())
+    key = load_private_key(
+        resolved_key_path,
+        passphrases or PassphraseSource(),
+        not_found_hint=GUESSED_KEY_HINT if key_path is None else "",
+    )
     if not certs.key_matches_certificate(key, chain[0]):
         raise TLSConfigError(
             f"private key {resolved_key_path} does not match certificate {cert_path}"
