@@ -16,6 +16,7 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.usage import UsageError
+from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -242,6 +243,53 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(parse("--max-line-length", "1")["max-line-length"], 1)
         for bad in ["0", "-5", "lots"]:
             self.assertRaises(UsageError, parse, "--max-line-length", bad)
+
+
+class TwistdUsageErrorTests(SynchronousTestCase):
+    """
+    A mistake on the command line of C{twistd securemsg} is one line, not
+    twistd's whole usage first.
+    """
+
+    def twistd_exit(self, *arguments: str) -> object:
+        """Parse C{twistd securemsg ARGUMENTS} as twistd does; the exit code."""
+        error = self.assertRaises(
+            SystemExit, ServerOptions().parseOptions, ["securemsg", *arguments]
+        )
+        return error.code
+
+    def test_unknown_option(self) -> None:
+        """
+        Under twistd, an unknown option stops parsing with L{SystemExit}
+        whose message (standard error, status 1) says what is wrong and
+        points at --help.
+        """
+        self.assertEqual(
+            self.twistd_exit("--bogus"),
+            "twistd securemsg: option --bogus not recognized;"
+            " run 'twistd securemsg --help' for usage",
+        )
+
+    def test_bad_value(self) -> None:
+        """A value postOptions refuses is one line too."""
+        self.assertEqual(
+            self.twistd_exit("--client-auth", "maybe"),
+            "twistd securemsg: --client-auth must be required or optional, not"
+            " 'maybe'; run 'twistd securemsg --help' for usage",
+        )
+
+    def test_argument(self) -> None:
+        """A positional argument is named, not 'Wrong number of arguments.'."""
+        self.assertEqual(
+            self.twistd_exit("certificate.pem"),
+            "twistd securemsg: unexpected argument 'certificate.pem';"
+            " run 'twistd securemsg --help' for usage",
+        )
+
+    def test_without_twistd(self) -> None:
+        """Parsed on their own, the options raise L{UsageError} as usual."""
+        error = self.assertRaises(UsageError, parse, "--bogus")
+        self.assertEqual(str(error), "option --bogus not recognized")
 
 
 class MakeServiceTests(SynchronousTestCase):

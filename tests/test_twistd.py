@@ -180,6 +180,20 @@ class TwistdTests(TestCase):
         )
         self.assertEqual(twistd.out, b"")
 
+    async def test_unknown_option(self) -> None:
+        """
+        An unknown option is exactly one line on standard error pointing at
+        --help (not twistd's whole usage first), and exit status 1.
+        """
+        twistd = await self.run_to_exit("--bogus")
+        self.assertFailedWithStatus1(twistd)
+        self.assertEqual(
+            twistd.err.decode(),
+            "twistd securemsg: option --bogus not recognized;"
+            " run 'twistd securemsg --help' for usage\n",
+        )
+        self.assertEqual(twistd.out, b"")
+
     async def test_missing_certificate(self) -> None:
         """
         A certificate file that does not exist stops start-up with exactly

@@ -269,6 +269,31 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
 
+    def parseOptions(self, options: list[str] | None = None) -> None:
+        """
+        Parse as L{usage.Options} does; under twistd, a mistake is one line
+        on standard error, as the C{securemsg} command does it, and twistd's
+        exit status for a usage error, 1.
+
+        twistd itself would print its whole usage (over 80 lines of
+        options) before the line that says what is wrong.  Parsed without
+        twistd (no C{parent}), L{usage.UsageError} is raised as usual.
+        """
+        try:
+            super().parseOptions(options)
+        except usage.UsageError as error:
+            if self.parent is None:
+                raise
+            problem = str(error).rstrip(".")
+            raise SystemExit(
+                f"twistd securemsg: {problem}; run 'twistd securemsg --help' for usage"
+            ) from None
+
+    def parseArgs(self, *args: str) -> None:
+        """Refuse positional arguments: everything is an option."""
+        if args:
+            raise usage.UsageError(f"unexpected argument {args[0]!r}")
+
     def opt_listen(self, description: str) -> None:
         """
         Listen on this endpoint instead of --port/--interface, e.g.
