@@ -579,9 +579,19 @@ class DescriptionTests(SynchronousTestCase):
         line = certs.describe_certificate(cert)
         self.assertNotIn("\n", line)
         self.assertIn("CN=chat.example.org", line)
-        self.assertIn("chat.example.org, localhost, 127.0.0.1, ::1", line)
+        self.assertIn("; valid for chat.example.org, localhost, 127.0.0.1, ::1;", line)
         self.assertIn("2026-03-11", line)
         self.assertIn(certs.fingerprint(cert), line)
+
+    def test_describe_without_names(self) -> None:
+        """
+        A certificate without a subjectAltName is described as having none,
+        not as valid for a list that is not there.
+        """
+        cert = _build_certificate(NOW, NOW + timedelta(days=1), san=False)
+        line = certs.describe_certificate(cert)
+        self.assertIn("; no subjectAltName; expires ", line)
+        self.assertNotIn("valid for", line)
 
     def test_fresh_certificate_has_no_warnings(self) -> None:
         """A newly generated certificate has nothing to warn about."""

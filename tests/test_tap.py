@@ -95,6 +95,17 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(options.limits(), Limits())
         self.assertEqual(options.endpoint_descriptions(), ["tcp:50000"])
 
+    def test_help_shows_no_empty_default(self) -> None:
+        """
+        C{--help} shows no C{[default: ]}: options without a default (such
+        as --interface and --operators) say what happens without them.
+        """
+        usage_text = tap.Options().getUsage(width=80)
+        self.assertIn("--interface=", usage_text)
+        self.assertIn("--operators=", usage_text)
+        self.assertNotIn("[default: ]", usage_text)
+        self.assertEqual(parse("--interface", "::")["interface"], "::")
+
     def test_all_options(self) -> None:
         """
         Every option given on the command line ends up in the parsed values,

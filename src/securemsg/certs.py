@@ -489,10 +489,11 @@ def describe_certificate(cert: x509.Certificate) -> str:
     """
     One line about C{cert} for logs: subject, names, expiry and fingerprint.
     """
-    names = ", ".join(subject_alt_names(cert)) or "no subjectAltName"
+    names = subject_alt_names(cert)
+    valid_for = f"valid for {', '.join(names)}" if names else "no subjectAltName"
     subject = cert.subject.rfc4514_string() or "(empty subject)"
     return (
-        f"subject {subject}; valid for {names};"
+        f"subject {subject}; {valid_for};"
         f" expires {_format_date(cert.not_valid_after_utc)}; {fingerprint(cert)}"
     )
 

@@ -114,7 +114,7 @@ class Options(usage.Options):
         [
             "interface",
             "i",
-            "",
+            None,
             "Address to listen on (default: all IPv4 addresses; '::' for all"
             " IPv4 and IPv6).",
         ],
@@ -151,7 +151,7 @@ class Options(usage.Options):
         [
             "operators",
             None,
-            "",
+            None,
             "Comma-separated names (certificate holders only) that may /kick,"
             " /ban, /unban, /motd and /reload.",
         ],
@@ -313,8 +313,13 @@ class Options(usage.Options):
             )
         if self["crl"] is not None and self["client-ca"] is None:
             raise usage.UsageError("--crl needs --client-ca")
+        # None (no default shown by --help) means none given.
+        if self["interface"] is None:
+            self["interface"] = ""
         operators = [
-            name.strip() for name in self["operators"].split(",") if name.strip()
+            name.strip()
+            for name in (self["operators"] or "").split(",")
+            if name.strip()
         ]
         for name in operators:
             problem = wire.name_problem(name)
