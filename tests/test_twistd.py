@@ -134,6 +134,48 @@ class TwistdTests(TestCase):
         self.assertTrue(alice.ended.value.check(ConnectionDone), alice.ended.value)
         self.assertEqual(twistd.err, b"")
 
+    async def test_second_sigterm_while_stopping(self) -> None:
+        """
+        More SIGTERMs while the server is already shutting down (here it
+        waits for a client that does not read to close its TLS) are
+        harmless: a log line, no traceback, and the shutdown goes on as the
+        first one started it.
+        """
+        cert_path, key_path = self.server.write(self.directory)
+        twistd = self.start(
+            "--cert", cert_path,
+            "--key", key_path,
+            "--listen", "tcp:0:interface=127.0.0.1",
+            "--shutdown-grace", "20",
+        )  # fmt: skip
+        port = await self.listening_port(twistd)
+        client = await self.connect(port)
+        self.assertEqual(await client.next_lines(1), [greeting("guest-1")])
+        # It never answers the server's close_notify: the shutdown has to
+        # wait out --shutdown-grace.
+        client.transport.pauseProducing()
+
+        twistd.signal("TERM")
+        twistd.signal("TERM")
+        await twistd.wait_for_message("Received SIGTERM, shutting down.")
+        twistd.signal("TERM")
+        await twistd.wait_for_message(r"SIGTERM again: .*")
+        # Still shutting down, and not cut short: once the client reads
+        # again it gets the notice and the close_notify, and twistd ends.
+        client.transport.resumeProducing()
+        await client.wait_closed()
+        self.assertEqual(client.unread, ["*** the server is shutting down"])
+        self.assertTrue(client.ended.value.check(ConnectionDone), client.ended.value)
+        await twistd.wait_ended()
+        status = twistd.ended.value
+        if isinstance(status, ProcessTerminated):
+            self.assertEqual(status.signal, signal.SIGTERM, twistd.output())
+        else:
+            self.assertIsInstance(status, ProcessDone, twistd.output())
+        self.assertIn("Server Shut Down.", twistd.messages(), twistd.output())
+        self.assertNoTraceback(twistd)
+        self.assertEqual(twistd.err, b"")
+
     async def test_passphrase_from_environment(self) -> None:
         """
         The passphrase of an encrypted key may come from the

@@ -7,12 +7,19 @@ reporting what it serves with.
 from __future__ import annotations
 
 import resource
-from collections.abc import Sequence
+import signal
+from collections.abc import Callable, Sequence
+from functools import partial
+from types import FrameType
 from typing import Final
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, gatherResults, maybeDeferred
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IReactorCore,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -164,3 +171,54 @@ class ChatService(Service):
             # Write what is still pending to the history database.
             stopped.addCallback(lambda _: chat.history.close())
         return stopped.addCallback(lambda _: None)
+
+
+class RepeatedStopSignals(Service):
+    """
+    Makes a SIGTERM or SIGINT during the shutdown harmless.
+
+    The reactor's handlers call C{reactor.stop} for every signal, and a
+    second one while the shutdown waits for clients to close (up to
+    C{--shutdown-grace}) raised C{ReactorNotRunning}, logged with a
+    traceback.  Once the reactor runs, this wraps its handlers: the first
+    signal reaches the reactor as before; a later one, or any once the
+    service is stopping, is one log line.  It touches process-wide signal
+    handlers, so only C{twistd securemsg} uses it.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: IReactorCore) -> None:
+        self._reactor = reactor
+        self._stopping = False
+
+    def startService(self) -> None:
+        super().startService()
+        # The reactor installs its handlers as it starts running.
+        self._reactor.callWhenRunning(self._wrap_handlers)
+
+    def stopService(self) -> None:
+        self._stopping = True
+        super().stopService()
+
+    def _wrap_handlers(self) -> None:
+        for number in (signal.SIGTERM, signal.SIGINT):
+            handler = signal.getsignal(number)
+            if callable(handler):
+                signal.signal(number, partial(self._received, handler))
+
+    def _received(
+        self,
+        handler: Callable[[int, FrameType | None], object],
+        number: int,
+        frame: FrameType | None,
+    ) -> None:
+        if not self._stopping:
+            self._stopping = True
+            handler(number, frame)
+            return
+        self.log.info(
+            "{signal} again: already shutting down (connections get"
+            " --shutdown-grace seconds to close)",
+            signal=signal.Signals(number).name,
+        )

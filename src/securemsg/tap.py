@@ -23,7 +23,7 @@ from securemsg.server import (
     DEFAULT_MAX_LINE_LENGTH,
     ChatServerFactory,
 )
-from securemsg.service import ChatService, ListenError
+from securemsg.service import ChatService, ListenError, RepeatedStopSignals
 from securemsg.state import ServerState, StateError
 
 DEFAULT_PORT: Final = 50000
@@ -484,4 +484,5 @@ def makeService(options: Options) -> MultiService:
                 service.listen()
     except (tls.TLSConfigError, HistoryError, StateError, ListenError) as error:
         raise SystemExit(f"securemsg: {error}") from None
+    RepeatedStopSignals(reactor).setServiceParent(top)  # type: ignore[arg-type]
     return top
