@@ -375,6 +375,28 @@ class ClientCATests(ReloaderCase):
         assert refused.lost is not None
         self.assertIn("certificate revoked", str(refused.lost.value))
 
+    def test_client_ca_not_a_ca(self) -> None:
+        """
+        A client CA file replaced by a certificate that is not a CA (a
+        client's own) is refused; the old CA stays in service.
+        """
+        paths = ca.ca_paths(self.ca_directory)
+        Path(paths.certificate).write_bytes(Path(self.carol.cert_path).read_bytes())
+        self.reload_failing(
+            f"client CA {paths.certificate} holds a certificate that is not a CA"
+            " (make one with: securemsg ca init DIR)"
+        )
+
+    def test_crl_of_another_ca(self) -> None:
+        """
+        A CRL replaced by one another CA of the same name signed (the CA
+        made again elsewhere) is refused; the old CRL stays in service.
+        """
+        other = self.directory / "other-ca"
+        ca.init_ca(other)
+        Path(self.crl_path).write_bytes(Path(ca.ca_paths(other).crl).read_bytes())
+        self.reload_failing(f"CRL {self.crl_path} is not signed by the client CA")
+
     def test_expired_crl(self) -> None:
         """
         A CRL past its nextUpdate (with which OpenSSL would refuse every
