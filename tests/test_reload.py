@@ -727,3 +727,63 @@ class TwistdReloadTests(TestCase):
             await alice.next_lines(2), ["*** carol joined", "[bob] hello carol"]
         )
         await self.terminate(twistd, alice, bob, carol)
+
+    async def test_revoked_operator_disconnected(self) -> None:
+        """
+        An operator whose certificate is revoked while she is connected
+        keeps her rights only until the reload: on SIGHUP she is
+        disconnected, with a notice and a log line, bob is told, and her
+        certificate no longer gets her in.
+        """
+        ca_directory = self.directory / "client-ca"
+        ca.init_ca(ca_directory)
+        paths = ca.ca_paths(ca_directory)
+        issued = {name: ca.issue(ca_directory, name) for name in ("alice", "bob")}
+
+        def certificate(name: str) -> PrivateCertificate:
+            return load_client_certificate(
+                issued[name].cert_path, issued[name].key_path
+            )
+
+        twistd = self.start(
+            "--client-ca", paths.certificate,
+            "--crl", paths.crl,
+            "--operators", "alice",
+        )  # fmt: skip
+        alice = await self.connect(twistd, certificate("alice"))
+        self.assertEqual(await alice.next_lines(1), [greeting("alice")])
+        bob = await self.connect(twistd, certificate("bob"))
+        self.assertEqual(await bob.next_lines(1), [greeting("bob")])
+        self.assertEqual(await alice.next_lines(1), ["*** bob joined"])
+
+        ca.revoke(ca_directory, "alice")
+        alice.send(b"/motd before the reload")
+        self.assertEqual(await alice.next_lines(1), ["*** motd: before the reload"])
+        self.assertEqual(await bob.next_lines(1), ["*** motd: before the reload"])
+        twistd.signal("HUP")
+        self.assertEqual(
+            await alice.next_lines(1),
+            ["!!! your client certificate is no longer accepted: certificate revoked"],
+        )
+        await alice.wait_closed()
+        self.assertEqual(
+            await bob.next_lines(1),
+            ["*** alice left (client certificate no longer accepted)"],
+        )
+        await twistd.wait_for_message(
+            r"127\.0\.0\.1:\d+ "
+            + re.escape(
+                f"(alice) disconnected: client certificate"
+                f" {issued['alice'].fingerprint} is no longer accepted after the"
+                " reload (certificate revoked)"
+            )
+        )
+        # In TLS 1.3 the client's side of the handshake is done before the
+        # server refuses its certificate.
+        again = await self.connect(twistd, certificate("alice"))
+        await again.wait_closed()
+        self.assertEqual(again.unread, [])
+        self.assertIn("certificate revoked", str(again.ended.value))
+        bob.send(b"/who")
+        self.assertEqual(await bob.next_lines(1), ["*** 1 here: bob"])
+        await self.terminate(twistd, bob)

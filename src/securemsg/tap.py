@@ -422,6 +422,7 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         limits=limits,
         chat=chat,
     )
+    reloader.recheck = factory.recheck_certificates
     endpoints = [
         (description, tls.tls_server_endpoint(reactor, description, creator, limits))
         for description in options.endpoint_descriptions()

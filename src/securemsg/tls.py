@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from getpass import getpass
@@ -75,6 +75,11 @@ PASSPHRASE_ENVIRONMENT_VARIABLE: Final = "SECUREMSG_KEY_PASSPHRASE"  # noqa: S10
 #: The key file looked for beside the certificate when the certificate file
 #: has no key in it and none is named.
 DEFAULT_KEY_NAME: Final = "private.key"
+
+#: Why a client's certificate (first) and the intermediates it sent would
+#: not verify now, or L{None} if they would; see
+#: L{LoadedTLS.client_certificate_check}.
+ClientCertificateCheck = Callable[[Sequence[x509.Certificate]], str | None]
 
 
 class TLSConfigError(Exception):
@@ -357,6 +362,37 @@ class LoadedTLS:
     context: SSL.Context
     client_cas: list[x509.Certificate]
     crl: x509.CertificateRevocationList | None
+
+    def client_certificate_check(self, now: datetime) -> ClientCertificateCheck | None:
+        """
+        How a new handshake would judge a client certificate at C{now}
+        with this material (verified by OpenSSL against the client CAs and
+        the CRL, as in the handshake): for the connections made before it
+        was loaded.
+
+        @return: L{None} if client certificates are not checked at all.
+        """
+        if not self.client_cas:
+            return None
+        store = crypto.X509Store()
+        for ca in self.client_cas:
+            store.add_cert(crypto.X509.from_cryptography(ca))
+        if self.crl is not None:
+            store.add_crl(self.crl)
+            store.set_flags(crypto.X509StoreFlags.CRL_CHECK)
+        store.set_time(now)
+
+        def check(chain: Sequence[x509.Certificate]) -> str | None:
+            if not chain:
+                return "no certificate"
+            leaf, *intermediates = (crypto.X509.from_cryptography(c) for c in chain)
+            try:
+                crypto.X509StoreContext(store, leaf, intermediates).verify_certificate()
+            except crypto.X509StoreContextError as error:
+                return str(error)
+            return None
+
+        return check
 
 
 def _load_client_cas(path: str) -> list[x509.Certificate]:
