@@ -186,6 +186,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         ban = self.factory.chat.state.banned(
             fingerprint, address if identity is None else None
         )
+        # A guest is banned by the address that stands for its client (its
+        # IPv6 /64), as it is counted in the limit per address.
+        client = None if address is None else self.limits.client_key(address)
         if ban is not None:
             self.log.info(
                 "{peer} refused: banned by {by} (as {name})",
@@ -204,7 +207,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             ],
             identity=identity,
             fingerprint=fingerprint,
-            address=address,
+            address=client,
         )
         if identity is not None:
             self.log.info(

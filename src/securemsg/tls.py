@@ -515,7 +515,8 @@ def tls_server_endpoint(
     such as C{tcp:50000:interface=::}) and speaks TLS made by C{creator}.
 
     @param limits: hold at most its C{max_connections} and
-        C{max_per_address} connections, refusing more before any TLS work
+        C{max_per_address} connections (per client, as its prefix lengths
+        say), refusing more before any TLS work
         (L{Limits}' defaults if not given).
     @raise TLSConfigError: if C{description} asks for TLS itself.
     """
@@ -539,4 +540,6 @@ def tls_server_endpoint(
         reactor,
         max_connections=limits.max_connections,
         max_per_address=limits.max_per_address,
+        ipv6_prefix=limits.ipv6_prefix,
+        ipv4_prefix=limits.ipv4_prefix,
     )
