@@ -558,6 +558,51 @@ class ReloadServiceTests(ReloaderCase):
         )
 
 
+class RevocationWarningTests(ReloaderCase):
+    """
+    L{ReloadService} warns at start when client certificates are checked
+    without a CRL: revoking one would change nothing.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.ca_directory = self.directory / "client-ca"
+        ca.init_ca(self.ca_directory)
+        self.paths = ca.ca_paths(self.ca_directory)
+
+    def warnings_at_start(self, settings: TLSSettings) -> list[str]:
+        self.settings = settings
+        service = ReloadService(self.make_reloader(), ServiceClock())
+        with capturedLogs() as events:
+            service.startService()
+        self.addCleanup(service.stopService)
+        return messages(events, LogLevel.warn)
+
+    def test_client_ca_without_crl(self) -> None:
+        """--client-ca without --crl is warned about, naming the CA file."""
+        warnings = self.warnings_at_start(
+            self.make_settings(client_ca_path=self.paths.certificate)
+        )
+        self.assertEqual(
+            warnings,
+            [
+                "client certificates are checked against"
+                f" {self.paths.certificate} without a CRL (--crl): a revoked"
+                " certificate is still accepted (give the CA's crl.pem with --crl)"
+            ],
+        )
+
+    def test_with_crl_or_without_client_ca(self) -> None:
+        """With a CRL, or without client certificates, nothing is said."""
+        for settings in (
+            self.make_settings(
+                client_ca_path=self.paths.certificate, crl_path=self.paths.crl
+            ),
+            self.make_settings(),
+        ):
+            self.assertEqual(self.warnings_at_start(settings), [])
+
+
 # ---------------------------------------------------------------------------
 # In a real twistd
 

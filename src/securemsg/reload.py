@@ -136,7 +136,8 @@ class ReloadService(Service):
     Reloads the certificates on SIGHUP, and when the files change if asked
     to; warns each day while the certificate is close to expiry; and checks
     at start that the files can still be read after twistd dropped
-    privileges (C{--uid}/C{--gid}), or a reload would fail.
+    privileges (C{--uid}/C{--gid}), or a reload would fail, and that client
+    certificates are not checked without a CRL (revoking would do nothing).
     """
 
     log = Logger()
@@ -157,6 +158,7 @@ class ReloadService(Service):
     def startService(self) -> None:
         super().startService()
         self._check_readable()
+        self._check_revocation()
         if hasattr(signal, "SIGHUP"):
             self._previous_handler = signal.signal(signal.SIGHUP, self._on_sighup)
         self._signatures = self._current_signatures()
@@ -187,6 +189,16 @@ class ReloadService(Service):
                     path=path,
                     uid=os.getuid(),
                 )
+
+    def _check_revocation(self) -> None:
+        settings = self.reloader.settings
+        if settings.client_ca_path is not None and settings.crl_path is None:
+            self.log.warn(
+                "client certificates are checked against {ca} without a CRL"
+                " (--crl): a revoked certificate is still accepted (give the"
+                " CA's crl.pem with --crl)",
+                ca=settings.client_ca_path,
+            )
 
     def _current_signatures(self) -> dict[str, tuple[int, int, int] | None]:
         return {path: _signature(path) for path in self.reloader.settings.files()}

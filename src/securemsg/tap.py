@@ -155,7 +155,8 @@ class Options(usage.Options):
             None,
             None,
             "Verify client certificates against this CA file (mutual TLS); a"
-            " verified client's name is its certificate's.",
+            " verified client's name is its certificate's. Give --crl too, or"
+            " revoked certificates are accepted.",
         ],
         [
             "client-auth",
@@ -164,7 +165,13 @@ class Options(usage.Options):
             "With --client-ca: 'required' (no certificate, no entry) or"
             " 'optional' (clients without one are guests, shown as ~name).",
         ],
-        ["crl", None, None, "Refuse client certificates this CRL (PEM) revokes."],
+        [
+            "crl",
+            None,
+            None,
+            "Refuse client certificates this CRL (PEM) revokes; a reload of it"
+            " also disconnects their connected holders.",
+        ],
         [
             "operators",
             None,
