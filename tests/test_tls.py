@@ -5,8 +5,10 @@ with real handshakes in memory.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from OpenSSL import SSL
 from OpenSSL._util import lib as openssl_lib
@@ -528,3 +530,35 @@ class ClientCALoadingTests(SynchronousTestCase):
                 self.settings(self.paths.certificate, other.crl),
                 f"CRL {other.crl} is not signed by the client CA",
             )
+
+    def test_client_certificate_check(self) -> None:
+        """
+        L{tls.LoadedTLS.client_certificate_check} judges a client
+        certificate as a handshake with that material would: a good one
+        passes; a revoked one, another CA's, or an expired one does not.
+        Without client CAs there is nothing to check.
+        """
+        alice = ca.issue(self.ca_directory, "alice")
+        bob = ca.issue(self.ca_directory, "bob")
+        ca.revoke(self.ca_directory, "bob")
+        old = ca.issue(
+            self.ca_directory, "carol", days=30, now=_certs.NOW - timedelta(days=40)
+        )
+        other = self.directory / "other"
+        ca.init_ca(other)
+        forged = ca.issue(other, "alice")
+
+        def chain(issued: ca.IssuedCertificate) -> list[x509.Certificate]:
+            pem = Path(issued.cert_path).read_bytes()
+            return [x509.load_pem_x509_certificate(pem)]
+
+        loaded = tls.load_tls(self.settings(self.paths.certificate, self.paths.crl))
+        check = loaded.client_certificate_check()
+        assert check is not None
+        self.assertIsNone(check(chain(alice)))
+        self.assertEqual(check(chain(bob)), "certificate revoked")
+        self.assertEqual(check(chain(old)), "certificate has expired")
+        self.assertEqual(check(chain(forged)), "unable to get local issuer certificate")
+        self.assertEqual(check([]), "no certificate")
+        without = tls.load_tls(tls.TLSSettings(self.cert_path, self.key_path))
+        self.assertIsNone(without.client_certificate_check())

@@ -105,7 +105,7 @@ class CertificateReloader:
             new=_describe(loaded),
         )
         message = f"reloaded: now serving {_describe(loaded)}"
-        check = loaded.client_certificate_check(self._now())
+        check = loaded.client_certificate_check()
         if check is not None and self.recheck is not None:
             dropped = self.recheck(check)
             if dropped:

@@ -363,12 +363,12 @@ class LoadedTLS:
     client_cas: list[x509.Certificate]
     crl: x509.CertificateRevocationList | None
 
-    def client_certificate_check(self, now: datetime) -> ClientCertificateCheck | None:
+    def client_certificate_check(self) -> ClientCertificateCheck | None:
         """
-        How a new handshake would judge a client certificate at C{now}
-        with this material (verified by OpenSSL against the client CAs and
-        the CRL, as in the handshake): for the connections made before it
-        was loaded.
+        How a new handshake would judge a client certificate with this
+        material (verified by OpenSSL against the client CAs and the CRL,
+        as in the handshake, at the time of each check): for the
+        connections made before it was loaded.
 
         @return: L{None} if client certificates are not checked at all.
         """
@@ -380,7 +380,6 @@ class LoadedTLS:
         if self.crl is not None:
             store.add_crl(self.crl)
             store.set_flags(crypto.X509StoreFlags.CRL_CHECK)
-        store.set_time(now)
 
         def check(chain: Sequence[x509.Certificate]) -> str | None:
             if not chain:
