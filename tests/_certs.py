@@ -2,7 +2,8 @@
 Certificates made at test time: a small CA, certificates it signs, and
 odd ones (expired, no SubjectAltName) that real life produces.
 
-Keys are ECDSA P-256, which is fast to generate.
+Keys are ECDSA P-256, which is fast to generate, unless a test gives its
+own (an RSA key, say).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NOW = datetime.datetime.now(datetime.UTC)
@@ -25,7 +26,7 @@ class Pair:
     """A certificate and its key."""
 
     certificate: x509.Certificate
-    key: ec.EllipticCurvePrivateKey
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
     def cert_pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
@@ -106,16 +107,19 @@ def issue(
     common_name: str | None = None,
     days_valid: tuple[int, int] = (-1, 30),
     client: bool = False,
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey | None = None,
 ) -> Pair:
     """
     A certificate signed by C{ca} for C{names} (DNS names or IPs) in its
     SubjectAltName; C{names=[]} leaves the SubjectAltName out.
 
     @param days_valid: not-before and not-after, in days from now.
+    @param key: the certificate's key; a new P-256 key if not given.
     """
     if names is None:
         names = ["localhost", "127.0.0.1", "::1"]
-    key = ec.generate_private_key(ec.SECP256R1())
+    if key is None:
+        key = ec.generate_private_key(ec.SECP256R1())
     start, end = days_valid
     builder = (
         x509.CertificateBuilder()

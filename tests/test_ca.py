@@ -1094,6 +1094,14 @@ class CommandTests(_CATestCase):
         self.assertIn(
             "CRL:      " + self.directory + "/crl.pem (3 revoked", result.stdout
         )
+        # What the operator must do for the revocation to bite.
+        self.assertIn(
+            "Servers still accept it until they load this CRL: give it to each"
+            f" server with --crl {self.directory}/crl.pem (a copy, on another"
+            " host), then reload it there with SIGHUP or an operator's /reload;"
+            " connected holders of a revoked certificate are then disconnected\n",
+            result.stdout,
+        )
         self.assertError(
             _run("ca", "revoke", self.directory, "alice"),
             1,
@@ -1228,6 +1236,40 @@ class CommandTests(_CATestCase):
         self.environment(None)
         self.patch(ca, "_terminal_prompt", lambda: lambda text: "")
         self.assertError(_run("ca", "crl", self.directory), 1, "no passphrase given")
+
+    def test_init_into_a_directory_others_can_write(self) -> None:
+        """
+        C{init} into an existing directory that others (or its group) may
+        write to warns, with the command that fixes it; it leaves the mode
+        alone (it may be shared on purpose).  A directory it makes is
+        0700, and then nothing is said.
+        """
+        os.mkdir(self.directory)
+        os.chmod(self.directory, 0o777)  # noqa: S103 (the case under test)
+        result = _run("ca", "init", self.directory)
+        self.assertSucceeded(result)
+        self.assertIn(
+            f"Warning: {self.directory} is writable by its group and others"
+            " (mode 0777): they can replace the CA's certificate or CRL; make it"
+            f" yours alone with: chmod 700 {self.directory}\n",
+            result.stdout,
+        )
+        self.assertEqual(_mode(self.directory), 0o777)
+        os.chmod(self.directory, 0o702)  # noqa: S103
+        self.assertEqual(
+            ca.directory_warnings(self.directory),
+            [
+                f"{self.directory} is writable by others (mode 0702): they can"
+                " replace the CA's certificate or CRL; make it yours alone with:"
+                f" chmod 700 {self.directory}"
+            ],
+        )
+        os.chmod(self.directory, 0o700)
+        other = str(self.base / "new-ca")
+        result = _run("ca", "init", other)
+        self.assertSucceeded(result)
+        self.assertNotIn("Warning", result.stdout)
+        self.assertEqual(ca.directory_warnings(other), [])
 
     def test_init_force_note_and_crl_warning(self) -> None:
         """

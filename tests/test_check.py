@@ -578,6 +578,21 @@ class ClientCATests(_CheckTestCase):
         self.assertLine(result, "ok", "(CN=securemsg CA): a CA, valid until")
         self.assertLine(result, "ok", "signed by CN=securemsg CA, no revoked")
 
+    def test_client_ca_without_crl(self) -> None:
+        """
+        A client CA without a CRL passes with a warning: the server would
+        accept revoked certificates.
+        """
+        result = self.with_ca(self.paths.certificate)
+        self.assertPassed(result, warnings=1)
+        self.assertLine(
+            result,
+            "warn",
+            f"client CA {self.paths.certificate} given without a CRL (--crl): the"
+            " server would accept revoked client certificates (give the CA's"
+            " crl.pem with --crl)",
+        )
+
     def test_not_a_ca(self) -> None:
         """A server certificate given as the client CA fails."""
         result = self.with_ca(self.cert)

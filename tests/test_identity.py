@@ -22,6 +22,7 @@ from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
 from securemsg import ca, wire
+from securemsg.reload import CertificateReloader
 from securemsg.room import Chat, ReloadResult
 from securemsg.server import ANNOUNCEMENT_DELAY, ChatServerFactory
 from securemsg.state import Ban, ServerState
@@ -576,12 +577,16 @@ class MutualTLSCase(SynchronousTestCase):
         return load_client_certificate(issued.cert_path, issued.key_path)
 
     def connect(
-        self, server: Server, certificate: PrivateCertificate | None = None
+        self,
+        server: Server,
+        certificate: PrivateCertificate | None = None,
+        *,
+        flush: bool = True,
     ) -> LineCollector:
         """
         A client (trusting the server's CA, presenting C{certificate} if
         given) connected to C{server}; the handshake and what follows it
-        are done.
+        are done (unless not C{flush}: then nothing has moved yet).
         """
         server_factory = TLSMemoryBIOFactory(
             server.creator, False, server.factory, clock=self.clock
@@ -606,7 +611,8 @@ class MutualTLSCase(SynchronousTestCase):
             clock=self.clock,
         )
         self.pumps.append(pump)
-        self.flush()
+        if flush:
+            self.flush()
         return collector
 
     def flush(self) -> None:
@@ -758,3 +764,146 @@ class BanAcrossRestartTests(MutualTLSCase):
         bob = self.connect(second, bob_certificate)
         self.assertEqual(bob.take(), [greeting("bob")])
         self.assertEqual(second.chat.names(), ["alice", "bob"])
+
+
+class RevocationOnReloadTests(MutualTLSCase):
+    """
+    A reload applies the new CRL and client CA to the clients already
+    connected, not only to new handshakes: whoever's certificate is now
+    revoked, or no longer issued by the client CA, is disconnected, and an
+    operator loses their rights with it.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        settings = self.settings()
+        self.server = self.serve(settings, operators=("alice",))
+        loaded = load_tls(settings)
+        self.server.creator.context = loaded.context
+        self.reloader = CertificateReloader(
+            settings,
+            self.server.creator,
+            loaded,
+            recheck=self.server.factory.recheck_certificates,
+        )
+        self.alice = self.connect(self.server, self.certificate(self.issued["alice"]))
+        self.bob = self.connect(self.server, self.certificate(self.issued["bob"]))
+        self.assertEqual(self.alice.take(), [greeting("alice"), "*** bob joined"])
+        self.assertEqual(self.bob.take(), [greeting("bob")])
+
+    def reload(self) -> tuple[tuple[bool, str], list[str]]:
+        """Reload; return its result and the warnings it logged."""
+        with capturedLogs() as events:
+            result = self.reloader.reload("test")
+        self.flush()
+        warnings = [formatEvent(e) for e in events if e["log_level"] == LogLevel.warn]
+        return result, warnings
+
+    def assertDisconnected(self, client: LineCollector, problem: str) -> None:
+        """
+        C{client} was told why (last: it may have seen others leave first)
+        and cut off.
+        """
+        self.assertEqual(
+            client.take()[-1:],
+            [f"!!! your client certificate is no longer accepted: {problem}"],
+        )
+        self.assertIsNotNone(client.lost)
+
+    def test_revoked_operator_disconnected(self) -> None:
+        """
+        The operator alice, revoked while connected, keeps her powers until
+        the reload; then she is disconnected (bob is told, the log says
+        why), and bob stays.  Her certificate cannot get her back in.
+        """
+        ca.revoke(self.ca_directory, "alice")
+        self.send(self.alice, "/motd still mine")
+        self.assertEqual(self.alice.take(), ["*** motd: still mine"])
+        self.bob.take()
+        (worked, message), warnings = self.reload()
+        self.assertTrue(worked)
+        self.assertTrue(
+            message.endswith(
+                "; disconnected 1 client whose certificate is no longer accepted"
+            ),
+            message,
+        )
+        self.assertDisconnected(self.alice, "certificate revoked")
+        self.assertEqual(
+            self.bob.take(), ["*** alice left (client certificate no longer accepted)"]
+        )
+        fingerprint = self.issued["alice"].fingerprint
+        [warning] = warnings
+        self.assertTrue(
+            warning.endswith(
+                f" (alice) disconnected: client certificate {fingerprint} is no"
+                " longer accepted after the reload (certificate revoked)"
+            ),
+            warning,
+        )
+        self.assertEqual(self.server.chat.names(), ["bob"])
+        self.assertIsNone(self.bob.lost)
+        again = self.connect(self.server, self.certificate(self.issued["alice"]))
+        self.assertEqual(again.received, [])
+        assert again.lost is not None
+        self.assertIn("certificate revoked", str(again.lost.value))
+        self.assertEqual(self.server.chat.names(), ["bob"])
+
+    def test_operator_reloading_revokes_herself(self) -> None:
+        """
+        An operator whose own certificate the C{/reload} she asked for
+        revokes is disconnected like anyone else (and is not answered).
+        """
+        self.server.chat.reload = lambda: self.reloader.reload("/reload")
+        ca.revoke(self.ca_directory, "alice")
+        self.send(self.alice, "/reload")
+        self.assertDisconnected(self.alice, "certificate revoked")
+        self.assertEqual(
+            self.bob.take(), ["*** alice left (client certificate no longer accepted)"]
+        )
+
+    def test_nothing_revoked(self) -> None:
+        """A reload that revokes nobody's certificate disconnects nobody."""
+        (worked, message), warnings = self.reload()
+        self.assertTrue(worked)
+        self.assertNotIn("disconnected", message)
+        self.assertEqual(warnings, [])
+        self.send(self.alice, "/whoami")
+        self.assertIn("verified by client certificate", self.alice.take()[0])
+        self.assertEqual(self.server.chat.names(), ["alice", "bob"])
+
+    def test_new_client_ca(self) -> None:
+        """
+        A client CA replaced by another (the CA made again) disconnects
+        every holder of the old CA's certificates.
+        """
+        ca.init_ca(self.ca_directory, force=True)
+        (worked, message), warnings = self.reload()
+        self.assertTrue(worked)
+        self.assertIn("disconnected 2 clients", message)
+        for client in (self.alice, self.bob):
+            self.assertDisconnected(client, "unable to get local issuer certificate")
+        self.assertEqual(len(warnings), 2)
+        self.assertEqual(len(self.server.chat), 0)
+
+    def test_handshake_under_way(self) -> None:
+        """
+        A handshake that began before the reload (so with the old CRL) and
+        ends after it is checked against the new CRL when it is done.
+        """
+        ca.revoke(self.ca_directory, "alice")
+        self.alice.transport.loseConnection()
+        self.flush()
+        self.bob.take()
+        late = self.connect(
+            self.server, self.certificate(self.issued["alice"]), flush=False
+        )
+        self.reload()
+        self.assertTrue(late.handshake_done)
+        self.assertEqual(
+            late.take(),
+            ["!!! your client certificate is no longer accepted: certificate revoked"],
+        )
+        self.assertIsNotNone(late.lost)
+        self.assertEqual(self.server.chat.names(), ["bob"])
+        self.assertEqual(self.bob.take(), [])

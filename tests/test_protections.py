@@ -14,13 +14,15 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import tls
+from securemsg import tls, wire
 from securemsg.guard import REFUSAL_LOG_INTERVAL, GuardedTLSFactory
-from securemsg.limits import Limits
+from securemsg.limits import Limits, client_key, covering_key
+from securemsg.room import Chat
 from securemsg.server import ChatServerFactory, ChatServerProtocol
-from securemsg.state import Ban
+from securemsg.state import Ban, ServerState
 
 from . import _certs
+from ._fakes import Recorder
 from ._tls import tls_pair
 
 
@@ -35,11 +37,12 @@ def server_context() -> object:
 class Client:
     """One plain (non-TLS) connection to the factory over a StringTransport."""
 
-    def __init__(self, factory: ChatServerFactory, port: int) -> None:
+    def __init__(
+        self, factory: ChatServerFactory, port: int, host: str = "127.0.0.1"
+    ) -> None:
         self.factory = factory
-        self.transport = StringTransport(
-            peerAddress=IPv4Address("TCP", "127.0.0.1", port)
-        )
+        kind = IPv6Address if ":" in host else IPv4Address
+        self.transport = StringTransport(peerAddress=kind("TCP", host, port))
         self.protocol = factory.buildProtocol(self.transport.getPeer())
         self.protocol.makeConnection(self.transport)
 
@@ -332,6 +335,59 @@ class ConnectionLimitTests(SynchronousTestCase):
         first.connectionLost(Failure(ConnectionDone()))  # type: ignore[union-attr]
         self.assertIsNotNone(self.connect("10.0.0.1"))
 
+    def test_ipv6_64_is_one_client(self) -> None:
+        """
+        IPv6 addresses in one /64 are one client for the limit (a host
+        given a /64 has all its addresses); the next /64 is another client.
+        IPv4 addresses are each a client, however close.
+        """
+        self.assertIsNotNone(self.connect("2001:db8:1:2::1"))
+        self.assertIsNotNone(self.connect("2001:db8:1:2:a:b:c:d"))
+        with capturedLogs() as events:
+            self.assertIsNone(self.connect("2001:db8:1:2::3"))
+        self.assertIn(
+            "refusing connections from 2001:db8:1:2::/64: at the limit of 2"
+            " connections from 2001:db8:1:2::/64",
+            log_text(events),
+        )
+        self.assertIsNotNone(self.connect("2001:db8:1:3::1"))
+        self.assertEqual(
+            dict(self.factory.per_address),
+            {"2001:db8:1:2::/64": 2, "2001:db8:1:3::/64": 1},
+        )
+
+    def test_ipv4_addresses_apart(self) -> None:
+        """
+        Each IPv4 address is one client (also as a dual-stack socket shows
+        it, mapped into IPv6).
+        """
+        for host in ("192.0.2.1", "192.0.2.2", "192.0.2.3"):
+            self.assertIsNotNone(self.connect(host))
+        self.assertIsNotNone(self.connect("::ffff:192.0.2.1"))
+        self.assertIsNone(self.connect("::ffff:192.0.2.1"))
+        self.assertEqual(self.factory.per_address["192.0.2.1"], 2)
+
+    def test_other_prefix_lengths(self) -> None:
+        """
+        With other prefix lengths, the networks they say are one client:
+        an IPv6 /128 (each address), an IPv4 /24.
+        """
+        factory = GuardedTLSFactory(
+            tls.ServerTLS(server_context()),
+            ChatServerFactory(self.clock),
+            self.clock,
+            max_connections=10,
+            max_per_address=1,
+            ipv6_prefix=128,
+            ipv4_prefix=24,
+        )
+        self.factory = factory
+        self.assertIsNotNone(self.connect("2001:db8::1"))
+        self.assertIsNotNone(self.connect("2001:db8::2"))
+        self.assertIsNotNone(self.connect("192.0.2.1"))
+        self.assertIsNone(self.connect("192.0.2.200"))
+        self.assertIsNotNone(self.connect("192.0.3.1"))
+
     def test_total(self) -> None:
         """Past the total, everyone is refused until someone leaves."""
         held = [self.connect(f"10.0.0.{n}") for n in range(4)]
@@ -397,3 +453,156 @@ class BanTests(SynchronousTestCase):
         client = self.join(("mallory", "sha256:bad"))
         self.assertEqual(client.lines(), ["!!! you are banned from this server"])
         self.assertEqual(len(self.factory.chat), 0)
+
+
+class GuestBanTests(SynchronousTestCase):
+    """
+    An operator's ban of a guest covers the client it connected as, the
+    same one L{GuardedTLSFactory} counts for C{--max-per-ip}: its IPv6 /64
+    (or what C{--ipv6-prefix} says), or its one IPv4 address.
+    """
+
+    def setUp(self) -> None:
+        self.make_server(Limits())
+
+    def make_server(self, limits: Limits) -> None:
+        clock = MemoryReactorClock()
+        self.state = ServerState()
+        self.chat = Chat(
+            clock, state=self.state, operators=["alice"], certificates=True
+        )
+        self.factory = ChatServerFactory(
+            clock, greeting="", chat=self.chat, limits=limits
+        )
+        self.alice = Recorder()
+        self.chat.join(self.alice, identity="alice", fingerprint="sha256:a1")
+
+    def operator(self, line: str) -> list[str]:
+        """alice types C{line}; what she is told."""
+        self.alice.take()
+        command = wire.parse_command(line)
+        assert command is not None
+        self.chat.handle(self.alice, command)
+        return self.alice.take()
+
+    def ban_guest_from(self, host: str) -> str:
+        """A guest connects from C{host} and alice bans it; what she is told."""
+        guest = Client(self.factory, 4000, host)
+        told = self.operator(f"/ban {guest.protocol.name}")
+        self.assertTrue(guest.transport.disconnecting)
+        return told[0]
+
+    def assertBanned(self, host: str, banned: bool = True) -> None:
+        client = Client(self.factory, 4001, host)
+        lines = client.lines()
+        if banned:
+            self.assertEqual(lines, ["!!! you are banned from this server"], host)
+            self.assertNotIn(client.protocol, self.chat)
+        else:
+            self.assertNotIn("!!! you are banned from this server", lines, host)
+            self.assertIn(client.protocol, self.chat)
+            client.lost()
+
+    def test_ipv6_guest_banned_by_64(self) -> None:
+        """
+        A guest banned from one IPv6 address cannot come back from another
+        address in its /64; the next /64 is someone else.
+        """
+        told = self.ban_guest_from("2001:db8:1:2::5")
+        self.assertEqual(told, "*** banned guest-1 (network 2001:db8:1:2::/64)")
+        self.assertEqual(list(self.state.addresses), ["2001:db8:1:2::/64"])
+        for host in ("2001:db8:1:2::5", "2001:db8:1:2::6", "2001:db8:1:2:ff::1"):
+            self.assertBanned(host)
+        for host in ("2001:db8:1:3::5", "2001:db8:1::5", "192.0.2.5"):
+            self.assertBanned(host, banned=False)
+
+    def test_ipv4_guest_banned_by_address(self) -> None:
+        """
+        A guest banned from an IPv4 address is banned from that address
+        only (also when a dual-stack socket shows it mapped into IPv6).
+        """
+        told = self.ban_guest_from("192.0.2.3")
+        self.assertEqual(told, "*** banned guest-1 (address 192.0.2.3)")
+        self.assertBanned("192.0.2.3")
+        self.assertBanned("::ffff:192.0.2.3")
+        self.assertBanned("192.0.2.4", banned=False)
+
+    def test_other_prefix_lengths(self) -> None:
+        """The bans follow --ipv6-prefix and --ipv4-prefix."""
+        self.make_server(Limits(ipv6_prefix=48, ipv4_prefix=24))
+        told = self.ban_guest_from("2001:db8:1:2::5")
+        self.assertEqual(told, "*** banned guest-1 (network 2001:db8:1::/48)")
+        self.assertBanned("2001:db8:1:ffff::1")
+        self.assertBanned("2001:db8:2::1", banned=False)
+        told = self.ban_guest_from("192.0.2.3")
+        self.assertEqual(told, "*** banned guest-3 (network 192.0.2.0/24)")
+        self.assertBanned("192.0.2.200")
+        self.assertBanned("192.0.3.1", banned=False)
+
+    def test_older_exact_bans_still_hold(self) -> None:
+        """
+        A ban of one IPv6 address (from a state file written before bans
+        covered a /64) keeps that address out, and only it.
+        """
+        self.state.addresses["2001:db8::5"] = Ban("guest-9", "op", 0.0)
+        self.assertBanned("2001:db8::5")
+        self.assertBanned("2001:db8::6", banned=False)
+
+    def test_unban_by_an_address_in_the_network(self) -> None:
+        """/unban of any address in a banned /64 lifts the /64's ban."""
+        self.ban_guest_from("2001:db8:1:2::5")
+        self.assertEqual(
+            self.operator("/unban 2001:db8:1:2::77"),
+            ["*** unbanned: 2001:db8:1:2::/64"],
+        )
+        self.assertBanned("2001:db8:1:2::5", banned=False)
+
+
+class ClientKeyTests(SynchronousTestCase):
+    """
+    L{client_key} is the one rule for what one client is, used by the
+    connection limit and by bans.
+    """
+
+    def test_keys(self) -> None:
+        """
+        An IPv6 address stands for its /64 (or the given prefix); an IPv4
+        address for itself (or its network of the given prefix), also when
+        mapped into IPv6; anything else for itself.
+        """
+        for host, prefixes, key in [
+            ("2001:db8:1:2::5", (64, 32), "2001:db8:1:2::/64"),
+            ("2001:db8:1:2:ffff:ffff:ffff:ffff", (64, 32), "2001:db8:1:2::/64"),
+            ("2001:db8:1:2::5", (48, 32), "2001:db8:1::/48"),
+            ("2001:db8:1:2::5", (128, 32), "2001:db8:1:2::5"),
+            ("fe80::1%eth0", (64, 32), "fe80::/64"),
+            ("192.0.2.7", (64, 32), "192.0.2.7"),
+            ("192.0.2.7", (64, 24), "192.0.2.0/24"),
+            ("::ffff:192.0.2.7", (64, 32), "192.0.2.7"),
+            ("local", (64, 32), "local"),
+        ]:
+            self.assertEqual(client_key(host, *prefixes), key, (host, prefixes))
+        self.assertEqual(
+            Limits(ipv6_prefix=56).client_key("2001:db8::1"), "2001:db8::/56"
+        )
+
+    def test_covering_key(self) -> None:
+        """
+        The key an address belongs to: equal, or an address in its network
+        of the same IP version.
+        """
+        keys = ["192.0.2.7", "2001:db8:1:2::/64", "198.51.100.0/24"]
+        for host, key in [
+            ("192.0.2.7", "192.0.2.7"),
+            ("::ffff:192.0.2.7", "192.0.2.7"),
+            ("192.0.2.8", None),
+            ("2001:db8:1:2::99", "2001:db8:1:2::/64"),
+            ("2001:db8:1:3::99", None),
+            ("198.51.100.42", "198.51.100.0/24"),
+            ("::1", None),
+            ("0.0.0.1", None),
+            ("bob", None),
+        ]:
+            self.assertEqual(covering_key(keys, host), key, host)
+        # The bits of an IPv4 address are not an IPv6 network's.
+        self.assertIsNone(covering_key(["::/64"], "0.0.0.1"))

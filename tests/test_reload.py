@@ -375,6 +375,28 @@ class ClientCATests(ReloaderCase):
         assert refused.lost is not None
         self.assertIn("certificate revoked", str(refused.lost.value))
 
+    def test_client_ca_not_a_ca(self) -> None:
+        """
+        A client CA file replaced by a certificate that is not a CA (a
+        client's own) is refused; the old CA stays in service.
+        """
+        paths = ca.ca_paths(self.ca_directory)
+        Path(paths.certificate).write_bytes(Path(self.carol.cert_path).read_bytes())
+        self.reload_failing(
+            f"client CA {paths.certificate} holds a certificate that is not a CA"
+            " (make one with: securemsg ca init DIR)"
+        )
+
+    def test_crl_of_another_ca(self) -> None:
+        """
+        A CRL replaced by one another CA of the same name signed (the CA
+        made again elsewhere) is refused; the old CRL stays in service.
+        """
+        other = self.directory / "other-ca"
+        ca.init_ca(other)
+        Path(self.crl_path).write_bytes(Path(ca.ca_paths(other).crl).read_bytes())
+        self.reload_failing(f"CRL {self.crl_path} is not signed by the client CA")
+
     def test_expired_crl(self) -> None:
         """
         A CRL past its nextUpdate (with which OpenSSL would refuse every
@@ -534,6 +556,51 @@ class ReloadServiceTests(ReloaderCase):
                 " drop privileges after start)"
             ],
         )
+
+
+class RevocationWarningTests(ReloaderCase):
+    """
+    L{ReloadService} warns at start when client certificates are checked
+    without a CRL: revoking one would change nothing.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.ca_directory = self.directory / "client-ca"
+        ca.init_ca(self.ca_directory)
+        self.paths = ca.ca_paths(self.ca_directory)
+
+    def warnings_at_start(self, settings: TLSSettings) -> list[str]:
+        self.settings = settings
+        service = ReloadService(self.make_reloader(), ServiceClock())
+        with capturedLogs() as events:
+            service.startService()
+        self.addCleanup(service.stopService)
+        return messages(events, LogLevel.warn)
+
+    def test_client_ca_without_crl(self) -> None:
+        """--client-ca without --crl is warned about, naming the CA file."""
+        warnings = self.warnings_at_start(
+            self.make_settings(client_ca_path=self.paths.certificate)
+        )
+        self.assertEqual(
+            warnings,
+            [
+                "client certificates are checked against"
+                f" {self.paths.certificate} without a CRL (--crl): a revoked"
+                " certificate is still accepted (give the CA's crl.pem with --crl)"
+            ],
+        )
+
+    def test_with_crl_or_without_client_ca(self) -> None:
+        """With a CRL, or without client certificates, nothing is said."""
+        for settings in (
+            self.make_settings(
+                client_ca_path=self.paths.certificate, crl_path=self.paths.crl
+            ),
+            self.make_settings(),
+        ):
+            self.assertEqual(self.warnings_at_start(settings), [])
 
 
 # ---------------------------------------------------------------------------
@@ -705,3 +772,63 @@ class TwistdReloadTests(TestCase):
             await alice.next_lines(2), ["*** carol joined", "[bob] hello carol"]
         )
         await self.terminate(twistd, alice, bob, carol)
+
+    async def test_revoked_operator_disconnected(self) -> None:
+        """
+        An operator whose certificate is revoked while she is connected
+        keeps her rights only until the reload: on SIGHUP she is
+        disconnected, with a notice and a log line, bob is told, and her
+        certificate no longer gets her in.
+        """
+        ca_directory = self.directory / "client-ca"
+        ca.init_ca(ca_directory)
+        paths = ca.ca_paths(ca_directory)
+        issued = {name: ca.issue(ca_directory, name) for name in ("alice", "bob")}
+
+        def certificate(name: str) -> PrivateCertificate:
+            return load_client_certificate(
+                issued[name].cert_path, issued[name].key_path
+            )
+
+        twistd = self.start(
+            "--client-ca", paths.certificate,
+            "--crl", paths.crl,
+            "--operators", "alice",
+        )  # fmt: skip
+        alice = await self.connect(twistd, certificate("alice"))
+        self.assertEqual(await alice.next_lines(1), [greeting("alice")])
+        bob = await self.connect(twistd, certificate("bob"))
+        self.assertEqual(await bob.next_lines(1), [greeting("bob")])
+        self.assertEqual(await alice.next_lines(1), ["*** bob joined"])
+
+        ca.revoke(ca_directory, "alice")
+        alice.send(b"/motd before the reload")
+        self.assertEqual(await alice.next_lines(1), ["*** motd: before the reload"])
+        self.assertEqual(await bob.next_lines(1), ["*** motd: before the reload"])
+        twistd.signal("HUP")
+        self.assertEqual(
+            await alice.next_lines(1),
+            ["!!! your client certificate is no longer accepted: certificate revoked"],
+        )
+        await alice.wait_closed()
+        self.assertEqual(
+            await bob.next_lines(1),
+            ["*** alice left (client certificate no longer accepted)"],
+        )
+        await twistd.wait_for_message(
+            r"127\.0\.0\.1:\d+ "
+            + re.escape(
+                f"(alice) disconnected: client certificate"
+                f" {issued['alice'].fingerprint} is no longer accepted after the"
+                " reload (certificate revoked)"
+            )
+        )
+        # In TLS 1.3 the client's side of the handshake is done before the
+        # server refuses its certificate.
+        again = await self.connect(twistd, certificate("alice"))
+        await again.wait_closed()
+        self.assertEqual(again.unread, [])
+        self.assertIn("certificate revoked", str(again.ended.value))
+        bob.send(b"/who")
+        self.assertEqual(await bob.next_lines(1), ["*** 1 here: bob"])
+        await self.terminate(twistd, bob)

@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from securemsg import tap, tls
+from securemsg.guard import GuardedTLSFactory
 from securemsg.limits import Limits
 from securemsg.server import DEFAULT_GREETING, ChatServerFactory
 from securemsg.service import ChatService
@@ -71,6 +72,8 @@ class OptionsTests(SynchronousTestCase):
                 "idle-timeout": 300.0,
                 "max-connections": 1000,
                 "max-per-ip": 20,
+                "ipv6-prefix": 64,
+                "ipv4-prefix": 32,
                 "flood-burst": 20,
                 "flood-rate": 5.0,
                 "flood-disconnect": 100,
@@ -125,6 +128,8 @@ class OptionsTests(SynchronousTestCase):
             "--idle-timeout=0",
             "--max-connections=50",
             "--max-per-ip=5",
+            "--ipv6-prefix=56",
+            "--ipv4-prefix=24",
             "--flood-burst=3",
             "--flood-rate=0.5",
             "--flood-disconnect=7",
@@ -160,6 +165,8 @@ class OptionsTests(SynchronousTestCase):
                 "idle-timeout": 0.0,
                 "max-connections": 50,
                 "max-per-ip": 5,
+                "ipv6-prefix": 56,
+                "ipv4-prefix": 24,
                 "flood-burst": 3,
                 "flood-rate": 0.5,
                 "flood-disconnect": 7,
@@ -188,6 +195,8 @@ class OptionsTests(SynchronousTestCase):
                 idle_timeout=0.0,
                 max_connections=50,
                 max_per_address=5,
+                ipv6_prefix=56,
+                ipv4_prefix=24,
                 flood_burst=3,
                 flood_rate=0.5,
                 flood_disconnect=7,
@@ -255,6 +264,22 @@ class OptionsTests(SynchronousTestCase):
         for bad in ["0", "-5", "lots"]:
             self.assertRaises(UsageError, parse, "--max-line-length", bad)
 
+    def test_prefix_lengths(self) -> None:
+        """
+        --ipv6-prefix takes 1 to 128 and --ipv4-prefix 1 to 32.
+        """
+        options = parse("--ipv6-prefix", "128", "--ipv4-prefix", "1")
+        self.assertEqual(
+            (options.limits().ipv6_prefix, options.limits().ipv4_prefix), (128, 1)
+        )
+        for option, bad in [
+            ("--ipv6-prefix", "0"),
+            ("--ipv6-prefix", "129"),
+            ("--ipv4-prefix", "33"),
+            ("--ipv4-prefix", "all"),
+        ]:
+            self.assertRaises(UsageError, parse, option, bad)
+
 
 class TwistdUsageErrorTests(SynchronousTestCase):
     """
@@ -315,6 +340,28 @@ class MakeServiceTests(SynchronousTestCase):
         _, server = _certs.default_ca_and_server()
         self.cert_path, self.key_path = server.write(directory)
         self.missing = str(directory / "missing.pem")
+
+    def test_prefix_lengths_reach_the_guard(self) -> None:
+        """
+        The connections per client are counted with the prefix lengths of
+        --ipv6-prefix and --ipv4-prefix.
+        """
+        reactor = MemoryReactorClock()
+        options = parse(
+            "--cert", self.cert_path,
+            "--key", self.key_path,
+            "--history-db", ":memory:",
+            "--ipv6-prefix", "48",
+            "--ipv4-prefix", "24",
+            "--listen", "tcp:1234",
+        )  # fmt: skip
+        top = tap.make_service(reactor, options)
+        top.privilegedStartService()
+        top.startService()
+        self.addCleanup(top.stopService)
+        [(_, factory, _, _)] = reactor.tcpServers
+        assert isinstance(factory, GuardedTLSFactory)
+        self.assertEqual((factory.ipv6_prefix, factory.ipv4_prefix), (48, 24))
 
     def test_service_tree_and_listener(self) -> None:
         """

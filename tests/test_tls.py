@@ -5,8 +5,11 @@ with real handshakes in memory.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import rsa
 from OpenSSL import SSL
 from OpenSSL._util import lib as openssl_lib
 from twisted.internet.address import IPv4Address
@@ -18,7 +21,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from securemsg import tls
+from securemsg import ca, tls
 from securemsg.direct import DirectTLSProtocol
 from securemsg.guard import GuardedTLSFactory
 from securemsg.limits import Limits
@@ -28,11 +31,30 @@ from . import _certs
 from ._tls import client_options, tls_pair
 
 
-def server_context(minimum: TLSVersion = TLSVersion.TLSv1_2) -> SSL.Context:
-    """A server context with the default test certificate."""
-    _, server = _certs.default_ca_and_server()
+def server_context(
+    minimum: TLSVersion = TLSVersion.TLSv1_2, server: _certs.Pair | None = None
+) -> SSL.Context:
+    """A server context with C{server} (the default test certificate)."""
+    if server is None:
+        _, server = _certs.default_ca_and_server()
     credentials = tls.ServerCredentials([server.certificate], server.key, "c", "k")
     return tls.make_server_context(credentials, minimum)
+
+
+_rsa_server: _certs.Pair | None = None
+
+
+def rsa_server() -> _certs.Pair:
+    """
+    A localhost certificate with an RSA 2048 key, from the default test CA;
+    made once for the module (an RSA key takes a while to generate).
+    """
+    global _rsa_server
+    if _rsa_server is None:
+        ca, _ = _certs.default_ca_and_server()
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        _rsa_server = _certs.issue(ca, key=key)
+    return _rsa_server
 
 
 @implementer(IOpenSSLClientConnectionCreator)
@@ -138,6 +160,36 @@ class HandshakeTests(SynchronousTestCase):
         client, _, _, _ = tls_pair(server_context(), raw_client(SSL.TLS1_1_VERSION))
         self.assertFalse(client.handshake_done)
 
+    def test_version_floor_is_ours(self) -> None:
+        """
+        TLS 1.0 and 1.1 are refused by the context's own version floor, not
+        only by OpenSSL's default security level or by our cipher list
+        (whose suites need TLS 1.2 anyway): with both lowered, at
+        C{@SECLEVEL=0} and with a CBC suite TLS 1.1 can use, a TLS 1.2
+        client gets in and a TLS 1.1 client is still refused, for the
+        protocol version.
+        """
+        options = server_context().set_options(0)
+        for flag in (SSL.OP_NO_SSLv3, SSL.OP_NO_TLSv1, SSL.OP_NO_TLSv1_1):
+            self.assertTrue(options & flag, flag)
+        self.assertFalse(options & SSL.OP_NO_TLSv1_2)
+        self.assertTrue(
+            server_context(TLSVersion.TLSv1_3).set_options(0) & SSL.OP_NO_TLSv1_2
+        )
+        legacy = b"ECDHE-ECDSA-AES128-SHA:@SECLEVEL=0"
+        for maximum, accepted in (
+            (SSL.TLS1_2_VERSION, True),
+            (SSL.TLS1_1_VERSION, False),
+            (SSL.TLS1_VERSION, False),
+        ):
+            context = server_context()
+            context.set_cipher_list(tls.INTERMEDIATE_CIPHERS.encode() + b":" + legacy)
+            client, _, _, _ = tls_pair(context, raw_client(maximum, ciphers=legacy))
+            self.assertEqual(client.handshake_done, accepted, maximum)
+            if not accepted:
+                assert client.lost is not None
+                self.assertIn("protocol version", str(client.lost.value))
+
     def test_cbc_and_static_rsa_refused(self) -> None:
         """A TLS 1.2 client offering only CBC or static-RSA suites is refused."""
         for suites in (
@@ -148,6 +200,35 @@ class HandshakeTests(SynchronousTestCase):
                 server_context(), raw_client(SSL.TLS1_2_VERSION, ciphers=suites)
             )
             self.assertFalse(client.handshake_done, suites)
+
+    def test_rsa_key_refuses_cbc_and_static_rsa(self) -> None:
+        """
+        A server with an RSA key (with which static-RSA key exchange would
+        be possible, unlike with an ECDSA key) refuses a TLS 1.2 client that
+        offers only static-RSA or CBC suites, and accepts ECDHE with
+        AES-GCM.
+        """
+        context = server_context(server=rsa_server())
+        for suites in (
+            b"AES128-SHA",
+            b"AES128-GCM-SHA256",
+            b"AES256-GCM-SHA384",
+            b"ECDHE-RSA-AES128-SHA",
+            b"ECDHE-RSA-AES256-SHA384",
+            b"AES128-SHA:AES128-GCM-SHA256:ECDHE-RSA-AES128-SHA",
+        ):
+            client, _, _, _ = tls_pair(
+                context, raw_client(SSL.TLS1_2_VERSION, ciphers=suites)
+            )
+            self.assertFalse(client.handshake_done, suites)
+        client, server_tls, _, _ = tls_pair(
+            context,
+            raw_client(SSL.TLS1_2_VERSION, ciphers=b"ECDHE-RSA-AES128-GCM-SHA256"),
+        )
+        self.assertTrue(client.handshake_done)
+        self.assertEqual(
+            server_tls.getHandle().get_cipher_name(), "ECDHE-RSA-AES128-GCM-SHA256"
+        )
 
     def test_client_cipher_order_wins(self) -> None:
         """
@@ -398,3 +479,103 @@ class EndpointTests(SynchronousTestCase):
             (Limits().max_connections, Limits().max_per_address),
         )
         self.assertIs(factory.protocol, DirectTLSProtocol)
+
+
+class ClientCALoadingTests(SynchronousTestCase):
+    """
+    L{tls.load_tls} refuses a client CA file or a CRL that would not do
+    what the operator meant, in one line, at start (and so at a reload,
+    which loads the same way).
+    """
+
+    def setUp(self) -> None:
+        self.directory = Path(self.mktemp())
+        self.directory.mkdir()
+        _, server = _certs.default_ca_and_server()
+        self.cert_path, self.key_path = server.write(self.directory)
+        self.ca_directory = self.directory / "ca"
+        ca.init_ca(self.ca_directory)
+        self.paths = ca.ca_paths(self.ca_directory)
+
+    def settings(self, client_ca: str, crl: str | None = None) -> tls.TLSSettings:
+        return tls.TLSSettings(
+            self.cert_path, self.key_path, client_ca_path=client_ca, crl_path=crl
+        )
+
+    def assertRefused(self, settings: tls.TLSSettings, problem: str) -> None:
+        error = self.assertRaises(tls.TLSConfigError, tls.load_tls, settings)
+        self.assertEqual(str(error), problem)
+
+    def test_good_ca_and_crl(self) -> None:
+        """A CA made by C{securemsg ca init} and its own CRL load."""
+        loaded = tls.load_tls(self.settings(self.paths.certificate, self.paths.crl))
+        self.assertEqual(loaded.client_cas, [ca.load_ca_certificate(self.ca_directory)])
+        self.assertIsNotNone(loaded.crl)
+
+    def test_client_ca_not_a_ca(self) -> None:
+        """
+        A client CA file holding a certificate that is not a CA (here the
+        server's own, or a client's) is refused.
+        """
+        alice = ca.issue(self.ca_directory, "alice")
+        for path in (self.cert_path, alice.cert_path):
+            self.assertRefused(
+                self.settings(path),
+                f"client CA {path} holds a certificate that is not a CA"
+                " (make one with: securemsg ca init DIR)",
+            )
+        both = self.directory / "both.pem"
+        both.write_bytes(
+            Path(self.paths.certificate).read_bytes()
+            + Path(alice.cert_path).read_bytes()
+        )
+        self.assertRefused(
+            self.settings(str(both)),
+            f"client CA {both} holds a certificate that is not a CA"
+            " (make one with: securemsg ca init DIR)",
+        )
+
+    def test_crl_not_signed_by_the_client_ca(self) -> None:
+        """
+        A CRL signed by another CA is refused, whether that CA has another
+        name or the same name (a CA made again, with a new key).
+        """
+        for name in ("some other CA", ca.DEFAULT_CA_NAME):
+            other = ca.ca_paths(self.directory / name.replace(" ", "-"))
+            ca.init_ca(other.directory, name=name)
+            self.assertRefused(
+                self.settings(self.paths.certificate, other.crl),
+                f"CRL {other.crl} is not signed by the client CA",
+            )
+
+    def test_client_certificate_check(self) -> None:
+        """
+        L{tls.LoadedTLS.client_certificate_check} judges a client
+        certificate as a handshake with that material would: a good one
+        passes; a revoked one, another CA's, or an expired one does not.
+        Without client CAs there is nothing to check.
+        """
+        alice = ca.issue(self.ca_directory, "alice")
+        bob = ca.issue(self.ca_directory, "bob")
+        ca.revoke(self.ca_directory, "bob")
+        old = ca.issue(
+            self.ca_directory, "carol", days=30, now=_certs.NOW - timedelta(days=40)
+        )
+        other = self.directory / "other"
+        ca.init_ca(other)
+        forged = ca.issue(other, "alice")
+
+        def chain(issued: ca.IssuedCertificate) -> list[x509.Certificate]:
+            pem = Path(issued.cert_path).read_bytes()
+            return [x509.load_pem_x509_certificate(pem)]
+
+        loaded = tls.load_tls(self.settings(self.paths.certificate, self.paths.crl))
+        check = loaded.client_certificate_check()
+        assert check is not None
+        self.assertIsNone(check(chain(alice)))
+        self.assertEqual(check(chain(bob)), "certificate revoked")
+        self.assertEqual(check(chain(old)), "certificate has expired")
+        self.assertEqual(check(chain(forged)), "unable to get local issuer certificate")
+        self.assertEqual(check([]), "no certificate")
+        without = tls.load_tls(tls.TLSSettings(self.cert_path, self.key_path))
+        self.assertIsNone(without.client_certificate_check())

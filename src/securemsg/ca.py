@@ -37,6 +37,7 @@ import os
 import re
 import secrets
 import shlex
+import stat
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -805,6 +806,30 @@ def init_ca(
             raise
 
 
+def directory_warnings(directory: certs.StrPath) -> list[str]:
+    """
+    What is wrong with the permissions of the CA directory: other users
+    who can write to it can replace C{ca.pem} or C{crl.pem} (what servers
+    trust) by files of their own.  (L{init_ca} makes a new directory 0700,
+    but leaves the mode of an existing one alone.)
+    """
+    paths = ca_paths(directory)
+    try:
+        mode = stat.S_IMODE(os.stat(paths.directory).st_mode)
+    except OSError:
+        return []
+    who = [
+        name for bit, name in ((0o020, "its group"), (0o002, "others")) if mode & bit
+    ]
+    if not who:
+        return []
+    return [
+        f"{paths.directory} is writable by {' and '.join(who)} (mode"
+        f" {mode:04o}): they can replace the CA's certificate or CRL; make it"
+        f" yours alone with: chmod 700 {shlex.quote(paths.directory)}"
+    ]
+
+
 @dataclass(frozen=True)
 class IssuedCertificate:
     """
@@ -1228,7 +1253,8 @@ class CAInitOptions(_CACommand):
         "Make a certificate authority for client certificates in DIR (created"
         " if missing): ca.pem (ECDSA P-256, give it to the server), ca.key"
         " (mode 0600), an empty crl.pem, index.json and issued/. An existing"
-        " CA is never replaced without --force."
+        " CA is never replaced without --force. An existing DIR keeps its"
+        " mode; init warns if others can write to it."
     )
     optFlags: ClassVar[list[list[str | None]]] = [
         [
@@ -1282,6 +1308,8 @@ class CAInitOptions(_CACommand):
             f"CRL:             {paths.crl} (empty, valid {self['crl-days']} days)\n"
             f"Fingerprint:     {certs.fingerprint(cert)}\n"
         )
+        for warning in directory_warnings(self.directory):
+            stdout.write(f"Warning: {warning}\n")
         if self["force"] and had_issued:
             stdout.write(
                 f"Note: the files in {paths.issued} belong to the old CA and no"
@@ -1419,8 +1447,10 @@ class CARevokeOptions(_CACommand):
     synopsis = "DIR (NAME | --serial HEX) [options]"
     longdesc = (
         "Revoke every valid certificate of NAME (or the one certificate with"
-        " --serial) and write a new crl.pem signed by the CA. Servers that"
-        " check the CRL refuse the certificate once they have read it."
+        " --serial) and write a new crl.pem signed by the CA. Servers refuse"
+        " it only once they load that CRL: give it to them with --crl, then"
+        " reload it (SIGHUP or an operator's /reload), which also disconnects"
+        " a connected holder."
     )
     optParameters: ClassVar[list[list[str | None]]] = [
         ["serial", None, None, "Revoke the certificate with this serial (hex)."],
@@ -1474,8 +1504,11 @@ class CARevokeOptions(_CACommand):
             "" if next_update is None else f", valid until {_format_date(next_update)}"
         )
         stdout.write(
-            f"CRL:      {paths.crl} ({len(crl)} revoked{until});"
-            " servers refuse the certificate once they load it\n"
+            f"CRL:      {paths.crl} ({len(crl)} revoked{until})\n"
+            "Servers still accept it until they load this CRL: give it to each"
+            f" server with --crl {shlex.quote(paths.crl)} (a copy, on another"
+            " host), then reload it there with SIGHUP or an operator's /reload;"
+            " connected holders of a revoked certificate are then disconnected\n"
         )
         return 0
 

@@ -22,8 +22,10 @@ What is a problem (C{FAIL}) and what only a warning:
     not a CA; a CRL that is not signed by the client CA, or is past its
     nextUpdate;
   - warnings: a certificate (or client CA) that expires within 14 days; a
-    CRL that expires within 7 days; a key file that its group or others can
-    read or write; a root certificate served with a CA-issued certificate.
+    CRL that expires within 7 days; a client CA without a CRL (revoked
+    client certificates would be accepted); a key file that its group or
+    others can read or write; a root certificate served with a CA-issued
+    certificate.
 
 The chain is checked as served: the server certificate first, then each
 certificate must have been signed by the next one, verified with
@@ -810,6 +812,12 @@ def run_check(
         cas = _check_client_ca(report, client_ca, when)
     if crl is not None:
         _check_crl(report, crl, client_ca, cas, when)
+    elif client_ca is not None:
+        report.warn(
+            f"client CA {client_ca} given without a CRL (--crl): the server"
+            " would accept revoked client certificates (give the CA's"
+            " crl.pem with --crl)"
+        )
     report.summarize()
     return report
 

@@ -3,7 +3,8 @@
 Connection limits, applied before any TLS work is done.
 
 L{GuardedTLSFactory} is Twisted's L{TLSMemoryBIOFactory} with a count of
-the connections it holds, in total and per IP address.  A connection over a
+the connections it holds, in total and per client (an IPv4 address, an
+IPv6 /64: see L{securemsg.limits.client_key}).  A connection over a
 limit gets no protocol at all, so the reactor closes it at once: it costs
 no handshake.  Refusals are logged once per burst, not once per connection.
 """
@@ -28,6 +29,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from zope.interface import implementer
 
 from securemsg.direct import DirectTLSProtocol
+from securemsg.limits import client_key
 from securemsg.server import peer_host
 
 #: Refusals after the first in a burst are summed up in one line this often.
@@ -37,7 +39,9 @@ REFUSAL_LOG_INTERVAL: Final = 10.0
 class GuardedTLSFactory(TLSMemoryBIOFactory):
     """
     Adds TLS to C{wrappedFactory}'s connections, holding at most
-    C{max_connections} at once, and C{max_per_address} from one address.
+    C{max_connections} at once, and C{max_per_address} from one client: one
+    IPv4 address, or one IPv6 network of C{ipv6_prefix} bits (a /64 by
+    default), see L{client_key}.
     """
 
     log = Logger()
@@ -54,19 +58,22 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
         *,
         max_connections: int,
         max_per_address: int,
+        ipv6_prefix: int = 64,
+        ipv4_prefix: int = 32,
     ) -> None:
         super().__init__(creator, False, wrappedFactory, clock)
         self._clock = clock
         self.max_connections = max_connections
         self.max_per_address = max_per_address
+        self.ipv6_prefix = ipv6_prefix
+        self.ipv4_prefix = ipv4_prefix
         self.per_address: Counter[str] = Counter()
         self._hosts: dict[TLSMemoryBIOProtocol, str] = {}
         self._refused_since_report = 0
         self._report: IDelayedCall | None = None
 
     def buildProtocol(self, addr: IAddress) -> TLSMemoryBIOProtocol | None:  # type: ignore[override]
-        # UNIX sockets and the like share one count.
-        host = peer_host(addr) or "local"
+        host = self.client_key(addr)
         if len(self._hosts) >= self.max_connections:
             self._refuse(host, f"{self.max_connections} connections in total")
             return None
@@ -77,6 +84,16 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
         self._hosts[protocol] = host
         self.per_address[host] += 1
         return protocol
+
+    def client_key(self, addr: IAddress) -> str:
+        """
+        Who C{addr} is for the limit per client: its L{client_key}; UNIX
+        sockets and the like share one count.
+        """
+        host = peer_host(addr)
+        if host is None:
+            return "local"
+        return client_key(host, self.ipv6_prefix, self.ipv4_prefix)
 
     def unregisterProtocol(self, protocol: Any) -> None:
         super().unregisterProtocol(protocol)
@@ -135,12 +152,16 @@ class GuardedTLSServerEndpoint:
         *,
         max_connections: int,
         max_per_address: int,
+        ipv6_prefix: int = 64,
+        ipv4_prefix: int = 32,
     ) -> None:
         self.wrapped = wrapped
         self.creator = creator
         self.clock = clock
         self.max_connections = max_connections
         self.max_per_address = max_per_address
+        self.ipv6_prefix = ipv6_prefix
+        self.ipv4_prefix = ipv4_prefix
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         listening: Deferred[IListeningPort] = self.wrapped.listen(
@@ -150,6 +171,8 @@ class GuardedTLSServerEndpoint:
                 self.clock,
                 max_connections=self.max_connections,
                 max_per_address=self.max_per_address,
+                ipv6_prefix=self.ipv6_prefix,
+                ipv4_prefix=self.ipv4_prefix,
             )
         )
         return listening

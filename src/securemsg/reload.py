@@ -6,7 +6,10 @@ L{CertificateReloader} loads the TLS material again (certificate, key with
 the same passphrase source as at start, client CA and CRL), checks the new
 set completely, and only then swaps the context that new handshakes use.
 If anything is wrong, the old set stays in service.  Connections already
-made are never touched.
+made keep their TLS session, but their client certificates are checked
+again against the new client CA and CRL: a client whose certificate is now
+revoked, or no longer issued by a client CA, is disconnected (an operator
+loses their rights with it).
 
 It runs on SIGHUP, on an operator's C{/reload}, and (with C{--watch-certs})
 when the files change on disk.
@@ -26,7 +29,14 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from securemsg import certs
-from securemsg.tls import LoadedTLS, ServerTLS, TLSConfigError, TLSSettings, load_tls
+from securemsg.tls import (
+    ClientCertificateCheck,
+    LoadedTLS,
+    ServerTLS,
+    TLSConfigError,
+    TLSSettings,
+    load_tls,
+)
 
 #: How often --watch-certs looks at the files.
 WATCH_INTERVAL: Final = 5.0
@@ -47,6 +57,10 @@ class CertificateReloader:
     Holds the TLS material in service and replaces it, transactionally.
 
     @ivar current: what is in service now.
+    @ivar recheck: given how the new material judges client certificates,
+        disconnects the connected clients it no longer accepts and says how
+        many (L{securemsg.server.ChatServerFactory.recheck_certificates});
+        L{None} if there is nobody to check.
     """
 
     log = Logger()
@@ -57,11 +71,13 @@ class CertificateReloader:
         creator: ServerTLS,
         current: LoadedTLS,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        recheck: Callable[[ClientCertificateCheck], int] | None = None,
     ) -> None:
         self.settings = settings
         self.creator = creator
         self.current = current
         self._now = now
+        self.recheck = recheck
 
     def reload(self, why: str = "reload requested") -> tuple[bool, str]:
         """
@@ -88,7 +104,17 @@ class CertificateReloader:
             old=_describe(old),
             new=_describe(loaded),
         )
-        return True, f"reloaded: now serving {_describe(loaded)}"
+        message = f"reloaded: now serving {_describe(loaded)}"
+        check = loaded.client_certificate_check()
+        if check is not None and self.recheck is not None:
+            dropped = self.recheck(check)
+            if dropped:
+                message += (
+                    f"; disconnected {dropped} client"
+                    f"{'s' if dropped > 1 else ''} whose certificate is no longer"
+                    " accepted"
+                )
+        return True, message
 
     def expiry_warnings(self) -> list[str]:
         """Warnings about the certificate in service (expired, expiring)."""
@@ -110,7 +136,8 @@ class ReloadService(Service):
     Reloads the certificates on SIGHUP, and when the files change if asked
     to; warns each day while the certificate is close to expiry; and checks
     at start that the files can still be read after twistd dropped
-    privileges (C{--uid}/C{--gid}), or a reload would fail.
+    privileges (C{--uid}/C{--gid}), or a reload would fail, and that client
+    certificates are not checked without a CRL (revoking would do nothing).
     """
 
     log = Logger()
@@ -131,6 +158,7 @@ class ReloadService(Service):
     def startService(self) -> None:
         super().startService()
         self._check_readable()
+        self._check_revocation()
         if hasattr(signal, "SIGHUP"):
             self._previous_handler = signal.signal(signal.SIGHUP, self._on_sighup)
         self._signatures = self._current_signatures()
@@ -161,6 +189,16 @@ class ReloadService(Service):
                     path=path,
                     uid=os.getuid(),
                 )
+
+    def _check_revocation(self) -> None:
+        settings = self.reloader.settings
+        if settings.client_ca_path is not None and settings.crl_path is None:
+            self.log.warn(
+                "client certificates are checked against {ca} without a CRL"
+                " (--crl): a revoked certificate is still accepted (give the"
+                " CA's crl.pem with --crl)",
+                ca=settings.client_ca_path,
+            )
 
     def _current_signatures(self) -> dict[str, tuple[int, int, int] | None]:
         return {path: _signature(path) for path in self.reloader.settings.files()}

@@ -305,7 +305,8 @@ class Chat:
             connection of the same holder is closed).  Without one, the
             participant is a guest with a new unique name.
         @param fingerprint: the client certificate's fingerprint (for bans).
-        @param address: the client's IP address (for bans of guests).
+        @param address: the client's IP address, or the network that
+            stands for its client (an IPv6 /64), by which a guest is banned.
         @return: the name given to the participant.
         """
         self._hand_out_held()
@@ -664,8 +665,8 @@ class Chat:
     def ban(self, participant: IChatParticipant, name: str) -> None:
         """
         (Operators) keep someone out for good: a certificate holder by the
-        certificate's fingerprint, a guest by IP address; and disconnect
-        them.
+        certificate's fingerprint, a guest by IP address (an IPv6 guest by
+        its /64, or what C{--ipv6-prefix} says); and disconnect them.
         """
         if not self._operator(participant, "/ban"):
             return
@@ -685,7 +686,8 @@ class Chat:
             what = f"certificate {membership.fingerprint}"
         elif membership.address is not None:
             self.state.addresses[membership.address] = entry
-            what = f"address {membership.address}"
+            kind = "network" if "/" in membership.address else "address"
+            what = f"{kind} {membership.address}"
         else:
             participant.deliver(
                 wire.Error(f"{target.name} cannot be banned: no certificate or address")

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
+from cryptography import x509
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ConnectionDone
@@ -39,6 +40,9 @@ from securemsg.history import History
 from securemsg.interfaces import IChatParticipant
 from securemsg.limits import Limits
 from securemsg.room import Chat
+
+if TYPE_CHECKING:
+    from securemsg.tls import ClientCertificateCheck
 
 #: How long someone else's arrival or departure may wait to be written, so
 #: that those of a burst of connections (a restart, a reconnect storm, a
@@ -174,12 +178,17 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         if self.limits.idle_timeout:
             self.setTimeout(self.limits.idle_timeout)
         identity, fingerprint = self._client_certificate()
+        if identity is not None and not self._certificate_still_accepted():
+            return
         address = peer_host(self.transport.getPeer())
         # An address ban is for guests: a certificate holder may share the
         # banned guest's address (the same NAT, say) and is known anyway.
         ban = self.factory.chat.state.banned(
             fingerprint, address if identity is None else None
         )
+        # A guest is banned by the address that stands for its client (its
+        # IPv6 /64), as it is counted in the limit per address.
+        client = None if address is None else self.limits.client_key(address)
         if ban is not None:
             self.log.info(
                 "{peer} refused: banned by {by} (as {name})",
@@ -198,7 +207,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             ],
             identity=identity,
             fingerprint=fingerprint,
-            address=address,
+            address=client,
         )
         if identity is not None:
             self.log.info(
@@ -218,13 +227,82 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         The name and fingerprint of the client's certificate, if it gave one
         (it was verified in the handshake against the client CA).
         """
+        chain = self.client_certificates()
+        if not chain:
+            return None, None
+        identity = identity_from_certificate(chain[0])
+        return identity, certs.fingerprint(chain[0])
+
+    def client_certificates(self) -> list[x509.Certificate]:
+        """
+        The certificate the client gave in the TLS handshake, then any
+        intermediates it sent with it; empty if it gave none.
+        """
         get = getattr(self.transport, "getPeerCertificate", None)
         peer = get() if get is not None else None
         if peer is None:
-            return None, None
-        certificate = peer.to_cryptography()
-        identity = identity_from_certificate(certificate)
-        return identity, certs.fingerprint(certificate)
+            return []
+        chain = [peer.to_cryptography()]
+        handle = getattr(self.transport, "getHandle", lambda: None)()
+        sent = handle.get_peer_cert_chain(as_cryptography=True) if handle else None
+        # A server is given the intermediates only (OpenSSL leaves the
+        # client's own certificate out), but be sure.
+        chain += [c for c in sent or () if c != chain[0]]
+        return chain
+
+    def _certificate_still_accepted(self) -> bool:
+        """
+        Whether the client certificate still passes the checks of the
+        material reloaded since this handshake began (it was verified with
+        what was in service then); if not, say so and close.
+        """
+        check = self.factory.certificate_check
+        problem = check(self.client_certificates()) if check is not None else None
+        if problem is None:
+            return True
+        self.log.info(
+            "{peer} refused: client certificate no longer accepted after a"
+            " reload ({problem})",
+            peer=self.peer,
+            problem=problem,
+        )
+        self._joined = False
+        self.deliver(
+            wire.Error(f"your client certificate is no longer accepted: {problem}")
+        )
+        self._close()
+        return False
+
+    def recheck_certificate(self) -> bool:
+        """
+        After a reload: if the client joined with a certificate that the
+        reloaded material no longer accepts (revoked by the new CRL, or no
+        longer issued by a client CA), tell it, log it, and disconnect it;
+        it loses whatever its name gave it (an operator's rights) at once.
+
+        @return: whether it was disconnected.
+        """
+        check = self.factory.certificate_check
+        if not self._joined or check is None:
+            return False
+        chain = self.client_certificates()
+        problem = check(chain) if chain else None
+        if problem is None:
+            return False
+        self.log.warn(
+            "{peer} ({name}) disconnected: client certificate {fingerprint} is no"
+            " longer accepted after the reload ({problem})",
+            peer=self.peer,
+            name=self.name,
+            fingerprint=certs.fingerprint(chain[0]),
+            problem=problem,
+        )
+        why = "client certificate no longer accepted"
+        self.factory.chat.leave(self, why)
+        self.disconnect(
+            f"your client certificate is no longer accepted: {problem}", why
+        )
+        return True
 
     # Sending
 
@@ -536,6 +614,8 @@ class ChatServerFactory(Factory):
     @ivar clock: the time source for timeouts.
     @ivar limits: the L{Limits} each connection is held to.
     @ivar open_connections: every connection, joined or still in its handshake.
+    @ivar certificate_check: how the TLS material reloaded last judges client
+        certificates (L{recheck_certificates}); L{None} before any reload.
     """
 
     noisy = False
@@ -597,6 +677,8 @@ class ChatServerFactory(Factory):
         self._last_events_text: bytes | None = None
         self._last_events_json: bytes | None = None
         self.shutting_down = False
+        # Set by the first certificate reload (see recheck_certificates).
+        self.certificate_check: ClientCertificateCheck | None = None
 
     def encode(self, event: wire.Event, json: bool) -> bytes:
         """
@@ -684,6 +766,20 @@ class ChatServerFactory(Factory):
 
     def buildProtocol(self, addr: IAddress | None) -> ChatServerProtocol:  # type: ignore[override]
         return ChatServerProtocol(self)
+
+    def recheck_certificates(self, check: ClientCertificateCheck) -> int:
+        """
+        Apply reloaded TLS material to the clients that were verified with
+        the material before it: whoever's certificate C{check} now finds
+        fault with is disconnected (L{ChatServerProtocol.recheck_certificate}),
+        and a handshake still under way is checked again when it is done.
+
+        @return: how many clients were disconnected.
+        """
+        self.certificate_check = check
+        return sum(
+            protocol.recheck_certificate() for protocol in list(self.open_connections)
+        )
 
     def shut_down(self) -> Deferred[None]:
         """

@@ -20,6 +20,7 @@ from typing import Any, Final
 from twisted.logger import Logger
 
 from securemsg import wire
+from securemsg.limits import covering_key
 
 VERSION: Final = 1
 
@@ -55,8 +56,10 @@ def _ban(data: Any) -> Ban:
 @dataclass
 class ServerState:
     """
-    Bans by certificate fingerprint and by IP address, the message of the
-    day, and the names of certificate holders seen (reserved for them).
+    Bans by certificate fingerprint and by IP address (or the network
+    that stands for one client, such as an IPv6 /64: see
+    L{securemsg.limits.client_key}), the message of the day, and the names
+    of certificate holders seen (reserved for them).
 
     @ivar path: where it is saved; L{None} keeps it in memory only.
     """
@@ -166,16 +169,22 @@ class ServerState:
     # Bans
 
     def banned(self, fingerprint: str | None, address: str | None) -> Ban | None:
-        """The ban that keeps this certificate or address out, if any."""
+        """
+        The ban that keeps this certificate or IP address out, if any: a
+        ban of the address, or of a network it is in.
+        """
         if fingerprint is not None and fingerprint in self.fingerprints:
             return self.fingerprints[fingerprint]
-        if address is not None and address in self.addresses:
-            return self.addresses[address]
+        if address is not None:
+            banned = covering_key(self.addresses, address)
+            if banned is not None:
+                return self.addresses[banned]
         return None
 
     def unban(self, target: str) -> list[str]:
         """
-        Lift the bans on a name, a fingerprint or an address.
+        Lift the bans on a name, a fingerprint, or an address (and so the
+        ban of a network it is in).
 
         @return: what was unbanned.
         """
@@ -183,7 +192,11 @@ class ServerState:
         key = wire.name_key(target)
         for bans in (self.fingerprints, self.addresses):
             for banned, ban in list(bans.items()):
-                if banned == target or wire.name_key(ban.name) == key:
+                if (
+                    banned == target
+                    or wire.name_key(ban.name) == key
+                    or (bans is self.addresses and covering_key([banned], target))
+                ):
                     del bans[banned]
                     lifted.append(banned)
         return lifted

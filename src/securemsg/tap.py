@@ -59,7 +59,23 @@ def _positive_seconds(value: str) -> float:
     return number
 
 
+def _ipv6_prefix(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 128:
+        raise ValueError(f"{number} is not a prefix length from 1 to 128")
+    return number
+
+
+def _ipv4_prefix(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 32:
+        raise ValueError(f"{number} is not a prefix length from 1 to 32")
+    return number
+
+
 _positive.coerceDoc = "At least 1."  # type: ignore[attr-defined]
+_ipv6_prefix.coerceDoc = "1 to 128."  # type: ignore[attr-defined]
+_ipv4_prefix.coerceDoc = "1 to 32."  # type: ignore[attr-defined]
 _seconds.coerceDoc = ""  # type: ignore[attr-defined]
 _positive_seconds.coerceDoc = ""  # type: ignore[attr-defined]
 _DEFAULTS = Limits()
@@ -138,7 +154,8 @@ class Options(usage.Options):
             None,
             None,
             "Verify client certificates against this CA file (mutual TLS); a"
-            " verified client's name is its certificate's.",
+            " verified client's name is its certificate's. Give --crl too, or"
+            " revoked certificates are accepted.",
         ],
         [
             "client-auth",
@@ -147,7 +164,13 @@ class Options(usage.Options):
             "With --client-ca: 'required' (no certificate, no entry) or"
             " 'optional' (clients without one are guests, shown as ~name).",
         ],
-        ["crl", None, None, "Refuse client certificates this CRL (PEM) revokes."],
+        [
+            "crl",
+            None,
+            None,
+            "Refuse client certificates this CRL (PEM) revokes; a reload of it"
+            " also disconnects their connected holders.",
+        ],
         [
             "operators",
             None,
@@ -223,8 +246,24 @@ class Options(usage.Options):
             "max-per-ip",
             None,
             _DEFAULTS.max_per_address,
-            "Connections held at once from one IP address.",
+            "Connections held at once from one client: one IPv4 address, or one"
+            " IPv6 /64 (see --ipv6-prefix).",
             _positive,
+        ],
+        [
+            "ipv6-prefix",
+            None,
+            _DEFAULTS.ipv6_prefix,
+            "IPv6 addresses that share this many leading bits are one client,"
+            " for --max-per-ip and for a guest's /ban (128: each address).",
+            _ipv6_prefix,
+        ],
+        [
+            "ipv4-prefix",
+            None,
+            _DEFAULTS.ipv4_prefix,
+            "The same for IPv4 (32: each address is one client).",
+            _ipv4_prefix,
         ],
         [
             "flood-burst",
@@ -371,6 +410,8 @@ class Options(usage.Options):
             idle_timeout=self["idle-timeout"],
             max_connections=self["max-connections"],
             max_per_address=self["max-per-ip"],
+            ipv6_prefix=self["ipv6-prefix"],
+            ipv4_prefix=self["ipv4-prefix"],
             flood_burst=self["flood-burst"],
             flood_rate=self["flood-rate"],
             flood_disconnect=self["flood-disconnect"],
@@ -451,6 +492,7 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         limits=limits,
         chat=chat,
     )
+    reloader.recheck = factory.recheck_certificates
     endpoints = [
         (description, tls.tls_server_endpoint(reactor, description, creator, limits))
         for description in options.endpoint_descriptions()

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from getpass import getpass
@@ -75,6 +75,11 @@ PASSPHRASE_ENVIRONMENT_VARIABLE: Final = "SECUREMSG_KEY_PASSPHRASE"  # noqa: S10
 #: The key file looked for beside the certificate when the certificate file
 #: has no key in it and none is named.
 DEFAULT_KEY_NAME: Final = "private.key"
+
+#: Why a client's certificate (first) and the intermediates it sent would
+#: not verify now, or L{None} if they would; see
+#: L{LoadedTLS.client_certificate_check}.
+ClientCertificateCheck = Callable[[Sequence[x509.Certificate]], str | None]
 
 
 class TLSConfigError(Exception):
@@ -372,6 +377,36 @@ class LoadedTLS:
     client_cas: list[x509.Certificate]
     crl: x509.CertificateRevocationList | None
 
+    def client_certificate_check(self) -> ClientCertificateCheck | None:
+        """
+        How a new handshake would judge a client certificate with this
+        material (verified by OpenSSL against the client CAs and the CRL,
+        as in the handshake, at the time of each check): for the
+        connections made before it was loaded.
+
+        @return: L{None} if client certificates are not checked at all.
+        """
+        if not self.client_cas:
+            return None
+        store = crypto.X509Store()
+        for ca in self.client_cas:
+            store.add_cert(crypto.X509.from_cryptography(ca))
+        if self.crl is not None:
+            store.add_crl(self.crl)
+            store.set_flags(crypto.X509StoreFlags.CRL_CHECK)
+
+        def check(chain: Sequence[x509.Certificate]) -> str | None:
+            if not chain:
+                return "no certificate"
+            leaf, *intermediates = (crypto.X509.from_cryptography(c) for c in chain)
+            try:
+                crypto.X509StoreContext(store, leaf, intermediates).verify_certificate()
+            except crypto.X509StoreContextError as error:
+                return str(error)
+            return None
+
+        return check
+
 
 def _load_client_cas(path: str) -> list[x509.Certificate]:
     try:
@@ -493,7 +528,8 @@ def tls_server_endpoint(
     such as C{tcp:50000:interface=::}) and speaks TLS made by C{creator}.
 
     @param limits: hold at most its C{max_connections} and
-        C{max_per_address} connections, refusing more before any TLS work
+        C{max_per_address} connections (per client, as its prefix lengths
+        say), refusing more before any TLS work
         (L{Limits}' defaults if not given).
     @raise TLSConfigError: if C{description} asks for TLS itself.
     """
@@ -517,4 +553,6 @@ def tls_server_endpoint(
         reactor,
         max_connections=limits.max_connections,
         max_per_address=limits.max_per_address,
+        ipv6_prefix=limits.ipv6_prefix,
+        ipv4_prefix=limits.ipv4_prefix,
     )
