@@ -19,6 +19,7 @@ from pathlib import Path
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
@@ -32,6 +33,7 @@ from ._loopback import (
     Waiters,
     bounded,
     greeting,
+    reactor,
 )
 
 
@@ -368,3 +370,41 @@ class TutorialClientTests(LoopbackServerTestCase):
                 "*** guest-2 left (connection lost)",
             ],
         )
+
+    async def test_tutorial_chat_without_newlines(self) -> None:
+        """
+        Two clients behave like the tutorial's multi-client chat: each sends
+        three messages without a newline, one second apart, and stays
+        connected.  Each sees the other's messages one per line, attributed
+        by the server, within a second of their sending (the server takes a
+        quiet period of L{Limits.line_flush} as their end).  The two are
+        interleaved half a second apart, so the test takes about 3 s.
+        """
+        ca, server = _certs.default_ca_and_server()
+        await self.serve(*server.write(self.directory))
+        alice = await self.connect(ca.cert_pem())
+        self.assertEqual(await alice.next_lines(1), [greeting("guest-1")])
+        bob = await self.connect(ca.cert_pem())
+        self.assertEqual(await bob.next_lines(1), [greeting("guest-2")])
+        self.assertEqual(await alice.next_lines(1), ["*** guest-2 joined"])
+
+        start = reactor.seconds()
+        schedule = [
+            (index + offset, sender, receiver, f"[{name}] message {index + 1}")
+            for index in range(3)
+            for offset, sender, receiver, name in [
+                (0.0, alice, bob, "alice"),
+                (0.5, bob, alice, "bob"),
+            ]
+        ]
+        for at, sender, receiver, message in schedule:
+            await deferLater(reactor, max(0.0, start + at - reactor.seconds()))
+            sent = reactor.seconds()
+            sender.transport.write(message.encode())
+            guest = "guest-1" if sender is alice else "guest-2"
+            self.assertEqual(
+                await bounded(receiver.next_lines(1), message, 1.0),
+                [f"[{guest}] {message}"],
+            )
+            self.assertLess(reactor.seconds() - sent, 1.0)
+        self.assertEqual((alice.unread, bob.unread), ([], []))
