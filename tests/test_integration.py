@@ -24,6 +24,8 @@ from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
 from securemsg import certs
+from securemsg.guard import how_to_connect
+from securemsg.limits import Limits
 
 from . import _certs
 from ._loopback import (
@@ -308,25 +310,49 @@ class ChatOverTLSTests(LoopbackServerTestCase):
 
     async def test_garbage_instead_of_tls(self) -> None:
         """
-        Clients that send plain text, or a broken TLS record, to the TLS port
-        are disconnected by the server without ever joining (they get no chat
+        A client that sends a broken TLS record to the TLS port is
+        disconnected by the server without ever joining (it gets no chat
         line, at most a TLS alert record), and the others keep chatting.
         """
         alice, bob, carol = await self.three_named()
-        senders = [
-            GarbageSender(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"),
-            # A handshake record whose ClientHello is five bytes of nonsense.
-            GarbageSender(b"\x16\x03\x01\x00\x05hello"),
-        ]
-        for index, garbage in enumerate(senders, start=3):
-            await self.connect_plain(garbage)
-            await garbage.wait_closed()
+        # A handshake record whose ClientHello is five bytes of nonsense.
+        garbage = GarbageSender(b"\x16\x03\x01\x00\x05hello")
+        await self.connect_plain(garbage)
+        await garbage.wait_closed()
+        server_side = await self.factory.connection(3)
+        await bounded(server_side.ended.wait(), "the server's connectionLost")
+        self.assertFalse(server_side.was_joined)
+        if garbage.received:
+            # A TLS record of type 21: an alert, not chat text.
+            self.assertEqual(garbage.received[:1], b"\x15")
+        carol.send(b"did something happen?")
+        self.assertEqual(await alice.next_lines(1), ["[carol] did something happen?"])
+        self.assertEqual(await bob.next_lines(1), ["[carol] did something happen?"])
+
+    async def test_plain_text_told_how_to_connect(self) -> None:
+        """
+        A plain-text client (as C{nc} or C{telnet}) and a browser's HTTP
+        request on the TLS port each get one plain line saying how to
+        connect (the browser as an HTTP error's body), no TLS byte, and are
+        closed without ever joining; the TLS clients keep chatting.
+        """
+        alice, bob, carol = await self.three_named()
+        line = how_to_connect(self.port).encode() + b"\r\n"
+        typed = GarbageSender(b"hello?\n")
+        browser = GarbageSender(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        for index, client in enumerate([typed, browser], start=3):
+            await self.connect_plain(client)
+            await client.wait_closed()
+            self.assertTrue(client.ended.value.check(ConnectionDone))
             server_side = await self.factory.connection(index)
             await bounded(server_side.ended.wait(), "the server's connectionLost")
             self.assertFalse(server_side.was_joined)
-            if garbage.received:
-                # A TLS record of type 21: an alert, not chat text.
-                self.assertEqual(garbage.received[:1], b"\x15")
+        self.assertEqual(typed.received, line)
+        self.assertTrue(
+            browser.received.startswith(b"HTTP/1.0 400 Bad Request\r\n"),
+            browser.received,
+        )
+        self.assertTrue(browser.received.endswith(b"\r\n\r\n" + line))
         carol.send(b"did something happen?")
         self.assertEqual(await alice.next_lines(1), ["[carol] did something happen?"])
         self.assertEqual(await bob.next_lines(1), ["[carol] did something happen?"])
@@ -408,3 +434,33 @@ class TutorialClientTests(LoopbackServerTestCase):
             )
             self.assertLess(reactor.seconds() - sent, 1.0)
         self.assertEqual((alice.unread, bob.unread), ([], []))
+
+
+class PlainTextOverTheLimitTests(LoopbackServerTestCase):
+    """
+    The connection limits come before the plain-text answer.
+    """
+
+    async def test_refused_before_any_answer(self) -> None:
+        """
+        With one connection allowed per address and held by a TLS client,
+        a plain-text client is closed with no answer at all; once the TLS
+        client has gone, the next one is told how to connect.
+        """
+        ca, server = _certs.default_ca_and_server()
+        await self.serve(*server.write(self.directory), Limits(max_per_address=1))
+        holder = await self.connect(ca.cert_pem())
+        self.assertEqual(await holder.next_lines(1), [greeting("guest-1")])
+        refused = GarbageSender(b"hello?\n")
+        await self.connect_plain(refused)
+        await refused.wait_closed()
+        self.assertEqual(refused.received, b"")
+        holder.transport.loseConnection()
+        await holder.wait_closed()
+        await bounded(self.factory.connections[0].ended.wait(), "the server's end")
+        answered = GarbageSender(b"hello?\n")
+        await self.connect_plain(answered)
+        await answered.wait_closed()
+        self.assertEqual(
+            answered.received, how_to_connect(self.port).encode() + b"\r\n"
+        )
