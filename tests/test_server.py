@@ -6,6 +6,7 @@ sharing one factory.
 import json
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.base import DelayedCall
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -461,7 +462,7 @@ class UnterminatedLineTests(SynchronousTestCase):
         self.alice.lines()
         self.bob.lines()
 
-    def line_timers(self) -> list[object]:
+    def line_timers(self) -> list[DelayedCall]:
         """The quiet-period timers still pending on the clock."""
         return [
             call
@@ -493,6 +494,26 @@ class UnterminatedLineTests(SynchronousTestCase):
             self.assertEqual(self.bob.lines(), [])
         self.clock.advance(self.quiet * 0.25)
         self.assertEqual(self.bob.lines(), ["[alice] hello world"])
+
+    def test_rest_read_after_the_due_timer_joins_the_line(self) -> None:
+        """
+        A busy reactor runs the timers that are due before it reads: when
+        the quiet period is over by the clock while the rest of the line is
+        waiting to be read, the server reads once more before it decides,
+        and the line stays whole.
+        """
+        self.alice.send(b"hel")
+        # The reactor was busy: time passed, then it runs the due timer ...
+        self.clock.rightNow += self.quiet * 2
+        [due] = self.line_timers()
+        self.clock.calls.remove(due)
+        due.func()
+        self.assertEqual(self.bob.lines(), [])
+        # ... and only then reads what came in the meantime.
+        self.alice.send(b"lo\n")
+        self.clock.advance(self.quiet * 2)
+        self.assertEqual(self.bob.lines(), ["[alice] hello"])
+        self.assertEqual(self.line_timers(), [])
 
     def test_messages_apart_are_separate_lines(self) -> None:
         """

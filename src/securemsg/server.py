@@ -139,6 +139,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self._queue: list[bytes] | None = None
         # Set here for the reason given for the name above.
         self._line_timer = None
+        self._line_looked_again = False
 
     def connectionMade(self) -> None:
         # Not logged: the join and the disconnection are, with the peer (two
@@ -351,6 +352,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         timer = self._line_timer
         delay = self.limits.line_flush
         if delay and self._buffer and not self.transport.disconnecting:
+            self._line_looked_again = False
             if timer is not None:
                 timer.reset(delay)
             else:
@@ -364,6 +366,14 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         Nothing came for the quiet period: what waits without a newline is
         a whole line.
         """
+        if not self._line_looked_again:
+            # A busy reactor runs the timers that are due before it reads:
+            # the rest of the line may be waiting unread.  Decide after one
+            # more round of reading (which restarts the period if it brings
+            # anything).
+            self._line_looked_again = True
+            self._line_timer = self.factory.clock.callLater(0, self._line_end)
+            return
         self._line_timer = None
         if self.transport.disconnecting:
             return
