@@ -31,6 +31,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from securemsg import ChatServerFactory, ChatServerProtocol, tls
+from securemsg.limits import Limits
 
 # The global reactor, typed for what these tests use of it.
 reactor: Any = _global_reactor
@@ -262,13 +263,19 @@ class LoopbackServerTestCase(TestCase):
         self.factory = ObservedChatServerFactory(reactor)
         self.listening: IListeningPort | None = None
 
-    async def serve(self, cert_path: str, key_path: str) -> None:
-        """Listen with the certificate and key in these files."""
+    async def serve(
+        self, cert_path: str, key_path: str, limits: Limits | None = None
+    ) -> None:
+        """
+        Listen with the certificate and key in these files (and the
+        connection limits of C{limits}, if given).
+        """
         credentials = tls.load_credentials(cert_path, key_path)
         endpoint = tls.tls_server_endpoint(
             reactor,
             "tcp:0:interface=127.0.0.1",
             tls.ServerTLS(tls.make_server_context(credentials)),
+            limits,
         )
         self.listening = await bounded(endpoint.listen(self.factory), "listening")
         self.port = self.listening.getHost().port

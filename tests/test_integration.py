@@ -19,10 +19,13 @@ from pathlib import Path
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Protocol
+from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
 from securemsg import certs
+from securemsg.guard import how_to_connect
+from securemsg.limits import Limits
 
 from . import _certs
 from ._loopback import (
@@ -32,6 +35,7 @@ from ._loopback import (
     Waiters,
     bounded,
     greeting,
+    reactor,
 )
 
 
@@ -306,25 +310,49 @@ class ChatOverTLSTests(LoopbackServerTestCase):
 
     async def test_garbage_instead_of_tls(self) -> None:
         """
-        Clients that send plain text, or a broken TLS record, to the TLS port
-        are disconnected by the server without ever joining (they get no chat
+        A client that sends a broken TLS record to the TLS port is
+        disconnected by the server without ever joining (it gets no chat
         line, at most a TLS alert record), and the others keep chatting.
         """
         alice, bob, carol = await self.three_named()
-        senders = [
-            GarbageSender(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"),
-            # A handshake record whose ClientHello is five bytes of nonsense.
-            GarbageSender(b"\x16\x03\x01\x00\x05hello"),
-        ]
-        for index, garbage in enumerate(senders, start=3):
-            await self.connect_plain(garbage)
-            await garbage.wait_closed()
+        # A handshake record whose ClientHello is five bytes of nonsense.
+        garbage = GarbageSender(b"\x16\x03\x01\x00\x05hello")
+        await self.connect_plain(garbage)
+        await garbage.wait_closed()
+        server_side = await self.factory.connection(3)
+        await bounded(server_side.ended.wait(), "the server's connectionLost")
+        self.assertFalse(server_side.was_joined)
+        if garbage.received:
+            # A TLS record of type 21: an alert, not chat text.
+            self.assertEqual(garbage.received[:1], b"\x15")
+        carol.send(b"did something happen?")
+        self.assertEqual(await alice.next_lines(1), ["[carol] did something happen?"])
+        self.assertEqual(await bob.next_lines(1), ["[carol] did something happen?"])
+
+    async def test_plain_text_told_how_to_connect(self) -> None:
+        """
+        A plain-text client (as C{nc} or C{telnet}) and a browser's HTTP
+        request on the TLS port each get one plain line saying how to
+        connect (the browser as an HTTP error's body), no TLS byte, and are
+        closed without ever joining; the TLS clients keep chatting.
+        """
+        alice, bob, carol = await self.three_named()
+        line = how_to_connect(self.port).encode() + b"\r\n"
+        typed = GarbageSender(b"hello?\n")
+        browser = GarbageSender(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        for index, client in enumerate([typed, browser], start=3):
+            await self.connect_plain(client)
+            await client.wait_closed()
+            self.assertTrue(client.ended.value.check(ConnectionDone))
             server_side = await self.factory.connection(index)
             await bounded(server_side.ended.wait(), "the server's connectionLost")
             self.assertFalse(server_side.was_joined)
-            if garbage.received:
-                # A TLS record of type 21: an alert, not chat text.
-                self.assertEqual(garbage.received[:1], b"\x15")
+        self.assertEqual(typed.received, line)
+        self.assertTrue(
+            browser.received.startswith(b"HTTP/1.0 400 Bad Request\r\n"),
+            browser.received,
+        )
+        self.assertTrue(browser.received.endswith(b"\r\n\r\n" + line))
         carol.send(b"did something happen?")
         self.assertEqual(await alice.next_lines(1), ["[carol] did something happen?"])
         self.assertEqual(await bob.next_lines(1), ["[carol] did something happen?"])
@@ -367,4 +395,72 @@ class TutorialClientTests(LoopbackServerTestCase):
                 "[guest-2] one message without a newline",
                 "*** guest-2 left (connection lost)",
             ],
+        )
+
+    async def test_tutorial_chat_without_newlines(self) -> None:
+        """
+        Two clients behave like the tutorial's multi-client chat: each sends
+        three messages without a newline, one second apart, and stays
+        connected.  Each sees the other's messages one per line, attributed
+        by the server, within a second of their sending (the server takes a
+        quiet period of L{Limits.line_flush} as their end).  The two are
+        interleaved half a second apart, so the test takes about 3 s.
+        """
+        ca, server = _certs.default_ca_and_server()
+        await self.serve(*server.write(self.directory))
+        alice = await self.connect(ca.cert_pem())
+        self.assertEqual(await alice.next_lines(1), [greeting("guest-1")])
+        bob = await self.connect(ca.cert_pem())
+        self.assertEqual(await bob.next_lines(1), [greeting("guest-2")])
+        self.assertEqual(await alice.next_lines(1), ["*** guest-2 joined"])
+
+        start = reactor.seconds()
+        schedule = [
+            (index + offset, sender, receiver, f"[{name}] message {index + 1}")
+            for index in range(3)
+            for offset, sender, receiver, name in [
+                (0.0, alice, bob, "alice"),
+                (0.5, bob, alice, "bob"),
+            ]
+        ]
+        for at, sender, receiver, message in schedule:
+            await deferLater(reactor, max(0.0, start + at - reactor.seconds()))
+            sent = reactor.seconds()
+            sender.transport.write(message.encode())
+            guest = "guest-1" if sender is alice else "guest-2"
+            self.assertEqual(
+                await bounded(receiver.next_lines(1), message, 1.0),
+                [f"[{guest}] {message}"],
+            )
+            self.assertLess(reactor.seconds() - sent, 1.0)
+        self.assertEqual((alice.unread, bob.unread), ([], []))
+
+
+class PlainTextOverTheLimitTests(LoopbackServerTestCase):
+    """
+    The connection limits come before the plain-text answer.
+    """
+
+    async def test_refused_before_any_answer(self) -> None:
+        """
+        With one connection allowed per address and held by a TLS client,
+        a plain-text client is closed with no answer at all; once the TLS
+        client has gone, the next one is told how to connect.
+        """
+        ca, server = _certs.default_ca_and_server()
+        await self.serve(*server.write(self.directory), Limits(max_per_address=1))
+        holder = await self.connect(ca.cert_pem())
+        self.assertEqual(await holder.next_lines(1), [greeting("guest-1")])
+        refused = GarbageSender(b"hello?\n")
+        await self.connect_plain(refused)
+        await refused.wait_closed()
+        self.assertEqual(refused.received, b"")
+        holder.transport.loseConnection()
+        await holder.wait_closed()
+        await bounded(self.factory.connections[0].ended.wait(), "the server's end")
+        answered = GarbageSender(b"hello?\n")
+        await self.connect_plain(answered)
+        await answered.wait_closed()
+        self.assertEqual(
+            answered.received, how_to_connect(self.port).encode() + b"\r\n"
         )

@@ -6,6 +6,7 @@ connection limits, and graceful shutdown.
 
 from __future__ import annotations
 
+from OpenSSL import SSL
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
@@ -15,7 +16,13 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from securemsg import tls, wire
-from securemsg.guard import REFUSAL_LOG_INTERVAL, GuardedTLSFactory
+from securemsg.guard import (
+    REFUSAL_LOG_INTERVAL,
+    GuardedTLSFactory,
+    TLSOnlyProtocol,
+    how_to_connect,
+    looks_like_tls,
+)
 from securemsg.limits import Limits, client_key, covering_key
 from securemsg.room import Chat
 from securemsg.server import ChatServerFactory, ChatServerProtocol
@@ -606,3 +613,135 @@ class ClientKeyTests(SynchronousTestCase):
             self.assertEqual(covering_key(keys, host), key, host)
         # The bits of an IPv4 address are not an IPv6 network's.
         self.assertIsNone(covering_key(["::/64"], "0.0.0.1"))
+
+
+class PlainTextClientTests(SynchronousTestCase):
+    """
+    A client whose first bytes are not TLS is told in one plain line how to
+    connect, and closed, without its bytes reaching OpenSSL; the guard's
+    limits come first.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.factory = GuardedTLSFactory(
+            tls.ServerTLS(server_context()),
+            ChatServerFactory(self.clock),
+            self.clock,
+            max_connections=4,
+            max_per_address=1,
+        )
+        self.factory.doStart()
+        self.openssl_input: list[bytes] = []
+
+    def connect(self, port: int = 1) -> tuple[TLSOnlyProtocol, StringTransport]:
+        """A connection from 127.0.0.1:C{port} to the server's port 50000."""
+        protocol = self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
+        assert isinstance(protocol, TLSOnlyProtocol)
+        transport = StringTransport(
+            hostAddress=IPv4Address("TCP", "127.0.0.1", 50000),
+            peerAddress=IPv4Address("TCP", "127.0.0.1", port),
+        )
+        protocol.makeConnection(transport)
+        connection = protocol._tlsConnection
+        bio_write = connection.bio_write
+
+        def recording(data: bytes) -> int:
+            self.openssl_input.append(data)
+            return bio_write(data)
+
+        self.patch(connection, "bio_write", recording)
+        return protocol, transport
+
+    def test_plain_text_told_how_to_connect(self) -> None:
+        """
+        Plain text (C{nc}, C{telnet}) gets one line naming the port and the
+        commands to connect with, then a close; nothing it sent reaches
+        OpenSSL, and no TLS byte is sent.  The server logs the end once,
+        with the reason, and the connection no longer counts.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"hello\n")
+        protocol.dataReceived(b"anyone there?\n")
+        self.assertEqual(
+            transport.value(),
+            b"securemsg: this is a TLS chat server and this connection is not"
+            b" TLS; connect with TLS, e.g.: securemsg chat HOST:50000 or"
+            b" openssl s_client -connect HOST:50000\r\n",
+        )
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.openssl_input, [])
+        with capturedLogs() as events:
+            protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(
+            [line for line in log_text(events) if "disconnected" in line],
+            [
+                "127.0.0.1:1 (not joined) disconnected:"
+                " NotTLSError: not TLS; told how to connect"
+            ],
+        )
+        self.assertEqual(self.factory.per_address, {})
+        self.assertEqual(self.openssl_input, [])
+
+    def test_http_request_gets_an_http_answer(self) -> None:
+        """
+        An HTTP request (a browser, C{curl}) gets the same line as the body
+        of an HTTP error, which browsers show, and a close; no TLS byte.
+        """
+        protocol, transport = self.connect()
+        protocol.dataReceived(b"GET / HTTP/1.1\r\n")
+        line = how_to_connect(50000).encode() + b"\r\n"
+        self.assertEqual(
+            transport.value(),
+            b"HTTP/1.0 400 Bad Request\r\n"
+            b"Content-Type: text/plain; charset=utf-8\r\n"
+            b"Content-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (len(line), line),
+        )
+        self.assertTrue(transport.disconnecting)
+        self.assertEqual(self.openssl_input, [])
+
+    def test_tls_goes_on_to_openssl(self) -> None:
+        """
+        A real ClientHello, even when its first read is a single byte, goes
+        to OpenSSL, and the handshake completes.
+        """
+        protocol, transport = self.connect()
+        client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
+        client.set_connect_state()
+        with self.assertRaises(SSL.WantReadError):
+            client.do_handshake()
+        hello = client.bio_read(65536)
+        protocol.dataReceived(hello[:1])
+        self.assertEqual(transport.value(), b"")
+        protocol.dataReceived(hello[1:])
+        client.bio_write(transport.value())
+        transport.clear()
+        client.do_handshake()
+        protocol.dataReceived(client.bio_read(65536))
+        self.assertTrue(protocol._handshakeDone)
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(self.openssl_input[:2], [hello[:1], hello[1:]])
+
+    def test_only_tls_records_pass(self) -> None:
+        """
+        The first two bytes are checked: a handshake record type of another
+        major version is not TLS either; any other record start is left to
+        OpenSSL to refuse.
+        """
+        self.assertTrue(looks_like_tls(b"\x16"))
+        self.assertTrue(looks_like_tls(b"\x16\x03\x01\x00\x05"))
+        self.assertFalse(looks_like_tls(b"\x16\x48"))
+        self.assertFalse(looks_like_tls(b"G"))
+        self.assertFalse(looks_like_tls(b"\x80\x2e\x01"))  # SSL 2.0's hello.
+
+    def test_guard_refuses_first(self) -> None:
+        """
+        A plain-text client over the connection limits gets no protocol,
+        so no answer: the guard's refusal comes before any look at its
+        bytes.
+        """
+        self.connect(1)
+        self.assertIsNone(
+            self.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 2))
+        )

@@ -6,13 +6,16 @@ sharing one factory.
 import json
 
 from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.base import DelayedCall
 from twisted.internet.error import ConnectionDone, ConnectionLost
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from securemsg import wire
+from securemsg.limits import Limits
 from securemsg.server import (
     ANNOUNCEMENT_DELAY,
     ChatServerFactory,
@@ -440,3 +443,167 @@ class AnnouncementTests(SynchronousTestCase):
         self.assertEqual(self.writes, [b"*** guest-2 joined\n"])
         pending = [call.func for call in self.clock.getDelayedCalls()]
         self.assertNotIn(self.factory.flush_announcements, pending)
+
+
+class UnterminatedLineTests(SynchronousTestCase):
+    """
+    Text without a newline that is followed by nothing for the quiet period
+    (L{Limits.line_flush}) is a whole line, as clients written like the
+    socket tutorial's expect: they send each message without a newline and
+    stay connected.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.quiet = Limits().line_flush
+        self.factory = ChatServerFactory(self.clock, max_line_length=64)
+        self.alice, self.bob = Client(self.factory, 1), Client(self.factory, 2)
+        self.alice.send(b"/nick alice\n")
+        self.alice.lines()
+        self.bob.lines()
+
+    def line_timers(self) -> list[DelayedCall]:
+        """The quiet-period timers still pending on the clock."""
+        return [
+            call
+            for call in self.clock.getDelayedCalls()
+            if getattr(call.func, "__name__", "") == "_line_end"
+        ]
+
+    def test_pause_ends_the_line(self) -> None:
+        """
+        Text without a newline reaches the others once the quiet period has
+        passed, not before, and the connection stays open.
+        """
+        self.alice.send(b"[alice] hi")
+        self.clock.advance(self.quiet * 0.9)
+        self.assertEqual(self.bob.lines(), [])
+        self.clock.advance(self.quiet * 0.1)
+        self.assertEqual(self.bob.lines(), ["[alice] [alice] hi"])
+        self.assertFalse(self.alice.transport.disconnecting)
+        self.assertEqual(self.line_timers(), [])
+
+    def test_pieces_in_quick_succession_are_one_line(self) -> None:
+        """
+        Each piece restarts the quiet period, so a line arriving in pieces,
+        each within the period of the last, is still one line.
+        """
+        for piece in (b"hel", b"lo wo", b"rld"):
+            self.alice.send(piece)
+            self.clock.advance(self.quiet * 0.75)
+            self.assertEqual(self.bob.lines(), [])
+        self.clock.advance(self.quiet * 0.25)
+        self.assertEqual(self.bob.lines(), ["[alice] hello world"])
+
+    def test_rest_read_after_the_due_timer_joins_the_line(self) -> None:
+        """
+        A busy reactor runs the timers that are due before it reads: when
+        the quiet period is over by the clock while the rest of the line is
+        waiting to be read, the server reads once more before it decides,
+        and the line stays whole.
+        """
+        self.alice.send(b"hel")
+        # The reactor was busy: time passed, then it runs the due timer ...
+        self.clock.rightNow += self.quiet * 2
+        [due] = self.line_timers()
+        self.clock.calls.remove(due)
+        due.func()
+        self.assertEqual(self.bob.lines(), [])
+        # ... and only then reads what came in the meantime.
+        self.alice.send(b"lo\n")
+        self.clock.advance(self.quiet * 2)
+        self.assertEqual(self.bob.lines(), ["[alice] hello"])
+        self.assertEqual(self.line_timers(), [])
+
+    def test_messages_apart_are_separate_lines(self) -> None:
+        """
+        Two messages without newlines, a quiet period apart, are two lines,
+        never glued into one.
+        """
+        self.alice.send(b"[alice] hi")
+        self.clock.advance(1)
+        self.alice.send(b"[alice] there")
+        self.clock.advance(1)
+        self.assertEqual(
+            self.bob.lines(), ["[alice] [alice] hi", "[alice] [alice] there"]
+        )
+
+    def test_newline_ends_the_line_at_once(self) -> None:
+        """
+        A newline still ends a line at once and stops the timer; only the
+        unterminated rest of a read waits.
+        """
+        self.alice.send(b"one\ntw")
+        self.assertEqual(self.bob.lines(), ["[alice] one"])
+        self.assertEqual(len(self.line_timers()), 1)
+        self.alice.send(b"o\n")
+        self.assertEqual(self.bob.lines(), ["[alice] two"])
+        self.assertEqual(self.line_timers(), [])
+
+    def test_commands_without_newline(self) -> None:
+        """A command without a newline works once the quiet period has passed."""
+        self.bob.send(b"/nick bob")
+        self.clock.advance(self.quiet)
+        self.assertEqual(self.bob.lines(), ["*** you are now bob"])
+
+    def test_line_at_the_limit(self) -> None:
+        """Unterminated text of exactly the limit is delivered whole."""
+        self.alice.send(b"z" * 64)
+        self.clock.advance(self.quiet)
+        self.assertEqual(self.bob.lines(), ["[alice] " + "z" * 64])
+
+    def test_over_long_text_is_still_refused(self) -> None:
+        """
+        Unterminated text over the limit, even in pieces that each fit, is
+        refused as an over-long line (one error, nothing sent, the
+        connection kept) and thrown away up to its newline, pauses or not;
+        what follows counts as usual, quiet period included.
+        """
+        self.alice.send(b"x" * 40)
+        self.alice.send(b"x" * 40)
+        self.assertEqual(
+            self.alice.lines(), ["!!! line longer than 64 bytes; it was not sent"]
+        )
+        self.alice.send(b"x" * 1000)
+        self.clock.advance(self.quiet * 5)
+        self.assertEqual(self.line_timers(), [])
+        self.alice.send(b"tail\nafter")
+        self.clock.advance(self.quiet)
+        self.assertEqual(self.bob.lines(), ["[alice] after"])
+        self.assertEqual(self.alice.lines(), [])
+        self.assertFalse(self.alice.transport.disconnecting)
+
+    def test_zero_turns_it_off(self) -> None:
+        """
+        With a quiet period of 0, unterminated text waits for its newline
+        (or the end of the connection) however long it takes; no timer.
+        """
+        factory = ChatServerFactory(self.clock, limits=Limits(line_flush=0))
+        alice, bob = Client(factory, 1), Client(factory, 2)
+        alice.lines()
+        bob.lines()
+        alice.send(b"[alice] hi")
+        self.assertEqual(self.line_timers(), [])
+        self.clock.advance(60)
+        self.assertEqual(bob.lines(), [])
+        alice.send(b" there\n")
+        self.assertEqual(bob.lines(), ["[guest-1] [alice] hi there"])
+
+    def test_timer_cancelled_on_connection_lost(self) -> None:
+        """
+        A connection lost while text waits delivers it as its last line, as
+        before, and leaves no timer behind.
+        """
+        self.alice.send(b"last words")
+        self.assertEqual(len(self.line_timers()), 1)
+        self.alice.close()
+        self.assertEqual(self.bob.lines(), ["[alice] last words", "*** alice left"])
+        self.assertEqual(self.line_timers(), [])
+        self.clock.advance(self.quiet)
+        self.assertEqual(self.bob.lines(), [])
+
+    def test_no_timer_while_closing(self) -> None:
+        """What a closing client sends after its /quit starts no timer."""
+        self.alice.send(b"/quit bye\nmore")
+        self.assertTrue(self.alice.transport.disconnecting)
+        self.assertEqual(self.line_timers(), [])

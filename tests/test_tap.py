@@ -79,6 +79,7 @@ class OptionsTests(SynchronousTestCase):
                 "flood-disconnect": 100,
                 "send-queue": 1048576,
                 "shutdown-grace": 5.0,
+                "line-flush": 0.2,
                 "default-room": "#lobby",
                 "announce-max": 200,
                 "history-db": "securemsg-history.sqlite3",
@@ -135,6 +136,7 @@ class OptionsTests(SynchronousTestCase):
             "--flood-disconnect=7",
             "--send-queue=4096",
             "--shutdown-grace=1",
+            "--line-flush=0",
             "--default-room=#hall",
             "--history-db=:memory:",
             "--history-replay=5",
@@ -172,6 +174,7 @@ class OptionsTests(SynchronousTestCase):
                 "flood-disconnect": 7,
                 "send-queue": 4096,
                 "shutdown-grace": 1.0,
+                "line-flush": 0.0,
                 "default-room": "#hall",
                 "announce-max": 200,
                 "history-db": ":memory:",
@@ -202,6 +205,7 @@ class OptionsTests(SynchronousTestCase):
                 flood_disconnect=7,
                 send_queue=4096,
                 shutdown_grace=1.0,
+                line_flush=0.0,
             ),
         )
         self.assertEqual(

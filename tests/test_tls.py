@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from securemsg import ca, tls
 from securemsg.direct import DirectTLSProtocol
-from securemsg.guard import GuardedTLSFactory
+from securemsg.guard import GuardedTLSFactory, TLSOnlyProtocol
 from securemsg.limits import Limits
 from securemsg.server import ChatServerFactory
 
@@ -464,8 +464,10 @@ class EndpointTests(SynchronousTestCase):
 
     def test_default_limits_and_direct_sends(self) -> None:
         """
-        Without limits given, L{Limits}' connection limits apply, and each
-        connection's TLS records are sent at once (L{DirectTLSProtocol}).
+        Without limits given, L{Limits}' connection limits apply, each
+        connection's TLS records are sent at once (L{DirectTLSProtocol}),
+        and a client that does not speak TLS is told how to connect
+        (L{TLSOnlyProtocol}).
         """
         reactor = MemoryReactor()
         endpoint = tls.tls_server_endpoint(
@@ -478,7 +480,8 @@ class EndpointTests(SynchronousTestCase):
             (factory.max_connections, factory.max_per_address),
             (Limits().max_connections, Limits().max_per_address),
         )
-        self.assertIs(factory.protocol, DirectTLSProtocol)
+        self.assertIs(factory.protocol, TLSOnlyProtocol)
+        self.assertTrue(issubclass(TLSOnlyProtocol, DirectTLSProtocol))
 
 
 class ClientCALoadingTests(SynchronousTestCase):

@@ -7,6 +7,10 @@ the connections it holds, in total and per client (an IPv4 address, an
 IPv6 /64: see L{securemsg.limits.client_key}).  A connection over a
 limit gets no protocol at all, so the reactor closes it at once: it costs
 no handshake.  Refusals are logged once per burst, not once per connection.
+
+A connection within the limits whose first bytes are not TLS (C{nc},
+C{telnet}, a browser) is told in one plain line how to connect, and closed
+(L{TLSOnlyProtocol}).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from securemsg.direct import DirectTLSProtocol
@@ -34,6 +39,93 @@ from securemsg.server import peer_host
 
 #: Refusals after the first in a burst are summed up in one line this often.
 REFUSAL_LOG_INTERVAL: Final = 10.0
+
+# A TLS client's first record is a handshake (content type 22) of a TLS
+# version (major version 3: SSL 3.0 to TLS 1.3).
+_HANDSHAKE: Final = 0x16
+_VERSION_MAJOR: Final = 0x03
+
+# The first word of an HTTP request: a browser (or curl) pointed at the port.
+_HTTP_METHODS: Final = frozenset(
+    b"GET HEAD POST PUT DELETE OPTIONS PATCH CONNECT TRACE".split()
+)
+
+
+class NotTLSError(Exception):
+    """A client's first bytes were not TLS: it was told how to connect."""
+
+
+def how_to_connect(port: int | None) -> str:
+    """
+    The line a client that does not speak TLS is told: what this is and
+    how to connect (with the port it came to, if it has one).
+    """
+    address = f"HOST:{port}" if port is not None else "HOST"
+    return (
+        "securemsg: this is a TLS chat server and this connection is not TLS;"
+        f" connect with TLS, e.g.: securemsg chat {address}"
+        f" or openssl s_client -connect {address}"
+    )
+
+
+def looks_like_tls(data: bytes) -> bool:
+    """
+    Whether C{data}, the first bytes of a connection, can start a TLS
+    ClientHello: a handshake record of TLS's major version.
+    """
+    return data[0] == _HANDSHAKE and (len(data) < 2 or data[1] == _VERSION_MAJOR)
+
+
+class TLSOnlyProtocol(DirectTLSProtocol):
+    """
+    The server's TLS protocol (L{DirectTLSProtocol}), which answers a
+    client whose first bytes are not TLS with one plain line saying how to
+    connect, then closes; what such a client sends never reaches OpenSSL.
+
+    A plain-text client (C{nc}, C{telnet}) sees that line; a browser or
+    C{curl} (an HTTP request) gets it as the body of an HTTP error, since
+    they show no answer that is not HTTP.  The wrapped protocol sees the
+    connection end with L{NotTLSError}, and logs it as any other.
+    """
+
+    # The connection turned out not to be TLS: what else comes is dropped.
+    _not_tls = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # One byte checked on the first read; nothing afterwards.
+        self._first_read = True
+        super().__init__(*args, **kwargs)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._first_read and data:
+            self._first_read = False
+            if not looks_like_tls(data):
+                self._not_tls = True
+                self._answer_plain_text(data)
+        if self._not_tls:
+            return
+        super().dataReceived(data)
+
+    def _answer_plain_text(self, data: bytes) -> None:
+        transport = self.transport
+        assert transport is not None  # Set by makeConnection.
+        port = getattr(transport.getHost(), "port", None)
+        line = how_to_connect(port).encode("ascii") + b"\r\n"
+        if data.split(b" ", 1)[0] in _HTTP_METHODS:
+            line = (
+                b"HTTP/1.0 400 Bad Request\r\n"
+                b"Content-Type: text/plain; charset=utf-8\r\n"
+                b"Content-Length: %d\r\n"
+                b"Connection: close\r\n\r\n" % len(line)
+            ) + line
+        # Twisted's TLS layer is left alone: no bytes go into OpenSSL, and
+        # none come out; connectionLost only hands the wrapped protocol this
+        # reason (instead of OpenSSL's view of an unexpected end).
+        self._lostTLSConnection = True
+        self._reason = Failure(NotTLSError("not TLS; told how to connect"))
+        self.disconnecting = True
+        transport.write(line)
+        transport.loseConnection()
 
 
 class GuardedTLSFactory(TLSMemoryBIOFactory):
@@ -47,8 +139,9 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
     log = Logger()
     # Not Twisted's write-aggregating TLS transport: the chat factory
     # already writes once per connection per reactor turn, so it would only
-    # add a timer per connection.  Each TLS record is sent at once.
-    protocol = DirectTLSProtocol
+    # add a timer per connection.  Each TLS record is sent at once.  And a
+    # client that does not speak TLS is told how to connect.
+    protocol = TLSOnlyProtocol
 
     def __init__(
         self,

@@ -36,6 +36,10 @@ class Limits:
     @ivar shutdown_grace: seconds a closing connection (at shutdown, on
         /quit, a kick, a timeout) gets to flush what is queued and close its
         TLS connection cleanly before it is aborted.
+    @ivar line_flush: seconds text without a newline may wait for more
+        before it is taken as a whole line (for clients that send each
+        message without a newline); 0 to wait for the newline (or the end of
+        the connection) however long it takes.
     """
 
     handshake_timeout: float = 10.0
@@ -49,6 +53,7 @@ class Limits:
     flood_disconnect: int = 100
     send_queue: int = 1024 * 1024
     shutdown_grace: float = 5.0
+    line_flush: float = 0.2
 
     def client_key(self, host: str) -> str:
         """L{client_key} with these limits' prefix lengths."""

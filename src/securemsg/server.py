@@ -120,6 +120,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     _resume = False
     _producing = False
     _abort_timer: IDelayedCall | None = None
+    # Runs while text without a newline waits (see _watch_line_end).
+    _line_timer: IDelayedCall | None = None
 
     def __init__(self, factory: ChatServerFactory) -> None:
         self.factory = factory
@@ -139,6 +141,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # one never sends a line.
         self._bucket: TokenBucket | None = None
         self._queue: list[bytes] | None = None
+        # Set here for the reason given for the name above.
+        self._line_timer = None
+        self._line_looked_again = False
 
     def connectionMade(self) -> None:
         # Not logged: the join and the disconnection are, with the peer (two
@@ -400,6 +405,65 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
                 super().dataReceived(b"")
         finally:
             chat.release()
+        self._watch_line_end()
+
+    def _watch_line_end(self) -> None:
+        """
+        After a read: if text without a newline waits, (re)start the quiet
+        period after which it is a whole line (L{Limits.line_flush});
+        otherwise stop it.
+
+        Clients written like the socket tutorial's send each message as one
+        C{send()} without a newline and stay connected; without this their
+        messages would wait for the next newline or the end of the
+        connection.  Each new piece restarts the period, so a line arriving
+        in pieces in quick succession is still one line.  The end of a TLS
+        record is no line end: a client that writes a line in several
+        C{send()} calls sends one record per call, and those often reach the
+        server in separate reads.
+
+        An over-long line being skipped (raw mode, where nothing waits in
+        the buffer) is skipped up to its newline, pauses or not: were a
+        pause to end it, a long line sent slowly would earn an error per
+        pause and its tail would be relayed as a line of its own.
+        """
+        timer = self._line_timer
+        delay = self.limits.line_flush
+        if delay and self._buffer and not self.transport.disconnecting:
+            self._line_looked_again = False
+            if timer is not None:
+                timer.reset(delay)
+            else:
+                self._line_timer = self.factory.clock.callLater(delay, self._line_end)
+        elif timer is not None:
+            self._line_timer = None
+            timer.cancel()
+
+    def _line_end(self) -> None:
+        """
+        Nothing came for the quiet period: what waits without a newline is
+        a whole line.
+        """
+        if not self._line_looked_again:
+            # A busy reactor runs the timers that are due before it reads:
+            # the rest of the line may be waiting unread.  Decide after one
+            # more round of reading (which restarts the period if it brings
+            # anything).
+            self._line_looked_again = True
+            self._line_timer = self.factory.clock.callLater(0, self._line_end)
+            return
+        self._line_timer = None
+        if self.transport.disconnecting:
+            return
+        # At most MAX_LENGTH bytes: LineReceiver refuses a longer buffer as
+        # an over-long line the moment it grows past the limit.
+        pending, self._buffer = self._buffer, b""
+        chat = self.factory.chat
+        chat.hold()
+        try:
+            self.lineReceived(pending)
+        finally:
+            chat.release()
 
     def lineReceived(self, line: bytes) -> None:
         if not self._joined:
@@ -578,6 +642,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         if self._abort_timer is not None and self._abort_timer.active():
             self._abort_timer.cancel()
         self._abort_timer = None
+        if self._line_timer is not None:
+            self._line_timer.cancel()
+            self._line_timer = None
         self.setTimeout(None)
         self._queue = None
         self._outgoing.clear()

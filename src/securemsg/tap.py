@@ -302,6 +302,15 @@ class Options(usage.Options):
             " cut off.",
             _seconds,
         ],
+        [
+            "line-flush",
+            None,
+            _DEFAULTS.line_flush,
+            "Seconds text without a newline may wait for more before it is"
+            " taken as a whole line, for clients that send messages without"
+            " one (0: wait for the newline).",
+            _seconds,
+        ],
     ]
 
     def __init__(self) -> None:
@@ -417,6 +426,7 @@ class Options(usage.Options):
             flood_disconnect=self["flood-disconnect"],
             send_queue=self["send-queue"],
             shutdown_grace=self["shutdown-grace"],
+            line_flush=self["line-flush"],
         )
 
     def endpoint_descriptions(self) -> list[str]:
