@@ -131,7 +131,8 @@ class CertificateNameTests(ChatCase):
             ],
         )
         self.assertEqual(
-            bystander.take(), ["*** Alice is now known as guest-3", "*** alice joined"]
+            bystander.take(),
+            ["*** ~Alice is now known as ~guest-3", "*** alice joined"],
         )
         self.assertEqual(self.chat.names(), ["guest-3", "guest-2", "alice"])
 
@@ -245,6 +246,71 @@ class GuestMarkTests(ChatCase):
         self.send(self.guest_one, "/who")
         self.assertEqual(self.guest_one.take(), ["*** 2 here: alice, ~bob"])
 
+    def test_join_and_part_notices(self) -> None:
+        """
+        Others see a guest's arrival in and departure from a room with the
+        mark, and so does the guest (it is how they are shown).
+        """
+        self.send(self.alice, "/join #dev")
+        self.alice.take()
+        self.send(self.guest_one, "/join #dev")
+        self.assertEqual(self.alice.take(), ["*** ~bob joined #dev"])
+        self.assertEqual(self.guest_one.take()[0], "*** ~bob joined #dev")
+        self.send(self.guest_one, "/part #dev")
+        self.assertEqual(self.alice.take(), ["*** ~bob left #dev"])
+        self.assertEqual(self.guest_one.take(), ["*** ~bob left #dev"])
+
+    def test_arrival_in_the_default_room(self) -> None:
+        """A guest's arrival on the server is announced with the mark."""
+        newcomer = self.guest()
+        self.assertEqual(self.alice.take(), [f"*** ~{newcomer.name} joined"])
+
+    def test_departure_notice(self) -> None:
+        """A guest's disconnection is announced with the mark."""
+        self.chat.leave(self.guest_one, "connection lost")
+        self.assertEqual(self.alice.take(), ["*** ~bob left (connection lost)"])
+
+    def test_rename_notice(self) -> None:
+        """
+        Both names in a guest's rename carry the mark for others; the guest
+        is told their bare new name.
+        """
+        self.send(self.guest_one, "/nick carol")
+        self.assertEqual(self.alice.take(), ["*** ~bob is now known as ~carol"])
+        self.assertEqual(self.guest_one.take(), ["*** you are now carol"])
+
+    def test_rename_by_arriving_holder(self) -> None:
+        """
+        A guest renamed because the holder of their name arrived is shown
+        with the mark on both names.
+        """
+        self.send(self.guest_one, "/nick carol")
+        self.alice.take()
+        self.verified("carol", BOB)
+        self.assertEqual(
+            self.alice.take(),
+            ["*** ~carol is now known as ~guest-2", "*** carol joined"],
+        )
+
+    def test_topic_setter(self) -> None:
+        """
+        A topic a guest set reads as set by the guest, never as by the
+        certificate holder of the same name.
+        """
+        self.send(self.guest_one, "/topic guest rules")
+        self.assertEqual(
+            self.alice.take(), ["*** topic of #lobby: guest rules (set by ~bob)"]
+        )
+        self.send(self.alice, "/topic")
+        self.assertEqual(
+            self.alice.take(), ["*** topic of #lobby: guest rules (set by ~bob)"]
+        )
+        self.guest_one.take()
+        self.send(self.alice, "/topic holder rules")
+        self.assertEqual(
+            self.guest_one.take(), ["*** topic of #lobby: holder rules (set by alice)"]
+        )
+
     def test_no_mark_without_certificates(self) -> None:
         """A server that checks no certificates marks nobody."""
         self.chat = self.make_chat(certificates=False)
@@ -345,7 +411,7 @@ class OperatorTests(ChatCase):
             self.alice.take(),
             [
                 "*** banned guest-1 (address 192.0.2.3)",
-                "*** guest-1 left (banned by alice)",
+                "*** ~guest-1 left (banned by alice)",
             ],
         )
         self.assertIsNotNone(self.carol.disconnected)
@@ -361,7 +427,7 @@ class OperatorTests(ChatCase):
         self.assertEqual(
             self.alice.take(),
             [
-                "*** guest-2 joined",
+                "*** ~guest-2 joined",
                 "!!! guest-2 cannot be banned: no certificate or address",
             ],
         )
@@ -421,7 +487,7 @@ class OperatorTests(ChatCase):
         self.chat.join(newcomer, lambda name: [wire.Notice(f"hello {name}")])
         self.assertEqual(newcomer.take(), ["*** hello guest-2", "*** motd: be kind"])
         self.send(self.alice, "/motd -")
-        self.assertEqual(self.carol.take(), ["*** guest-2 joined", "*** motd: (none)"])
+        self.assertEqual(self.carol.take(), ["*** ~guest-2 joined", "*** motd: (none)"])
         self.assertEqual(self.state.motd, "")
 
     def test_reload(self) -> None:

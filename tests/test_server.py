@@ -431,6 +431,16 @@ class AnnouncementTests(SynchronousTestCase):
         self.clock.advance(0)
         self.assertEqual(self.writes, [b"*** guest-1 joined #dev\n"])
 
+    def test_guests_own_arrival_not_delayed(self) -> None:
+        """
+        Nor is a guest's, told with the guest mark C{~} where client
+        certificates are checked: it is still its own.
+        """
+        self.factory.chat.certificates = True
+        self.member.dataReceived(b"/join #dev\n")
+        self.clock.advance(0)
+        self.assertEqual(self.writes, [b"*** ~guest-1 joined #dev\n"])
+
     def test_stopping_writes_what_waits(self) -> None:
         """When the factory stops, waiting announcements are written."""
         self.factory.doStart()

@@ -360,12 +360,13 @@ class Chat:
             return
         self._hand_out_held()
         neighbours = self._neighbours(participant, arrivals_and_departures=True)
+        label = self.label(participant)
         for room in list(self._members[participant].rooms.values()):
             self._remove(participant, room)
         del self._members[participant]
         del self._by_name[wire.name_key(participant.name)]
         if announce:
-            event = wire.Departed(participant.name, wire.sanitize(reason))
+            event = wire.Departed(label, wire.sanitize(reason))
             for member in neighbours:
                 member.deliver(event)
 
@@ -399,13 +400,14 @@ class Chat:
             membership.current = room
             participant.deliver(wire.Notice(f"{room.name} is now your current room"))
             return
+        joined = wire.Joined(self.label(participant), room.name)
         if self._announces(room):
-            room.broadcast(wire.Joined(participant.name, room.name))
+            room.broadcast(joined)
         room.add(participant)
         membership.rooms[key] = room
         membership.current = room
         if room.name != self.default_room:
-            participant.deliver(wire.Joined(participant.name, room.name))
+            participant.deliver(joined)
             if room.topic:
                 participant.deliver(self._topic(room))
         past = self.history.recent(room.name)[-self.replay :] if self.replay else []
@@ -424,7 +426,7 @@ class Chat:
             what = room_name or "any room"
             participant.deliver(wire.Error(f"you are not in {wire.sanitize(what)}"))
             return
-        event = wire.Parted(participant.name, room.name)
+        event = wire.Parted(self.label(participant), room.name)
         self._remove(participant, room)
         participant.deliver(event)
         if self._announces(room):
@@ -462,7 +464,9 @@ class Chat:
             participant.deliver(self._topic(room))
             return
         room.topic = wire.sanitize(text)
-        room.topic_setter = participant.name
+        # As others see the setter: a guest's topic must not read as set
+        # by the certificate holder of the same name.
+        room.topic_setter = self.label(participant)
         room.broadcast(self._topic(room))
 
     def list_rooms(self, participant: IChatParticipant) -> None:
@@ -592,11 +596,12 @@ class Chat:
 
     def _change_name(self, participant: IChatParticipant, new_name: str) -> None:
         old_name = participant.name
+        old_label = self.label(participant)
         del self._by_name[wire.name_key(old_name)]
         participant.name = new_name
         self._by_name[wire.name_key(new_name)] = participant
         participant.deliver(wire.Renamed(old_name, new_name, you=True))
-        event = wire.Renamed(old_name, new_name)
+        event = wire.Renamed(old_label, self.label(participant))
         for member in self._neighbours(participant):
             member.deliver(event)
         self.log.info("{old} is now known as {new}", old=old_name, new=new_name)

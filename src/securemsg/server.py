@@ -233,7 +233,10 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # Written once per reactor turn (see ChatServerFactory.flush): one
         # TLS record and one system call for all the lines of a turn.
         if not self._flush_due:
-            if isinstance(event, _ANNOUNCEMENTS) and event.name != self.name:
+            if (
+                isinstance(event, _ANNOUNCEMENTS)
+                and event.name.removeprefix("~") != self.name
+            ):
                 # Someone else's arrival or departure can wait a little for
                 # others to share its record (see ANNOUNCEMENT_DELAY).
                 if not self._outgoing:
