@@ -21,7 +21,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import ca, wire
+from securemsg import ca, jsonwire, wire
 from securemsg.room import Chat, ReloadResult
 from securemsg.server import ANNOUNCEMENT_DELAY, ChatServerFactory
 from securemsg.state import Ban, ServerState
@@ -380,6 +380,22 @@ class OperatorTests(ChatCase):
         self.assertNotIn(self.bob, self.chat)
         self.assertEqual(self.alice.take(), [f"*** bob left ({why})"])
         self.assertEqual(self.carol.take(), [f"*** bob left ({why})"])
+
+    def test_quit_message_is_not_a_kick(self) -> None:
+        """
+        Parting words that read like a kick are shown as the leaver's own
+        words, unlike a real kick, in text and in JSON.
+        """
+        self.chat.leave(self.bob, message="kicked by alice: spamming")
+        quit_line = '*** bob left, saying "kicked by alice: spamming"'
+        self.assertEqual(self.alice.take(), [quit_line])
+        self.send(self.alice, "/kick guest-1 spamming")
+        kick_line = "*** ~guest-1 left (kicked by alice: spamming)"
+        self.assertEqual(self.alice.take(), [kick_line])
+        self.assertNotEqual(
+            jsonwire.event_to_json(wire.Departed("bob", message="kicked by alice")),
+            jsonwire.event_to_json(wire.Departed("bob", "kicked by alice")),
+        )
 
     def test_kick_nobody(self) -> None:
         """/kick of a name nobody has says so."""

@@ -203,7 +203,7 @@ class RoomsTests(ChatTestCase):
         await self.expect(carol, "*** alice joined #ops")
         carol.send(b"/quit bye")
         await self.expect(carol, "*** goodbye")
-        await self.expect(alice, "*** carol left (bye)")
+        await self.expect(alice, '*** carol left, saying "bye"')
         await self.nothing_more(alice, bob)
         await carol.wait_closed()
 
@@ -423,9 +423,9 @@ class JSONTests(ChatTestCase):
             await self.expect(other, "*** alice is now known as alicia")
         carol.send(b"/quit bye")
         await self.expect(carol, "*** goodbye")
-        await self.expect(bob, "*** carla left (bye)")
+        await self.expect(bob, '*** carla left, saying "bye"')
         await self.expect_json(
-            alice, {"type": "quit", "name": "carla", "reason": "bye"}
+            alice, {"type": "quit", "name": "carla", "reason": "", "message": "bye"}
         )
         await carol.wait_closed()
 
@@ -452,17 +452,26 @@ class JSONTests(ChatTestCase):
         await self.expect(alice, "*** you are alicia")
         await self.nothing_more(alice, bob)
 
-    async def test_quit_reason_in_json(self) -> None:
-        """A JSON quit's message reaches the others as its reason."""
+    async def test_quit_message_in_json(self) -> None:
+        """
+        A JSON quit's message reaches the others as the user's message, not
+        as the server's reason: C{/quit kicked by alice} is no kick.
+        """
         alice, bob = await self.people("alice", "bob")
         alice.send(b"/format json")
         await self.expect_json(alice, {"type": "notice", "text": "format is now json"})
         bob.send(b"/format json")
         await self.expect_json(bob, {"type": "notice", "text": "format is now json"})
-        self.send_json(bob, {"type": "quit", "message": "see you"})
+        self.send_json(bob, {"type": "quit", "message": "kicked by alice: spam"})
         await self.expect_json(bob, {"type": "notice", "text": "goodbye"})
         await self.expect_json(
-            alice, {"type": "quit", "name": "bob", "reason": "see you"}
+            alice,
+            {
+                "type": "quit",
+                "name": "bob",
+                "reason": "",
+                "message": "kicked by alice: spam",
+            },
         )
         await bob.wait_closed()
 

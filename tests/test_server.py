@@ -122,7 +122,20 @@ class ServerProtocolTests(SynchronousTestCase):
         self.assertEqual(bob.lines(), ["*** goodbye"])
         self.assertTrue(bob.transport.disconnecting)
         bob.protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(alice.lines(), ["*** bob left (off to lunch)"])
+        self.assertEqual(alice.lines(), ['*** bob left, saying "off to lunch"'])
+
+    def test_quit_like_a_kick(self) -> None:
+        """
+        A /quit message that reads like a kick is shown quoted, as the
+        quitter's words; even when the connection then breaks, no
+        "connection lost" is added to it.
+        """
+        alice, bob = self.pair()
+        bob.send(b"/quit kicked by alice: spamming\n")
+        bob.protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(
+            alice.lines(), ['*** bob left, saying "kicked by alice: spamming"']
+        )
 
     def test_invalid_utf8(self) -> None:
         """Invalid UTF-8 gets an error; the connection carries on."""
@@ -182,7 +195,7 @@ class ServerProtocolTests(SynchronousTestCase):
         alice, bob = self.pair()
         alice.send(b"/quit off to lunch")
         alice.close()
-        self.assertEqual(bob.lines(), ["*** alice left (off to lunch)"])
+        self.assertEqual(bob.lines(), ['*** alice left, saying "off to lunch"'])
         clock = self.factory.clock
         assert isinstance(clock, MemoryReactorClock)
         pending = [call.func for call in clock.getDelayedCalls() if call.active()]

@@ -349,12 +349,22 @@ class Chat:
             self._change_name(holder, self._next_guest_name())
 
     def leave(
-        self, participant: IChatParticipant, reason: str = "", *, announce: bool = True
+        self,
+        participant: IChatParticipant,
+        reason: str = "",
+        *,
+        announce: bool = True,
+        message: str = "",
     ) -> None:
         """
         Let a participant go and (unless C{announce} is false) tell those
         who share a room with them.  Leaving twice, or leaving without having
         joined, does nothing.
+
+        @param reason: the server's reason (a kick, a timeout, a lost
+            connection), if any.
+        @param message: the participant's own parting words (C{/quit
+            MESSAGE}), shown as theirs, never as a reason.
         """
         if participant not in self._members:
             return
@@ -366,7 +376,7 @@ class Chat:
         del self._members[participant]
         del self._by_name[wire.name_key(participant.name)]
         if announce:
-            event = wire.Departed(label, wire.sanitize(reason))
+            event = wire.Departed(label, wire.sanitize(reason), wire.sanitize(message))
             for member in neighbours:
                 member.deliver(event)
 

@@ -112,6 +112,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     _queued_bytes = 0
     _lost: list[Deferred[None]] | None = None
     _quit_reason = ""
+    # What the client said with /quit (None: it did not quit).
+    _quit_message: str | None = None
     # True when LineReceiver stopped at an over-long line with more after it.
     _resume = False
     _producing = False
@@ -352,7 +354,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         if command is None:
             return
         if isinstance(command, wire.Quit):
-            self._quit_reason = command.reason
+            self._quit_message = command.reason
             self.deliver(wire.Notice("goodbye"))
             self._close()
             return
@@ -516,12 +518,15 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         if self._joined:
             if self._quit_reason:
                 farewell = self._quit_reason
-            elif reason.check(ConnectionDone):
+            elif reason.check(ConnectionDone) or self._quit_message is not None:
                 farewell = ""
             else:
                 farewell = "connection lost"
             self.factory.chat.leave(
-                self, farewell, announce=not self.factory.shutting_down
+                self,
+                farewell,
+                announce=not self.factory.shutting_down,
+                message=self._quit_message or "",
             )
         lost, self._lost = self._lost or [], None
         for waiter in lost:

@@ -596,14 +596,22 @@ class Parted:
 
 @dataclass(frozen=True, slots=True)
 class Departed:
-    """C{name} disconnected, saying C{reason} (or why the server dropped them)."""
+    """
+    C{name} disconnected: C{reason} is the server's word for why (it dropped
+    them, or the connection broke), C{message} their own C{/quit} message.
+
+    The two look different, so that nobody's parting words can pass for
+    the server's (C{/quit kicked by alice} is not a kick).
+    """
 
     name: str
     reason: str = ""
+    message: str = ""
 
     def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
         why = f" ({self.reason})" if self.reason else ""
-        return f"{NOTICE_PREFIX}{self.name} left{why}"
+        said = f', saying "{self.message}"' if self.message else ""
+        return f"{NOTICE_PREFIX}{self.name} left{why}{said}"
 
 
 @dataclass(frozen=True, slots=True)
