@@ -9,7 +9,7 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from securemsg import wire
+from securemsg import jsonwire, wire
 from securemsg.history import MemoryHistory
 from securemsg.interfaces import IChatParticipant
 from securemsg.room import Chat
@@ -263,8 +263,8 @@ class RoomsTests(SynchronousTestCase):
         self.alice.take()
         self.chat.handle(self.alice, wire.Rooms())
         self.assertEqual(self.alice.take(), ["*** rooms: #lobby (3), #dev (1)"])
-        self.chat.handle(self.bob, wire.Who("#dev"))
-        self.assertEqual(self.bob.take(), ["*** 1 in #dev: alice"])
+        self.chat.handle(self.alice, wire.Who("#dev"))
+        self.assertEqual(self.alice.take(), ["*** 1 in #dev: alice"])
         self.chat.handle(self.bob, wire.Who())
         self.assertEqual(self.bob.take(), ["*** 3 here: alice, bob, carol"])
         self.chat.handle(self.alice, wire.Topic())
@@ -279,6 +279,50 @@ class RoomsTests(SynchronousTestCase):
             [
                 "*** bob joined #dev",
                 "*** topic of #dev: release ^[ friday (set by alice)",
+            ],
+        )
+
+    def test_who_is_for_members(self) -> None:
+        """
+        /who of a room one is not in is refused as for any other room
+        command, whether the room exists or not; joining it shows it.
+        """
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        self.bob.take()
+        self.chat.handle(self.bob, wire.Who("#dev"))
+        self.assertEqual(self.bob.take(), ["!!! you are not in #dev; /join it first"])
+        self.chat.handle(self.bob, wire.Who("#nowhere"))
+        self.assertEqual(
+            self.bob.take(), ["!!! you are not in #nowhere; /join it first"]
+        )
+        self.chat.handle(self.bob, wire.Join("#dev"))
+        self.bob.take()
+        self.chat.handle(self.bob, wire.Who("#DEV"))
+        self.assertEqual(self.bob.take(), ["*** 2 in #dev: alice, bob"])
+
+    def test_rooms_shows_topics_to_members_only(self) -> None:
+        """
+        /rooms lists every room with its size to anyone, but a room's topic
+        only to its members (JSON: C{null} for the others).
+        """
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        self.chat.handle(self.alice, wire.Topic("the secret plan"))
+        seen: list[wire.Event] = []
+        self.patch(self.bob, "deliver", seen.append)
+        self.patch(self.alice, "deliver", seen.append)
+        self.chat.handle(self.bob, wire.Rooms())
+        self.chat.handle(self.alice, wire.Rooms())
+        self.assertEqual(
+            [jsonwire.event_to_json(event)["rooms"] for event in seen],
+            [
+                [
+                    {"name": "#lobby", "members": 3, "topic": ""},
+                    {"name": "#dev", "members": 1, "topic": None},
+                ],
+                [
+                    {"name": "#lobby", "members": 3, "topic": ""},
+                    {"name": "#dev", "members": 1, "topic": "the secret plan"},
+                ],
             ],
         )
 

@@ -156,11 +156,13 @@ class RoomsTests(ChatTestCase):
             "*** rooms: #lobby (3), #dev (2)",
             "*** 2 in #dev: alice, bob",
             "*** 3 here: alice, bob, carol",
-            "!!! there is no room #nowhere",
+            "!!! you are not in #nowhere; /join it first",
         )
         carol.send(b"/who", b"/who #dev")
         await self.expect(
-            carol, "*** 3 here: alice, bob, carol", "*** 2 in #dev: alice, bob"
+            carol,
+            "*** 3 here: alice, bob, carol",
+            "!!! you are not in #dev; /join it first",
         )
 
         # The topic is told to the room it belongs to.

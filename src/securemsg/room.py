@@ -480,26 +480,35 @@ class Chat:
         room.broadcast(self._topic(room))
 
     def list_rooms(self, participant: IChatParticipant) -> None:
-        """Tell a participant which rooms there are."""
+        """
+        Tell a participant which rooms there are, with how many are in
+        each; the topic only of the rooms they are in (see L{who}).
+        """
+        mine = self._members[participant].rooms
         participant.deliver(
             wire.RoomList(
                 tuple(
-                    wire.RoomInfo(room.name, len(room.members), room.topic)
-                    for room in self.rooms.values()
+                    wire.RoomInfo(
+                        room.name,
+                        len(room.members),
+                        room.topic if key in mine else None,
+                    )
+                    for key, room in self.rooms.items()
                 )
             )
         )
 
     def who(self, participant: IChatParticipant, room_name: str | None) -> None:
-        """Tell a participant who is in a room (the current one by default)."""
-        if room_name is None:
-            room = self._target_room(participant, None)
-        else:
-            room = self.room(room_name)
-            if room is None:
-                participant.deliver(
-                    wire.Error(f"there is no room {wire.sanitize(room_name)[:25]}")
-                )
+        """
+        Tell a participant who is in a room they are in (the current one by
+        default).
+
+        What happens in a room (its lines, topic, history and who is there)
+        is for its members: anyone may join, but nobody reads a room
+        without being seen in it.  Only the rooms' names and sizes are
+        public (L{list_rooms}).
+        """
+        room = self._target_room(participant, room_name)
         if room is not None:
             labels = tuple(self.label(member) for member in room.members)
             participant.deliver(wire.WhoList(room.name, labels))

@@ -311,7 +311,7 @@ COMMANDS: Final = (
     ("/part [#ROOM]", "leave a room (default: the current one)"),
     ("/say #ROOM TEXT", "send TEXT to one of your rooms"),
     ("/rooms", "list the rooms"),
-    ("/who [#ROOM]", "list who is in a room"),
+    ("/who [#ROOM]", "list who is in one of your rooms"),
     ("/topic [TEXT]", "show or set the current room's topic"),
     ("/history [#ROOM|NAME] [N]", "show past messages"),
     ("/msg NAME TEXT", "send TEXT to NAME only"),
@@ -663,11 +663,14 @@ class WhoList:
 
 @dataclass(frozen=True, slots=True)
 class RoomInfo:
-    """One room in a L{RoomList}."""
+    """
+    One room in a L{RoomList}: its topic only for a room the asker is in
+    (L{None} for the others).
+    """
 
     name: str
     members: int
-    topic: str = ""
+    topic: str | None = ""
 
 
 @dataclass(frozen=True, slots=True)
