@@ -263,9 +263,43 @@ class SqliteHistoryTests(TestCase):
             self.query("SELECT type, name FROM sqlite_master ORDER BY name"),
             [
                 ("table", "messages"),
+                ("index", "messages_by_pair"),
                 ("index", "messages_by_room"),
-                ("index", "messages_private"),
             ],
+        )
+
+    async def test_private_messages_of_version_1_never_shown(self) -> None:
+        """
+        Private messages stored by version 1, looked up by a bare name that
+        any guest could take, are not offered again after the migration to
+        version 2 (they age out); room messages are kept, and new private
+        messages between the same names are found.
+        """
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        for statement in history_module._MIGRATIONS[0]:
+            connection.execute(statement)
+        connection.execute("PRAGMA user_version = 1")
+        connection.execute(
+            "INSERT INTO messages (time, room, room_key, kind, sender, recipient,"
+            " text) VALUES (?, NULL, NULL, 'private', 'alice', 'bob', 'old'),"
+            " (?, '#dev', '#dev', 'message', 'alice', NULL, 'kept')",
+            (START, START),
+        )
+        connection.close()
+        history = self.open(store_private=True)
+        self.assertEqual(self.query("PRAGMA user_version"), [(2,)])
+        self.assertEqual(
+            await bounded(history.fetch_private("alice", "bob", 10), "fetch"), []
+        )
+        new = wire.PrivateMessage("Bob", "alice", "new", START + 1)
+        history.record(new)
+        self.assertEqual(
+            await bounded(history.fetch_private("alice", "BOB", 10), "fetch"),
+            replayed(new),
+        )
+        self.assertEqual(
+            await bounded(history.fetch("#dev", 10), "fetch"),
+            replayed(say("alice", "kept", "#dev", START)),
         )
 
     def test_empty_file(self) -> None:

@@ -22,6 +22,7 @@ from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
 from securemsg import ca, jsonwire, wire
+from securemsg.history import MemoryHistory
 from securemsg.room import Chat, ReloadResult
 from securemsg.server import ANNOUNCEMENT_DELAY, ChatServerFactory
 from securemsg.state import Ban, ServerState
@@ -326,6 +327,108 @@ class GuestMarkTests(ChatCase):
                 "[guest-1 -> guest-2] psst",
                 "*** 2 here: guest-1, guest-2",
             ],
+        )
+
+
+class PrivateHistoryTests(ChatCase):
+    """
+    Private history (with C{store_private}) belongs to certificate holders:
+    it is kept only between two of them and shown only to one of them.  A
+    guest's name is anyone's once they leave, so nothing a guest says or
+    is told privately is kept, and guests are told so.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.history = MemoryHistory(self.clock, store_private=True)
+        self.chat = self.make_chat(history=self.history)
+
+    def test_whoever_takes_a_guests_name_reads_nothing(self) -> None:
+        """
+        The review's case: guests alice and bob talk privately, alice
+        leaves, mallory takes her name and asks for her conversation with
+        bob (who need not be there): nothing was kept, and mallory is told
+        why.  On a server that checks no certificates (everyone a guest)
+        too.
+        """
+        for certificates in (True, False):
+            self.history = MemoryHistory(self.clock, store_private=True)
+            self.chat = self.make_chat(history=self.history, certificates=certificates)
+            alice, bob = self.guest(), self.guest()
+            self.send(alice, "/nick alice")
+            self.send(bob, "/nick bob")
+            self.send(alice, "/msg bob meet at noon")
+            self.send(bob, "/msg alice the code is 4711")
+            self.chat.leave(alice)
+            self.chat.leave(bob)
+            mallory = self.guest()
+            self.send(mallory, "/nick alice")
+            mallory.take()
+            self.send(mallory, "/history bob")
+            self.assertEqual(
+                mallory.take(),
+                [
+                    "!!! private history is kept only between holders of client"
+                    " certificates; a guest's name can be taken by others, so"
+                    " guests have none"
+                ],
+            )
+            self.assertEqual(
+                self.successResultOf(self.history.fetch_private("alice", "bob", 9)),
+                [],
+            )
+
+    def test_guest_and_holder(self) -> None:
+        """
+        A conversation between a guest and a holder is not kept either:
+        the guest's side of it has no owner.
+        """
+        alice = self.verified("alice", ALICE)
+        gina = self.guest()
+        self.send(gina, "/nick gina")
+        self.send(gina, "/msg alice hello")
+        self.send(alice, "/msg gina hi")
+        self.take_all(alice, gina)
+        self.send(alice, "/history gina")
+        self.assertEqual(alice.take(), ["*** no history for alice <-> gina"])
+        self.send(gina, "/history alice")
+        self.assertIn("guests have none", gina.take()[0])
+
+    def test_holders_read_their_conversation_again(self) -> None:
+        """
+        Between two holders the conversation is kept, and the holder reads
+        it again on a later connection, while no guest can ever take
+        either name to read it.
+        """
+        alice = self.verified("alice", ALICE)
+        bob = self.verified("bob", BOB)
+        self.send(alice, "/msg bob meet at noon")
+        self.chat.leave(alice)
+        self.chat.leave(bob)
+        mallory = self.guest()
+        self.send(mallory, "/nick alice")
+        self.send(mallory, "/history bob")
+        self.assertEqual([line[:3] for line in mallory.take()[-2:]], ["!!!", "!!!"])
+        again = self.verified("alice", ALICE)
+        again.take()
+        self.send(again, "/history bob")
+        self.assertEqual(
+            again.take(),
+            [
+                "*** history of alice <-> bob: 1 message(s)",
+                "~ 2023-11-14T22:13:20Z [alice -> bob] meet at noon",
+                "*** end of history of alice <-> bob",
+            ],
+        )
+
+    def test_invalid_name(self) -> None:
+        """/history of something that is no name is refused, not echoed."""
+        alice = self.verified("alice", ALICE)
+        alice.take()
+        self.send(alice, "/history b\x1bob")
+        self.assertEqual(
+            alice.take(),
+            [f"!!! that name is not allowed; {wire.NAME_RULES}"],
         )
 
 

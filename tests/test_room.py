@@ -411,27 +411,41 @@ class RoomsTests(SynchronousTestCase):
         )
 
     def test_private_messages_not_kept_by_default(self) -> None:
-        """Private messages stay out of the history unless asked for."""
-        self.chat.handle(self.alice, wire.Private("bob", "secret"))
-        self.bob.take()
-        self.chat.handle(self.bob, wire.HistoryRequest("alice"))
-        self.assertEqual(self.bob.take(), ["*** no history for bob <-> alice"])
+        """
+        Private messages stay out of the history unless asked for, even
+        between certificate holders.
+        """
+        chat = Chat(self.clock, certificates=True)
+        one, two = Recorder(), Recorder()
+        chat.join(one, identity="ann")
+        chat.join(two, identity="ben")
+        chat.handle(one, wire.Private("ben", "secret"))
+        two.take()
+        chat.handle(two, wire.HistoryRequest("ann"))
+        self.assertEqual(two.take(), ["*** no history for ben <-> ann"])
 
     def test_private_messages_kept_when_asked(self) -> None:
-        """With store_private, /history NAME shows the conversation."""
-        chat = Chat(self.clock, history=MemoryHistory(self.clock, store_private=True))
+        """
+        With store_private, /history NAME shows a certificate holder their
+        conversation with another holder.
+        """
+        chat = Chat(
+            self.clock,
+            history=MemoryHistory(self.clock, store_private=True),
+            certificates=True,
+        )
         one, two = Recorder(), Recorder()
-        chat.join(one)
-        chat.join(two)
+        chat.join(one, identity="ann")
+        chat.join(two, identity="ben")
         chat.handle(one, wire.Private(two.name, "secret"))
         two.take()
-        chat.handle(two, wire.HistoryRequest(one.name))
+        chat.handle(two, wire.HistoryRequest("ANN"))
         self.assertEqual(
             two.take(),
             [
-                "*** history of guest-2 <-> guest-1: 1 message(s)",
-                "~ 2025-11-27T13:05:22Z [guest-1 -> guest-2] secret",
-                "*** end of history of guest-2 <-> guest-1",
+                "*** history of ben <-> ANN: 1 message(s)",
+                "~ 2025-11-27T13:05:22Z [ann -> ben] secret",
+                "*** end of history of ben <-> ANN",
             ],
         )
 

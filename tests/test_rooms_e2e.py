@@ -254,7 +254,9 @@ class RoomsTests(ChatTestCase):
             "*** history of #lobby: 1 message(s)",
             "~ 2025-11-27T13:08:22Z [bob] lobby line",
             "*** end of history of #lobby",
-            "*** no history for bob <-> alice",
+            "!!! private history is kept only between holders of client"
+            " certificates; a guest's name can be taken by others, so guests"
+            " have none",
         )
         carol.send(b"/history #dev")
         await self.expect(carol, "!!! you are not in #dev; /join it first")
@@ -707,7 +709,10 @@ class RestartTests(TestCase):
         )
         carol.send(b"/nick bob", b"/history alice", b"/history #dev 1")
         await self.expect(
-            carol, "*** you are now bob", "*** no history for bob <-> alice"
+            carol,
+            "*** you are now bob",
+            "!!! private history is kept only between holders of client certificates;"
+            " a guest's name can be taken by others, so guests have none",
         )
         lines = await carol.next_lines(3)
         self.assertEqual(

@@ -235,6 +235,18 @@ class OptionsTests(SynchronousTestCase):
         error = self.assertRaises(UsageError, parse, "--tls-min", "1.1")
         self.assertEqual(str(error), "--tls-min must be one of 1.2, 1.3, not '1.1'")
 
+    def test_store_private_needs_client_ca(self) -> None:
+        """
+        --store-private without --client-ca is a usage error: private
+        history is kept only for certificate holders.
+        """
+        error = self.assertRaises(UsageError, parse, "--store-private")
+        self.assertEqual(
+            str(error),
+            "--store-private needs --client-ca: private history is kept only"
+            " for certificate holders, whose names nobody can take",
+        )
+
     def test_max_line_length_positive(self) -> None:
         """
         --max-line-length must be at least 1.

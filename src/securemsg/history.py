@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from securemsg import wire
 
 #: The schema version this code writes; see L{_MIGRATIONS}.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 #: The statements that take a database from each version to the next.
 _MIGRATIONS: Final = {
@@ -46,6 +46,16 @@ _MIGRATIONS: Final = {
         "CREATE INDEX messages_by_room ON messages (room_key, id)",
         """CREATE INDEX messages_private ON messages (sender, recipient, id)
             WHERE room_key IS NULL""",
+    ],
+    # From 1 to 2: private messages belong to the pair of certificate
+    # holders who exchanged them (see private_pair).  Those stored before
+    # were looked up by bare name, which any guest could take: they keep
+    # no pair, are never shown again, and age out.
+    1: [
+        "ALTER TABLE messages ADD COLUMN pair TEXT",
+        "DROP INDEX messages_private",
+        """CREATE INDEX messages_by_pair ON messages (pair, id)
+            WHERE pair IS NOT NULL""",
     ],
 }
 
@@ -76,7 +86,10 @@ class History(Protocol):
     def fetch_private(
         self, one: str, other: str, count: int
     ) -> Deferred[list[wire.Replayable]]:
-        """Up to C{count} last private messages between two names."""
+        """
+        Up to C{count} last private messages between two certificate
+        holders' names.
+        """
 
     def close(self) -> Deferred[None]:
         """Write what is pending and let go of any resources."""
@@ -84,6 +97,19 @@ class History(Protocol):
 
 def _room_key(room: str) -> str:
     return wire.name_key(room)
+
+
+def private_pair(one: str, other: str) -> str:
+    """
+    The key of the private conversation between two names, the same from
+    either side and whatever their case.
+
+    Only conversations between certificate holders are kept (the chat
+    decides, see L{securemsg.room.Chat.whisper}), so these names are
+    identities nobody else can take.
+    """
+    first, second = sorted((wire.name_key(one), wire.name_key(other)))
+    return f"{first} {second}"
 
 
 class MemoryHistory:
@@ -141,11 +167,11 @@ class MemoryHistory:
     def fetch_private(
         self, one: str, other: str, count: int
     ) -> Deferred[list[wire.Replayable]]:
-        pair = {wire.name_key(one), wire.name_key(other)}
+        pair = private_pair(one, other)
         found = [
             event
             for event in self._private
-            if {wire.name_key(event.sender), wire.name_key(event.recipient)} == pair
+            if private_pair(event.sender, event.recipient) == pair
         ]
         return succeed(self._fresh(found)[-count:])
 
@@ -163,10 +189,20 @@ def _row(event: wire.Replayable) -> tuple[Any, ...]:
             event.sender,
             event.recipient,
             event.text,
+            private_pair(event.sender, event.recipient),
         )
     kind = "message" if isinstance(event, wire.Message) else "action"
     room = event.room or ""
-    return (event.time, room, _room_key(room), kind, event.sender, None, event.text)
+    return (
+        event.time,
+        room,
+        _room_key(room),
+        kind,
+        event.sender,
+        None,
+        event.text,
+        None,
+    )
 
 
 def _event(row: tuple[Any, ...]) -> wire.Replayable:
@@ -439,11 +475,8 @@ class SqliteHistory(MemoryHistory):
         return self.flush().addCallback(
             lambda _: self._query(
                 "SELECT time, room, kind, sender, recipient, text FROM messages"
-                " WHERE room_key IS NULL AND time >= ? AND ("
-                "  (sender = ? COLLATE NOCASE AND recipient = ? COLLATE NOCASE) OR"
-                "  (sender = ? COLLATE NOCASE AND recipient = ? COLLATE NOCASE))"
-                " ORDER BY id DESC LIMIT ?",
-                (oldest, one, other, other, one, count),
+                " WHERE pair = ? AND time >= ? ORDER BY id DESC LIMIT ?",
+                (private_pair(one, other), oldest, count),
             )
         )
 
@@ -468,11 +501,12 @@ class SqliteHistory(MemoryHistory):
             self.writer = None
 
 
-#: Rows per INSERT statement: 7 parameters each, well under SQLite's
+#: Rows per INSERT statement: 8 parameters each, well under SQLite's
 #: limit of 32,766 per statement.
 _ROWS_PER_INSERT: Final = 256
 _INSERT_ROWS: Final = (
-    "INSERT INTO messages (time, room, room_key, kind, sender, recipient, text) VALUES "
+    "INSERT INTO messages"
+    " (time, room, room_key, kind, sender, recipient, text, pair) VALUES "
 )
 
 
@@ -482,7 +516,7 @@ def _insert(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         part = rows[start : start + _ROWS_PER_INSERT]
         # Only placeholders are put together here; the values are bound.
-        placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(part))
+        placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
         statement = _INSERT_ROWS + placeholders
         cursor.execute(statement, [value for row in part for value in row])
 
@@ -531,4 +565,5 @@ __all__ = [
     "HistoryError",
     "MemoryHistory",
     "SqliteHistory",
+    "private_pair",
 ]

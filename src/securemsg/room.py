@@ -581,7 +581,18 @@ class Chat:
         recipient.deliver(event)
         if recipient is not participant:
             participant.deliver(event)
-        self.history.record(event)
+        if self._keeps_private(participant) and self._keeps_private(recipient):
+            self.history.record(event)
+
+    def _keeps_private(self, participant: IChatParticipant) -> bool:
+        """
+        Whether a participant may have private history: only a certificate
+        holder, whose name nobody else can ever take.  A guest's name is
+        anyone's once they leave; history kept under it would be read by
+        whoever takes it next.
+        """
+        membership = self._members.get(participant)
+        return membership is not None and membership.verified
 
     def rename(self, participant: IChatParticipant, new_name: str) -> None:
         """
@@ -636,6 +647,19 @@ class Chat:
         """
         count = count or self.replay or 1
         if target is not None and not target.startswith("#"):
+            if not self._keeps_private(participant):
+                participant.deliver(
+                    wire.Error(
+                        "private history is kept only between holders of client"
+                        " certificates; a guest's name can be taken by others,"
+                        " so guests have none"
+                    )
+                )
+                return None
+            problem = wire.name_problem(target)
+            if problem is not None:
+                participant.deliver(wire.Error(problem))
+                return None
             fetching = self.history.fetch_private(participant.name, target, count)
             label = f"{participant.name} <-> {target}"
         else:

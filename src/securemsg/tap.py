@@ -86,7 +86,9 @@ class Options(usage.Options):
         [
             "store-private",
             None,
-            "Also keep private messages in the history (off: they are not kept).",
+            "Also keep private messages between certificate holders in the"
+            " history, for /history NAME (needs --client-ca; guests' are never"
+            " kept: anyone may take a guest's name).",
         ],
         [
             "watch-certs",
@@ -302,6 +304,11 @@ class Options(usage.Options):
                 " operators are known by their certificates"
             )
         self["operators"] = operators
+        if self["store-private"] and self["client-ca"] is None:
+            raise usage.UsageError(
+                "--store-private needs --client-ca: private history is kept"
+                " only for certificate holders, whose names nobody can take"
+            )
         if self["tls-min"] not in tls.TLS_VERSIONS:
             raise usage.UsageError(
                 f"--tls-min must be one of {', '.join(tls.TLS_VERSIONS)}, "
