@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet import reactor as _global_reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import threadable
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
@@ -483,6 +483,43 @@ class SqliteHistoryTests(TestCase):
             f"cannot open history database {path}: unable to open database file",
             path,
         )
+
+    # Permissions
+
+    async def test_created_private_to_its_owner(self) -> None:
+        """
+        Under the usual umask of 022, the database and its write-ahead and
+        shared-memory files are made readable by their owner only, and no
+        warning is logged for them.
+        """
+        old_umask = os.umask(0o022)
+        self.addCleanup(os.umask, old_umask)
+        with capturedLogs() as events:
+            history = self.open()
+        history.record(say("alice", "secret plans", "#dev", START))
+        await bounded(history.flush(), "flush")
+        for name in (self.path, self.path + "-wal", self.path + "-shm"):
+            self.assertEqual(oct(os.stat(name).st_mode & 0o777), oct(0o600), name)
+        self.assertEqual(events, [])
+
+    def test_warning_for_a_database_others_may_read(self) -> None:
+        """
+        An existing database that its group or others may read is opened,
+        with a warning naming it and saying how to fix it.
+        """
+        sqlite3.connect(self.path).close()
+        os.chmod(self.path, 0o644)
+        with capturedLogs() as events:
+            self.open()
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            [
+                f"history database file {self.path} is accessible by group or"
+                " others (mode 0644): it holds what was said; run:"
+                f" chmod 600 {self.path}"
+            ],
+        )
+        self.assertEqual(events[0]["log_level"], LogLevel.warn)
 
     # Writing and reading
 

@@ -13,7 +13,10 @@ reads) runs on a thread pool (C{twisted.enterprise.adbapi}).
 
 from __future__ import annotations
 
+import os
+import shlex
 import sqlite3
+import stat
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final, Protocol
@@ -213,12 +216,63 @@ def _event(row: tuple[Any, ...]) -> wire.Replayable:
     return make(sender, text, room, when, True)
 
 
+def _create_private(path: str) -> None:
+    """
+    Create the database file, if it does not exist yet, readable and
+    writable by its owner only.
+
+    SQLite would create it with the umask's mode (0644 under the usual
+    022): anyone on the machine could read the history.  Its write-ahead
+    log and shared-memory files take the database file's mode (SQLite sees
+    to it), so they are private too.  Creating the file here with C{O_EXCL}
+    and the mode given to C{open(2)} means it never exists with looser
+    permissions, not even for a moment.  An empty file is an empty database
+    to SQLite.
+    """
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        # It exists (kept as it is: see history_file_warnings), or cannot
+        # be made, which SQLite will say in its own words.
+        return
+    os.close(descriptor)
+
+
+def history_file_warnings(path: str) -> list[str]:
+    """
+    Warnings about the history database's permissions: one line for each
+    of the database and its write-ahead files that its group or others may
+    read or write.
+
+    @raise OSError: when the database cannot be examined.
+    """
+    if os.name == "nt":  # pragma: no cover
+        return []
+    warnings = []
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            warnings.append(
+                f"history database file {name} is accessible by group or others"
+                f" (mode {mode:04o}): it holds what was said; run:"
+                f" chmod 600 {shlex.quote(name)}"
+            )
+    return warnings
+
+
 def _open_checked(path: str) -> sqlite3.Connection:
     """
-    Open the database, make or migrate its schema, and prove it usable.
+    Open the database (creating it private to its owner), make or migrate
+    its schema, and prove it usable.
 
     @raise HistoryError: for a corrupt, locked, unwritable or too new file.
     """
+    _create_private(path)
     try:
         connection = sqlite3.connect(path, timeout=0.5, isolation_level=None)
     except sqlite3.Error as error:
@@ -313,12 +367,15 @@ class SqliteHistory(MemoryHistory):
         store_private: bool = False,
     ) -> SqliteHistory:
         """
-        Open (or create) the database at C{path} and load each room's last
-        messages.
+        Open (or create, readable by its owner only) the database at
+        C{path} and load each room's last messages; log a warning if others
+        may read an existing one.
 
         @raise HistoryError: if the database cannot be used.
         """
         connection = _open_checked(path)
+        for warning in history_file_warnings(path):
+            cls.log.warn("{problem}", problem=warning)
         try:
             rows = connection.execute(
                 "SELECT time, room, kind, sender, recipient, text FROM ("
@@ -565,5 +622,6 @@ __all__ = [
     "HistoryError",
     "MemoryHistory",
     "SqliteHistory",
+    "history_file_warnings",
     "private_pair",
 ]
