@@ -750,6 +750,30 @@ class SqliteHistoryTests(TestCase):
         await bounded(history.prune(), "prune")
         self.assertEqual(self.stored(), [])
 
+    async def test_prune_max_age_of_private_messages(self) -> None:
+        """
+        The age limit applies to private messages as to room messages:
+        older ones are neither fetched nor left in the file once pruned.
+        """
+        history = self.open(max_age=HOUR, store_private=True)
+        now = self.clock.seconds()
+        old = wire.PrivateMessage("alice", "bob", "old", now - HOUR - 1)
+        new = wire.PrivateMessage("bob", "alice", "new", now)
+        history.record(old)
+        history.record(new)
+        self.assertEqual(
+            await bounded(history.fetch_private("alice", "bob", 10), "fetch"),
+            replayed(new),
+        )
+        await bounded(history.prune(), "prune")
+        self.assertEqual(self.stored(), [(None, "private", "bob", "alice", "new")])
+        self.clock.advance(HOUR + 1)
+        self.assertEqual(
+            await bounded(history.fetch_private("alice", "bob", 10), "fetch"), []
+        )
+        await bounded(history.prune(), "prune")
+        self.assertEqual(self.stored(), [])
+
     # Private messages
 
     async def test_private_not_stored(self) -> None:
