@@ -31,7 +31,9 @@ from securemsg.history import (
     MemoryHistory,
     SqliteHistory,
 )
+from securemsg.room import Chat
 
+from ._fakes import Recorder
 from ._loopback import bounded
 
 reactor: Any = _global_reactor
@@ -43,6 +45,18 @@ HOUR = 3600.0
 
 def say(sender: str, text: str, room: str, time: float | None) -> wire.Message:
     return wire.Message(sender, text, room, time)
+
+
+def wait_for(condition: Callable[[], bool]) -> Deferred[None]:
+    """Let the reactor run (the pool's threads answer) until C{condition}."""
+
+    async def waiting() -> None:
+        while not condition():
+            turn: Deferred[None] = Deferred()
+            reactor.callLater(0.001, turn.callback, None)
+            await turn
+
+    return Deferred.fromCoroutine(waiting())
 
 
 def replayed(*events: wire.Replayable) -> list[wire.Replayable]:
@@ -206,6 +220,11 @@ class SqliteHistoryTests(TestCase):
         self._open.clear()
 
     def open(self, path: str | None = None, **options: Any) -> SqliteHistory:
+        """
+        Open the history, with #dev and #ops loaded at once unless told
+        otherwise (as the default room is): rooms that exist.
+        """
+        options.setdefault("preload", ("#dev", "#ops"))
         history = SqliteHistory.open(path or self.path, self.reactor, **options)
         self._open.append(history)
         return history
@@ -538,6 +557,95 @@ class SqliteHistoryTests(TestCase):
         self.assertEqual(history.recent("#lobby"), [])
         history = await self.reopen(history, per_room=0)
         self.assertEqual(history.recent("#dev"), [])
+
+    async def test_rooms_loaded_when_made(self) -> None:
+        """
+        At start only the rooms asked for (the default room) are read; any
+        other room's last messages are read once, when it is made, after
+        what is pending is written; recording for a room that is not loaded
+        writes it without keeping it in memory; a room that emptied is let
+        go of.
+        """
+        history = self.open(per_room=3)
+        said = self.chatter(history)
+        history = await self.reopen(history, per_room=3, preload=("#ops",))
+        self.assertEqual(list(history._rooms), ["#ops"])
+        self.assertEqual(history.recent("#ops"), replayed(*said["#ops"][-3:]))
+        self.assertEqual(history.recent("#dev"), [])
+        late = say("carol", "late", "#dev", START + 999)
+        history.record(late)
+        self.assertEqual(history._rooms.keys(), {"#ops"})
+        watch = Interactions(history)
+        first, second = history.load("#DEV"), history.load("#dev")
+        assert first is not None and second is not None
+        await bounded(gatherResults([first, second]), "load")
+        self.assertEqual(watch.names(), ["_runQuery"])
+        self.assertEqual(history.recent("#dev"), [*replayed(*said["#dev"][-2:], late)])
+        self.assertIsNone(history.load("#dev"))
+        history.forget("#dev")
+        self.assertEqual(history._rooms.keys(), {"#ops"})
+        loading = history.load("#new")
+        assert loading is not None
+        await bounded(loading, "load")
+        self.assertEqual(history.recent("#new"), [])
+        history = await self.reopen(history, per_room=0, preload=("#ops",))
+        self.assertIsNone(history.load("#dev"))
+        self.assertEqual(history.recent("#ops"), [])
+
+    async def test_load_failure_logged(self) -> None:
+        """
+        A room whose past cannot be read (text that is not UTF-8) works
+        all the same, without it; the failure is logged.
+        """
+        await self.make_real_database()
+        self.query(
+            "UPDATE messages SET room = CAST(X'FFFE' AS TEXT)"
+            " WHERE id = (SELECT MAX(id) FROM messages)"
+        )
+        history = self.open(preload=())
+        loading = history.load("#dev")
+        assert loading is not None
+        with capturedLogs() as events:
+            await bounded(loading, "load")
+        self.assertEqual(history.recent("#dev"), [])
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            ["could not read the history of #dev"],
+        )
+        self.flushLoggedErrors()
+
+    async def test_room_made_again_replays_its_past(self) -> None:
+        """
+        A room's stored history is the room's: a room that emptied (and so
+        left memory) replays it to whoever makes it again, before anything
+        said in it after.
+        """
+        history = self.open(preload=("#lobby",))
+        chat = Chat(self.clock, history=history, replay=5)
+        alice, bob = Recorder(), Recorder()
+        chat.join(alice)
+        chat.join(bob)
+        chat.handle(alice, wire.Join("#dev"))
+        await bounded(wait_for(lambda: "#dev" in chat.rooms), "the join")
+        chat.handle(alice, wire.Say("said before"))
+        chat.handle(alice, wire.Part())
+        self.assertNotIn("#dev", history._rooms)
+        bob.take()
+        chat.handle(bob, wire.Join("#dev"))
+        chat.handle(alice, wire.Join("#dev"))
+        chat.handle(alice, wire.Say("said after"))
+        await bounded(wait_for(lambda: len(chat.rooms_of(alice)) == 2), "the joins")
+        self.assertEqual(
+            bob.take(),
+            [
+                "*** guest-2 joined #dev",
+                "*** history of #dev: 1 message(s)",
+                "~ 2025-11-27T13:05:22Z #dev [guest-1] said before",
+                "*** end of history of #dev",
+                "*** guest-1 joined #dev",
+                "#dev [guest-1] said after",
+            ],
+        )
 
     async def test_batched_in_wal_mode(self) -> None:
         """

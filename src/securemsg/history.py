@@ -2,10 +2,13 @@
 """
 What was said, kept for people who join later: in memory, or in SQLite.
 
-The last messages of every room are always in memory, so that a user who
-joins gets them at once and in order with what follows.  L{SqliteHistory}
+The last messages of every room that exists are in memory, so that a user
+who joins gets them at once and in order with what follows.  L{SqliteHistory}
 also writes every message to a database, in batches, and reads it back
-when someone asks for more, and after a restart.  The batches are written
+when someone asks for more; a room's last messages are read back only when
+the room is made again (L{History.load}), and let go of when it empties
+(L{History.forget}), so that memory holds the rooms that exist, not every
+room ever used.  The batches are written
 on the reactor's thread in SQLite's WAL mode, where a commit appends to the
 log without waiting for the disk; what does wait (checkpoints, pruning,
 reads) runs on a thread pool (C{twisted.enterprise.adbapi}).
@@ -83,6 +86,17 @@ class History(Protocol):
     def recent(self, room: str) -> list[wire.Replayable]:
         """The room's last messages kept in memory, oldest first."""
 
+    def load(self, room: str) -> Deferred[None] | None:
+        """
+        Bring the room's last messages into memory, for L{recent}.
+
+        @return: L{None} if they are there already; else a L{Deferred}
+            that fires (never with a failure) once they are.
+        """
+
+    def forget(self, room: str) -> None:
+        """Let go of the room's messages in memory: it has emptied."""
+
     def fetch(self, room: str, count: int) -> Deferred[list[wire.Replayable]]:
         """Up to C{count} of the room's last messages, oldest first."""
 
@@ -118,11 +132,16 @@ def private_pair(one: str, other: str) -> str:
 class MemoryHistory:
     """
     History in memory only: the last C{per_room} messages of each room, and
-    as many private ones if C{store_private}.  Nothing survives a restart.
+    as many private ones if C{store_private}.  Nothing survives a restart,
+    and a room's messages are gone when it empties (L{forget}).
 
     @ivar max_age: messages older than this many seconds are not replayed
         (L{None}: no limit).
     """
+
+    #: Whether rooms' messages are only kept in memory once L{load}ed (the
+    #: others are in a database).
+    _lazy = False
 
     def __init__(
         self,
@@ -155,6 +174,9 @@ class MemoryHistory:
         key = _room_key(event.room)
         kept = self._rooms.get(key)
         if kept is None:
+            if self._lazy:
+                # Not loaded: the database has it, memory need not.
+                return
             kept = self._rooms[key] = deque(maxlen=self.per_room)
         kept.append(event)
 
@@ -163,6 +185,12 @@ class MemoryHistory:
 
     def recent(self, room: str) -> list[wire.Replayable]:
         return self._fresh(self._rooms.get(_room_key(room), ()))
+
+    def load(self, room: str) -> Deferred[None] | None:
+        return None
+
+    def forget(self, room: str) -> None:
+        self._rooms.pop(_room_key(room), None)
 
     def fetch(self, room: str, count: int) -> Deferred[list[wire.Replayable]]:
         return succeed(self.recent(room)[-count:])
@@ -326,6 +354,7 @@ class SqliteHistory(MemoryHistory):
     """
 
     log = Logger()
+    _lazy = True
 
     def __init__(
         self,
@@ -347,6 +376,8 @@ class SqliteHistory(MemoryHistory):
         self.pool = pool
         self.writer = writer
         self.max_count = max_count
+        # Rooms whose last messages are being read, with who waits for them.
+        self._loading: dict[str, list[Deferred[None]]] = {}
         self._pending: list[tuple[Any, ...]] = []
         self._flush: IDelayedCall | None = None
         self._writing: Deferred[None] = succeed(None)
@@ -365,26 +396,28 @@ class SqliteHistory(MemoryHistory):
         max_count: int = 10_000,
         max_age: float | None = None,
         store_private: bool = False,
+        preload: Iterable[str] = (),
     ) -> SqliteHistory:
         """
         Open (or create, readable by its owner only) the database at
-        C{path} and load each room's last messages; log a warning if others
-        may read an existing one.
+        C{path}, and load the last messages of the rooms in C{preload} (the
+        default room, which always exists); other rooms' are loaded when
+        they are made (L{load}).  Log a warning if others may read an
+        existing database.
 
         @raise HistoryError: if the database cannot be used.
         """
         connection = _open_checked(path)
         for warning in history_file_warnings(path):
             cls.log.warn("{problem}", problem=warning)
+        oldest = 0.0 if max_age is None else reactor.seconds() - max_age
         try:
-            rows = connection.execute(
-                "SELECT time, room, kind, sender, recipient, text FROM ("
-                " SELECT *, ROW_NUMBER() OVER"
-                "  (PARTITION BY room_key ORDER BY id DESC) AS newest"
-                " FROM messages WHERE room_key IS NOT NULL"
-                ") WHERE newest <= ? ORDER BY id",
-                (per_room,),
-            ).fetchall()
+            loaded = {
+                _room_key(room): connection.execute(
+                    _LAST_OF_ROOM, (_room_key(room), oldest, per_room)
+                ).fetchall()
+                for room in preload
+            }
         except sqlite3.Error:
             connection.close()
             # Damage that the quick check does not see, such as text that is
@@ -413,8 +446,11 @@ class SqliteHistory(MemoryHistory):
             store_private=store_private,
             writer=writer,
         )
-        for row in rows:
-            history._remember(_event(row))
+        if per_room > 0:
+            for key, rows in loaded.items():
+                history._rooms[key] = deque(
+                    (_event(row) for row in reversed(rows)), maxlen=per_room
+                )
         history._pruning.start(PRUNE_INTERVAL, now=False)
         if writer is not None:
             history._checkpointing.start(CHECKPOINT_INTERVAL, now=False)
@@ -510,17 +546,55 @@ class SqliteHistory(MemoryHistory):
         )
         return pruning
 
+    def load(self, room: str) -> Deferred[None] | None:
+        """
+        Read the room's last messages (after writing what is pending, so
+        none is missed) on the pool's thread, and keep them in memory.
+
+        Nobody can say anything in a room while it is being loaded: it is
+        loaded when it is made, before anyone is in it (see
+        L{securemsg.room.Chat.enter}).
+        """
+        key = _room_key(room)
+        if self.per_room < 1 or key in self._rooms:
+            return None
+        waiting = self._loading.get(key)
+        if waiting is None:
+            waiting = self._loading[key] = []
+            oldest = self._oldest()
+            reading = self.flush().addCallback(
+                lambda _: self._query(_LAST_OF_ROOM, (key, oldest, self.per_room))
+            )
+            reading.addCallbacks(
+                self._loaded,
+                self._not_loaded,
+                callbackArgs=(key,),
+                errbackArgs=(key,),
+            )
+        loaded: Deferred[None] = Deferred()
+        waiting.append(loaded)
+        return loaded
+
+    def _loaded(self, events: list[wire.Replayable], key: str) -> None:
+        self._rooms[key] = deque(events, maxlen=self.per_room)
+        for waiter in self._loading.pop(key, []):
+            waiter.callback(None)
+
+    def _not_loaded(self, failure: Any, key: str) -> None:
+        # The room works all the same, without its past.
+        self.log.failure("could not read the history of {room}", failure, room=key)
+        self._loaded([], key)
+
+    def _oldest(self) -> float:
+        return 0.0 if self.max_age is None else self.clock.seconds() - self.max_age
+
     def fetch(self, room: str, count: int) -> Deferred[list[wire.Replayable]]:
         kept = self.recent(room)
         if count <= len(kept):
             return succeed(kept[-count:])
-        oldest = 0.0 if self.max_age is None else self.clock.seconds() - self.max_age
+        oldest = self._oldest()
         return self.flush().addCallback(
-            lambda _: self._query(
-                "SELECT time, room, kind, sender, recipient, text FROM messages"
-                " WHERE room_key = ? AND time >= ? ORDER BY id DESC LIMIT ?",
-                (_room_key(room), oldest, count),
-            )
+            lambda _: self._query(_LAST_OF_ROOM, (_room_key(room), oldest, count))
         )
 
     def fetch_private(
@@ -557,6 +631,12 @@ class SqliteHistory(MemoryHistory):
             self.writer.close()
             self.writer = None
 
+
+#: A room's last messages (newest first), not older than a time.
+_LAST_OF_ROOM: Final = (
+    "SELECT time, room, kind, sender, recipient, text FROM messages"
+    " WHERE room_key = ? AND time >= ? ORDER BY id DESC LIMIT ?"
+)
 
 #: Rows per INSERT statement: 8 parameters each, well under SQLite's
 #: limit of 32,766 per statement.

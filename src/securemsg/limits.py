@@ -29,6 +29,10 @@ class Limits:
     @ivar shutdown_grace: seconds a closing connection (at shutdown, on
         /quit, a kick, a timeout) gets to flush what is queued and close its
         TLS connection cleanly before it is aborted.
+    @ivar max_rooms: rooms that may exist at once (each holds its last
+        messages in memory); 0 for no limit.
+    @ivar max_rooms_per_address: rooms besides the default one that the
+        clients from one IP address may be in at once; 0 for no limit.
     """
 
     handshake_timeout: float = 10.0
@@ -40,3 +44,5 @@ class Limits:
     flood_disconnect: int = 100
     send_queue: int = 1024 * 1024
     shutdown_grace: float = 5.0
+    max_rooms: int = 500
+    max_rooms_per_address: int = 20

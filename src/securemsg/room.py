@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from securemsg import wire
 from securemsg.history import History, MemoryHistory
 from securemsg.interfaces import IChatParticipant
+from securemsg.limits import Limits
 from securemsg.state import Ban, ServerState
 
 
@@ -91,6 +92,10 @@ class _Membership:
 #: What a reload hook returns: whether it worked, and what to tell.
 ReloadResult = tuple[bool, str]
 
+#: Commands kept for a participant while they wait to join a room whose
+#: history is being read; the flood limit makes more than a few rare.
+MAX_WAITING_COMMANDS = 100
+
 
 class Chat:
     """
@@ -119,6 +124,8 @@ class Chat:
         certificates: bool = False,
         reload: Callable[[], ReloadResult] | None = None,
         announce_max: int = 200,
+        max_rooms: int = Limits.max_rooms,
+        max_rooms_per_address: int = Limits.max_rooms_per_address,
     ) -> None:
         """
         @param clock: the time source for message times.
@@ -136,6 +143,10 @@ class Chat:
             rooms with at most this many members (in a larger room they
             would be most of the traffic, and cost each arrival a line to
             everyone); 0 announces them everywhere.
+        @param max_rooms: rooms that may exist at once (0: no limit).
+        @param max_rooms_per_address: rooms besides the default one that
+            the participants from one IP address may be in at once (0: no
+            limit).
         """
         problem = wire.room_problem(default_room)
         if problem is not None:
@@ -158,6 +169,15 @@ class Chat:
         self.certificates = certificates
         self.reload = reload
         self.announce_max = announce_max
+        self.max_rooms = max_rooms
+        self.max_rooms_per_address = max_rooms_per_address
+        # For each address, the rooms its participants are in (but the
+        # default room), each with how many of them are in it.
+        self._address_rooms: dict[str, dict[str, int]] = {}
+        # Rooms whose history is being read, with how many wait for each;
+        # and who waits, with the commands they sent meanwhile.
+        self._loading: dict[str, int] = {}
+        self._waiting: dict[IChatParticipant, list[wire.Command]] = {}
         # Lines one speaker said to one room while held (see hold()).
         self._holding = False
         self._held: list[wire.Event] = []
@@ -368,6 +388,7 @@ class Chat:
         """
         if participant not in self._members:
             return
+        self._waiting.pop(participant, None)
         self._hand_out_held()
         neighbours = self._neighbours(participant, arrivals_and_departures=True)
         label = self.label(participant)
@@ -387,8 +408,55 @@ class Chat:
         if membership.current is room:
             # The most recently joined room left becomes the current one.
             membership.current = next(reversed(membership.rooms.values()), None)
+        self._count_room(membership.address, room, -1)
         if not room.members and room.name != self.default_room:
             del self.rooms[wire.name_key(room.name)]
+            # Its past stays in the database (if any), not in memory.
+            self.history.forget(room.name)
+
+    def _count_room(self, address: str | None, room: Room, change: int) -> None:
+        """Count one more or one fewer member from C{address} in C{room}."""
+        if address is None or room.name == self.default_room:
+            return
+        key = wire.name_key(room.name)
+        rooms = self._address_rooms.setdefault(address, {})
+        count = rooms.get(key, 0) + change
+        if count > 0:
+            rooms[key] = count
+            return
+        rooms.pop(key, None)
+        if not rooms:
+            del self._address_rooms[address]
+
+    def _room_refusal(self, membership: _Membership, key: str) -> str | None:
+        """
+        Why a participant may not join the room with C{key} (which they are
+        not in), if they may not: there are C{max_rooms} rooms and it would
+        be a new one, or their address is in C{max_rooms_per_address}
+        rooms besides the default room already.
+        """
+        new = key not in self.rooms and key not in self._loading
+        if (
+            new
+            and self.max_rooms
+            and len(self.rooms) + len(self._loading) >= (self.max_rooms)
+        ):
+            return (
+                f"there are too many rooms on this server ({self.max_rooms});"
+                " join one that /rooms lists"
+            )
+        address = membership.address
+        if (
+            address is not None
+            and self.max_rooms_per_address
+            and key != wire.name_key(self.default_room)
+        ):
+            rooms = self._address_rooms.get(address, {})
+            if key not in rooms and len(rooms) >= self.max_rooms_per_address:
+                return (
+                    f"your address is in too many rooms ({len(rooms)}); /part one first"
+                )
+        return None
 
     # Rooms
 
@@ -396,6 +464,12 @@ class Chat:
         """
         Join a room (making it if new) and make it current; tell its members
         and give the newcomer its recent history.
+
+        A new room's history may have to be read first (L{History.load}):
+        then the participant joins once it is read, and what they send
+        meanwhile waits for it, in order (see L{handle}).  Nobody is in a
+        room while it is read, so nothing said in it can come before its
+        history.
         """
         problem = wire.room_problem(room_name)
         if problem is not None:
@@ -404,18 +478,29 @@ class Chat:
         membership = self._members[participant]
         key = wire.name_key(room_name)
         room = self.rooms.get(key)
-        if room is None:
-            room = self.rooms[key] = Room(room_name)
-        if key in membership.rooms:
+        if room is not None and key in membership.rooms:
             membership.current = room
             participant.deliver(wire.Notice(f"{room.name} is now your current room"))
             return
+        refusal = self._room_refusal(membership, key)
+        if refusal is not None:
+            participant.deliver(wire.Error(refusal))
+            return
+        if room is None:
+            loading = self.history.load(room_name)
+            if loading is not None:
+                self._loading[key] = self._loading.get(key, 0) + 1
+                self._waiting[participant] = []
+                loading.addCallback(lambda _: self._loaded(participant, room_name, key))
+                return
+            room = self.rooms[key] = Room(room_name)
         joined = wire.Joined(self.label(participant), room.name)
         if self._announces(room):
             room.broadcast(joined)
         room.add(participant)
         membership.rooms[key] = room
         membership.current = room
+        self._count_room(membership.address, room, 1)
         if room.name != self.default_room:
             participant.deliver(joined)
             if room.topic:
@@ -423,6 +508,30 @@ class Chat:
         past = self.history.recent(room.name)[-self.replay :] if self.replay else []
         if past:
             participant.deliver(wire.History(room.name, tuple(past)))
+
+    def _loaded(self, participant: IChatParticipant, room_name: str, key: str) -> None:
+        """
+        A room's history is read: let in the participant who waited for it,
+        then carry out what they sent meanwhile.
+        """
+        left = self._loading[key] - 1
+        if left:
+            self._loading[key] = left
+        else:
+            del self._loading[key]
+        waited = self._waiting.pop(participant, None)
+        if waited is None:
+            # They left meanwhile.
+            if key not in self.rooms and key not in self._loading:
+                self.history.forget(room_name)
+            return
+        self.enter(participant, room_name)
+        while waited and participant in self._members:
+            self.handle(participant, waited.pop(0))
+            if participant in self._waiting:
+                # Another room to read first: the rest waits for it too.
+                self._waiting[participant].extend(waited)
+                return
 
     def part(self, participant: IChatParticipant, room_name: str | None) -> None:
         """Leave a room (the current one if not named), telling its members."""
@@ -819,7 +928,20 @@ class Chat:
         Carry out one command from a participant.  L{wire.Quit},
         L{wire.Ping} and L{wire.Format} are the connection's business and
         are not handled here.
+
+        While the participant waits to join a room whose history is being
+        read (L{enter}), their commands wait too, in order, up to
+        L{MAX_WAITING_COMMANDS}.
         """
+        waiting = self._waiting.get(participant)
+        if waiting is not None:
+            if len(waiting) < MAX_WAITING_COMMANDS:
+                waiting.append(command)
+            else:
+                participant.deliver(
+                    wire.Error("too many lines while joining a room; one was dropped")
+                )
+            return
         if self._held_room is not None and not isinstance(command, wire.Say | wire.Me):
             # Whatever this does comes after the lines said before it.
             self._hand_out_held()

@@ -591,6 +591,8 @@ class ChatServerFactory(Factory):
                 history=history,
                 replay=replay,
                 log_messages=log_messages,
+                max_rooms=self.limits.max_rooms,
+                max_rooms_per_address=self.limits.max_rooms_per_address,
             )
         )
         self.open_connections: set[ChatServerProtocol] = set()

@@ -30,6 +30,9 @@ from securemsg.state import ServerState, StateError
 DEFAULT_PORT: Final = 50000
 DEFAULT_HISTORY_DB: Final = "securemsg-history.sqlite3"
 DEFAULT_STATE_FILE: Final = "securemsg-state.json"
+#: Days messages are kept by default: a history that only ever grows is a
+#: liability, for the disk and for whoever said something in it.
+DEFAULT_HISTORY_DAYS: Final = 30
 
 
 def _positive(value: str) -> int:
@@ -197,7 +200,7 @@ class Options(usage.Options):
         [
             "history-max-age",
             None,
-            0,
+            DEFAULT_HISTORY_DAYS,
             "Days messages are kept (0: no limit).",
             _seconds,
         ],
@@ -249,6 +252,21 @@ class Options(usage.Options):
             _DEFAULTS.flood_disconnect,
             "Lines dropped in a row before a flooding client is disconnected.",
             _positive,
+        ],
+        [
+            "max-rooms",
+            None,
+            _DEFAULTS.max_rooms,
+            "Rooms that may exist at once (0: no limit).",
+            _count,
+        ],
+        [
+            "max-rooms-per-ip",
+            None,
+            _DEFAULTS.max_rooms_per_address,
+            "Rooms besides the default one that the clients from one IP"
+            " address may be in at once (0: no limit).",
+            _count,
         ],
         [
             "send-queue",
@@ -354,6 +372,8 @@ class Options(usage.Options):
             flood_disconnect=self["flood-disconnect"],
             send_queue=self["send-queue"],
             shutdown_grace=self["shutdown-grace"],
+            max_rooms=self["max-rooms"],
+            max_rooms_per_address=self["max-rooms-per-ip"],
         )
 
     def endpoint_descriptions(self) -> list[str]:
@@ -390,6 +410,7 @@ def open_history(reactor: IReactorTime, options: Options) -> History:
         max_count=options["history-max"],
         max_age=max_age,
         store_private=options["store-private"],
+        preload=[options["default-room"]],
     )
 
 
@@ -421,6 +442,8 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         certificates=settings.client_ca_path is not None,
         reload=lambda: reloader.reload("/reload by an operator"),
         announce_max=options["announce-max"],
+        max_rooms=limits.max_rooms,
+        max_rooms_per_address=limits.max_rooms_per_address,
     )
     factory = ChatServerFactory(
         reactor,
