@@ -435,22 +435,18 @@ class Chat:
         be a new one, or their address is in C{max_rooms_per_address}
         rooms besides the default room already.
         """
+        if key == wire.name_key(self.default_room):
+            # Always there for everyone.
+            return None
         new = key not in self.rooms and key not in self._loading
-        if (
-            new
-            and self.max_rooms
-            and len(self.rooms) + len(self._loading) >= (self.max_rooms)
-        ):
+        existing = len(self.rooms) + len(self._loading)
+        if new and self.max_rooms and existing >= self.max_rooms:
             return (
                 f"there are too many rooms on this server ({self.max_rooms});"
                 " join one that /rooms lists"
             )
         address = membership.address
-        if (
-            address is not None
-            and self.max_rooms_per_address
-            and key != wire.name_key(self.default_room)
-        ):
+        if address is not None and self.max_rooms_per_address:
             rooms = self._address_rooms.get(address, {})
             if key not in rooms and len(rooms) >= self.max_rooms_per_address:
                 return (
