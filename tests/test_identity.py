@@ -749,10 +749,17 @@ class MutualTLSCase(SynchronousTestCase):
         settings: TLSSettings,
         state: ServerState | None = None,
         operators: tuple[str, ...] = (),
+        history: MemoryHistory | None = None,
     ) -> Server:
         """A chat server (not listening: see L{connect}) with these settings."""
         loaded = load_tls(settings)
-        chat = Chat(self.clock, state=state, operators=operators, certificates=True)
+        chat = Chat(
+            self.clock,
+            state=state,
+            operators=operators,
+            certificates=True,
+            history=history,
+        )
         return Server(
             ChatServerFactory(self.clock, chat=chat), ServerTLS(loaded.context)
         )
@@ -885,6 +892,37 @@ class OptionalClientCertificateTests(MutualTLSCase):
         self.assertEqual(
             guest.take(), ["*** you are guest-1 (guest: no client certificate)"]
         )
+
+    def test_private_history_follows_the_certificate(self) -> None:
+        """
+        Private history kept between two holders is read again by whoever
+        presents the same certificate later, and by no guest, whatever
+        name the guest asks for.
+        """
+        history = MemoryHistory(self.clock, store_private=True)
+        server = self.serve(self.settings("optional"), history=history)
+        alice = self.connect(server, self.certificate(self.issued["alice"]))
+        self.connect(server, self.certificate(self.issued["bob"]))
+        self.send(alice, "/msg bob meet at noon")
+        guest = self.connect(server)
+        guest.take()
+        self.send(guest, "/nick alice")
+        self.send(guest, "/history bob")
+        self.assertEqual(
+            guest.take(),
+            [
+                "!!! the name alice is taken",
+                "!!! private history is kept only between holders of client"
+                " certificates; a guest's name can be taken by others, so guests"
+                " have none",
+            ],
+        )
+        again = self.connect(server, self.certificate(self.issued["alice"]))
+        again.take()
+        self.send(again, "/history bob")
+        lines = again.take()
+        self.assertEqual(lines[0], "*** history of alice <-> bob: 1 message(s)")
+        self.assertTrue(lines[1].endswith(" [alice -> bob] meet at noon"), lines)
 
     def test_bad_certificates_still_refused(self) -> None:
         """
