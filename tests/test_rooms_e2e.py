@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -627,8 +628,12 @@ class RestartTests(TestCase):
         Chat in two rooms, stop the server with SIGTERM, start it again on
         the same file: a newcomer gets exactly what was said in each room,
         in order and marked as history, and private lines were not kept.
+        Under a umask of 022 the database and its WAL files are made
+        readable by the server's user only.
         """
         began = reactor.seconds()
+        old_umask = os.umask(0o022)
+        self.addCleanup(os.umask, old_umask)
         twistd = self.start()
         port = await self.port(twistd)
         alice = await self.connect(port, "alice", 1)
@@ -651,6 +656,8 @@ class RestartTests(TestCase):
             alice, "[bob -> alice] secret", "#dev [bob] second in dev", "[bob] second"
         )
         await self.expect(bob, "[bob -> alice] secret")
+        for name in (self.database, self.database + "-wal", self.database + "-shm"):
+            self.assertEqual(os.stat(name).st_mode & 0o777, 0o600, name)
         ended = reactor.seconds()
         await stop_with_sigterm(self, twistd)
         await alice.wait_closed()
