@@ -19,7 +19,8 @@ from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from securemsg import tap, tls
+from securemsg import tap, tls, wire
+from securemsg.history import MemoryHistory, SqliteHistory
 from securemsg.limits import Limits
 from securemsg.server import DEFAULT_GREETING, ChatServerFactory
 from securemsg.service import ChatService
@@ -262,6 +263,48 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(parse("--max-line-length", "1")["max-line-length"], 1)
         for bad in ["0", "-5", "lots"]:
             self.assertRaises(UsageError, parse, "--max-line-length", bad)
+
+
+class OpenHistoryTests(SynchronousTestCase):
+    """
+    L{tap.open_history} keeps messages 30 days unless told otherwise, and
+    reads only the default room's history at start.
+    """
+
+    def test_default_age_limit(self) -> None:
+        """
+        By default messages are kept 30 days, in memory as in a file; 0
+        keeps them for ever.
+        """
+        clock = MemoryReactorClock()
+        memory = tap.open_history(clock, parse("--history-db", ":memory:"))
+        assert isinstance(memory, MemoryHistory)
+        self.assertEqual(memory.max_age, 30 * 86400)
+        forever = tap.open_history(
+            clock, parse("--history-db", ":memory:", "--history-max-age", "0")
+        )
+        assert isinstance(forever, MemoryHistory)
+        self.assertIsNone(forever.max_age)
+
+    def test_file_reads_the_default_room_only(self) -> None:
+        """
+        A history file keeps the default age limit, and at start only the
+        default room's last messages are read into memory.
+        """
+        path = self.mktemp()
+        clock = MemoryReactorClock()
+        first = tap.open_history(clock, parse("--history-db", path))
+        assert isinstance(first, SqliteHistory)
+        self.assertEqual(first.max_age, 30 * 86400)
+        for room in ("#lobby", "#dev", "#ops"):
+            first.record(wire.Message("alice", "hi", room, 0.0 + clock.seconds()))
+        self.successResultOf(first.close())
+        again = tap.open_history(
+            clock, parse("--history-db", path, "--default-room", "#ops")
+        )
+        assert isinstance(again, SqliteHistory)
+        self.addCleanup(again.close)
+        self.assertEqual(list(again._rooms), ["#ops"])
 
 
 class MakeServiceTests(SynchronousTestCase):
