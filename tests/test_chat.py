@@ -276,7 +276,7 @@ class SessionTests(ChatServerCase):
         self.assertTrue(front.stopped)
         self.assertEqual(
             await watcher.next_lines(2),
-            ["*** guest-2 joined", "*** guest-2 left (see you later)"],
+            ["*** guest-2 joined", '*** guest-2 left, saying "see you later"'],
         )
         # Finishing again changes nothing.
         shown, statuses = list(front.shown), list(front.statuses)
@@ -444,7 +444,9 @@ class ReconnectTests(ChatServerCase):
         self.assertEqual(await watcher.next_lines(1), ["[alice] back again"])
         session.send_line("/quit bye now")
         self.assertEqual(await bounded(done, "the session to end"), EXIT_OK)
-        self.assertEqual(await watcher.next_lines(1), ["*** alice left (bye now)"])
+        self.assertEqual(
+            await watcher.next_lines(1), ['*** alice left, saying "bye now"']
+        )
         self.assertEqual(front.shown[-1], wire.Notice("goodbye"))
 
     async def test_not_verified_retries(self) -> None:

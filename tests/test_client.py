@@ -493,7 +493,9 @@ class ConnectTests(LoopbackServerTestCase):
         reason = await bounded(alice.close("lunch"), "alice to close")
         self.assertIsInstance(reason, ConnectionDone)
         self.assertEqual(lines(await alice_events.next(1)), ["*** goodbye"])
-        self.assertEqual(lines(await bob_events.next(1)), ["*** alice left (lunch)"])
+        self.assertEqual(
+            lines(await bob_events.next(1)), ['*** alice left, saying "lunch"']
+        )
 
     async def test_close(self) -> None:
         """

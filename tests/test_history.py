@@ -17,7 +17,7 @@ from typing import Any
 from twisted.internet import reactor as _global_reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.task import Clock
-from twisted.logger import capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import threadable
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
@@ -31,7 +31,9 @@ from securemsg.history import (
     MemoryHistory,
     SqliteHistory,
 )
+from securemsg.room import Chat
 
+from ._fakes import Recorder
 from ._loopback import bounded
 
 reactor: Any = _global_reactor
@@ -43,6 +45,18 @@ HOUR = 3600.0
 
 def say(sender: str, text: str, room: str, time: float | None) -> wire.Message:
     return wire.Message(sender, text, room, time)
+
+
+def wait_for(condition: Callable[[], bool]) -> Deferred[None]:
+    """Let the reactor run (the pool's threads answer) until C{condition}."""
+
+    async def waiting() -> None:
+        while not condition():
+            turn: Deferred[None] = Deferred()
+            reactor.callLater(0.001, turn.callback, None)
+            await turn
+
+    return Deferred.fromCoroutine(waiting())
 
 
 def replayed(*events: wire.Replayable) -> list[wire.Replayable]:
@@ -206,6 +220,11 @@ class SqliteHistoryTests(TestCase):
         self._open.clear()
 
     def open(self, path: str | None = None, **options: Any) -> SqliteHistory:
+        """
+        Open the history, with #dev and #ops loaded at once unless told
+        otherwise (as the default room is): rooms that exist.
+        """
+        options.setdefault("preload", ("#dev", "#ops"))
         history = SqliteHistory.open(path or self.path, self.reactor, **options)
         self._open.append(history)
         return history
@@ -263,9 +282,43 @@ class SqliteHistoryTests(TestCase):
             self.query("SELECT type, name FROM sqlite_master ORDER BY name"),
             [
                 ("table", "messages"),
+                ("index", "messages_by_pair"),
                 ("index", "messages_by_room"),
-                ("index", "messages_private"),
             ],
+        )
+
+    async def test_private_messages_of_version_1_never_shown(self) -> None:
+        """
+        Private messages stored by version 1, looked up by a bare name that
+        any guest could take, are not offered again after the migration to
+        version 2 (they age out); room messages are kept, and new private
+        messages between the same names are found.
+        """
+        connection = sqlite3.connect(self.path, isolation_level=None)
+        for statement in history_module._MIGRATIONS[0]:
+            connection.execute(statement)
+        connection.execute("PRAGMA user_version = 1")
+        connection.execute(
+            "INSERT INTO messages (time, room, room_key, kind, sender, recipient,"
+            " text) VALUES (?, NULL, NULL, 'private', 'alice', 'bob', 'old'),"
+            " (?, '#dev', '#dev', 'message', 'alice', NULL, 'kept')",
+            (START, START),
+        )
+        connection.close()
+        history = self.open(store_private=True)
+        self.assertEqual(self.query("PRAGMA user_version"), [(2,)])
+        self.assertEqual(
+            await bounded(history.fetch_private("alice", "bob", 10), "fetch"), []
+        )
+        new = wire.PrivateMessage("Bob", "alice", "new", START + 1)
+        history.record(new)
+        self.assertEqual(
+            await bounded(history.fetch_private("alice", "BOB", 10), "fetch"),
+            replayed(new),
+        )
+        self.assertEqual(
+            await bounded(history.fetch("#dev", 10), "fetch"),
+            replayed(say("alice", "kept", "#dev", START)),
         )
 
     def test_empty_file(self) -> None:
@@ -450,6 +503,43 @@ class SqliteHistoryTests(TestCase):
             path,
         )
 
+    # Permissions
+
+    async def test_created_private_to_its_owner(self) -> None:
+        """
+        Under the usual umask of 022, the database and its write-ahead and
+        shared-memory files are made readable by their owner only, and no
+        warning is logged for them.
+        """
+        old_umask = os.umask(0o022)
+        self.addCleanup(os.umask, old_umask)
+        with capturedLogs() as events:
+            history = self.open()
+        history.record(say("alice", "secret plans", "#dev", START))
+        await bounded(history.flush(), "flush")
+        for name in (self.path, self.path + "-wal", self.path + "-shm"):
+            self.assertEqual(oct(os.stat(name).st_mode & 0o777), oct(0o600), name)
+        self.assertEqual(events, [])
+
+    def test_warning_for_a_database_others_may_read(self) -> None:
+        """
+        An existing database that its group or others may read is opened,
+        with a warning naming it and saying how to fix it.
+        """
+        sqlite3.connect(self.path).close()
+        os.chmod(self.path, 0o644)
+        with capturedLogs() as events:
+            self.open()
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            [
+                f"history database file {self.path} is accessible by group or"
+                " others (mode 0644): it holds what was said; run:"
+                f" chmod 600 {self.path}"
+            ],
+        )
+        self.assertEqual(events[0]["log_level"], LogLevel.warn)
+
     # Writing and reading
 
     async def test_restart_replays_recent(self) -> None:
@@ -467,6 +557,95 @@ class SqliteHistoryTests(TestCase):
         self.assertEqual(history.recent("#lobby"), [])
         history = await self.reopen(history, per_room=0)
         self.assertEqual(history.recent("#dev"), [])
+
+    async def test_rooms_loaded_when_made(self) -> None:
+        """
+        At start only the rooms asked for (the default room) are read; any
+        other room's last messages are read once, when it is made, after
+        what is pending is written; recording for a room that is not loaded
+        writes it without keeping it in memory; a room that emptied is let
+        go of.
+        """
+        history = self.open(per_room=3)
+        said = self.chatter(history)
+        history = await self.reopen(history, per_room=3, preload=("#ops",))
+        self.assertEqual(list(history._rooms), ["#ops"])
+        self.assertEqual(history.recent("#ops"), replayed(*said["#ops"][-3:]))
+        self.assertEqual(history.recent("#dev"), [])
+        late = say("carol", "late", "#dev", START + 999)
+        history.record(late)
+        self.assertEqual(history._rooms.keys(), {"#ops"})
+        watch = Interactions(history)
+        first, second = history.load("#DEV"), history.load("#dev")
+        assert first is not None and second is not None
+        await bounded(gatherResults([first, second]), "load")
+        self.assertEqual(watch.names(), ["_runQuery"])
+        self.assertEqual(history.recent("#dev"), [*replayed(*said["#dev"][-2:], late)])
+        self.assertIsNone(history.load("#dev"))
+        history.forget("#dev")
+        self.assertEqual(history._rooms.keys(), {"#ops"})
+        loading = history.load("#new")
+        assert loading is not None
+        await bounded(loading, "load")
+        self.assertEqual(history.recent("#new"), [])
+        history = await self.reopen(history, per_room=0, preload=("#ops",))
+        self.assertIsNone(history.load("#dev"))
+        self.assertEqual(history.recent("#ops"), [])
+
+    async def test_load_failure_logged(self) -> None:
+        """
+        A room whose past cannot be read (text that is not UTF-8) works
+        all the same, without it; the failure is logged.
+        """
+        await self.make_real_database()
+        self.query(
+            "UPDATE messages SET room = CAST(X'FFFE' AS TEXT)"
+            " WHERE id = (SELECT MAX(id) FROM messages)"
+        )
+        history = self.open(preload=())
+        loading = history.load("#dev")
+        assert loading is not None
+        with capturedLogs() as events:
+            await bounded(loading, "load")
+        self.assertEqual(history.recent("#dev"), [])
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            ["could not read the history of #dev"],
+        )
+        self.flushLoggedErrors()
+
+    async def test_room_made_again_replays_its_past(self) -> None:
+        """
+        A room's stored history is the room's: a room that emptied (and so
+        left memory) replays it to whoever makes it again, before anything
+        said in it after.
+        """
+        history = self.open(preload=("#lobby",))
+        chat = Chat(self.clock, history=history, replay=5)
+        alice, bob = Recorder(), Recorder()
+        chat.join(alice)
+        chat.join(bob)
+        chat.handle(alice, wire.Join("#dev"))
+        await bounded(wait_for(lambda: "#dev" in chat.rooms), "the join")
+        chat.handle(alice, wire.Say("said before"))
+        chat.handle(alice, wire.Part())
+        self.assertNotIn("#dev", history._rooms)
+        bob.take()
+        chat.handle(bob, wire.Join("#dev"))
+        chat.handle(alice, wire.Join("#dev"))
+        chat.handle(alice, wire.Say("said after"))
+        await bounded(wait_for(lambda: len(chat.rooms_of(alice)) == 2), "the joins")
+        self.assertEqual(
+            bob.take(),
+            [
+                "*** guest-2 joined #dev",
+                "*** history of #dev: 1 message(s)",
+                "~ 2025-11-27T13:05:22Z #dev [guest-1] said before",
+                "*** end of history of #dev",
+                "*** guest-1 joined #dev",
+                "#dev [guest-1] said after",
+            ],
+        )
 
     async def test_batched_in_wal_mode(self) -> None:
         """
@@ -676,6 +855,30 @@ class SqliteHistoryTests(TestCase):
         self.assertEqual(self.stored(), [("#dev", "message", "alice", None, "new")])
         self.clock.advance(HOUR)
         self.assertEqual(history.recent("#dev"), [])
+        await bounded(history.prune(), "prune")
+        self.assertEqual(self.stored(), [])
+
+    async def test_prune_max_age_of_private_messages(self) -> None:
+        """
+        The age limit applies to private messages as to room messages:
+        older ones are neither fetched nor left in the file once pruned.
+        """
+        history = self.open(max_age=HOUR, store_private=True)
+        now = self.clock.seconds()
+        old = wire.PrivateMessage("alice", "bob", "old", now - HOUR - 1)
+        new = wire.PrivateMessage("bob", "alice", "new", now)
+        history.record(old)
+        history.record(new)
+        self.assertEqual(
+            await bounded(history.fetch_private("alice", "bob", 10), "fetch"),
+            replayed(new),
+        )
+        await bounded(history.prune(), "prune")
+        self.assertEqual(self.stored(), [(None, "private", "bob", "alice", "new")])
+        self.clock.advance(HOUR + 1)
+        self.assertEqual(
+            await bounded(history.fetch_private("alice", "bob", 10), "fetch"), []
+        )
         await bounded(history.prune(), "prune")
         self.assertEqual(self.stored(), [])
 

@@ -21,7 +21,8 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import ca, wire
+from securemsg import ca, jsonwire, wire
+from securemsg.history import MemoryHistory
 from securemsg.reload import CertificateReloader
 from securemsg.room import Chat, ReloadResult
 from securemsg.server import ANNOUNCEMENT_DELAY, ChatServerFactory
@@ -132,7 +133,8 @@ class CertificateNameTests(ChatCase):
             ],
         )
         self.assertEqual(
-            bystander.take(), ["*** Alice is now known as guest-3", "*** alice joined"]
+            bystander.take(),
+            ["*** ~Alice is now known as ~guest-3", "*** alice joined"],
         )
         self.assertEqual(self.chat.names(), ["guest-3", "guest-2", "alice"])
 
@@ -246,6 +248,71 @@ class GuestMarkTests(ChatCase):
         self.send(self.guest_one, "/who")
         self.assertEqual(self.guest_one.take(), ["*** 2 here: alice, ~bob"])
 
+    def test_join_and_part_notices(self) -> None:
+        """
+        Others see a guest's arrival in and departure from a room with the
+        mark, and so does the guest (it is how they are shown).
+        """
+        self.send(self.alice, "/join #dev")
+        self.alice.take()
+        self.send(self.guest_one, "/join #dev")
+        self.assertEqual(self.alice.take(), ["*** ~bob joined #dev"])
+        self.assertEqual(self.guest_one.take()[0], "*** ~bob joined #dev")
+        self.send(self.guest_one, "/part #dev")
+        self.assertEqual(self.alice.take(), ["*** ~bob left #dev"])
+        self.assertEqual(self.guest_one.take(), ["*** ~bob left #dev"])
+
+    def test_arrival_in_the_default_room(self) -> None:
+        """A guest's arrival on the server is announced with the mark."""
+        newcomer = self.guest()
+        self.assertEqual(self.alice.take(), [f"*** ~{newcomer.name} joined"])
+
+    def test_departure_notice(self) -> None:
+        """A guest's disconnection is announced with the mark."""
+        self.chat.leave(self.guest_one, "connection lost")
+        self.assertEqual(self.alice.take(), ["*** ~bob left (connection lost)"])
+
+    def test_rename_notice(self) -> None:
+        """
+        Both names in a guest's rename carry the mark for others; the guest
+        is told their bare new name.
+        """
+        self.send(self.guest_one, "/nick carol")
+        self.assertEqual(self.alice.take(), ["*** ~bob is now known as ~carol"])
+        self.assertEqual(self.guest_one.take(), ["*** you are now carol"])
+
+    def test_rename_by_arriving_holder(self) -> None:
+        """
+        A guest renamed because the holder of their name arrived is shown
+        with the mark on both names.
+        """
+        self.send(self.guest_one, "/nick carol")
+        self.alice.take()
+        self.verified("carol", BOB)
+        self.assertEqual(
+            self.alice.take(),
+            ["*** ~carol is now known as ~guest-2", "*** carol joined"],
+        )
+
+    def test_topic_setter(self) -> None:
+        """
+        A topic a guest set reads as set by the guest, never as by the
+        certificate holder of the same name.
+        """
+        self.send(self.guest_one, "/topic guest rules")
+        self.assertEqual(
+            self.alice.take(), ["*** topic of #lobby: guest rules (set by ~bob)"]
+        )
+        self.send(self.alice, "/topic")
+        self.assertEqual(
+            self.alice.take(), ["*** topic of #lobby: guest rules (set by ~bob)"]
+        )
+        self.guest_one.take()
+        self.send(self.alice, "/topic holder rules")
+        self.assertEqual(
+            self.guest_one.take(), ["*** topic of #lobby: holder rules (set by alice)"]
+        )
+
     def test_no_mark_without_certificates(self) -> None:
         """A server that checks no certificates marks nobody."""
         self.chat = self.make_chat(certificates=False)
@@ -261,6 +328,108 @@ class GuestMarkTests(ChatCase):
                 "[guest-1 -> guest-2] psst",
                 "*** 2 here: guest-1, guest-2",
             ],
+        )
+
+
+class PrivateHistoryTests(ChatCase):
+    """
+    Private history (with C{store_private}) belongs to certificate holders:
+    it is kept only between two of them and shown only to one of them.  A
+    guest's name is anyone's once they leave, so nothing a guest says or
+    is told privately is kept, and guests are told so.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.history = MemoryHistory(self.clock, store_private=True)
+        self.chat = self.make_chat(history=self.history)
+
+    def test_whoever_takes_a_guests_name_reads_nothing(self) -> None:
+        """
+        The review's case: guests alice and bob talk privately, alice
+        leaves, mallory takes her name and asks for her conversation with
+        bob (who need not be there): nothing was kept, and mallory is told
+        why.  On a server that checks no certificates (everyone a guest)
+        too.
+        """
+        for certificates in (True, False):
+            self.history = MemoryHistory(self.clock, store_private=True)
+            self.chat = self.make_chat(history=self.history, certificates=certificates)
+            alice, bob = self.guest(), self.guest()
+            self.send(alice, "/nick alice")
+            self.send(bob, "/nick bob")
+            self.send(alice, "/msg bob meet at noon")
+            self.send(bob, "/msg alice the code is 4711")
+            self.chat.leave(alice)
+            self.chat.leave(bob)
+            mallory = self.guest()
+            self.send(mallory, "/nick alice")
+            mallory.take()
+            self.send(mallory, "/history bob")
+            self.assertEqual(
+                mallory.take(),
+                [
+                    "!!! private history is kept only between holders of client"
+                    " certificates; a guest's name can be taken by others, so"
+                    " guests have none"
+                ],
+            )
+            self.assertEqual(
+                self.successResultOf(self.history.fetch_private("alice", "bob", 9)),
+                [],
+            )
+
+    def test_guest_and_holder(self) -> None:
+        """
+        A conversation between a guest and a holder is not kept either:
+        the guest's side of it has no owner.
+        """
+        alice = self.verified("alice", ALICE)
+        gina = self.guest()
+        self.send(gina, "/nick gina")
+        self.send(gina, "/msg alice hello")
+        self.send(alice, "/msg gina hi")
+        self.take_all(alice, gina)
+        self.send(alice, "/history gina")
+        self.assertEqual(alice.take(), ["*** no history for alice <-> gina"])
+        self.send(gina, "/history alice")
+        self.assertIn("guests have none", gina.take()[0])
+
+    def test_holders_read_their_conversation_again(self) -> None:
+        """
+        Between two holders the conversation is kept, and the holder reads
+        it again on a later connection, while no guest can ever take
+        either name to read it.
+        """
+        alice = self.verified("alice", ALICE)
+        bob = self.verified("bob", BOB)
+        self.send(alice, "/msg bob meet at noon")
+        self.chat.leave(alice)
+        self.chat.leave(bob)
+        mallory = self.guest()
+        self.send(mallory, "/nick alice")
+        self.send(mallory, "/history bob")
+        self.assertEqual([line[:3] for line in mallory.take()[-2:]], ["!!!", "!!!"])
+        again = self.verified("alice", ALICE)
+        again.take()
+        self.send(again, "/history bob")
+        self.assertEqual(
+            again.take(),
+            [
+                "*** history of alice <-> bob: 1 message(s)",
+                "~ 2023-11-14T22:13:20Z [alice -> bob] meet at noon",
+                "*** end of history of alice <-> bob",
+            ],
+        )
+
+    def test_invalid_name(self) -> None:
+        """/history of something that is no name is refused, not echoed."""
+        alice = self.verified("alice", ALICE)
+        alice.take()
+        self.send(alice, "/history b\x1bob")
+        self.assertEqual(
+            alice.take(),
+            [f"!!! that name is not allowed; {wire.NAME_RULES}"],
         )
 
 
@@ -316,6 +485,22 @@ class OperatorTests(ChatCase):
         self.assertEqual(self.alice.take(), [f"*** bob left ({why})"])
         self.assertEqual(self.carol.take(), [f"*** bob left ({why})"])
 
+    def test_quit_message_is_not_a_kick(self) -> None:
+        """
+        Parting words that read like a kick are shown as the leaver's own
+        words, unlike a real kick, in text and in JSON.
+        """
+        self.chat.leave(self.bob, message="kicked by alice: spamming")
+        quit_line = '*** bob left, saying "kicked by alice: spamming"'
+        self.assertEqual(self.alice.take(), [quit_line])
+        self.send(self.alice, "/kick guest-1 spamming")
+        kick_line = "*** ~guest-1 left (kicked by alice: spamming)"
+        self.assertEqual(self.alice.take(), [kick_line])
+        self.assertNotEqual(
+            jsonwire.event_to_json(wire.Departed("bob", message="kicked by alice")),
+            jsonwire.event_to_json(wire.Departed("bob", "kicked by alice")),
+        )
+
     def test_kick_nobody(self) -> None:
         """/kick of a name nobody has says so."""
         self.send(self.alice, "/kick dave")
@@ -346,7 +531,7 @@ class OperatorTests(ChatCase):
             self.alice.take(),
             [
                 "*** banned guest-1 (address 192.0.2.3)",
-                "*** guest-1 left (banned by alice)",
+                "*** ~guest-1 left (banned by alice)",
             ],
         )
         self.assertIsNotNone(self.carol.disconnected)
@@ -362,7 +547,7 @@ class OperatorTests(ChatCase):
         self.assertEqual(
             self.alice.take(),
             [
-                "*** guest-2 joined",
+                "*** ~guest-2 joined",
                 "!!! guest-2 cannot be banned: no certificate or address",
             ],
         )
@@ -422,7 +607,7 @@ class OperatorTests(ChatCase):
         self.chat.join(newcomer, lambda name: [wire.Notice(f"hello {name}")])
         self.assertEqual(newcomer.take(), ["*** hello guest-2", "*** motd: be kind"])
         self.send(self.alice, "/motd -")
-        self.assertEqual(self.carol.take(), ["*** guest-2 joined", "*** motd: (none)"])
+        self.assertEqual(self.carol.take(), ["*** ~guest-2 joined", "*** motd: (none)"])
         self.assertEqual(self.state.motd, "")
 
     def test_reload(self) -> None:
@@ -565,10 +750,17 @@ class MutualTLSCase(SynchronousTestCase):
         settings: TLSSettings,
         state: ServerState | None = None,
         operators: tuple[str, ...] = (),
+        history: MemoryHistory | None = None,
     ) -> Server:
         """A chat server (not listening: see L{connect}) with these settings."""
         loaded = load_tls(settings)
-        chat = Chat(self.clock, state=state, operators=operators, certificates=True)
+        chat = Chat(
+            self.clock,
+            state=state,
+            operators=operators,
+            certificates=True,
+            history=history,
+        )
         return Server(
             ChatServerFactory(self.clock, chat=chat), ServerTLS(loaded.context)
         )
@@ -706,6 +898,37 @@ class OptionalClientCertificateTests(MutualTLSCase):
         self.assertEqual(
             guest.take(), ["*** you are guest-1 (guest: no client certificate)"]
         )
+
+    def test_private_history_follows_the_certificate(self) -> None:
+        """
+        Private history kept between two holders is read again by whoever
+        presents the same certificate later, and by no guest, whatever
+        name the guest asks for.
+        """
+        history = MemoryHistory(self.clock, store_private=True)
+        server = self.serve(self.settings("optional"), history=history)
+        alice = self.connect(server, self.certificate(self.issued["alice"]))
+        self.connect(server, self.certificate(self.issued["bob"]))
+        self.send(alice, "/msg bob meet at noon")
+        guest = self.connect(server)
+        guest.take()
+        self.send(guest, "/nick alice")
+        self.send(guest, "/history bob")
+        self.assertEqual(
+            guest.take(),
+            [
+                "!!! the name alice is taken",
+                "!!! private history is kept only between holders of client"
+                " certificates; a guest's name can be taken by others, so guests"
+                " have none",
+            ],
+        )
+        again = self.connect(server, self.certificate(self.issued["alice"]))
+        again.take()
+        self.send(again, "/history bob")
+        lines = again.take()
+        self.assertEqual(lines[0], "*** history of alice <-> bob: 1 message(s)")
+        self.assertTrue(lines[1].endswith(" [alice -> bob] meet at noon"), lines)
 
     def test_bad_certificates_still_refused(self) -> None:
         """

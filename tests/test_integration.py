@@ -275,8 +275,10 @@ class ChatOverTLSTests(LoopbackServerTestCase):
         self.assertEqual(await carol.next_lines(1), ["*** goodbye"])
         await carol.wait_closed()
         self.assertTrue(carol.ended.value.check(ConnectionDone))
-        self.assertEqual(await alice.next_lines(1), ["*** carol left (gotta go)"])
-        self.assertEqual(await bob.next_lines(1), ["*** carol left (gotta go)"])
+        self.assertEqual(
+            await alice.next_lines(1), ['*** carol left, saying "gotta go"']
+        )
+        self.assertEqual(await bob.next_lines(1), ['*** carol left, saying "gotta go"'])
         alice.send(b"bye carol")
         self.assertEqual(await bob.next_lines(1), ["[alice] bye carol"])
 

@@ -64,10 +64,17 @@ EVENTS: list[tuple[wire.Event, jsonwire.JSONObject]] = [
     (wire.Joined("bob", "#dev"), {"type": "join", "room": "#dev", "name": "bob"}),
     (wire.Parted("bob", "#dev"), {"type": "part", "room": "#dev", "name": "bob"}),
     (
-        wire.Departed("bob", "see you"),
-        {"type": "quit", "name": "bob", "reason": "see you"},
+        wire.Departed("bob", "kicked by alice"),
+        {"type": "quit", "name": "bob", "reason": "kicked by alice", "message": ""},
     ),
-    (wire.Departed("bob"), {"type": "quit", "name": "bob", "reason": ""}),
+    (
+        wire.Departed("bob", message="see you"),
+        {"type": "quit", "name": "bob", "reason": "", "message": "see you"},
+    ),
+    (
+        wire.Departed("bob"),
+        {"type": "quit", "name": "bob", "reason": "", "message": ""},
+    ),
     (
         wire.Renamed("guest-1", "alice"),
         {"type": "nick", "old": "guest-1", "new": "alice", "you": False},

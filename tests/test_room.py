@@ -3,20 +3,30 @@ Tests for L{securemsg.room}: the chat logic alone, with participants that
 only record what they are given.
 """
 
+from collections import deque
 from typing import TypeVar
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from securemsg import wire
+from securemsg import jsonwire, wire
 from securemsg.history import MemoryHistory
 from securemsg.interfaces import IChatParticipant
-from securemsg.room import Chat
+from securemsg.room import MAX_WAITING_COMMANDS, Chat
 
 from ._fakes import Recorder
 
 R = TypeVar("R", bound=Recorder)
+
+
+def too_many(rooms: int) -> str:
+    """The error for a new room when there are C{rooms} already."""
+    return (
+        f"!!! there are too many rooms on this server ({rooms});"
+        " join one that /rooms lists"
+    )
 
 
 def seat_three(chat: Chat, kind: type[R]) -> tuple[R, R, R]:
@@ -263,8 +273,8 @@ class RoomsTests(SynchronousTestCase):
         self.alice.take()
         self.chat.handle(self.alice, wire.Rooms())
         self.assertEqual(self.alice.take(), ["*** rooms: #lobby (3), #dev (1)"])
-        self.chat.handle(self.bob, wire.Who("#dev"))
-        self.assertEqual(self.bob.take(), ["*** 1 in #dev: alice"])
+        self.chat.handle(self.alice, wire.Who("#dev"))
+        self.assertEqual(self.alice.take(), ["*** 1 in #dev: alice"])
         self.chat.handle(self.bob, wire.Who())
         self.assertEqual(self.bob.take(), ["*** 3 here: alice, bob, carol"])
         self.chat.handle(self.alice, wire.Topic())
@@ -279,6 +289,50 @@ class RoomsTests(SynchronousTestCase):
             [
                 "*** bob joined #dev",
                 "*** topic of #dev: release ^[ friday (set by alice)",
+            ],
+        )
+
+    def test_who_is_for_members(self) -> None:
+        """
+        /who of a room one is not in is refused as for any other room
+        command, whether the room exists or not; joining it shows it.
+        """
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        self.bob.take()
+        self.chat.handle(self.bob, wire.Who("#dev"))
+        self.assertEqual(self.bob.take(), ["!!! you are not in #dev; /join it first"])
+        self.chat.handle(self.bob, wire.Who("#nowhere"))
+        self.assertEqual(
+            self.bob.take(), ["!!! you are not in #nowhere; /join it first"]
+        )
+        self.chat.handle(self.bob, wire.Join("#dev"))
+        self.bob.take()
+        self.chat.handle(self.bob, wire.Who("#DEV"))
+        self.assertEqual(self.bob.take(), ["*** 2 in #dev: alice, bob"])
+
+    def test_rooms_shows_topics_to_members_only(self) -> None:
+        """
+        /rooms lists every room with its size to anyone, but a room's topic
+        only to its members (JSON: C{null} for the others).
+        """
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        self.chat.handle(self.alice, wire.Topic("the secret plan"))
+        seen: list[wire.Event] = []
+        self.patch(self.bob, "deliver", seen.append)
+        self.patch(self.alice, "deliver", seen.append)
+        self.chat.handle(self.bob, wire.Rooms())
+        self.chat.handle(self.alice, wire.Rooms())
+        self.assertEqual(
+            [jsonwire.event_to_json(event)["rooms"] for event in seen],
+            [
+                [
+                    {"name": "#lobby", "members": 3, "topic": ""},
+                    {"name": "#dev", "members": 1, "topic": None},
+                ],
+                [
+                    {"name": "#lobby", "members": 3, "topic": ""},
+                    {"name": "#dev", "members": 1, "topic": "the secret plan"},
+                ],
             ],
         )
 
@@ -367,27 +421,41 @@ class RoomsTests(SynchronousTestCase):
         )
 
     def test_private_messages_not_kept_by_default(self) -> None:
-        """Private messages stay out of the history unless asked for."""
-        self.chat.handle(self.alice, wire.Private("bob", "secret"))
-        self.bob.take()
-        self.chat.handle(self.bob, wire.HistoryRequest("alice"))
-        self.assertEqual(self.bob.take(), ["*** no history for bob <-> alice"])
+        """
+        Private messages stay out of the history unless asked for, even
+        between certificate holders.
+        """
+        chat = Chat(self.clock, certificates=True)
+        one, two = Recorder(), Recorder()
+        chat.join(one, identity="ann")
+        chat.join(two, identity="ben")
+        chat.handle(one, wire.Private("ben", "secret"))
+        two.take()
+        chat.handle(two, wire.HistoryRequest("ann"))
+        self.assertEqual(two.take(), ["*** no history for ben <-> ann"])
 
     def test_private_messages_kept_when_asked(self) -> None:
-        """With store_private, /history NAME shows the conversation."""
-        chat = Chat(self.clock, history=MemoryHistory(self.clock, store_private=True))
+        """
+        With store_private, /history NAME shows a certificate holder their
+        conversation with another holder.
+        """
+        chat = Chat(
+            self.clock,
+            history=MemoryHistory(self.clock, store_private=True),
+            certificates=True,
+        )
         one, two = Recorder(), Recorder()
-        chat.join(one)
-        chat.join(two)
+        chat.join(one, identity="ann")
+        chat.join(two, identity="ben")
         chat.handle(one, wire.Private(two.name, "secret"))
         two.take()
-        chat.handle(two, wire.HistoryRequest(one.name))
+        chat.handle(two, wire.HistoryRequest("ANN"))
         self.assertEqual(
             two.take(),
             [
-                "*** history of guest-2 <-> guest-1: 1 message(s)",
-                "~ 2025-11-27T13:05:22Z [guest-1 -> guest-2] secret",
-                "*** end of history of guest-2 <-> guest-1",
+                "*** history of ben <-> ANN: 1 message(s)",
+                "~ 2025-11-27T13:05:22Z [ann -> ben] secret",
+                "*** end of history of ben <-> ANN",
             ],
         )
 
@@ -504,4 +572,288 @@ class HoldingTests(SynchronousTestCase):
         self.assertEqual(self.carol.take(), ["[alice] bye carol"])
         self.assertEqual(
             self.bob.take(), ["[alice] bye carol", "*** carol left (gone)"]
+        )
+
+
+class RoomLimitTests(SynchronousTestCase):
+    """
+    Rooms are bounded: in total, and per address (the rooms the
+    participants from one address are in, besides the default room).
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.chat = Chat(self.clock, max_rooms=4, max_rooms_per_address=2)
+
+    def person(self, address: str | None) -> Recorder:
+        person = Recorder()
+        self.chat.join(person, address=address)
+        person.take()
+        return person
+
+    def test_rooms_in_total(self) -> None:
+        """
+        A new room over C{max_rooms} (the default room counted) is refused;
+        once a room empties, a new one may be made again.
+        """
+        people = [self.person(f"192.0.2.{number}") for number in range(4)]
+        for person, room in zip(people, ("#a", "#b", "#c"), strict=False):
+            self.chat.handle(person, wire.Join(room))
+        self.chat.handle(people[3], wire.Join("#d"))
+        self.assertEqual(
+            people[3].take(),
+            [too_many(4)],
+        )
+        self.chat.handle(people[3], wire.Join("#a"))
+        self.assertEqual(people[3].take()[0], "*** guest-4 joined #a")
+        self.chat.handle(people[2], wire.Part("#c"))
+        self.chat.handle(people[3], wire.Join("#d"))
+        self.assertEqual(people[3].take(), ["*** guest-4 joined #d"])
+        self.assertEqual(sorted(self.chat.rooms), ["#a", "#b", "#d", "#lobby"])
+
+    def test_rooms_per_address(self) -> None:
+        """
+        The participants from one address may be in C{max_rooms_per_address}
+        rooms besides the default one, however many they are; a room one of
+        them is in already is no new one for the others; other addresses,
+        and participants without one (UNIX sockets), are not held to it.
+        """
+        one, two = self.person("192.0.2.1"), self.person("192.0.2.1")
+        self.chat.handle(one, wire.Join("#a"))
+        self.chat.handle(two, wire.Join("#b"))
+        self.chat.handle(two, wire.Join("#lobby"))
+        self.take_all(one, two)
+        self.chat.handle(one, wire.Join("#c"))
+        self.assertEqual(
+            one.take(), ["!!! your address is in too many rooms (2); /part one first"]
+        )
+        self.chat.handle(two, wire.Join("#A"))
+        self.assertEqual(two.take()[0], "*** guest-2 joined #a")
+        local, other = self.person(None), self.person("198.51.100.7")
+        local.take()
+        self.chat.handle(other, wire.Join("#c"))
+        self.assertEqual(other.take(), ["*** guest-4 joined #c"])
+        self.chat.handle(local, wire.Join("#x"))
+        self.assertEqual(
+            local.take(),
+            [too_many(4)],
+        )
+        self.chat.handle(two, wire.Part("#b"))
+        one.take()
+        self.chat.handle(one, wire.Join("#c"))
+        self.assertEqual(one.take()[0], "*** guest-1 joined #c")
+        self.chat.leave(one)
+        self.chat.leave(two)
+        self.assertNotIn("192.0.2.1", self.chat._address_rooms)
+
+    def take_all(self, *people: Recorder) -> None:
+        for person in people:
+            person.take()
+
+
+class IdleRoomTests(SynchronousTestCase):
+    """
+    A room that empties lets go of its history in memory: memory holds the
+    rooms that exist, not every room ever used.
+    """
+
+    def test_emptied_rooms_history_is_let_go(self) -> None:
+        """
+        The review's case: making rooms, filling them and leaving them, over
+        and over, leaves no history in memory but the default room's.
+        """
+        clock = Clock()
+        history = MemoryHistory(clock, per_room=50)
+        chat = Chat(clock, history=history, max_rooms_per_address=0)
+        speaker = Recorder()
+        chat.join(speaker, address="192.0.2.1")
+        for number in range(30):
+            chat.handle(speaker, wire.Join(f"#r{number}"))
+            for line in range(50):
+                chat.handle(speaker, wire.Say(f"line {line}"))
+            chat.handle(speaker, wire.Part())
+        chat.handle(speaker, wire.Say("in the lobby"))
+        self.assertEqual(list(history._rooms), ["#lobby"])
+        self.assertEqual(list(chat.rooms), ["#lobby"])
+
+    def test_memory_history_ends_with_the_room(self) -> None:
+        """
+        With the history in memory only, a room made again after it emptied
+        has no past.
+        """
+        chat = Chat(Clock())
+        alice, bob = Recorder(), Recorder()
+        chat.join(alice)
+        chat.join(bob)
+        chat.handle(alice, wire.Join("#dev"))
+        chat.handle(alice, wire.Say("before"))
+        chat.handle(alice, wire.Part())
+        bob.take()
+        chat.handle(bob, wire.Join("#dev"))
+        self.assertEqual(bob.take(), ["*** guest-2 joined #dev"])
+
+
+class SlowHistory(MemoryHistory):
+    """
+    A history whose rooms' past is in a "database" (C{stored}), read when
+    asked for (L{load}) and there when the test fires C{reads}.
+    """
+
+    _lazy = True
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock, per_room=2)
+        self.stored: dict[str, list[wire.Replayable]] = {}
+        self.reads: dict[str, Deferred[None]] = {}
+
+    def load(self, room: str) -> Deferred[None] | None:
+        key = room.lower()
+        if key in self._rooms:
+            return None
+        if key not in self.reads:
+            self.reads[key] = Deferred()
+            self.reads[key].addCallback(self._read, key)
+        waiter: Deferred[None] = Deferred()
+        self.reads[key].addCallback(lambda _: waiter.callback(None))
+        return waiter
+
+    def _read(self, _: None, key: str) -> None:
+        del self.reads[key]
+        self._rooms[key] = deque(self.stored.get(key, []), maxlen=self.per_room)
+
+    def read(self, room: str) -> None:
+        """The database answers: C{room}'s past is read."""
+        self.reads[room].callback(None)
+
+
+class LazyLoadTests(SynchronousTestCase):
+    """
+    A room's history is read when the room is made.  Who joins it then
+    waits, with what they send meanwhile, so that they get its past before
+    anything said in it, and their commands in the order they sent them.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1764248722)
+        self.history = SlowHistory(self.clock)
+        self.history.stored["#dev"] = [
+            wire.Message("carol", "from before", "#dev", 1764248000.0)
+        ]
+        self.history._rooms["#lobby"] = deque(maxlen=2)
+        self.chat = Chat(self.clock, history=self.history, replay=2)
+        self.alice, self.bob, _ = seat_three(self.chat, Recorder)
+
+    def test_join_waits_for_the_history(self) -> None:
+        """
+        What a joiner sends while the room is read is carried out after the
+        join, in order; nothing of it leaks to the room they were in.
+        """
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        self.chat.handle(self.alice, wire.Say("hello dev"))
+        self.chat.handle(self.alice, wire.Who())
+        self.assertEqual(self.alice.take(), [])
+        self.assertEqual(self.bob.take(), [])
+        self.assertEqual(self.chat.rooms_of(self.alice), ["#lobby"])
+        self.history.read("#dev")
+        self.assertEqual(
+            self.alice.take(),
+            [
+                "*** alice joined #dev",
+                "*** history of #dev: 1 message(s)",
+                "~ 2025-11-27T12:53:20Z #dev [carol] from before",
+                "*** end of history of #dev",
+                "*** 1 in #dev: alice",
+            ],
+        )
+        self.assertEqual(self.bob.take(), [])
+        self.chat.handle(self.bob, wire.Join("#dev"))
+        self.assertEqual(
+            self.bob.take(),
+            [
+                "*** bob joined #dev",
+                "*** history of #dev: 2 message(s)",
+                "~ 2025-11-27T12:53:20Z #dev [carol] from before",
+                "~ 2025-11-27T13:05:22Z #dev [alice] hello dev",
+                "*** end of history of #dev",
+            ],
+        )
+
+    def test_two_wait_for_the_same_room(self) -> None:
+        """
+        Two who join a room while it is read each get its past, then what
+        follows, in order; the room is read once.
+        """
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        self.chat.handle(self.bob, wire.Join("#dev"))
+        self.chat.handle(self.bob, wire.Say("bob here"))
+        self.assertEqual(list(self.history.reads), ["#dev"])
+        self.history.read("#dev")
+        replay = [
+            "*** history of #dev: 1 message(s)",
+            "~ 2025-11-27T12:53:20Z #dev [carol] from before",
+            "*** end of history of #dev",
+        ]
+        self.assertEqual(
+            self.alice.take(),
+            [
+                "*** alice joined #dev",
+                *replay,
+                "*** bob joined #dev",
+                "#dev [bob] bob here",
+            ],
+        )
+        self.assertEqual(self.bob.take(), ["*** bob joined #dev", *replay])
+
+    def test_leaving_while_waiting(self) -> None:
+        """
+        Someone who leaves while their room is read is not let in; the room
+        is not made, and its past is let go of.
+        """
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        self.chat.handle(self.alice, wire.Say("never said"))
+        self.chat.leave(self.alice)
+        self.history.read("#dev")
+        self.assertEqual(self.alice.take(), [])
+        self.assertNotIn("#dev", self.chat.rooms)
+        self.assertNotIn("#dev", self.history._rooms)
+        self.assertEqual(self.chat._loading, {})
+
+    def test_waiting_again_for_another_room(self) -> None:
+        """
+        A command carried out after a join may itself wait for another
+        room: what follows it waits on, in order.
+        """
+        for command in (wire.Join("#dev"), wire.Join("#ops"), wire.Say("in ops")):
+            self.chat.handle(self.alice, command)
+        self.history.read("#dev")
+        self.assertEqual(self.chat.rooms_of(self.alice), ["#lobby", "#dev"])
+        self.chat.handle(self.bob, wire.Join("#dev"))
+        self.history.read("#ops")
+        self.assertEqual(self.chat.rooms_of(self.alice), ["#lobby", "#dev", "#ops"])
+        self.assertEqual(self.history.recent("#ops")[-1].text, "in ops")
+        self.assertNotIn("in ops", "".join(self.bob.take()))
+
+    def test_waiting_commands_are_bounded(self) -> None:
+        """
+        Past L{MAX_WAITING_COMMANDS} commands waiting for a room, more are
+        dropped, each with an error.
+        """
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        for number in range(MAX_WAITING_COMMANDS + 1):
+            self.chat.handle(self.alice, wire.Say(f"line {number}"))
+        self.assertEqual(
+            self.alice.take(),
+            ["!!! too many lines while joining a room; one was dropped"],
+        )
+        self.assertEqual(len(self.chat._waiting[self.alice]), MAX_WAITING_COMMANDS)
+
+    def test_rooms_being_read_count(self) -> None:
+        """A room being read counts against C{max_rooms}."""
+        self.chat.max_rooms = 2
+        self.chat.handle(self.alice, wire.Join("#dev"))
+        self.chat.handle(self.bob, wire.Join("#ops"))
+        self.assertEqual(
+            self.bob.take(),
+            [too_many(2)],
         )

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sqlite3
 from dataclasses import replace
 from pathlib import Path
@@ -156,11 +157,13 @@ class RoomsTests(ChatTestCase):
             "*** rooms: #lobby (3), #dev (2)",
             "*** 2 in #dev: alice, bob",
             "*** 3 here: alice, bob, carol",
-            "!!! there is no room #nowhere",
+            "!!! you are not in #nowhere; /join it first",
         )
         carol.send(b"/who", b"/who #dev")
         await self.expect(
-            carol, "*** 3 here: alice, bob, carol", "*** 2 in #dev: alice, bob"
+            carol,
+            "*** 3 here: alice, bob, carol",
+            "!!! you are not in #dev; /join it first",
         )
 
         # The topic is told to the room it belongs to.
@@ -203,7 +206,7 @@ class RoomsTests(ChatTestCase):
         await self.expect(carol, "*** alice joined #ops")
         carol.send(b"/quit bye")
         await self.expect(carol, "*** goodbye")
-        await self.expect(alice, "*** carol left (bye)")
+        await self.expect(alice, '*** carol left, saying "bye"')
         await self.nothing_more(alice, bob)
         await carol.wait_closed()
 
@@ -252,7 +255,9 @@ class RoomsTests(ChatTestCase):
             "*** history of #lobby: 1 message(s)",
             "~ 2025-11-27T13:08:22Z [bob] lobby line",
             "*** end of history of #lobby",
-            "*** no history for bob <-> alice",
+            "!!! private history is kept only between holders of client"
+            " certificates; a guest's name can be taken by others, so guests"
+            " have none",
         )
         carol.send(b"/history #dev")
         await self.expect(carol, "!!! you are not in #dev; /join it first")
@@ -423,9 +428,9 @@ class JSONTests(ChatTestCase):
             await self.expect(other, "*** alice is now known as alicia")
         carol.send(b"/quit bye")
         await self.expect(carol, "*** goodbye")
-        await self.expect(bob, "*** carla left (bye)")
+        await self.expect(bob, '*** carla left, saying "bye"')
         await self.expect_json(
-            alice, {"type": "quit", "name": "carla", "reason": "bye"}
+            alice, {"type": "quit", "name": "carla", "reason": "", "message": "bye"}
         )
         await carol.wait_closed()
 
@@ -452,17 +457,26 @@ class JSONTests(ChatTestCase):
         await self.expect(alice, "*** you are alicia")
         await self.nothing_more(alice, bob)
 
-    async def test_quit_reason_in_json(self) -> None:
-        """A JSON quit's message reaches the others as its reason."""
+    async def test_quit_message_in_json(self) -> None:
+        """
+        A JSON quit's message reaches the others as the user's message, not
+        as the server's reason: C{/quit kicked by alice} is no kick.
+        """
         alice, bob = await self.people("alice", "bob")
         alice.send(b"/format json")
         await self.expect_json(alice, {"type": "notice", "text": "format is now json"})
         bob.send(b"/format json")
         await self.expect_json(bob, {"type": "notice", "text": "format is now json"})
-        self.send_json(bob, {"type": "quit", "message": "see you"})
+        self.send_json(bob, {"type": "quit", "message": "kicked by alice: spam"})
         await self.expect_json(bob, {"type": "notice", "text": "goodbye"})
         await self.expect_json(
-            alice, {"type": "quit", "name": "bob", "reason": "see you"}
+            alice,
+            {
+                "type": "quit",
+                "name": "bob",
+                "reason": "",
+                "message": "kicked by alice: spam",
+            },
         )
         await bob.wait_closed()
 
@@ -614,8 +628,12 @@ class RestartTests(TestCase):
         Chat in two rooms, stop the server with SIGTERM, start it again on
         the same file: a newcomer gets exactly what was said in each room,
         in order and marked as history, and private lines were not kept.
+        Under a umask of 022 the database and its WAL files are made
+        readable by the server's user only.
         """
         began = reactor.seconds()
+        old_umask = os.umask(0o022)
+        self.addCleanup(os.umask, old_umask)
         twistd = self.start()
         port = await self.port(twistd)
         alice = await self.connect(port, "alice", 1)
@@ -638,6 +656,8 @@ class RestartTests(TestCase):
             alice, "[bob -> alice] secret", "#dev [bob] second in dev", "[bob] second"
         )
         await self.expect(bob, "[bob -> alice] secret")
+        for name in (self.database, self.database + "-wal", self.database + "-shm"):
+            self.assertEqual(os.stat(name).st_mode & 0o777, 0o600, name)
         ended = reactor.seconds()
         await stop_with_sigterm(self, twistd)
         await alice.wait_closed()
@@ -696,7 +716,10 @@ class RestartTests(TestCase):
         )
         carol.send(b"/nick bob", b"/history alice", b"/history #dev 1")
         await self.expect(
-            carol, "*** you are now bob", "*** no history for bob <-> alice"
+            carol,
+            "*** you are now bob",
+            "!!! private history is kept only between holders of client certificates;"
+            " a guest's name can be taken by others, so guests have none",
         )
         lines = await carol.next_lines(3)
         self.assertEqual(

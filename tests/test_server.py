@@ -125,7 +125,20 @@ class ServerProtocolTests(SynchronousTestCase):
         self.assertEqual(bob.lines(), ["*** goodbye"])
         self.assertTrue(bob.transport.disconnecting)
         bob.protocol.connectionLost(Failure(ConnectionDone()))
-        self.assertEqual(alice.lines(), ["*** bob left (off to lunch)"])
+        self.assertEqual(alice.lines(), ['*** bob left, saying "off to lunch"'])
+
+    def test_quit_like_a_kick(self) -> None:
+        """
+        A /quit message that reads like a kick is shown quoted, as the
+        quitter's words; even when the connection then breaks, no
+        "connection lost" is added to it.
+        """
+        alice, bob = self.pair()
+        bob.send(b"/quit kicked by alice: spamming\n")
+        bob.protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(
+            alice.lines(), ['*** bob left, saying "kicked by alice: spamming"']
+        )
 
     def test_invalid_utf8(self) -> None:
         """Invalid UTF-8 gets an error; the connection carries on."""
@@ -185,7 +198,7 @@ class ServerProtocolTests(SynchronousTestCase):
         alice, bob = self.pair()
         alice.send(b"/quit off to lunch")
         alice.close()
-        self.assertEqual(bob.lines(), ["*** alice left (off to lunch)"])
+        self.assertEqual(bob.lines(), ['*** alice left, saying "off to lunch"'])
         clock = self.factory.clock
         assert isinstance(clock, MemoryReactorClock)
         pending = [call.func for call in clock.getDelayedCalls() if call.active()]
@@ -433,6 +446,16 @@ class AnnouncementTests(SynchronousTestCase):
         self.member.dataReceived(b"/join #dev\n")
         self.clock.advance(0)
         self.assertEqual(self.writes, [b"*** guest-1 joined #dev\n"])
+
+    def test_guests_own_arrival_not_delayed(self) -> None:
+        """
+        Nor is a guest's, told with the guest mark C{~} where client
+        certificates are checked: it is still its own.
+        """
+        self.factory.chat.certificates = True
+        self.member.dataReceived(b"/join #dev\n")
+        self.clock.advance(0)
+        self.assertEqual(self.writes, [b"*** ~guest-1 joined #dev\n"])
 
     def test_stopping_writes_what_waits(self) -> None:
         """When the factory stops, waiting announcements are written."""

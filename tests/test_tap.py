@@ -20,8 +20,9 @@ from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from securemsg import tap, tls
+from securemsg import tap, tls, wire
 from securemsg.guard import GuardedTLSFactory
+from securemsg.history import MemoryHistory, SqliteHistory
 from securemsg.limits import Limits
 from securemsg.server import DEFAULT_GREETING, ChatServerFactory
 from securemsg.service import ChatService
@@ -80,12 +81,14 @@ class OptionsTests(SynchronousTestCase):
                 "send-queue": 1048576,
                 "shutdown-grace": 5.0,
                 "line-flush": 0.2,
+                "max-rooms": 500,
+                "max-rooms-per-ip": 20,
                 "default-room": "#lobby",
                 "announce-max": 200,
                 "history-db": "securemsg-history.sqlite3",
                 "history-replay": 50,
                 "history-max": 10000,
-                "history-max-age": 0.0,
+                "history-max-age": 30.0,
                 "store-private": 0,
                 "client-ca": None,
                 "client-auth": "required",
@@ -137,6 +140,8 @@ class OptionsTests(SynchronousTestCase):
             "--send-queue=4096",
             "--shutdown-grace=1",
             "--line-flush=0",
+            "--max-rooms=7",
+            "--max-rooms-per-ip=0",
             "--default-room=#hall",
             "--history-db=:memory:",
             "--history-replay=5",
@@ -175,6 +180,8 @@ class OptionsTests(SynchronousTestCase):
                 "send-queue": 4096,
                 "shutdown-grace": 1.0,
                 "line-flush": 0.0,
+                "max-rooms": 7,
+                "max-rooms-per-ip": 0,
                 "default-room": "#hall",
                 "announce-max": 200,
                 "history-db": ":memory:",
@@ -206,6 +213,8 @@ class OptionsTests(SynchronousTestCase):
                 send_queue=4096,
                 shutdown_grace=1.0,
                 line_flush=0.0,
+                max_rooms=7,
+                max_rooms_per_address=0,
             ),
         )
         self.assertEqual(
@@ -259,6 +268,18 @@ class OptionsTests(SynchronousTestCase):
         self.assertEqual(parse("--tls-min", "1.3")["tls-min"], "1.3")
         error = self.assertRaises(UsageError, parse, "--tls-min", "1.1")
         self.assertEqual(str(error), "--tls-min must be one of 1.2, 1.3, not '1.1'")
+
+    def test_store_private_needs_client_ca(self) -> None:
+        """
+        --store-private without --client-ca is a usage error: private
+        history is kept only for certificate holders.
+        """
+        error = self.assertRaises(UsageError, parse, "--store-private")
+        self.assertEqual(
+            str(error),
+            "--store-private needs --client-ca: private history is kept only"
+            " for certificate holders, whose names nobody can take",
+        )
 
     def test_max_line_length_positive(self) -> None:
         """
@@ -330,6 +351,48 @@ class TwistdUsageErrorTests(SynchronousTestCase):
         """Parsed on their own, the options raise L{UsageError} as usual."""
         error = self.assertRaises(UsageError, parse, "--bogus")
         self.assertEqual(str(error), "option --bogus not recognized")
+
+
+class OpenHistoryTests(SynchronousTestCase):
+    """
+    L{tap.open_history} keeps messages 30 days unless told otherwise, and
+    reads only the default room's history at start.
+    """
+
+    def test_default_age_limit(self) -> None:
+        """
+        By default messages are kept 30 days, in memory as in a file; 0
+        keeps them for ever.
+        """
+        clock = MemoryReactorClock()
+        memory = tap.open_history(clock, parse("--history-db", ":memory:"))
+        assert isinstance(memory, MemoryHistory)
+        self.assertEqual(memory.max_age, 30 * 86400)
+        forever = tap.open_history(
+            clock, parse("--history-db", ":memory:", "--history-max-age", "0")
+        )
+        assert isinstance(forever, MemoryHistory)
+        self.assertIsNone(forever.max_age)
+
+    def test_file_reads_the_default_room_only(self) -> None:
+        """
+        A history file keeps the default age limit, and at start only the
+        default room's last messages are read into memory.
+        """
+        path = self.mktemp()
+        clock = MemoryReactorClock()
+        first = tap.open_history(clock, parse("--history-db", path))
+        assert isinstance(first, SqliteHistory)
+        self.assertEqual(first.max_age, 30 * 86400)
+        for room in ("#lobby", "#dev", "#ops"):
+            first.record(wire.Message("alice", "hi", room, 0.0 + clock.seconds()))
+        self.successResultOf(first.close())
+        again = tap.open_history(
+            clock, parse("--history-db", path, "--default-room", "#ops")
+        )
+        assert isinstance(again, SqliteHistory)
+        self.addCleanup(again.close)
+        self.assertEqual(list(again._rooms), ["#ops"])
 
 
 class MakeServiceTests(SynchronousTestCase):

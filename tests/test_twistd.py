@@ -124,7 +124,9 @@ class TwistdTests(TestCase):
         self.assertEqual(await alice.next_lines(1), ["*** you are now alice"])
         bob.send(b"/quit see you")
         self.assertEqual(await bob.next_lines(1), ["*** goodbye"])
-        self.assertEqual(await alice.next_lines(1), ["*** guest-2 left (see you)"])
+        self.assertEqual(
+            await alice.next_lines(1), ['*** guest-2 left, saying "see you"']
+        )
         await bob.wait_closed()
 
         await stop_with_sigterm(self, twistd)

@@ -2,10 +2,13 @@
 """
 What was said, kept for people who join later: in memory, or in SQLite.
 
-The last messages of every room are always in memory, so that a user who
-joins gets them at once and in order with what follows.  L{SqliteHistory}
+The last messages of every room that exists are in memory, so that a user
+who joins gets them at once and in order with what follows.  L{SqliteHistory}
 also writes every message to a database, in batches, and reads it back
-when someone asks for more, and after a restart.  The batches are written
+when someone asks for more; a room's last messages are read back only when
+the room is made again (L{History.load}), and let go of when it empties
+(L{History.forget}), so that memory holds the rooms that exist, not every
+room ever used.  The batches are written
 on the reactor's thread in SQLite's WAL mode, where a commit appends to the
 log without waiting for the disk; what does wait (checkpoints, pruning,
 reads) runs on a thread pool (C{twisted.enterprise.adbapi}).
@@ -13,7 +16,10 @@ reads) runs on a thread pool (C{twisted.enterprise.adbapi}).
 
 from __future__ import annotations
 
+import os
+import shlex
 import sqlite3
+import stat
 from collections import deque
 from collections.abc import Iterable
 from typing import Any, Final, Protocol
@@ -27,7 +33,7 @@ from twisted.logger import Logger
 from securemsg import wire
 
 #: The schema version this code writes; see L{_MIGRATIONS}.
-SCHEMA_VERSION: Final = 1
+SCHEMA_VERSION: Final = 2
 
 #: The statements that take a database from each version to the next.
 _MIGRATIONS: Final = {
@@ -46,6 +52,16 @@ _MIGRATIONS: Final = {
         "CREATE INDEX messages_by_room ON messages (room_key, id)",
         """CREATE INDEX messages_private ON messages (sender, recipient, id)
             WHERE room_key IS NULL""",
+    ],
+    # From 1 to 2: private messages belong to the pair of certificate
+    # holders who exchanged them (see private_pair).  Those stored before
+    # were looked up by bare name, which any guest could take: they keep
+    # no pair, are never shown again, and age out.
+    1: [
+        "ALTER TABLE messages ADD COLUMN pair TEXT",
+        "DROP INDEX messages_private",
+        """CREATE INDEX messages_by_pair ON messages (pair, id)
+            WHERE pair IS NOT NULL""",
     ],
 }
 
@@ -70,13 +86,27 @@ class History(Protocol):
     def recent(self, room: str) -> list[wire.Replayable]:
         """The room's last messages kept in memory, oldest first."""
 
+    def load(self, room: str) -> Deferred[None] | None:
+        """
+        Bring the room's last messages into memory, for L{recent}.
+
+        @return: L{None} if they are there already; else a L{Deferred}
+            that fires (never with a failure) once they are.
+        """
+
+    def forget(self, room: str) -> None:
+        """Let go of the room's messages in memory: it has emptied."""
+
     def fetch(self, room: str, count: int) -> Deferred[list[wire.Replayable]]:
         """Up to C{count} of the room's last messages, oldest first."""
 
     def fetch_private(
         self, one: str, other: str, count: int
     ) -> Deferred[list[wire.Replayable]]:
-        """Up to C{count} last private messages between two names."""
+        """
+        Up to C{count} last private messages between two certificate
+        holders' names.
+        """
 
     def close(self) -> Deferred[None]:
         """Write what is pending and let go of any resources."""
@@ -86,14 +116,32 @@ def _room_key(room: str) -> str:
     return wire.name_key(room)
 
 
+def private_pair(one: str, other: str) -> str:
+    """
+    The key of the private conversation between two names, the same from
+    either side and whatever their case.
+
+    Only conversations between certificate holders are kept (the chat
+    decides, see L{securemsg.room.Chat.whisper}), so these names are
+    identities nobody else can take.
+    """
+    first, second = sorted((wire.name_key(one), wire.name_key(other)))
+    return f"{first} {second}"
+
+
 class MemoryHistory:
     """
     History in memory only: the last C{per_room} messages of each room, and
-    as many private ones if C{store_private}.  Nothing survives a restart.
+    as many private ones if C{store_private}.  Nothing survives a restart,
+    and a room's messages are gone when it empties (L{forget}).
 
     @ivar max_age: messages older than this many seconds are not replayed
         (L{None}: no limit).
     """
+
+    #: Whether rooms' messages are only kept in memory once L{load}ed (the
+    #: others are in a database).
+    _lazy = False
 
     def __init__(
         self,
@@ -126,6 +174,9 @@ class MemoryHistory:
         key = _room_key(event.room)
         kept = self._rooms.get(key)
         if kept is None:
+            if self._lazy:
+                # Not loaded: the database has it, memory need not.
+                return
             kept = self._rooms[key] = deque(maxlen=self.per_room)
         kept.append(event)
 
@@ -135,17 +186,23 @@ class MemoryHistory:
     def recent(self, room: str) -> list[wire.Replayable]:
         return self._fresh(self._rooms.get(_room_key(room), ()))
 
+    def load(self, room: str) -> Deferred[None] | None:
+        return None
+
+    def forget(self, room: str) -> None:
+        self._rooms.pop(_room_key(room), None)
+
     def fetch(self, room: str, count: int) -> Deferred[list[wire.Replayable]]:
         return succeed(self.recent(room)[-count:])
 
     def fetch_private(
         self, one: str, other: str, count: int
     ) -> Deferred[list[wire.Replayable]]:
-        pair = {wire.name_key(one), wire.name_key(other)}
+        pair = private_pair(one, other)
         found = [
             event
             for event in self._private
-            if {wire.name_key(event.sender), wire.name_key(event.recipient)} == pair
+            if private_pair(event.sender, event.recipient) == pair
         ]
         return succeed(self._fresh(found)[-count:])
 
@@ -163,10 +220,20 @@ def _row(event: wire.Replayable) -> tuple[Any, ...]:
             event.sender,
             event.recipient,
             event.text,
+            private_pair(event.sender, event.recipient),
         )
     kind = "message" if isinstance(event, wire.Message) else "action"
     room = event.room or ""
-    return (event.time, room, _room_key(room), kind, event.sender, None, event.text)
+    return (
+        event.time,
+        room,
+        _room_key(room),
+        kind,
+        event.sender,
+        None,
+        event.text,
+        None,
+    )
 
 
 def _event(row: tuple[Any, ...]) -> wire.Replayable:
@@ -177,12 +244,63 @@ def _event(row: tuple[Any, ...]) -> wire.Replayable:
     return make(sender, text, room, when, True)
 
 
+def _create_private(path: str) -> None:
+    """
+    Create the database file, if it does not exist yet, readable and
+    writable by its owner only.
+
+    SQLite would create it with the umask's mode (0644 under the usual
+    022): anyone on the machine could read the history.  Its write-ahead
+    log and shared-memory files take the database file's mode (SQLite sees
+    to it), so they are private too.  Creating the file here with C{O_EXCL}
+    and the mode given to C{open(2)} means it never exists with looser
+    permissions, not even for a moment.  An empty file is an empty database
+    to SQLite.
+    """
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError:
+        # It exists (kept as it is: see history_file_warnings), or cannot
+        # be made, which SQLite will say in its own words.
+        return
+    os.close(descriptor)
+
+
+def history_file_warnings(path: str) -> list[str]:
+    """
+    Warnings about the history database's permissions: one line for each
+    of the database and its write-ahead files that its group or others may
+    read or write.
+
+    @raise OSError: when the database cannot be examined.
+    """
+    if os.name == "nt":  # pragma: no cover
+        return []
+    warnings = []
+    for name in (path, path + "-wal", path + "-shm"):
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            warnings.append(
+                f"history database file {name} is accessible by group or others"
+                f" (mode {mode:04o}): it holds what was said; run:"
+                f" chmod 600 {shlex.quote(name)}"
+            )
+    return warnings
+
+
 def _open_checked(path: str) -> sqlite3.Connection:
     """
-    Open the database, make or migrate its schema, and prove it usable.
+    Open the database (creating it private to its owner), make or migrate
+    its schema, and prove it usable.
 
     @raise HistoryError: for a corrupt, locked, unwritable or too new file.
     """
+    _create_private(path)
     try:
         connection = sqlite3.connect(path, timeout=0.5, isolation_level=None)
     except sqlite3.Error as error:
@@ -236,6 +354,7 @@ class SqliteHistory(MemoryHistory):
     """
 
     log = Logger()
+    _lazy = True
 
     def __init__(
         self,
@@ -257,6 +376,8 @@ class SqliteHistory(MemoryHistory):
         self.pool = pool
         self.writer = writer
         self.max_count = max_count
+        # Rooms whose last messages are being read, with who waits for them.
+        self._loading: dict[str, list[Deferred[None]]] = {}
         self._pending: list[tuple[Any, ...]] = []
         self._flush: IDelayedCall | None = None
         self._writing: Deferred[None] = succeed(None)
@@ -275,23 +396,28 @@ class SqliteHistory(MemoryHistory):
         max_count: int = 10_000,
         max_age: float | None = None,
         store_private: bool = False,
+        preload: Iterable[str] = (),
     ) -> SqliteHistory:
         """
-        Open (or create) the database at C{path} and load each room's last
-        messages.
+        Open (or create, readable by its owner only) the database at
+        C{path}, and load the last messages of the rooms in C{preload} (the
+        default room, which always exists); other rooms' are loaded when
+        they are made (L{load}).  Log a warning if others may read an
+        existing database.
 
         @raise HistoryError: if the database cannot be used.
         """
         connection = _open_checked(path)
+        for warning in history_file_warnings(path):
+            cls.log.warn("{problem}", problem=warning)
+        oldest = 0.0 if max_age is None else reactor.seconds() - max_age
         try:
-            rows = connection.execute(
-                "SELECT time, room, kind, sender, recipient, text FROM ("
-                " SELECT *, ROW_NUMBER() OVER"
-                "  (PARTITION BY room_key ORDER BY id DESC) AS newest"
-                " FROM messages WHERE room_key IS NOT NULL"
-                ") WHERE newest <= ? ORDER BY id",
-                (per_room,),
-            ).fetchall()
+            loaded = {
+                _room_key(room): connection.execute(
+                    _LAST_OF_ROOM, (_room_key(room), oldest, per_room)
+                ).fetchall()
+                for room in preload
+            }
         except sqlite3.Error:
             connection.close()
             # Damage that the quick check does not see, such as text that is
@@ -320,8 +446,11 @@ class SqliteHistory(MemoryHistory):
             store_private=store_private,
             writer=writer,
         )
-        for row in rows:
-            history._remember(_event(row))
+        if per_room > 0:
+            for key, rows in loaded.items():
+                history._rooms[key] = deque(
+                    (_event(row) for row in reversed(rows)), maxlen=per_room
+                )
         history._pruning.start(PRUNE_INTERVAL, now=False)
         if writer is not None:
             history._checkpointing.start(CHECKPOINT_INTERVAL, now=False)
@@ -417,17 +546,55 @@ class SqliteHistory(MemoryHistory):
         )
         return pruning
 
+    def load(self, room: str) -> Deferred[None] | None:
+        """
+        Read the room's last messages (after writing what is pending, so
+        none is missed) on the pool's thread, and keep them in memory.
+
+        Nobody can say anything in a room while it is being loaded: it is
+        loaded when it is made, before anyone is in it (see
+        L{securemsg.room.Chat.enter}).
+        """
+        key = _room_key(room)
+        if self.per_room < 1 or key in self._rooms:
+            return None
+        waiting = self._loading.get(key)
+        if waiting is None:
+            waiting = self._loading[key] = []
+            oldest = self._oldest()
+            reading = self.flush().addCallback(
+                lambda _: self._query(_LAST_OF_ROOM, (key, oldest, self.per_room))
+            )
+            reading.addCallbacks(
+                self._loaded,
+                self._not_loaded,
+                callbackArgs=(key,),
+                errbackArgs=(key,),
+            )
+        loaded: Deferred[None] = Deferred()
+        waiting.append(loaded)
+        return loaded
+
+    def _loaded(self, events: list[wire.Replayable], key: str) -> None:
+        self._rooms[key] = deque(events, maxlen=self.per_room)
+        for waiter in self._loading.pop(key, []):
+            waiter.callback(None)
+
+    def _not_loaded(self, failure: Any, key: str) -> None:
+        # The room works all the same, without its past.
+        self.log.failure("could not read the history of {room}", failure, room=key)
+        self._loaded([], key)
+
+    def _oldest(self) -> float:
+        return 0.0 if self.max_age is None else self.clock.seconds() - self.max_age
+
     def fetch(self, room: str, count: int) -> Deferred[list[wire.Replayable]]:
         kept = self.recent(room)
         if count <= len(kept):
             return succeed(kept[-count:])
-        oldest = 0.0 if self.max_age is None else self.clock.seconds() - self.max_age
+        oldest = self._oldest()
         return self.flush().addCallback(
-            lambda _: self._query(
-                "SELECT time, room, kind, sender, recipient, text FROM messages"
-                " WHERE room_key = ? AND time >= ? ORDER BY id DESC LIMIT ?",
-                (_room_key(room), oldest, count),
-            )
+            lambda _: self._query(_LAST_OF_ROOM, (_room_key(room), oldest, count))
         )
 
     def fetch_private(
@@ -439,11 +606,8 @@ class SqliteHistory(MemoryHistory):
         return self.flush().addCallback(
             lambda _: self._query(
                 "SELECT time, room, kind, sender, recipient, text FROM messages"
-                " WHERE room_key IS NULL AND time >= ? AND ("
-                "  (sender = ? COLLATE NOCASE AND recipient = ? COLLATE NOCASE) OR"
-                "  (sender = ? COLLATE NOCASE AND recipient = ? COLLATE NOCASE))"
-                " ORDER BY id DESC LIMIT ?",
-                (oldest, one, other, other, one, count),
+                " WHERE pair = ? AND time >= ? ORDER BY id DESC LIMIT ?",
+                (private_pair(one, other), oldest, count),
             )
         )
 
@@ -468,11 +632,18 @@ class SqliteHistory(MemoryHistory):
             self.writer = None
 
 
-#: Rows per INSERT statement: 7 parameters each, well under SQLite's
+#: A room's last messages (newest first), not older than a time.
+_LAST_OF_ROOM: Final = (
+    "SELECT time, room, kind, sender, recipient, text FROM messages"
+    " WHERE room_key = ? AND time >= ? ORDER BY id DESC LIMIT ?"
+)
+
+#: Rows per INSERT statement: 8 parameters each, well under SQLite's
 #: limit of 32,766 per statement.
 _ROWS_PER_INSERT: Final = 256
 _INSERT_ROWS: Final = (
-    "INSERT INTO messages (time, room, room_key, kind, sender, recipient, text) VALUES "
+    "INSERT INTO messages"
+    " (time, room, room_key, kind, sender, recipient, text, pair) VALUES "
 )
 
 
@@ -482,7 +653,7 @@ def _insert(cursor: Any, rows: list[tuple[Any, ...]]) -> None:
     for start in range(0, len(rows), _ROWS_PER_INSERT):
         part = rows[start : start + _ROWS_PER_INSERT]
         # Only placeholders are put together here; the values are bound.
-        placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?)"] * len(part))
+        placeholders = ", ".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(part))
         statement = _INSERT_ROWS + placeholders
         cursor.execute(statement, [value for row in part for value in row])
 
@@ -531,4 +702,6 @@ __all__ = [
     "HistoryError",
     "MemoryHistory",
     "SqliteHistory",
+    "history_file_warnings",
+    "private_pair",
 ]

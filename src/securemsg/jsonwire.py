@@ -63,7 +63,12 @@ def event_to_json(
         case wire.Parted():
             return {"type": "part", "room": event.room, "name": event.name}
         case wire.Departed():
-            return {"type": "quit", "name": event.name, "reason": event.reason}
+            return {
+                "type": "quit",
+                "name": event.name,
+                "reason": event.reason,
+                "message": event.message,
+            }
         case wire.Renamed():
             return {
                 "type": "nick",
@@ -162,7 +167,9 @@ def json_to_event(data: JSONObject) -> wire.Event:
             case "part":
                 return wire.Parted(data["name"], data["room"])
             case "quit":
-                return wire.Departed(data["name"], data.get("reason", ""))
+                return wire.Departed(
+                    data["name"], data.get("reason", ""), data.get("message", "")
+                )
             case "nick":
                 return wire.Renamed(data["old"], data["new"], bool(data.get("you")))
             case "whoami":

@@ -40,6 +40,10 @@ class Limits:
         before it is taken as a whole line (for clients that send each
         message without a newline); 0 to wait for the newline (or the end of
         the connection) however long it takes.
+    @ivar max_rooms: rooms that may exist at once (each holds its last
+        messages in memory); 0 for no limit.
+    @ivar max_rooms_per_address: rooms besides the default one that the
+        clients from one IP address may be in at once; 0 for no limit.
     """
 
     handshake_timeout: float = 10.0
@@ -54,6 +58,8 @@ class Limits:
     send_queue: int = 1024 * 1024
     shutdown_grace: float = 5.0
     line_flush: float = 0.2
+    max_rooms: int = 500
+    max_rooms_per_address: int = 20
 
     def client_key(self, host: str) -> str:
         """L{client_key} with these limits' prefix lengths."""

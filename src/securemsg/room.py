@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from securemsg import wire
 from securemsg.history import History, MemoryHistory
 from securemsg.interfaces import IChatParticipant
+from securemsg.limits import Limits
 from securemsg.state import Ban, ServerState
 
 
@@ -91,6 +92,10 @@ class _Membership:
 #: What a reload hook returns: whether it worked, and what to tell.
 ReloadResult = tuple[bool, str]
 
+#: Commands kept for a participant while they wait to join a room whose
+#: history is being read; the flood limit makes more than a few rare.
+MAX_WAITING_COMMANDS = 100
+
 
 class Chat:
     """
@@ -119,6 +124,8 @@ class Chat:
         certificates: bool = False,
         reload: Callable[[], ReloadResult] | None = None,
         announce_max: int = 200,
+        max_rooms: int = Limits.max_rooms,
+        max_rooms_per_address: int = Limits.max_rooms_per_address,
     ) -> None:
         """
         @param clock: the time source for message times.
@@ -136,6 +143,10 @@ class Chat:
             rooms with at most this many members (in a larger room they
             would be most of the traffic, and cost each arrival a line to
             everyone); 0 announces them everywhere.
+        @param max_rooms: rooms that may exist at once (0: no limit).
+        @param max_rooms_per_address: rooms besides the default one that
+            the participants from one IP address may be in at once (0: no
+            limit).
         """
         problem = wire.room_problem(default_room)
         if problem is not None:
@@ -158,6 +169,15 @@ class Chat:
         self.certificates = certificates
         self.reload = reload
         self.announce_max = announce_max
+        self.max_rooms = max_rooms
+        self.max_rooms_per_address = max_rooms_per_address
+        # For each address, the rooms its participants are in (but the
+        # default room), each with how many of them are in it.
+        self._address_rooms: dict[str, dict[str, int]] = {}
+        # Rooms whose history is being read, with how many wait for each;
+        # and who waits, with the commands they sent meanwhile.
+        self._loading: dict[str, int] = {}
+        self._waiting: dict[IChatParticipant, list[wire.Command]] = {}
         # Lines one speaker said to one room while held (see hold()).
         self._holding = False
         self._held: list[wire.Event] = []
@@ -350,23 +370,35 @@ class Chat:
             self._change_name(holder, self._next_guest_name())
 
     def leave(
-        self, participant: IChatParticipant, reason: str = "", *, announce: bool = True
+        self,
+        participant: IChatParticipant,
+        reason: str = "",
+        *,
+        announce: bool = True,
+        message: str = "",
     ) -> None:
         """
         Let a participant go and (unless C{announce} is false) tell those
         who share a room with them.  Leaving twice, or leaving without having
         joined, does nothing.
+
+        @param reason: the server's reason (a kick, a timeout, a lost
+            connection), if any.
+        @param message: the participant's own parting words (C{/quit
+            MESSAGE}), shown as theirs, never as a reason.
         """
         if participant not in self._members:
             return
+        self._waiting.pop(participant, None)
         self._hand_out_held()
         neighbours = self._neighbours(participant, arrivals_and_departures=True)
+        label = self.label(participant)
         for room in list(self._members[participant].rooms.values()):
             self._remove(participant, room)
         del self._members[participant]
         del self._by_name[wire.name_key(participant.name)]
         if announce:
-            event = wire.Departed(participant.name, wire.sanitize(reason))
+            event = wire.Departed(label, wire.sanitize(reason), wire.sanitize(message))
             for member in neighbours:
                 member.deliver(event)
 
@@ -377,8 +409,51 @@ class Chat:
         if membership.current is room:
             # The most recently joined room left becomes the current one.
             membership.current = next(reversed(membership.rooms.values()), None)
+        self._count_room(membership.address, room, -1)
         if not room.members and room.name != self.default_room:
             del self.rooms[wire.name_key(room.name)]
+            # Its past stays in the database (if any), not in memory.
+            self.history.forget(room.name)
+
+    def _count_room(self, address: str | None, room: Room, change: int) -> None:
+        """Count one more or one fewer member from C{address} in C{room}."""
+        if address is None or room.name == self.default_room:
+            return
+        key = wire.name_key(room.name)
+        rooms = self._address_rooms.setdefault(address, {})
+        count = rooms.get(key, 0) + change
+        if count > 0:
+            rooms[key] = count
+            return
+        rooms.pop(key, None)
+        if not rooms:
+            del self._address_rooms[address]
+
+    def _room_refusal(self, membership: _Membership, key: str) -> str | None:
+        """
+        Why a participant may not join the room with C{key} (which they are
+        not in), if they may not: there are C{max_rooms} rooms and it would
+        be a new one, or their address is in C{max_rooms_per_address}
+        rooms besides the default room already.
+        """
+        if key == wire.name_key(self.default_room):
+            # Always there for everyone.
+            return None
+        new = key not in self.rooms and key not in self._loading
+        existing = len(self.rooms) + len(self._loading)
+        if new and self.max_rooms and existing >= self.max_rooms:
+            return (
+                f"there are too many rooms on this server ({self.max_rooms});"
+                " join one that /rooms lists"
+            )
+        address = membership.address
+        if address is not None and self.max_rooms_per_address:
+            rooms = self._address_rooms.get(address, {})
+            if key not in rooms and len(rooms) >= self.max_rooms_per_address:
+                return (
+                    f"your address is in too many rooms ({len(rooms)}); /part one first"
+                )
+        return None
 
     # Rooms
 
@@ -386,6 +461,12 @@ class Chat:
         """
         Join a room (making it if new) and make it current; tell its members
         and give the newcomer its recent history.
+
+        A new room's history may have to be read first (L{History.load}):
+        then the participant joins once it is read, and what they send
+        meanwhile waits for it, in order (see L{handle}).  Nobody is in a
+        room while it is read, so nothing said in it can come before its
+        history.
         """
         problem = wire.room_problem(room_name)
         if problem is not None:
@@ -394,24 +475,60 @@ class Chat:
         membership = self._members[participant]
         key = wire.name_key(room_name)
         room = self.rooms.get(key)
-        if room is None:
-            room = self.rooms[key] = Room(room_name)
-        if key in membership.rooms:
+        if room is not None and key in membership.rooms:
             membership.current = room
             participant.deliver(wire.Notice(f"{room.name} is now your current room"))
             return
+        refusal = self._room_refusal(membership, key)
+        if refusal is not None:
+            participant.deliver(wire.Error(refusal))
+            return
+        if room is None:
+            loading = self.history.load(room_name)
+            if loading is not None:
+                self._loading[key] = self._loading.get(key, 0) + 1
+                self._waiting[participant] = []
+                loading.addCallback(lambda _: self._loaded(participant, room_name, key))
+                return
+            room = self.rooms[key] = Room(room_name)
+        joined = wire.Joined(self.label(participant), room.name)
         if self._announces(room):
-            room.broadcast(wire.Joined(participant.name, room.name))
+            room.broadcast(joined)
         room.add(participant)
         membership.rooms[key] = room
         membership.current = room
+        self._count_room(membership.address, room, 1)
         if room.name != self.default_room:
-            participant.deliver(wire.Joined(participant.name, room.name))
+            participant.deliver(joined)
             if room.topic:
                 participant.deliver(self._topic(room))
         past = self.history.recent(room.name)[-self.replay :] if self.replay else []
         if past:
             participant.deliver(wire.History(room.name, tuple(past)))
+
+    def _loaded(self, participant: IChatParticipant, room_name: str, key: str) -> None:
+        """
+        A room's history is read: let in the participant who waited for it,
+        then carry out what they sent meanwhile.
+        """
+        left = self._loading[key] - 1
+        if left:
+            self._loading[key] = left
+        else:
+            del self._loading[key]
+        waited = self._waiting.pop(participant, None)
+        if waited is None:
+            # They left meanwhile.
+            if key not in self.rooms and key not in self._loading:
+                self.history.forget(room_name)
+            return
+        self.enter(participant, room_name)
+        while waited and participant in self._members:
+            self.handle(participant, waited.pop(0))
+            if participant in self._waiting:
+                # Another room to read first: the rest waits for it too.
+                self._waiting[participant].extend(waited)
+                return
 
     def part(self, participant: IChatParticipant, room_name: str | None) -> None:
         """Leave a room (the current one if not named), telling its members."""
@@ -425,7 +542,7 @@ class Chat:
             what = room_name or "any room"
             participant.deliver(wire.Error(f"you are not in {wire.sanitize(what)}"))
             return
-        event = wire.Parted(participant.name, room.name)
+        event = wire.Parted(self.label(participant), room.name)
         self._remove(participant, room)
         participant.deliver(event)
         if self._announces(room):
@@ -463,30 +580,41 @@ class Chat:
             participant.deliver(self._topic(room))
             return
         room.topic = wire.sanitize(text)
-        room.topic_setter = participant.name
+        # As others see the setter: a guest's topic must not read as set
+        # by the certificate holder of the same name.
+        room.topic_setter = self.label(participant)
         room.broadcast(self._topic(room))
 
     def list_rooms(self, participant: IChatParticipant) -> None:
-        """Tell a participant which rooms there are."""
+        """
+        Tell a participant which rooms there are, with how many are in
+        each; the topic only of the rooms they are in (see L{who}).
+        """
+        mine = self._members[participant].rooms
         participant.deliver(
             wire.RoomList(
                 tuple(
-                    wire.RoomInfo(room.name, len(room.members), room.topic)
-                    for room in self.rooms.values()
+                    wire.RoomInfo(
+                        room.name,
+                        len(room.members),
+                        room.topic if key in mine else None,
+                    )
+                    for key, room in self.rooms.items()
                 )
             )
         )
 
     def who(self, participant: IChatParticipant, room_name: str | None) -> None:
-        """Tell a participant who is in a room (the current one by default)."""
-        if room_name is None:
-            room = self._target_room(participant, None)
-        else:
-            room = self.room(room_name)
-            if room is None:
-                participant.deliver(
-                    wire.Error(f"there is no room {wire.sanitize(room_name)[:25]}")
-                )
+        """
+        Tell a participant who is in a room they are in (the current one by
+        default).
+
+        What happens in a room (its lines, topic, history and who is there)
+        is for its members: anyone may join, but nobody reads a room
+        without being seen in it.  Only the rooms' names and sizes are
+        public (L{list_rooms}).
+        """
+        room = self._target_room(participant, room_name)
         if room is not None:
             labels = tuple(self.label(member) for member in room.members)
             participant.deliver(wire.WhoList(room.name, labels))
@@ -559,7 +687,18 @@ class Chat:
         recipient.deliver(event)
         if recipient is not participant:
             participant.deliver(event)
-        self.history.record(event)
+        if self._keeps_private(participant) and self._keeps_private(recipient):
+            self.history.record(event)
+
+    def _keeps_private(self, participant: IChatParticipant) -> bool:
+        """
+        Whether a participant may have private history: only a certificate
+        holder, whose name nobody else can ever take.  A guest's name is
+        anyone's once they leave; history kept under it would be read by
+        whoever takes it next.
+        """
+        membership = self._members.get(participant)
+        return membership is not None and membership.verified
 
     def rename(self, participant: IChatParticipant, new_name: str) -> None:
         """
@@ -593,11 +732,12 @@ class Chat:
 
     def _change_name(self, participant: IChatParticipant, new_name: str) -> None:
         old_name = participant.name
+        old_label = self.label(participant)
         del self._by_name[wire.name_key(old_name)]
         participant.name = new_name
         self._by_name[wire.name_key(new_name)] = participant
         participant.deliver(wire.Renamed(old_name, new_name, you=True))
-        event = wire.Renamed(old_name, new_name)
+        event = wire.Renamed(old_label, self.label(participant))
         for member in self._neighbours(participant):
             member.deliver(event)
         self.log.info("{old} is now known as {new}", old=old_name, new=new_name)
@@ -613,6 +753,19 @@ class Chat:
         """
         count = count or self.replay or 1
         if target is not None and not target.startswith("#"):
+            if not self._keeps_private(participant):
+                participant.deliver(
+                    wire.Error(
+                        "private history is kept only between holders of client"
+                        " certificates; a guest's name can be taken by others,"
+                        " so guests have none"
+                    )
+                )
+                return None
+            problem = wire.name_problem(target)
+            if problem is not None:
+                participant.deliver(wire.Error(problem))
+                return None
             fetching = self.history.fetch_private(participant.name, target, count)
             label = f"{participant.name} <-> {target}"
         else:
@@ -773,7 +926,20 @@ class Chat:
         Carry out one command from a participant.  L{wire.Quit},
         L{wire.Ping} and L{wire.Format} are the connection's business and
         are not handled here.
+
+        While the participant waits to join a room whose history is being
+        read (L{enter}), their commands wait too, in order, up to
+        L{MAX_WAITING_COMMANDS}.
         """
+        waiting = self._waiting.get(participant)
+        if waiting is not None:
+            if len(waiting) < MAX_WAITING_COMMANDS:
+                waiting.append(command)
+            else:
+                participant.deliver(
+                    wire.Error("too many lines while joining a room; one was dropped")
+                )
+            return
         if self._held_room is not None and not isinstance(command, wire.Say | wire.Me):
             # Whatever this does comes after the lines said before it.
             self._hand_out_held()

@@ -116,6 +116,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     _queued_bytes = 0
     _lost: list[Deferred[None]] | None = None
     _quit_reason = ""
+    # What the client said with /quit (None: it did not quit).
+    _quit_message: str | None = None
     # True when LineReceiver stopped at an over-long line with more after it.
     _resume = False
     _producing = False
@@ -316,7 +318,10 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # Written once per reactor turn (see ChatServerFactory.flush): one
         # TLS record and one system call for all the lines of a turn.
         if not self._flush_due:
-            if isinstance(event, _ANNOUNCEMENTS) and event.name != self.name:
+            if (
+                isinstance(event, _ANNOUNCEMENTS)
+                and event.name.removeprefix("~") != self.name
+            ):
                 # Someone else's arrival or departure can wait a little for
                 # others to share its record (see ANNOUNCEMENT_DELAY).
                 if not self._outgoing:
@@ -491,7 +496,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         if command is None:
             return
         if isinstance(command, wire.Quit):
-            self._quit_reason = command.reason
+            self._quit_message = command.reason
             self.deliver(wire.Notice("goodbye"))
             self._close()
             return
@@ -658,12 +663,15 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         if self._joined:
             if self._quit_reason:
                 farewell = self._quit_reason
-            elif reason.check(ConnectionDone):
+            elif reason.check(ConnectionDone) or self._quit_message is not None:
                 farewell = ""
             else:
                 farewell = "connection lost"
             self.factory.chat.leave(
-                self, farewell, announce=not self.factory.shutting_down
+                self,
+                farewell,
+                announce=not self.factory.shutting_down,
+                message=self._quit_message or "",
             )
         lost, self._lost = self._lost or [], None
         for waiter in lost:
@@ -730,6 +738,8 @@ class ChatServerFactory(Factory):
                 history=history,
                 replay=replay,
                 log_messages=log_messages,
+                max_rooms=self.limits.max_rooms,
+                max_rooms_per_address=self.limits.max_rooms_per_address,
             )
         )
         self.open_connections: set[ChatServerProtocol] = set()

@@ -29,6 +29,9 @@ from securemsg.state import ServerState, StateError
 DEFAULT_PORT: Final = 50000
 DEFAULT_HISTORY_DB: Final = "securemsg-history.sqlite3"
 DEFAULT_STATE_FILE: Final = "securemsg-state.json"
+#: Days messages are kept by default: a history that only ever grows is a
+#: liability, for the disk and for whoever said something in it.
+DEFAULT_HISTORY_DAYS: Final = 30
 
 
 def _positive(value: str) -> int:
@@ -101,7 +104,9 @@ class Options(usage.Options):
         [
             "store-private",
             None,
-            "Also keep private messages in the history (off: they are not kept).",
+            "Also keep private messages between certificate holders in the"
+            " history, for /history NAME (needs --client-ca; guests' are never"
+            " kept: anyone may take a guest's name).",
         ],
         [
             "watch-certs",
@@ -217,7 +222,7 @@ class Options(usage.Options):
         [
             "history-max-age",
             None,
-            0,
+            DEFAULT_HISTORY_DAYS,
             "Days messages are kept (0: no limit).",
             _seconds,
         ],
@@ -285,6 +290,21 @@ class Options(usage.Options):
             _DEFAULTS.flood_disconnect,
             "Lines dropped in a row before a flooding client is disconnected.",
             _positive,
+        ],
+        [
+            "max-rooms",
+            None,
+            _DEFAULTS.max_rooms,
+            "Rooms that may exist at once (0: no limit).",
+            _count,
+        ],
+        [
+            "max-rooms-per-ip",
+            None,
+            _DEFAULTS.max_rooms_per_address,
+            "Rooms besides the default one that the clients from one IP"
+            " address may be in at once (0: no limit).",
+            _count,
         ],
         [
             "send-queue",
@@ -379,6 +399,11 @@ class Options(usage.Options):
                 " operators are known by their certificates"
             )
         self["operators"] = operators
+        if self["store-private"] and self["client-ca"] is None:
+            raise usage.UsageError(
+                "--store-private needs --client-ca: private history is kept"
+                " only for certificate holders, whose names nobody can take"
+            )
         if self["tls-min"] not in tls.TLS_VERSIONS:
             raise usage.UsageError(
                 f"--tls-min must be one of {', '.join(tls.TLS_VERSIONS)}, "
@@ -427,6 +452,8 @@ class Options(usage.Options):
             send_queue=self["send-queue"],
             shutdown_grace=self["shutdown-grace"],
             line_flush=self["line-flush"],
+            max_rooms=self["max-rooms"],
+            max_rooms_per_address=self["max-rooms-per-ip"],
         )
 
     def endpoint_descriptions(self) -> list[str]:
@@ -463,6 +490,7 @@ def open_history(reactor: IReactorTime, options: Options) -> History:
         max_count=options["history-max"],
         max_age=max_age,
         store_private=options["store-private"],
+        preload=[options["default-room"]],
     )
 
 
@@ -494,6 +522,8 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         certificates=settings.client_ca_path is not None,
         reload=lambda: reloader.reload("/reload by an operator"),
         announce_max=options["announce-max"],
+        max_rooms=limits.max_rooms,
+        max_rooms_per_address=limits.max_rooms_per_address,
     )
     factory = ChatServerFactory(
         reactor,

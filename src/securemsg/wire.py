@@ -311,7 +311,7 @@ COMMANDS: Final = (
     ("/part [#ROOM]", "leave a room (default: the current one)"),
     ("/say #ROOM TEXT", "send TEXT to one of your rooms"),
     ("/rooms", "list the rooms"),
-    ("/who [#ROOM]", "list who is in a room"),
+    ("/who [#ROOM]", "list who is in one of your rooms"),
     ("/topic [TEXT]", "show or set the current room's topic"),
     ("/history [#ROOM|NAME] [N]", "show past messages"),
     ("/msg NAME TEXT", "send TEXT to NAME only"),
@@ -596,14 +596,22 @@ class Parted:
 
 @dataclass(frozen=True, slots=True)
 class Departed:
-    """C{name} disconnected, saying C{reason} (or why the server dropped them)."""
+    """
+    C{name} disconnected: C{reason} is the server's word for why (it dropped
+    them, or the connection broke), C{message} their own C{/quit} message.
+
+    The two look different, so that nobody's parting words can pass for
+    the server's (C{/quit kicked by alice} is not a kick).
+    """
 
     name: str
     reason: str = ""
+    message: str = ""
 
     def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
         why = f" ({self.reason})" if self.reason else ""
-        return f"{NOTICE_PREFIX}{self.name} left{why}"
+        said = f', saying "{self.message}"' if self.message else ""
+        return f"{NOTICE_PREFIX}{self.name} left{why}{said}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -655,11 +663,14 @@ class WhoList:
 
 @dataclass(frozen=True, slots=True)
 class RoomInfo:
-    """One room in a L{RoomList}."""
+    """
+    One room in a L{RoomList}: its topic only for a room the asker is in
+    (L{None} for the others).
+    """
 
     name: str
     members: int
-    topic: str = ""
+    topic: str | None = ""
 
 
 @dataclass(frozen=True, slots=True)
