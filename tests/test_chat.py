@@ -264,13 +264,17 @@ class SessionTests(ChatServerCase):
     async def test_finish_waits_for_goodbye(self) -> None:
         """
         C{finish} says C{/quit} (with the message from a typed C{/quit}) and
-        ends with 0 only after the server's goodbye and its close.
+        ends with 0 only after the server's goodbye and its close; from the
+        typed C{/quit} on, the session is C{finishing} (front ends stop
+        asking for lines).
         """
         watcher = await self.observer()
         session, front = self.session()
         done = session.start()
         await front.wait_shown(welcome("guest-2"))
+        self.assertFalse(session.finishing)
         session.send_line("/quit  see you later ")
+        self.assertTrue(session.finishing)
         self.assertEqual(await bounded(done, "the session to end"), EXIT_OK)
         self.assertEqual(front.shown[-1], wire.Notice("goodbye"))
         self.assertTrue(front.stopped)

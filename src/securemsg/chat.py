@@ -278,6 +278,14 @@ class ChatSession:
         elif line.lower().startswith("/me "):
             self.front.sent(line, client.name)
 
+    @property
+    def finishing(self) -> bool:
+        """
+        Whether the user is done (L{finish} or L{interrupt} was called): a
+        front end asks for no more lines then.
+        """
+        return self._finishing
+
     def finish(self) -> None:
         """
         The user is done (end of input, Ctrl-D, /quit): send what is
