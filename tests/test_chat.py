@@ -32,7 +32,7 @@ from securemsg.chat import (
     ChatSession,
 )
 
-from . import _certs
+from . import _certs, _cli
 from ._loopback import (
     TIMEOUT,
     LineClient,
@@ -783,3 +783,41 @@ class DescribeCloseTests(SynchronousTestCase):
             "server closed the connection: certificate revoked",
         )
         self.assertEqual(_describe_close(ConnectionLost()), "server connection lost")
+
+
+class UsageTests(SynchronousTestCase):
+    """
+    C{securemsg chat} with the wrong arguments: one line saying what is
+    wrong, status 2, before anything is started.
+    """
+
+    def assert_usage_error(self, result: _cli.Result, problem: str) -> None:
+        self.assertEqual(
+            (result.code, result.stdout, result.stderr),
+            (
+                EXIT_USAGE,
+                "",
+                f"securemsg chat: {problem}; run 'securemsg chat --help' for usage\n",
+            ),
+        )
+
+    def test_missing_host(self) -> None:
+        """Without HOST, the message says HOST is missing."""
+        self.assert_usage_error(_cli.run("chat"), "missing HOST (expected HOST[:PORT])")
+        self.assert_usage_error(
+            _cli.run("chat", "--ca", "ca.pem"), "missing HOST (expected HOST[:PORT])"
+        )
+
+    def test_extra_argument(self) -> None:
+        """A second address is named as the unexpected argument."""
+        self.assert_usage_error(
+            _cli.run("chat", "alpha", "beta"),
+            "unexpected argument 'beta' (expected HOST[:PORT])",
+        )
+
+    def test_bad_port(self) -> None:
+        """A port out of range is a usage error that quotes the address."""
+        self.assert_usage_error(
+            _cli.run("chat", "chat.example:0"),
+            "'chat.example:0': port must be a number from 1 to 65535",
+        )

@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import securemsg
 from securemsg import certs
 from securemsg.cli import GencertOptions, SecuremsgOptions, main
+from securemsg.command import CommandOptions
 
 from ._cli import Result
 from ._cli import mode as _mode
@@ -462,6 +463,32 @@ class TopLevelTests(SynchronousTestCase):
         self.assertEqual(result.code, 2)
         self.assertEqual(result.stderr.count("\n"), 1)
         self.assertIn("frobnicate", result.stderr)
+
+    def test_usage_error_full_stop(self) -> None:
+        """
+        A usage error whose message ends with a full stop (as some of
+        L{usage.Options}'s own do) is printed without it, so that the hint
+        after it does not follow a stray C{.;}.
+        """
+
+        class Strict(CommandOptions):
+            def parseArgs(self) -> None:
+                pass  # So any argument is usage.Options' own error.
+
+        self.patch(
+            SecuremsgOptions,
+            "subCommands",
+            [*SecuremsgOptions.subCommands, ("strict", None, Strict, "Strict.")],
+        )
+        result = _run("strict", "extra")
+        self.assertEqual(
+            (result.code, result.stderr),
+            (
+                2,
+                "securemsg strict: Wrong number of arguments;"
+                " run 'securemsg strict --help' for usage\n",
+            ),
+        )
 
     def test_options_classes(self) -> None:
         """

@@ -134,6 +134,26 @@ class FileTests(SynchronousTestCase):
             f"securemsg fingerprint: cannot read {path}: Is a directory\n",
         )
 
+    def test_arguments(self) -> None:
+        """
+        Without FILE or HOST, or with two, the usage error says so in one
+        line (ending in no stray full stop before the hint).
+        """
+        hint = "; run 'securemsg fingerprint --help' for usage\n"
+        for arguments, problem in [
+            ((), "missing FILE or HOST (expected FILE | HOST[:PORT])"),
+            (
+                ("a.pem", "b.pem"),
+                "unexpected argument 'b.pem' (expected FILE | HOST[:PORT])",
+            ),
+        ]:
+            run = Run(*arguments)
+            self.assertEqual(run.status, 2)
+            self.assertEqual(
+                run.stderr.getvalue(), f"securemsg fingerprint: {problem}{hint}"
+            )
+            self.assertEqual(run.stdout.getvalue(), "")
+
     def test_neither(self) -> None:
         """Something that is neither a file nor HOST[:PORT] is a usage error."""
         run = Run("chat.example.org:99999")

@@ -39,7 +39,7 @@ from securemsg.client import (
     connect,
     split_address,
 )
-from securemsg.command import CommandError, CommandOptions
+from securemsg.command import CommandError, CommandOptions, one_argument
 from securemsg.trust import ServerVerifier, TrustError, load_client_certificate
 
 #: Exit statuses of C{securemsg chat} (documented in the README).
@@ -487,7 +487,9 @@ class ChatOptions(CommandOptions):
     host: str
     port: int
 
-    def parseArgs(self, address: str) -> None:  # type: ignore[override]
+    def parseArgs(self, *arguments: str) -> None:
+        """Take C{HOST[:PORT]}, or say what is wrong."""
+        address = one_argument(arguments, "HOST", "HOST[:PORT]")
         try:
             self.host, self.port = split_address(address)
         except ValueError as error:

@@ -113,6 +113,25 @@ class CommandOptions(usage.Options):
         raise NotImplementedError(f"{type(self).__name__} has no run()")
 
 
+def one_argument(arguments: Sequence[str], name: str, wanted: str) -> str:
+    """
+    The one positional argument of a command that takes exactly one, or a
+    usage error worded as for C{securemsg ca}'s commands: C{missing HOST
+    (expected HOST[:PORT])}, C{unexpected argument 'x' (expected ...)}.
+
+    @param name: what the argument is, for the "missing" message.
+    @param wanted: the argument as the synopsis writes it.
+    @raise usage.UsageError: for none, or more than one.
+    """
+    if not arguments:
+        raise usage.UsageError(f"missing {name} (expected {wanted})")
+    if len(arguments) > 1:
+        raise usage.UsageError(
+            f"unexpected argument {arguments[1]!r} (expected {wanted})"
+        )
+    return arguments[0]
+
+
 def read_passphrase_file(path: str) -> bytes:
     """
     L{securemsg.certs.read_passphrase_file}, which is also how the server
