@@ -362,6 +362,13 @@ def main(
         return 2
 
     name = _command_name(options)
+    # Every level gets the streams (a group such as "ca" runs its own
+    # subcommand).
+    level: usage.Options | None = options
+    while level is not None:
+        if isinstance(level, CommandOptions):
+            level.stderr = err
+        level = getattr(level, "subOptions", None)
     command: CommandOptions = options.subOptions
     try:
         return command.run(out)

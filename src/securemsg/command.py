@@ -7,6 +7,7 @@ how it reports failure.  L{securemsg.cli} puts the subcommands together.
 from __future__ import annotations
 
 import getopt
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar, TextIO
@@ -61,8 +62,14 @@ class CommandOptions(usage.Options):
 
     longdesc: ClassVar[str] = ""
 
+    #: Where a command writes what is not its output (descriptions,
+    #: diagnostics): the standard error stream L{securemsg.cli.main} was
+    #: given, which it sets before L{run}.
+    stderr: TextIO
+
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self.stderr = sys.stderr
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -106,7 +113,8 @@ class CommandOptions(usage.Options):
         """
         Do the subcommand's work after its options were parsed.
 
-        @param stdout: Where normal output goes.
+        @param stdout: Where normal output goes (anything else goes to
+            L{stderr}).
         @return: The exit status, normally 0.
         @raise CommandError: For anything that went wrong.
         """

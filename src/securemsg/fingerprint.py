@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import sys
 from typing import ClassVar, Final, TextIO
 
 from cryptography import x509
@@ -76,7 +75,7 @@ class FingerprintOptions(CommandOptions):
     def run(self, stdout: TextIO) -> int:
         certificate = self._certificate()
         stdout.write(certs.fingerprint(certificate) + "\n")
-        sys.stderr.write(certs.describe_certificate(certificate) + "\n")
+        self.stderr.write(certs.describe_certificate(certificate) + "\n")
         return 0
 
     def _certificate(self) -> x509.Certificate:
