@@ -451,20 +451,20 @@ class ReconnectTests(ChatServerCase):
         self.assertEqual(await watcher.next_lines(1), ["*** alice left (bye now)"])
         self.assertEqual(front.shown[-1], wire.Notice("goodbye"))
 
-    async def test_not_verified_retries(self) -> None:
+    async def test_not_verified_stops(self) -> None:
         """
-        With C{reconnect}, a refused certificate is said in a status line
-        each time and tried again with a growing delay, without an error
-        being logged (Twisted's ClientService cannot take a connection that
-        is lost before it is prepared).  Interrupting ends it with 0.
+        With C{reconnect}, a refused certificate is not a network fault:
+        the session says why, as without C{reconnect}, tries no more and
+        ends with 4, without an error being logged (Twisted's ClientService
+        cannot take a connection that is lost before it is prepared).
         """
         other = self.directory / "other-ca.pem"
         other.write_bytes(_certs.make_ca("another CA").cert_pem())
-        delays: list[int] = []
+        attempts: list[int] = []
         front = RecordingFrontEnd()
 
         def retry_quickly(attempt: int) -> float:
-            delays.append(attempt)
+            attempts.append(attempt)
             return 0.01
 
         session = ChatSession(
@@ -478,21 +478,58 @@ class ReconnectTests(ChatServerCase):
         )
         done = session.start()
         self.stop_first(lambda: self.end_session(session))
-        await front.wait_until(lambda: len(front.statuses) >= 3, "three refusals")
+        self.assertEqual(await bounded(done, "the session to end"), EXIT_UNVERIFIED)
         fingerprint = certs.fingerprint(self.server.certificate)
         self.assertEqual(
-            front.statuses[:3],
-            3
-            * [
-                f"cannot connect: {UNKNOWN_ISSUER}"
-                f" (server certificate {fingerprint}); retrying"
+            front.statuses,
+            [
+                f"server not verified: {UNKNOWN_ISSUER}"
+                f" (server certificate {fingerprint})"
             ],
         )
-        # Each refusal counts as one more attempt: 1 + 1, then 1 + 2.
-        self.assertEqual(delays[:2], [2, 3])
-        session.interrupt()
-        self.assertEqual(await bounded(done, "the session to end"), EXIT_OK)
+        self.assertEqual(attempts, [])
         self.assertEqual(front.shown, [])
+        self.assertTrue(front.stopped)
+        # Nothing more is tried once it is over.
+        assert session._service is not None
+        self.assertFalse(session._service.running)
+
+    async def test_lost_then_not_verified(self) -> None:
+        """
+        A server that comes back after a lost connection with a certificate
+        that fails verification ends a reconnecting session with 4.
+        """
+        front = RecordingFrontEnd()
+        session = ChatSession(
+            reactor,
+            front,
+            "localhost",
+            self.port,
+            ca=self.ca_path,
+            reconnect=True,
+            retry_policy=lambda attempt: 0.01,
+        )
+        done = session.start()
+        self.stop_first(lambda: self.end_session(session))
+        await front.wait_shown(welcome("guest-1"))
+
+        # The server comes back on the same port with another CA's
+        # certificate.
+        assert self.listening is not None
+        await bounded(self.listening.stopListening(), "stopListening")
+        self.listening = None
+        for server in self.factory.connections:
+            server.transport.abortConnection()
+        stranger = _certs.issue(_certs.make_ca("another CA"))
+        self.cert_path, self.key_path = stranger.write(self.directory, "stranger")
+        self.listening = await self.listen(f"tcp:{self.port}:interface=127.0.0.1")
+
+        self.assertEqual(await bounded(done, "the session to end"), EXIT_UNVERIFIED)
+        self.assertEqual(front.statuses[0], "connection lost; reconnecting")
+        self.assertTrue(
+            front.statuses[-1].startswith(f"server not verified: {UNKNOWN_ISSUER}"),
+            front.statuses,
+        )
 
     async def connect_to(self, port: int) -> LineClient:
         """Connect a line client to C{port} instead of the main port."""
@@ -699,20 +736,22 @@ class PipeModeTests(ChatServerCase):
         With a CA that did not issue the server's certificate: status 4, one
         line on standard error with the fingerprint seen, nothing on
         standard output; standard input left open does not keep it running.
+        The same with C{--reconnect}, which does not try again.
         """
         other = self.directory / "other-ca.pem"
         other.write_bytes(_certs.make_ca("another CA").cert_pem())
-        process = self.run_chat(
-            f"localhost:{self.port}", "--ca", str(other), stdin=None
-        )
-        self.assertEqual(await self.exit_code(process), 4, process.output())
         fingerprint = certs.fingerprint(self.server.certificate)
-        self.assertEqual(
-            process.err.decode("utf-8"),
-            f"securemsg chat: server not verified: {UNKNOWN_ISSUER}"
-            f" (server certificate {fingerprint})\n",
-        )
-        self.assertEqual(process.out, b"")
+        for extra in [(), ("--reconnect",)]:
+            process = self.run_chat(
+                f"localhost:{self.port}", "--ca", str(other), *extra, stdin=None
+            )
+            self.assertEqual(await self.exit_code(process), 4, process.output())
+            self.assertEqual(
+                process.err.decode("utf-8"),
+                f"securemsg chat: server not verified: {UNKNOWN_ISSUER}"
+                f" (server certificate {fingerprint})\n",
+            )
+            self.assertEqual(process.out, b"")
 
     async def test_unreachable(self) -> None:
         """A refused connection: status 3 and one line on standard error."""

@@ -175,13 +175,16 @@ class ChatSession:
 
         def handshake_failed(reason: Failure) -> None:
             nonlocal failed_handshakes
-            failed_handshakes += 1
             report = verifier.report
-            problem = (
-                str(VerificationFailed(report.problem, report.fingerprint))
-                if report.problem is not None
-                else reason.getErrorMessage()
-            )
+            if report.problem is not None:
+                # Not a network fault: trying again gets the same
+                # certificate, so stop as without --reconnect.
+                refused = VerificationFailed(report.problem, report.fingerprint)
+                self.front.status(f"server not verified: {refused}")
+                self._end(EXIT_UNVERIFIED)
+                return
+            failed_handshakes += 1
+            problem = reason.getErrorMessage()
             self.front.status(f"cannot connect: {problem}; retrying")
 
         def build() -> ChatClientProtocol:
@@ -462,7 +465,8 @@ class ChatOptions(CommandOptions):
         [
             "reconnect",
             None,
-            "Keep reconnecting (with backoff) after a lost connection.",
+            "Keep reconnecting (with backoff) after a lost connection; a server"
+            " that fails verification still ends the session (status 4).",
         ],
     ]
     optParameters: ClassVar[list[list[str | None]]] = [
