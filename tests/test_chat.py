@@ -163,6 +163,19 @@ class ChatServerCase(LoopbackServerTestCase):
         if errors:
             raise errors[0]
 
+    async def listen(self, description: str) -> IListeningPort:
+        """Listen with C{cert_path} and C{key_path} on C{description}."""
+        credentials = tls.load_credentials(self.cert_path, self.key_path)
+        endpoint = tls.tls_server_endpoint(
+            reactor,
+            description,
+            tls.ServerTLS(tls.make_server_context(credentials)),
+        )
+        port: IListeningPort = await bounded(
+            endpoint.listen(self.factory), f"listening on {description}"
+        )
+        return port
+
     async def end_session(self, session: ChatSession) -> None:
         """Make sure C{session} is over, so nothing is left running."""
         if not session.done.called:
@@ -365,24 +378,76 @@ class SessionTests(ChatServerCase):
         self.assertEqual(self.factory.connections, [])
 
 
+class ExpiredPinTests(ChatServerCase):
+    """
+    A pinned server certificate that has expired: refused, unless the
+    session allows it, and then accepted with a warning.
+    """
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        await super().setUp()
+        expired = _certs.issue(self.ca, days_valid=(-30, -1))
+        self.cert_path, self.key_path = expired.write(self.directory, "expired")
+        self.expired_port = await self.listen("tcp:0:interface=127.0.0.1")
+        self.addCleanup(self.expired_port.stopListening)
+        self.pin = certs.fingerprint(expired.certificate)
+        self.when = expired.certificate.not_valid_after_utc.strftime(
+            "%Y-%m-%d %H:%M UTC"
+        )
+
+    def session(self, **options: object) -> tuple[ChatSession, RecordingFrontEnd]:
+        """A session pinning the expired certificate."""
+        front = RecordingFrontEnd()
+        session = ChatSession(
+            reactor,
+            front,
+            "localhost",
+            self.expired_port.getHost().port,
+            pin=self.pin,
+            **options,  # type: ignore[arg-type]
+        )
+        self.stop_first(lambda: self.end_session(session))
+        return session, front
+
+    async def test_refused(self) -> None:
+        """Without C{allow_expired}: not verified, status 4, with the date."""
+        for reconnect in (False, True):
+            session, front = self.session(reconnect=reconnect)
+            done = session.start()
+            self.assertEqual(await bounded(done, "the session"), EXIT_UNVERIFIED)
+            self.assertEqual(
+                front.statuses,
+                [
+                    f"server not verified: certificate has expired (on {self.when});"
+                    " a pin accepts an expired certificate only with"
+                    f" --allow-expired (server certificate {self.pin})"
+                ],
+            )
+
+    async def test_allowed(self) -> None:
+        """
+        With C{allow_expired}: connected, after a warning that the
+        certificate has expired (on every connection, reconnecting too).
+        """
+        for reconnect in (False, True):
+            session, front = self.session(allow_expired=True, reconnect=reconnect)
+            session.start()
+            await front.wait_shown(welcome(f"guest-{2 if reconnect else 1}"))
+            self.assertEqual(
+                front.statuses,
+                [
+                    f"warning: the server's certificate expired on {self.when};"
+                    " accepted because of --allow-expired"
+                ],
+            )
+            await self.end_session(session)
+
+
 class ReconnectTests(ChatServerCase):
     """
     With C{reconnect}, a lost connection is made again, and the session
     rejoins under the name it had.
     """
-
-    async def listen(self, description: str) -> IListeningPort:
-        """Listen with the test server's certificate on C{description}."""
-        credentials = tls.load_credentials(self.cert_path, self.key_path)
-        endpoint = tls.tls_server_endpoint(
-            reactor,
-            description,
-            tls.ServerTLS(tls.make_server_context(credentials)),
-        )
-        port: IListeningPort = await bounded(
-            endpoint.listen(self.factory), f"listening on {description}"
-        )
-        return port
 
     async def test_reconnects_and_rejoins(self) -> None:
         """
@@ -852,6 +917,13 @@ class UsageTests(SynchronousTestCase):
         self.assert_usage_error(
             _cli.run("chat", "alpha", "beta"),
             "unexpected argument 'beta' (expected HOST[:PORT])",
+        )
+
+    def test_allow_expired_without_pin(self) -> None:
+        """C{--allow-expired} is about a pin; without C{--pin} it is refused."""
+        self.assert_usage_error(
+            _cli.run("chat", "localhost", "--allow-expired"),
+            "--allow-expired needs --pin",
         )
 
     def test_bad_port(self) -> None:

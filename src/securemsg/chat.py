@@ -95,8 +95,11 @@ class ChatSession:
         reconnect: bool = False,
         retry_policy: Callable[[int], float] | None = None,
         learn_name: bool = False,
+        allow_expired: bool = False,
     ) -> None:
         """
+        @param allow_expired: with C{pin}, accept the pinned certificate
+            after its expiry date, with a warning (see L{connect}).
         @param learn_name: without C{name}, ask the server for the guest
             name it gave us (for a prompt that shows it).
         @param retry_policy: with C{reconnect}, how long to wait before each
@@ -107,6 +110,7 @@ class ChatSession:
         self.front = front
         self.host, self.port = host, port
         self.ca, self.pin = ca, pin
+        self.allow_expired = allow_expired
         self.client_certificate = client_certificate
         self.name = name
         self.reconnect = reconnect
@@ -146,6 +150,7 @@ class ChatSession:
                 client_certificate=self.client_certificate,
                 on_event=self._event,
                 json=False,
+                allow_expired=self.allow_expired,
             )
             connecting.addCallbacks(self._connected, self._not_connected)
 
@@ -155,6 +160,7 @@ class ChatSession:
             ca_path=self.ca,
             pin=self.pin,
             client_certificate=self.client_certificate,
+            allow_expired=self.allow_expired,
         )
         endpoint = wrapClientTLS(
             verifier, HostnameEndpoint(self.reactor, self.host, self.port)
@@ -171,6 +177,7 @@ class ChatSession:
         def handshake_done(client: ChatClient) -> None:
             nonlocal failed_handshakes
             failed_handshakes = 0
+            client.verification = verifier.report
             self._connected(client)
 
         def handshake_failed(reason: Failure) -> None:
@@ -206,6 +213,8 @@ class ChatSession:
             return client
         self.client = client
         client.closed.addCallback(self._closed)
+        if client.verification is not None and client.verification.warning:
+            self.front.status(f"warning: {client.verification.warning}")
         if self.name is not None:
             client.nick(self.name)
         elif self.learn_name:
@@ -455,13 +464,21 @@ class ChatOptions(CommandOptions):
         "Chat with a securemsg server (port 50000 unless given). The server's "
         "certificate is always verified: against --ca FILE (a CA, or the "
         "server's own certificate.pem), else the system's trust store; or "
-        "with --pin, by its SHA-256 fingerprint. On a terminal you get a line "
-        "editor; with a pipe, lines from standard input are sent and the "
-        "server's lines are printed to standard output. Exit status: 0 done, "
+        "with --pin, by its SHA-256 fingerprint (an expired certificate is "
+        "refused even when pinned, unless --allow-expired). On a terminal "
+        "you get a line editor; with a pipe, lines from standard input are "
+        "sent and the server's lines are printed to standard output. Exit "
+        "status: 0 done, "
         "1 error, 2 usage, 3 server unreachable, 4 server not verified, "
         "5 server closed the connection."
     )
     optFlags: ClassVar[list[list[str | None]]] = [
+        [
+            "allow-expired",
+            None,
+            "With --pin, accept the pinned certificate after it has expired"
+            " (with a warning).",
+        ],
         [
             "reconnect",
             None,
@@ -508,6 +525,8 @@ class ChatOptions(CommandOptions):
                 raise usage.UsageError(f"--name: {problem}")
         if self["key"] is not None and self["cert"] is None:
             raise usage.UsageError("--key needs --cert")
+        if self["allow-expired"] and self["pin"] is None:
+            raise usage.UsageError("--allow-expired needs --pin")
 
     def run(self, stdout: TextIO) -> int:
         interactive = sys.stdin.isatty() and stdout.isatty()
@@ -532,7 +551,12 @@ class ChatOptions(CommandOptions):
         )
         try:
             # Check --ca and --pin now, to fail before anything starts.
-            ServerVerifier(self.host, ca_path=self["ca"], pin=self["pin"])
+            ServerVerifier(
+                self.host,
+                ca_path=self["ca"],
+                pin=self["pin"],
+                allow_expired=bool(self["allow-expired"]),
+            )
             session = ChatSession(
                 reactor,
                 front,
@@ -544,6 +568,7 @@ class ChatOptions(CommandOptions):
                 name=self["name"],
                 reconnect=bool(self["reconnect"]),
                 learn_name=interactive,
+                allow_expired=bool(self["allow-expired"]),
             )
         except TrustError as error:
             raise CommandError(str(error), EXIT_USAGE) from None

@@ -46,7 +46,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from securemsg import jsonwire, wire
-from securemsg.trust import ServerVerifier
+from securemsg.trust import ServerVerifier, VerificationReport
 
 DEFAULT_PORT: Final = 50000
 # Notices that tell a client its own name: after /nick, and after /whoami.
@@ -90,6 +90,9 @@ class ChatClient:
     @ivar on_event: called with each event from the server.
     @ivar closed: fires, when the connection has ended, with the exception
         that says how: L{ConnectionDone} for a clean close.
+    @ivar verification: what the check of the server's certificate saw (its
+        fingerprint, and a warning if it was accepted all the same), once
+        L{connect} has made the connection.
     """
 
     #: How long L{close} waits for the server to answer C{/quit} by closing
@@ -119,6 +122,7 @@ class ChatClient:
         self.closed: Deferred[BaseException] = Deferred()
         self.ready: Deferred[ChatClient] = Deferred()
         self.closing = False
+        self.verification: VerificationReport | None = None
         self._protocol: ChatClientProtocol | None = None
 
     # Sending
@@ -369,6 +373,7 @@ def connect(
     on_event: EventHandler | None = None,
     timeout: float = 30,
     json: bool = True,
+    allow_expired: bool = False,
 ) -> Deferred[ChatClient]:
     """
     Connect to a securemsg server and verify it.
@@ -377,7 +382,11 @@ def connect(
     @param ca: PEM file of trusted roots (the server's own certificate
         works); without it and without C{pin}, the system trust store.
     @param pin: C{sha256:HEX} fingerprint the server's certificate must
-        have, instead of CA and name checks.
+        have, instead of CA and name checks.  An expired certificate is
+        refused all the same, unless C{allow_expired}.
+    @param allow_expired: with C{pin}, accept the pinned certificate after
+        its expiry date; the client's L{ChatClient.verification} then holds
+        a warning to show.
     @param client_certificate: a L{twisted.internet.ssl.PrivateCertificate}
         to present to servers that ask for one.
     @param json: speak JSON lines (the default, for programs: every event
@@ -390,17 +399,25 @@ def connect(
         L{ConnectionFailed}.
     """
     verifier = ServerVerifier(
-        host, ca_path=ca, pin=pin, client_certificate=client_certificate
+        host,
+        ca_path=ca,
+        pin=pin,
+        client_certificate=client_certificate,
+        allow_expired=allow_expired,
     )
     endpoint = wrapClientTLS(
         verifier, HostnameEndpoint(reactor, host, port, timeout=timeout)
     )
     client = ChatClient(on_event, reactor, json=json)
 
+    def connected(client: ChatClient) -> ChatClient:
+        client.verification = verifier.report
+        return client
+
     def connection_failed(reason: Failure) -> Failure:
         return Failure(_explain(reason, verifier))
 
-    client.ready.addErrback(connection_failed)
+    client.ready.addCallbacks(connected, connection_failed)
     connecting = endpoint.connect(_ClientFactory(client))
 
     def not_connected(reason: Failure) -> None:
