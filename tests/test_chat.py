@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import securemsg
 from securemsg import certs, tls, wire
 from securemsg.chat import (
+    EXIT_ERROR,
     EXIT_OK,
     EXIT_SERVER_CLOSED,
     EXIT_UNREACHABLE,
@@ -31,6 +32,7 @@ from securemsg.chat import (
     EXIT_USAGE,
     ChatSession,
 )
+from securemsg.client import MAX_LINE_LENGTH
 
 from . import _certs, _cli
 from ._loopback import (
@@ -317,6 +319,26 @@ class SessionTests(ChatServerCase):
         self.assertEqual(await bounded(done, "the session to end"), EXIT_SERVER_CLOSED)
         self.assertEqual(front.statuses, ["server closed the connection"])
         self.assertTrue(front.stopped)
+
+    async def test_line_too_long(self) -> None:
+        """
+        A line from the server over the client library's bound ends the
+        session with 1 (an error, not the server closing), saying why.
+        """
+        session, front = self.session()
+        done = session.start()
+        await front.wait_shown(welcome("guest-1"))
+        assert session.client is not None and session.client._protocol is not None
+        # As if the server had sent it.
+        session.client._protocol.dataReceived(b"x" * (MAX_LINE_LENGTH + 1))
+        self.assertEqual(await bounded(done, "the session to end"), EXIT_ERROR)
+        self.assertEqual(
+            front.statuses,
+            [
+                "connection closed: the server sent a line longer than"
+                f" {MAX_LINE_LENGTH} bytes"
+            ],
+        )
 
     async def test_server_connection_lost(self) -> None:
         """A connection reset by the server also ends the session with 5."""

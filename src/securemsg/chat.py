@@ -35,6 +35,7 @@ from securemsg.client import (
     ChatClient,
     ChatClientProtocol,
     ClientError,
+    ProtocolError,
     VerificationFailed,
     connect,
     split_address,
@@ -246,7 +247,8 @@ class ChatSession:
             self.front.status("connection lost; reconnecting")
         else:
             self.front.status(_describe_close(reason))
-            self._end(EXIT_SERVER_CLOSED)
+            broken = isinstance(reason, ProtocolError)
+            self._end(EXIT_ERROR if broken else EXIT_SERVER_CLOSED)
 
     def _address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -353,6 +355,8 @@ def _describe_close(reason: BaseException) -> str:
     """
     if isinstance(reason, ConnectionDone):
         return "server closed the connection"
+    if isinstance(reason, ProtocolError):
+        return f"connection closed: {reason}"
     if isinstance(reason, SSL.Error):
         alerts = [
             re.sub(r"^(sslv3|tlsv1\d?|tls) alert ", "", str(detail[-1]))
