@@ -57,6 +57,7 @@ from ._loopback import (
     reactor,
 )
 from ._twistd import PROCESS_TIMEOUT
+from .test_wire import INVISIBLE_DANGER, shown_as, unsafe_characters
 
 
 def subprocess_environment(**changes: str) -> dict[str, str]:
@@ -219,10 +220,36 @@ class RenderTests(SynchronousTestCase):
             render_sent("\x1b[31mred", "alice"),
             render_status("bad\x00\u202e"),
         ]
+        # What is unsafe is stated in test_wire, not taken from wire.sanitize.
+        for line in lines:
+            self.assertEqual(unsafe_characters(to_plain_text(line)), [], line)
+        self.assertEqual(lines[0][2], ("", "] ^[[2J^Mgotcha^G"))
+
+    def test_invisible_characters(self) -> None:
+        """
+        Bidi marks, embeddings, overrides and isolates, and the line and
+        paragraph separators, show as code points in every kind of line.
+        """
+        visible = "".join(map(shown_as, INVISIBLE_DANGER))
+        self.assertNotIn("\u2028", visible)
+        self.assertEqual(
+            to_plain_text(render(wire.Message("bob", f"a{INVISIBLE_DANGER}b"))),
+            f"[bob] a{visible}b",
+        )
+        self.assertEqual(
+            to_plain_text(render_status(INVISIBLE_DANGER)), f"-- {visible}"
+        )
+        lines = [
+            render(wire.Action("bob", INVISIBLE_DANGER)),
+            render(wire.PrivateMessage("bob", "alice", INVISIBLE_DANGER)),
+            render(wire.Notice(INVISIBLE_DANGER)),
+            render(wire.Error(INVISIBLE_DANGER)),
+            render_sent(INVISIBLE_DANGER, "alice"),
+        ]
         for line in lines:
             text = to_plain_text(line)
-            self.assertEqual(text, wire.sanitize(text))
-        self.assertEqual(lines[0][2], ("", "] ^[[2J^Mgotcha^G"))
+            self.assertEqual(unsafe_characters(text), [], text)
+            self.assertIn(visible, text)
 
     def test_printed(self) -> None:
         """
