@@ -365,6 +365,37 @@ class PinTests(HandshakeCase):
         self.assertAccepted(SERVER, verifier)
 
 
+class FailClosedTests(HandshakeCase):
+    """
+    The verify callback fails closed: whatever goes wrong inside it refuses
+    the certificate (an exception escaping an OpenSSL callback would be
+    lost, and whatever it returned would decide).
+    """
+
+    def raising(self, *args: object) -> bool:
+        raise RuntimeError("the check broke")
+
+    def test_chain_check_raises(self) -> None:
+        """A certificate the CA check would accept is refused if it raises."""
+        verifier = ServerVerifier(
+            "localhost", ca_path=self.write_pem("ca.pem", CA.certificate)
+        )
+        self.patch(verifier, "_check_chain", self.raising)
+        self.assertRefused(
+            SERVER, verifier, "certificate check failed: the check broke"
+        )
+
+    def test_pin_check_raises(self) -> None:
+        """The right pin does not help if its check raises."""
+        verifier = ServerVerifier(
+            "localhost", pin=certs.fingerprint(SERVER.certificate)
+        )
+        self.patch(verifier, "_check_pin", self.raising)
+        self.assertRefused(
+            SERVER, verifier, "certificate check failed: the check broke"
+        )
+
+
 class SettingsTests(SynchronousTestCase):
     """Unusable trust settings fail at once, in one line."""
 
