@@ -18,7 +18,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import certs, tls, wire
+from securemsg import certs, jsonwire, tls, wire
 from securemsg.client import (
     DEFAULT_PORT,
     MAX_LINE_LENGTH,
@@ -41,6 +41,7 @@ from ._loopback import (
     greeting,
     reactor,
 )
+from .test_wire import shown_as
 
 
 def connected(
@@ -130,6 +131,53 @@ class ProtocolTests(SynchronousTestCase):
                 wire.Notice("bad \ufffd byte^Mhidden"),
             ],
         )
+
+    def test_json_sanitized(self) -> None:
+        """
+        In JSON mode too, every text in every kind of event (names, rooms,
+        topics, reasons, lists, the messages in a history) has its control
+        and invisible characters made visible, as the text mode does; so
+        has a JSON line that does not parse.  The expected text is worked
+        out by test_wire's statement of the rule, not by L{wire.sanitize}.
+        """
+        evil = "a\x1b[2J\r\x9b\u202e\u2028\u200f\u061cz"
+        shown = "".join(map(shown_as, evil))
+        self.assertEqual(shown, "a^[[2J^M<U+009B><U+202E><U+2028><U+200F><U+061C>z")
+
+        def every_event(text: str) -> list[wire.Event]:
+            return [
+                wire.Message(text, text, text, 1.0),
+                wire.Action(text, text, text),
+                wire.PrivateMessage(text, text, text, 2.0),
+                wire.Notice(text),
+                wire.Error(text),
+                wire.Joined(text, text),
+                wire.Parted(text, text),
+                wire.Departed(text, text),
+                wire.Renamed(text, text),
+                wire.Identity(text, True, text),
+                wire.WhoList(text, (text, text)),
+                wire.RoomList((wire.RoomInfo(text, 3, text),)),
+                wire.TopicInfo(text, text, text),
+                wire.History(
+                    text,
+                    (
+                        wire.Message(text, text, text, 3.0, True),
+                        wire.PrivateMessage(text, text, text, 4.0, True),
+                    ),
+                ),
+            ]
+
+        events: list[wire.Event] = []
+        client = ChatClient(events.append, json=True)
+        protocol = ChatClientProtocol(client)
+        protocol.makeConnection(StringTransport())
+        protocol.handshakeCompleted()
+        protocol.dataReceived(
+            b"".join(jsonwire.encode(event) for event in every_event(evil))
+            + f"{{{evil}\n".encode()
+        )
+        self.assertEqual(events, [*every_event(shown), wire.Notice(f"{{{shown}")])
 
     def test_name_tracked(self) -> None:
         """
