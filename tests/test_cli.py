@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar, TextIO
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -489,6 +490,42 @@ class TopLevelTests(SynchronousTestCase):
                 " run 'securemsg strict --help' for usage\n",
             ),
         )
+
+    def test_commands_get_stderr(self) -> None:
+        """
+        Every command, one inside a group too (as in C{securemsg ca issue}),
+        writes what is not its output to the stderr L{main} is given, not
+        to C{sys.stderr}.
+        """
+
+        class Leaf(CommandOptions):
+            def run(self, stdout: TextIO) -> int:
+                self.stderr.write("to stderr\n")
+                return 0
+
+        class Group(CommandOptions):
+            subCommands: ClassVar[list[tuple[str, None, type[Leaf], str]]] = [
+                ("leaf", None, Leaf, "Leaf.")
+            ]
+
+            def run(self, stdout: TextIO) -> int:
+                command: CommandOptions = self.subOptions
+                return command.run(stdout)
+
+        self.patch(
+            SecuremsgOptions,
+            "subCommands",
+            [
+                *SecuremsgOptions.subCommands,
+                ("leaf", None, Leaf, "Leaf."),
+                ("group", None, Group, "Group."),
+            ],
+        )
+        self.patch(sys, "stderr", io.StringIO())
+        for argv in (["leaf"], ["group", "leaf"]):
+            result = _run(*argv)
+            self.assertEqual((result.code, result.stderr), (0, "to stderr\n"), argv)
+        self.assertEqual(sys.stderr.getvalue(), "")
 
     def test_options_classes(self) -> None:
         """
