@@ -472,9 +472,8 @@ class ChatOptions(CommandOptions):
         "refused even when pinned, unless --allow-expired). On a terminal "
         "you get a line editor; with a pipe, lines from standard input are "
         "sent and the server's lines are printed to standard output. Exit "
-        "status: 0 done, "
-        "1 error, 2 usage, 3 server unreachable, 4 server not verified, "
-        "5 server closed the connection."
+        "status: 0 done, 1 error, 2 usage, 3 server unreachable, 4 server not "
+        "verified, 5 server closed the connection."
     )
     optFlags: ClassVar[list[list[str | None]]] = [
         [

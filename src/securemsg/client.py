@@ -54,12 +54,12 @@ from securemsg.trust import ServerVerifier, VerificationReport
 DEFAULT_PORT: Final = 50000
 
 #: The longest line the client takes from a server, in bytes before the LF
-#: (a CR before it counts): 4 MiB, four times the most a securemsg server puts on one
-#: line (its long replies, such as /history, /rooms and /who, stay well
-#: under 1 MiB a line).  Not more: Twisted's LineReceiver searches the whole
-#: buffer again for each piece of a line (a TLS record, 16 KiB), so what a
-#: line costs grows with its square: about 0.3 s of CPU for 4 MiB, 3 s for
-#: 16 MiB.
+#: (a CR before it counts): 4 MiB, four times the most a securemsg server
+#: puts on one line (its long replies, such as /history, /rooms and /who,
+#: stay well under 1 MiB a line).  Not more: Twisted's LineReceiver searches
+#: the whole buffer again for each piece of a line (a TLS record, 16 KiB),
+#: so what a line costs grows with its square: about 0.3 s of CPU for 4 MiB,
+#: 3 s for 16 MiB.
 MAX_LINE_LENGTH: Final = 4 * 1024 * 1024
 # Notices that tell a client its own name: after /nick, and after /whoami.
 _YOU_ARE: Final = ("you are now ", "you are ")
