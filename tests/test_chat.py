@@ -24,6 +24,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import securemsg
 from securemsg import certs, tls, wire
 from securemsg.chat import (
+    EXIT_ERROR,
     EXIT_OK,
     EXIT_SERVER_CLOSED,
     EXIT_UNREACHABLE,
@@ -31,8 +32,9 @@ from securemsg.chat import (
     EXIT_USAGE,
     ChatSession,
 )
+from securemsg.client import MAX_LINE_LENGTH
 
-from . import _certs
+from . import _certs, _cli
 from ._loopback import (
     TIMEOUT,
     LineClient,
@@ -163,6 +165,19 @@ class ChatServerCase(LoopbackServerTestCase):
         if errors:
             raise errors[0]
 
+    async def listen(self, description: str) -> IListeningPort:
+        """Listen with C{cert_path} and C{key_path} on C{description}."""
+        credentials = tls.load_credentials(self.cert_path, self.key_path)
+        endpoint = tls.tls_server_endpoint(
+            reactor,
+            description,
+            tls.ServerTLS(tls.make_server_context(credentials)),
+        )
+        port: IListeningPort = await bounded(
+            endpoint.listen(self.factory), f"listening on {description}"
+        )
+        return port
+
     async def end_session(self, session: ChatSession) -> None:
         """Make sure C{session} is over, so nothing is left running."""
         if not session.done.called:
@@ -264,13 +279,17 @@ class SessionTests(ChatServerCase):
     async def test_finish_waits_for_goodbye(self) -> None:
         """
         C{finish} says C{/quit} (with the message from a typed C{/quit}) and
-        ends with 0 only after the server's goodbye and its close.
+        ends with 0 only after the server's goodbye and its close; from the
+        typed C{/quit} on, the session is C{finishing} (front ends stop
+        asking for lines).
         """
         watcher = await self.observer()
         session, front = self.session()
         done = session.start()
         await front.wait_shown(welcome("guest-2"))
+        self.assertFalse(session.finishing)
         session.send_line("/quit  see you later ")
+        self.assertTrue(session.finishing)
         self.assertEqual(await bounded(done, "the session to end"), EXIT_OK)
         self.assertEqual(front.shown[-1], wire.Notice("goodbye"))
         self.assertTrue(front.stopped)
@@ -300,6 +319,26 @@ class SessionTests(ChatServerCase):
         self.assertEqual(await bounded(done, "the session to end"), EXIT_SERVER_CLOSED)
         self.assertEqual(front.statuses, ["server closed the connection"])
         self.assertTrue(front.stopped)
+
+    async def test_line_too_long(self) -> None:
+        """
+        A line from the server over the client library's bound ends the
+        session with 1 (an error, not the server closing), saying why.
+        """
+        session, front = self.session()
+        done = session.start()
+        await front.wait_shown(welcome("guest-1"))
+        assert session.client is not None and session.client._protocol is not None
+        # As if the server had sent it.
+        session.client._protocol.dataReceived(b"x" * (MAX_LINE_LENGTH + 1))
+        self.assertEqual(await bounded(done, "the session to end"), EXIT_ERROR)
+        self.assertEqual(
+            front.statuses,
+            [
+                "connection closed: the server sent a line longer than"
+                f" {MAX_LINE_LENGTH} bytes"
+            ],
+        )
 
     async def test_server_connection_lost(self) -> None:
         """A connection reset by the server also ends the session with 5."""
@@ -361,24 +400,76 @@ class SessionTests(ChatServerCase):
         self.assertEqual(self.factory.connections, [])
 
 
+class ExpiredPinTests(ChatServerCase):
+    """
+    A pinned server certificate that has expired: refused, unless the
+    session allows it, and then accepted with a warning.
+    """
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        await super().setUp()
+        expired = _certs.issue(self.ca, days_valid=(-30, -1))
+        self.cert_path, self.key_path = expired.write(self.directory, "expired")
+        self.expired_port = await self.listen("tcp:0:interface=127.0.0.1")
+        self.addCleanup(self.expired_port.stopListening)
+        self.pin = certs.fingerprint(expired.certificate)
+        self.when = expired.certificate.not_valid_after_utc.strftime(
+            "%Y-%m-%d %H:%M UTC"
+        )
+
+    def session(self, **options: object) -> tuple[ChatSession, RecordingFrontEnd]:
+        """A session pinning the expired certificate."""
+        front = RecordingFrontEnd()
+        session = ChatSession(
+            reactor,
+            front,
+            "localhost",
+            self.expired_port.getHost().port,
+            pin=self.pin,
+            **options,  # type: ignore[arg-type]
+        )
+        self.stop_first(lambda: self.end_session(session))
+        return session, front
+
+    async def test_refused(self) -> None:
+        """Without C{allow_expired}: not verified, status 4, with the date."""
+        for reconnect in (False, True):
+            session, front = self.session(reconnect=reconnect)
+            done = session.start()
+            self.assertEqual(await bounded(done, "the session"), EXIT_UNVERIFIED)
+            self.assertEqual(
+                front.statuses,
+                [
+                    f"server not verified: certificate has expired (on {self.when});"
+                    " a pin accepts an expired certificate only with"
+                    f" --allow-expired (server certificate {self.pin})"
+                ],
+            )
+
+    async def test_allowed(self) -> None:
+        """
+        With C{allow_expired}: connected, after a warning that the
+        certificate has expired (on every connection, reconnecting too).
+        """
+        for reconnect in (False, True):
+            session, front = self.session(allow_expired=True, reconnect=reconnect)
+            session.start()
+            await front.wait_shown(welcome(f"guest-{2 if reconnect else 1}"))
+            self.assertEqual(
+                front.statuses,
+                [
+                    f"warning: the server's certificate expired on {self.when};"
+                    " accepted because of --allow-expired"
+                ],
+            )
+            await self.end_session(session)
+
+
 class ReconnectTests(ChatServerCase):
     """
     With C{reconnect}, a lost connection is made again, and the session
     rejoins under the name it had.
     """
-
-    async def listen(self, description: str) -> IListeningPort:
-        """Listen with the test server's certificate on C{description}."""
-        credentials = tls.load_credentials(self.cert_path, self.key_path)
-        endpoint = tls.tls_server_endpoint(
-            reactor,
-            description,
-            tls.ServerTLS(tls.make_server_context(credentials)),
-        )
-        port: IListeningPort = await bounded(
-            endpoint.listen(self.factory), f"listening on {description}"
-        )
-        return port
 
     async def test_reconnects_and_rejoins(self) -> None:
         """
@@ -449,20 +540,20 @@ class ReconnectTests(ChatServerCase):
         )
         self.assertEqual(front.shown[-1], wire.Notice("goodbye"))
 
-    async def test_not_verified_retries(self) -> None:
+    async def test_not_verified_stops(self) -> None:
         """
-        With C{reconnect}, a refused certificate is said in a status line
-        each time and tried again with a growing delay, without an error
-        being logged (Twisted's ClientService cannot take a connection that
-        is lost before it is prepared).  Interrupting ends it with 0.
+        With C{reconnect}, a refused certificate is not a network fault:
+        the session says why, as without C{reconnect}, tries no more and
+        ends with 4, without an error being logged (Twisted's ClientService
+        cannot take a connection that is lost before it is prepared).
         """
         other = self.directory / "other-ca.pem"
         other.write_bytes(_certs.make_ca("another CA").cert_pem())
-        delays: list[int] = []
+        attempts: list[int] = []
         front = RecordingFrontEnd()
 
         def retry_quickly(attempt: int) -> float:
-            delays.append(attempt)
+            attempts.append(attempt)
             return 0.01
 
         session = ChatSession(
@@ -476,21 +567,58 @@ class ReconnectTests(ChatServerCase):
         )
         done = session.start()
         self.stop_first(lambda: self.end_session(session))
-        await front.wait_until(lambda: len(front.statuses) >= 3, "three refusals")
+        self.assertEqual(await bounded(done, "the session to end"), EXIT_UNVERIFIED)
         fingerprint = certs.fingerprint(self.server.certificate)
         self.assertEqual(
-            front.statuses[:3],
-            3
-            * [
-                f"cannot connect: {UNKNOWN_ISSUER}"
-                f" (server certificate {fingerprint}); retrying"
+            front.statuses,
+            [
+                f"server not verified: {UNKNOWN_ISSUER}"
+                f" (server certificate {fingerprint})"
             ],
         )
-        # Each refusal counts as one more attempt: 1 + 1, then 1 + 2.
-        self.assertEqual(delays[:2], [2, 3])
-        session.interrupt()
-        self.assertEqual(await bounded(done, "the session to end"), EXIT_OK)
+        self.assertEqual(attempts, [])
         self.assertEqual(front.shown, [])
+        self.assertTrue(front.stopped)
+        # Nothing more is tried once it is over.
+        assert session._service is not None
+        self.assertFalse(session._service.running)
+
+    async def test_lost_then_not_verified(self) -> None:
+        """
+        A server that comes back after a lost connection with a certificate
+        that fails verification ends a reconnecting session with 4.
+        """
+        front = RecordingFrontEnd()
+        session = ChatSession(
+            reactor,
+            front,
+            "localhost",
+            self.port,
+            ca=self.ca_path,
+            reconnect=True,
+            retry_policy=lambda attempt: 0.01,
+        )
+        done = session.start()
+        self.stop_first(lambda: self.end_session(session))
+        await front.wait_shown(welcome("guest-1"))
+
+        # The server comes back on the same port with another CA's
+        # certificate.
+        assert self.listening is not None
+        await bounded(self.listening.stopListening(), "stopListening")
+        self.listening = None
+        for server in self.factory.connections:
+            server.transport.abortConnection()
+        stranger = _certs.issue(_certs.make_ca("another CA"))
+        self.cert_path, self.key_path = stranger.write(self.directory, "stranger")
+        self.listening = await self.listen(f"tcp:{self.port}:interface=127.0.0.1")
+
+        self.assertEqual(await bounded(done, "the session to end"), EXIT_UNVERIFIED)
+        self.assertEqual(front.statuses[0], "connection lost; reconnecting")
+        self.assertTrue(
+            front.statuses[-1].startswith(f"server not verified: {UNKNOWN_ISSUER}"),
+            front.statuses,
+        )
 
     async def connect_to(self, port: int) -> LineClient:
         """Connect a line client to C{port} instead of the main port."""
@@ -697,20 +825,22 @@ class PipeModeTests(ChatServerCase):
         With a CA that did not issue the server's certificate: status 4, one
         line on standard error with the fingerprint seen, nothing on
         standard output; standard input left open does not keep it running.
+        The same with C{--reconnect}, which does not try again.
         """
         other = self.directory / "other-ca.pem"
         other.write_bytes(_certs.make_ca("another CA").cert_pem())
-        process = self.run_chat(
-            f"localhost:{self.port}", "--ca", str(other), stdin=None
-        )
-        self.assertEqual(await self.exit_code(process), 4, process.output())
         fingerprint = certs.fingerprint(self.server.certificate)
-        self.assertEqual(
-            process.err.decode("utf-8"),
-            f"securemsg chat: server not verified: {UNKNOWN_ISSUER}"
-            f" (server certificate {fingerprint})\n",
-        )
-        self.assertEqual(process.out, b"")
+        for extra in [(), ("--reconnect",)]:
+            process = self.run_chat(
+                f"localhost:{self.port}", "--ca", str(other), *extra, stdin=None
+            )
+            self.assertEqual(await self.exit_code(process), 4, process.output())
+            self.assertEqual(
+                process.err.decode("utf-8"),
+                f"securemsg chat: server not verified: {UNKNOWN_ISSUER}"
+                f" (server certificate {fingerprint})\n",
+            )
+            self.assertEqual(process.out, b"")
 
     async def test_unreachable(self) -> None:
         """A refused connection: status 3 and one line on standard error."""
@@ -781,3 +911,48 @@ class DescribeCloseTests(SynchronousTestCase):
             "server closed the connection: certificate revoked",
         )
         self.assertEqual(_describe_close(ConnectionLost()), "server connection lost")
+
+
+class UsageTests(SynchronousTestCase):
+    """
+    C{securemsg chat} with the wrong arguments: one line saying what is
+    wrong, status 2, before anything is started.
+    """
+
+    def assert_usage_error(self, result: _cli.Result, problem: str) -> None:
+        self.assertEqual(
+            (result.code, result.stdout, result.stderr),
+            (
+                EXIT_USAGE,
+                "",
+                f"securemsg chat: {problem}; run 'securemsg chat --help' for usage\n",
+            ),
+        )
+
+    def test_missing_host(self) -> None:
+        """Without HOST, the message says HOST is missing."""
+        self.assert_usage_error(_cli.run("chat"), "missing HOST (expected HOST[:PORT])")
+        self.assert_usage_error(
+            _cli.run("chat", "--ca", "ca.pem"), "missing HOST (expected HOST[:PORT])"
+        )
+
+    def test_extra_argument(self) -> None:
+        """A second address is named as the unexpected argument."""
+        self.assert_usage_error(
+            _cli.run("chat", "alpha", "beta"),
+            "unexpected argument 'beta' (expected HOST[:PORT])",
+        )
+
+    def test_allow_expired_without_pin(self) -> None:
+        """C{--allow-expired} is about a pin; without C{--pin} it is refused."""
+        self.assert_usage_error(
+            _cli.run("chat", "localhost", "--allow-expired"),
+            "--allow-expired needs --pin",
+        )
+
+    def test_bad_port(self) -> None:
+        """A port out of range is a usage error that quotes the address."""
+        self.assert_usage_error(
+            _cli.run("chat", "chat.example:0"),
+            "'chat.example:0': port must be a number from 1 to 65535",
+        )

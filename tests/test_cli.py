@@ -14,6 +14,7 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import ClassVar, TextIO
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -22,6 +23,7 @@ from twisted.trial.unittest import SynchronousTestCase
 import securemsg
 from securemsg import certs
 from securemsg.cli import GencertOptions, SecuremsgOptions, main
+from securemsg.command import CommandOptions
 
 from ._cli import Result
 from ._cli import mode as _mode
@@ -564,6 +566,68 @@ class TopLevelTests(SynchronousTestCase):
         self.assertEqual(result.code, 2)
         self.assertEqual(result.stderr.count("\n"), 1)
         self.assertIn("frobnicate", result.stderr)
+
+    def test_usage_error_full_stop(self) -> None:
+        """
+        A usage error whose message ends with a full stop (as some of
+        L{usage.Options}'s own do) is printed without it, so that the hint
+        after it does not follow a stray C{.;}.
+        """
+
+        class Strict(CommandOptions):
+            def parseArgs(self) -> None:
+                pass  # So any argument is usage.Options' own error.
+
+        self.patch(
+            SecuremsgOptions,
+            "subCommands",
+            [*SecuremsgOptions.subCommands, ("strict", None, Strict, "Strict.")],
+        )
+        result = _run("strict", "extra")
+        self.assertEqual(
+            (result.code, result.stderr),
+            (
+                2,
+                "securemsg strict: Wrong number of arguments;"
+                " run 'securemsg strict --help' for usage\n",
+            ),
+        )
+
+    def test_commands_get_stderr(self) -> None:
+        """
+        Every command, one inside a group too (as in C{securemsg ca issue}),
+        writes what is not its output to the stderr L{main} is given, not
+        to C{sys.stderr}.
+        """
+
+        class Leaf(CommandOptions):
+            def run(self, stdout: TextIO) -> int:
+                self.stderr.write("to stderr\n")
+                return 0
+
+        class Group(CommandOptions):
+            subCommands: ClassVar[list[tuple[str, None, type[Leaf], str]]] = [
+                ("leaf", None, Leaf, "Leaf.")
+            ]
+
+            def run(self, stdout: TextIO) -> int:
+                command: CommandOptions = self.subOptions
+                return command.run(stdout)
+
+        self.patch(
+            SecuremsgOptions,
+            "subCommands",
+            [
+                *SecuremsgOptions.subCommands,
+                ("leaf", None, Leaf, "Leaf."),
+                ("group", None, Group, "Group."),
+            ],
+        )
+        self.patch(sys, "stderr", io.StringIO())
+        for argv in (["leaf"], ["group", "leaf"]):
+            result = _run(*argv)
+            self.assertEqual((result.code, result.stderr), (0, "to stderr\n"), argv)
+        self.assertEqual(sys.stderr.getvalue(), "")
 
     def test_options_classes(self) -> None:
         """

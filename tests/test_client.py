@@ -14,16 +14,19 @@ from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import certs, wire
+from securemsg import certs, jsonwire, tls, wire
 from securemsg.client import (
     DEFAULT_PORT,
+    MAX_LINE_LENGTH,
     ChatClient,
     ChatClientProtocol,
     ClientError,
     ConnectionFailed,
+    ProtocolError,
     VerificationFailed,
     connect,
     split_address,
@@ -38,6 +41,7 @@ from ._loopback import (
     greeting,
     reactor,
 )
+from .test_wire import shown_as
 
 
 def connected(
@@ -128,6 +132,53 @@ class ProtocolTests(SynchronousTestCase):
             ],
         )
 
+    def test_json_sanitized(self) -> None:
+        """
+        In JSON mode too, every text in every kind of event (names, rooms,
+        topics, reasons, lists, the messages in a history) has its control
+        and invisible characters made visible, as the text mode does; so
+        has a JSON line that does not parse.  The expected text is worked
+        out by test_wire's statement of the rule, not by L{wire.sanitize}.
+        """
+        evil = "a\x1b[2J\r\x9b\u202e\u2028\u200f\u061cz"
+        shown = "".join(map(shown_as, evil))
+        self.assertEqual(shown, "a^[[2J^M<U+009B><U+202E><U+2028><U+200F><U+061C>z")
+
+        def every_event(text: str) -> list[wire.Event]:
+            return [
+                wire.Message(text, text, text, 1.0),
+                wire.Action(text, text, text),
+                wire.PrivateMessage(text, text, text, 2.0),
+                wire.Notice(text),
+                wire.Error(text),
+                wire.Joined(text, text),
+                wire.Parted(text, text),
+                wire.Departed(text, text),
+                wire.Renamed(text, text),
+                wire.Identity(text, True, text),
+                wire.WhoList(text, (text, text)),
+                wire.RoomList((wire.RoomInfo(text, 3, text),)),
+                wire.TopicInfo(text, text, text),
+                wire.History(
+                    text,
+                    (
+                        wire.Message(text, text, text, 3.0, True),
+                        wire.PrivateMessage(text, text, text, 4.0, True),
+                    ),
+                ),
+            ]
+
+        events: list[wire.Event] = []
+        client = ChatClient(events.append, json=True)
+        protocol = ChatClientProtocol(client)
+        protocol.makeConnection(StringTransport())
+        protocol.handshakeCompleted()
+        protocol.dataReceived(
+            b"".join(jsonwire.encode(event) for event in every_event(evil))
+            + f"{{{evil}\n".encode()
+        )
+        self.assertEqual(events, [*every_event(shown), wire.Notice(f"{{{shown}")])
+
     def test_name_tracked(self) -> None:
         """
         The client's name is the last one the server confirmed with
@@ -168,6 +219,61 @@ class ProtocolTests(SynchronousTestCase):
             client, protocol, _, _ = connected()
             protocol.connectionLost(Failure(reason))
             self.assertIs(self.successResultOf(client.closed), reason)
+
+
+class LongLineTests(SynchronousTestCase):
+    """
+    Lines up to L{MAX_LINE_LENGTH} bytes arrive whole; a longer one ends the
+    connection with a L{ProtocolError}, not as a clean close.
+    """
+
+    def feed(self, protocol: ChatClientProtocol, data: bytes) -> None:
+        """Give the protocol C{data} in pieces, as TLS records come."""
+        for start in range(0, len(data), 64 * 1024):
+            protocol.dataReceived(data[start : start + 64 * 1024])
+
+    def test_bound(self) -> None:
+        """
+        The bound is documented as 4 MiB, well above the 1 MiB a server
+        puts on one line at most.
+        """
+        self.assertEqual(MAX_LINE_LENGTH, 4 * 1024 * 1024)
+        self.assertEqual(ChatClientProtocol.MAX_LENGTH, MAX_LINE_LENGTH)
+
+    def test_longest_line(self) -> None:
+        """
+        A line of exactly L{MAX_LINE_LENGTH} bytes (far over the old 1 MiB
+        limit) is one event, and the connection goes on.
+        """
+        client, protocol, transport, events = connected()
+        text = "x" * (MAX_LINE_LENGTH - len("*** "))
+        self.feed(protocol, f"*** {text}\n[alice] after it\n".encode())
+        # Compared without the long text, so that a failure prints briefly.
+        self.assertEqual(len(events), 2)
+        self.assertTrue(events[0] == wire.Notice(text), "the long line changed")
+        self.assertEqual(events[1], wire.Message("alice", "after it"))
+        self.assertFalse(transport.disconnecting)
+        self.assertNoResult(client.closed)
+
+    def test_too_long(self) -> None:
+        """
+        One byte more, and the client closes the connection as soon as it
+        has that many bytes without a line ending; what follows is not
+        read as lines; C{closed} fires with a L{ProtocolError} that names
+        the bound, even though the TLS close itself is clean.
+        """
+        client, protocol, transport, events = connected()
+        self.feed(protocol, b"*** before\n" + b"x" * (MAX_LINE_LENGTH + 1))
+        self.assertEqual(events, [wire.Notice("before")])
+        self.assertTrue(transport.disconnecting)
+        self.feed(protocol, b"xxx\n[mallory] after it\n")
+        self.assertEqual(events, [wire.Notice("before")])
+        protocol.connectionLost(Failure(ConnectionDone()))
+        reason = self.successResultOf(client.closed)
+        self.assertIsInstance(reason, ProtocolError)
+        self.assertEqual(
+            str(reason), f"the server sent a line longer than {MAX_LINE_LENGTH} bytes"
+        )
 
 
 class SendingTests(SynchronousTestCase):
@@ -644,3 +750,99 @@ class HandshakeFailureTests(LoopbackServerTestCase):
         error = await self.fail_against(b"*** Welcome, in plain text\n")
         self.assertNotIsInstance(error, VerificationFailed)
         self.assertIn("wrong version number", str(error))
+
+
+class LongLineServer(LineReceiver):
+    """
+    A TLS server that sends C{says} at once, and closes when it gets
+    C{/quit}.
+    """
+
+    delimiter = b"\n"
+
+    def __init__(self, says: bytes) -> None:
+        self.says = says
+        self.ended = Waiters()
+
+    def connectionMade(self) -> None:
+        self.transport.write(self.says)
+
+    def lineReceived(self, line: bytes) -> None:
+        if line.startswith(b"/quit"):
+            self.transport.loseConnection()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.ended.fire(reason)
+
+
+class LongLineConnectTests(LoopbackServerTestCase):
+    """L{connect} to a server that sends long lines, over real TLS."""
+
+    async def connect_to_server_saying(
+        self, says: bytes
+    ) -> tuple[ChatClient, EventRecorder, LongLineServer]:
+        """Serve C{says} over TLS and connect a client; return both ends."""
+        ca, server = _certs.default_ca_and_server()
+        cert_path, key_path = server.write(self.directory)
+        ca_path = str(self.directory / "ca.pem")
+        Path(ca_path).write_bytes(ca.cert_pem())
+        servers: list[LongLineServer] = []
+
+        def build() -> LongLineServer:
+            servers.append(LongLineServer(says))
+            return servers[-1]
+
+        endpoint = tls.tls_server_endpoint(
+            reactor,
+            "tcp:0:interface=127.0.0.1",
+            tls.ServerTLS(
+                tls.make_server_context(tls.load_credentials(cert_path, key_path))
+            ),
+        )
+        port = await bounded(endpoint.listen(Factory.forProtocol(build)), "listen")
+        self.addCleanup(port.stopListening)
+        events = EventRecorder()
+        client = await bounded(
+            connect(
+                reactor,
+                "localhost",
+                port.getHost().port,
+                ca=ca_path,
+                on_event=events,
+                json=False,
+            ),
+            "connect()",
+        )
+        self.addCleanup(lambda: bounded(servers[0].ended.wait(), "the server's end"))
+        return client, events, servers[0]
+
+    async def test_large_reply(self) -> None:
+        """
+        A 3 MiB line (a long reply, as a server bounds them well under 1
+        MiB, with room to spare) arrives whole over TLS, and the connection
+        goes on until the client closes it cleanly.
+        """
+        text = "y" * (3 * 1024 * 1024)
+        client, events, _ = await self.connect_to_server_saying(
+            f"*** hello\n*** {text}\n*** after\n".encode()
+        )
+        received = await events.next(3)
+        self.assertEqual(received[0], wire.Notice("hello"))
+        self.assertTrue(received[1] == wire.Notice(text), "the long line changed")
+        self.assertEqual(received[2], wire.Notice("after"))
+        self.assertNoResult(client.closed)
+        reason = await bounded(client.close(), "close()")
+        self.assertIsInstance(reason, ConnectionDone)
+
+    async def test_over_the_bound(self) -> None:
+        """
+        A line over L{MAX_LINE_LENGTH} over TLS: the client closes the
+        connection and C{closed} says it was a protocol error, not a clean
+        close.
+        """
+        client, events, _ = await self.connect_to_server_saying(
+            b"*** hello\n" + b"z" * (MAX_LINE_LENGTH + 1)
+        )
+        reason = await bounded(client.closed, "the client to close")
+        self.assertIsInstance(reason, ProtocolError)
+        self.assertEqual(events.unread, [wire.Notice("hello")])

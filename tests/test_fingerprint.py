@@ -3,8 +3,9 @@ Tests for C{securemsg fingerprint FILE | HOST[:PORT]}, through
 L{securemsg.cli.main} as the console script calls it.
 
 Standard output must hold exactly the fingerprint, so that a script can
-use it as it is; the description of the certificate goes to C{sys.stderr},
-which these tests replace.
+use it as it is; the description of the certificate goes to the standard
+error stream L{main} is given, and nothing to the process's own
+C{sys.stderr}, which these tests replace to check that.
 """
 
 from __future__ import annotations
@@ -34,8 +35,8 @@ class Run:
 
 def capture_stderr(case: SynchronousTestCase) -> StringIO:
     """
-    Replace C{sys.stderr} for the rest of C{case}: the command writes the
-    certificate's description there, not to the stream L{main} is given.
+    Replace C{sys.stderr} for the rest of C{case}, to check that the command
+    writes nothing there, only to the streams L{main} is given.
     """
     captured = StringIO()
     case.patch(sys, "stderr", captured)
@@ -54,18 +55,19 @@ class FileTests(SynchronousTestCase):
     def test_certificate(self) -> None:
         """
         Standard output is exactly the C{sha256:} fingerprint and a newline;
-        the certificate's description goes to standard error.
+        the certificate's description goes to the command's standard error,
+        not to the process's.
         """
         cert_path, _ = self.server.write(self.directory)
         run = Run(cert_path)
         self.assertEqual(run.status, 0)
         fingerprint = certs.fingerprint(self.server.certificate)
         self.assertEqual(run.stdout.getvalue(), fingerprint + "\n")
-        self.assertEqual(run.stderr.getvalue(), "")
         self.assertEqual(
-            self.described.getvalue(),
+            run.stderr.getvalue(),
             certs.describe_certificate(self.server.certificate) + "\n",
         )
+        self.assertEqual(self.described.getvalue(), "")
 
     def test_matches_pin(self) -> None:
         """What it prints is what C{--pin} takes, and matches the certificate."""
@@ -134,6 +136,26 @@ class FileTests(SynchronousTestCase):
             f"securemsg fingerprint: cannot read {path}: Is a directory\n",
         )
 
+    def test_arguments(self) -> None:
+        """
+        Without FILE or HOST, or with two, the usage error says so in one
+        line (ending in no stray full stop before the hint).
+        """
+        hint = "; run 'securemsg fingerprint --help' for usage\n"
+        for arguments, problem in [
+            ((), "missing FILE or HOST (expected FILE | HOST[:PORT])"),
+            (
+                ("a.pem", "b.pem"),
+                "unexpected argument 'b.pem' (expected FILE | HOST[:PORT])",
+            ),
+        ]:
+            run = Run(*arguments)
+            self.assertEqual(run.status, 2)
+            self.assertEqual(
+                run.stderr.getvalue(), f"securemsg fingerprint: {problem}{hint}"
+            )
+            self.assertEqual(run.stdout.getvalue(), "")
+
     def test_neither(self) -> None:
         """Something that is neither a file nor HOST[:PORT] is a usage error."""
         run = Run("chat.example.org:99999")
@@ -175,11 +197,11 @@ class ServerTests(LoopbackServerTestCase):
             self.assertEqual(
                 run.stdout.getvalue(), certs.fingerprint(self.server.certificate) + "\n"
             )
-            self.assertEqual(run.stderr.getvalue(), "")
-        self.assertEqual(
-            self.described.getvalue(),
-            2 * (certs.describe_certificate(self.server.certificate) + "\n"),
-        )
+            self.assertEqual(
+                run.stderr.getvalue(),
+                certs.describe_certificate(self.server.certificate) + "\n",
+            )
+        self.assertEqual(self.described.getvalue(), "")
 
     async def test_refused(self) -> None:
         """A port nobody listens on: one line, status 3."""

@@ -57,6 +57,7 @@ from ._loopback import (
     reactor,
 )
 from ._twistd import PROCESS_TIMEOUT
+from .test_wire import INVISIBLE_DANGER, shown_as, unsafe_characters
 
 
 def subprocess_environment(**changes: str) -> dict[str, str]:
@@ -219,10 +220,36 @@ class RenderTests(SynchronousTestCase):
             render_sent("\x1b[31mred", "alice"),
             render_status("bad\x00\u202e"),
         ]
+        # What is unsafe is stated in test_wire, not taken from wire.sanitize.
+        for line in lines:
+            self.assertEqual(unsafe_characters(to_plain_text(line)), [], line)
+        self.assertEqual(lines[0][2], ("", "] ^[[2J^Mgotcha^G"))
+
+    def test_invisible_characters(self) -> None:
+        """
+        Bidi marks, embeddings, overrides and isolates, and the line and
+        paragraph separators, show as code points in every kind of line.
+        """
+        visible = "".join(map(shown_as, INVISIBLE_DANGER))
+        self.assertNotIn("\u2028", visible)
+        self.assertEqual(
+            to_plain_text(render(wire.Message("bob", f"a{INVISIBLE_DANGER}b"))),
+            f"[bob] a{visible}b",
+        )
+        self.assertEqual(
+            to_plain_text(render_status(INVISIBLE_DANGER)), f"-- {visible}"
+        )
+        lines = [
+            render(wire.Action("bob", INVISIBLE_DANGER)),
+            render(wire.PrivateMessage("bob", "alice", INVISIBLE_DANGER)),
+            render(wire.Notice(INVISIBLE_DANGER)),
+            render(wire.Error(INVISIBLE_DANGER)),
+            render_sent(INVISIBLE_DANGER, "alice"),
+        ]
         for line in lines:
             text = to_plain_text(line)
-            self.assertEqual(text, wire.sanitize(text))
-        self.assertEqual(lines[0][2], ("", "] ^[[2J^Mgotcha^G"))
+            self.assertEqual(unsafe_characters(text), [], text)
+            self.assertIn(visible, text)
 
     def test_printed(self) -> None:
         """
@@ -295,6 +322,7 @@ class FakeSession:
     def __init__(self) -> None:
         self.client = FakeClient()
         self.calls: list[tuple[str, ...]] = []
+        self.finishing = False
         self._changed: asyncio.Event | None = None
 
     def _record(self, *call: str) -> None:
@@ -303,6 +331,8 @@ class FakeSession:
             self._changed.set()
 
     def send_line(self, line: str) -> None:
+        if line == "/quit":
+            self.finishing = True  # As ChatSession does.
         self._record("send_line", line)
 
     def finish(self) -> None:
@@ -404,6 +434,41 @@ class KeyTests(SynchronousTestCase):
         session, _ = self.scenario("half a line\x03", 1)
         self.assertEqual(session.calls, [("interrupt",)])
 
+    def test_no_prompt_after_quit(self) -> None:
+        """
+        Once a line has made the session finish (C{/quit}), the prompt is
+        not drawn again: the server's goodbye, shown while the connection
+        closes and before the session stops the front end, is the last
+        thing on the screen.
+        """
+        session = FakeSession()
+        front = TerminalFrontEnd("chat.example")
+        written = io.StringIO()
+        output = Vt100_Output(written, lambda: Size(24, 80), term="xterm-256color")
+        after_goodbye: list[str] = []
+
+        async def scenario() -> None:
+            with (
+                create_pipe_input() as typed,
+                create_app_session(input=typed, output=output),
+            ):
+                front.start(session)  # type: ignore[arg-type]
+                await prompting(front)
+                typed.send_text("/quit\r")
+                await session.called(1)
+                for _ in range(10):
+                    await asyncio.sleep(0)  # Time to prompt again, if it would.
+                shown_at = len(written.getvalue())
+                front.show(wire.Notice("goodbye"))
+                await asyncio.gather(*front._printing)
+                after_goodbye.append(written.getvalue()[shown_at:])
+                await front.stop().asFuture(asyncio.get_running_loop())
+
+        run_in_own_loop(scenario)
+        self.assertEqual(session.calls, [("send_line", "/quit")])
+        self.assertIn("*** goodbye", after_goodbye[0])
+        self.assertNotIn("alice", after_goodbye[0])
+
     def test_stop(self) -> None:
         """
         C{stop} ends the prompt (the session ended, say because the server
@@ -473,6 +538,9 @@ class ChatInTerminal(ProcessProtocol):
         self.stream = pyte.ByteStream(self.screen)
         self.ended = Waiters()
         self._watching: list[tuple[Callable[[], bool], Deferred[None]]] = []
+        #: The screen's lines after each piece of output, to check what was
+        #: shown on the way and not only at the end.
+        self.screens: list[list[str]] = []
 
     def type(self, keys: bytes) -> None:
         """Type C{keys} at the terminal."""
@@ -481,6 +549,7 @@ class ChatInTerminal(ProcessProtocol):
 
     def childDataReceived(self, childFD: int, data: bytes) -> None:
         self.stream.feed(data)
+        self.screens.append(self.lines())
         watching, self._watching = self._watching, []
         for shows, waiter in watching:
             if shows():
@@ -670,3 +739,19 @@ class ChatInTerminalTests(LoopbackServerTestCase):
             ],
         )
         self.assertEqual(await bob.next_lines(1), ["*** alice left"])
+
+    async def test_quit(self) -> None:
+        """
+        C{/quit} leaves cleanly, and no prompt is drawn once it is typed: at
+        no time does the screen show one after the server's goodbye.
+        """
+        alice, bob = await self.start_chat()
+        alice.type(b"/quit\r")
+        await self.assert_exits_cleanly(alice, bob, [*JOINED, "*** goodbye"])
+        for screen in alice.screens:
+            if "*** goodbye" in screen:
+                after = screen[screen.index("*** goodbye") + 1 :]
+                self.assertFalse(
+                    [line for line in after if line.startswith("alice>")],
+                    "\n".join(screen),
+                )

@@ -303,6 +303,55 @@ class PinTests(HandshakeCase):
         pin = certs.fingerprint(SELF_SIGNED)
         self.assertRefused(SERVER, ServerVerifier("localhost", pin=pin), PIN_MISMATCH)
 
+    def test_expired_refused(self) -> None:
+        """
+        A pin does not make an expired certificate acceptable: it is
+        refused as expired, with the date, and how to accept it anyway.
+        """
+        expired = _certs.issue(CA, days_valid=(-30, -1))
+        when = expired.certificate.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
+        pin = certs.fingerprint(expired.certificate)
+        self.assertRefused(
+            expired,
+            ServerVerifier("localhost", pin=pin),
+            f"certificate has expired (on {when}); a pin accepts an expired"
+            " certificate only with --allow-expired",
+        )
+
+    def test_expired_allowed(self) -> None:
+        """
+        With C{allow_expired}, the expired pinned certificate is accepted,
+        and the report carries a warning that says so; a certificate that
+        has not expired carries none.
+        """
+        expired = _certs.issue(CA, days_valid=(-30, -1))
+        when = expired.certificate.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
+        verifier = ServerVerifier(
+            "localhost", pin=certs.fingerprint(expired.certificate), allow_expired=True
+        )
+        self.assertAccepted(expired, verifier)
+        self.assertEqual(
+            verifier.report.warning,
+            f"the server's certificate expired on {when};"
+            " accepted because of --allow-expired",
+        )
+        current = ServerVerifier(
+            "localhost", pin=certs.fingerprint(SERVER.certificate), allow_expired=True
+        )
+        self.assertAccepted(SERVER, current)
+        self.assertIsNone(current.report.warning)
+
+    def test_expired_other_certificate(self) -> None:
+        """
+        C{allow_expired} accepts only the pinned certificate: another one,
+        expired or not, is still a pin mismatch.
+        """
+        expired = _certs.issue(CA, days_valid=(-30, -1))
+        verifier = ServerVerifier(
+            "localhost", pin=certs.fingerprint(SERVER.certificate), allow_expired=True
+        )
+        self.assertRefused(expired, verifier, PIN_MISMATCH)
+
     def test_report_is_per_connection(self) -> None:
         """
         Each connection starts a new report: a refusal is not carried over
@@ -314,6 +363,37 @@ class PinTests(HandshakeCase):
         other = _certs.issue(CA)
         self.assertRefused(other, verifier, PIN_MISMATCH)
         self.assertAccepted(SERVER, verifier)
+
+
+class FailClosedTests(HandshakeCase):
+    """
+    The verify callback fails closed: whatever goes wrong inside it refuses
+    the certificate (an exception escaping an OpenSSL callback would be
+    lost, and whatever it returned would decide).
+    """
+
+    def raising(self, *args: object) -> bool:
+        raise RuntimeError("the check broke")
+
+    def test_chain_check_raises(self) -> None:
+        """A certificate the CA check would accept is refused if it raises."""
+        verifier = ServerVerifier(
+            "localhost", ca_path=self.write_pem("ca.pem", CA.certificate)
+        )
+        self.patch(verifier, "_check_chain", self.raising)
+        self.assertRefused(
+            SERVER, verifier, "certificate check failed: the check broke"
+        )
+
+    def test_pin_check_raises(self) -> None:
+        """The right pin does not help if its check raises."""
+        verifier = ServerVerifier(
+            "localhost", pin=certs.fingerprint(SERVER.certificate)
+        )
+        self.patch(verifier, "_check_pin", self.raising)
+        self.assertRefused(
+            SERVER, verifier, "certificate check failed: the check broke"
+        )
 
 
 class SettingsTests(SynchronousTestCase):
@@ -331,6 +411,12 @@ class SettingsTests(SynchronousTestCase):
             error = self.assertRaises(TrustError, ServerVerifier, "localhost", pin=pin)
             message = self.assertOneLine(error)
             self.assertTrue(message.startswith("--pin: invalid fingerprint"), message)
+
+    def test_allow_expired_without_pin(self) -> None:
+        """C{allow_expired} is about pins; without one it is refused."""
+        with self.assertRaises(TrustError) as caught:
+            ServerVerifier("localhost", allow_expired=True)
+        self.assertEqual(str(caught.exception), "--allow-expired needs --pin")
 
     def test_missing_ca_file(self) -> None:
         """A CA file that does not exist is named, with the reason."""

@@ -14,6 +14,68 @@ free_text = st.text(
     st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"),
 )
 
+#: Format characters a terminal must never get as they are, written out
+#: here rather than taken from L{wire}, so that dropping one there fails:
+#: the Arabic letter mark, the left-to-right and right-to-left marks, the
+#: bidi embeddings and overrides (U+202A-U+202E), the bidi isolates
+#: (U+2066-U+2069), and the line and paragraph separators, which some
+#: terminals take for newlines.
+INVISIBLE_DANGER = (
+    "\u061c\u200e\u200f"
+    "\u202a\u202b\u202c\u202d\u202e"
+    "\u2066\u2067\u2068\u2069"
+    "\u2028\u2029"
+)
+
+#: Free text in which those characters, and C0/C1 controls, are common
+#: (random code points would almost never hit one).  A list joined, since
+#: C{st.text} over such a C{one_of} was seen never to draw from the
+#: C{sampled_from}.
+dangerous_text = st.lists(
+    st.one_of(
+        st.sampled_from(
+            INVISIBLE_DANGER
+            + "".join(map(chr, range(0x20))).replace("\n", "")
+            + "".join(map(chr, range(0x7F, 0xA0)))
+        ),
+        st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"),
+    ),
+).map("".join)
+
+
+def unsafe_characters(text: str) -> list[str]:
+    """
+    The characters of C{text} a terminal must not get: controls (C0, DEL,
+    C1) and L{INVISIBLE_DANGER}; an independent statement of what
+    L{wire.sanitize} promises.
+    """
+    return [
+        character
+        for character in text
+        if ord(character) < 0x20
+        or 0x7F <= ord(character) <= 0x9F
+        or character in INVISIBLE_DANGER
+    ]
+
+
+def shown_as(character: str) -> str:
+    """
+    How L{wire.sanitize} documents that it shows C{character}: a tab as a
+    space, other C0 controls in caret notation (ESC as C{^[}), DEL as
+    C{^?}, C1 controls and L{INVISIBLE_DANGER} as C{<U+XXXX>}, anything
+    else as it is.
+    """
+    code = ord(character)
+    if character == "\t":
+        return " "
+    if code < 0x20:
+        return "^" + chr(code + 0x40)
+    if code == 0x7F:
+        return "^?"
+    if unsafe_characters(character):
+        return f"<U+{code:04X}>"
+    return character
+
 
 class ParseCommandTests(SynchronousTestCase):
     """
@@ -122,17 +184,25 @@ class SanitizeTests(SynchronousTestCase):
         """A tab is shown as a space."""
         self.assertEqual(wire.sanitize("a\tb"), "a b")
 
-    @given(free_text)
+    def test_invisible_made_visible(self) -> None:
+        """
+        Each bidi mark, embedding, override and isolate, and the line and
+        paragraph separators, shows as its code point.
+        """
+        self.assertEqual(len(INVISIBLE_DANGER), 14)
+        for character in INVISIBLE_DANGER:
+            expected = f"a<U+{ord(character):04X}>b"
+            self.assertEqual(wire.sanitize(f"a{character}b"), expected, expected)
+
+    @given(dangerous_text)
     def test_never_leaves_a_control(self, text: str) -> None:
-        """Whatever goes in, no control or bidi character comes out."""
+        """
+        Whatever goes in, no control, bidi or separator character comes out,
+        each is shown as documented, and everything else stays as it was.
+        """
         cleaned = wire.sanitize(text)
-        for character in cleaned:
-            self.assertFalse(
-                character < " " or "\x7f" <= character <= "\x9f", repr(cleaned)
-            )
-            self.assertNotIn(
-                character, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
-            )
+        self.assertEqual(unsafe_characters(cleaned), [], repr(cleaned))
+        self.assertEqual(cleaned, "".join(map(shown_as, text)))
 
 
 class EventTests(SynchronousTestCase):

@@ -35,11 +35,12 @@ from securemsg.client import (
     ChatClient,
     ChatClientProtocol,
     ClientError,
+    ProtocolError,
     VerificationFailed,
     connect,
     split_address,
 )
-from securemsg.command import CommandError, CommandOptions
+from securemsg.command import CommandError, CommandOptions, one_argument
 from securemsg.trust import ServerVerifier, TrustError, load_client_certificate
 
 #: Exit statuses of C{securemsg chat} (documented in the README).
@@ -95,8 +96,11 @@ class ChatSession:
         reconnect: bool = False,
         retry_policy: Callable[[int], float] | None = None,
         learn_name: bool = False,
+        allow_expired: bool = False,
     ) -> None:
         """
+        @param allow_expired: with C{pin}, accept the pinned certificate
+            after its expiry date, with a warning (see L{connect}).
         @param learn_name: without C{name}, ask the server for the guest
             name it gave us (for a prompt that shows it).
         @param retry_policy: with C{reconnect}, how long to wait before each
@@ -107,6 +111,7 @@ class ChatSession:
         self.front = front
         self.host, self.port = host, port
         self.ca, self.pin = ca, pin
+        self.allow_expired = allow_expired
         self.client_certificate = client_certificate
         self.name = name
         self.reconnect = reconnect
@@ -146,6 +151,7 @@ class ChatSession:
                 client_certificate=self.client_certificate,
                 on_event=self._event,
                 json=False,
+                allow_expired=self.allow_expired,
             )
             connecting.addCallbacks(self._connected, self._not_connected)
 
@@ -155,6 +161,7 @@ class ChatSession:
             ca_path=self.ca,
             pin=self.pin,
             client_certificate=self.client_certificate,
+            allow_expired=self.allow_expired,
         )
         endpoint = wrapClientTLS(
             verifier, HostnameEndpoint(self.reactor, self.host, self.port)
@@ -171,17 +178,21 @@ class ChatSession:
         def handshake_done(client: ChatClient) -> None:
             nonlocal failed_handshakes
             failed_handshakes = 0
+            client.verification = verifier.report
             self._connected(client)
 
         def handshake_failed(reason: Failure) -> None:
             nonlocal failed_handshakes
-            failed_handshakes += 1
             report = verifier.report
-            problem = (
-                str(VerificationFailed(report.problem, report.fingerprint))
-                if report.problem is not None
-                else reason.getErrorMessage()
-            )
+            if report.problem is not None:
+                # Not a network fault: trying again gets the same
+                # certificate, so stop as without --reconnect.
+                refused = VerificationFailed(report.problem, report.fingerprint)
+                self.front.status(f"server not verified: {refused}")
+                self._end(EXIT_UNVERIFIED)
+                return
+            failed_handshakes += 1
+            problem = reason.getErrorMessage()
             self.front.status(f"cannot connect: {problem}; retrying")
 
         def build() -> ChatClientProtocol:
@@ -203,6 +214,8 @@ class ChatSession:
             return client
         self.client = client
         client.closed.addCallback(self._closed)
+        if client.verification is not None and client.verification.warning:
+            self.front.status(f"warning: {client.verification.warning}")
         if self.name is not None:
             client.nick(self.name)
         elif self.learn_name:
@@ -234,7 +247,8 @@ class ChatSession:
             self.front.status("connection lost; reconnecting")
         else:
             self.front.status(_describe_close(reason))
-            self._end(EXIT_SERVER_CLOSED)
+            broken = isinstance(reason, ProtocolError)
+            self._end(EXIT_ERROR if broken else EXIT_SERVER_CLOSED)
 
     def _address(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -277,6 +291,14 @@ class ChatSession:
             self.front.sent(line[1:] if line.startswith("//") else line, client.name)
         elif line.lower().startswith("/me "):
             self.front.sent(line, client.name)
+
+    @property
+    def finishing(self) -> bool:
+        """
+        Whether the user is done (L{finish} or L{interrupt} was called): a
+        front end asks for no more lines then.
+        """
+        return self._finishing
 
     def finish(self) -> None:
         """
@@ -333,6 +355,8 @@ def _describe_close(reason: BaseException) -> str:
     """
     if isinstance(reason, ConnectionDone):
         return "server closed the connection"
+    if isinstance(reason, ProtocolError):
+        return f"connection closed: {reason}"
     if isinstance(reason, SSL.Error):
         alerts = [
             re.sub(r"^(sslv3|tlsv1\d?|tls) alert ", "", str(detail[-1]))
@@ -444,17 +468,25 @@ class ChatOptions(CommandOptions):
         "Chat with a securemsg server (port 50000 unless given). The server's "
         "certificate is always verified: against --ca FILE (a CA, or the "
         "server's own certificate.pem), else the system's trust store; or "
-        "with --pin, by its SHA-256 fingerprint. On a terminal you get a line "
-        "editor; with a pipe, lines from standard input are sent and the "
-        "server's lines are printed to standard output. Exit status: 0 done, "
-        "1 error, 2 usage, 3 server unreachable, 4 server not verified, "
-        "5 server closed the connection."
+        "with --pin, by its SHA-256 fingerprint (an expired certificate is "
+        "refused even when pinned, unless --allow-expired). On a terminal "
+        "you get a line editor; with a pipe, lines from standard input are "
+        "sent and the server's lines are printed to standard output. Exit "
+        "status: 0 done, 1 error, 2 usage, 3 server unreachable, 4 server not "
+        "verified, 5 server closed the connection."
     )
     optFlags: ClassVar[list[list[str | None]]] = [
         [
+            "allow-expired",
+            None,
+            "With --pin, accept the pinned certificate after it has expired"
+            " (with a warning).",
+        ],
+        [
             "reconnect",
             None,
-            "Keep reconnecting (with backoff) after a lost connection.",
+            "Keep reconnecting (with backoff) after a lost connection; a server"
+            " that fails verification still ends the session (status 4).",
         ],
     ]
     optParameters: ClassVar[list[list[str | None]]] = [
@@ -479,7 +511,9 @@ class ChatOptions(CommandOptions):
     host: str
     port: int
 
-    def parseArgs(self, address: str) -> None:  # type: ignore[override]
+    def parseArgs(self, *arguments: str) -> None:
+        """Take C{HOST[:PORT]}, or say what is wrong."""
+        address = one_argument(arguments, "HOST", "HOST[:PORT]")
         try:
             self.host, self.port = split_address(address)
         except ValueError as error:
@@ -494,6 +528,8 @@ class ChatOptions(CommandOptions):
                 raise usage.UsageError(f"--name: {problem}")
         if self["key"] is not None and self["cert"] is None:
             raise usage.UsageError("--key needs --cert")
+        if self["allow-expired"] and self["pin"] is None:
+            raise usage.UsageError("--allow-expired needs --pin")
 
     def run(self, stdout: TextIO) -> int:
         interactive = sys.stdin.isatty() and stdout.isatty()
@@ -518,7 +554,12 @@ class ChatOptions(CommandOptions):
         )
         try:
             # Check --ca and --pin now, to fail before anything starts.
-            ServerVerifier(self.host, ca_path=self["ca"], pin=self["pin"])
+            ServerVerifier(
+                self.host,
+                ca_path=self["ca"],
+                pin=self["pin"],
+                allow_expired=bool(self["allow-expired"]),
+            )
             session = ChatSession(
                 reactor,
                 front,
@@ -530,6 +571,7 @@ class ChatOptions(CommandOptions):
                 name=self["name"],
                 reconnect=bool(self["reconnect"]),
                 learn_name=interactive,
+                allow_expired=bool(self["allow-expired"]),
             )
         except TrustError as error:
             raise CommandError(str(error), EXIT_USAGE) from None

@@ -403,6 +403,16 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+def _usage_message(error: usage.UsageError) -> str:
+    """
+    The message of a usage error as one line without a closing full stop,
+    since L{main} goes on after it (C{...; run 'securemsg chat --help' for
+    usage}); some of L{usage.Options}'s own messages end with one.
+    """
+    text = _one_line(str(error))
+    return text[:-1] if text.endswith(".") and not text.endswith("..") else text
+
+
 def main(
     argv: list[str] | None = None,
     stdout: TextIO | None = None,
@@ -434,10 +444,17 @@ def main(
         return 0
     except usage.UsageError as e:
         name = _command_name(options)
-        err.write(f"{name}: {_one_line(str(e))}; run '{name} --help' for usage\n")
+        err.write(f"{name}: {_usage_message(e)}; run '{name} --help' for usage\n")
         return 2
 
     name = _command_name(options)
+    # Every level gets the streams (a group such as "ca" runs its own
+    # subcommand).
+    level: usage.Options | None = options
+    while level is not None:
+        if isinstance(level, CommandOptions):
+            level.stderr = err
+        level = getattr(level, "subOptions", None)
     command: CommandOptions = options.subOptions
     try:
         return command.run(out)

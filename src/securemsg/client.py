@@ -13,6 +13,9 @@ A securemsg client for programs: connect, send, and receive parsed events.
 Everything the server sends arrives as a L{securemsg.wire.Event}
 (L{Message}, L{Action}, L{PrivateMessage}, L{Notice} or L{Error}), parsed by
 the same module the server formats with.
+
+A line from the server may be up to L{MAX_LINE_LENGTH} bytes long; a longer
+one ends the connection with a L{ProtocolError}.
 """
 
 from __future__ import annotations
@@ -46,9 +49,18 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from securemsg import jsonwire, wire
-from securemsg.trust import ServerVerifier
+from securemsg.trust import ServerVerifier, VerificationReport
 
 DEFAULT_PORT: Final = 50000
+
+#: The longest line the client takes from a server, in bytes before the LF
+#: (a CR before it counts): 4 MiB, four times the most a securemsg server
+#: puts on one line (its long replies, such as /history, /rooms and /who,
+#: stay well under 1 MiB a line).  Not more: Twisted's LineReceiver searches
+#: the whole buffer again for each piece of a line (a TLS record, 16 KiB),
+#: so what a line costs grows with its square: about 0.3 s of CPU for 4 MiB,
+#: 3 s for 16 MiB.
+MAX_LINE_LENGTH: Final = 4 * 1024 * 1024
 # Notices that tell a client its own name: after /nick, and after /whoami.
 _YOU_ARE: Final = ("you are now ", "you are ")
 
@@ -59,6 +71,13 @@ class ClientError(Exception):
 
 class ConnectionFailed(ClientError):
     """The server could not be reached or the TLS handshake failed."""
+
+
+class ProtocolError(ClientError):
+    """
+    The server sent what no securemsg server sends (a line longer than
+    L{MAX_LINE_LENGTH}), so the client closed the connection.
+    """
 
 
 class VerificationFailed(ClientError):
@@ -89,7 +108,11 @@ class ChatClient:
         server confirms a C{/nick}).
     @ivar on_event: called with each event from the server.
     @ivar closed: fires, when the connection has ended, with the exception
-        that says how: L{ConnectionDone} for a clean close.
+        that says how: L{ConnectionDone} for a clean close, L{ProtocolError}
+        when the client closed it because the server broke the protocol.
+    @ivar verification: what the check of the server's certificate saw (its
+        fingerprint, and a warning if it was accepted all the same), once
+        L{connect} has made the connection.
     """
 
     #: How long L{close} waits for the server to answer C{/quit} by closing
@@ -119,6 +142,7 @@ class ChatClient:
         self.closed: Deferred[BaseException] = Deferred()
         self.ready: Deferred[ChatClient] = Deferred()
         self.closing = False
+        self.verification: VerificationReport | None = None
         self._protocol: ChatClientProtocol | None = None
 
     # Sending
@@ -271,13 +295,12 @@ class ChatClientProtocol(LineReceiver):
     """
 
     delimiter = b"\n"
-    # Server lines are bounded by the server's line limit plus a prefix;
-    # this only guards against a runaway server.
-    MAX_LENGTH = 1 << 20
+    MAX_LENGTH = MAX_LINE_LENGTH
     transport: Any
 
     def __init__(self, client: ChatClient) -> None:
         self.client = client
+        self._broken: ProtocolError | None = None
 
     def connectionMade(self) -> None:
         if ITCPTransport.providedBy(self.transport):
@@ -293,6 +316,8 @@ class ChatClientProtocol(LineReceiver):
         self.client.ready.callback(self.client)
 
     def lineReceived(self, line: bytes) -> None:
+        if self._broken is not None:
+            return  # The rest of the over-long line, or what followed it.
         if line.endswith(b"\r"):
             line = line[:-1]
         text = line.decode("utf-8", "replace")
@@ -307,12 +332,22 @@ class ChatClientProtocol(LineReceiver):
         else:
             self.client._event(wire.parse_event(wire.sanitize(text)))
 
+    def lineLengthExceeded(self, line: bytes) -> None:
+        # LineReceiver would close the connection as if all were well.
+        if self._broken is None:
+            self._broken = ProtocolError(
+                f"the server sent a line longer than {self.MAX_LENGTH} bytes"
+            )
+            self.transport.loseConnection()
+
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         self.client._protocol = None
         if not self.client.ready.called:
             self.client.ready.errback(reason)
         else:
-            self.client.closed.callback(reason.value or ConnectionDone())
+            self.client.closed.callback(
+                self._broken or reason.value or ConnectionDone()
+            )
 
 
 def _sanitized(event: Any) -> Any:
@@ -369,6 +404,7 @@ def connect(
     on_event: EventHandler | None = None,
     timeout: float = 30,
     json: bool = True,
+    allow_expired: bool = False,
 ) -> Deferred[ChatClient]:
     """
     Connect to a securemsg server and verify it.
@@ -377,7 +413,11 @@ def connect(
     @param ca: PEM file of trusted roots (the server's own certificate
         works); without it and without C{pin}, the system trust store.
     @param pin: C{sha256:HEX} fingerprint the server's certificate must
-        have, instead of CA and name checks.
+        have, instead of CA and name checks.  An expired certificate is
+        refused all the same, unless C{allow_expired}.
+    @param allow_expired: with C{pin}, accept the pinned certificate after
+        its expiry date; the client's L{ChatClient.verification} then holds
+        a warning to show.
     @param client_certificate: a L{twisted.internet.ssl.PrivateCertificate}
         to present to servers that ask for one.
     @param json: speak JSON lines (the default, for programs: every event
@@ -390,17 +430,25 @@ def connect(
         L{ConnectionFailed}.
     """
     verifier = ServerVerifier(
-        host, ca_path=ca, pin=pin, client_certificate=client_certificate
+        host,
+        ca_path=ca,
+        pin=pin,
+        client_certificate=client_certificate,
+        allow_expired=allow_expired,
     )
     endpoint = wrapClientTLS(
         verifier, HostnameEndpoint(reactor, host, port, timeout=timeout)
     )
     client = ChatClient(on_event, reactor, json=json)
 
+    def connected(client: ChatClient) -> ChatClient:
+        client.verification = verifier.report
+        return client
+
     def connection_failed(reason: Failure) -> Failure:
         return Failure(_explain(reason, verifier))
 
-    client.ready.addErrback(connection_failed)
+    client.ready.addCallbacks(connected, connection_failed)
     connecting = endpoint.connect(_ClientFactory(client))
 
     def not_connected(reason: Failure) -> None:
@@ -443,10 +491,12 @@ def split_address(address: str, default_port: int = DEFAULT_PORT) -> tuple[str, 
 
 __all__ = [
     "DEFAULT_PORT",
+    "MAX_LINE_LENGTH",
     "ChatClient",
     "ChatClientProtocol",
     "ClientError",
     "ConnectionFailed",
+    "ProtocolError",
     "VerificationFailed",
     "connect",
     "split_address",

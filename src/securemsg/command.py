@@ -7,6 +7,7 @@ how it reports failure.  L{securemsg.cli} puts the subcommands together.
 from __future__ import annotations
 
 import getopt
+import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import ClassVar, TextIO
@@ -61,8 +62,14 @@ class CommandOptions(usage.Options):
 
     longdesc: ClassVar[str] = ""
 
+    #: Where a command writes what is not its output (descriptions,
+    #: diagnostics): the standard error stream L{securemsg.cli.main} was
+    #: given, which it sets before L{run}.
+    stderr: TextIO
+
     def __init__(self) -> None:
         super().__init__()  # type: ignore[no-untyped-call]
+        self.stderr = sys.stderr
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
         """
@@ -106,11 +113,31 @@ class CommandOptions(usage.Options):
         """
         Do the subcommand's work after its options were parsed.
 
-        @param stdout: Where normal output goes.
+        @param stdout: Where normal output goes (anything else goes to
+            L{stderr}).
         @return: The exit status, normally 0.
         @raise CommandError: For anything that went wrong.
         """
         raise NotImplementedError(f"{type(self).__name__} has no run()")
+
+
+def one_argument(arguments: Sequence[str], name: str, wanted: str) -> str:
+    """
+    The one positional argument of a command that takes exactly one, or a
+    usage error worded as for C{securemsg ca}'s commands: C{missing HOST
+    (expected HOST[:PORT])}, C{unexpected argument 'x' (expected ...)}.
+
+    @param name: what the argument is, for the "missing" message.
+    @param wanted: the argument as the synopsis writes it.
+    @raise usage.UsageError: for none, or more than one.
+    """
+    if not arguments:
+        raise usage.UsageError(f"missing {name} (expected {wanted})")
+    if len(arguments) > 1:
+        raise usage.UsageError(
+            f"unexpected argument {arguments[1]!r} (expected {wanted})"
+        )
+    return arguments[0]
 
 
 def read_passphrase_file(path: str) -> bytes:

@@ -9,14 +9,18 @@ from __future__ import annotations
 import os
 import socket
 import ssl
-import sys
 from typing import ClassVar, Final, TextIO
 
 from cryptography import x509
 
 from securemsg import certs
 from securemsg.client import split_address
-from securemsg.command import CommandError, CommandOptions, describe_os_error
+from securemsg.command import (
+    CommandError,
+    CommandOptions,
+    describe_os_error,
+    one_argument,
+)
 
 #: Exit status when the server cannot be reached, as for C{securemsg chat}.
 EXIT_UNREACHABLE: Final = 3
@@ -64,13 +68,14 @@ class FingerprintOptions(CommandOptions):
 
     target: str
 
-    def parseArgs(self, target: str) -> None:  # type: ignore[override]
-        self.target = target
+    def parseArgs(self, *arguments: str) -> None:
+        """Take C{FILE} or C{HOST[:PORT]}, or say what is wrong."""
+        self.target = one_argument(arguments, "FILE or HOST", "FILE | HOST[:PORT]")
 
     def run(self, stdout: TextIO) -> int:
         certificate = self._certificate()
         stdout.write(certs.fingerprint(certificate) + "\n")
-        sys.stderr.write(certs.describe_certificate(certificate) + "\n")
+        self.stderr.write(certs.describe_certificate(certificate) + "\n")
         return 0
 
     def _certificate(self) -> x509.Certificate:

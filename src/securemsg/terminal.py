@@ -226,6 +226,11 @@ class TerminalFrontEnd:
                     return
                 if not self._stopping:
                     session.send_line(line)
+                if session.finishing:
+                    # After /quit: a new prompt would only be drawn again
+                    # under the server's goodbye, until the connection is
+                    # closed.
+                    return
 
     def _reading_failed(self, reason: Failure) -> None:
         if reason.check(CancelledError) or self.session is None:

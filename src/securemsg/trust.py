@@ -6,6 +6,8 @@ Either the server's certificate chains to a trusted root (a CA file given
 with C{--ca}, such as the server's own self-signed certificate, or the
 system's trust store) and names the host we asked for; or its SHA-256
 fingerprint equals a pin (C{--pin}).  There is no way to turn checking off.
+A pin does not make an expired certificate acceptable: that takes
+C{--allow-expired} as well, and is reported as a warning.
 
 Twisted's C{optionsForClientTLS} builds the connection; this module replaces
 its per-connection verify callback with one that also refuses a certificate
@@ -19,6 +21,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from cryptography import x509
@@ -64,11 +67,15 @@ class VerificationReport:
     @ivar fingerprint: the SHA-256 fingerprint of the server's certificate,
         in C{sha256:} form, once it has been seen.
     @ivar problem: why the certificate was refused, if it was.
+    @ivar warning: what the user should know about a certificate that was
+        accepted all the same (an expired one, pinned with
+        C{allow_expired}).
     """
 
     fingerprint: str | None = None
     problem: str | None = None
     names: list[str] = field(default_factory=list)
+    warning: str | None = None
 
 
 # OpenSSL's X509_V_ERR codes the user can act on, in plain words.
@@ -147,17 +154,24 @@ class ServerVerifier:
         ca_path: str | None = None,
         pin: str | None = None,
         client_certificate: PrivateCertificate | None = None,
+        allow_expired: bool = False,
     ) -> None:
         """
         @param hostname: the name the server's certificate must carry (not
             checked when pinned).
         @param ca_path: PEM file of trusted roots; L{None} for the system's.
         @param pin: C{sha256:HEX} fingerprint the server's certificate must
-            have; replaces CA and name checks.
-        @raise TrustError: for an unusable CA file or pin.
+            have; replaces CA and name checks, but not the expiry date.
+        @param allow_expired: with C{pin}, accept the pinned certificate
+            even after it has expired, with a L{VerificationReport.warning}.
+        @raise TrustError: for an unusable CA file or pin, or
+            C{allow_expired} without a pin.
         """
+        if allow_expired and pin is None:
+            raise TrustError("--allow-expired needs --pin")
         self.hostname = hostname
         self.report = VerificationReport()
+        self._allow_expired = allow_expired
         self._pin: bytes | None = None
         self._make_connection: Callable[[TLSMemoryBIOProtocol], SSL.Connection]
         if pin is not None:
@@ -235,10 +249,27 @@ class ServerVerifier:
             return True  # Only the pinned certificate matters, not its chain.
         leaf = self._see(report, cert)
         assert self._pin is not None
-        if hmac.compare_digest(leaf.fingerprint(hashes.SHA256()), self._pin):
-            return True
-        report.problem = "pin mismatch: the server's certificate is not the pinned one"
-        return False
+        if not hmac.compare_digest(leaf.fingerprint(hashes.SHA256()), self._pin):
+            report.problem = (
+                "pin mismatch: the server's certificate is not the pinned one"
+            )
+            return False
+        # OpenSSL's own date check is among the errors a pin overrides (the
+        # certificate chains to nothing trusted), so check the date here.
+        expired = leaf.not_valid_after_utc
+        if expired < datetime.now(UTC):
+            when = expired.strftime("%Y-%m-%d %H:%M UTC")
+            if not self._allow_expired:
+                report.problem = (
+                    f"certificate has expired (on {when}); a pin accepts an"
+                    " expired certificate only with --allow-expired"
+                )
+                return False
+            report.warning = (
+                f"the server's certificate expired on {when};"
+                " accepted because of --allow-expired"
+            )
+        return True
 
     def _check_chain(
         self,
