@@ -14,13 +14,14 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import tls
+from securemsg import tls, wire
 from securemsg.guard import REFUSAL_LOG_INTERVAL, GuardedTLSFactory
 from securemsg.limits import Limits
-from securemsg.server import ChatServerFactory, ChatServerProtocol
+from securemsg.server import WRITE_CHUNK, ChatServerFactory, ChatServerProtocol
 from securemsg.state import Ban
 
 from . import _certs
+from ._fakes import PausingTransport
 from ._tls import tls_pair
 
 
@@ -35,11 +36,15 @@ def server_context() -> object:
 class Client:
     """One plain (non-TLS) connection to the factory over a StringTransport."""
 
-    def __init__(self, factory: ChatServerFactory, port: int) -> None:
+    def __init__(
+        self,
+        factory: ChatServerFactory,
+        port: int,
+        transport: StringTransport | None = None,
+    ) -> None:
         self.factory = factory
-        self.transport = StringTransport(
-            peerAddress=IPv4Address("TCP", "127.0.0.1", port)
-        )
+        self.transport = transport or StringTransport()
+        self.transport.peerAddr = IPv4Address("TCP", "127.0.0.1", port)
         self.protocol = factory.buildProtocol(self.transport.getPeer())
         self.protocol.makeConnection(self.transport)
 
@@ -79,7 +84,7 @@ class ProtectionTests(SynchronousTestCase):
             flood_burst=3,
             flood_rate=1,
             flood_disconnect=5,
-            send_queue=100,
+            send_queue=200,
             shutdown_grace=5,
         )
         self.factory = ChatServerFactory(self.clock, greeting="", limits=self.limits)
@@ -188,17 +193,41 @@ class ProtectionTests(SynchronousTestCase):
         with capturedLogs() as events:
             for number in range(3):
                 sender.send(b"line %d, long enough to need some queue space" % number)
-            # The turn's lines for the client are queued when the turn ends.
-            self.clock.advance(0)
+                self.assertFalse(stuck.transport.disconnected)
+            # Counted as they are queued, before the turn ends.
+            self.clock.pump([1])  # Within the sender's flood limit.
+            sender.send(b"line 3, long enough to need some queue space")
         self.assertTrue(stuck.transport.disconnected)  # aborted
         self.assertIn(
-            "127.0.0.1:40000 (guest-1) disconnected: send queue over 100 bytes"
+            "127.0.0.1:40000 (guest-1) disconnected: send queue over 200 bytes"
             " (the client does not read)",
             log_text(events),
         )
         self.assertFalse(sender.transport.disconnecting)
         stuck.protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(sender.lines(), ["*** guest-1 left (not reading)"])
+
+    def test_send_queue_counted_when_queued(self) -> None:
+        """
+        What a client is given counts against the send queue as it is
+        queued, not once the transport has paused: one read that asks for
+        more than the send queue has the client dropped before anything is
+        written, even though the transport never paused.
+        """
+        asker, other = self.connect(), self.connect()
+        asker.lines()
+        with capturedLogs() as events:
+            asker.send(b"/help")  # Some 1.4 kB of reply.
+        self.assertTrue(asker.transport.disconnected)
+        self.assertIn(
+            "127.0.0.1:40000 (guest-1) disconnected: send queue over 200 bytes"
+            " (the client does not read)",
+            log_text(events),
+        )
+        self.factory.flush()
+        self.assertEqual(asker.transport.value(), b"")
+        asker.lost()
+        self.assertEqual(other.lines(), ["*** guest-1 left (not reading)"])
 
     def test_close_aborts_after_grace(self) -> None:
         """A client that does not let a close finish is aborted after the grace."""
@@ -253,6 +282,55 @@ class ProtectionTests(SynchronousTestCase):
         late = self.connect()
         self.assertEqual(len(self.factory.chat), 0)
         self.assertEqual(late.lines(), [])
+
+
+class SendPathTests(SynchronousTestCase):
+    """
+    How a connection's output reaches a transport that pauses when its
+    buffer fills, as Twisted's TCP transport does.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.factory = ChatServerFactory(
+            self.clock, greeting="", limits=Limits(send_queue=100_000)
+        )
+
+    def connect(self, port: int, buffer_size: int) -> Client:
+        return Client(self.factory, port, PausingTransport(buffer_size))
+
+    def test_large_output_in_pieces(self) -> None:
+        """
+        A turn's large output goes to the transport a piece at a time until
+        the transport pauses; the rest waits, counted, in our queue, and
+        goes out in order as the client reads.
+        """
+        client = self.connect(40000, buffer_size=1000)
+        transport = client.transport
+        assert isinstance(transport, PausingTransport)
+        transport.drain()
+        text = "x" * 1000
+        for number in range(40):
+            self.factory.chat.history.record(
+                wire.Message("bob", f"{number} {text}", "#lobby", 0.0)
+            )
+        client.send(b"/history 40")
+        self.factory.flush()
+        self.assertTrue(transport.paused)
+        self.assertLessEqual(transport.most_held, 1000 + WRITE_CHUNK)
+        self.assertGreater(client.protocol.held_bytes(), 20_000)
+        received = b""
+        while transport.paused:
+            received += transport.drain()
+        received += transport.drain()
+        self.assertEqual(client.protocol.held_bytes(), 0)
+        lines = received.decode("utf-8").splitlines()
+        self.assertEqual(len(lines), 42)
+        self.assertEqual(
+            [line.split("] ")[1].split()[0] for line in lines[1:-1]],
+            [str(number) for number in range(40)],
+        )
+        self.assertLessEqual(transport.most_held, 1000 + WRITE_CHUNK)
 
 
 class HandshakeTimeoutTests(SynchronousTestCase):

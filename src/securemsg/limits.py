@@ -23,9 +23,10 @@ class Limits:
         get an error and are dropped.
     @ivar flood_disconnect: lines dropped in a row before a flooding client
         is disconnected.
-    @ivar send_queue: bytes the server holds for one client that does not
-        read (beyond what the kernel and Twisted buffer) before it is
-        disconnected.
+    @ivar send_queue: the most bytes the server holds for one client before
+        it is disconnected: counted as they are queued (whatever produced
+        them), with what Twisted's transports held when they last paused
+        the server's writes (the kernel's socket buffer is not counted).
     @ivar shutdown_grace: seconds a closing connection (at shutdown, on
         /quit, a kick, a timeout) gets to flush what is queued and close its
         TLS connection cleanly before it is aborted.

@@ -252,7 +252,8 @@ class Options(usage.Options):
             "send-queue",
             None,
             _DEFAULTS.send_queue,
-            "Bytes held for a client that does not read before it is disconnected.",
+            "Most bytes held for one client (counted as they are queued)"
+            " before it is disconnected.",
             _positive,
         ],
         [
