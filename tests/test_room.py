@@ -12,6 +12,7 @@ from zope.interface.verify import verifyObject
 from securemsg import wire
 from securemsg.history import MemoryHistory
 from securemsg.interfaces import IChatParticipant
+from securemsg.limits import Limits
 from securemsg.room import Chat
 
 from ._fakes import Recorder
@@ -504,4 +505,98 @@ class HoldingTests(SynchronousTestCase):
         self.assertEqual(self.carol.take(), ["[alice] bye carol"])
         self.assertEqual(
             self.bob.take(), ["[alice] bye carol", "*** carol left (gone)"]
+        )
+
+
+class BoundedReplyTests(SynchronousTestCase):
+    """
+    Replies that can be large (/history, the replay on joining, /rooms,
+    /who) stay within the limits' C{reply_bytes} and C{list_max}, and say
+    how much they left out.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1764248722)
+        # Each 200-character line from alice in #lobby counts
+        # 200 + 5 + 6 + 96 = 307 bytes: three fit in 1000.
+        self.chat = Chat(
+            self.clock, replay=50, limits=Limits(reply_bytes=1000, list_max=3)
+        )
+        self.alice, self.bob, self.carol = seat_three(self.chat, Recorder)
+
+    def say_long_lines(self, count: int) -> None:
+        for number in range(count):
+            self.chat.handle(self.alice, wire.Say(f"{number:03} " + "x" * 196))
+        self.bob.take()
+        self.carol.take()
+
+    def test_history_bounded_in_bytes(self) -> None:
+        """
+        /history gives the newest messages that fit in C{reply_bytes}, and
+        says how many older ones it left out.
+        """
+        self.say_long_lines(20)
+        self.chat.handle(self.bob, wire.HistoryRequest(None, 20))
+        lines = self.bob.take()
+        self.assertEqual(
+            lines[0],
+            "*** history of #lobby: 3 message(s)"
+            " (17 older not shown: too long for one reply)",
+        )
+        self.assertEqual(
+            [line.split("] ")[1][:3] for line in lines[1:-1]], ["017", "018", "019"]
+        )
+        self.assertEqual(lines[-1], "*** end of history of #lobby")
+
+    def test_history_control_characters_count_as_shown(self) -> None:
+        """
+        What counts is the text as stored and shown: C1 control characters,
+        2 bytes each when sent, count as the 8 of their visible form.
+        """
+        # 30 * 8 + 5 + 6 + 96 = 347 bytes each: two fit in 1000.
+        for _ in range(5):
+            self.chat.handle(self.alice, wire.Say("\x85" * 30))
+        self.bob.take()
+        self.chat.handle(self.bob, wire.HistoryRequest(None, 5))
+        self.assertIn(": 2 message(s) (3 older not shown", self.bob.take()[0])
+
+    def test_replay_bounded_in_bytes(self) -> None:
+        """The replay on joining a room is bounded the same way."""
+        self.say_long_lines(10)
+        newcomer = Recorder()
+        self.chat.join(newcomer)
+        lines = newcomer.take()
+        self.assertIn(
+            "*** history of #lobby: 3 message(s)"
+            " (7 older not shown: too long for one reply)",
+            lines,
+        )
+        self.assertEqual(len(lines), 5)
+
+    def test_rooms_bounded(self) -> None:
+        """
+        /rooms lists at most C{list_max} rooms, within C{reply_bytes}, and
+        says how many more there are.
+        """
+        for name in ("#a", "#b", "#c", "#d"):
+            self.chat.handle(self.carol, wire.Join(name))
+        self.chat.handle(self.alice, wire.Rooms())
+        self.assertEqual(
+            self.alice.take(), ["*** rooms: #lobby (3), #a (1), #b (1), ... and 2 more"]
+        )
+        # #lobby counts 6 + 96 bytes, #a with its topic 2 + 900 + 96: over
+        # 1000 together.
+        self.chat.handle(self.carol, wire.Join("#a"))
+        self.chat.handle(self.carol, wire.Topic("t" * 900))
+        self.chat.handle(self.alice, wire.Rooms())
+        self.assertEqual(self.alice.take(), ["*** rooms: #lobby (3), ... and 4 more"])
+
+    def test_who_bounded(self) -> None:
+        """/who names at most C{list_max} members, and counts the rest."""
+        self.chat.join(Recorder())
+        self.alice.take()
+        self.chat.handle(self.alice, wire.Who())
+        self.assertEqual(
+            self.alice.take(), ["*** 4 here: alice, bob, carol, ... and 1 more"]
         )

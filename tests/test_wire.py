@@ -214,6 +214,27 @@ class EventTests(SynchronousTestCase):
         )
         self.assertEqual(wire.History("#dev", ()).format(), "*** no history for #dev")
 
+    def test_cut_short_replies(self) -> None:
+        """Replies cut short to stay bounded say how much they left out."""
+        self.assertEqual(
+            wire.WhoList("#lobby", ("a", "b"), more=3).format(),
+            "*** 5 here: a, b, ... and 3 more",
+        )
+        self.assertEqual(
+            wire.RoomList((wire.RoomInfo("#lobby", 3),), more=2).format(),
+            "*** rooms: #lobby (3), ... and 2 more",
+        )
+        message = wire.Message("a", "hi", "#dev", 1764248722.0, True)
+        self.assertEqual(
+            wire.History("#dev", (message,), more=4).format().split("\n"),
+            [
+                "*** history of #dev: 1 message(s)"
+                " (4 older not shown: too long for one reply)",
+                "~ 2025-11-27T13:05:22Z #dev [a] hi",
+                "*** end of history of #dev",
+            ],
+        )
+
     def test_parse_history_and_room_lines(self) -> None:
         """The client parser reads rooms and history marks back."""
         self.assertEqual(

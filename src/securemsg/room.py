@@ -11,8 +11,9 @@ was said is kept by a L{securemsg.history.History}.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -21,7 +22,21 @@ from twisted.logger import Logger
 from securemsg import wire
 from securemsg.history import History, MemoryHistory
 from securemsg.interfaces import IChatParticipant
+from securemsg.limits import REPLY_ENTRY_OVERHEAD, Limits
 from securemsg.state import Ban, ServerState
+
+_T = TypeVar("_T")
+
+
+def _size(*texts: str) -> int:
+    """What one entry of a reply counts against L{Limits.reply_bytes}."""
+    return sum(len(text.encode("utf-8")) for text in texts) + REPLY_ENTRY_OVERHEAD
+
+
+def _message_size(message: wire.Replayable) -> int:
+    if isinstance(message, wire.PrivateMessage):
+        return _size(message.text, message.sender, message.recipient)
+    return _size(message.text, message.sender, message.room or "")
 
 
 @dataclass(eq=False)
@@ -119,6 +134,7 @@ class Chat:
         certificates: bool = False,
         reload: Callable[[], ReloadResult] | None = None,
         announce_max: int = 200,
+        limits: Limits | None = None,
     ) -> None:
         """
         @param clock: the time source for message times.
@@ -136,6 +152,9 @@ class Chat:
             rooms with at most this many members (in a larger room they
             would be most of the traffic, and cost each arrival a line to
             everyone); 0 announces them everywhere.
+        @param limits: the bounds of replies that can be large
+            (L{Limits.reply_bytes}, L{Limits.list_max}); L{Limits}' defaults
+            if not given.
         """
         problem = wire.room_problem(default_room)
         if problem is not None:
@@ -158,6 +177,7 @@ class Chat:
         self.certificates = certificates
         self.reload = reload
         self.announce_max = announce_max
+        self.limits = limits if limits is not None else Limits()
         # Lines one speaker said to one room while held (see hold()).
         self._holding = False
         self._held: list[wire.Event] = []
@@ -410,7 +430,7 @@ class Chat:
                 participant.deliver(self._topic(room))
         past = self.history.recent(room.name)[-self.replay :] if self.replay else []
         if past:
-            participant.deliver(wire.History(room.name, tuple(past)))
+            participant.deliver(wire.History(room.name, *self._newest_that_fit(past)))
 
     def part(self, participant: IChatParticipant, room_name: str | None) -> None:
         """Leave a room (the current one if not named), telling its members."""
@@ -466,12 +486,15 @@ class Chat:
         room.broadcast(self._topic(room))
 
     def list_rooms(self, participant: IChatParticipant) -> None:
-        """Tell a participant which rooms there are."""
+        """Tell a participant which rooms there are (bounded)."""
         participant.deliver(
             wire.RoomList(
-                tuple(
-                    wire.RoomInfo(room.name, len(room.members), room.topic)
-                    for room in self.rooms.values()
+                *self._first_that_fit(
+                    [
+                        wire.RoomInfo(room.name, len(room.members), room.topic)
+                        for room in self.rooms.values()
+                    ],
+                    lambda info: _size(info.name, info.topic),
                 )
             )
         )
@@ -487,8 +510,42 @@ class Chat:
                     wire.Error(f"there is no room {wire.sanitize(room_name)[:25]}")
                 )
         if room is not None:
-            labels = tuple(self.label(member) for member in room.members)
-            participant.deliver(wire.WhoList(room.name, labels))
+            labels = [self.label(member) for member in room.members]
+            participant.deliver(
+                wire.WhoList(room.name, *self._first_that_fit(labels, _size))
+            )
+
+    # Bounded replies
+
+    def _newest_that_fit(
+        self, messages: Sequence[wire.Replayable]
+    ) -> tuple[tuple[wire.Replayable, ...], int]:
+        """
+        The newest of C{messages} that fit in L{Limits.reply_bytes}, oldest
+        first, and how many older ones were left out.
+        """
+        budget = self.limits.reply_bytes
+        start = len(messages)
+        while start and budget >= _message_size(messages[start - 1]):
+            start -= 1
+            budget -= _message_size(messages[start])
+        return tuple(messages[start:]), start
+
+    def _first_that_fit(
+        self, entries: list[_T], size: Callable[[_T], int]
+    ) -> tuple[tuple[_T, ...], int]:
+        """
+        The first of C{entries} within L{Limits.list_max} entries and
+        L{Limits.reply_bytes}, and how many were left out.
+        """
+        budget = self.limits.reply_bytes
+        kept = 0
+        for entry in entries[: self.limits.list_max]:
+            budget -= size(entry)
+            if budget < 0:
+                break
+            kept += 1
+        return tuple(entries[:kept]), len(entries) - kept
 
     # Speaking
 
@@ -623,7 +680,9 @@ class Chat:
 
         def deliver(messages: list[wire.Replayable]) -> None:
             if participant in self._members:
-                participant.deliver(wire.History(label, tuple(messages)))
+                participant.deliver(
+                    wire.History(label, *self._newest_that_fit(messages))
+                )
 
         def failed(reason: object) -> None:
             self.log.failure("reading the history failed", reason)  # type: ignore[arg-type]

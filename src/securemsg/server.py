@@ -636,6 +636,7 @@ class ChatServerFactory(Factory):
                 history=history,
                 replay=replay,
                 log_messages=log_messages,
+                limits=self.limits,
             )
         )
         self.open_connections: set[ChatServerProtocol] = set()

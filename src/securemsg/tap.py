@@ -415,6 +415,7 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         certificates=settings.client_ca_path is not None,
         reload=lambda: reloader.reload("/reload by an operator"),
         announce_max=options["announce-max"],
+        limits=limits,
     )
     factory = ChatServerFactory(
         reactor,
