@@ -333,6 +333,39 @@ class SendPathTests(SynchronousTestCase):
         self.assertLessEqual(transport.most_held, 1000 + WRITE_CHUNK)
 
 
+class FloodWeightTests(SynchronousTestCase):
+    """
+    Flood control weighs a command by what it costs the server, not only
+    by lines.
+    """
+
+    def test_history_costs_more_than_a_line(self) -> None:
+        """
+        With the default burst of 20, one read of five /history commands
+        gets four answers and a flood error: each costs 5 tokens.
+        """
+        clock = MemoryReactorClock()
+        factory = ChatServerFactory(clock, greeting="")
+        client = Client(factory, 40000)
+        client.lines()
+        client.send(*[b"/history"] * 5)
+        lines = client.lines()
+        self.assertEqual(lines.count("*** no history for #lobby"), 4)
+        self.assertEqual(
+            lines[-1],
+            "!!! too many lines: at most 5 a second (bursts of 20);"
+            " lines are being dropped",
+        )
+        clock.advance(1)
+        client.send(b"/history")
+        self.assertEqual(client.lines(), ["*** no history for #lobby"])
+        clock.advance(1)
+        # Five tokens again: five plain lines (no error), where only one
+        # /history would pass.
+        client.send(b"plain", b"lines", b"cost", b"one", b"each")
+        self.assertEqual(client.lines(), [])
+
+
 class HandshakeTimeoutTests(SynchronousTestCase):
     """
     A TLS connection must finish its handshake within the timeout.

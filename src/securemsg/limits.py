@@ -25,7 +25,8 @@ class Limits:
     @ivar max_connections: connections held at once, in total; more are
         closed at once, before any TLS work.
     @ivar max_per_address: connections held at once from one IP address.
-    @ivar flood_burst: lines a client may send at once ...
+    @ivar flood_burst: lines a client may send at once (a costly command
+        counts as several: see L{securemsg.flood.COMMAND_COSTS}) ...
     @ivar flood_rate: ... and per second after that; lines over the rate
         get an error and are dropped.
     @ivar flood_disconnect: lines dropped in a row before a flooding client

@@ -34,7 +34,7 @@ from zope.interface import implementer
 
 from securemsg import certs, direct, jsonwire, wire
 from securemsg.ca import identity_from_certificate
-from securemsg.flood import TokenBucket
+from securemsg.flood import TokenBucket, command_cost
 from securemsg.history import History
 from securemsg.interfaces import IChatParticipant
 from securemsg.limits import Limits
@@ -384,19 +384,26 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             bucket = self._bucket = TokenBucket(
                 self.factory.clock, limits.flood_burst, limits.flood_rate
             )
-        if not bucket.allow():
-            self._flooded()
-            return
         if line.endswith(b"\r"):
             line = line[:-1]
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            self.deliver(wire.Error("that line was not valid UTF-8; it was not sent"))
+            if bucket.allow():
+                self.deliver(
+                    wire.Error("that line was not valid UTF-8; it was not sent")
+                )
+            else:
+                self._flooded()
             return
+        # Parsed before it is counted: a command costs what it costs the
+        # server (see flood.COMMAND_COSTS).  Parsing one line is cheap.
         command = (
             jsonwire.parse_command(text) if self._json else wire.parse_command(text)
         )
+        if not bucket.allow(command_cost(command)):
+            self._flooded()
+            return
         if command is None:
             return
         if isinstance(command, wire.Quit):

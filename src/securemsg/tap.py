@@ -231,7 +231,8 @@ class Options(usage.Options):
             "flood-burst",
             None,
             _DEFAULTS.flood_burst,
-            "Lines a client may send in a burst ...",
+            "Lines a client may send in a burst (/who and /help count as 2;"
+            " /history, /rooms and /join as 5) ...",
             _positive,
         ],
         [
