@@ -780,6 +780,7 @@ class Bench:
             "--cert", cert_path, "--key", key_path,
             "--listen", f"tcp:0:interface={HOST}:backlog=4096",
             "--max-connections", str(limit), "--max-per-ip", str(limit),
+            "--connect-burst", str(limit), "--connect-rate", "1000000",
             *self.server_options(),
         ]  # fmt: skip
         env = dict(os.environ)

@@ -450,6 +450,59 @@ class ConnectionLimitTests(SynchronousTestCase):
         held[0].connectionLost(Failure(ConnectionDone()))  # type: ignore[union-attr]
         self.assertIsNotNone(self.connect("10.0.0.9"))
 
+    def test_connect_rate(self) -> None:
+        """
+        One address may open C{connect_burst} connections at once, then
+        C{connect_rate} a second, even if each closes at once (churn); the
+        ones over are refused before any TLS work and logged; other
+        addresses are not held up.
+        """
+        factory = GuardedTLSFactory(
+            tls.ServerTLS(server_context()),
+            ChatServerFactory(self.clock),
+            self.clock,
+            max_connections=100,
+            max_per_address=100,
+            connect_burst=3,
+            connect_rate=2,
+        )
+        factory.doStart()
+        self.factory = factory
+
+        def churn(host: str) -> bool:
+            protocol = self.connect(host)
+            if protocol is None:
+                return False
+            protocol.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
+            return True
+
+        with capturedLogs() as events:
+            self.assertEqual(
+                [churn("10.0.0.1") for _ in range(5)], [True] * 3 + [False] * 2
+            )
+        self.assertIn(
+            "refusing connections from 10.0.0.1: at the limit of 2 new"
+            " connections a second from 10.0.0.1 (bursts of 3)",
+            log_text(events),
+        )
+        self.assertTrue(churn("10.0.0.2"))
+        self.clock.advance(0.5)
+        self.assertEqual([churn("10.0.0.1") for _ in range(2)], [True, False])
+        factory.doStop()
+
+    def test_connect_buckets_forgotten(self) -> None:
+        """
+        The buckets of addresses that have not connected lately (full
+        again) are forgotten once the table grows, so it stays bounded.
+        """
+        for number in range(1024):
+            self.clock.advance(0.001)
+            self.factory._connect_allowed(f"10.0.{number // 256}.{number % 256}")
+        self.assertEqual(len(self.factory._connects), 1024)
+        self.clock.advance(60)
+        self.factory._connect_allowed("10.9.9.9")
+        self.assertEqual(list(self.factory._connects), ["10.9.9.9"])
+
     def test_refusals_logged_once_per_burst(self) -> None:
         """
         The first refusal of a burst is logged at once; the rest are summed

@@ -13,7 +13,7 @@ from securemsg import wire
 from securemsg.history import MemoryHistory
 from securemsg.interfaces import IChatParticipant
 from securemsg.limits import Limits
-from securemsg.room import Chat
+from securemsg.room import ANNOUNCE_BURST, ANNOUNCE_RATE, Chat
 
 from ._fakes import Recorder
 
@@ -600,3 +600,47 @@ class BoundedReplyTests(SynchronousTestCase):
         self.assertEqual(
             self.alice.take(), ["*** 4 here: alice, bob, carol, ... and 1 more"]
         )
+
+
+class AnnouncementRateTests(SynchronousTestCase):
+    """
+    Arrivals and departures in one room are announced at a bounded rate,
+    so that churn does not flood its members.
+    """
+
+    def test_churn_is_summed_up(self) -> None:
+        """
+        Past C{ANNOUNCE_BURST} at once, arrivals and departures are not
+        announced; once the rate allows one again, it comes after a notice
+        of how many were not.
+        """
+        clock = Clock()
+        chat = Chat(clock)
+        alice = Recorder()
+        chat.join(alice)
+        chat.rename(alice, "alice")
+        alice.take()
+        for _ in range(ANNOUNCE_BURST // 2 + 5):
+            churner = Recorder()
+            chat.join(churner)
+            chat.leave(churner)
+        lines = alice.take()
+        self.assertEqual(len(lines), ANNOUNCE_BURST)
+        self.assertEqual(lines[-2:], ["*** guest-11 joined", "*** guest-11 left"])
+        clock.advance(1 / ANNOUNCE_RATE)
+        chat.join(Recorder())
+        self.assertEqual(
+            alice.take(),
+            [
+                "*** 10 arrivals and departures in #lobby were not announced"
+                " (too many at once)",
+                "*** guest-17 joined",
+            ],
+        )
+        # A bounded number a second however long the churn lasts.
+        for _ in range(100):
+            clock.advance(0.01)
+            churner = Recorder()
+            chat.join(churner)
+            chat.leave(churner)
+        self.assertLessEqual(len(alice.take()), 2 * int(ANNOUNCE_RATE) + 2)

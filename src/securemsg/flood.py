@@ -80,3 +80,11 @@ class TokenBucket:
             return True
         self.dropped_in_a_row += 1
         return False
+
+    def full(self) -> bool:
+        """
+        Whether the bucket has refilled to its burst: then it allows what a
+        new bucket would, and whoever keeps buckets may forget it.
+        """
+        elapsed = self._clock.seconds() - self._last
+        return self._tokens + elapsed * self.rate >= self.burst

@@ -25,6 +25,9 @@ class Limits:
     @ivar max_connections: connections held at once, in total; more are
         closed at once, before any TLS work.
     @ivar max_per_address: connections held at once from one IP address.
+    @ivar connect_burst: new connections one IP address may open at once ...
+    @ivar connect_rate: ... and per second after that; more are closed at
+        once, before any TLS work.
     @ivar flood_burst: lines a client may send at once (a costly command
         counts as several: see L{securemsg.flood.COMMAND_COSTS}) ...
     @ivar flood_rate: ... and per second after that; lines over the rate
@@ -52,6 +55,8 @@ class Limits:
     idle_timeout: float = 300.0
     max_connections: int = 1000
     max_per_address: int = 20
+    connect_burst: int = 20
+    connect_rate: float = 5.0
     flood_burst: int = 20
     flood_rate: float = 5.0
     flood_disconnect: int = 100

@@ -13,19 +13,28 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Final, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from securemsg import wire
+from securemsg.flood import TokenBucket
 from securemsg.history import History, MemoryHistory
 from securemsg.interfaces import IChatParticipant
 from securemsg.limits import REPLY_ENTRY_OVERHEAD, Limits
 from securemsg.state import Ban, ServerState
 
 _T = TypeVar("_T")
+
+#: Arrivals and departures announced in one room at once ...
+ANNOUNCE_BURST: Final = 20
+#: ... and per second after that.  The rest are not announced (a client
+#: that connects and closes over and over would otherwise send every member
+#: of the default room hundreds of lines a second); the next one announced
+#: is preceded by a notice of how many were not.
+ANNOUNCE_RATE: Final = 5.0
 
 
 def _size(*texts: str) -> int:
@@ -49,6 +58,10 @@ class Room:
     members: dict[IChatParticipant, None] = field(default_factory=dict)
     topic: str = ""
     topic_setter: str | None = None
+    # Arrivals and departures: the rate they are announced at, and how many
+    # were not announced since the last one that was.
+    announcements: TokenBucket | None = None
+    unannounced: int = 0
     # The members as a tuple, made again only when they change: a broadcast
     # must not see the room change under it, and copying the members for
     # every line would cost as much as the broadcast itself.
@@ -278,12 +291,42 @@ class Chat:
         self, room: Room, *, present: IChatParticipant | None = None
     ) -> bool:
         """
-        Whether arrivals and departures are announced in C{room}: whether it
+        Whether an arrival or departure is announced in C{room}: whether it
         has at most C{announce_max} members besides the one arriving or
-        leaving (C{present}, if still counted among them).
+        leaving (C{present}, if still counted among them), and the room's
+        announcements are within L{ANNOUNCE_RATE}.
         """
         others = len(room.members) - (present in room.members)
-        return not self.announce_max or others <= self.announce_max
+        if self.announce_max and others > self.announce_max:
+            return False
+        return not others or self._within_announcement_rate(room, present)
+
+    def _within_announcement_rate(
+        self, room: Room, present: IChatParticipant | None
+    ) -> bool:
+        """
+        Whether one more arrival or departure may be announced in C{room}
+        now (see L{ANNOUNCE_RATE}); if so, first tell its members (but
+        C{present}) how many were not.
+        """
+        bucket = room.announcements
+        if bucket is None:
+            bucket = room.announcements = TokenBucket(
+                self.clock, ANNOUNCE_BURST, ANNOUNCE_RATE
+            )
+        if not bucket.allow():
+            room.unannounced += 1
+            return False
+        if room.unannounced:
+            room.broadcast(
+                wire.Notice(
+                    f"{room.unannounced} arrivals and departures in {room.name}"
+                    " were not announced (too many at once)"
+                ),
+                exclude=present,
+            )
+            room.unannounced = 0
+        return True
 
     def _neighbours(
         self, participant: IChatParticipant, *, arrivals_and_departures: bool = False

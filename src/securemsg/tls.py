@@ -479,8 +479,9 @@ def tls_server_endpoint(
     such as C{tcp:50000:interface=::}) and speaks TLS made by C{creator}.
 
     @param limits: hold at most its C{max_connections} and
-        C{max_per_address} connections, refusing more before any TLS work
-        (L{Limits}' defaults if not given).
+        C{max_per_address} connections, and accept new ones from one address
+        at its C{connect_burst} and C{connect_rate}, refusing more before
+        any TLS work (L{Limits}' defaults if not given).
     @raise TLSConfigError: if C{description} asks for TLS itself.
     """
     kind = description.split(":", 1)[0].strip().lower()
@@ -503,4 +504,6 @@ def tls_server_endpoint(
         reactor,
         max_connections=limits.max_connections,
         max_per_address=limits.max_per_address,
+        connect_burst=limits.connect_burst,
+        connect_rate=limits.connect_rate,
     )
