@@ -14,7 +14,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import tls, wire
+from securemsg import direct, tls, wire
 from securemsg.guard import REFUSAL_LOG_INTERVAL, GuardedTLSFactory
 from securemsg.limits import Limits
 from securemsg.server import WRITE_CHUNK, ChatServerFactory, ChatServerProtocol
@@ -206,6 +206,31 @@ class ProtectionTests(SynchronousTestCase):
         self.assertFalse(sender.transport.disconnecting)
         stuck.protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(sender.lines(), ["*** guest-1 left (not reading)"])
+
+    def test_send_queue_count_restarts_when_the_client_reads(self) -> None:
+        """
+        Pause, resume, pause...: a client that reads slowly but keeps up is
+        never dropped.  What went out when the transport resumed no longer
+        counts, nor what the transports held when they paused.
+        """
+        # The transports hold 100 bytes whenever they pause us: 100 of the
+        # 200 left for our queue while paused.
+        self.patch(direct, "held_bytes", lambda transport: 100)
+        reader, sender = self.connect(), self.connect()
+        reader.lines()
+        line = b"x" * 60  # 71 bytes as [guest-2] ...
+        for _ in range(5):
+            reader.protocol.pauseProducing()
+            sender.send(line)
+            self.assertEqual(reader.lines(), [])
+            reader.protocol.resumeProducing()
+            self.assertEqual(reader.lines(), ["[guest-2] " + "x" * 60])
+            # While it reads, two lines in one turn (142 bytes) fit.
+            sender.send(line, line)
+            self.assertEqual(len(reader.lines()), 2)
+            self.clock.advance(3)  # Within the sender's flood limit.
+        self.assertFalse(reader.transport.disconnecting)
+        self.assertEqual(reader.protocol.held_bytes(), 0)
 
     def test_send_queue_counted_when_queued(self) -> None:
         """

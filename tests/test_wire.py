@@ -62,6 +62,22 @@ class ParseCommandTests(SynchronousTestCase):
         )
         self.assertEqual(wire.parse_command("/me"), wire.Invalid("usage: /me TEXT"))
 
+    def test_history_count_bounds(self) -> None:
+        """
+        /history takes 1 to MAX_HISTORY_REQUEST (500) messages; 0 or 501 is
+        refused with the range, with or without a target.
+        """
+        self.assertEqual(wire.MAX_HISTORY_REQUEST, 500)
+        self.assertEqual(
+            wire.parse_command("/history 500"), wire.HistoryRequest(None, 500)
+        )
+        self.assertEqual(
+            wire.parse_command("/history #dev 1"), wire.HistoryRequest("#dev", 1)
+        )
+        refused = wire.Invalid("/history takes 1 to 500 messages")
+        for line in ["/history 501", "/history #dev 501", "/history 0"]:
+            self.assertEqual(wire.parse_command(line), refused, line)
+
     def test_unknown_command_is_named(self) -> None:
         """An unknown command gets an error that names it."""
         self.assertEqual(
