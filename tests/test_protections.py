@@ -235,24 +235,42 @@ class ProtectionTests(SynchronousTestCase):
     def test_send_queue_counted_when_queued(self) -> None:
         """
         What a client is given counts against the send queue as it is
-        queued, not once the transport has paused: one read that asks for
-        more than the send queue has the client dropped before anything is
-        written, even though the transport never paused.
+        queued, not at the end of the turn: a client whose transport is
+        full, and that asks for more than the send queue in one read, is
+        dropped within that read, and nothing more is made for it.
         """
         asker, other = self.connect(), self.connect()
         asker.lines()
+        asker.protocol.pauseProducing()
         with capturedLogs() as events:
-            asker.send(b"/help")  # Some 1.4 kB of reply.
+            asker.send(b"/help", b"/help")  # Some 1.4 kB of reply each.
         self.assertTrue(asker.transport.disconnected)
-        self.assertIn(
-            "127.0.0.1:40000 (guest-1) disconnected: send queue over 200 bytes"
-            " (the client does not read)",
-            log_text(events),
+        self.assertEqual(asker.protocol.held_bytes(), 0)
+        self.assertEqual(
+            [line for line in log_text(events) if "send queue" in line],
+            [
+                "127.0.0.1:40000 (guest-1) disconnected: send queue over 200 bytes"
+                " (the client does not read)"
+            ],
         )
         self.factory.flush()
         self.assertEqual(asker.transport.value(), b"")
         asker.lost()
         self.assertEqual(other.lines(), ["*** guest-1 left (not reading)"])
+
+    def test_large_turn_for_a_reader(self) -> None:
+        """
+        A client whose transport takes what it is given is not held to what
+        one turn makes for it: past the early-write mark the output goes to
+        the transport at once, and the client stays.
+        """
+        reader = Client(self.factory, 40000, PausingTransport(100_000))
+        reader.lines()
+        reader.send(b"/help")  # Some 1.4 kB, past the 200-byte send queue.
+        self.assertFalse(reader.transport.disconnecting)
+        lines = reader.lines()
+        self.assertEqual(lines[0], "*** commands:")
+        self.assertEqual(len(lines), len(wire.help_lines()))
 
     def test_close_aborts_after_grace(self) -> None:
         """A client that does not let a close finish is aborted after the grace."""

@@ -49,6 +49,11 @@ ANNOUNCEMENT_DELAY: Final = 0.05
 
 _ANNOUNCEMENTS: Final = (wire.Joined, wire.Parted, wire.Departed)
 
+#: Past this many bytes queued for a client in one turn, they are written
+#: at once instead of at the end of the turn (a busy turn would otherwise
+#: hold all of it, and could pass the send queue of a client that reads).
+EARLY_WRITE: Final = 65536
+
 #: The most given to the transport in one write when a turn's output is
 #: large (one TLS record): a transport pauses its producer only after a
 #: write, so it holds at most its own buffer (64 KiB for Twisted's TCP)
@@ -144,6 +149,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # paused us).
         self._pending = 0
         self._room = self.limits.send_queue
+        # Past this many bytes queued, act now (see _over_limit).
+        self._limit = min(EARLY_WRITE, self._room)
         # Made when first needed: an idle connection never sends a line.
         self._bucket: TokenBucket | None = None
 
@@ -257,8 +264,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # Counted as it is queued, not when the transport pauses: one read
         # can ask for a lot (see Limits.send_queue).
         self._pending += len(data)
-        if self._pending > self._room:
-            self._over_send_queue()
+        if self._pending > self._limit:
+            self._over_limit()
 
     def deliver_all(self, events: tuple[wire.Event, ...]) -> None:
         # The hot path of a busy room: once per receiver per speaker's read.
@@ -268,15 +275,28 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         data = self.factory.encode_all(events, self._json)
         self._outgoing.append(data)
         self._pending += len(data)
-        if self._pending > self._room:
-            self._over_send_queue()
+        if self._pending > self._limit:
+            self._over_limit()
 
     def held_bytes(self) -> int:
         """
         The bytes held for this client: what waits in our queue, and what
         Twisted's transports held for it when they last paused us.
         """
+        if self._dropped:
+            return 0
         return self._pending + self.limits.send_queue - self._room
+
+    def _over_limit(self) -> None:
+        """
+        Much is queued: write it now if the transport takes it (a client
+        that reads is not held to what one turn makes for it), and drop the
+        client if what is left is over the send queue.
+        """
+        if not self._paused and not self._dropped:
+            self.flush()
+        if self._pending > self._room:
+            self._over_send_queue()
 
     def _over_send_queue(self) -> None:
         """
@@ -289,7 +309,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             return
         self._dropped = True
         # Whatever else this turn gives the client is dropped as it comes.
-        self._room = -1
+        self._room = self._limit = -1
         self.log.info(
             "{peer} ({name}) disconnected: send queue over {limit} bytes "
             "(the client does not read)",
@@ -341,13 +361,16 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         """The transport's buffer is full: queue lines from now on."""
         self._paused = True
         # What the transports hold counts against the send queue too.
-        self._room = self.limits.send_queue - direct.held_bytes(self.transport)
+        if not self._dropped:
+            held = direct.held_bytes(self.transport)
+            self._room = self._limit = self.limits.send_queue - held
 
     def resumeProducing(self) -> None:
         """The transport's buffer is empty again: send what is queued."""
         self._paused = False
         if not self._dropped:
             self._room = self.limits.send_queue
+            self._limit = min(EARLY_WRITE, self._room)
         self.flush()
 
     def stopProducing(self) -> None:
