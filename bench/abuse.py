@@ -25,6 +25,11 @@ Three processes:
     client sending 10 MB lines without a newline, and garbage (not TLS)
     senders; then it closes everything at once.
 
+With C{--amplification} it runs instead the attacks in which a few bytes
+ask for a lot (/history, /rooms, the replay on joining, connection churn)
+and shows that the server's memory stays within
+C{clients x (--send-queue + PER_CONNECTION)}; see bench/README.md.
+
 The generator is a separate process so that the attackers' work never
 delays the healthy clients' event loop (which would show up as latency);
 its CPU time is reported, to show it is not the bottleneck.
@@ -57,7 +62,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -270,11 +275,17 @@ class Connector:
         )
         self.open: set[Protocol] = set()
 
-    def tcp(self) -> TCP4ClientEndpoint:
-        return TCP4ClientEndpoint(reactor, HOST, self.port, timeout=WAIT)
+    def tcp(self, source: str | None = None) -> TCP4ClientEndpoint:
+        """An endpoint to the server, from the address C{source} if given."""
+        bind = (source, 0) if source is not None else None
+        return TCP4ClientEndpoint(
+            reactor, HOST, self.port, timeout=WAIT, bindAddress=bind
+        )
 
-    async def tls(self, make: Callable[[], Lines] = Lines) -> Lines:
-        endpoint = wrapClientTLS(self.options, self.tcp())
+    async def tls(
+        self, make: Callable[[], Lines] = Lines, source: str | None = None
+    ) -> Lines:
+        endpoint = wrapClientTLS(self.options, self.tcp(source))
         client: Lines = await bounded(
             endpoint.connect(Factory.forProtocol(make)), "connect"
         )
@@ -617,6 +628,53 @@ class ServerProcess(ProcessProtocol):
         self.ended.callback(None)
 
 
+def write_certificate(directory: Path) -> tuple[str, str]:
+    """A new self-signed certificate and key in C{directory}; their paths."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from securemsg import certs
+
+    certificate, key = certs.generate_self_signed()
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    certs.write_certificate(cert_path, certificate, force=True)
+    certs.write_private_key(key_path, key, None, force=True)
+    return str(cert_path), str(key_path)
+
+
+async def start_twistd(
+    directory: Path, log_path: Path, cert_path: str, key_path: str, options: list[str]
+) -> tuple[ServerProcess, Any, int]:
+    """
+    Start C{twistd -n securemsg} in C{directory} with C{options}, listening
+    on an ephemeral port of 127.0.0.1; return it, its process transport and
+    the port, once it listens.
+    """
+    argv = [
+        sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
+        "-n", "--pidfile=", f"--logfile={log_path}", "securemsg",
+        "--cert", cert_path, "--key", key_path,
+        "--listen", f"tcp:0:interface={HOST}:backlog=4096",
+        *options,
+    ]  # fmt: skip
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ROOT / "src"), str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    server = ServerProcess()
+    transport = reactor.spawnProcess(
+        server, sys.executable, argv, env=env, path=str(directory)
+    )
+    listening = re.compile(r"securemsg listening on [\d.]+:(\d+)")
+    for _ in range(300):
+        await sleep(0.1)
+        with contextlib.suppress(FileNotFoundError):
+            found = listening.search(log_path.read_text())
+            if found:
+                return server, transport, int(found.group(1))
+        if server.ended.called:
+            break
+    raise SystemExit(f"the server did not start; see {log_path}")
+
+
 class Healthy:
     """
     Alice and Bob: each sends numbered, timestamped lines to the room at
@@ -752,14 +810,7 @@ class Bench:
                 self.generator_cpu = cpu_seconds(self.generator_pid)
 
     def write_certificate(self) -> tuple[str, str]:
-        sys.path.insert(0, str(ROOT / "src"))
-        from securemsg import certs
-
-        certificate, key = certs.generate_self_signed()
-        cert_path, key_path = self.directory / "cert.pem", self.directory / "key.pem"
-        certs.write_certificate(cert_path, certificate, force=True)
-        certs.write_private_key(key_path, key, None, force=True)
-        return str(cert_path), str(key_path)
+        return write_certificate(self.directory)
 
     def server_options(self) -> list[str]:
         return [
@@ -774,34 +825,17 @@ class Bench:
         args = self.args
         self.log_path = self.directory / "server.log"
         limit = args.connections + args.stalled + 200
-        argv = [
-            sys.executable, "-c", "from twisted.scripts.twistd import run; run()",
-            "-n", "--pidfile=", f"--logfile={self.log_path}", "securemsg",
-            "--cert", cert_path, "--key", key_path,
-            "--listen", f"tcp:0:interface={HOST}:backlog=4096",
+        options = [
             "--max-connections", str(limit), "--max-per-ip", str(limit),
+            "--connect-burst", str(limit), "--connect-rate", "1000000",
             *self.server_options(),
         ]  # fmt: skip
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            [str(ROOT / "src"), str(ROOT), *filter(None, [env.get("PYTHONPATH")])]
-        )
-        self.server = ServerProcess()
-        transport = reactor.spawnProcess(
-            self.server, sys.executable, argv, env=env, path=str(self.directory)
+        self.server, transport, port = await start_twistd(
+            self.directory, self.log_path, cert_path, key_path, options
         )
         self.server_pid = transport.pid
         self.server_transport = transport
-        listening = re.compile(r"securemsg listening on [\d.]+:(\d+)")
-        for _ in range(300):
-            await sleep(0.1)
-            with contextlib.suppress(FileNotFoundError):
-                found = listening.search(self.log_path.read_text())
-                if found:
-                    return int(found.group(1))
-            if self.server.ended.called:
-                break
-        raise SystemExit(f"the server did not start; see {self.log_path}")
+        return port
 
     def on_generator_event(self, event: dict[str, Any]) -> None:
         kind = event.pop("event")
@@ -1051,6 +1085,318 @@ class Bench:
             raise SystemExit("healthy lines were lost, duplicated or reordered")
 
 
+# ---------------------------------------------------------------------------
+# Amplification: a few bytes in that ask for a lot out (--amplification)
+
+#: 2040 C1 control characters: 4082 bytes as sent (within the default line
+#: length), 16 kB as shown and kept (each becomes <U+0085>).  Between two
+#: other characters: U+0085 is white space to Python, so a line of nothing
+#: else would be a blank line, and a topic's would be stripped away.
+C1_TEXT = b"<" + b"\xc2\x85" * 2040 + b">"
+#: What one connection may make the server hold, besides --send-queue: one
+#: bounded reply (Limits.reply_bytes), Twisted's transport buffer and one
+#: write (README, Abuse), and a TLS connection's own state (about 50 kB,
+#: see tests/test_abuse.py).
+PER_CONNECTION = 128 * 1024 + 80 * 1024 + 50 * 1024
+
+
+def kernel_tcp_mb() -> float:
+    """Memory the kernel holds in TCP buffers, machine-wide (/proc/net/sockstat)."""
+    for line in Path("/proc/net/sockstat").read_text().splitlines():
+        if line.startswith("TCP:"):
+            fields = line.split()
+            return (
+                int(fields[fields.index("mem") + 1])
+                * os.sysconf("SC_PAGE_SIZE")
+                / 2**20
+            )
+    return 0.0
+
+
+def source_addresses() -> Iterator[str]:
+    """
+    Loopback addresses, one per attacker (Linux routes all of 127/8 to the
+    loopback interface), so that the per-address limits keep their
+    defaults.
+    """
+    for number in itertools.count():
+        yield f"127.0.{1 + number // 250}.{2 + number % 250}"
+
+
+@dataclass
+class Attack:
+    """One amplification attack and what it did to the server."""
+
+    name: str
+    clients: int
+    sent: int = 0
+    dropped: int = 0
+    rss: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    kernel: float = 0.0
+    seconds: float = 0.0
+
+
+class Amplification:
+    """
+    The amplification attacks of issue 12 against the real server with its
+    default limits (except --send-queue): clients that ask for a lot in one
+    write and never read (/history of lines full of C1 characters, JSON
+    /rooms with long topics, the replay on joining), and one address that
+    connects and closes as fast as it can (churn).
+    """
+
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.directory = Path(tempfile.mkdtemp(prefix="securemsg-amplify-"))
+        self.log_path = self.directory / "server.log"
+        self.addresses = source_addresses()
+        self.attacks: list[Attack] = []
+        self.churn: dict[str, float] = {}
+        self.peak = 0.0
+        self.kernel_peak = 0.0
+        self.server: ServerProcess | None = None
+        self.keep: list[Lines] = []
+
+    def options(self) -> list[str]:
+        return [
+            "--send-queue", str(self.args.send_queue),
+            "--flood-burst", str(self.args.flood_burst),
+            "--flood-rate", f"{self.args.flood_rate:g}",
+            "--history-db", ":memory:",
+            "--greeting", "",
+        ]  # fmt: skip
+
+    def sample(self) -> None:
+        with contextlib.suppress(OSError):
+            self.peak = max(self.peak, rss_mb(self.pid))
+            self.kernel_peak = max(self.kernel_peak, kernel_tcp_mb())
+
+    async def client(self, *lines: bytes, until: bytes | None = None) -> Lines:
+        """A reading client from an address of its own that sent C{lines}."""
+        client = await self.connect.tls(source=next(self.addresses))
+        if lines:
+            waiting = client.wait_for(until) if until is not None else None
+            client.send(*lines)
+            if waiting is not None:
+                await waiting
+        return client
+
+    async def fill(self) -> None:
+        """
+        Fill #big and #lobby with 50 lines of C1 characters each (800 kB as
+        kept), and make 20 rooms with 16 kB topics; the fillers stay.
+        """
+        fillers = []
+        for room in ("#big", "#lobby"):
+            for _ in range(5):
+                join = [b"/join " + room.encode()] if room != "#lobby" else []
+                lines = [*join, *[C1_TEXT] * 10, b"/ping"]
+                fillers.append(self.client(*lines, until=b"pong"))
+        for number in range(10):
+            lines = []
+            for room in (f"#topic{number}a", f"#topic{number}b"):
+                lines += [b"/join " + room.encode(), b"/topic " + C1_TEXT]
+            fillers.append(self.client(*lines, b"/ping", until=b"pong"))
+        self.keep += await gatherResults([started(f) for f in fillers])
+
+    async def attack(
+        self, name: str, prepare: list[bytes], until: bytes | None, payload: list[bytes]
+    ) -> None:
+        """
+        C{--attackers} clients, each from its own address, send C{prepare}
+        (and wait for C{until}), stop reading, and send C{payload} in one
+        write; the server has a few seconds to deal with them, then they
+        close.
+        """
+        attack = Attack(name, self.args.attackers)
+        before = rss_mb(self.pid)
+        self.peak = before
+        self.kernel_peak = kernel_tcp_mb()
+        began = time.monotonic()
+        clients = await gatherResults(
+            [
+                started(self.client(*prepare, until=until))
+                for _ in range(self.args.attackers)
+            ]
+        )
+        for client in clients:
+            client.stop_reading()
+            client.send(*payload)
+            attack.sent += sum(len(line) + 1 for line in payload)
+        for _ in range(30):
+            await sleep(0.1)
+            if all(client.closed for client in clients):
+                break
+        attack.dropped = sum(client.closed for client in clients)
+        attack.seconds = time.monotonic() - began
+        peak = self.peak
+        attack.kernel = self.kernel_peak
+        for client in clients:
+            client.transport.abortConnection()
+        await gatherResults([bounded(c.ended, "an attacker to close") for c in clients])
+        await sleep(1)
+        attack.rss = (before, peak, rss_mb(self.pid))
+        self.attacks.append(attack)
+
+    async def churn_attack(self, seconds: float) -> None:
+        """
+        One address connects, joins (its /ping is answered) and closes,
+        ten at a time, for C{seconds}; a client in #lobby counts the
+        notices it gets.
+        """
+        notices = 0
+
+        def count(line: bytes) -> None:
+            nonlocal notices
+            notices += b" joined" in line or b" left" in line or b"announced" in line
+
+        observer = await self.client()
+        observer.on_line = count
+        source = next(self.addresses)
+        accepted = refused = 0
+        ends = time.monotonic() + seconds
+        cpu = cpu_seconds(self.pid)
+
+        async def churner() -> None:
+            nonlocal accepted, refused
+            while time.monotonic() < ends:
+                try:
+                    client = await self.connect.tls(source=source)
+                except ConnectionError:
+                    refused += 1
+                    continue
+                try:
+                    pong = client.wait_for(b"pong")
+                    client.send(b"/ping")
+                    await pong
+                except ConnectionError:
+                    refused += 1
+                    continue
+                accepted += 1
+                client.transport.loseConnection()
+                await bounded(client.ended, "a churner to close")
+
+        await gatherResults([started(churner()) for _ in range(10)])
+        cpu = cpu_seconds(self.pid) - cpu
+        await sleep(1)
+        self.churn = {
+            "seconds": seconds,
+            "accepted": accepted / seconds,
+            "joined": accepted,
+            "refused": refused / seconds,
+            "notices": notices / seconds,
+            "cpu": 100 * cpu / seconds,
+        }
+
+    async def run(self) -> None:
+        raise_open_file_limit(4096)
+        cert_path, key_path = write_certificate(self.directory)
+        self.server, transport, port = await start_twistd(
+            self.directory, self.log_path, cert_path, key_path, self.options()
+        )
+        self.pid = transport.pid
+        try:
+            sampling = LoopingCall(self.sample)
+            sampling.start(0.02)
+            self.connect = Connector(port, cert_path)
+            await self.fill()
+            base = rss_mb(self.pid)
+            history = [b"/history #big 50"] * 20
+            await self.attack("history", [b"/join #big"], b"end of history", history)
+            rooms = [b'{"type": "rooms"}'] * 20
+            await self.attack("rooms (JSON)", [b"/format json"], b"json", rooms)
+            replay = [b"/join #big", b"/part #big"] * 10
+            await self.attack("replay on join", [], None, replay)
+            await self.churn_attack(self.args.churn_seconds)
+            sampling.stop()
+            transport.signalProcess(signal.SIGTERM)
+            await bounded(self.server.ended, "the server to stop")
+            self.report(base)
+        finally:
+            if not self.server.ended.called:
+                with contextlib.suppress(Exception):
+                    transport.signalProcess("KILL")
+                await bounded(self.server.ended, "the server to be killed", 10)
+
+    def report(self, base: float) -> None:
+        log = self.log_path.read_text(errors="replace")
+        bound = self.args.attackers * (self.args.send_queue + PER_CONNECTION) / 2**20
+        header = [
+            "attack",
+            "clients",
+            "sent kB",
+            "dropped (send queue)",
+            "server RSS MB: before / peak / after",
+            "peak growth MB",
+            "bound MB",
+            "kernel TCP MB (peak)",
+        ]
+        rows = [
+            [
+                a.name,
+                str(a.clients),
+                f"{a.sent / 1000:.0f}",
+                str(a.dropped),
+                " / ".join(f"{value:.0f}" for value in a.rss),
+                f"{a.rss[1] - a.rss[0]:.1f}",
+                f"{bound:.0f}",
+                f"{a.kernel:.0f}",
+            ]
+            for a in self.attacks
+        ]
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+        def line(cells: list[str]) -> str:
+            return (
+                "| "
+                + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True))
+                + " |"
+            )
+
+        churn = self.churn
+        print(
+            "\n".join(
+                [
+                    "",
+                    f"amplification: {self.args.attackers} non-reading clients per"
+                    f" attack, each from its own address, each one write;"
+                    f" --send-queue {self.args.send_queue}"
+                    f" --flood-burst {self.args.flood_burst}"
+                    f" --flood-rate {self.args.flood_rate:g},"
+                    " other limits default;"
+                    f" server at {base:.0f} MB after filling #big and #lobby with"
+                    " 50 lines of C1 characters and 20 rooms with 16 kB topics",
+                    "",
+                    line(header),
+                    line(["-" * w for w in widths]),
+                    *[line(row) for row in rows],
+                    "",
+                    f"bound = clients x (send queue + {PER_CONNECTION // 1024} KiB:"
+                    " one bounded reply, transport buffers, TLS state); the"
+                    " kernel's TCP buffers (machine-wide, both ends) are"
+                    " bounded by net.ipv4.tcp_wmem and tcp_rmem, not by the"
+                    " server",
+                    f"churn from one address for {churn['seconds']:g} s:"
+                    f" {churn['accepted']:.1f} joined a second (each with the"
+                    f" bounded #lobby replay),"
+                    f" {churn['refused']:.0f}/s refused before TLS;"
+                    f" a #lobby member got {churn['notices']:.1f} join/leave"
+                    f" notices/s; server CPU {churn['cpu']:.0f} %",
+                    "server log: "
+                    + ", ".join(
+                        f"{name} {len(re.findall(pattern, log))}"
+                        for name, pattern in {
+                            "send queue drops": r"disconnected: send queue over",
+                            "flood disconnects": r"disconnected: flooding",
+                            "connection refusal lines": r"refus",
+                            "tracebacks": r"Traceback",
+                        }.items()
+                    ),
+                ]
+            )
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--connections", type=int, default=3000)
@@ -1082,6 +1428,24 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=900, help="bound on the generator's run"
     )
+    parser.add_argument(
+        "--amplification",
+        action="store_true",
+        help="run the amplification attacks instead (history, rooms, replay,"
+        " churn; see bench/README.md)",
+    )
+    parser.add_argument(
+        "--attackers", type=int, default=100, help="(amplification) per attack"
+    )
+    parser.add_argument(
+        "--send-queue",
+        type=int,
+        default=SEND_QUEUE,
+        help="(amplification) the server's --send-queue",
+    )
+    parser.add_argument(
+        "--churn-seconds", type=float, default=5, help="(amplification)"
+    )
     parser.add_argument("--generator", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.generator:
@@ -1089,6 +1453,13 @@ def main() -> None:
         return
     if not Path("/proc/self/status").exists():
         raise SystemExit("abuse.py reads /proc: Linux only")
+    if args.amplification:
+
+        async def amplify(_: object) -> None:
+            await Amplification(args).run()
+
+        react(lambda r: started(amplify(r)))
+        return
 
     async def run(_: object) -> None:
         await Bench(args).run()

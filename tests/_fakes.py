@@ -4,6 +4,9 @@ A stand-in for a connection, for tests of the chat logic alone.
 
 from __future__ import annotations
 
+from typing import Any
+
+from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from securemsg import wire
@@ -34,3 +37,35 @@ class Recorder:
         """The lines given since the last call."""
         lines, self.lines = self.lines, []
         return lines
+
+
+class PausingTransport(StringTransport):
+    """
+    A L{StringTransport} that pauses its streaming producer as Twisted's TCP
+    transport does: after a write that leaves it holding more than
+    C{buffer_size} bytes.  L{drain} stands for the client reading it all.
+    """
+
+    def __init__(self, buffer_size: int, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.buffer_size = buffer_size
+        self.paused = False
+        #: The most this transport ever held.
+        self.most_held = 0
+
+    def write(self, data: bytes) -> None:
+        super().write(data)
+        held = len(self.value())
+        self.most_held = max(self.most_held, held)
+        if self.producer is not None and not self.paused and held > self.buffer_size:
+            self.paused = True
+            self.producer.pauseProducing()
+
+    def drain(self) -> bytes:
+        """Take everything written, and resume the producer if it was paused."""
+        data = self.value()
+        self.clear()
+        if self.paused and self.producer is not None:
+            self.paused = False
+            self.producer.resumeProducing()
+        return data

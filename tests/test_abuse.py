@@ -117,6 +117,9 @@ SERVER_OPTIONS = (
     "--listen", "tcp:0:interface=127.0.0.1:backlog=512",
     "--max-connections", "1000",
     "--max-per-ip", "400",
+    # All clients come from one address, in a storm.
+    "--connect-burst", "400",
+    "--connect-rate", "1000",
     "--handshake-timeout", f"{HANDSHAKE_TIMEOUT:g}",
     "--send-queue", str(SEND_QUEUE),
     "--flood-rate", "100",

@@ -5,7 +5,8 @@ Tests for L{securemsg.flood}: the token bucket, on a fake clock.
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg.flood import TokenBucket
+from securemsg import wire
+from securemsg.flood import COMMAND_COSTS, TokenBucket, command_cost
 
 
 class TokenBucketTests(SynchronousTestCase):
@@ -46,3 +47,38 @@ class TokenBucketTests(SynchronousTestCase):
         """A bucket that could never allow anything is refused."""
         self.assertRaises(ValueError, TokenBucket, Clock(), burst=0)
         self.assertRaises(ValueError, TokenBucket, Clock(), rate=0)
+
+    def test_cost(self) -> None:
+        """
+        A costly command takes several tokens at once; a cost over the burst
+        takes the whole bucket rather than never passing.
+        """
+        clock = Clock()
+        bucket = TokenBucket(clock, burst=10, rate=1)
+        self.assertEqual([bucket.allow(4) for _ in range(3)], [True, True, False])
+        self.assertTrue(bucket.allow(2))
+        self.assertFalse(bucket.allow(1))
+        clock.advance(100)
+        self.assertTrue(bucket.allow(50))
+        self.assertFalse(bucket.allow(1))
+
+
+class CommandCostTests(SynchronousTestCase):
+    """
+    L{command_cost} weighs commands by what they cost the server.
+    """
+
+    def test_costs(self) -> None:
+        """
+        Chat lines cost 1; commands whose reply can be large, and /join,
+        cost more.
+        """
+        self.assertEqual(command_cost(wire.Say("hi")), 1)
+        self.assertEqual(command_cost(None), 1)
+        self.assertEqual(command_cost(wire.Private("bob", "hi")), 1)
+        self.assertEqual(command_cost(wire.HistoryRequest(None, 50)), 5)
+        self.assertEqual(command_cost(wire.Rooms()), 5)
+        self.assertEqual(command_cost(wire.Join("#big")), 5)
+        self.assertEqual(command_cost(wire.Who(None)), 2)
+        self.assertEqual(command_cost(wire.Help()), 2)
+        self.assertTrue(all(cost > 1 for cost in COMMAND_COSTS.values()))

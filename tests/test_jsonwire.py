@@ -125,6 +125,23 @@ EVENTS: list[tuple[wire.Event, jsonwire.JSONObject]] = [
         wire.History("#dev", ()),
         {"type": "history", "target": "#dev", "messages": []},
     ),
+    # Replies cut short to stay bounded say how much they left out.
+    (
+        wire.WhoList("#dev", ("alice",), more=2),
+        {"type": "who", "room": "#dev", "names": ["alice"], "more": 2},
+    ),
+    (
+        wire.RoomList((wire.RoomInfo("#lobby", 3),), more=5),
+        {
+            "type": "rooms",
+            "rooms": [{"name": "#lobby", "members": 3, "topic": ""}],
+            "more": 5,
+        },
+    ),
+    (
+        wire.History("#dev", (), more=7),
+        {"type": "history", "target": "#dev", "messages": [], "more": 7},
+    ),
 ]
 
 #: A history holding each kind of message.

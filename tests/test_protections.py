@@ -15,7 +15,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import tls, wire
+from securemsg import direct, tls, wire
 from securemsg.guard import (
     REFUSAL_LOG_INTERVAL,
     GuardedTLSFactory,
@@ -25,11 +25,11 @@ from securemsg.guard import (
 )
 from securemsg.limits import Limits, client_key, covering_key
 from securemsg.room import Chat
-from securemsg.server import ChatServerFactory, ChatServerProtocol
+from securemsg.server import WRITE_CHUNK, ChatServerFactory, ChatServerProtocol
 from securemsg.state import Ban, ServerState
 
 from . import _certs
-from ._fakes import Recorder
+from ._fakes import PausingTransport, Recorder
 from ._tls import tls_pair
 
 
@@ -45,11 +45,16 @@ class Client:
     """One plain (non-TLS) connection to the factory over a StringTransport."""
 
     def __init__(
-        self, factory: ChatServerFactory, port: int, host: str = "127.0.0.1"
+        self,
+        factory: ChatServerFactory,
+        port: int,
+        transport: StringTransport | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.factory = factory
         kind = IPv6Address if ":" in host else IPv4Address
-        self.transport = StringTransport(peerAddress=kind("TCP", host, port))
+        self.transport = transport or StringTransport()
+        self.transport.peerAddr = kind("TCP", host, port)
         self.protocol = factory.buildProtocol(self.transport.getPeer())
         self.protocol.makeConnection(self.transport)
 
@@ -89,7 +94,7 @@ class ProtectionTests(SynchronousTestCase):
             flood_burst=3,
             flood_rate=1,
             flood_disconnect=5,
-            send_queue=100,
+            send_queue=200,
             shutdown_grace=5,
         )
         self.factory = ChatServerFactory(self.clock, greeting="", limits=self.limits)
@@ -198,17 +203,84 @@ class ProtectionTests(SynchronousTestCase):
         with capturedLogs() as events:
             for number in range(3):
                 sender.send(b"line %d, long enough to need some queue space" % number)
-            # The turn's lines for the client are queued when the turn ends.
-            self.clock.advance(0)
+                self.assertFalse(stuck.transport.disconnected)
+            # Counted as they are queued, before the turn ends.
+            self.clock.pump([1])  # Within the sender's flood limit.
+            sender.send(b"line 3, long enough to need some queue space")
         self.assertTrue(stuck.transport.disconnected)  # aborted
         self.assertIn(
-            "127.0.0.1:40000 (guest-1) disconnected: send queue over 100 bytes"
+            "127.0.0.1:40000 (guest-1) disconnected: send queue over 200 bytes"
             " (the client does not read)",
             log_text(events),
         )
         self.assertFalse(sender.transport.disconnecting)
         stuck.protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(sender.lines(), ["*** guest-1 left (not reading)"])
+
+    def test_send_queue_count_restarts_when_the_client_reads(self) -> None:
+        """
+        Pause, resume, pause...: a client that reads slowly but keeps up is
+        never dropped.  What went out when the transport resumed no longer
+        counts, nor what the transports held when they paused.
+        """
+        # The transports hold 100 bytes whenever they pause us: 100 of the
+        # 200 left for our queue while paused.
+        self.patch(direct, "held_bytes", lambda transport: 100)
+        reader, sender = self.connect(), self.connect()
+        reader.lines()
+        line = b"x" * 60  # 71 bytes as [guest-2] ...
+        for _ in range(5):
+            reader.protocol.pauseProducing()
+            sender.send(line)
+            self.assertEqual(reader.lines(), [])
+            reader.protocol.resumeProducing()
+            self.assertEqual(reader.lines(), ["[guest-2] " + "x" * 60])
+            # While it reads, two lines in one turn (142 bytes) fit.
+            sender.send(line, line)
+            self.assertEqual(len(reader.lines()), 2)
+            self.clock.advance(3)  # Within the sender's flood limit.
+        self.assertFalse(reader.transport.disconnecting)
+        self.assertEqual(reader.protocol.held_bytes(), 0)
+
+    def test_send_queue_counted_when_queued(self) -> None:
+        """
+        What a client is given counts against the send queue as it is
+        queued, not at the end of the turn: a client whose transport is
+        full, and that asks for more than the send queue in one read, is
+        dropped within that read, and nothing more is made for it.
+        """
+        asker, other = self.connect(), self.connect()
+        asker.lines()
+        asker.protocol.pauseProducing()
+        with capturedLogs() as events:
+            asker.send(b"/help", b"/help")  # Some 1.4 kB of reply each.
+        self.assertTrue(asker.transport.disconnected)
+        self.assertEqual(asker.protocol.held_bytes(), 0)
+        self.assertEqual(
+            [line for line in log_text(events) if "send queue" in line],
+            [
+                "127.0.0.1:40000 (guest-1) disconnected: send queue over 200 bytes"
+                " (the client does not read)"
+            ],
+        )
+        self.factory.flush()
+        self.assertEqual(asker.transport.value(), b"")
+        asker.lost()
+        self.assertEqual(other.lines(), ["*** guest-1 left (not reading)"])
+
+    def test_large_turn_for_a_reader(self) -> None:
+        """
+        A client whose transport takes what it is given is not held to what
+        one turn makes for it: past the early-write mark the output goes to
+        the transport at once, and the client stays.
+        """
+        reader = Client(self.factory, 40000, PausingTransport(100_000))
+        reader.lines()
+        reader.send(b"/help")  # Some 1.4 kB, past the 200-byte send queue.
+        self.assertFalse(reader.transport.disconnecting)
+        lines = reader.lines()
+        self.assertEqual(lines[0], "*** commands:")
+        self.assertEqual(len(lines), len(wire.help_lines()))
 
     def test_close_aborts_after_grace(self) -> None:
         """A client that does not let a close finish is aborted after the grace."""
@@ -263,6 +335,88 @@ class ProtectionTests(SynchronousTestCase):
         late = self.connect()
         self.assertEqual(len(self.factory.chat), 0)
         self.assertEqual(late.lines(), [])
+
+
+class SendPathTests(SynchronousTestCase):
+    """
+    How a connection's output reaches a transport that pauses when its
+    buffer fills, as Twisted's TCP transport does.
+    """
+
+    def setUp(self) -> None:
+        self.clock = MemoryReactorClock()
+        self.factory = ChatServerFactory(
+            self.clock, greeting="", limits=Limits(send_queue=100_000)
+        )
+
+    def connect(self, port: int, buffer_size: int) -> Client:
+        return Client(self.factory, port, PausingTransport(buffer_size))
+
+    def test_large_output_in_pieces(self) -> None:
+        """
+        A turn's large output goes to the transport a piece at a time until
+        the transport pauses; the rest waits, counted, in our queue, and
+        goes out in order as the client reads.
+        """
+        client = self.connect(40000, buffer_size=1000)
+        transport = client.transport
+        assert isinstance(transport, PausingTransport)
+        transport.drain()
+        text = "x" * 1000
+        for number in range(40):
+            self.factory.chat.history.record(
+                wire.Message("bob", f"{number} {text}", "#lobby", 0.0)
+            )
+        client.send(b"/history 40")
+        self.factory.flush()
+        self.assertTrue(transport.paused)
+        self.assertLessEqual(transport.most_held, 1000 + WRITE_CHUNK)
+        self.assertGreater(client.protocol.held_bytes(), 20_000)
+        received = b""
+        while transport.paused:
+            received += transport.drain()
+        received += transport.drain()
+        self.assertEqual(client.protocol.held_bytes(), 0)
+        lines = received.decode("utf-8").splitlines()
+        self.assertEqual(len(lines), 42)
+        self.assertEqual(
+            [line.split("] ")[1].split()[0] for line in lines[1:-1]],
+            [str(number) for number in range(40)],
+        )
+        self.assertLessEqual(transport.most_held, 1000 + WRITE_CHUNK)
+
+
+class FloodWeightTests(SynchronousTestCase):
+    """
+    Flood control weighs a command by what it costs the server, not only
+    by lines.
+    """
+
+    def test_history_costs_more_than_a_line(self) -> None:
+        """
+        With the default burst of 20, one read of five /history commands
+        gets four answers and a flood error: each costs 5 tokens.
+        """
+        clock = MemoryReactorClock()
+        factory = ChatServerFactory(clock, greeting="")
+        client = Client(factory, 40000)
+        client.lines()
+        client.send(*[b"/history"] * 5)
+        lines = client.lines()
+        self.assertEqual(lines.count("*** no history for #lobby"), 4)
+        self.assertEqual(
+            lines[-1],
+            "!!! too many lines: at most 5 a second (bursts of 20);"
+            " lines are being dropped",
+        )
+        clock.advance(1)
+        client.send(b"/history")
+        self.assertEqual(client.lines(), ["*** no history for #lobby"])
+        clock.advance(1)
+        # Five tokens again: five plain lines (no error), where only one
+        # /history would pass.
+        client.send(b"plain", b"lines", b"cost", b"one", b"each")
+        self.assertEqual(client.lines(), [])
 
 
 class HandshakeTimeoutTests(SynchronousTestCase):
@@ -402,6 +556,59 @@ class ConnectionLimitTests(SynchronousTestCase):
         held[0].connectionLost(Failure(ConnectionDone()))  # type: ignore[union-attr]
         self.assertIsNotNone(self.connect("10.0.0.9"))
 
+    def test_connect_rate(self) -> None:
+        """
+        One address may open C{connect_burst} connections at once, then
+        C{connect_rate} a second, even if each closes at once (churn); the
+        ones over are refused before any TLS work and logged; other
+        addresses are not held up.
+        """
+        factory = GuardedTLSFactory(
+            tls.ServerTLS(server_context()),
+            ChatServerFactory(self.clock),
+            self.clock,
+            max_connections=100,
+            max_per_address=100,
+            connect_burst=3,
+            connect_rate=2,
+        )
+        factory.doStart()
+        self.factory = factory
+
+        def churn(host: str) -> bool:
+            protocol = self.connect(host)
+            if protocol is None:
+                return False
+            protocol.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
+            return True
+
+        with capturedLogs() as events:
+            self.assertEqual(
+                [churn("10.0.0.1") for _ in range(5)], [True] * 3 + [False] * 2
+            )
+        self.assertIn(
+            "refusing connections from 10.0.0.1: at the limit of 2 new"
+            " connections a second from 10.0.0.1 (bursts of 3)",
+            log_text(events),
+        )
+        self.assertTrue(churn("10.0.0.2"))
+        self.clock.advance(0.5)
+        self.assertEqual([churn("10.0.0.1") for _ in range(2)], [True, False])
+        factory.doStop()
+
+    def test_connect_buckets_forgotten(self) -> None:
+        """
+        The buckets of addresses that have not connected lately (full
+        again) are forgotten once the table grows, so it stays bounded.
+        """
+        for number in range(1024):
+            self.clock.advance(0.001)
+            self.factory._connect_allowed(f"10.0.{number // 256}.{number % 256}")
+        self.assertEqual(len(self.factory._connects), 1024)
+        self.clock.advance(60)
+        self.factory._connect_allowed("10.9.9.9")
+        self.assertEqual(list(self.factory._connects), ["10.9.9.9"])
+
     def test_refusals_logged_once_per_burst(self) -> None:
         """
         The first refusal of a burst is logged at once; the rest are summed
@@ -494,13 +701,13 @@ class GuestBanTests(SynchronousTestCase):
 
     def ban_guest_from(self, host: str) -> str:
         """A guest connects from C{host} and alice bans it; what she is told."""
-        guest = Client(self.factory, 4000, host)
+        guest = Client(self.factory, 4000, host=host)
         told = self.operator(f"/ban {guest.protocol.name}")
         self.assertTrue(guest.transport.disconnecting)
         return told[0]
 
     def assertBanned(self, host: str, banned: bool = True) -> None:
-        client = Client(self.factory, 4001, host)
+        client = Client(self.factory, 4001, host=host)
         lines = client.lines()
         if banned:
             self.assertEqual(lines, ["!!! you are banned from this server"], host)

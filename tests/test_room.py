@@ -14,7 +14,8 @@ from zope.interface.verify import verifyObject
 from securemsg import jsonwire, wire
 from securemsg.history import MemoryHistory
 from securemsg.interfaces import IChatParticipant
-from securemsg.room import MAX_WAITING_COMMANDS, Chat
+from securemsg.limits import Limits
+from securemsg.room import ANNOUNCE_BURST, ANNOUNCE_RATE, MAX_WAITING_COMMANDS, Chat
 
 from ._fakes import Recorder
 
@@ -857,3 +858,147 @@ class LazyLoadTests(SynchronousTestCase):
             self.bob.take(),
             [too_many(2)],
         )
+
+
+class BoundedReplyTests(SynchronousTestCase):
+    """
+    Replies that can be large (/history, the replay on joining, /rooms,
+    /who) stay within the limits' C{reply_bytes} and C{list_max}, and say
+    how much they left out.
+    """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(1764248722)
+        # Each 200-character line from alice in #lobby counts
+        # 200 + 5 + 6 + 96 = 307 bytes: three fit in 1000.
+        self.chat = Chat(
+            self.clock, replay=50, limits=Limits(reply_bytes=1000, list_max=3)
+        )
+        self.alice, self.bob, self.carol = seat_three(self.chat, Recorder)
+
+    def say_long_lines(self, count: int) -> None:
+        for number in range(count):
+            self.chat.handle(self.alice, wire.Say(f"{number:03} " + "x" * 196))
+        self.bob.take()
+        self.carol.take()
+
+    def test_history_bounded_in_bytes(self) -> None:
+        """
+        /history gives the newest messages that fit in C{reply_bytes}, and
+        says how many older ones it left out.
+        """
+        self.say_long_lines(20)
+        self.chat.handle(self.bob, wire.HistoryRequest(None, 20))
+        lines = self.bob.take()
+        self.assertEqual(
+            lines[0],
+            "*** history of #lobby: 3 message(s)"
+            " (17 older not shown: too long for one reply)",
+        )
+        self.assertEqual(
+            [line.split("] ")[1][:3] for line in lines[1:-1]], ["017", "018", "019"]
+        )
+        self.assertEqual(lines[-1], "*** end of history of #lobby")
+
+    def test_history_control_characters_count_as_shown(self) -> None:
+        """
+        What counts is the text as stored and shown: C1 control characters,
+        2 bytes each when sent, count as the 8 of their visible form.
+        """
+        # 30 * 8 + 5 + 6 + 96 = 347 bytes each: two fit in 1000.
+        for _ in range(5):
+            self.chat.handle(self.alice, wire.Say("\x85" * 30))
+        self.bob.take()
+        self.chat.handle(self.bob, wire.HistoryRequest(None, 5))
+        self.assertIn(": 2 message(s) (3 older not shown", self.bob.take()[0])
+
+    def test_replay_bounded_in_bytes(self) -> None:
+        """The replay on joining a room is bounded the same way."""
+        self.say_long_lines(10)
+        newcomer = Recorder()
+        self.chat.join(newcomer)
+        lines = newcomer.take()
+        self.assertIn(
+            "*** history of #lobby: 3 message(s)"
+            " (7 older not shown: too long for one reply)",
+            lines,
+        )
+        self.assertEqual(len(lines), 5)
+
+    def test_rooms_bounded(self) -> None:
+        """
+        /rooms lists at most C{list_max} rooms, within C{reply_bytes}, and
+        says how many more there are.
+        """
+        for name in ("#a", "#b", "#c", "#d"):
+            self.chat.handle(self.carol, wire.Join(name))
+        self.chat.handle(self.alice, wire.Rooms())
+        self.assertEqual(
+            self.alice.take(), ["*** rooms: #lobby (3), #a (1), #b (1), ... and 2 more"]
+        )
+        # For carol, a member of #a, #lobby counts 6 + 96 bytes and #a with
+        # its topic 2 + 900 + 96: over 1000 together.  Alice is not in #a,
+        # so its topic is neither shown to her nor counted.
+        self.chat.handle(self.carol, wire.Join("#a"))
+        self.chat.handle(self.carol, wire.Topic("t" * 900))
+        self.carol.take()
+        self.chat.handle(self.carol, wire.Rooms())
+        self.assertEqual(self.carol.take(), ["*** rooms: #lobby (3), ... and 4 more"])
+        self.chat.handle(self.alice, wire.Rooms())
+        self.assertEqual(
+            self.alice.take(), ["*** rooms: #lobby (3), #a (1), #b (1), ... and 2 more"]
+        )
+
+    def test_who_bounded(self) -> None:
+        """/who names at most C{list_max} members, and counts the rest."""
+        self.chat.join(Recorder())
+        self.alice.take()
+        self.chat.handle(self.alice, wire.Who())
+        self.assertEqual(
+            self.alice.take(), ["*** 4 here: alice, bob, carol, ... and 1 more"]
+        )
+
+
+class AnnouncementRateTests(SynchronousTestCase):
+    """
+    Arrivals and departures in one room are announced at a bounded rate,
+    so that churn does not flood its members.
+    """
+
+    def test_churn_is_summed_up(self) -> None:
+        """
+        Past C{ANNOUNCE_BURST} at once, arrivals and departures are not
+        announced; once the rate allows one again, it comes after a notice
+        of how many were not.
+        """
+        clock = Clock()
+        chat = Chat(clock)
+        alice = Recorder()
+        chat.join(alice)
+        chat.rename(alice, "alice")
+        alice.take()
+        for _ in range(ANNOUNCE_BURST // 2 + 5):
+            churner = Recorder()
+            chat.join(churner)
+            chat.leave(churner)
+        lines = alice.take()
+        self.assertEqual(len(lines), ANNOUNCE_BURST)
+        self.assertEqual(lines[-2:], ["*** guest-11 joined", "*** guest-11 left"])
+        clock.advance(1 / ANNOUNCE_RATE)
+        chat.join(Recorder())
+        self.assertEqual(
+            alice.take(),
+            [
+                "*** 10 arrivals and departures in #lobby were not announced"
+                " (too many at once)",
+                "*** guest-17 joined",
+            ],
+        )
+        # A bounded number a second however long the churn lasts.
+        for _ in range(100):
+            clock.advance(0.01)
+            churner = Recorder()
+            chat.join(churner)
+            chat.leave(churner)
+        self.assertLessEqual(len(alice.take()), 2 * int(ANNOUNCE_RATE) + 2)

@@ -79,6 +79,35 @@ class ServerProtocolTests(SynchronousTestCase):
         bob.lines()
         return alice, bob
 
+    def test_history_count_refused_in_both_formats(self) -> None:
+        """
+        Asking for more than the most messages one /history may carry (500)
+        is refused, with the range, in text mode and in JSON mode alike.
+        """
+        client = self.connect()
+        client.lines()
+        client.send(b"/history 501\n/history 500\n")
+        self.assertEqual(
+            client.lines(),
+            ["!!! /history takes 1 to 500 messages", "*** no history for #lobby"],
+        )
+        client.send(b"/format json\n")
+        client.lines()
+        client.send(
+            b'{"type": "history", "count": 501}\n{"type": "history", "count": 500}\n'
+        )
+        self.assertEqual(
+            [json.loads(line) for line in client.lines()],
+            [
+                {
+                    "type": "error",
+                    "text": "history: field 'count' must be a whole number"
+                    " from 1 to 500",
+                },
+                {"type": "history", "target": "#lobby", "messages": []},
+            ],
+        )
+
     def test_greeting_names_the_client(self) -> None:
         """On connect the client is told its name and how to get help."""
         client = self.connect()

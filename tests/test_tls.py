@@ -483,6 +483,20 @@ class EndpointTests(SynchronousTestCase):
         self.assertIs(factory.protocol, TLSOnlyProtocol)
         self.assertTrue(issubclass(TLSOnlyProtocol, DirectTLSProtocol))
 
+    def test_connect_rate_from_limits(self) -> None:
+        """The limits' rate of new connections per address reaches the guard."""
+        reactor = MemoryReactor()
+        endpoint = tls.tls_server_endpoint(
+            reactor,
+            "tcp:0:interface=127.0.0.1",
+            tls.ServerTLS(server_context()),
+            Limits(connect_burst=3, connect_rate=0.5),
+        )
+        endpoint.listen(ChatServerFactory(reactor))
+        [(_, factory, _, _)] = reactor.tcpServers
+        assert isinstance(factory, GuardedTLSFactory)
+        self.assertEqual((factory.connect_burst, factory.connect_rate), (3, 0.5))
+
 
 class ClientCALoadingTests(SynchronousTestCase):
     """

@@ -124,6 +124,22 @@ class ParseCommandTests(SynchronousTestCase):
         )
         self.assertEqual(wire.parse_command("/me"), wire.Invalid("usage: /me TEXT"))
 
+    def test_history_count_bounds(self) -> None:
+        """
+        /history takes 1 to MAX_HISTORY_REQUEST (500) messages; 0 or 501 is
+        refused with the range, with or without a target.
+        """
+        self.assertEqual(wire.MAX_HISTORY_REQUEST, 500)
+        self.assertEqual(
+            wire.parse_command("/history 500"), wire.HistoryRequest(None, 500)
+        )
+        self.assertEqual(
+            wire.parse_command("/history #dev 1"), wire.HistoryRequest("#dev", 1)
+        )
+        refused = wire.Invalid("/history takes 1 to 500 messages")
+        for line in ["/history 501", "/history #dev 501", "/history 0"]:
+            self.assertEqual(wire.parse_command(line), refused, line)
+
     def test_unknown_command_is_named(self) -> None:
         """An unknown command gets an error that names it."""
         self.assertEqual(
@@ -283,6 +299,27 @@ class EventTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(wire.History("#dev", ()).format(), "*** no history for #dev")
+
+    def test_cut_short_replies(self) -> None:
+        """Replies cut short to stay bounded say how much they left out."""
+        self.assertEqual(
+            wire.WhoList("#lobby", ("a", "b"), more=3).format(),
+            "*** 5 here: a, b, ... and 3 more",
+        )
+        self.assertEqual(
+            wire.RoomList((wire.RoomInfo("#lobby", 3),), more=2).format(),
+            "*** rooms: #lobby (3), ... and 2 more",
+        )
+        message = wire.Message("a", "hi", "#dev", 1764248722.0, True)
+        self.assertEqual(
+            wire.History("#dev", (message,), more=4).format().split("\n"),
+            [
+                "*** history of #dev: 1 message(s)"
+                " (4 older not shown: too long for one reply)",
+                "~ 2025-11-27T13:05:22Z #dev [a] hi",
+                "*** end of history of #dev",
+            ],
+        )
 
     def test_parse_history_and_room_lines(self) -> None:
         """The client parser reads rooms and history marks back."""

@@ -61,6 +61,21 @@ def send_now(transport: Any, data: bytes) -> None:
     transport.write(data)
 
 
+def held_bytes(transport: Any) -> int:
+    """
+    The bytes Twisted holds for sending on C{transport}: the TLS layer's
+    buffer (if it is one) and the TCP transport's below it.  Other
+    transports (UNIX sockets, test fakes) count as holding nothing.
+    """
+    held = 0
+    if isinstance(transport, TLSMemoryBIOProtocol):
+        held += sum(map(len, transport._appSendBuffer))
+        transport = transport.transport
+    if isinstance(transport, tcp.Connection):
+        held += len(transport.dataBuffer) - transport.offset + transport._tempDataLen
+    return held
+
+
 class DirectTLSProtocol(TLSMemoryBIOProtocol):
     """
     Twisted's server-side TLS protocol, sending its output as soon as it is

@@ -1,6 +1,7 @@
 # -*- test-case-name: tests.test_flood -*-
 """
-Flood control: how many lines one connection may send, as a token bucket.
+Flood control: how many lines one connection may send, as a token bucket,
+with commands weighed by what they cost the server.
 
 No I/O here; the time comes from an injected clock.
 """
@@ -11,8 +12,31 @@ from typing import Final
 
 from twisted.internet.interfaces import IReactorTime
 
+from securemsg import wire
+
 DEFAULT_BURST: Final = 20
 DEFAULT_RATE: Final = 5.0
+
+#: What a command costs in tokens, where it is more than a chat line's 1:
+#: those whose reply can be large (up to L{Limits.reply_bytes}: the history
+#: read from the database, every room, every member) or, for a /join, that
+#: replay a room's history and announce the arrival to all of it.  With the
+#: default burst of 20, a client may ask for 4 histories at once, then one
+#: a second.
+COMMAND_COSTS: Final[dict[type[wire.Command], int]] = {
+    wire.HistoryRequest: 5,
+    wire.Rooms: 5,
+    wire.Join: 5,
+    wire.Who: 2,
+    wire.Help: 2,
+}
+
+
+def command_cost(command: wire.Command | None) -> int:
+    """The tokens C{command} costs (a plain line, or nothing, costs 1)."""
+    if command is None:
+        return 1
+    return COMMAND_COSTS.get(type(command), 1)
 
 
 class TokenBucket:
@@ -41,14 +65,26 @@ class TokenBucket:
         self._last = clock.seconds()
         self.dropped_in_a_row = 0
 
-    def allow(self) -> bool:
-        """Take a token for one line if there is one; say whether there was."""
+    def allow(self, cost: int = 1) -> bool:
+        """
+        Take C{cost} tokens (at most C{burst}, so that anything can pass a
+        full bucket) if there are that many; say whether there were.
+        """
         now = self._clock.seconds()
         self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
         self._last = now
-        if self._tokens >= 1:
-            self._tokens -= 1
+        cost = min(cost, self.burst)
+        if self._tokens >= cost:
+            self._tokens -= cost
             self.dropped_in_a_row = 0
             return True
         self.dropped_in_a_row += 1
         return False
+
+    def full(self) -> bool:
+        """
+        Whether the bucket has refilled to its burst: then it allows what a
+        new bucket would, and whoever keeps buckets may forget it.
+        """
+        elapsed = self._clock.seconds() - self._last
+        return self._tokens + elapsed * self.rate >= self.burst

@@ -4,7 +4,9 @@ Connection limits, applied before any TLS work is done.
 
 L{GuardedTLSFactory} is Twisted's L{TLSMemoryBIOFactory} with a count of
 the connections it holds, in total and per client (an IPv4 address, an
-IPv6 /64: see L{securemsg.limits.client_key}).  A connection over a
+IPv6 /64: see L{securemsg.limits.client_key}), and a token bucket of new
+connections per client (a client that connects and closes over and over
+costs a handshake and a greeting each time).  A connection over a
 limit gets no protocol at all, so the reactor closes it at once: it costs
 no handshake.  Refusals are logged once per burst, not once per connection.
 
@@ -34,7 +36,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from securemsg.direct import DirectTLSProtocol
-from securemsg.limits import client_key
+from securemsg.flood import TokenBucket
+from securemsg.limits import Limits, client_key
 from securemsg.server import peer_host
 
 #: Refusals after the first in a burst are summed up in one line this often.
@@ -128,12 +131,20 @@ class TLSOnlyProtocol(DirectTLSProtocol):
         transport.loseConnection()
 
 
+#: Addresses whose connection buckets are kept before the full ones are
+#: forgotten.
+_FORGET_AT: Final = 1024
+
+_DEFAULTS: Final = Limits()
+
+
 class GuardedTLSFactory(TLSMemoryBIOFactory):
     """
     Adds TLS to C{wrappedFactory}'s connections, holding at most
     C{max_connections} at once, and C{max_per_address} from one client: one
     IPv4 address, or one IPv6 network of C{ipv6_prefix} bits (a /64 by
-    default), see L{client_key}.
+    default), see L{client_key}; one client may open C{connect_burst}
+    connections at once, then C{connect_rate} a second.
     """
 
     log = Logger()
@@ -153,6 +164,8 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
         max_per_address: int,
         ipv6_prefix: int = 64,
         ipv4_prefix: int = 32,
+        connect_burst: int = _DEFAULTS.connect_burst,
+        connect_rate: float = _DEFAULTS.connect_rate,
     ) -> None:
         super().__init__(creator, False, wrappedFactory, clock)
         self._clock = clock
@@ -160,6 +173,12 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
         self.max_per_address = max_per_address
         self.ipv6_prefix = ipv6_prefix
         self.ipv4_prefix = ipv4_prefix
+        self.connect_burst = connect_burst
+        self.connect_rate = connect_rate
+        # New connections per address; an address whose bucket is full
+        # again is forgotten (see _connect_allowed).
+        self._connects: dict[str, TokenBucket] = {}
+        self._forget_at = _FORGET_AT
         self.per_address: Counter[str] = Counter()
         self._hosts: dict[TLSMemoryBIOProtocol, str] = {}
         self._refused_since_report = 0
@@ -172,6 +191,13 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
             return None
         if self.per_address[host] >= self.max_per_address:
             self._refuse(host, f"{self.max_per_address} connections from {host}")
+            return None
+        if not self._connect_allowed(host):
+            self._refuse(
+                host,
+                f"{self.connect_rate:g} new connections a second from {host}"
+                f" (bursts of {self.connect_burst})",
+            )
             return None
         protocol: TLSMemoryBIOProtocol = super().buildProtocol(addr)
         self._hosts[protocol] = host
@@ -187,6 +213,23 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
         if host is None:
             return "local"
         return client_key(host, self.ipv6_prefix, self.ipv4_prefix)
+
+    def _connect_allowed(self, host: str) -> bool:
+        """Take a token from C{host}'s bucket of new connections."""
+        bucket = self._connects.get(host)
+        if bucket is None:
+            if len(self._connects) >= self._forget_at:
+                # A full bucket is as good as none: forget those, so that
+                # the table holds only addresses seen lately (amortised:
+                # this runs once the table has doubled).
+                self._connects = {
+                    h: b for h, b in self._connects.items() if not b.full()
+                }
+                self._forget_at = max(_FORGET_AT, 2 * len(self._connects))
+            bucket = self._connects[host] = TokenBucket(
+                self._clock, self.connect_burst, self.connect_rate
+            )
+        return bucket.allow()
 
     def unregisterProtocol(self, protocol: Any) -> None:
         super().unregisterProtocol(protocol)
@@ -247,6 +290,8 @@ class GuardedTLSServerEndpoint:
         max_per_address: int,
         ipv6_prefix: int = 64,
         ipv4_prefix: int = 32,
+        connect_burst: int = _DEFAULTS.connect_burst,
+        connect_rate: float = _DEFAULTS.connect_rate,
     ) -> None:
         self.wrapped = wrapped
         self.creator = creator
@@ -255,6 +300,8 @@ class GuardedTLSServerEndpoint:
         self.max_per_address = max_per_address
         self.ipv6_prefix = ipv6_prefix
         self.ipv4_prefix = ipv4_prefix
+        self.connect_burst = connect_burst
+        self.connect_rate = connect_rate
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         listening: Deferred[IListeningPort] = self.wrapped.listen(
@@ -266,6 +313,8 @@ class GuardedTLSServerEndpoint:
                 max_per_address=self.max_per_address,
                 ipv6_prefix=self.ipv6_prefix,
                 ipv4_prefix=self.ipv4_prefix,
+                connect_burst=self.connect_burst,
+                connect_rate=self.connect_rate,
             )
         )
         return listening

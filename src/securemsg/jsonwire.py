@@ -36,6 +36,11 @@ def _message(kind: str, event: wire.Message | wire.Action, room: str) -> JSONObj
     }
 
 
+def _more(more: int) -> JSONObject:
+    """C{"more"}: how many entries a reply left out, present only if some."""
+    return {"more": more} if more else {}
+
+
 def event_to_json(
     event: wire.Event, default_room: str = wire.DEFAULT_ROOM
 ) -> JSONObject:
@@ -84,7 +89,11 @@ def event_to_json(
                 "fingerprint": event.fingerprint,
             }
         case wire.WhoList():
-            return {"type": "who", "room": event.room, "names": list(event.names)}
+            return {
+                "type": "who",
+                "room": event.room,
+                "names": list(event.names),
+            } | _more(event.more)
         case wire.RoomList():
             return {
                 "type": "rooms",
@@ -92,7 +101,7 @@ def event_to_json(
                     {"name": r.name, "members": r.members, "topic": r.topic}
                     for r in event.rooms
                 ],
-            }
+            } | _more(event.more)
         case wire.TopicInfo():
             return {
                 "type": "topic",
@@ -108,7 +117,7 @@ def event_to_json(
                     event_to_json(replace(m, replayed=True), default_room)
                     for m in event.messages
                 ],
-            }
+            } | _more(event.more)
     raise TypeError(f"no JSON form for {event!r}")
 
 
@@ -177,19 +186,24 @@ def json_to_event(data: JSONObject) -> wire.Event:
                     data["name"], data.get("verified"), data.get("fingerprint")
                 )
             case "who":
-                return wire.WhoList(data["room"], tuple(data["names"]))
+                return wire.WhoList(
+                    data["room"], tuple(data["names"]), int(data.get("more", 0))
+                )
             case "rooms":
                 return wire.RoomList(
                     tuple(
                         wire.RoomInfo(r["name"], r["members"], r.get("topic", ""))
                         for r in data["rooms"]
-                    )
+                    ),
+                    int(data.get("more", 0)),
                 )
             case "topic":
                 return wire.TopicInfo(data["room"], data["topic"], data.get("setter"))
             case "history":
                 return wire.History(
-                    data["target"], tuple(_replayable(m) for m in data["messages"])
+                    data["target"],
+                    tuple(_replayable(m) for m in data["messages"]),
+                    int(data.get("more", 0)),
                 )
     except (KeyError, TypeError) as error:
         raise ValueError(f"malformed {kind} event: {error}") from None

@@ -11,18 +11,41 @@ was said is kept by a L{securemsg.history.History}.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Final, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from securemsg import wire
+from securemsg.flood import TokenBucket
 from securemsg.history import History, MemoryHistory
 from securemsg.interfaces import IChatParticipant
-from securemsg.limits import Limits
+from securemsg.limits import REPLY_ENTRY_OVERHEAD, Limits
 from securemsg.state import Ban, ServerState
+
+_T = TypeVar("_T")
+
+#: Arrivals and departures announced in one room at once ...
+ANNOUNCE_BURST: Final = 20
+#: ... and per second after that.  The rest are not announced (a client
+#: that connects and closes over and over would otherwise send every member
+#: of the default room hundreds of lines a second); the next one announced
+#: is preceded by a notice of how many were not.
+ANNOUNCE_RATE: Final = 5.0
+
+
+def _size(*texts: str) -> int:
+    """What one entry of a reply counts against L{Limits.reply_bytes}."""
+    return sum(len(text.encode("utf-8")) for text in texts) + REPLY_ENTRY_OVERHEAD
+
+
+def _message_size(message: wire.Replayable) -> int:
+    if isinstance(message, wire.PrivateMessage):
+        return _size(message.text, message.sender, message.recipient)
+    return _size(message.text, message.sender, message.room or "")
 
 
 @dataclass(eq=False)
@@ -35,6 +58,10 @@ class Room:
     members: dict[IChatParticipant, None] = field(default_factory=dict)
     topic: str = ""
     topic_setter: str | None = None
+    # Arrivals and departures: the rate they are announced at, and how many
+    # were not announced since the last one that was.
+    announcements: TokenBucket | None = None
+    unannounced: int = 0
     # The members as a tuple, made again only when they change: a broadcast
     # must not see the room change under it, and copying the members for
     # every line would cost as much as the broadcast itself.
@@ -126,6 +153,7 @@ class Chat:
         announce_max: int = 200,
         max_rooms: int = Limits.max_rooms,
         max_rooms_per_address: int = Limits.max_rooms_per_address,
+        limits: Limits | None = None,
     ) -> None:
         """
         @param clock: the time source for message times.
@@ -147,6 +175,9 @@ class Chat:
         @param max_rooms_per_address: rooms besides the default one that
             the participants from one IP address may be in at once (0: no
             limit).
+        @param limits: the bounds of replies that can be large
+            (L{Limits.reply_bytes}, L{Limits.list_max}); L{Limits}' defaults
+            if not given.
         """
         problem = wire.room_problem(default_room)
         if problem is not None:
@@ -178,6 +209,7 @@ class Chat:
         # and who waits, with the commands they sent meanwhile.
         self._loading: dict[str, int] = {}
         self._waiting: dict[IChatParticipant, list[wire.Command]] = {}
+        self.limits = limits if limits is not None else Limits()
         # Lines one speaker said to one room while held (see hold()).
         self._holding = False
         self._held: list[wire.Event] = []
@@ -278,12 +310,42 @@ class Chat:
         self, room: Room, *, present: IChatParticipant | None = None
     ) -> bool:
         """
-        Whether arrivals and departures are announced in C{room}: whether it
+        Whether an arrival or departure is announced in C{room}: whether it
         has at most C{announce_max} members besides the one arriving or
-        leaving (C{present}, if still counted among them).
+        leaving (C{present}, if still counted among them), and the room's
+        announcements are within L{ANNOUNCE_RATE}.
         """
         others = len(room.members) - (present in room.members)
-        return not self.announce_max or others <= self.announce_max
+        if self.announce_max and others > self.announce_max:
+            return False
+        return not others or self._within_announcement_rate(room, present)
+
+    def _within_announcement_rate(
+        self, room: Room, present: IChatParticipant | None
+    ) -> bool:
+        """
+        Whether one more arrival or departure may be announced in C{room}
+        now (see L{ANNOUNCE_RATE}); if so, first tell its members (but
+        C{present}) how many were not.
+        """
+        bucket = room.announcements
+        if bucket is None:
+            bucket = room.announcements = TokenBucket(
+                self.clock, ANNOUNCE_BURST, ANNOUNCE_RATE
+            )
+        if not bucket.allow():
+            room.unannounced += 1
+            return False
+        if room.unannounced:
+            room.broadcast(
+                wire.Notice(
+                    f"{room.unannounced} arrivals and departures in {room.name}"
+                    " were not announced (too many at once)"
+                ),
+                exclude=present,
+            )
+            room.unannounced = 0
+        return True
 
     def _neighbours(
         self, participant: IChatParticipant, *, arrivals_and_departures: bool = False
@@ -504,7 +566,7 @@ class Chat:
                 participant.deliver(self._topic(room))
         past = self.history.recent(room.name)[-self.replay :] if self.replay else []
         if past:
-            participant.deliver(wire.History(room.name, tuple(past)))
+            participant.deliver(wire.History(room.name, *self._newest_that_fit(past)))
 
     def _loaded(self, participant: IChatParticipant, room_name: str, key: str) -> None:
         """
@@ -588,18 +650,22 @@ class Chat:
     def list_rooms(self, participant: IChatParticipant) -> None:
         """
         Tell a participant which rooms there are, with how many are in
-        each; the topic only of the rooms they are in (see L{who}).
+        each; the topic only of the rooms they are in (see L{who});
+        bounded.
         """
         mine = self._members[participant].rooms
         participant.deliver(
             wire.RoomList(
-                tuple(
-                    wire.RoomInfo(
-                        room.name,
-                        len(room.members),
-                        room.topic if key in mine else None,
-                    )
-                    for key, room in self.rooms.items()
+                *self._first_that_fit(
+                    [
+                        wire.RoomInfo(
+                            room.name,
+                            len(room.members),
+                            room.topic if key in mine else None,
+                        )
+                        for key, room in self.rooms.items()
+                    ],
+                    lambda info: _size(info.name, info.topic or ""),
                 )
             )
         )
@@ -616,8 +682,42 @@ class Chat:
         """
         room = self._target_room(participant, room_name)
         if room is not None:
-            labels = tuple(self.label(member) for member in room.members)
-            participant.deliver(wire.WhoList(room.name, labels))
+            labels = [self.label(member) for member in room.members]
+            participant.deliver(
+                wire.WhoList(room.name, *self._first_that_fit(labels, _size))
+            )
+
+    # Bounded replies
+
+    def _newest_that_fit(
+        self, messages: Sequence[wire.Replayable]
+    ) -> tuple[tuple[wire.Replayable, ...], int]:
+        """
+        The newest of C{messages} that fit in L{Limits.reply_bytes}, oldest
+        first, and how many older ones were left out.
+        """
+        budget = self.limits.reply_bytes
+        start = len(messages)
+        while start and budget >= _message_size(messages[start - 1]):
+            start -= 1
+            budget -= _message_size(messages[start])
+        return tuple(messages[start:]), start
+
+    def _first_that_fit(
+        self, entries: list[_T], size: Callable[[_T], int]
+    ) -> tuple[tuple[_T, ...], int]:
+        """
+        The first of C{entries} within L{Limits.list_max} entries and
+        L{Limits.reply_bytes}, and how many were left out.
+        """
+        budget = self.limits.reply_bytes
+        kept = 0
+        for entry in entries[: self.limits.list_max]:
+            budget -= size(entry)
+            if budget < 0:
+                break
+            kept += 1
+        return tuple(entries[:kept]), len(entries) - kept
 
     # Speaking
 
@@ -777,7 +877,9 @@ class Chat:
 
         def deliver(messages: list[wire.Replayable]) -> None:
             if participant in self._members:
-                participant.deliver(wire.History(label, tuple(messages)))
+                participant.deliver(
+                    wire.History(label, *self._newest_that_fit(messages))
+                )
 
         def failed(reason: object) -> None:
             self.log.failure("reading the history failed", reason)  # type: ignore[arg-type]

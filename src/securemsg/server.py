@@ -33,9 +33,9 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securemsg import certs, jsonwire, wire
+from securemsg import certs, direct, jsonwire, wire
 from securemsg.ca import identity_from_certificate
-from securemsg.flood import TokenBucket
+from securemsg.flood import TokenBucket, command_cost
 from securemsg.history import History
 from securemsg.interfaces import IChatParticipant
 from securemsg.limits import Limits
@@ -52,6 +52,17 @@ if TYPE_CHECKING:
 ANNOUNCEMENT_DELAY: Final = 0.05
 
 _ANNOUNCEMENTS: Final = (wire.Joined, wire.Parted, wire.Departed)
+
+#: Past this many bytes queued for a client in one turn, they are written
+#: at once instead of at the end of the turn (a busy turn would otherwise
+#: hold all of it, and could pass the send queue of a client that reads).
+EARLY_WRITE: Final = 65536
+
+#: The most given to the transport in one write when a turn's output is
+#: large (one TLS record): a transport pauses its producer only after a
+#: write, so it holds at most its own buffer (64 KiB for Twisted's TCP)
+#: and this much more for a client that does not read.
+WRITE_CHUNK: Final = 16384
 
 DEFAULT_GREETING: Final = "Welcome to securemsg, {name}. Type /help for commands."
 DEFAULT_MAX_LINE_LENGTH: Final = 4096
@@ -96,7 +107,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
 
     It is its transport's producer: when the client stops reading and the
     transport's buffer fills, the transport pauses it, and lines for the
-    client wait in a queue of bounded size instead.
+    client wait in its queue instead.  Everything queued for the client is
+    counted as it is queued; past the limits' C{send_queue} the client is
+    dropped (see L{held_bytes}).
     """
 
     delimiter = b"\n"
@@ -113,7 +126,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     _paused = False
     # C{/format json}: JSON lines both ways instead of text.
     _json = False
-    _queued_bytes = 0
+    _dropped = False
     _lost: list[Deferred[None]] | None = None
     _quit_reason = ""
     # What the client said with /quit (None: it did not quit).
@@ -139,10 +152,15 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # Whether the output is to be written at the end of this turn
         # (ChatServerFactory.flush) rather than with the announcements.
         self._flush_due = False
-        # Made when first needed: most connections never queue, and an idle
-        # one never sends a line.
+        # The bytes in _outgoing, and how many more may be held for the
+        # client (the send queue, less what the transports held when they
+        # paused us).
+        self._pending = 0
+        self._room = self.limits.send_queue
+        # Past this many bytes queued, act now (see _over_limit).
+        self._limit = min(EARLY_WRITE, self._room)
+        # Made when first needed: an idle connection never sends a line.
         self._bucket: TokenBucket | None = None
-        self._queue: list[bytes] | None = None
         # Set here for the reason given for the name above.
         self._line_timer = None
         self._line_looked_again = False
@@ -329,63 +347,119 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             else:
                 self._flush_due = True
                 self.factory.flush_later(self)
-        self._outgoing.append(self.factory.encode(event, self._json))
+        data = self.factory.encode(event, self._json)
+        self._outgoing.append(data)
+        # Counted as it is queued, not when the transport pauses: one read
+        # can ask for a lot (see Limits.send_queue).
+        self._pending += len(data)
+        if self._pending > self._limit:
+            self._over_limit()
 
     def deliver_all(self, events: tuple[wire.Event, ...]) -> None:
         # The hot path of a busy room: once per receiver per speaker's read.
         if not self._flush_due:
             self._flush_due = True
             self.factory.flush_later(self)
-        self._outgoing.append(self.factory.encode_all(events, self._json))
+        data = self.factory.encode_all(events, self._json)
+        self._outgoing.append(data)
+        self._pending += len(data)
+        if self._pending > self._limit:
+            self._over_limit()
 
-    def _enqueue(self, lines: list[bytes]) -> None:
-        """Hold C{lines} while the client does not read, up to the limit."""
-        if self._queue is None:
-            self._queue = []
-        self._queue.extend(lines)
-        self._queued_bytes += sum(map(len, lines))
-        if self._queued_bytes > self.limits.send_queue:
-            self._paused = False  # Nothing more to queue: it is going.
-            self._queue = None
-            self.log.info(
-                "{peer} ({name}) disconnected: send queue over {limit} bytes "
-                "(the client does not read)",
-                peer=self.peer,
-                name=self.name,
-                limit=self.limits.send_queue,
-            )
-            self._quit_reason = "not reading"
-            self.transport.abortConnection()
+    def held_bytes(self) -> int:
+        """
+        The bytes held for this client: what waits in our queue, and what
+        Twisted's transports held for it when they last paused us.
+        """
+        if self._dropped:
+            return 0
+        return self._pending + self.limits.send_queue - self._room
+
+    def _over_limit(self) -> None:
+        """
+        Much is queued: write it now if the transport takes it (a client
+        that reads is not held to what one turn makes for it), and drop the
+        client if what is left is over the send queue.
+        """
+        if not self._paused and not self._dropped:
+            self.flush()
+        if self._pending > self._room:
+            self._over_send_queue()
+
+    def _over_send_queue(self) -> None:
+        """
+        More than the send queue is held for the client: drop what waits
+        and abort the connection.
+        """
+        self._outgoing.clear()
+        self._pending = 0
+        if self._dropped:
+            return
+        self._dropped = True
+        # Whatever else this turn gives the client is dropped as it comes.
+        self._room = self._limit = -1
+        self.log.info(
+            "{peer} ({name}) disconnected: send queue over {limit} bytes "
+            "(the client does not read)",
+            peer=self.peer,
+            name=self.name,
+            limit=self.limits.send_queue,
+        )
+        self._quit_reason = "not reading"
+        self.transport.abortConnection()
 
     def flush(self) -> None:
         """
         Write what this turn produced for the client; while the client does
-        not read (the transport paused us), queue it instead.
+        not read (the transport paused us), keep it queued instead.
         """
         self._flush_due = False
         outgoing = self._outgoing
-        if not outgoing:
-            return
-        if self._paused:
-            self._enqueue(outgoing)
-            outgoing.clear()
+        if not outgoing or self._paused:
             return
         data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
         outgoing.clear()
-        self.transport.write(data)
+        if len(data) <= WRITE_CHUNK:
+            self._pending = 0
+            self.transport.write(data)
+            return
+        # A large output goes to the transport a piece at a time, and stops
+        # when the transport pauses us: it keeps no more than its own buffer
+        # and one piece, and the rest stays counted in our queue.
+        sent = 0
+        while sent < len(data) and not self._paused:
+            self.transport.write(data[sent : sent + WRITE_CHUNK])
+            sent += WRITE_CHUNK
+        rest = data[sent:]
+        self._pending = len(rest)
+        if rest:
+            outgoing.append(rest)
+
+    def _write_all(self) -> None:
+        """Write everything queued, even while paused (we are closing)."""
+        self._flush_due = False
+        outgoing = self._outgoing
+        if outgoing:
+            data = b"".join(outgoing)
+            outgoing.clear()
+            self._pending = 0
+            self.transport.write(data)
 
     def pauseProducing(self) -> None:
         """The transport's buffer is full: queue lines from now on."""
         self._paused = True
+        # What the transports hold counts against the send queue too.
+        if not self._dropped:
+            held = direct.held_bytes(self.transport)
+            self._room = self._limit = self.limits.send_queue - held
 
     def resumeProducing(self) -> None:
-        """The transport's buffer has room again: send what is queued."""
+        """The transport's buffer is empty again: send what is queued."""
         self._paused = False
-        if self._queue:
-            data = b"".join(self._queue)
-            self._queue = None
-            self._queued_bytes = 0
-            self.transport.write(data)
+        if not self._dropped:
+            self._room = self.limits.send_queue
+            self._limit = min(EARLY_WRITE, self._room)
+        self.flush()
 
     def stopProducing(self) -> None:
         """The connection is going away; connectionLost does the rest."""
@@ -480,19 +554,26 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             bucket = self._bucket = TokenBucket(
                 self.factory.clock, limits.flood_burst, limits.flood_rate
             )
-        if not bucket.allow():
-            self._flooded()
-            return
         if line.endswith(b"\r"):
             line = line[:-1]
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError:
-            self.deliver(wire.Error("that line was not valid UTF-8; it was not sent"))
+            if bucket.allow():
+                self.deliver(
+                    wire.Error("that line was not valid UTF-8; it was not sent")
+                )
+            else:
+                self._flooded()
             return
+        # Parsed before it is counted: a command costs what it costs the
+        # server (see flood.COMMAND_COSTS).  Parsing one line is cheap.
         command = (
             jsonwire.parse_command(text) if self._json else wire.parse_command(text)
         )
+        if not bucket.allow(command_cost(command)):
+            self._flooded()
+            return
         if command is None:
             return
         if isinstance(command, wire.Quit):
@@ -607,7 +688,6 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self._lost.append(lost)
         if self._joined:
             self.deliver(wire.Notice("the server is shutting down"))
-        self.resumeProducing()
         self._close()
         return lost
 
@@ -620,7 +700,10 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # What the client sent after the line that closed it is not read
         # (nor taken for a last line by connectionLost).
         self._buffer = b""
-        self.flush()
+        # Everything queued, even for a client that does not read: it is
+        # within the send queue, and the abort below bounds how long it is
+        # held.
+        self._write_all()
         # Twisted's TLS layer sends its close_notify only once no producer
         # is registered.
         if self._producing:
@@ -651,8 +734,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             self._line_timer.cancel()
             self._line_timer = None
         self.setTimeout(None)
-        self._queue = None
         self._outgoing.clear()
+        self._pending = 0
         self.factory.open_connections.discard(self)
         self.log.info(
             "{peer} ({name}) disconnected: {reason}",
@@ -740,6 +823,7 @@ class ChatServerFactory(Factory):
                 log_messages=log_messages,
                 max_rooms=self.limits.max_rooms,
                 max_rooms_per_address=self.limits.max_rooms_per_address,
+                limits=self.limits,
             )
         )
         self.open_connections: set[ChatServerProtocol] = set()

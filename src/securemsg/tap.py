@@ -271,10 +271,25 @@ class Options(usage.Options):
             _ipv4_prefix,
         ],
         [
+            "connect-burst",
+            None,
+            _DEFAULTS.connect_burst,
+            "New connections one client (see --max-per-ip) may open at once ...",
+            _positive,
+        ],
+        [
+            "connect-rate",
+            None,
+            _DEFAULTS.connect_rate,
+            "... and per second after it; more are closed at once, before TLS.",
+            _positive_seconds,
+        ],
+        [
             "flood-burst",
             None,
             _DEFAULTS.flood_burst,
-            "Lines a client may send in a burst ...",
+            "Lines a client may send in a burst (/who and /help count as 2;"
+            " /history, /rooms and /join as 5) ...",
             _positive,
         ],
         [
@@ -310,7 +325,8 @@ class Options(usage.Options):
             "send-queue",
             None,
             _DEFAULTS.send_queue,
-            "Bytes held for a client that does not read before it is disconnected.",
+            "Most bytes held for one client (counted as they are queued)"
+            " before it is disconnected.",
             _positive,
         ],
         [
@@ -446,6 +462,8 @@ class Options(usage.Options):
             max_per_address=self["max-per-ip"],
             ipv6_prefix=self["ipv6-prefix"],
             ipv4_prefix=self["ipv4-prefix"],
+            connect_burst=self["connect-burst"],
+            connect_rate=self["connect-rate"],
             flood_burst=self["flood-burst"],
             flood_rate=self["flood-rate"],
             flood_disconnect=self["flood-disconnect"],
@@ -524,6 +542,7 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         announce_max=options["announce-max"],
         max_rooms=limits.max_rooms,
         max_rooms_per_address=limits.max_rooms_per_address,
+        limits=limits,
     )
     factory = ChatServerFactory(
         reactor,

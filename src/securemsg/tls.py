@@ -529,8 +529,9 @@ def tls_server_endpoint(
 
     @param limits: hold at most its C{max_connections} and
         C{max_per_address} connections (per client, as its prefix lengths
-        say), refusing more before any TLS work
-        (L{Limits}' defaults if not given).
+        say), and accept new ones from one client at its C{connect_burst}
+        and C{connect_rate}, refusing more before any TLS work (L{Limits}'
+        defaults if not given).
     @raise TLSConfigError: if C{description} asks for TLS itself.
     """
     kind = description.split(":", 1)[0].strip().lower()
@@ -555,4 +556,6 @@ def tls_server_endpoint(
         max_per_address=limits.max_per_address,
         ipv6_prefix=limits.ipv6_prefix,
         ipv4_prefix=limits.ipv4_prefix,
+        connect_burst=limits.connect_burst,
+        connect_rate=limits.connect_rate,
     )

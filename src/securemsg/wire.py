@@ -649,16 +649,27 @@ class Identity:
         return f"{NOTICE_PREFIX}you are {self.name}{how}"
 
 
+def _and_more(more: int) -> str:
+    """What ends a list that was cut short (see L{Limits.list_max})."""
+    return f", ... and {more} more" if more else ""
+
+
 @dataclass(frozen=True, slots=True)
 class WhoList:
-    """Who is in C{room}, in order of arrival."""
+    """
+    Who is in C{room}, in order of arrival; C{more} were left out to keep
+    the reply bounded.
+    """
 
     room: str
     names: tuple[str, ...]
+    more: int = 0
 
     def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
         where = "here" if self.room == default_room else f"in {self.room}"
-        return f"{NOTICE_PREFIX}{len(self.names)} {where}: {', '.join(self.names)}"
+        count = len(self.names) + self.more
+        listed = ", ".join(self.names) + _and_more(self.more)
+        return f"{NOTICE_PREFIX}{count} {where}: {listed}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -675,13 +686,14 @@ class RoomInfo:
 
 @dataclass(frozen=True, slots=True)
 class RoomList:
-    """The reply to /rooms."""
+    """The reply to /rooms; C{more} rooms were left out to keep it bounded."""
 
     rooms: tuple[RoomInfo, ...]
+    more: int = 0
 
     def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
         listed = ", ".join(f"{room.name} ({room.members})" for room in self.rooms)
-        return f"{NOTICE_PREFIX}rooms: {listed}"
+        return f"{NOTICE_PREFIX}rooms: {listed}{_and_more(self.more)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -706,17 +718,23 @@ Replayable = Message | Action | PrivateMessage
 class History:
     """
     Past messages of a room (or a private conversation), oldest first,
-    each marked with its time so it cannot pass for a live one.
+    each marked with its time so it cannot pass for a live one; C{more}
+    older ones were left out to keep the reply bounded.
     """
 
     target: str
     messages: tuple[Replayable, ...]
+    more: int = 0
 
     def format(self, default_room: str | None = DEFAULT_ROOM) -> str:
+        more = f" ({self.more} older not shown: too long for one reply)"
         if not self.messages:
-            return f"{NOTICE_PREFIX}no history for {self.target}"
+            return f"{NOTICE_PREFIX}no history for {self.target}" + (
+                more if self.more else ""
+            )
         count = len(self.messages)
-        lines = [f"{NOTICE_PREFIX}history of {self.target}: {count} message(s)"]
+        header = f"{NOTICE_PREFIX}history of {self.target}: {count} message(s)"
+        lines = [header + (more if self.more else "")]
         lines += [
             replace(message, replayed=True).format(default_room)
             for message in self.messages
