@@ -81,6 +81,7 @@ class OptionsTests(SynchronousTestCase):
                 "shutdown-grace": 5.0,
                 "line-flush": 0.2,
                 "default-room": "#lobby",
+                "metrics": None,
                 "announce-max": 200,
                 "history-db": "securemsg-history.sqlite3",
                 "history-replay": 50,
@@ -149,6 +150,7 @@ class OptionsTests(SynchronousTestCase):
             "--operators=alice, bob",
             "--state=state.json",
             "--watch-certs",
+            "--metrics=tcp:9464:interface=127.0.0.1",
         )
         self.assertEqual(
             dict(options),
@@ -176,6 +178,7 @@ class OptionsTests(SynchronousTestCase):
                 "shutdown-grace": 1.0,
                 "line-flush": 0.0,
                 "default-room": "#hall",
+                "metrics": "tcp:9464:interface=127.0.0.1",
                 "announce-max": 200,
                 "history-db": ":memory:",
                 "history-replay": 5,

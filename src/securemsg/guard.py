@@ -161,6 +161,8 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
         self.ipv6_prefix = ipv6_prefix
         self.ipv4_prefix = ipv4_prefix
         self.per_address: Counter[str] = Counter()
+        #: Connections refused, by reason (for the metrics).
+        self.refused: Counter[str] = Counter()
         self._hosts: dict[TLSMemoryBIOProtocol, str] = {}
         self._refused_since_report = 0
         self._report: IDelayedCall | None = None
@@ -168,10 +170,16 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
     def buildProtocol(self, addr: IAddress) -> TLSMemoryBIOProtocol | None:  # type: ignore[override]
         host = self.client_key(addr)
         if len(self._hosts) >= self.max_connections:
-            self._refuse(host, f"{self.max_connections} connections in total")
+            self.refuse(
+                host, f"{self.max_connections} connections in total", "max_connections"
+            )
             return None
         if self.per_address[host] >= self.max_per_address:
-            self._refuse(host, f"{self.max_per_address} connections from {host}")
+            self.refuse(
+                host,
+                f"{self.max_per_address} connections from {host}",
+                "max_per_address",
+            )
             return None
         protocol: TLSMemoryBIOProtocol = super().buildProtocol(addr)
         self._hosts[protocol] = host
@@ -195,6 +203,14 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
             self.per_address[host] -= 1
             if not self.per_address[host]:
                 del self.per_address[host]
+
+    def refuse(self, host: str, limit: str, reason: str) -> None:
+        """
+        Count a connection from C{host} refused at C{limit} (for the log)
+        under C{reason} (for the metrics), and log it once per burst.
+        """
+        self.refused[reason] += 1
+        self._refuse(host, limit)
 
     def _refuse(self, host: str, limit: str) -> None:
         if self._report is None:
@@ -247,8 +263,14 @@ class GuardedTLSServerEndpoint:
         max_per_address: int,
         ipv6_prefix: int = 64,
         ipv4_prefix: int = 32,
+        description: str | None = None,
     ) -> None:
+        """
+        @param description: what the listener is called in the metrics (its
+            C{--listen} description).
+        """
         self.wrapped = wrapped
+        self.description = description
         self.creator = creator
         self.clock = clock
         self.max_connections = max_connections
@@ -257,15 +279,19 @@ class GuardedTLSServerEndpoint:
         self.ipv4_prefix = ipv4_prefix
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
-        listening: Deferred[IListeningPort] = self.wrapped.listen(
-            GuardedTLSFactory(
-                self.creator,
-                protocolFactory,
-                self.clock,
-                max_connections=self.max_connections,
-                max_per_address=self.max_per_address,
-                ipv6_prefix=self.ipv6_prefix,
-                ipv4_prefix=self.ipv4_prefix,
-            )
+        guard = GuardedTLSFactory(
+            self.creator,
+            protocolFactory,
+            self.clock,
+            max_connections=self.max_connections,
+            max_per_address=self.max_per_address,
+            ipv6_prefix=self.ipv6_prefix,
+            ipv4_prefix=self.ipv4_prefix,
         )
+        # The chat factory's counters (securemsg.counters) read the open
+        # connections and refusals of each listener when scraped.
+        counters = getattr(protocolFactory, "counters", None)
+        if counters is not None:
+            counters.add_listener(self.description or "listener", guard)
+        listening: Deferred[IListeningPort] = self.wrapped.listen(guard)
         return listening

@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from securemsg import certs, jsonwire, wire
 from securemsg.ca import identity_from_certificate
+from securemsg.counters import ServerCounters, handshake_failure
 from securemsg.flood import TokenBucket
 from securemsg.history import History
 from securemsg.interfaces import IChatParticipant
@@ -144,6 +145,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # Set here for the reason given for the name above.
         self._line_timer = None
         self._line_looked_again = False
+        # Whether the TLS handshake ended (done, or timed out), for the
+        # counters.
+        self._handshake_over = False
 
     def connectionMade(self) -> None:
         # Not logged: the join and the disconnection are, with the peer (two
@@ -173,6 +177,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         return self.factory.clock.callLater(period, func)
 
     def handshakeCompleted(self) -> None:
+        self._handshake_over = True
+        self.factory.counters.handshakes_completed += 1
         self.setTimeout(None)
         self._join()
 
@@ -315,6 +321,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # The hot path: once per receiver of every line.
         # Written once per reactor turn (see ChatServerFactory.flush): one
         # TLS record and one system call for all the lines of a turn.
+        self.factory.counters.lines_delivered[event.__class__] += 1
         if not self._flush_due:
             if isinstance(event, _ANNOUNCEMENTS) and event.name != self.name:
                 # Someone else's arrival or departure can wait a little for
@@ -328,6 +335,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
 
     def deliver_all(self, events: tuple[wire.Event, ...]) -> None:
         # The hot path of a busy room: once per receiver per speaker's read.
+        delivered = self.factory.counters.lines_delivered
+        for event in events:
+            delivered[event.__class__] += 1
         if not self._flush_due:
             self._flush_due = True
             self.factory.flush_later(self)
@@ -340,6 +350,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self._queue.extend(lines)
         self._queued_bytes += sum(map(len, lines))
         if self._queued_bytes > self.limits.send_queue:
+            self.factory.counters.send_queue_disconnects += 1
             self._paused = False  # Nothing more to queue: it is going.
             self._queue = None
             self.log.info(
@@ -468,6 +479,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     def lineReceived(self, line: bytes) -> None:
         if not self._joined:
             return
+        self.factory.counters.lines_received += 1
         self.resetTimeout()
         bucket = self._bucket
         if bucket is None:
@@ -476,6 +488,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
                 self.factory.clock, limits.flood_burst, limits.flood_rate
             )
         if not bucket.allow():
+            self.factory.counters.flood_dropped += 1
             self._flooded()
             return
         if line.endswith(b"\r"):
@@ -530,6 +543,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         timeout: say so and close.
         """
         if not self._joined:
+            if not self._handshake_over:
+                self._handshake_over = True
+                self.factory.counters.handshakes_failed["timeout"] += 1
             self.log.info(
                 "{peer}: TLS handshake not done after {seconds} s; aborting",
                 peer=self.peer,
@@ -649,6 +665,10 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self._queue = None
         self._outgoing.clear()
         self.factory.open_connections.discard(self)
+        if not self._handshake_over and isinstance(
+            self.transport, TLSMemoryBIOProtocol
+        ):
+            self.factory.counters.handshakes_failed[handshake_failure(reason)] += 1
         self.log.info(
             "{peer} ({name}) disconnected: {reason}",
             peer=self.peer,
@@ -733,6 +753,8 @@ class ChatServerFactory(Factory):
             )
         )
         self.open_connections: set[ChatServerProtocol] = set()
+        #: What the server counts as it runs (read by securemsg.metrics).
+        self.counters = ServerCounters()
         self._to_flush: list[ChatServerProtocol] = []
         self._flushing: IDelayedCall | None = None
         self._to_announce: list[ChatServerProtocol] = []

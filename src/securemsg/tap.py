@@ -187,6 +187,14 @@ class Options(usage.Options):
         ],
         ["default-room", None, wire.DEFAULT_ROOM, "The room everyone starts in."],
         [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics (plain HTTP) on this endpoint,"
+            " e.g. tcp:9464:interface=127.0.0.1 (off by default; never the chat"
+            " port; see docs/operations.md).",
+        ],
+        [
             "history-db",
             None,
             DEFAULT_HISTORY_DB,
@@ -361,6 +369,10 @@ class Options(usage.Options):
             )
         if self["crl"] is not None and self["client-ca"] is None:
             raise usage.UsageError("--crl needs --client-ca")
+        if self["metrics"] is not None and self["metrics"] in self["listen"]:
+            raise usage.UsageError(
+                "--metrics must be an endpoint of its own, not a chat --listen"
+            )
         # None (no default shown by --help) means none given.
         if self["interface"] is None:
             self["interface"] = ""
@@ -510,6 +522,17 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
     top = MultiService()
     ChatService(factory, endpoints, loaded.credentials).setServiceParent(top)
     ReloadService(reloader, reactor, watch=options["watch-certs"]).setServiceParent(top)
+    if options["metrics"] is not None:
+        # Imported only when asked for: prometheus_client is not needed
+        # otherwise.
+        from securemsg.metrics import MetricsService, make_registry
+
+        registry = make_registry(factory, history=history, reloader=reloader)
+        MetricsService(
+            reactor,  # type: ignore[arg-type]
+            options["metrics"],
+            registry,
+        ).setServiceParent(top)
     return top
 
 
@@ -532,8 +555,10 @@ def makeService(options: Options) -> MultiService:
     try:
         top = make_service(reactor, options)  # type: ignore[arg-type]
         for service in top:  # type: ignore[attr-defined]
-            if isinstance(service, ChatService):
-                service.listen()
+            # The chat's endpoints, and the metrics' if any.
+            listen = getattr(service, "listen", None)
+            if listen is not None:
+                listen()
     except (tls.TLSConfigError, HistoryError, StateError, ListenError) as error:
         raise SystemExit(f"securemsg: {error}") from None
     RepeatedStopSignals(reactor).setServiceParent(top)  # type: ignore[arg-type]

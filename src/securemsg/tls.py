@@ -47,6 +47,7 @@ from zope.interface import implementer
 from securemsg import certs
 from securemsg.guard import GuardedTLSServerEndpoint
 from securemsg.limits import Limits
+from securemsg.proxy import ProxyHeaderServerEndpoint
 
 #: Mozilla's "intermediate" TLS 1.2 cipher suites (server side guidelines,
 #: version 5.7), forward secret AEAD only.  The DHE suites of the profile are
@@ -531,22 +532,43 @@ def tls_server_endpoint(
         C{max_per_address} connections (per client, as its prefix lengths
         say), refusing more before any TLS work
         (L{Limits}' defaults if not given).
-    @raise TLSConfigError: if C{description} asks for TLS itself.
+    C{haproxy:ENDPOINT} listens on C{ENDPOINT} for connections that start
+    with a PROXY protocol header (v1 or v2), as a load balancer sends them:
+    the client's address in the header is the one the limits, bans and logs
+    see (L{securemsg.proxy}).  Only such listeners trust the header.
+
+    @raise TLSConfigError: if C{description} asks for TLS itself, is not a
+        valid endpoint, or names a systemd socket that was not passed.
     """
-    kind = description.split(":", 1)[0].strip().lower()
+    kind, _, rest = description.partition(":")
+    kind = kind.strip().lower()
     if kind in ("ssl", "tls", "txtorcon", "onion", "le", "lets"):
         raise TLSConfigError(
             f"--listen {description!r}: give a plain endpoint such as "
             "tcp:50000; securemsg adds TLS from --cert and --key itself"
         )
+    if limits is None:
+        limits = Limits()
+    # haproxy:ENDPOINT: the PROXY header is read by securemsg's own layer
+    # (not Twisted's wrapper), below the connection limits, so that they and
+    # everything above see the client's real address (securemsg.proxy).
+    proxied = kind == "haproxy"
     try:
-        endpoint = serverFromString(reactor, description)
-    except (ValueError, TypeError, KeyError) as error:
+        endpoint = serverFromString(reactor, rest if proxied else description)
+    except (ValueError, TypeError, KeyError, IndexError) as error:
+        if kind == "systemd" or rest.lower().startswith("systemd:"):
+            raise TLSConfigError(
+                f"--listen {description!r}: systemd passed no such socket"
+                " (socket activation sets LISTEN_FDS, LISTEN_PID and"
+                " LISTEN_FDNAMES; see docs/systemd.md)"
+            ) from None
         raise TLSConfigError(
             f"--listen {description!r} is not a valid endpoint: {error}"
         ) from None
-    if limits is None:
-        limits = Limits()
+    if proxied:
+        endpoint = ProxyHeaderServerEndpoint(
+            endpoint, reactor, timeout=limits.handshake_timeout
+        )
     return GuardedTLSServerEndpoint(
         endpoint,
         creator,
@@ -555,4 +577,5 @@ def tls_server_endpoint(
         max_per_address=limits.max_per_address,
         ipv6_prefix=limits.ipv6_prefix,
         ipv4_prefix=limits.ipv4_prefix,
+        description=description,
     )
