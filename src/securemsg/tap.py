@@ -369,10 +369,6 @@ class Options(usage.Options):
             )
         if self["crl"] is not None and self["client-ca"] is None:
             raise usage.UsageError("--crl needs --client-ca")
-        if self["metrics"] is not None and self["metrics"] in self["listen"]:
-            raise usage.UsageError(
-                "--metrics must be an endpoint of its own, not a chat --listen"
-            )
         # None (no default shown by --help) means none given.
         if self["interface"] is None:
             self["interface"] = ""
