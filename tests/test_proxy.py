@@ -44,6 +44,7 @@ from securemsg.state import Ban
 
 from . import _certs
 from ._loopback import TIMEOUT, LineClient, LoopbackServerTestCase, bounded, reactor
+from ._ports import free_port
 
 
 def v1_header(source: str, port: int = 40000, destination: str = "") -> bytes:
@@ -445,16 +446,6 @@ class ProxiedServerTests(ProxiedServerCase):
         self.assertEqual(self.factory.connections, [])
 
 
-def _free_port() -> int:
-    # haproxy needs a port number in its configuration.  A port the kernel
-    # just handed out and took back is very unlikely to be taken again at
-    # once.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
 class _Haproxy(ProcessProtocol):
     def __init__(self) -> None:
         self.output = b""
@@ -477,7 +468,7 @@ class RealHaproxyTests(ProxiedServerCase):
         skip = "haproxy is not installed (apt-get install haproxy)"
 
     async def start_haproxy(self, version: str) -> int:
-        front = _free_port()
+        front = free_port()
         config = Path(self.directory) / "haproxy.cfg"
         config.write_text(
             "global\n"
