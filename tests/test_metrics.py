@@ -8,29 +8,42 @@ C{twistd}.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from twisted.web.server import Site
 
 from securemsg import tls, wire
 from securemsg.counters import handshake_failure, line_kind
-from securemsg.guard import NotTLSError
+from securemsg.guard import GuardedTLSFactory, NotTLSError
 from securemsg.history import SqliteHistory
 from securemsg.limits import Limits
-from securemsg.metrics import MetricsService, make_registry
+from securemsg.metrics import MetricsService, ServerCollector, make_registry
 from securemsg.reload import CertificateReloader
 from securemsg.server import ChatServerFactory
-from securemsg.tap import Options
+from securemsg.service import ListenError
+from securemsg.tap import Options, make_service
 
 from . import _certs
-from ._loopback import LoopbackServerTestCase, bounded, reactor
+from ._loopback import TIMEOUT, LoopbackServerTestCase, bounded, reactor
 from ._twistd import start_twistd, stop_with_sigterm
+
+
+def server_context() -> object:
+    """A server context with the default test certificate."""
+    _, server = _certs.default_ca_and_server()
+    return tls.make_server_context(
+        tls.ServerCredentials([server.certificate], server.key, "c", "k")
+    )
 
 
 class Client:
@@ -158,6 +171,55 @@ class CollectorTests(SynchronousTestCase):
         self.assertEqual(value("securemsg_reloads_total", result="ok"), 1)
         self.assertEqual(value("securemsg_reloads_total", result="failed"), 1)
 
+    def test_handshake_timeout(self) -> None:
+        """
+        A handshake that times out counts once as C{timeout}, not again as
+        the connection closes; the open connection is counted meanwhile.
+        """
+        guard = GuardedTLSFactory(
+            tls.ServerTLS(server_context()),
+            self.factory,
+            self.clock,
+            max_connections=10,
+            max_per_address=10,
+        )
+        self.factory.counters.add_listener("tcp:50000", guard)
+        protocol = guard.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+        assert protocol is not None
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        self.assertEqual(
+            self.value("securemsg_connections_open", listener="tcp:50000"), 1
+        )
+        self.clock.advance(self.factory.limits.handshake_timeout)
+        self.assertTrue(transport.disconnected)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        failed = "securemsg_handshakes_failed_total"
+        self.assertEqual(self.value(failed, reason="timeout"), 1)
+        self.assertEqual(self.value(failed, reason="closed"), 0)
+        self.assertEqual(
+            self.value("securemsg_connections_open", listener="tcp:50000"), 0
+        )
+
+    def test_refusals(self) -> None:
+        """Connections refused by the guard, by reason."""
+        guard = GuardedTLSFactory(
+            tls.ServerTLS(server_context()),
+            self.factory,
+            self.clock,
+            max_connections=10,
+            max_per_address=1,
+        )
+        self.factory.counters.add_listener("tcp:50000", guard)
+        address = IPv4Address("TCP", "192.0.2.1", 1)
+        protocol = guard.buildProtocol(address)
+        assert protocol is not None
+        protocol.makeConnection(StringTransport())
+        self.assertIsNone(guard.buildProtocol(address))
+        refused = "securemsg_connections_refused_total"
+        self.assertEqual(self.value(refused, reason="max_per_address"), 1)
+        self.assertEqual(self.value(refused, reason="max_connections"), 0)
+
     def test_process_metrics(self) -> None:
         """prometheus_client's process metrics are there: CPU, memory, fds."""
         for name in (
@@ -187,14 +249,38 @@ def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], fl
     }
 
 
+async def http_connections_closed() -> None:
+    """
+    Wait (bounded) until no HTTP connection is left in the reactor, client
+    or server side: trial fails a test that leaves one, and a connection
+    that says "Connection: close" is closed a moment after the body is read.
+    """
+
+    def is_http(selectable: object) -> bool:
+        protocol = getattr(selectable, "protocol", None)
+        # A client endpoint's connection wraps the protocol.
+        protocol = getattr(protocol, "_wrappedProtocol", protocol)
+        return type(protocol).__module__.startswith("twisted.web")
+
+    def still_open() -> list[object]:
+        selectables = set(reactor.getReaders()) | set(reactor.getWriters())
+        return [selectable for selectable in selectables if is_http(selectable)]
+
+    for _ in range(int(TIMEOUT / 0.01)):
+        if not still_open():
+            return
+        await deferLater(reactor, 0.01)
+    raise AssertionError(f"HTTP connections still open: {still_open()}")
+
+
 def _keys(**labels: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(labels.items()))
 
 
-class ScrapeTests(LoopbackServerTestCase):
+class ScrapeCase(LoopbackServerTestCase):
     """
-    The real C{/metrics} endpoint, scraped with Twisted's HTTP client while
-    clients chat over real TLS.
+    The real C{/metrics} endpoint of a server on loopback, scraped with
+    Twisted's HTTP client.
     """
 
     async def setUp(self) -> None:  # type: ignore[override]
@@ -221,7 +307,12 @@ class ScrapeTests(LoopbackServerTestCase):
         [content_type] = response.headers.getRawHeaders(b"content-type")
         self.assertTrue(content_type.startswith(b"text/plain; version="))
         body = await bounded(readBody(response), "the metrics")
+        await http_connections_closed()
         return parse_metrics(body.decode("utf-8"))
+
+
+class ScrapeTests(ScrapeCase):
+    """The numbers move as clients chat over real TLS."""
 
     async def test_numbers_move(self) -> None:
         """
@@ -315,9 +406,104 @@ class TwistdMetricsTests(LoopbackServerTestCase):
             Agent(reactor, pool=pool).request(b"GET", url), "scrape"
         )
         body = (await bounded(readBody(response), "body")).decode("utf-8")
+        await http_connections_closed()
         metrics = parse_metrics(body)
         self.assertEqual(
             metrics[("securemsg_reloads_total", _keys(result="ok"))], 0, body
         )
         self.assertIn(("securemsg_certificate_expiry_timestamp_seconds", ()), metrics)
         await stop_with_sigterm(self, twistd)
+
+
+class ClientCertificateTests(ScrapeCase):
+    """
+    With client certificates required, a client without one is a failed
+    handshake: C{client_certificate}.
+    """
+
+    async def serve(  # type: ignore[override]
+        self, cert_path: str, key_path: str, limits: Limits | None = None
+    ) -> None:
+        ca, _ = _certs.default_ca_and_server()
+        credentials = tls.load_credentials(cert_path, key_path)
+        context = tls.make_server_context(credentials, client_cas=[ca.certificate])
+        endpoint = tls.tls_server_endpoint(
+            reactor, "tcp:0:interface=127.0.0.1", tls.ServerTLS(context), limits
+        )
+        self.listening = await bounded(endpoint.listen(self.factory), "listening")
+        self.port = self.listening.getHost().port
+
+    async def test_no_client_certificate(self) -> None:
+        """The server refuses the handshake; the metric says why."""
+        client = await self.connect(self.ca_pem)
+        await client.wait_closed()
+        server = await self.factory.connection(0)
+        await bounded(server.ended.wait(), "the server's side to end")
+        after = await self.scrape()
+        failed = "securemsg_handshakes_failed_total"
+        self.assertEqual(after[(failed, _keys(reason="client_certificate"))], 1)
+        self.assertEqual(after[("securemsg_handshakes_completed_total", ())], 0)
+
+
+class ServiceTests(SynchronousTestCase):
+    """C{--metrics} in the service tree, and its failures."""
+
+    def setUp(self) -> None:
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        _, server = _certs.default_ca_and_server()
+        self.cert_path, self.key_path = server.write(directory)
+
+    def make(self, *arguments: str) -> tuple[MemoryReactorClock, Any]:
+        reactor = MemoryReactorClock()
+        options = Options()
+        options.parseOptions(
+            [
+                "--cert", self.cert_path,
+                "--key", self.key_path,
+                "--history-db", ":memory:",
+                "--listen", "tcp:1234",
+                *arguments,
+            ]
+        )  # fmt: skip
+        top = make_service(reactor, options)
+        top.privilegedStartService()
+        top.startService()
+        self.addCleanup(top.stopService)
+        return reactor, top
+
+    def test_off_by_default(self) -> None:
+        """Without --metrics, only the chat listens."""
+        reactor, _ = self.make()
+        self.assertEqual([port for port, *_ in reactor.tcpServers], [1234])
+
+    def test_metrics_endpoint(self) -> None:
+        """
+        --metrics listens on its own endpoint with an HTTP site whose
+        /metrics reads this server's counters.
+        """
+        reactor, top = self.make("--metrics", "tcp:9464:interface=127.0.0.1")
+        [chat, metrics] = reactor.tcpServers
+        self.assertEqual((metrics[0], metrics[3]), (9464, "127.0.0.1"))
+        self.assertIsInstance(metrics[1], Site)
+        [service] = [s for s in top if isinstance(s, MetricsService)]
+        [collector] = [
+            c
+            for c in service.registry._collector_to_names
+            if isinstance(c, ServerCollector)
+        ]
+        self.assertIs(collector.factory, chat[1].wrappedFactory)
+        self.assertIsNotNone(collector.reloader)
+
+    def test_cannot_listen(self) -> None:
+        """A metrics endpoint that cannot be used is one line."""
+        taken = reactor.listenTCP(0, Factory(), interface="127.0.0.1")
+        self.addCleanup(taken.stopListening)
+        port = taken.getHost().port
+        for description, problem in (
+            (f"tcp:{port}:interface=127.0.0.1", f"cannot serve metrics on tcp:{port}"),
+            ("nonsense:1", "--metrics 'nonsense:1' is not a valid endpoint"),
+        ):
+            service = MetricsService(reactor, description, CollectorRegistry())
+            error = self.assertRaises(ListenError, service.listen)
+            self.assertTrue(str(error).startswith(problem), str(error))

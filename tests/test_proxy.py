@@ -24,7 +24,7 @@ from twisted.internet.interfaces import IReactorTCP
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
@@ -32,6 +32,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import provider
 
 from securemsg import tls
+from securemsg.guard import GuardedTLSFactory
 from securemsg.limits import Limits
 from securemsg.proxy import (
     V1_MAX_LENGTH,
@@ -41,6 +42,7 @@ from securemsg.proxy import (
     parse_header,
 )
 from securemsg.state import Ban
+from securemsg.tap import Options, make_service
 
 from . import _certs
 from ._loopback import TIMEOUT, LineClient, LoopbackServerTestCase, bounded, reactor
@@ -527,3 +529,38 @@ class RealHaproxyTests(ProxiedServerCase):
             [f"127.0.0.1:{port}" for port in ports],
             self.logged,
         )
+
+
+class ServiceTests(SynchronousTestCase):
+    """C{twistd securemsg --listen haproxy:...} builds the layers in order."""
+
+    def test_layers(self) -> None:
+        """
+        TCP, then the PROXY header (with the handshake timeout), then the
+        guard and TLS, then the chat; a plain listener reads no header.
+        """
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        _, server = _certs.default_ca_and_server()
+        cert_path, key_path = server.write(directory)
+        options = Options()
+        options.parseOptions(
+            [
+                "--cert", cert_path,
+                "--key", key_path,
+                "--history-db", ":memory:",
+                "--handshake-timeout", "3",
+                "--listen", "haproxy:tcp:1234",
+                "--listen", "tcp:1235",
+            ]
+        )  # fmt: skip
+        memory = MemoryReactorClock()
+        top = make_service(memory, options)
+        top.privilegedStartService()
+        self.addCleanup(top.stopService)
+        [(_, proxied, _, _), (_, plain, _, _)] = memory.tcpServers
+        self.assertIsInstance(proxied, ProxyHeaderFactory)
+        self.assertEqual(proxied.timeout, 3)
+        self.assertIsInstance(proxied.wrappedFactory, GuardedTLSFactory)
+        self.assertIsInstance(plain, GuardedTLSFactory)
+        self.assertIs(proxied.wrappedFactory.wrappedFactory, plain.wrappedFactory)

@@ -354,7 +354,9 @@ class Options(usage.Options):
         """
         Listen on this endpoint instead of --port/--interface, e.g.
         tcp6:50000:interface=\\:\\:1 or unix:/run/securemsg.sock (TLS is added;
-        repeat for several).
+        repeat for several); haproxy:tcp:50000 behind a load balancer that
+        sends the PROXY protocol, systemd:domain=INET:name=chat under socket
+        activation (docs/operations.md).
         """
         self["listen"].append(description)
 
@@ -447,6 +449,11 @@ class Options(usage.Options):
         if interface:
             description += f":interface={quoteStringArgument(interface)}"
         return [description]
+
+
+# usage.Options shows a method's docstring as it is, indentation included
+# (Python 3.11 keeps it): flow it into one paragraph for --help.
+Options.opt_listen.__doc__ = " ".join((Options.opt_listen.__doc__ or "").split())
 
 
 def open_history(reactor: IReactorTime, options: Options) -> History:
