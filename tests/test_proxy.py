@@ -223,6 +223,7 @@ class LayerTests(SynchronousTestCase):
         self.assertEqual(inner.received, b"hello")
         self.assertFalse(transport.disconnecting)
         self.assertEqual(self.logged, [])
+        self.assertEqual(protocol.logPrefix(), "FakeGuard (PROXY)")
 
     def test_local_header_is_the_balancer(self) -> None:
         """A LOCAL header (a health check) leaves the balancer's address."""

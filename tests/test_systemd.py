@@ -67,6 +67,30 @@ class NoSocketTests(SynchronousTestCase):
                 " see docs/systemd.md)",
             )
 
+    def test_not_valid(self) -> None:
+        """Neither index nor name, or no such address family: one line too."""
+        _, server = _certs.default_ca_and_server()
+        context = tls.make_server_context(
+            tls.ServerCredentials([server.certificate], server.key, "c", "k")
+        )
+        for description, problem in (
+            ("systemd:domain=INET", "Specify exactly one of descriptor index or name"),
+            ("systemd:domain=NOPE:index=x", "invalid literal for int()"),
+        ):
+            error = self.assertRaises(
+                tls.TLSConfigError,
+                tls.tls_server_endpoint,
+                reactor,
+                description,
+                tls.ServerTLS(context),
+            )
+            self.assertTrue(
+                str(error).startswith(
+                    f"--listen {description!r} is not a valid endpoint: {problem}"
+                ),
+                str(error),
+            )
+
 
 class SocketActivationTests(LoopbackServerTestCase):
     """The real twistd on a socket systemd-style activation passes it."""
@@ -157,7 +181,7 @@ class SocketActivationTests(LoopbackServerTestCase):
     async def test_systemd_socket_activate(self) -> None:
         """
         systemd-socket-activate listens, starts twistd on the first
-        connection and passes it the socket by name; clients chat over TLS.
+        connection and passes it the socket; clients chat over TLS.
         """
         activate = shutil.which("systemd-socket-activate")
         if activate is None:
@@ -175,7 +199,8 @@ class SocketActivationTests(LoopbackServerTestCase):
             sys.executable,
             "-c",
             TWISTD,
-            *self.server_arguments("systemd:domain=INET:name=chat"),
+            # By position this time (the other test asks by name).
+            *self.server_arguments("systemd:domain=INET:index=0"),
         ]
         twistd = Twistd()
         process = reactor.spawnProcess(

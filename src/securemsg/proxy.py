@@ -153,6 +153,13 @@ class ProxyHeaderProtocol(ProtocolWrapper):
         self._timer: IDelayedCall | None = None
         self._pending = True
 
+    def logPrefix(self) -> str:
+        """
+        The log system of the connection, fixed when it is accepted (before
+        there is a wrapped protocol to name).
+        """
+        return f"{type(self.factory.wrappedFactory).__name__} (PROXY)"
+
     def makeConnection(self, transport: Any) -> None:
         directlyProvides(self, providedBy(transport))
         Protocol.makeConnection(self, transport)

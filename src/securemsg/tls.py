@@ -528,15 +528,15 @@ def tls_server_endpoint(
     An endpoint that listens on C{description} (a plain transport endpoint
     such as C{tcp:50000:interface=::}) and speaks TLS made by C{creator}.
 
-    @param limits: hold at most its C{max_connections} and
-        C{max_per_address} connections (per client, as its prefix lengths
-        say), refusing more before any TLS work
-        (L{Limits}' defaults if not given).
     C{haproxy:ENDPOINT} listens on C{ENDPOINT} for connections that start
     with a PROXY protocol header (v1 or v2), as a load balancer sends them:
     the client's address in the header is the one the limits, bans and logs
     see (L{securemsg.proxy}).  Only such listeners trust the header.
 
+    @param limits: hold at most its C{max_connections} and
+        C{max_per_address} connections (per client, as its prefix lengths
+        say), refusing more before any TLS work
+        (L{Limits}' defaults if not given).
     @raise TLSConfigError: if C{description} asks for TLS itself, is not a
         valid endpoint, or names a systemd socket that was not passed.
     """
@@ -553,15 +553,21 @@ def tls_server_endpoint(
     # (not Twisted's wrapper), below the connection limits, so that they and
     # everything above see the client's real address (securemsg.proxy).
     proxied = kind == "haproxy"
+    plain = rest if proxied else description
     try:
-        endpoint = serverFromString(reactor, rest if proxied else description)
-    except (ValueError, TypeError, KeyError, IndexError) as error:
-        if kind == "systemd" or rest.lower().startswith("systemd:"):
+        endpoint = serverFromString(reactor, plain)
+    except (IndexError, KeyError) as error:
+        # Twisted's systemd parser looks the socket up by index or name.
+        if plain.split(":", 1)[0].strip().lower() == "systemd":
             raise TLSConfigError(
                 f"--listen {description!r}: systemd passed no such socket"
                 " (socket activation sets LISTEN_FDS, LISTEN_PID and"
                 " LISTEN_FDNAMES; see docs/systemd.md)"
             ) from None
+        raise TLSConfigError(
+            f"--listen {description!r} is not a valid endpoint: {error}"
+        ) from None
+    except (ValueError, TypeError, AttributeError) as error:
         raise TLSConfigError(
             f"--listen {description!r} is not a valid endpoint: {error}"
         ) from None
