@@ -86,6 +86,7 @@ class OptionsTests(SynchronousTestCase):
                 "max-rooms": 500,
                 "max-rooms-per-ip": 20,
                 "default-room": "#lobby",
+                "metrics": None,
                 "announce-max": 200,
                 "history-db": "securemsg-history.sqlite3",
                 "history-replay": 50,
@@ -158,6 +159,7 @@ class OptionsTests(SynchronousTestCase):
             "--operators=alice, bob",
             "--state=state.json",
             "--watch-certs",
+            "--metrics=tcp:9464:interface=127.0.0.1",
         )
         self.assertEqual(
             dict(options),
@@ -189,6 +191,7 @@ class OptionsTests(SynchronousTestCase):
                 "max-rooms": 7,
                 "max-rooms-per-ip": 0,
                 "default-room": "#hall",
+                "metrics": "tcp:9464:interface=127.0.0.1",
                 "announce-max": 200,
                 "history-db": ":memory:",
                 "history-replay": 5,

@@ -180,6 +180,8 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
         self._connects: dict[str, TokenBucket] = {}
         self._forget_at = _FORGET_AT
         self.per_address: Counter[str] = Counter()
+        #: Connections refused, by reason (for the metrics).
+        self.refused: Counter[str] = Counter()
         self._hosts: dict[TLSMemoryBIOProtocol, str] = {}
         self._refused_since_report = 0
         self._report: IDelayedCall | None = None
@@ -187,16 +189,23 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
     def buildProtocol(self, addr: IAddress) -> TLSMemoryBIOProtocol | None:  # type: ignore[override]
         host = self.client_key(addr)
         if len(self._hosts) >= self.max_connections:
-            self._refuse(host, f"{self.max_connections} connections in total")
+            self.refuse(
+                host, f"{self.max_connections} connections in total", "max_connections"
+            )
             return None
         if self.per_address[host] >= self.max_per_address:
-            self._refuse(host, f"{self.max_per_address} connections from {host}")
+            self.refuse(
+                host,
+                f"{self.max_per_address} connections from {host}",
+                "max_per_address",
+            )
             return None
         if not self._connect_allowed(host):
-            self._refuse(
+            self.refuse(
                 host,
                 f"{self.connect_rate:g} new connections a second from {host}"
                 f" (bursts of {self.connect_burst})",
+                "connect_rate",
             )
             return None
         protocol: TLSMemoryBIOProtocol = super().buildProtocol(addr)
@@ -238,6 +247,14 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
             self.per_address[host] -= 1
             if not self.per_address[host]:
                 del self.per_address[host]
+
+    def refuse(self, host: str, limit: str, reason: str) -> None:
+        """
+        Count a connection from C{host} refused at C{limit} (for the log)
+        under C{reason} (for the metrics), and log it once per burst.
+        """
+        self.refused[reason] += 1
+        self._refuse(host, limit)
 
     def _refuse(self, host: str, limit: str) -> None:
         if self._report is None:
@@ -292,8 +309,14 @@ class GuardedTLSServerEndpoint:
         ipv4_prefix: int = 32,
         connect_burst: int = _DEFAULTS.connect_burst,
         connect_rate: float = _DEFAULTS.connect_rate,
+        description: str | None = None,
     ) -> None:
+        """
+        @param description: what the listener is called in the metrics (its
+            C{--listen} description).
+        """
         self.wrapped = wrapped
+        self.description = description
         self.creator = creator
         self.clock = clock
         self.max_connections = max_connections
@@ -304,17 +327,21 @@ class GuardedTLSServerEndpoint:
         self.connect_rate = connect_rate
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
-        listening: Deferred[IListeningPort] = self.wrapped.listen(
-            GuardedTLSFactory(
-                self.creator,
-                protocolFactory,
-                self.clock,
-                max_connections=self.max_connections,
-                max_per_address=self.max_per_address,
-                ipv6_prefix=self.ipv6_prefix,
-                ipv4_prefix=self.ipv4_prefix,
-                connect_burst=self.connect_burst,
-                connect_rate=self.connect_rate,
-            )
+        guard = GuardedTLSFactory(
+            self.creator,
+            protocolFactory,
+            self.clock,
+            max_connections=self.max_connections,
+            max_per_address=self.max_per_address,
+            ipv6_prefix=self.ipv6_prefix,
+            ipv4_prefix=self.ipv4_prefix,
+            connect_burst=self.connect_burst,
+            connect_rate=self.connect_rate,
         )
+        # The chat factory's counters (securemsg.counters) read the open
+        # connections and refusals of each listener when scraped.
+        counters = getattr(protocolFactory, "counters", None)
+        if counters is not None:
+            counters.add_listener(self.description or "listener", guard)
+        listening: Deferred[IListeningPort] = self.wrapped.listen(guard)
         return listening

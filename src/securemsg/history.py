@@ -379,6 +379,8 @@ class SqliteHistory(MemoryHistory):
         # Rooms whose last messages are being read, with who waits for them.
         self._loading: dict[str, list[Deferred[None]]] = {}
         self._pending: list[tuple[Any, ...]] = []
+        #: Rows written to the database so far, for the metrics.
+        self.rows_written = 0
         self._flush: IDelayedCall | None = None
         self._writing: Deferred[None] = succeed(None)
         self._pruning = LoopingCall(self.prune)
@@ -477,6 +479,7 @@ class SqliteHistory(MemoryHistory):
             self._write_here(rows)
         elif rows:
             writing: Deferred[None] = self.pool.runInteraction(_insert, rows)
+            writing.addCallback(self._written, len(rows))
             writing.addErrback(
                 lambda failure: self.log.failure(
                     "could not write {count} messages to the history",
@@ -491,6 +494,14 @@ class SqliteHistory(MemoryHistory):
         written: Deferred[None] = Deferred()
         self._writing.addBoth(lambda _: written.callback(None))
         return written
+
+    @property
+    def rows_pending(self) -> int:
+        """Rows waiting to be written to the database."""
+        return len(self._pending)
+
+    def _written(self, result: None, count: int) -> None:
+        self.rows_written += count
 
     def _write_here(self, rows: list[tuple[Any, ...]]) -> None:
         """
@@ -508,6 +519,7 @@ class SqliteHistory(MemoryHistory):
             self.writer.execute("BEGIN IMMEDIATE")
             _insert(self.writer, rows)
             self.writer.execute("COMMIT")
+            self.rows_written += len(rows)
         except sqlite3.Error as error:
             if self.writer.in_transaction:
                 self.writer.execute("ROLLBACK")

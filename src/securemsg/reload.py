@@ -78,6 +78,9 @@ class CertificateReloader:
         self.current = current
         self._now = now
         self.recheck = recheck
+        #: Reloads that worked and that failed, for the metrics.
+        self.reloads_ok = 0
+        self.reloads_failed = 0
 
     def reload(self, why: str = "reload requested") -> tuple[bool, str]:
         """
@@ -89,6 +92,7 @@ class CertificateReloader:
         try:
             loaded = load_tls(self.settings, strict=True, now=self._now())
         except TLSConfigError as error:
+            self.reloads_failed += 1
             self.log.error(
                 "certificate reload ({why}) failed; still serving {old}: {error}",
                 why=why,
@@ -96,6 +100,7 @@ class CertificateReloader:
                 error=error,
             )
             return False, f"reload failed, the current certificate stays: {error}"
+        self.reloads_ok += 1
         old, self.current = self.current, loaded
         self.creator.context = loaded.context
         self.log.info(

@@ -35,6 +35,7 @@ from zope.interface import implementer
 
 from securemsg import certs, direct, jsonwire, wire
 from securemsg.ca import identity_from_certificate
+from securemsg.counters import ServerCounters, handshake_failure
 from securemsg.flood import TokenBucket, command_cost
 from securemsg.history import History
 from securemsg.interfaces import IChatParticipant
@@ -164,6 +165,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # Set here for the reason given for the name above.
         self._line_timer = None
         self._line_looked_again = False
+        # Whether the TLS handshake ended (done, or timed out), for the
+        # counters.
+        self._handshake_over = False
 
     def connectionMade(self) -> None:
         # Not logged: the join and the disconnection are, with the peer (two
@@ -193,6 +197,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         return self.factory.clock.callLater(period, func)
 
     def handshakeCompleted(self) -> None:
+        self._handshake_over = True
+        self.factory.counters.handshakes_completed += 1
         self.setTimeout(None)
         self._join()
 
@@ -335,6 +341,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # The hot path: once per receiver of every line.
         # Written once per reactor turn (see ChatServerFactory.flush): one
         # TLS record and one system call for all the lines of a turn.
+        self.factory.counters.lines_delivered[event.__class__] += 1
         if not self._flush_due:
             if (
                 isinstance(event, _ANNOUNCEMENTS)
@@ -357,6 +364,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
 
     def deliver_all(self, events: tuple[wire.Event, ...]) -> None:
         # The hot path of a busy room: once per receiver per speaker's read.
+        delivered = self.factory.counters.lines_delivered
+        for event in events:
+            delivered[event.__class__] += 1
         if not self._flush_due:
             self._flush_due = True
             self.factory.flush_later(self)
@@ -396,6 +406,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         if self._dropped:
             return
         self._dropped = True
+        self.factory.counters.send_queue_disconnects += 1
         # Whatever else this turn gives the client is dropped as it comes.
         self._room = self._limit = -1
         self.log.info(
@@ -547,6 +558,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     def lineReceived(self, line: bytes) -> None:
         if not self._joined:
             return
+        self.factory.counters.lines_received += 1
         self.resetTimeout()
         bucket = self._bucket
         if bucket is None:
@@ -592,6 +604,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
 
     def _flooded(self) -> None:
         assert self._bucket is not None  # Made by lineReceived.
+        self.factory.counters.flood_dropped += 1
         dropped = self._bucket.dropped_in_a_row
         if dropped == 1:
             self.deliver(
@@ -616,6 +629,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         timeout: say so and close.
         """
         if not self._joined:
+            if not self._handshake_over:
+                self._handshake_over = True
+                self.factory.counters.handshakes_failed["timeout"] += 1
             self.log.info(
                 "{peer}: TLS handshake not done after {seconds} s; aborting",
                 peer=self.peer,
@@ -737,6 +753,10 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self._outgoing.clear()
         self._pending = 0
         self.factory.open_connections.discard(self)
+        if not self._handshake_over and isinstance(
+            self.transport, TLSMemoryBIOProtocol
+        ):
+            self.factory.counters.handshakes_failed[handshake_failure(reason)] += 1
         self.log.info(
             "{peer} ({name}) disconnected: {reason}",
             peer=self.peer,
@@ -827,6 +847,8 @@ class ChatServerFactory(Factory):
             )
         )
         self.open_connections: set[ChatServerProtocol] = set()
+        #: What the server counts as it runs (read by securemsg.metrics).
+        self.counters = ServerCounters()
         self._to_flush: list[ChatServerProtocol] = []
         self._flushing: IDelayedCall | None = None
         self._to_announce: list[ChatServerProtocol] = []

@@ -192,6 +192,14 @@ class Options(usage.Options):
         ],
         ["default-room", None, wire.DEFAULT_ROOM, "The room everyone starts in."],
         [
+            "metrics",
+            None,
+            None,
+            "Serve Prometheus metrics at /metrics (plain HTTP) on this endpoint,"
+            " e.g. tcp:9464:interface=127.0.0.1 (off by default; never the chat"
+            " port; see docs/operations.md).",
+        ],
+        [
             "history-db",
             None,
             DEFAULT_HISTORY_DB,
@@ -382,7 +390,9 @@ class Options(usage.Options):
         """
         Listen on this endpoint instead of --port/--interface, e.g.
         tcp6:50000:interface=\\:\\:1 or unix:/run/securemsg.sock (TLS is added;
-        repeat for several).
+        repeat for several); haproxy:tcp:50000 behind a load balancer that
+        sends the PROXY protocol, systemd:domain=INET:name=chat under socket
+        activation (docs/operations.md).
         """
         self["listen"].append(description)
 
@@ -486,6 +496,11 @@ class Options(usage.Options):
         return [description]
 
 
+# usage.Options shows a method's docstring as it is, indentation included
+# (Python 3.11 keeps it): flow it into one paragraph for --help.
+Options.opt_listen.__doc__ = " ".join((Options.opt_listen.__doc__ or "").split())
+
+
 def open_history(reactor: IReactorTime, options: Options) -> History:
     """
     The history the options ask for: in memory, or in an SQLite file that is
@@ -559,6 +574,17 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
     top = MultiService()
     ChatService(factory, endpoints, loaded.credentials).setServiceParent(top)
     ReloadService(reloader, reactor, watch=options["watch-certs"]).setServiceParent(top)
+    if options["metrics"] is not None:
+        # Imported only when asked for: prometheus_client is not needed
+        # otherwise.
+        from securemsg.metrics import MetricsService, make_registry
+
+        registry = make_registry(factory, history=history, reloader=reloader)
+        MetricsService(
+            reactor,  # type: ignore[arg-type]
+            options["metrics"],
+            registry,
+        ).setServiceParent(top)
     return top
 
 
@@ -581,8 +607,10 @@ def makeService(options: Options) -> MultiService:
     try:
         top = make_service(reactor, options)  # type: ignore[arg-type]
         for service in top:  # type: ignore[attr-defined]
-            if isinstance(service, ChatService):
-                service.listen()
+            # The chat's endpoints, and the metrics' if any.
+            listen = getattr(service, "listen", None)
+            if listen is not None:
+                listen()
     except (tls.TLSConfigError, HistoryError, StateError, ListenError) as error:
         raise SystemExit(f"securemsg: {error}") from None
     RepeatedStopSignals(reactor).setServiceParent(top)  # type: ignore[arg-type]
