@@ -94,6 +94,8 @@ class OptionsTests(SynchronousTestCase):
                 "state": "securemsg-state.json",
                 "watch-certs": 0,
                 "check": 0,
+                "web": None,
+                "web-origin": [],
             },
         )
         self.assertEqual(options.limits(), Limits())
@@ -149,6 +151,8 @@ class OptionsTests(SynchronousTestCase):
             "--operators=alice, bob",
             "--state=state.json",
             "--watch-certs",
+            "--web=tcp:8443",
+            "--web-origin=https://chat.example/",
         )
         self.assertEqual(
             dict(options),
@@ -189,6 +193,8 @@ class OptionsTests(SynchronousTestCase):
                 "state": "state.json",
                 "watch-certs": 1,
                 "check": 0,
+                "web": "tcp:8443",
+                "web-origin": ["https://chat.example"],
             },
         )
         self.assertEqual(

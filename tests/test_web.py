@@ -9,17 +9,22 @@ iosim; line clients talk to the same chat factory.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import Clock
+from twisted.internet.testing import MemoryReactorClock
 from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from twisted.python.usage import UsageError
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
+from twisted.web.server import Site
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import (
     AcceptConnection,
@@ -31,12 +36,16 @@ from wsproto.events import (
     TextMessage,
 )
 
-from securemsg import web
+from securemsg import tap, web
+from securemsg.guard import GuardedTLSFactory
 from securemsg.limits import Limits
+from securemsg.reload import ReloadService
 from securemsg.room import Chat
 from securemsg.server import ANNOUNCEMENT_DELAY, ChatServerFactory
-from securemsg.tls import ServerTLS, load_tls
+from securemsg.service import ChatService
+from securemsg.tls import ServerTLS, TLSConfigError, load_tls
 
+from . import _certs
 from ._tls import LineCollector
 from .test_identity import MutualTLSCase, Server
 
@@ -567,3 +576,91 @@ class WebTLSTests(MutualTLSCase):
         browser = self.connect_browser(factory, ServerTLS(loaded.context), None)
         self.assertFalse(browser.accepted)
         self.assertEqual(len(factory.chat), 0)
+
+
+class WebOptionsTests(SynchronousTestCase):
+    """C{--web} and C{--web-origin} of C{twistd securemsg}."""
+
+    def setUp(self) -> None:
+        directory = Path(self.mktemp())
+        directory.mkdir()
+        _, server = _certs.default_ca_and_server()
+        self.cert_path, self.key_path = server.write(directory)
+
+    def make(self, *arguments: str) -> tuple[MemoryReactorClock, MultiService]:
+        reactor = MemoryReactorClock()
+        options = tap.Options()
+        options.parseOptions(
+            [
+                "--cert", self.cert_path,
+                "--key", self.key_path,
+                "--history-db", ":memory:",
+                "--listen", "tcp:1234",
+                *arguments,
+            ]
+        )  # fmt: skip
+        return reactor, tap.make_service(reactor, options)
+
+    def test_web_listens_with_the_same_tls_and_chat(self) -> None:
+        """
+        --web listens on its endpoint with the page's site behind the very
+        TLS object the chat listens with, the one a reload (SIGHUP,
+        /reload) swaps the context of; its browsers join the same chat.
+        """
+        reactor, top = self.make(
+            "--web", "tcp:8443:interface=127.0.0.1",
+            "--web-origin", "https://chat.example",
+        )  # fmt: skip
+        top.privilegedStartService()
+        top.startService()
+        [chat_port, web_port] = reactor.tcpServers
+        self.assertEqual((web_port[0], web_port[3]), (8443, "127.0.0.1"))
+        chat_tls, web_tls = chat_port[1], web_port[1]
+        self.assertIsInstance(web_tls, GuardedTLSFactory)
+        site = web_tls.wrappedFactory
+        self.assertIsInstance(site, Site)
+        services = list(top)  # type: ignore[call-overload]
+        [reloads] = [s for s in services if isinstance(s, ReloadService)]
+        [chat_service, web_service] = [
+            s for s in services if isinstance(s, ChatService)
+        ]
+        self.assertIsInstance(web_service, web.WebService)
+        creator = reloads.reloader.creator
+        for service in (chat_service, web_service):
+            [(_, endpoint)] = service.endpoints
+            self.assertIs(endpoint.creator, creator)
+        socket = site.resource.children[web.SOCKET_PATH]
+        self.assertIs(socket.factory, chat_tls.wrappedFactory)
+        self.assertEqual(socket.origins, {"https://chat.example"})
+        self.successResultOf(top.stopService())
+
+    def test_no_web_by_default(self) -> None:
+        """Without --web, nothing but the chat listens."""
+        reactor, top = self.make()
+        top.privilegedStartService()
+        top.startService()
+        self.assertEqual(len(reactor.tcpServers), 1)
+        self.successResultOf(top.stopService())
+
+    def test_bad_endpoint(self) -> None:
+        """A --web that is no endpoint is one clear error naming --web."""
+        error = self.assertRaises(TLSConfigError, self.make, "--web", "nonsense:1")
+        self.assertIn("--web 'nonsense:1'", str(error))
+
+    def test_origin_needs_web(self) -> None:
+        """--web-origin alone is a mistake."""
+        error = self.assertRaises(
+            UsageError,
+            tap.Options().parseOptions,
+            ["--web-origin", "https://a.example"],
+        )
+        self.assertEqual(str(error), "--web-origin needs --web")
+
+    def test_origin_checked(self) -> None:
+        """An origin is a scheme and a host, nothing more."""
+        for bad in ("chat.example", "https://chat.example/page", "ftp://x", "https://"):
+            self.assertRaises(
+                UsageError,
+                tap.Options().parseOptions,
+                ["--web", "tcp:8443", "--web-origin", bad],
+            )

@@ -543,7 +543,7 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         except tls.TLSConfigError as error:
             problem = str(error).replace("--listen", "--web", 1)
             raise tls.TLSConfigError(problem) from None
-        web_service = ChatService(site, [(options["web"], endpoint)])  # type: ignore[arg-type]
+        web_service = web.WebService(site, [(options["web"], endpoint)])  # type: ignore[arg-type]
         web_service.setServiceParent(top)
     ReloadService(reloader, reactor, watch=options["watch-certs"]).setServiceParent(top)
     return top
