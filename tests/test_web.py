@@ -36,10 +36,10 @@ from wsproto.events import (
     TextMessage,
 )
 
-from securemsg import tap, web
+from securemsg import ca, tap, web
 from securemsg.guard import GuardedTLSFactory
 from securemsg.limits import Limits
-from securemsg.reload import ReloadService
+from securemsg.reload import CertificateReloader, ReloadService
 from securemsg.room import Chat
 from securemsg.server import ANNOUNCEMENT_DELAY, ChatServerFactory
 from securemsg.service import ChatService
@@ -575,6 +575,35 @@ class WebTLSTests(MutualTLSCase):
         )
         browser = self.connect_browser(factory, ServerTLS(loaded.context), None)
         self.assertFalse(browser.accepted)
+        self.assertEqual(len(factory.chat), 0)
+
+    def test_revoked_on_reload(self) -> None:
+        """
+        A reload that revokes the certificate a browser logged in with
+        disconnects the browser, as it does a line client: the browser's
+        connection is one of the chat's.
+        """
+        settings = self.settings()
+        loaded = load_tls(settings)
+        factory = ChatServerFactory(
+            self.clock, chat=Chat(self.clock, certificates=True)
+        )
+        creator = ServerTLS(loaded.context)
+        reloader = CertificateReloader(
+            settings, creator, loaded, recheck=factory.recheck_certificates
+        )
+        browser = self.connect_browser(
+            factory, creator, self.certificate(self.issued["alice"])
+        )
+        browser.take()
+        ca.revoke(self.ca_directory, "alice")
+        worked, _ = reloader.reload("test")
+        self.flush()
+        self.assertTrue(worked)
+        [error] = browser.take()
+        self.assertEqual(error["type"], "error")
+        self.assertIn("no longer accepted", error["text"])
+        self.assertEqual(browser.closed, web.CLOSE_NORMAL)
         self.assertEqual(len(factory.chat), 0)
 
 
