@@ -17,7 +17,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -26,6 +26,7 @@ from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.server import Site
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import Connection
 from wsproto.events import (
     AcceptConnection,
     BytesMessage,
@@ -340,6 +341,42 @@ class BridgeTests(BridgeCase):
             browser.take(), [{"type": "notice", "text": "the server is shutting down"}]
         )
         self.assertEqual(browser.closed, web.CLOSE_NORMAL)
+
+
+class WriteCountingTransport(StringTransport):
+    """A transport that counts its writes."""
+
+    writes = 0
+
+    def write(self, data: bytes) -> None:
+        self.writes += 1
+        super().write(data)
+
+
+class BatchingTests(BridgeCase):
+    """The lines of one turn leave in one write, as a line client's do."""
+
+    def test_one_write_per_turn(self) -> None:
+        """
+        Three lines said in one read reach a browser as three messages,
+        written at once (so they can share a TLS record).
+        """
+        transport = WriteCountingTransport()
+        socket = web.WebSocketWire(
+            Connection(ConnectionType.SERVER), web.WebChatProtocol(self.factory)
+        )
+        socket.makeConnection(transport)
+        line = self.line_client()
+        self.flush()
+        transport.clear()
+        transport.writes = 0
+        line.transport.write(b"one\ntwo\nthree\n")  # type: ignore[union-attr]
+        self.flush()
+        self.assertEqual(transport.writes, 1)
+        reader = Connection(ConnectionType.CLIENT)
+        reader.receive_data(transport.value())
+        texts = [json.loads(e.data)["text"] for e in reader.events()]
+        self.assertEqual(texts, ["one", "two", "three"])
 
 
 class LimitTests(BridgeCase):

@@ -174,8 +174,8 @@ class WebSocketLineTransport:
     def write(self, data: bytes) -> None:
         lines = (self._partial + data).split(b"\n")
         self._partial = lines.pop()
-        for line in lines:
-            self._socket.send_text(line.decode("utf-8"))
+        if lines:
+            self._socket.send_lines([line.decode("utf-8") for line in lines])
 
     def writeSequence(self, data: Iterable[bytes]) -> None:
         self.write(b"".join(data))
@@ -272,10 +272,15 @@ class WebSocketWire(Protocol):
         self.closing = True
         self.transport.loseConnection()
 
-    def send_text(self, text: str) -> None:
-        """Send one line as a text message, unless the socket is closing."""
+    def send_lines(self, lines: list[str]) -> None:
+        """
+        Send each line as a text message, unless the socket is closing: in
+        one write, so that the lines of a turn share TLS records as a line
+        client's do.
+        """
         if self._ws.state is ConnectionState.OPEN:
-            self.transport.write(self._ws.send(TextMessage(data=text)))
+            send = self._ws.send
+            self.transport.write(b"".join(send(TextMessage(data=t)) for t in lines))
 
     def close(self, code: int | None = None) -> None:
         """Send a close frame and close the TLS connection after it."""
