@@ -79,6 +79,8 @@ class WheelTests(SynchronousTestCase):
         self.assertIn("twisted/plugins/securemsg_plugin.py", names)
         self.assertIn("securemsg/__init__.py", names)
         self.assertIn("securemsg/py.typed", names)
+        # The browser page (--web) is package data.
+        self.assertIn("securemsg/webchat.html", names)
 
     def test_nothing_that_overwrites_twisted(self) -> None:
         """

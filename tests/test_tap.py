@@ -100,6 +100,8 @@ class OptionsTests(SynchronousTestCase):
                 "state": "securemsg-state.json",
                 "watch-certs": 0,
                 "check": 0,
+                "web": None,
+                "web-origin": [],
             },
         )
         self.assertEqual(options.limits(), Limits())
@@ -160,6 +162,8 @@ class OptionsTests(SynchronousTestCase):
             "--state=state.json",
             "--watch-certs",
             "--metrics=tcp:9464:interface=127.0.0.1",
+            "--web=tcp:8443",
+            "--web-origin=https://chat.example/",
         )
         self.assertEqual(
             dict(options),
@@ -205,6 +209,8 @@ class OptionsTests(SynchronousTestCase):
                 "state": "state.json",
                 "watch-certs": 1,
                 "check": 0,
+                "web": "tcp:8443",
+                "web-origin": ["https://chat.example"],
             },
         )
         self.assertEqual(

@@ -13,7 +13,7 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
-from securemsg import check, tls, wire
+from securemsg import check, tls, web, wire
 from securemsg.history import History, HistoryError, MemoryHistory, SqliteHistory
 from securemsg.limits import Limits
 from securemsg.reload import CertificateReloader, ReloadService
@@ -200,6 +200,14 @@ class Options(usage.Options):
             " port; see docs/operations.md).",
         ],
         [
+            "web",
+            None,
+            None,
+            "Also serve the chat page for browsers and its WebSocket on this"
+            " endpoint (e.g. tcp:8443), with the same certificate and TLS"
+            " settings (see docs/web.md).",
+        ],
+        [
             "history-db",
             None,
             DEFAULT_HISTORY_DB,
@@ -360,6 +368,7 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["web-origin"] = []
 
     def parseOptions(self, options: list[str] | None = None) -> None:
         """
@@ -396,6 +405,21 @@ class Options(usage.Options):
         """
         self["listen"].append(description)
 
+    def opt_web_origin(self, origin: str) -> None:
+        """
+        With --web: also let pages from this origin open the chat's WebSocket,
+        e.g. https://chat.example.com (repeat for several; the page's own
+        origin is always allowed).
+        """
+        origin = origin.strip().rstrip("/")
+        scheme, _, host = origin.partition("://")
+        if scheme.lower() not in ("https", "http") or not host or "/" in host:
+            raise usage.UsageError(
+                f"--web-origin {origin!r}: give an origin such as"
+                " https://chat.example.com"
+            )
+        self["web-origin"].append(origin)
+
     def postOptions(self) -> None:
         problem = wire.room_problem(self["default-room"])
         if problem is not None:
@@ -407,6 +431,8 @@ class Options(usage.Options):
             )
         if self["crl"] is not None and self["client-ca"] is None:
             raise usage.UsageError("--crl needs --client-ca")
+        if self["web-origin"] and self["web"] is None:
+            raise usage.UsageError("--web-origin needs --web")
         # None (no default shown by --help) means none given.
         if self["interface"] is None:
             self["interface"] = ""
@@ -573,6 +599,16 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
     ]
     top = MultiService()
     ChatService(factory, endpoints, loaded.credentials).setServiceParent(top)
+    if options["web"] is not None:
+        # The same TLS (so a reload covers it too) and the same chat.
+        site = web.make_site(factory, options["web-origin"])
+        try:
+            endpoint = tls.tls_server_endpoint(reactor, options["web"], creator, limits)
+        except tls.TLSConfigError as error:
+            problem = str(error).replace("--listen", "--web", 1)
+            raise tls.TLSConfigError(problem) from None
+        web_service = web.WebService(site, [(options["web"], endpoint)])  # type: ignore[arg-type]
+        web_service.setServiceParent(top)
     ReloadService(reloader, reactor, watch=options["watch-certs"]).setServiceParent(top)
     if options["metrics"] is not None:
         # Imported only when asked for: prometheus_client is not needed
