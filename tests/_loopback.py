@@ -30,8 +30,9 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from securemsg import ChatServerFactory, ChatServerProtocol, tls
-from securemsg.limits import Limits
+from securemsg import ChatServerFactory, ChatServerProtocol
+from securemsg.core.limits import Limits
+from securemsg.tls import policy as tls
 
 # The global reactor, typed for what these tests use of it.
 reactor: Any = _global_reactor

@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.chat}: a L{ChatSession} with a recording front end
+Tests for L{securemsg.admin.chat}: a L{ChatSession} with a recording front end
 against a real securemsg server on loopback, and C{securemsg chat} in pipe
 mode, run as a user runs it, in a subprocess.
 
@@ -22,8 +22,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 import securemsg
-from securemsg import certs, tls, wire
-from securemsg.chat import (
+from securemsg.admin.chat import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_SERVER_CLOSED,
@@ -32,7 +31,10 @@ from securemsg.chat import (
     EXIT_USAGE,
     ChatSession,
 )
-from securemsg.client import MAX_LINE_LENGTH
+from securemsg.client.api import MAX_LINE_LENGTH
+from securemsg.protocol import wire
+from securemsg.tls import certs
+from securemsg.tls import policy as tls
 
 from . import _certs, _cli
 from ._loopback import (
@@ -51,7 +53,7 @@ UNKNOWN_ISSUER = "unknown issuer (no trusted certificate issued it; use --ca or 
 
 class RecordingFrontEnd:
     """
-    A L{securemsg.chat.FrontEnd} that records what the session asks it to
+    A L{securemsg.admin.chat.FrontEnd} that records what the session asks it to
     show, and lets a test wait for a given event or status.
     """
 
@@ -899,7 +901,7 @@ class DescribeCloseTests(SynchronousTestCase):
         from OpenSSL import SSL
         from twisted.internet.error import ConnectionDone, ConnectionLost
 
-        from securemsg.chat import _describe_close
+        from securemsg.admin.chat import _describe_close
 
         self.assertEqual(
             _describe_close(ConnectionDone()), "server closed the connection"

@@ -1,9 +1,9 @@
 """
-Tests for L{securemsg.check} and C{securemsg check}.
+Tests for L{securemsg.admin.check} and C{securemsg check}.
 
-Most tests run the command through L{securemsg.cli.main} with C{StringIO}
+Most tests run the command through L{securemsg.admin.cli.main} with C{StringIO}
 streams, on certificates made at test time (L{tests._certs},
-L{securemsg.certs.generate_self_signed} and L{securemsg.ca}) in a fresh
+L{securemsg.tls.certs.generate_self_signed} and L{securemsg.admin.ca}) in a fresh
 temporary directory.  No passphrase comes from the environment or a terminal
 unless a test puts it there.
 """
@@ -27,7 +27,9 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import ca, certs, check, tls
+from securemsg.admin import ca, check
+from securemsg.tls import certs
+from securemsg.tls import policy as tls
 
 from . import _certs
 from ._cli import Result
@@ -553,7 +555,7 @@ class ChainTests(_CheckTestCase):
 
 
 class ClientCATests(_CheckTestCase):
-    """--client-ca and --crl, with CAs made by L{securemsg.ca}."""
+    """--client-ca and --crl, with CAs made by L{securemsg.admin.ca}."""
 
     def setUp(self) -> None:
         super().setUp()

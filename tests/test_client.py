@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.client}: the protocol and the L{ChatClient} API over
+Tests for L{securemsg.client.api}: the protocol and the L{ChatClient} API over
 a L{StringTransport}, L{split_address}, and L{connect} against a real
 securemsg server on loopback.
 """
@@ -18,8 +18,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import certs, jsonwire, tls, wire
-from securemsg.client import (
+from securemsg.client.api import (
     DEFAULT_PORT,
     MAX_LINE_LENGTH,
     ChatClient,
@@ -31,6 +30,9 @@ from securemsg.client import (
     connect,
     split_address,
 )
+from securemsg.protocol import jsonwire, wire
+from securemsg.tls import certs
+from securemsg.tls import policy as tls
 
 from . import _certs
 from ._loopback import (

@@ -21,14 +21,15 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import ca, jsonwire, wire
-from securemsg.history import MemoryHistory
-from securemsg.reload import CertificateReloader
-from securemsg.room import Chat, ReloadResult
-from securemsg.server import ANNOUNCEMENT_DELAY, ChatServerFactory
-from securemsg.state import Ban, ServerState
-from securemsg.tls import ServerTLS, TLSSettings, load_tls
-from securemsg.trust import load_client_certificate
+from securemsg.admin import ca
+from securemsg.client.trust import load_client_certificate
+from securemsg.core.history import MemoryHistory
+from securemsg.core.hub import Chat, ReloadResult
+from securemsg.core.records import Ban, ServerState
+from securemsg.protocol import jsonwire, wire
+from securemsg.server.protocol import ANNOUNCEMENT_DELAY, ChatServerFactory
+from securemsg.server.reload import CertificateReloader
+from securemsg.tls.policy import ServerTLS, TLSSettings, load_tls
 
 from . import _certs
 from ._fakes import Recorder
@@ -713,7 +714,7 @@ class Server:
 
 class MutualTLSCase(SynchronousTestCase):
     """
-    A client CA made with L{securemsg.ca} (alice, bob and carol, carol
+    A client CA made with L{securemsg.admin.ca} (alice, bob and carol, carol
     revoked), another CA with its own alice, and the server's certificate;
     and servers and clients joined by real TLS in memory.
     """

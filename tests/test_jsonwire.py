@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.jsonwire}: the JSON form of every event and command,
+Tests for L{securemsg.protocol.jsonwire}: the JSON form of every event and command,
 and what is wrong with JSON lines that are no command.
 """
 
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import jsonwire, wire
+from securemsg.protocol import jsonwire, wire
 
 names = st.from_regex(wire.NAME_PATTERN, fullmatch=True)
 rooms = st.from_regex(wire.ROOM_PATTERN, fullmatch=True)

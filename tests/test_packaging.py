@@ -142,4 +142,4 @@ class WheelTests(SynchronousTestCase):
         """The wheel declares the securemsg command."""
         _, unpacked = self.build()
         [entry_points] = unpacked.glob("securemsg-*.dist-info/entry_points.txt")
-        self.assertIn("securemsg = securemsg.cli:main", entry_points.read_text())
+        self.assertIn("securemsg = securemsg.admin.cli:main", entry_points.read_text())

@@ -15,18 +15,24 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import direct, tls, wire
-from securemsg.guard import (
+from securemsg.core.hub import Chat
+from securemsg.core.limits import Limits, client_key, covering_key
+from securemsg.core.records import Ban, ServerState
+from securemsg.protocol import wire
+from securemsg.server.guard import (
     REFUSAL_LOG_INTERVAL,
     GuardedTLSFactory,
     TLSOnlyProtocol,
     how_to_connect,
     looks_like_tls,
 )
-from securemsg.limits import Limits, client_key, covering_key
-from securemsg.room import Chat
-from securemsg.server import WRITE_CHUNK, ChatServerFactory, ChatServerProtocol
-from securemsg.state import Ban, ServerState
+from securemsg.server.protocol import (
+    WRITE_CHUNK,
+    ChatServerFactory,
+    ChatServerProtocol,
+    direct,
+)
+from securemsg.tls import policy as tls
 
 from . import _certs
 from ._fakes import PausingTransport, Recorder

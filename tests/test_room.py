@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.room}: the chat logic alone, with participants that
+Tests for L{securemsg.core.hub}: the chat logic alone, with participants that
 only record what they are given.
 """
 
@@ -11,11 +11,11 @@ from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from securemsg import jsonwire, wire
-from securemsg.history import MemoryHistory
-from securemsg.interfaces import IChatParticipant
-from securemsg.limits import Limits
-from securemsg.room import ANNOUNCE_BURST, ANNOUNCE_RATE, MAX_WAITING_COMMANDS, Chat
+from securemsg.core.history import MemoryHistory
+from securemsg.core.hub import ANNOUNCE_BURST, ANNOUNCE_RATE, MAX_WAITING_COMMANDS, Chat
+from securemsg.core.limits import Limits
+from securemsg.core.participant import IChatParticipant
+from securemsg.protocol import jsonwire, wire
 
 from ._fakes import Recorder
 

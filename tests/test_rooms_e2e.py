@@ -23,10 +23,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from securemsg import wire
-from securemsg.history import SCHEMA_VERSION
-from securemsg.limits import Limits
-from securemsg.room import Chat
+from securemsg.core.history import SCHEMA_VERSION
+from securemsg.core.hub import Chat
+from securemsg.core.limits import Limits
+from securemsg.protocol import wire
 
 from . import _certs
 from ._loopback import (

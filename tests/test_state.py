@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.state}: what the server remembers across restarts
+Tests for L{securemsg.core.records}: what the server remembers across restarts
 (bans, the message of the day, certificate holders' names) and the JSON
 file it is kept in.
 """
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg.state import VERSION, Ban, ServerState, StateError
+from securemsg.core.records import VERSION, Ban, ServerState, StateError
 
 ALICE_FINGERPRINT = "sha256:" + "a1" * 32
 BOB_FINGERPRINT = "sha256:" + "b2" * 32

@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.tls}: loading credentials, and the TLS policy checked
+Tests for L{securemsg.tls.policy}: loading credentials, and the TLS policy checked
 with real handshakes in memory.
 """
 
@@ -21,11 +21,12 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from securemsg import ca, tls
-from securemsg.direct import DirectTLSProtocol
-from securemsg.guard import GuardedTLSFactory, TLSOnlyProtocol
-from securemsg.limits import Limits
-from securemsg.server import ChatServerFactory
+from securemsg.admin import ca
+from securemsg.core.limits import Limits
+from securemsg.server.direct import DirectTLSProtocol
+from securemsg.server.guard import GuardedTLSFactory, TLSOnlyProtocol
+from securemsg.server.protocol import ChatServerFactory
+from securemsg.tls import policy as tls
 
 from . import _certs
 from ._tls import client_options, tls_pair

@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.wire}: parsing client lines, formatting server lines,
+Tests for L{securemsg.protocol.wire}: parsing client lines, formatting server lines,
 names and sanitising.
 """
 
@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import wire
+from securemsg.protocol import wire
 
 names = st.from_regex(wire.NAME_PATTERN, fullmatch=True)
 free_text = st.text(

@@ -13,18 +13,20 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
-from securemsg import check, tls, wire
-from securemsg.history import History, HistoryError, MemoryHistory, SqliteHistory
-from securemsg.limits import Limits
-from securemsg.reload import CertificateReloader, ReloadService
-from securemsg.room import Chat
-from securemsg.server import (
+from securemsg.admin import check
+from securemsg.core.history import History, HistoryError, MemoryHistory, SqliteHistory
+from securemsg.core.hub import Chat
+from securemsg.core.limits import Limits
+from securemsg.core.records import ServerState, StateError
+from securemsg.protocol import wire
+from securemsg.server.protocol import (
     DEFAULT_GREETING,
     DEFAULT_MAX_LINE_LENGTH,
     ChatServerFactory,
 )
-from securemsg.service import ChatService, ListenError, RepeatedStopSignals
-from securemsg.state import ServerState, StateError
+from securemsg.server.reload import CertificateReloader, ReloadService
+from securemsg.server.service import ChatService, ListenError, RepeatedStopSignals
+from securemsg.tls import policy as tls
 
 DEFAULT_PORT: Final = 50000
 DEFAULT_HISTORY_DB: Final = "securemsg-history.sqlite3"

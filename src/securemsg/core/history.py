@@ -30,7 +30,7 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from securemsg import wire
+from securemsg.protocol import wire
 
 #: The schema version this code writes; see L{_MIGRATIONS}.
 SCHEMA_VERSION: Final = 2
@@ -122,7 +122,7 @@ def private_pair(one: str, other: str) -> str:
     either side and whatever their case.
 
     Only conversations between certificate holders are kept (the chat
-    decides, see L{securemsg.room.Chat.whisper}), so these names are
+    decides, see L{securemsg.core.hub.Chat.whisper}), so these names are
     identities nobody else can take.
     """
     first, second = sorted((wire.name_key(one), wire.name_key(other)))
@@ -553,7 +553,7 @@ class SqliteHistory(MemoryHistory):
 
         Nobody can say anything in a room while it is being loaded: it is
         loaded when it is made, before anyone is in it (see
-        L{securemsg.room.Chat.enter}).
+        L{securemsg.core.hub.Chat.enter}).
         """
         key = _room_key(room)
         if self.per_room < 1 or key in self._rooms:

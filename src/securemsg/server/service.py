@@ -24,10 +24,10 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from securemsg import certs
-from securemsg.limits import Limits
-from securemsg.server import describe_peer
-from securemsg.tls import ServerCredentials
+from securemsg.core.limits import Limits
+from securemsg.server.protocol import describe_peer
+from securemsg.tls import certs
+from securemsg.tls.policy import ServerCredentials
 
 #: File descriptors kept free beyond one per connection (listening sockets,
 #: log files, certificate reloads).

@@ -4,7 +4,7 @@ The interfaces that join the wire protocol to the chat logic.
 
 from zope.interface import Attribute, Interface
 
-from securemsg.wire import Event
+from securemsg.protocol.wire import Event
 
 
 class IChatParticipant(Interface):

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, Final
 
-from securemsg import wire
+from securemsg.protocol import wire
 
 JSONObject = dict[str, Any]
 

@@ -25,11 +25,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from twisted.python import usage
 
-from securemsg import certs
-from securemsg.ca import CAOptions
-from securemsg.chat import ChatOptions
-from securemsg.check import CheckOptions
-from securemsg.command import (
+from securemsg.admin.ca import CAOptions
+from securemsg.admin.chat import ChatOptions
+from securemsg.admin.check import CheckOptions
+from securemsg.admin.command import (
     PROGRAM,
     CommandError,
     CommandOptions,
@@ -38,7 +37,8 @@ from securemsg.command import (
     parse_days,
     read_passphrase_file,
 )
-from securemsg.fingerprint import FingerprintOptions
+from securemsg.admin.fingerprint import FingerprintOptions
+from securemsg.tls import certs
 
 
 def _check_path(option: str, value: str) -> str:

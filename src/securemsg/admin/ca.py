@@ -52,8 +52,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.python import usage
 
-from securemsg import certs, wire
-from securemsg.command import (
+from securemsg.admin.command import (
     PROGRAM,
     CommandError,
     CommandOptions,
@@ -61,6 +60,8 @@ from securemsg.command import (
     parse_days,
     read_passphrase_file,
 )
+from securemsg.protocol import wire
+from securemsg.tls import certs
 
 __all__ = [
     "CA_PASSPHRASE_ENVIRONMENT_VARIABLE",
@@ -348,7 +349,7 @@ def _write(path: str, data: bytes, mode: int, *, exclusive: bool = False) -> Non
     readable by others, not even for a moment.  Unless C{exclusive}, the
     data goes to a temporary file beside C{path} that then replaces it, so
     readers (such as a server reloading C{crl.pem}) see the old file or the
-    new one, never half of one.  (L{securemsg.certs} does the same for
+    new one, never half of one.  (L{securemsg.tls.certs} does the same for
     gencert's files; this copy also serves the CRL, index and PKCS#12.)
 
     @raise CAError: If it cannot be written, or if C{exclusive} and C{path}
@@ -704,7 +705,7 @@ def identity_from_certificate(cert: x509.Certificate) -> str | None:
 
     L{None} when the certificate has no such URI, has two naming different
     people, or the name breaks securemsg's name rules
-    (L{securemsg.wire.name_problem}).  This does not verify the
+    (L{securemsg.protocol.wire.name_problem}).  This does not verify the
     certificate: call it only on one the TLS layer has already verified
     against C{DIR/ca.pem} (with pyOpenSSL, pass
     C{peer_x509.to_cryptography()}).

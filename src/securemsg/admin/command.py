@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_cli -*-
 """
 What every C{securemsg} subcommand shares: its option parser base class and
-how it reports failure.  L{securemsg.cli} puts the subcommands together.
+how it reports failure.  L{securemsg.admin.cli} puts the subcommands together.
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import ClassVar, TextIO
 
 from twisted.python import usage
 
-from securemsg import certs
 from securemsg._version import __version__
+from securemsg.tls import certs
 
 PROGRAM: str = "securemsg"
 """The name the command is installed as, used in every message."""
@@ -63,7 +63,7 @@ class CommandOptions(usage.Options):
     longdesc: ClassVar[str] = ""
 
     #: Where a command writes what is not its output (descriptions,
-    #: diagnostics): the standard error stream L{securemsg.cli.main} was
+    #: diagnostics): the standard error stream L{securemsg.admin.cli.main} was
     #: given, which it sets before L{run}.
     stderr: TextIO
 
@@ -142,7 +142,7 @@ def one_argument(arguments: Sequence[str], name: str, wanted: str) -> str:
 
 def read_passphrase_file(path: str) -> bytes:
     """
-    L{securemsg.certs.read_passphrase_file}, which is also how the server
+    L{securemsg.tls.certs.read_passphrase_file}, which is also how the server
     reads C{--key-passphrase-file}, so one file serves every option.
 
     @raise CommandError: If the file cannot be used.

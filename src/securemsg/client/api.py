@@ -2,7 +2,7 @@
 """
 A securemsg client for programs: connect, send, and receive parsed events.
 
-    from securemsg.client import connect
+    from securemsg.client.api import connect
 
     client = await connect(reactor, "chat.example.org", ca="certificate.pem",
                            on_event=print)
@@ -10,7 +10,7 @@ A securemsg client for programs: connect, send, and receive parsed events.
     client.send("hello")
     await client.close()
 
-Everything the server sends arrives as a L{securemsg.wire.Event}
+Everything the server sends arrives as a L{securemsg.protocol.wire.Event}
 (L{Message}, L{Action}, L{PrivateMessage}, L{Notice} or L{Error}), parsed by
 the same module the server formats with.
 
@@ -48,8 +48,8 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securemsg import jsonwire, wire
-from securemsg.trust import ServerVerifier, VerificationReport
+from securemsg.client.trust import ServerVerifier, VerificationReport
+from securemsg.protocol import jsonwire, wire
 
 DEFAULT_PORT: Final = 50000
 

@@ -6,7 +6,7 @@ A L{ChatSession} connects (and, with C{--reconnect}, reconnects), sends the
 user's lines and hands the server's events to a front end: L{PipeFrontEnd}
 when standard input or output is not a terminal (lines in, lines out,
 nothing else on standard output), or the terminal front end in
-L{securemsg.terminal}.
+L{securemsg.client.terminal}.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from twisted.python import usage
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securemsg import tls, wire
-from securemsg.client import (
+from securemsg.admin.command import CommandError, CommandOptions, one_argument
+from securemsg.client.api import (
     DEFAULT_PORT,
     ChatClient,
     ChatClientProtocol,
@@ -40,8 +40,9 @@ from securemsg.client import (
     connect,
     split_address,
 )
-from securemsg.command import CommandError, CommandOptions, one_argument
-from securemsg.trust import ServerVerifier, TrustError, load_client_certificate
+from securemsg.client.trust import ServerVerifier, TrustError, load_client_certificate
+from securemsg.protocol import wire
+from securemsg.tls import policy as tls
 
 #: Exit statuses of C{securemsg chat} (documented in the README).
 EXIT_OK: Final = 0
@@ -534,7 +535,7 @@ class ChatOptions(CommandOptions):
     def run(self, stdout: TextIO) -> int:
         interactive = sys.stdin.isatty() and stdout.isatty()
         if interactive:
-            from securemsg import terminal
+            from securemsg.client import terminal
 
             terminal.install_reactor()
         from twisted.internet import reactor

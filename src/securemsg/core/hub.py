@@ -5,7 +5,7 @@ and who gets what.
 
 No I/O happens here.  L{Chat} talks to participants only through
 L{IChatParticipant.deliver}, so it can be tested with plain objects; what
-was said is kept by a L{securemsg.history.History}.
+was said is kept by a L{securemsg.core.history.History}.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from securemsg import wire
-from securemsg.flood import TokenBucket
-from securemsg.history import History, MemoryHistory
-from securemsg.interfaces import IChatParticipant
-from securemsg.limits import REPLY_ENTRY_OVERHEAD, Limits
-from securemsg.state import Ban, ServerState
+from securemsg.core.flood import TokenBucket
+from securemsg.core.history import History, MemoryHistory
+from securemsg.core.limits import REPLY_ENTRY_OVERHEAD, Limits
+from securemsg.core.participant import IChatParticipant
+from securemsg.core.records import Ban, ServerState
+from securemsg.protocol import wire
 
 _T = TypeVar("_T")
 

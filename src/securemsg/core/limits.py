@@ -36,7 +36,7 @@ class Limits:
     @ivar connect_rate: ... and per second after that; more are closed at
         once, before any TLS work.
     @ivar flood_burst: lines a client may send at once (a costly command
-        counts as several: see L{securemsg.flood.COMMAND_COSTS}) ...
+        counts as several: see L{securemsg.core.flood.COMMAND_COSTS}) ...
     @ivar flood_rate: ... and per second after that; lines over the rate
         get an error and are dropped.
     @ivar flood_disconnect: lines dropped in a row before a flooding client

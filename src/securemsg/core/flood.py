@@ -12,7 +12,7 @@ from typing import Final
 
 from twisted.internet.interfaces import IReactorTime
 
-from securemsg import wire
+from securemsg.protocol import wire
 
 DEFAULT_BURST: Final = 20
 DEFAULT_RATE: Final = 5.0

@@ -4,7 +4,7 @@ Connection limits, applied before any TLS work is done.
 
 L{GuardedTLSFactory} is Twisted's L{TLSMemoryBIOFactory} with a count of
 the connections it holds, in total and per client (an IPv4 address, an
-IPv6 /64: see L{securemsg.limits.client_key}), and a token bucket of new
+IPv6 /64: see L{securemsg.core.limits.client_key}), and a token bucket of new
 connections per client (a client that connects and closes over and over
 costs a handshake and a greeting each time).  A connection over a
 limit gets no protocol at all, so the reactor closes it at once: it costs
@@ -35,10 +35,10 @@ from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securemsg.direct import DirectTLSProtocol
-from securemsg.flood import TokenBucket
-from securemsg.limits import Limits, client_key
-from securemsg.server import peer_host
+from securemsg.core.flood import TokenBucket
+from securemsg.core.limits import Limits, client_key
+from securemsg.server.direct import DirectTLSProtocol
+from securemsg.server.protocol import peer_host
 
 #: Refusals after the first in a burst are summed up in one line this often.
 REFUSAL_LOG_INTERVAL: Final = 10.0

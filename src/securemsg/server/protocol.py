@@ -3,7 +3,7 @@
 The chat server's protocol and factory.
 
 L{ChatServerFactory} is the embeddable piece: give it to any Twisted server
-endpoint (wrapped in TLS by L{securemsg.tls} or by the endpoint itself) and
+endpoint (wrapped in TLS by L{securemsg.tls.policy} or by the endpoint itself) and
 it serves the chat described in C{docs/PROTOCOL.md}.
 """
 
@@ -33,16 +33,18 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securemsg import certs, direct, jsonwire, wire
-from securemsg.ca import identity_from_certificate
-from securemsg.flood import TokenBucket, command_cost
-from securemsg.history import History
-from securemsg.interfaces import IChatParticipant
-from securemsg.limits import Limits
-from securemsg.room import Chat
+from securemsg.admin.ca import identity_from_certificate
+from securemsg.core.flood import TokenBucket, command_cost
+from securemsg.core.history import History
+from securemsg.core.hub import Chat
+from securemsg.core.limits import Limits
+from securemsg.core.participant import IChatParticipant
+from securemsg.protocol import jsonwire, wire
+from securemsg.server import direct
+from securemsg.tls import certs
 
 if TYPE_CHECKING:
-    from securemsg.tls import ClientCertificateCheck
+    from securemsg.tls.policy import ClientCertificateCheck
 
 #: How long someone else's arrival or departure may wait to be written, so
 #: that those of a burst of connections (a restart, a reconnect storm, a

@@ -5,8 +5,8 @@ on the server's TLS files before they are served.
 
 L{run_check} looks at the certificate file, the private key and, for mutual
 TLS, the client CA file and its CRL, the same way the server reads them
-(L{securemsg.tls.key_path_for}, L{securemsg.tls.PassphraseSource},
-L{securemsg.tls.load_private_key}), and returns a L{CheckReport}: one line
+(L{securemsg.tls.policy.key_path_for}, L{securemsg.tls.policy.PassphraseSource},
+L{securemsg.tls.policy.load_private_key}), and returns a L{CheckReport}: one line
 per check, each starting with C{ok}, C{warn}, C{FAIL} or C{info}, and a
 summary line.  Any C{FAIL} makes the report fail.
 
@@ -53,9 +53,10 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.python import usage
 
-from securemsg import certs, tls
-from securemsg.ca import CAError, load_crl
-from securemsg.command import PROGRAM, CommandOptions, describe_os_error
+from securemsg.admin.ca import CAError, load_crl
+from securemsg.admin.command import PROGRAM, CommandOptions, describe_os_error
+from securemsg.tls import certs
+from securemsg.tls import policy as tls
 
 __all__ = [
     "CERTIFICATE_WARNING_DAYS",

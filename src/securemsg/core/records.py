@@ -19,8 +19,8 @@ from typing import Any, Final
 
 from twisted.logger import Logger
 
-from securemsg import wire
-from securemsg.limits import covering_key
+from securemsg.core.limits import covering_key
+from securemsg.protocol import wire
 
 VERSION: Final = 1
 
@@ -58,7 +58,7 @@ class ServerState:
     """
     Bans by certificate fingerprint and by IP address (or the network
     that stands for one client, such as an IPv6 /64: see
-    L{securemsg.limits.client_key}), the message of the day, and the names
+    L{securemsg.core.limits.client_key}), the message of the day, and the names
     of certificate holders seen (reserved for them).
 
     @ivar path: where it is saved; L{None} keeps it in memory only.

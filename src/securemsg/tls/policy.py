@@ -6,7 +6,7 @@ OpenSSL context every connection is made from.
 Why not Twisted's C{ssl:} endpoint string: it cannot carry a key passphrase,
 a TLS version floor, a cipher list or a curve list, all of which this policy
 needs.  So the server listens on a plain transport endpoint (C{tcp:50000},
-C{tcp6:...}, C{unix:...}) wrapped in TLS (L{securemsg.guard}) with a
+C{tcp6:...}, C{unix:...}) wrapped in TLS (L{securemsg.server.guard}) with a
 L{ServerTLS} connection creator built from Twisted's L{CertificateOptions}.
 The creator hands out connections from a context that can be replaced, which
 is what a certificate reload needs (C{CertificateOptions} caches one).
@@ -44,9 +44,9 @@ from twisted.internet.ssl import (
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
-from securemsg import certs
-from securemsg.guard import GuardedTLSServerEndpoint
-from securemsg.limits import Limits
+from securemsg.core.limits import Limits
+from securemsg.server.guard import GuardedTLSServerEndpoint
+from securemsg.tls import certs
 
 #: Mozilla's "intermediate" TLS 1.2 cipher suites (server side guidelines,
 #: version 5.7), forward secret AEAD only.  The DHE suites of the profile are

@@ -16,7 +16,7 @@ each is (see C{docs/PROTOCOL.md})::
 
 Everything that turns a line into a command, or an event into a line, lives
 here, so that the server's formatter and the client's parser agree; the
-JSON form of both is in L{securemsg.jsonwire}.
+JSON form of both is in L{securemsg.protocol.jsonwire}.
 """
 
 from __future__ import annotations

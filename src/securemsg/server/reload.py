@@ -28,8 +28,8 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from securemsg import certs
-from securemsg.tls import (
+from securemsg.tls import certs
+from securemsg.tls.policy import (
     ClientCertificateCheck,
     LoadedTLS,
     ServerTLS,
@@ -59,7 +59,7 @@ class CertificateReloader:
     @ivar current: what is in service now.
     @ivar recheck: given how the new material judges client certificates,
         disconnects the connected clients it no longer accepts and says how
-        many (L{securemsg.server.ChatServerFactory.recheck_certificates});
+        many (L{securemsg.server.protocol.ChatServerFactory.recheck_certificates});
         L{None} if there is nobody to check.
     """
 

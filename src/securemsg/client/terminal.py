@@ -25,10 +25,10 @@ from prompt_toolkit.styles import Style
 from twisted.internet.defer import CancelledError, Deferred, succeed
 from twisted.python.failure import Failure
 
-from securemsg import wire
+from securemsg.protocol import wire
 
 if TYPE_CHECKING:
-    from securemsg.chat import ChatSession
+    from securemsg.admin.chat import ChatSession
 
 #: Colours for names.  Red (errors), magenta (private lines) and grey
 #: (notices) are left out so that a name never looks like one of those.

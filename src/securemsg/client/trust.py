@@ -52,7 +52,8 @@ from twisted.internet.ssl import (
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
-from securemsg import certs, tls
+from securemsg.tls import certs
+from securemsg.tls import policy as tls
 
 
 class TrustError(Exception):

@@ -13,14 +13,14 @@ from typing import ClassVar, Final, TextIO
 
 from cryptography import x509
 
-from securemsg import certs
-from securemsg.client import split_address
-from securemsg.command import (
+from securemsg.admin.command import (
     CommandError,
     CommandOptions,
     describe_os_error,
     one_argument,
 )
+from securemsg.client.api import split_address
+from securemsg.tls import certs
 
 #: Exit status when the server cannot be reached, as for C{securemsg chat}.
 EXIT_UNREACHABLE: Final = 3

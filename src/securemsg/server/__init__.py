@@ -1,0 +1,11 @@
+"""
+The chat server: protocol, factory, TLS listener guard, direct sends, services
+and certificate reload; imports L{securemsg.protocol}, L{securemsg.core} and
+L{securemsg.tls}.
+
+The public embedding API is re-exported here.
+"""
+
+from securemsg.server.protocol import ChatServerFactory, ChatServerProtocol
+
+__all__ = ["ChatServerFactory", "ChatServerProtocol"]
