@@ -33,6 +33,7 @@ from securemsg.admin.chat import (
 )
 from securemsg.client.api import MAX_LINE_LENGTH
 from securemsg.protocol import wire
+from securemsg.server.endpoint import tls_server_endpoint
 from securemsg.tls import certs
 from securemsg.tls import policy as tls
 
@@ -170,7 +171,7 @@ class ChatServerCase(LoopbackServerTestCase):
     async def listen(self, description: str) -> IListeningPort:
         """Listen with C{cert_path} and C{key_path} on C{description}."""
         credentials = tls.load_credentials(self.cert_path, self.key_path)
-        endpoint = tls.tls_server_endpoint(
+        endpoint = tls_server_endpoint(
             reactor,
             description,
             tls.ServerTLS(tls.make_server_context(credentials)),

@@ -31,6 +31,7 @@ from securemsg.client.api import (
     split_address,
 )
 from securemsg.protocol import jsonwire, wire
+from securemsg.server.endpoint import tls_server_endpoint
 from securemsg.tls import certs
 from securemsg.tls import policy as tls
 
@@ -794,7 +795,7 @@ class LongLineConnectTests(LoopbackServerTestCase):
             servers.append(LongLineServer(says))
             return servers[-1]
 
-        endpoint = tls.tls_server_endpoint(
+        endpoint = tls_server_endpoint(
             reactor,
             "tcp:0:interface=127.0.0.1",
             tls.ServerTLS(

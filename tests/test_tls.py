@@ -24,6 +24,7 @@ from zope.interface import implementer
 from securemsg.admin import ca
 from securemsg.core.limits import Limits
 from securemsg.server.direct import DirectTLSProtocol
+from securemsg.server.endpoint import tls_server_endpoint
 from securemsg.server.guard import GuardedTLSFactory, TLSOnlyProtocol
 from securemsg.server.protocol import ChatServerFactory
 from securemsg.tls import policy as tls
@@ -426,7 +427,7 @@ class CredentialsTests(SynchronousTestCase):
 
 class EndpointTests(SynchronousTestCase):
     """
-    L{tls.tls_server_endpoint} wraps plain endpoints and refuses TLS ones.
+    L{tls_server_endpoint} wraps plain endpoints and refuses TLS ones.
     """
 
     def test_refuses_tls_descriptions(self) -> None:
@@ -435,7 +436,7 @@ class EndpointTests(SynchronousTestCase):
         for description in ("ssl:50000", "TLS:50000"):
             error = self.assertRaises(
                 tls.TLSConfigError,
-                tls.tls_server_endpoint,
+                tls_server_endpoint,
                 MemoryReactor(),
                 description,
                 creator,
@@ -446,7 +447,7 @@ class EndpointTests(SynchronousTestCase):
         """A description Twisted cannot parse is one clear error."""
         self.assertRaises(
             tls.TLSConfigError,
-            tls.tls_server_endpoint,
+            tls_server_endpoint,
             MemoryReactor(),
             "nosuchthing:1",
             tls.ServerTLS(server_context()),
@@ -455,7 +456,7 @@ class EndpointTests(SynchronousTestCase):
     def test_listens_with_tls(self) -> None:
         """A tcp: description listens through a TLS-wrapping factory."""
         reactor = MemoryReactor()
-        endpoint = tls.tls_server_endpoint(
+        endpoint = tls_server_endpoint(
             reactor, "tcp:0:interface=127.0.0.1", tls.ServerTLS(server_context())
         )
         endpoint.listen(ChatServerFactory(reactor))
@@ -471,7 +472,7 @@ class EndpointTests(SynchronousTestCase):
         (L{TLSOnlyProtocol}).
         """
         reactor = MemoryReactor()
-        endpoint = tls.tls_server_endpoint(
+        endpoint = tls_server_endpoint(
             reactor, "tcp:0:interface=127.0.0.1", tls.ServerTLS(server_context())
         )
         endpoint.listen(ChatServerFactory(reactor))
@@ -487,7 +488,7 @@ class EndpointTests(SynchronousTestCase):
     def test_connect_rate_from_limits(self) -> None:
         """The limits' rate of new connections per address reaches the guard."""
         reactor = MemoryReactor()
-        endpoint = tls.tls_server_endpoint(
+        endpoint = tls_server_endpoint(
             reactor,
             "tcp:0:interface=127.0.0.1",
             tls.ServerTLS(server_context()),

@@ -19,6 +19,7 @@ from securemsg.core.hub import Chat
 from securemsg.core.limits import Limits
 from securemsg.core.records import ServerState, StateError
 from securemsg.protocol import wire
+from securemsg.server.endpoint import tls_server_endpoint
 from securemsg.server.protocol import (
     DEFAULT_GREETING,
     DEFAULT_MAX_LINE_LENGTH,
@@ -555,7 +556,7 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
     )
     reloader.recheck = factory.recheck_certificates
     endpoints = [
-        (description, tls.tls_server_endpoint(reactor, description, creator, limits))
+        (description, tls_server_endpoint(reactor, description, creator, limits))
         for description in options.endpoint_descriptions()
     ]
     top = MultiService()

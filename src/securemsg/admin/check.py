@@ -54,9 +54,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from twisted.python import usage
 
 from securemsg.admin.ca import CAError, load_crl
-from securemsg.admin.command import PROGRAM, CommandOptions, describe_os_error
+from securemsg.admin.command import PROGRAM, CommandOptions
 from securemsg.tls import certs
 from securemsg.tls import policy as tls
+from securemsg.tls.certs import describe_os_error
 
 __all__ = [
     "CERTIFICATE_WARNING_DAYS",

@@ -17,6 +17,9 @@ from twisted.python import usage
 from securemsg._version import __version__
 from securemsg.tls import certs
 
+# Re-exported for the commands: the TLS checks need it without admin.
+from securemsg.tls.certs import describe_os_error as describe_os_error
+
 PROGRAM: str = "securemsg"
 """The name the command is installed as, used in every message."""
 
@@ -42,11 +45,6 @@ class ShowText(Exception):
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
-
-
-def describe_os_error(error: OSError) -> str:
-    """The reason part of an C{OSError}, without the C{[Errno N]} noise."""
-    return error.strerror or str(error)
 
 
 class CommandOptions(usage.Options):

@@ -6,6 +6,7 @@ L{securemsg.tls}.
 The public embedding API is re-exported here.
 """
 
+from securemsg.server.endpoint import tls_server_endpoint
 from securemsg.server.protocol import ChatServerFactory, ChatServerProtocol
 
-__all__ = ["ChatServerFactory", "ChatServerProtocol"]
+__all__ = ["ChatServerFactory", "ChatServerProtocol", "tls_server_endpoint"]

@@ -33,7 +33,6 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securemsg.admin.ca import identity_from_certificate
 from securemsg.core.flood import TokenBucket, command_cost
 from securemsg.core.history import History
 from securemsg.core.hub import Chat
@@ -42,6 +41,7 @@ from securemsg.core.participant import IChatParticipant
 from securemsg.protocol import jsonwire, wire
 from securemsg.server import direct
 from securemsg.tls import certs
+from securemsg.tls.identity import identity_from_certificate
 
 if TYPE_CHECKING:
     from securemsg.tls.policy import ClientCertificateCheck

@@ -40,6 +40,11 @@ from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
+def describe_os_error(error: OSError) -> str:
+    """The reason part of an C{OSError}, without the C{[Errno N]} noise."""
+    return error.strerror or str(error)
+
+
 class PassphraseFileError(Exception):
     """A passphrase file cannot be used; the message is one line."""
 
@@ -82,6 +87,7 @@ __all__ = [
     "certificate_warnings",
     "common_name",
     "describe_certificate",
+    "describe_os_error",
     "fingerprint",
     "general_name_for_host",
     "generate_self_signed",
