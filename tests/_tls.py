@@ -22,7 +22,7 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from zope.interface import implementer
 
-from securemsg.server.protocol import ChatServerFactory
+from securemsg.server.factory import ChatServerFactory
 from securemsg.tls.policy import ServerTLS
 
 from . import _certs

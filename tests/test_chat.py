@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.admin.chat}: a L{ChatSession} with a recording front end
+Tests for L{securemsg.client.session}: a L{ChatSession} with a recording front end
 against a real securemsg server on loopback, and C{securemsg chat} in pipe
 mode, run as a user runs it, in a subprocess.
 
@@ -22,7 +22,8 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 import securemsg
-from securemsg.admin.chat import (
+from securemsg.client.api import MAX_LINE_LENGTH
+from securemsg.client.session import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_SERVER_CLOSED,
@@ -31,7 +32,6 @@ from securemsg.admin.chat import (
     EXIT_USAGE,
     ChatSession,
 )
-from securemsg.client.api import MAX_LINE_LENGTH
 from securemsg.protocol import wire
 from securemsg.server.endpoint import tls_server_endpoint
 from securemsg.tls import certs
@@ -54,7 +54,7 @@ UNKNOWN_ISSUER = "unknown issuer (no trusted certificate issued it; use --ca or 
 
 class RecordingFrontEnd:
     """
-    A L{securemsg.admin.chat.FrontEnd} that records what the session asks it to
+    A L{securemsg.client.session.FrontEnd} that records what the session asks it to
     show, and lets a test wait for a given event or status.
     """
 
@@ -902,7 +902,7 @@ class DescribeCloseTests(SynchronousTestCase):
         from OpenSSL import SSL
         from twisted.internet.error import ConnectionDone, ConnectionLost
 
-        from securemsg.admin.chat import _describe_close
+        from securemsg.client.session import _describe_close
 
         self.assertEqual(
             _describe_close(ConnectionDone()), "server closed the connection"

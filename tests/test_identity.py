@@ -27,7 +27,7 @@ from securemsg.core.history import MemoryHistory
 from securemsg.core.hub import Chat, ReloadResult
 from securemsg.core.records import Ban, ServerState
 from securemsg.protocol import jsonwire, wire
-from securemsg.server.protocol import ANNOUNCEMENT_DELAY, ChatServerFactory
+from securemsg.server.factory import ANNOUNCEMENT_DELAY, ChatServerFactory
 from securemsg.server.reload import CertificateReloader
 from securemsg.tls.policy import ServerTLS, TLSSettings, load_tls
 

@@ -19,6 +19,8 @@ from securemsg.core.hub import Chat
 from securemsg.core.limits import Limits, client_key, covering_key
 from securemsg.core.records import Ban, ServerState
 from securemsg.protocol import wire
+from securemsg.server import direct
+from securemsg.server.factory import ChatServerFactory
 from securemsg.server.guard import (
     REFUSAL_LOG_INTERVAL,
     GuardedTLSFactory,
@@ -26,12 +28,7 @@ from securemsg.server.guard import (
     how_to_connect,
     looks_like_tls,
 )
-from securemsg.server.protocol import (
-    WRITE_CHUNK,
-    ChatServerFactory,
-    ChatServerProtocol,
-    direct,
-)
+from securemsg.server.protocol import WRITE_CHUNK, ChatServerProtocol
 from securemsg.tls import policy as tls
 
 from . import _certs

@@ -32,7 +32,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from securemsg.admin import ca
 from securemsg.client.trust import load_client_certificate
-from securemsg.server.protocol import ChatServerFactory
+from securemsg.server.factory import ChatServerFactory
 from securemsg.server.reload import (
     EXPIRY_CHECK_INTERVAL,
     WATCH_INTERVAL,

@@ -16,12 +16,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from securemsg.core.limits import Limits
 from securemsg.protocol import wire
-from securemsg.server.protocol import (
-    ANNOUNCEMENT_DELAY,
-    ChatServerFactory,
-    ChatServerProtocol,
-    describe_peer,
-)
+from securemsg.server.factory import ANNOUNCEMENT_DELAY, ChatServerFactory
+from securemsg.server.protocol import ChatServerProtocol, describe_peer
 
 
 class Client:

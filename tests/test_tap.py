@@ -24,8 +24,8 @@ from securemsg import tap
 from securemsg.core.history import MemoryHistory, SqliteHistory
 from securemsg.core.limits import Limits
 from securemsg.protocol import wire
+from securemsg.server.factory import DEFAULT_GREETING, ChatServerFactory
 from securemsg.server.guard import GuardedTLSFactory
-from securemsg.server.protocol import DEFAULT_GREETING, ChatServerFactory
 from securemsg.server.service import ChatService
 from securemsg.tls import policy as tls
 

@@ -317,7 +317,7 @@ class FakeClient:
 
 
 class FakeSession:
-    """Records what the front end asks of a L{securemsg.admin.chat.ChatSession}."""
+    """Records what the front end asks of a L{securemsg.client.session.ChatSession}."""
 
     def __init__(self) -> None:
         self.client = FakeClient()

@@ -25,8 +25,8 @@ from securemsg.admin import ca
 from securemsg.core.limits import Limits
 from securemsg.server.direct import DirectTLSProtocol
 from securemsg.server.endpoint import tls_server_endpoint
+from securemsg.server.factory import ChatServerFactory
 from securemsg.server.guard import GuardedTLSFactory, TLSOnlyProtocol
-from securemsg.server.protocol import ChatServerFactory
 from securemsg.tls import policy as tls
 
 from . import _certs

@@ -20,7 +20,7 @@ from securemsg.core.limits import Limits
 from securemsg.core.records import ServerState, StateError
 from securemsg.protocol import wire
 from securemsg.server.endpoint import tls_server_endpoint
-from securemsg.server.protocol import (
+from securemsg.server.factory import (
     DEFAULT_GREETING,
     DEFAULT_MAX_LINE_LENGTH,
     ChatServerFactory,

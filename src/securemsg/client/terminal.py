@@ -28,7 +28,7 @@ from twisted.python.failure import Failure
 from securemsg.protocol import wire
 
 if TYPE_CHECKING:
-    from securemsg.admin.chat import ChatSession
+    from securemsg.client.session import ChatSession
 
 #: Colours for names.  Red (errors), magenta (private lines) and grey
 #: (notices) are left out so that a name never looks like one of those.

@@ -7,6 +7,7 @@ The public embedding API is re-exported here.
 """
 
 from securemsg.server.endpoint import tls_server_endpoint
-from securemsg.server.protocol import ChatServerFactory, ChatServerProtocol
+from securemsg.server.factory import ChatServerFactory
+from securemsg.server.protocol import ChatServerProtocol
 
 __all__ = ["ChatServerFactory", "ChatServerProtocol", "tls_server_endpoint"]

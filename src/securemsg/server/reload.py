@@ -59,7 +59,7 @@ class CertificateReloader:
     @ivar current: what is in service now.
     @ivar recheck: given how the new material judges client certificates,
         disconnects the connected clients it no longer accepts and says how
-        many (L{securemsg.server.protocol.ChatServerFactory.recheck_certificates});
+        many (L{securemsg.server.factory.ChatServerFactory.recheck_certificates});
         L{None} if there is nobody to check.
     """
 
