@@ -21,8 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from twisted.trial.unittest import SynchronousTestCase
 
 import securemsg
-from securemsg.admin.cli import GencertOptions, SecuremsgOptions, main
+from securemsg.admin.cli import SecuremsgOptions, main
 from securemsg.admin.command import CommandOptions
+from securemsg.admin.gencert import GencertOptions
 from securemsg.tls import certs
 
 from ._cli import Result

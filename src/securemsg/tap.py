@@ -13,7 +13,6 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
-from securemsg.admin import check
 from securemsg.core.history import History, HistoryError, MemoryHistory, SqliteHistory
 from securemsg.core.hub import Chat
 from securemsg.core.limits import Limits
@@ -28,6 +27,7 @@ from securemsg.server.factory import (
 from securemsg.server.reload import CertificateReloader, ReloadService
 from securemsg.server.service import ChatService, ListenError, RepeatedStopSignals
 from securemsg.tls import policy as tls
+from securemsg.tls.inspect import run_check
 
 DEFAULT_PORT: Final = 50000
 DEFAULT_HISTORY_DB: Final = "securemsg-history.sqlite3"
@@ -432,7 +432,7 @@ class Options(usage.Options):
             # Done while parsing: twistd would refuse to go on to makeService
             # while a server runs here (its pid file), and a check should
             # work next to a running server.
-            report = check.run_check(
+            report = run_check(
                 self["cert"],
                 self["key"],
                 passphrases=tls.PassphraseSource.from_process(

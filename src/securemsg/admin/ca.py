@@ -61,7 +61,7 @@ from securemsg.admin.command import (
     read_passphrase_file,
 )
 from securemsg.protocol import wire
-from securemsg.tls import certs
+from securemsg.tls import certs, identity
 from securemsg.tls.identity import (
     IDENTITY_URI_PREFIX,
     identity_from_certificate,
@@ -1107,30 +1107,17 @@ def load_crl(
     path: certs.StrPath, issuer: x509.Certificate | None = None
 ) -> x509.CertificateRevocationList:
     """
-    Read a PEM CRL, such as C{DIR/crl.pem}.
+    Read a PEM CRL, such as C{DIR/crl.pem} (L{securemsg.tls.identity.load_crl}).
 
     @param issuer: If given, the CRL must be signed by this certificate's
         key and name it as its issuer (pass the CA certificate).
     @raise CAError: If the file cannot be read or parsed, or C{issuer} did
         not sign it.
     """
-    shown = os.fspath(path)
-    data = _read(shown, "CRL file")
     try:
-        crl = x509.load_pem_x509_crl(data)
-    except ValueError as error:
-        detail = _one_line(str(error) or type(error).__name__)
-        raise CAError(f"cannot parse the CRL {shown}: {detail}") from None
-    if issuer is not None:
-        public_key = issuer.public_key()
-        if crl.issuer != issuer.subject or not (
-            isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
-            and crl.is_signature_valid(public_key)
-        ):
-            raise CAError(
-                f"the CRL {shown} is not signed by {issuer.subject.rfc4514_string()}"
-            )
-    return crl
+        return identity.load_crl(path, issuer)
+    except identity.CRLError as error:
+        raise CAError(str(error)) from None
 
 
 # ---------------------------------------------------------------------------

@@ -17,11 +17,9 @@ from twisted.python import usage
 from securemsg._version import __version__
 from securemsg.tls import certs
 
-# Re-exported for the commands: the TLS checks need it without admin.
+# Re-exported for the commands: the TLS checks need them without admin.
+from securemsg.tls.certs import PROGRAM as PROGRAM
 from securemsg.tls.certs import describe_os_error as describe_os_error
-
-PROGRAM: str = "securemsg"
-"""The name the command is installed as, used in every message."""
 
 
 class CommandError(Exception):

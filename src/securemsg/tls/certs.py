@@ -39,6 +39,9 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+PROGRAM: str = "securemsg"
+"""The name the command is installed as, used in every message."""
+
 
 def describe_os_error(error: OSError) -> str:
     """The reason part of an C{OSError}, without the C{[Errno N]} noise."""
@@ -81,6 +84,7 @@ __all__ = [
     "CLOCK_SKEW",
     "DEFAULT_HOSTS",
     "FINGERPRINT_PREFIX",
+    "PROGRAM",
     "PrivateKey",
     "StrPath",
     "as_utc",

@@ -2,16 +2,20 @@
 """
 Who a client certificate names: the C{securemsg:user:NAME} subjectAltName
 URI that L{securemsg.admin.ca} writes into the certificates it issues, and
-that the server reads to learn who a client is.
+that the server reads to learn who a client is; and reading the CRL that
+revokes such certificates.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Final
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from securemsg.protocol import wire
+from securemsg.tls import certs
 
 IDENTITY_URI_PREFIX: Final = "securemsg:user:"
 """What the subjectAltName URI of a client certificate starts with."""
@@ -53,3 +57,47 @@ def identity_from_certificate(cert: x509.Certificate) -> str | None:
         return None
     (name,) = names
     return name if wire.name_problem(name) is None else None
+
+
+class CRLError(Exception):
+    """
+    A CRL file cannot be used, with a one-line message for a person.
+    """
+
+
+def load_crl(
+    path: certs.StrPath, issuer: x509.Certificate | None = None
+) -> x509.CertificateRevocationList:
+    """
+    Read a PEM CRL, such as C{DIR/crl.pem}.
+
+    @param issuer: If given, the CRL must be signed by this certificate's
+        key and name it as its issuer (pass the CA certificate).
+    @raise CRLError: If the file cannot be read or parsed, or C{issuer} did
+        not sign it.
+    """
+    shown = os.fspath(path)
+    try:
+        with open(shown, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise CRLError(f"CRL file {shown} is missing") from None
+    except OSError as error:
+        raise CRLError(
+            f"cannot read {shown}: {certs.describe_os_error(error)}"
+        ) from None
+    try:
+        crl = x509.load_pem_x509_crl(data)
+    except ValueError as error:
+        detail = " ".join((str(error) or type(error).__name__).split())
+        raise CRLError(f"cannot parse the CRL {shown}: {detail}") from None
+    if issuer is not None:
+        public_key = issuer.public_key()
+        if crl.issuer != issuer.subject or not (
+            isinstance(public_key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
+            and crl.is_signature_valid(public_key)
+        ):
+            raise CRLError(
+                f"the CRL {shown} is not signed by {issuer.subject.rfc4514_string()}"
+            )
+    return crl
