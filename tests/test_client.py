@@ -162,7 +162,7 @@ class ProtocolTests(SynchronousTestCase):
                 wire.WhoList(text, (text, text)),
                 wire.RoomList((wire.RoomInfo(text, 3, text),)),
                 wire.TopicInfo(text, text, text),
-                wire.History(
+                wire.PastMessages(
                     text,
                     (
                         wire.Message(text, text, text, 3.0, True),

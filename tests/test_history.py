@@ -30,7 +30,7 @@ from securemsg.core.history import (
     MemoryHistory,
     SqliteHistory,
 )
-from securemsg.core.hub import Chat
+from securemsg.core.hub import ChatHub
 from securemsg.protocol import wire
 
 from ._fakes import Recorder
@@ -621,7 +621,7 @@ class SqliteHistoryTests(TestCase):
         said in it after.
         """
         history = self.open(preload=("#lobby",))
-        chat = Chat(self.clock, history=history, replay=5)
+        chat = ChatHub(self.clock, history=history, replay=5)
         alice, bob = Recorder(), Recorder()
         chat.join(alice)
         chat.join(bob)

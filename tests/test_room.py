@@ -12,7 +12,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from securemsg.core.history import MemoryHistory
-from securemsg.core.hub import ANNOUNCE_BURST, ANNOUNCE_RATE, MAX_WAITING_COMMANDS, Chat
+from securemsg.core.hub import (
+    ANNOUNCE_BURST,
+    ANNOUNCE_RATE,
+    MAX_WAITING_COMMANDS,
+    ChatHub,
+)
 from securemsg.core.limits import Limits
 from securemsg.core.participant import IChatParticipant
 from securemsg.protocol import jsonwire, wire
@@ -30,7 +35,7 @@ def too_many(rooms: int) -> str:
     )
 
 
-def seat_three(chat: Chat, kind: type[R]) -> tuple[R, R, R]:
+def seat_three(chat: ChatHub, kind: type[R]) -> tuple[R, R, R]:
     """Let alice, bob and carol (made by C{kind}) in, with nothing to read."""
     people = (kind(), kind(), kind())
     for person, name in zip(people, ("alice", "bob", "carol"), strict=True):
@@ -47,7 +52,7 @@ class RoomTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.room = Chat(Clock())
+        self.room = ChatHub(Clock())
         self.alice, self.bob, self.carol = Recorder(), Recorder(), Recorder()
         for person in (self.alice, self.bob, self.carol):
             self.room.join(person)
@@ -187,7 +192,7 @@ class RoomsTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1764248722)
-        self.chat = Chat(self.clock, replay=3)
+        self.chat = ChatHub(self.clock, replay=3)
         self.alice, self.bob, self.carol = seat_three(self.chat, Recorder)
 
     def test_everyone_starts_in_the_default_room(self) -> None:
@@ -426,7 +431,7 @@ class RoomsTests(SynchronousTestCase):
         Private messages stay out of the history unless asked for, even
         between certificate holders.
         """
-        chat = Chat(self.clock, certificates=True)
+        chat = ChatHub(self.clock, certificates=True)
         one, two = Recorder(), Recorder()
         chat.join(one, identity="ann")
         chat.join(two, identity="ben")
@@ -440,7 +445,7 @@ class RoomsTests(SynchronousTestCase):
         With store_private, /history NAME shows a certificate holder their
         conversation with another holder.
         """
-        chat = Chat(
+        chat = ChatHub(
             self.clock,
             history=MemoryHistory(self.clock, store_private=True),
             certificates=True,
@@ -480,12 +485,12 @@ class Counting(Recorder):
 
 class HoldingTests(SynchronousTestCase):
     """
-    L{Chat.hold}: lines one speaker says while held reach each member in one
+    L{ChatHub.hold}: lines one speaker says while held reach each member in one
     delivery, and nothing is reordered by it.
     """
 
     def setUp(self) -> None:
-        self.chat = Chat(Clock())
+        self.chat = ChatHub(Clock())
         self.alice, self.bob, self.carol = seat_three(self.chat, Counting)
         for person in (self.alice, self.bob, self.carol):
             person.calls = 0
@@ -584,7 +589,7 @@ class RoomLimitTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.chat = Chat(self.clock, max_rooms=4, max_rooms_per_address=2)
+        self.chat = ChatHub(self.clock, max_rooms=4, max_rooms_per_address=2)
 
     def person(self, address: str | None) -> Recorder:
         person = Recorder()
@@ -665,7 +670,7 @@ class IdleRoomTests(SynchronousTestCase):
         """
         clock = Clock()
         history = MemoryHistory(clock, per_room=50)
-        chat = Chat(clock, history=history, max_rooms_per_address=0)
+        chat = ChatHub(clock, history=history, max_rooms_per_address=0)
         speaker = Recorder()
         chat.join(speaker, address="192.0.2.1")
         for number in range(30):
@@ -682,7 +687,7 @@ class IdleRoomTests(SynchronousTestCase):
         With the history in memory only, a room made again after it emptied
         has no past.
         """
-        chat = Chat(Clock())
+        chat = ChatHub(Clock())
         alice, bob = Recorder(), Recorder()
         chat.join(alice)
         chat.join(bob)
@@ -742,7 +747,7 @@ class LazyLoadTests(SynchronousTestCase):
             wire.Message("carol", "from before", "#dev", 1764248000.0)
         ]
         self.history._rooms["#lobby"] = deque(maxlen=2)
-        self.chat = Chat(self.clock, history=self.history, replay=2)
+        self.chat = ChatHub(self.clock, history=self.history, replay=2)
         self.alice, self.bob, _ = seat_three(self.chat, Recorder)
 
     def test_join_waits_for_the_history(self) -> None:
@@ -872,7 +877,7 @@ class BoundedReplyTests(SynchronousTestCase):
         self.clock.advance(1764248722)
         # Each 200-character line from alice in #lobby counts
         # 200 + 5 + 6 + 96 = 307 bytes: three fit in 1000.
-        self.chat = Chat(
+        self.chat = ChatHub(
             self.clock, replay=50, limits=Limits(reply_bytes=1000, list_max=3)
         )
         self.alice, self.bob, self.carol = seat_three(self.chat, Recorder)
@@ -973,7 +978,7 @@ class AnnouncementRateTests(SynchronousTestCase):
         of how many were not.
         """
         clock = Clock()
-        chat = Chat(clock)
+        chat = ChatHub(clock)
         alice = Recorder()
         chat.join(alice)
         chat.rename(alice, "alice")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg.core.records import VERSION, Ban, ServerState, StateError
+from securemsg.core.records import VERSION, BanRecord, RecordsError, ServerRecords
 
 ALICE_FINGERPRINT = "sha256:" + "a1" * 32
 BOB_FINGERPRINT = "sha256:" + "b2" * 32
@@ -27,11 +27,11 @@ class StateTestCase(SynchronousTestCase):
         self.directory.mkdir()
         self.path = str(self.directory / "state.json")
 
-    def full_state(self) -> ServerState:
+    def full_state(self) -> ServerRecords:
         """A state with something of everything in it."""
-        state = ServerState(self.path)
-        state.fingerprints[BOB_FINGERPRINT] = Ban("bob", "alice", 1000.5)
-        state.addresses["192.0.2.7"] = Ban("guest-3", "alice", 1001.0)
+        state = ServerRecords(self.path)
+        state.fingerprints[BOB_FINGERPRINT] = BanRecord("bob", "alice", 1000.5)
+        state.addresses["192.0.2.7"] = BanRecord("guest-3", "alice", 1001.0)
         state.motd = "be nice"
         state.add_holder("alice")
         state.add_holder("Bob")
@@ -40,9 +40,11 @@ class StateTestCase(SynchronousTestCase):
     def write(self, data: object) -> None:
         Path(self.path).write_text(json.dumps(data), encoding="utf-8")
 
-    def assertOneLineStateError(self, *fragments: str) -> StateError:
+    def assertOneLineStateError(self, *fragments: str) -> RecordsError:
         """Loading fails with one line that holds each of C{fragments}."""
-        error: StateError = self.assertRaises(StateError, ServerState.load, self.path)
+        error: RecordsError = self.assertRaises(
+            RecordsError, ServerRecords.load, self.path
+        )
         message = str(error)
         self.assertNotIn("\n", message)
         for fragment in fragments:
@@ -52,14 +54,14 @@ class StateTestCase(SynchronousTestCase):
 
 class LoadSaveTests(StateTestCase):
     """
-    L{ServerState.save} and L{ServerState.load} keep everything, and the
+    L{ServerRecords.save} and L{ServerRecords.load} keep everything, and the
     file is replaced whole.
     """
 
     def test_missing_file_is_empty(self) -> None:
         """A state file that does not exist yet gives an empty state."""
-        state = ServerState.load(self.path)
-        self.assertEqual(state, ServerState(self.path))
+        state = ServerRecords.load(self.path)
+        self.assertEqual(state, ServerRecords(self.path))
         self.assertEqual(
             (state.fingerprints, state.addresses, state.motd, state.holders),
             ({}, {}, "", {}),
@@ -68,7 +70,7 @@ class LoadSaveTests(StateTestCase):
 
     def test_in_memory(self) -> None:
         """Without a path nothing is read or written."""
-        state = ServerState.load(None)
+        state = ServerRecords.load(None)
         state.motd = "only in memory"
         state.save()
         state.check_writable()
@@ -78,7 +80,7 @@ class LoadSaveTests(StateTestCase):
         """What is saved is what is loaded back."""
         state = self.full_state()
         state.save()
-        loaded = ServerState.load(self.path)
+        loaded = ServerRecords.load(self.path)
         self.assertEqual(loaded, state)
         self.assertEqual(loaded.holders, {"alice": "alice", "bob": "Bob"})
         self.assertTrue(loaded.is_holder("BOB"))
@@ -124,7 +126,7 @@ class LoadSaveTests(StateTestCase):
         self.assertNotEqual(after.st_ino, before.st_ino)
         self.assertEqual(stat.S_IMODE(after.st_mode), 0o600)
         self.assertEqual(os.listdir(self.directory), ["state.json"])
-        self.assertEqual(ServerState.load(self.path).motd, "changed")
+        self.assertEqual(ServerRecords.load(self.path).motd, "changed")
 
     def test_failed_save_keeps_the_old_file(self) -> None:
         """
@@ -141,7 +143,7 @@ class LoadSaveTests(StateTestCase):
 
     def test_check_writable(self) -> None:
         """A state whose folder can be written passes the start-up check."""
-        ServerState(self.path).check_writable()
+        ServerRecords(self.path).check_writable()
 
     def test_check_writable_refuses_missing_folder(self) -> None:
         """
@@ -149,7 +151,7 @@ class LoadSaveTests(StateTestCase):
         the start-up check says so in one line.
         """
         path = str(self.directory / "missing" / "state.json")
-        error = self.assertRaises(StateError, ServerState(path).check_writable)
+        error = self.assertRaises(RecordsError, ServerRecords(path).check_writable)
         self.assertEqual(
             str(error),
             f"cannot write state file {path}: its folder is not writable",
@@ -230,9 +232,9 @@ class BanTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.state = ServerState()
-        self.bob = Ban("bob", "alice", 1.0)
-        self.guest = Ban("guest-3", "alice", 2.0)
+        self.state = ServerRecords()
+        self.bob = BanRecord("bob", "alice", 1.0)
+        self.guest = BanRecord("guest-3", "alice", 2.0)
         self.state.fingerprints[BOB_FINGERPRINT] = self.bob
         self.state.addresses["192.0.2.7"] = self.guest
 
@@ -274,7 +276,7 @@ class BanTests(SynchronousTestCase):
 
     def test_unban_name_lifts_every_kind(self) -> None:
         """One name banned both ways is unbanned both ways at once."""
-        self.state.addresses["198.51.100.9"] = Ban("bob", "carol", 3.0)
+        self.state.addresses["198.51.100.9"] = BanRecord("bob", "carol", 3.0)
         self.assertEqual(self.state.unban("bob"), [BOB_FINGERPRINT, "198.51.100.9"])
         self.assertEqual(self.state.addresses, {"192.0.2.7": self.guest})
 
@@ -292,14 +294,14 @@ class HolderTests(SynchronousTestCase):
         A holder's name is remembered once, ignoring case, with the spelling
         it was first seen with.
         """
-        state = ServerState()
+        state = ServerRecords()
         self.assertTrue(state.add_holder("Alice"))
         self.assertFalse(state.add_holder("alice"))
         self.assertEqual(state.holders, {"alice": "Alice"})
 
     def test_is_holder(self) -> None:
         """Any spelling of a holder's name is a holder's name; others are not."""
-        state = ServerState()
+        state = ServerRecords()
         state.add_holder("alice")
         self.assertTrue(state.is_holder("ALICE"))
         self.assertFalse(state.is_holder("alicia"))

@@ -13,10 +13,15 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
-from securemsg.core.history import History, HistoryError, MemoryHistory, SqliteHistory
-from securemsg.core.hub import Chat
+from securemsg.core.history import (
+    HistoryError,
+    HistoryStore,
+    MemoryHistory,
+    SqliteHistory,
+)
+from securemsg.core.hub import ChatHub
 from securemsg.core.limits import Limits
-from securemsg.core.records import ServerState, StateError
+from securemsg.core.records import RecordsError, ServerRecords
 from securemsg.protocol import wire
 from securemsg.server.endpoint import tls_server_endpoint
 from securemsg.server.factory import (
@@ -489,7 +494,7 @@ class Options(usage.Options):
         return [description]
 
 
-def open_history(reactor: IReactorTime, options: Options) -> History:
+def open_history(reactor: IReactorTime, options: Options) -> HistoryStore:
     """
     The history the options ask for: in memory, or in an SQLite file that is
     checked now.
@@ -522,17 +527,17 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
     @raise tls.TLSConfigError: if the certificate, key or an endpoint cannot
         be used.
     @raise HistoryError: if the history database cannot be used.
-    @raise StateError: if the state file cannot be used.
+    @raise RecordsError: if the state file cannot be used.
     """
     settings = options.tls_settings()
     loaded = tls.load_tls(settings)
     creator = tls.ServerTLS(loaded.context)
     reloader = CertificateReloader(settings, creator, loaded)
     limits = options.limits()
-    state = ServerState.load(options["state"])
+    state = ServerRecords.load(options["state"])
     state.check_writable()
     history = open_history(reactor, options)
-    chat = Chat(
+    chat = ChatHub(
         reactor,
         default_room=options["default-room"],
         history=history,
@@ -586,7 +591,7 @@ def makeService(options: Options) -> MultiService:
         for service in top:  # type: ignore[attr-defined]
             if isinstance(service, ChatService):
                 service.listen()
-    except (tls.TLSConfigError, HistoryError, StateError, ListenError) as error:
+    except (tls.TLSConfigError, HistoryError, RecordsError, ListenError) as error:
         raise SystemExit(f"securemsg: {error}") from None
     RepeatedStopSignals(reactor).setServiceParent(top)  # type: ignore[arg-type]
     return top

@@ -6,8 +6,8 @@ The last messages of every room that exists are in memory, so that a user
 who joins gets them at once and in order with what follows.  L{SqliteHistory}
 also writes every message to a database, in batches, and reads it back
 when someone asks for more; a room's last messages are read back only when
-the room is made again (L{History.load}), and let go of when it empties
-(L{History.forget}), so that memory holds the rooms that exist, not every
+the room is made again (L{HistoryStore.load}), and let go of when it empties
+(L{HistoryStore.forget}), so that memory holds the rooms that exist, not every
 room ever used.  The batches are written
 on the reactor's thread in SQLite's WAL mode, where a commit appends to the
 log without waiting for the disk; what does wait (checkpoints, pruning,
@@ -77,7 +77,7 @@ class HistoryError(Exception):
     """The history database cannot be used; the message is one line."""
 
 
-class History(Protocol):
+class HistoryStore(Protocol):
     """Where messages are kept."""
 
     def record(self, event: wire.Replayable) -> None:
@@ -122,7 +122,7 @@ def private_pair(one: str, other: str) -> str:
     either side and whatever their case.
 
     Only conversations between certificate holders are kept (the chat
-    decides, see L{securemsg.core.hub.Chat.whisper}), so these names are
+    decides, see L{securemsg.core.hub.ChatHub.whisper}), so these names are
     identities nobody else can take.
     """
     first, second = sorted((wire.name_key(one), wire.name_key(other)))
@@ -553,7 +553,7 @@ class SqliteHistory(MemoryHistory):
 
         Nobody can say anything in a room while it is being loaded: it is
         loaded when it is made, before anyone is in it (see
-        L{securemsg.core.hub.Chat.enter}).
+        L{securemsg.core.hub.ChatHub.enter}).
         """
         key = _room_key(room)
         if self.per_room < 1 or key in self._rooms:
@@ -698,8 +698,8 @@ def _prune(cursor: Any, max_count: int, oldest: float | None) -> None:
 
 __all__ = [
     "SCHEMA_VERSION",
-    "History",
     "HistoryError",
+    "HistoryStore",
     "MemoryHistory",
     "SqliteHistory",
     "history_file_warnings",

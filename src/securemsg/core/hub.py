@@ -3,9 +3,9 @@
 The chat itself: who is here under which names, which rooms they are in,
 and who gets what.
 
-No I/O happens here.  L{Chat} talks to participants only through
+No I/O happens here.  L{ChatHub} talks to participants only through
 L{IChatParticipant.deliver}, so it can be tested with plain objects; what
-was said is kept by a L{securemsg.core.history.History}.
+was said is kept by a L{securemsg.core.history.HistoryStore}.
 """
 
 from __future__ import annotations
@@ -20,10 +20,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from securemsg.core.flood import TokenBucket
-from securemsg.core.history import History, MemoryHistory
+from securemsg.core.history import HistoryStore, MemoryHistory
 from securemsg.core.limits import REPLY_ENTRY_OVERHEAD, Limits
 from securemsg.core.participant import IChatParticipant
-from securemsg.core.records import Ban, ServerState
+from securemsg.core.records import BanRecord, ServerRecords
 from securemsg.protocol import wire
 
 _T = TypeVar("_T")
@@ -124,7 +124,7 @@ ReloadResult = tuple[bool, str]
 MAX_WAITING_COMMANDS = 100
 
 
-class Chat:
+class ChatHub:
     """
     Everyone connected, their names, and the rooms.
 
@@ -142,11 +142,11 @@ class Chat:
         clock: IReactorTime,
         *,
         default_room: str = wire.DEFAULT_ROOM,
-        history: History | None = None,
+        history: HistoryStore | None = None,
         replay: int = 50,
         guest_prefix: str = "guest-",
         log_messages: bool = False,
-        state: ServerState | None = None,
+        state: ServerRecords | None = None,
         operators: Iterable[str] = (),
         certificates: bool = False,
         reload: Callable[[], ReloadResult] | None = None,
@@ -184,7 +184,7 @@ class Chat:
             raise ValueError(problem)
         self.clock = clock
         self.default_room = default_room
-        self.history: History = (
+        self.history: HistoryStore = (
             history if history is not None else MemoryHistory(clock, replay)
         )
         self.replay = replay
@@ -195,7 +195,7 @@ class Chat:
         self._members: dict[IChatParticipant, _Membership] = {}
         self._by_name: dict[str, IChatParticipant] = {}
         self.rooms: dict[str, Room] = {}
-        self.state = state if state is not None else ServerState()
+        self.state = state if state is not None else ServerRecords()
         self.operators = frozenset(wire.name_key(name) for name in operators)
         self.certificates = certificates
         self.reload = reload
@@ -524,7 +524,7 @@ class Chat:
         Join a room (making it if new) and make it current; tell its members
         and give the newcomer its recent history.
 
-        A new room's history may have to be read first (L{History.load}):
+        A new room's history may have to be read first (L{HistoryStore.load}):
         then the participant joins once it is read, and what they send
         meanwhile waits for it, in order (see L{handle}).  Nobody is in a
         room while it is read, so nothing said in it can come before its
@@ -566,7 +566,9 @@ class Chat:
                 participant.deliver(self._topic(room))
         past = self.history.recent(room.name)[-self.replay :] if self.replay else []
         if past:
-            participant.deliver(wire.History(room.name, *self._newest_that_fit(past)))
+            participant.deliver(
+                wire.PastMessages(room.name, *self._newest_that_fit(past))
+            )
 
     def _loaded(self, participant: IChatParticipant, room_name: str, key: str) -> None:
         """
@@ -878,7 +880,7 @@ class Chat:
         def deliver(messages: list[wire.Replayable]) -> None:
             if participant in self._members:
                 participant.deliver(
-                    wire.History(label, *self._newest_that_fit(messages))
+                    wire.PastMessages(label, *self._newest_that_fit(messages))
                 )
 
         def failed(reason: object) -> None:
@@ -935,7 +937,7 @@ class Chat:
             )
             return
         membership = self._members[target]
-        entry = Ban(target.name, participant.name, self.clock.seconds())
+        entry = BanRecord(target.name, participant.name, self.clock.seconds())
         if membership.verified and membership.fingerprint is not None:
             self.state.fingerprints[membership.fingerprint] = entry
             what = f"certificate {membership.fingerprint}"

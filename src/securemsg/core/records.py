@@ -25,12 +25,12 @@ from securemsg.protocol import wire
 VERSION: Final = 1
 
 
-class StateError(Exception):
+class RecordsError(Exception):
     """The state file cannot be used; the message is one line."""
 
 
 @dataclass
-class Ban:
+class BanRecord:
     """One ban: who it was for, who made it, and when."""
 
     name: str
@@ -41,9 +41,9 @@ class Ban:
         return {"name": self.name, "by": self.by, "time": self.time}
 
 
-def _ban(data: Any) -> Ban:
+def _ban(data: Any) -> BanRecord:
     """A ban read from the state file; L{ValueError} if it is not one."""
-    ban = Ban(data["name"], data["by"], data["time"])
+    ban = BanRecord(data["name"], data["by"], data["time"])
     if not (
         isinstance(ban.name, str)
         and isinstance(ban.by, str)
@@ -54,7 +54,7 @@ def _ban(data: Any) -> Ban:
 
 
 @dataclass
-class ServerState:
+class ServerRecords:
     """
     Bans by certificate fingerprint and by IP address (or the network
     that stands for one client, such as an IPv6 /64: see
@@ -65,19 +65,19 @@ class ServerState:
     """
 
     path: str | None = None
-    fingerprints: dict[str, Ban] = field(default_factory=dict)
-    addresses: dict[str, Ban] = field(default_factory=dict)
+    fingerprints: dict[str, BanRecord] = field(default_factory=dict)
+    addresses: dict[str, BanRecord] = field(default_factory=dict)
     motd: str = ""
     holders: dict[str, str] = field(default_factory=dict)
 
     log = Logger()
 
     @classmethod
-    def load(cls, path: str | None) -> ServerState:
+    def load(cls, path: str | None) -> ServerRecords:
         """
         Read the state file, or start afresh if it does not exist yet.
 
-        @raise StateError: if it exists but cannot be read or understood.
+        @raise RecordsError: if it exists but cannot be read or understood.
         """
         state = cls(path)
         if path is None or not os.path.exists(path):
@@ -103,24 +103,24 @@ class ServerState:
             for name in holders:
                 state.holders[wire.name_key(name)] = name
         except OSError as error:
-            raise StateError(
+            raise RecordsError(
                 f"cannot read state file {path}: {error.strerror}"
             ) from None
         except (ValueError, KeyError, TypeError, AttributeError) as error:
-            raise StateError(
+            raise RecordsError(
                 f"state file {path} is damaged ({error}); move it away to start afresh"
             ) from None
         return state
 
     def check_writable(self) -> None:
         """
-        @raise StateError: if the state could not be saved.
+        @raise RecordsError: if the state could not be saved.
         """
         if self.path is None:
             return
         directory = os.path.dirname(os.path.abspath(self.path))
         if not os.access(directory, os.W_OK):
-            raise StateError(
+            raise RecordsError(
                 f"cannot write state file {self.path}: its folder is not writable"
             )
 
@@ -168,7 +168,7 @@ class ServerState:
 
     # Bans
 
-    def banned(self, fingerprint: str | None, address: str | None) -> Ban | None:
+    def banned(self, fingerprint: str | None, address: str | None) -> BanRecord | None:
         """
         The ban that keeps this certificate or IP address out, if any: a
         ban of the address, or of a network it is in.

@@ -109,7 +109,7 @@ def event_to_json(
                 "topic": event.topic,
                 "setter": event.setter,
             }
-        case wire.History():
+        case wire.PastMessages():
             return {
                 "type": "history",
                 "target": event.target,
@@ -200,7 +200,7 @@ def json_to_event(data: JSONObject) -> wire.Event:
             case "topic":
                 return wire.TopicInfo(data["room"], data["topic"], data.get("setter"))
             case "history":
-                return wire.History(
+                return wire.PastMessages(
                     data["target"],
                     tuple(_replayable(m) for m in data["messages"]),
                     int(data.get("more", 0)),

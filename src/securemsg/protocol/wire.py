@@ -715,7 +715,7 @@ Replayable = Message | Action | PrivateMessage
 
 
 @dataclass(frozen=True, slots=True)
-class History:
+class PastMessages:
     """
     Past messages of a room (or a private conversation), oldest first,
     each marked with its time so it cannot pass for a live one; C{more}
@@ -757,7 +757,7 @@ Event = (
     | WhoList
     | RoomList
     | TopicInfo
-    | History
+    | PastMessages
 )
 
 

@@ -19,8 +19,8 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory
 
-from securemsg.core.history import History
-from securemsg.core.hub import Chat
+from securemsg.core.history import HistoryStore
+from securemsg.core.hub import ChatHub
 from securemsg.core.limits import Limits
 from securemsg.protocol import jsonwire, wire
 from securemsg.server.protocol import ChatServerProtocol
@@ -46,7 +46,7 @@ class ChatServerFactory(Factory):
     It uses no global state and needs no twistd: listen with it on any
     server endpoint, in any reactor.
 
-    @ivar chat: the L{Chat}: who is here and in which rooms.
+    @ivar chat: the L{ChatHub}: who is here and in which rooms.
     @ivar clock: the time source for timeouts.
     @ivar limits: the L{Limits} each connection is held to.
     @ivar open_connections: every connection, joined or still in its handshake.
@@ -65,9 +65,9 @@ class ChatServerFactory(Factory):
         log_messages: bool = False,
         limits: Limits | None = None,
         default_room: str = wire.DEFAULT_ROOM,
-        history: History | None = None,
+        history: HistoryStore | None = None,
         replay: int = 50,
-        chat: Chat | None = None,
+        chat: ChatHub | None = None,
     ) -> None:
         """
         @param clock: the reactor (or a fake clock in tests).
@@ -81,7 +81,7 @@ class ChatServerFactory(Factory):
         @param default_room: the room everyone starts in.
         @param history: where messages are kept (in memory by default).
         @param replay: how many past messages a user gets on joining a room.
-        @param chat: the L{Chat} to serve, if not a new one made from the
+        @param chat: the L{ChatHub} to serve, if not a new one made from the
             above.
         """
         if max_line_length < 1:
@@ -93,7 +93,7 @@ class ChatServerFactory(Factory):
         self.chat = (
             chat
             if chat is not None
-            else Chat(
+            else ChatHub(
                 clock,
                 default_room=default_room,
                 history=history,

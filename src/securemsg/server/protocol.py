@@ -130,7 +130,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self.MAX_LENGTH = factory.max_line_length
         self.peer = "unknown peer"
         # Set here although the class has defaults: an attribute first set
-        # later (Chat.join sets the name) would make Python give this
+        # later (ChatHub.join sets the name) would make Python give this
         # instance a dictionary of its own, 0.7 KiB more per connection.
         self.name = ""
         self._joined = False
