@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_chat -*-
+# -*- test-case-name: tests.test_session -*-
 """
 C{securemsg chat HOST[:PORT]}: the chat client for people and scripts.
 

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_chat -*-
+# -*- test-case-name: tests.test_session -*-
 """
 The front end of C{securemsg chat} for scripts: lines in from standard input,
 lines out to standard output, used when either is not a terminal.

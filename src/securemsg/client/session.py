@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_chat -*-
+# -*- test-case-name: tests.test_session -*-
 """
 The session of C{securemsg chat}: a L{ChatSession} connects (and, with
 C{--reconnect}, reconnects), sends the user's lines and hands the server's

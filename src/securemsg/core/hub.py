@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_room -*-
+# -*- test-case-name: tests.test_hub -*-
 """
 The chat itself: who is here under which names, which rooms they are in,
 and who gets what.

@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_protections -*-
 """
 The limits that keep one client from hurting the others, with their
 defaults.  Each is a C{twistd securemsg} option (see L{securemsg.tap}),

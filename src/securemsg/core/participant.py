@@ -1,3 +1,4 @@
+# -*- test-case-name: tests.test_hub -*-
 """
 The interfaces that join the wire protocol to the chat logic.
 """

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_state -*-
+# -*- test-case-name: tests.test_records -*-
 """
 What the server remembers across restarts besides the history: bans, the
 message of the day, and the names that belong to certificate holders.

@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_guard -*-
+# -*- test-case-name: tests.test_protections -*-
 """
 Connection limits, applied before any TLS work is done.
 

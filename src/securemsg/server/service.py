@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_service -*-
+# -*- test-case-name: tests.test_tap -*-
 """
 The running server as a Twisted service: listening on its endpoints and
 reporting what it serves with.
