@@ -14,6 +14,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+import securemsg
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
 
@@ -79,6 +81,18 @@ class WheelTests(SynchronousTestCase):
         self.assertIn("twisted/plugins/securemsg_plugin.py", names)
         self.assertIn("securemsg/__init__.py", names)
         self.assertIn("securemsg/py.typed", names)
+
+    def test_every_module_in_wheel(self) -> None:
+        """
+        The wheel holds every module of the source tree, subpackages
+        included (pyproject.toml lists the packages one by one).
+        """
+        source = Path(securemsg.__file__).resolve().parent
+        expected = {
+            f"securemsg/{path.relative_to(source).as_posix()}"
+            for path in source.rglob("*.py")
+        }
+        self.assertEqual(expected - set(self.names()), set())
 
     def test_nothing_that_overwrites_twisted(self) -> None:
         """
