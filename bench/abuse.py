@@ -631,7 +631,7 @@ class ServerProcess(ProcessProtocol):
 def write_certificate(directory: Path) -> tuple[str, str]:
     """A new self-signed certificate and key in C{directory}; their paths."""
     sys.path.insert(0, str(ROOT / "src"))
-    from securemsg import certs
+    from securemsg.tls import certs
 
     certificate, key = certs.generate_self_signed()
     cert_path, key_path = directory / "cert.pem", directory / "key.pem"

@@ -38,7 +38,8 @@ from OpenSSL._util import lib as _openssl_lib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from securemsg import certs, tls
+from securemsg.tls import certs
+from securemsg.tls import policy as tls
 
 LINE = b"x" * 99 + b"\n"
 

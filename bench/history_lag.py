@@ -34,7 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
 from twisted.internet import reactor
 
-from securemsg import history, wire
+from securemsg.core import history
+from securemsg.protocol import wire
 
 
 def main() -> None:

@@ -227,7 +227,7 @@ class Bench:
         """An ECDSA P-256 certificate for 127.0.0.1, made by securemsg."""
         from cryptography.hazmat.primitives import serialization
 
-        from securemsg import certs
+        from securemsg.tls import certs
 
         cert, key = certs.generate_self_signed(["127.0.0.1"])
         cert_path = self.out / "certificate.pem"

@@ -9,7 +9,7 @@ import os
 import stat
 from pathlib import Path
 
-from securemsg.cli import main
+from securemsg.admin.cli import main
 
 
 class Result:

@@ -9,8 +9,8 @@ from typing import Any
 from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
-from securemsg import wire
-from securemsg.interfaces import IChatParticipant
+from securemsg.core.participant import IChatParticipant
+from securemsg.protocol import wire
 
 
 @implementer(IChatParticipant)

@@ -30,8 +30,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
-from securemsg import ChatServerFactory, ChatServerProtocol, tls
-from securemsg.limits import Limits
+from securemsg import ChatServerFactory, ChatServerProtocol
+from securemsg.core.limits import Limits
+from securemsg.server.endpoint import tls_server_endpoint
+from securemsg.tls import policy as tls
 
 # The global reactor, typed for what these tests use of it.
 reactor: Any = _global_reactor
@@ -271,7 +273,7 @@ class LoopbackServerTestCase(TestCase):
         connection limits of C{limits}, if given).
         """
         credentials = tls.load_credentials(cert_path, key_path)
-        endpoint = tls.tls_server_endpoint(
+        endpoint = tls_server_endpoint(
             reactor,
             "tcp:0:interface=127.0.0.1",
             tls.ServerTLS(tls.make_server_context(credentials)),

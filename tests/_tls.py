@@ -22,8 +22,8 @@ from twisted.python.failure import Failure
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from zope.interface import implementer
 
-from securemsg.server import ChatServerFactory
-from securemsg.tls import ServerTLS
+from securemsg.server.factory import ChatServerFactory
+from securemsg.tls.policy import ServerTLS
 
 from . import _certs
 

@@ -25,7 +25,7 @@ from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from securemsg.tls import PASSPHRASE_ENVIRONMENT_VARIABLE
+from securemsg.tls.policy import PASSPHRASE_ENVIRONMENT_VARIABLE
 
 from ._loopback import Waiters, bounded
 

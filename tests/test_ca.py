@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.ca} and C{securemsg ca}.
+Tests for L{securemsg.admin.ca} and C{securemsg ca}.
 
 Every CA is made at run time in a fresh temporary directory.  Certificates
 are checked three ways: their extensions one by one; with
@@ -42,7 +42,8 @@ from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from securemsg import ca, certs
+from securemsg.admin import ca
+from securemsg.tls import certs
 
 from . import _certs
 from ._cli import Result

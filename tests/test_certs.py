@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.certs}.
+Tests for L{securemsg.tls.certs}.
 
 Every certificate is made at run time.  Whether a generated certificate is
 acceptable as its own trust anchor is checked with both verifiers the brief
@@ -26,7 +26,7 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import certs
+from securemsg.tls import certs
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

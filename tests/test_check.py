@@ -1,9 +1,9 @@
 """
-Tests for L{securemsg.check} and C{securemsg check}.
+Tests for L{securemsg.tls.inspect} and C{securemsg check} (L{securemsg.admin.check}).
 
-Most tests run the command through L{securemsg.cli.main} with C{StringIO}
+Most tests run the command through L{securemsg.admin.cli.main} with C{StringIO}
 streams, on certificates made at test time (L{tests._certs},
-L{securemsg.certs.generate_self_signed} and L{securemsg.ca}) in a fresh
+L{securemsg.tls.certs.generate_self_signed} and L{securemsg.admin.ca}) in a fresh
 temporary directory.  No passphrase comes from the environment or a terminal
 unless a test puts it there.
 """
@@ -27,7 +27,10 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from cryptography.x509.oid import NameOID
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import ca, certs, check, tls
+from securemsg.admin import ca
+from securemsg.tls import certs
+from securemsg.tls import policy as tls
+from securemsg.tls.inspect import run_check
 
 from . import _certs
 from ._cli import Result
@@ -226,7 +229,7 @@ class SelfSignedTests(_CheckTestCase):
         now = self.certificate.not_valid_after_utc - datetime.timedelta(
             days=100, hours=1
         )
-        report = check.run_check(self.cert, passphrases=tls.PassphraseSource(), now=now)
+        report = run_check(self.cert, passphrases=tls.PassphraseSource(), now=now)
         expiry = self.certificate.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
         self.assertIn(
             f"ok   certificate valid until {expiry} (100 days left)", report.lines
@@ -553,7 +556,7 @@ class ChainTests(_CheckTestCase):
 
 
 class ClientCATests(_CheckTestCase):
-    """--client-ca and --crl, with CAs made by L{securemsg.ca}."""
+    """--client-ca and --crl, with CAs made by L{securemsg.admin.ca}."""
 
     def setUp(self) -> None:
         super().setUp()
@@ -666,7 +669,7 @@ class ClientCATests(_CheckTestCase):
 
     def test_run_check_crl_without_client_ca(self) -> None:
         """Through the API, a CRL without a client CA is a problem."""
-        report = check.run_check(
+        report = run_check(
             self.cert, passphrases=tls.PassphraseSource(), crl=self.paths.crl
         )
         self.assertFalse(report.ok)
@@ -721,7 +724,7 @@ class FileAndUsageTests(_CheckTestCase):
         certs.write_private_key(self.path("private.key"), key, None, force=False)
         passphrases = tls.PassphraseSource()
 
-        soon = check.run_check(
+        soon = run_check(
             cert_path,
             passphrases=passphrases,
             now=_certs.NOW + datetime.timedelta(days=20),
@@ -734,7 +737,7 @@ class FileAndUsageTests(_CheckTestCase):
         self.assertEqual(soon.lines[-1], "check passed: no problems, 1 warning")
         self.assertEqual(soon.text(), "".join(f"{line}\n" for line in soon.lines))
 
-        later = check.run_check(
+        later = run_check(
             cert_path,
             self.path("private.key"),
             passphrases=passphrases,

@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.cli} and C{python -m securemsg}.
+Tests for L{securemsg.admin.cli} and C{python -m securemsg}.
 
 L{main} is called in-process with explicit argument lists and C{StringIO}
 streams; every file goes into a fresh temporary directory.  One test runs
@@ -21,9 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from twisted.trial.unittest import SynchronousTestCase
 
 import securemsg
-from securemsg import certs
-from securemsg.cli import GencertOptions, SecuremsgOptions, main
-from securemsg.command import CommandOptions
+from securemsg.admin.cli import SecuremsgOptions, main
+from securemsg.admin.command import CommandOptions
+from securemsg.admin.gencert import GencertOptions
+from securemsg.tls import certs
 
 from ._cli import Result
 from ._cli import mode as _mode

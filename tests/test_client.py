@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.client}: the protocol and the L{ChatClient} API over
+Tests for L{securemsg.client.api}: the protocol and the L{ChatClient} API over
 a L{StringTransport}, L{split_address}, and L{connect} against a real
 securemsg server on loopback.
 """
@@ -18,8 +18,7 @@ from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import certs, jsonwire, tls, wire
-from securemsg.client import (
+from securemsg.client.api import (
     DEFAULT_PORT,
     MAX_LINE_LENGTH,
     ChatClient,
@@ -31,6 +30,10 @@ from securemsg.client import (
     connect,
     split_address,
 )
+from securemsg.protocol import jsonwire, wire
+from securemsg.server.endpoint import tls_server_endpoint
+from securemsg.tls import certs
+from securemsg.tls import policy as tls
 
 from . import _certs
 from ._loopback import (
@@ -159,7 +162,7 @@ class ProtocolTests(SynchronousTestCase):
                 wire.WhoList(text, (text, text)),
                 wire.RoomList((wire.RoomInfo(text, 3, text),)),
                 wire.TopicInfo(text, text, text),
-                wire.History(
+                wire.PastMessages(
                     text,
                     (
                         wire.Message(text, text, text, 3.0, True),
@@ -792,7 +795,7 @@ class LongLineConnectTests(LoopbackServerTestCase):
             servers.append(LongLineServer(says))
             return servers[-1]
 
-        endpoint = tls.tls_server_endpoint(
+        endpoint = tls_server_endpoint(
             reactor,
             "tcp:0:interface=127.0.0.1",
             tls.ServerTLS(

@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.direct}: TLS records sent at once over real loopback
+Tests for L{securemsg.server.direct}: TLS records sent at once over real loopback
 TCP, and everything else left to Twisted's transport.
 """
 
@@ -15,8 +15,9 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from securemsg import direct, tls
-from securemsg.direct import DirectTLSProtocol, can_send_now, send_now
+from securemsg.server import direct
+from securemsg.server.direct import DirectTLSProtocol, can_send_now, send_now
+from securemsg.tls import policy as tls
 
 from ._certs import default_ca_and_server
 from ._loopback import bounded, reactor

@@ -1,6 +1,6 @@
 """
 Tests for C{securemsg fingerprint FILE | HOST[:PORT]}, through
-L{securemsg.cli.main} as the console script calls it.
+L{securemsg.admin.cli.main} as the console script calls it.
 
 Standard output must hold exactly the fingerprint, so that a script can
 use it as it is; the description of the certificate goes to the standard
@@ -18,8 +18,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import certs
-from securemsg.cli import main
+from securemsg.admin.cli import main
+from securemsg.tls import certs
 
 from . import _certs
 from ._loopback import LoopbackServerTestCase, bounded

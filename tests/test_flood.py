@@ -1,12 +1,12 @@
 """
-Tests for L{securemsg.flood}: the token bucket, on a fake clock.
+Tests for L{securemsg.core.flood}: the token bucket, on a fake clock.
 """
 
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import wire
-from securemsg.flood import COMMAND_COSTS, TokenBucket, command_cost
+from securemsg.core.flood import COMMAND_COSTS, TokenBucket, command_cost
+from securemsg.protocol import wire
 
 
 class TokenBucketTests(SynchronousTestCase):

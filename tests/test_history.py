@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.history}: L{MemoryHistory} with a fake clock, and
+Tests for L{securemsg.core.history}: L{MemoryHistory} with a fake clock, and
 L{SqliteHistory} on real files with the real reactor's threads (its time
 comes from a fake clock, so nothing here waits for time to pass).
 """
@@ -21,9 +21,8 @@ from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python import threadable
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from securemsg import history as history_module
-from securemsg import wire
-from securemsg.history import (
+from securemsg.core import history as history_module
+from securemsg.core.history import (
     FLUSH_DELAY,
     PRUNE_INTERVAL,
     SCHEMA_VERSION,
@@ -31,7 +30,8 @@ from securemsg.history import (
     MemoryHistory,
     SqliteHistory,
 )
-from securemsg.room import Chat
+from securemsg.core.hub import ChatHub
+from securemsg.protocol import wire
 
 from ._fakes import Recorder
 from ._loopback import bounded
@@ -621,7 +621,7 @@ class SqliteHistoryTests(TestCase):
         said in it after.
         """
         history = self.open(preload=("#lobby",))
-        chat = Chat(self.clock, history=history, replay=5)
+        chat = ChatHub(self.clock, history=history, replay=5)
         alice, bob = Recorder(), Recorder()
         chat.join(alice)
         chat.join(bob)

@@ -21,14 +21,15 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import IOPump, connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import ca, jsonwire, wire
-from securemsg.history import MemoryHistory
-from securemsg.reload import CertificateReloader
-from securemsg.room import Chat, ReloadResult
-from securemsg.server import ANNOUNCEMENT_DELAY, ChatServerFactory
-from securemsg.state import Ban, ServerState
-from securemsg.tls import ServerTLS, TLSSettings, load_tls
-from securemsg.trust import load_client_certificate
+from securemsg.admin import ca
+from securemsg.client.trust import load_client_certificate
+from securemsg.core.history import MemoryHistory
+from securemsg.core.hub import ChatHub, ReloadResult
+from securemsg.core.records import BanRecord, ServerRecords
+from securemsg.protocol import jsonwire, wire
+from securemsg.server.factory import ANNOUNCEMENT_DELAY, ChatServerFactory
+from securemsg.server.reload import CertificateReloader
+from securemsg.tls.policy import ServerTLS, TLSSettings, load_tls
 
 from . import _certs
 from ._fakes import Recorder
@@ -45,18 +46,18 @@ def greeting(name: str) -> str:
 
 class ChatCase(SynchronousTestCase):
     """
-    A L{Chat} that checks client certificates (C{certificates=True}) with
+    A L{ChatHub} that checks client certificates (C{certificates=True}) with
     alice as its operator, and helpers to let people in.
     """
 
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        self.state = ServerState()
+        self.state = ServerRecords()
         self.reloads: list[ReloadResult] = []
         self.chat = self.make_chat()
 
-    def make_chat(self, **options: Any) -> Chat:
+    def make_chat(self, **options: Any) -> ChatHub:
         settings: dict[str, Any] = {
             "state": self.state,
             "operators": ["alice"],
@@ -64,7 +65,7 @@ class ChatCase(SynchronousTestCase):
             "reload": self.reload,
         }
         settings.update(options)
-        return Chat(self.clock, **settings)
+        return ChatHub(self.clock, **settings)
 
     def reload(self) -> ReloadResult:
         return self.reloads.pop(0)
@@ -110,7 +111,9 @@ class CertificateNameTests(ChatCase):
         self.assertEqual((name, alice.name), ("alice", "alice"))
         self.assertIs(self.chat.find("ALICE"), alice)
         self.assertEqual(guest.take(), ["*** alice joined"])
-        self.assertEqual(ServerState.load(self.state.path).holders, {"alice": "alice"})
+        self.assertEqual(
+            ServerRecords.load(self.state.path).holders, {"alice": "alice"}
+        )
 
     def test_guest_holding_the_name_is_renamed(self) -> None:
         """
@@ -194,10 +197,10 @@ class CertificateNameTests(ChatCase):
     def test_holders_names_outlast_a_restart(self) -> None:
         """The reserved names come from the state file after a restart."""
         path = self.mktemp()
-        first = ServerState(path)
+        first = ServerRecords(path)
         self.chat = self.make_chat(state=first)
         self.verified("alice", ALICE)
-        self.chat = self.make_chat(state=ServerState.load(path))
+        self.chat = self.make_chat(state=ServerRecords.load(path))
         guest = self.guest()
         guest.take()
         self.send(guest, "/nick alice")
@@ -519,10 +522,10 @@ class OperatorTests(ChatCase):
         self.assertEqual(
             self.bob.disconnected, ("you are banned by alice", "banned by alice")
         )
-        ban = Ban("bob", "alice", 1_700_000_000.0)
+        ban = BanRecord("bob", "alice", 1_700_000_000.0)
         self.assertEqual(self.state.fingerprints, {BOB: ban})
         self.assertEqual(self.state.addresses, {})
-        self.assertEqual(ServerState.load(self.state.path).fingerprints, {BOB: ban})
+        self.assertEqual(ServerRecords.load(self.state.path).fingerprints, {BOB: ban})
 
     def test_ban_guest_by_address(self) -> None:
         """/ban of a guest bans their address."""
@@ -536,8 +539,8 @@ class OperatorTests(ChatCase):
         )
         self.assertIsNotNone(self.carol.disconnected)
         self.assertEqual(
-            ServerState.load(self.state.path).addresses,
-            {"192.0.2.3": Ban("guest-1", "alice", 1_700_000_000.0)},
+            ServerRecords.load(self.state.path).addresses,
+            {"192.0.2.3": BanRecord("guest-1", "alice", 1_700_000_000.0)},
         )
 
     def test_ban_guest_without_address(self) -> None:
@@ -585,7 +588,7 @@ class OperatorTests(ChatCase):
         self.alice.take()
         self.send(self.alice, "/unban BOB")
         self.assertEqual(self.alice.take(), [f"*** unbanned: {BOB}"])
-        self.assertEqual(ServerState.load(self.state.path).fingerprints, {})
+        self.assertEqual(ServerRecords.load(self.state.path).fingerprints, {})
 
     def test_unban_nothing(self) -> None:
         """/unban of something not banned says so."""
@@ -602,7 +605,7 @@ class OperatorTests(ChatCase):
         self.send(self.alice, "/motd be kind")
         for person in (self.alice, self.bob, self.carol):
             self.assertEqual(person.take(), ["*** motd: be kind"])
-        self.assertEqual(ServerState.load(self.state.path).motd, "be kind")
+        self.assertEqual(ServerRecords.load(self.state.path).motd, "be kind")
         newcomer = Recorder()
         self.chat.join(newcomer, lambda name: [wire.Notice(f"hello {name}")])
         self.assertEqual(newcomer.take(), ["*** hello guest-2", "*** motd: be kind"])
@@ -654,7 +657,7 @@ class OperatorTests(ChatCase):
 
     def test_refused_for_others(self) -> None:
         """A certificate holder who is not an operator may not use them."""
-        self.state.fingerprints[BOB] = Ban("bob", "alice", 0.0)
+        self.state.fingerprints[BOB] = BanRecord("bob", "alice", 0.0)
         self.send(self.bob, "/unban bob")
         self.assertEqual(
             self.bob.take(), ["!!! permission denied: /unban is for operators"]
@@ -673,7 +676,7 @@ class OperatorTests(ChatCase):
         name is not reserved yet) is still no operator: only a certificate
         vouches for a name.
         """
-        self.state = ServerState()
+        self.state = ServerRecords()
         self.chat = self.make_chat()
         self.bob = self.verified("bob", BOB)
         impostor = self.guest()
@@ -707,13 +710,13 @@ class Server:
     creator: ServerTLS
 
     @property
-    def chat(self) -> Chat:
+    def chat(self) -> ChatHub:
         return self.factory.chat
 
 
 class MutualTLSCase(SynchronousTestCase):
     """
-    A client CA made with L{securemsg.ca} (alice, bob and carol, carol
+    A client CA made with L{securemsg.admin.ca} (alice, bob and carol, carol
     revoked), another CA with its own alice, and the server's certificate;
     and servers and clients joined by real TLS in memory.
     """
@@ -748,13 +751,13 @@ class MutualTLSCase(SynchronousTestCase):
     def serve(
         self,
         settings: TLSSettings,
-        state: ServerState | None = None,
+        state: ServerRecords | None = None,
         operators: tuple[str, ...] = (),
         history: MemoryHistory | None = None,
     ) -> Server:
         """A chat server (not listening: see L{connect}) with these settings."""
         loaded = load_tls(settings)
-        chat = Chat(
+        chat = ChatHub(
             self.clock,
             state=state,
             operators=operators,
@@ -956,7 +959,7 @@ class BanAcrossRestartTests(MutualTLSCase):
         alice_certificate = self.certificate(self.issued["alice"])
         bob_certificate = self.certificate(self.issued["bob"])
 
-        first = self.serve(self.settings(), ServerState.load(path), ("alice",))
+        first = self.serve(self.settings(), ServerRecords.load(path), ("alice",))
         alice = self.connect(first, alice_certificate)
         bob = self.connect(first, bob_certificate)
         self.assertEqual(alice.take(), [greeting("alice"), "*** bob joined"])
@@ -973,7 +976,7 @@ class BanAcrossRestartTests(MutualTLSCase):
         self.assertEqual(bob.take(), ["!!! you are banned by alice"])
         self.assertIsNotNone(bob.lost)
 
-        second = self.serve(self.settings(), ServerState.load(path), ("alice",))
+        second = self.serve(self.settings(), ServerRecords.load(path), ("alice",))
         bob = self.connect(second, bob_certificate)
         self.assertTrue(bob.handshake_done)
         self.assertEqual(bob.take(), ["!!! you are banned from this server"])

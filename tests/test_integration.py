@@ -23,9 +23,9 @@ from twisted.internet.task import deferLater
 from twisted.internet.threads import deferToThread
 from twisted.python.failure import Failure
 
-from securemsg import certs
-from securemsg.guard import how_to_connect
-from securemsg.limits import Limits
+from securemsg.core.limits import Limits
+from securemsg.server.guard import how_to_connect
+from securemsg.tls import certs
 
 from . import _certs
 from ._loopback import (

@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.jsonwire}: the JSON form of every event and command,
+Tests for L{securemsg.protocol.jsonwire}: the JSON form of every event and command,
 and what is wrong with JSON lines that are no command.
 """
 
@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import jsonwire, wire
+from securemsg.protocol import jsonwire, wire
 
 names = st.from_regex(wire.NAME_PATTERN, fullmatch=True)
 rooms = st.from_regex(wire.ROOM_PATTERN, fullmatch=True)
@@ -122,7 +122,7 @@ EVENTS: list[tuple[wire.Event, jsonwire.JSONObject]] = [
         {"type": "topic", "room": "#dev", "topic": "", "setter": None},
     ),
     (
-        wire.History("#dev", ()),
+        wire.PastMessages("#dev", ()),
         {"type": "history", "target": "#dev", "messages": []},
     ),
     # Replies cut short to stay bounded say how much they left out.
@@ -139,13 +139,13 @@ EVENTS: list[tuple[wire.Event, jsonwire.JSONObject]] = [
         },
     ),
     (
-        wire.History("#dev", (), more=7),
+        wire.PastMessages("#dev", (), more=7),
         {"type": "history", "target": "#dev", "messages": [], "more": 7},
     ),
 ]
 
 #: A history holding each kind of message.
-HISTORY = wire.History(
+HISTORY = wire.PastMessages(
     "#dev",
     (
         wire.Message("alice", "one", "#dev", T, True),
@@ -212,7 +212,7 @@ class EventTests(SynchronousTestCase):
         Messages in a history are sent (and read back) as history, even if
         the event was made from live ones.
         """
-        live = wire.History(
+        live = wire.PastMessages(
             "#dev", tuple(replace(m, replayed=False) for m in HISTORY.messages)
         )
         self.assertEqual(jsonwire.event_to_json(live), HISTORY_JSON)
@@ -228,7 +228,7 @@ class EventTests(SynchronousTestCase):
             "#main",
         )
         replayed = jsonwire.event_to_json(
-            wire.History("#main", (wire.Message("a", "hi", None, T),)), "#main"
+            wire.PastMessages("#main", (wire.Message("a", "hi", None, T),)), "#main"
         )
         self.assertEqual(replayed["messages"][0]["room"], "#main")
 

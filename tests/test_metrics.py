@@ -1,5 +1,5 @@
 """
-Prometheus metrics (L{securemsg.metrics}, L{securemsg.counters}): the
+Prometheus metrics (L{securemsg.server.metrics}, L{securemsg.server.counters}): the
 collector over fake connections and a fake clock, and the real C{/metrics}
 endpoint scraped over HTTP during a real TLS chat on loopback, and under
 C{twistd}.
@@ -22,16 +22,18 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.server import Site
 
-from securemsg import tls, wire
-from securemsg.counters import handshake_failure, line_kind
-from securemsg.guard import GuardedTLSFactory, NotTLSError
-from securemsg.history import SqliteHistory
-from securemsg.limits import Limits
-from securemsg.metrics import MetricsService, ServerCollector, make_registry
-from securemsg.reload import CertificateReloader
+from securemsg.core.history import SqliteHistory
+from securemsg.core.limits import Limits
+from securemsg.protocol import wire
 from securemsg.server import ChatServerFactory
-from securemsg.service import ListenError
+from securemsg.server.counters import handshake_failure, line_kind
+from securemsg.server.endpoint import tls_server_endpoint
+from securemsg.server.guard import GuardedTLSFactory, NotTLSError
+from securemsg.server.metrics import MetricsService, ServerCollector, make_registry
+from securemsg.server.reload import CertificateReloader
+from securemsg.server.service import ListenError
 from securemsg.tap import Options, make_service
+from securemsg.tls import policy as tls
 
 from . import _certs
 from ._loopback import TIMEOUT, LoopbackServerTestCase, bounded, reactor
@@ -431,7 +433,7 @@ class ClientCertificateTests(ScrapeCase):
         ca, _ = _certs.default_ca_and_server()
         credentials = tls.load_credentials(cert_path, key_path)
         context = tls.make_server_context(credentials, client_cas=[ca.certificate])
-        endpoint = tls.tls_server_endpoint(
+        endpoint = tls_server_endpoint(
             reactor, "tcp:0:interface=127.0.0.1", tls.ServerTLS(context), limits
         )
         self.listening = await bounded(endpoint.listen(self.factory), "listening")

@@ -12,9 +12,9 @@ from typing import Any
 
 from twisted.logger import capturedLogs
 
-from securemsg import wire
-from securemsg.limits import Limits
-from securemsg.server import ChatServerProtocol
+from securemsg.core.limits import Limits
+from securemsg.protocol import wire
+from securemsg.server.protocol import ChatServerProtocol
 
 from . import _certs
 from ._loopback import LoopbackServerTestCase, bounded, greeting

@@ -14,6 +14,8 @@ from pathlib import Path
 
 from twisted.trial.unittest import SynchronousTestCase
 
+import securemsg
+
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
 
@@ -80,7 +82,19 @@ class WheelTests(SynchronousTestCase):
         self.assertIn("securemsg/__init__.py", names)
         self.assertIn("securemsg/py.typed", names)
         # The browser page (--web) is package data.
-        self.assertIn("securemsg/webchat.html", names)
+        self.assertIn("securemsg/server/webchat.html", names)
+
+    def test_every_module_in_wheel(self) -> None:
+        """
+        The wheel holds every module of the source tree, subpackages
+        included (pyproject.toml lists the packages one by one).
+        """
+        source = Path(securemsg.__file__).resolve().parent
+        expected = {
+            f"securemsg/{path.relative_to(source).as_posix()}"
+            for path in source.rglob("*.py")
+        }
+        self.assertEqual(expected - set(self.names()), set())
 
     def test_nothing_that_overwrites_twisted(self) -> None:
         """
@@ -144,4 +158,4 @@ class WheelTests(SynchronousTestCase):
         """The wheel declares the securemsg command."""
         _, unpacked = self.build()
         [entry_points] = unpacked.glob("securemsg-*.dist-info/entry_points.txt")
-        self.assertIn("securemsg = securemsg.cli:main", entry_points.read_text())
+        self.assertIn("securemsg = securemsg.admin.cli:main", entry_points.read_text())

@@ -15,18 +15,21 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import direct, tls, wire
-from securemsg.guard import (
+from securemsg.core.hub import ChatHub
+from securemsg.core.limits import Limits, client_key, covering_key
+from securemsg.core.records import BanRecord, ServerRecords
+from securemsg.protocol import wire
+from securemsg.server import direct
+from securemsg.server.factory import ChatServerFactory
+from securemsg.server.guard import (
     REFUSAL_LOG_INTERVAL,
     GuardedTLSFactory,
     TLSOnlyProtocol,
     how_to_connect,
     looks_like_tls,
 )
-from securemsg.limits import Limits, client_key, covering_key
-from securemsg.room import Chat
-from securemsg.server import WRITE_CHUNK, ChatServerFactory, ChatServerProtocol
-from securemsg.state import Ban, ServerState
+from securemsg.server.protocol import WRITE_CHUNK, ChatServerProtocol
+from securemsg.tls import policy as tls
 
 from . import _certs
 from ._fakes import PausingTransport, Recorder
@@ -641,8 +644,10 @@ class BanTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.factory = ChatServerFactory(MemoryReactorClock(), greeting="")
-        self.factory.chat.state.addresses["127.0.0.1"] = Ban("guest-9", "op", 0.0)
-        self.factory.chat.state.fingerprints["sha256:bad"] = Ban("mallory", "op", 0.0)
+        self.factory.chat.state.addresses["127.0.0.1"] = BanRecord("guest-9", "op", 0.0)
+        self.factory.chat.state.fingerprints["sha256:bad"] = BanRecord(
+            "mallory", "op", 0.0
+        )
 
     def join(self, certificate: tuple[str | None, str | None]) -> Client:
         """Connect with the client certificate C{(identity, fingerprint)}."""
@@ -681,8 +686,8 @@ class GuestBanTests(SynchronousTestCase):
 
     def make_server(self, limits: Limits) -> None:
         clock = MemoryReactorClock()
-        self.state = ServerState()
-        self.chat = Chat(
+        self.state = ServerRecords()
+        self.chat = ChatHub(
             clock, state=self.state, operators=["alice"], certificates=True
         )
         self.factory = ChatServerFactory(
@@ -758,7 +763,7 @@ class GuestBanTests(SynchronousTestCase):
         A ban of one IPv6 address (from a state file written before bans
         covered a /64) keeps that address out, and only it.
         """
-        self.state.addresses["2001:db8::5"] = Ban("guest-9", "op", 0.0)
+        self.state.addresses["2001:db8::5"] = BanRecord("guest-9", "op", 0.0)
         self.assertBanned("2001:db8::5")
         self.assertBanned("2001:db8::6", banned=False)
 

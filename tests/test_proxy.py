@@ -1,5 +1,5 @@
 """
-The PROXY protocol (L{securemsg.proxy}): the header's parsing, its layer
+The PROXY protocol (L{securemsg.server.proxy}): the header's parsing, its layer
 over a fake transport, and the server behind it over real TLS on loopback,
 where the client's real address (from a v1 or v2 header sent before the
 TLS ClientHello) is the one the limit per address, bans and logs see; and,
@@ -31,18 +31,19 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import provider
 
-from securemsg import tls
-from securemsg.guard import GuardedTLSFactory
-from securemsg.limits import Limits
-from securemsg.proxy import (
+from securemsg.core.limits import Limits
+from securemsg.core.records import BanRecord
+from securemsg.server.endpoint import tls_server_endpoint
+from securemsg.server.guard import GuardedTLSFactory
+from securemsg.server.proxy import (
     V1_MAX_LENGTH,
     V2_SIGNATURE,
     ProxyHeaderError,
     ProxyHeaderFactory,
     parse_header,
 )
-from securemsg.state import Ban
 from securemsg.tap import Options, make_service
+from securemsg.tls import policy as tls
 
 from . import _certs
 from ._loopback import TIMEOUT, LineClient, LoopbackServerTestCase, bounded, reactor
@@ -194,7 +195,10 @@ class LayerTests(SynchronousTestCase):
 
         @provider(ILogObserver)
         def observe(event: dict[str, Any]) -> None:
-            if event.get("log_namespace") == "securemsg.proxy.ProxyHeaderProtocol":
+            if (
+                event.get("log_namespace")
+                == "securemsg.server.proxy.ProxyHeaderProtocol"
+            ):
                 self.logged.append(formatEvent(event))
 
         globalLogPublisher.addObserver(observe)
@@ -338,7 +342,7 @@ class ProxiedServerCase(LoopbackServerTestCase):
 
     async def serve_proxied(self, limits: Limits | None = None) -> None:
         credentials = tls.load_credentials(self.cert_path, self.key_path)
-        endpoint = tls.tls_server_endpoint(
+        endpoint = tls_server_endpoint(
             reactor,
             "haproxy:tcp:0:interface=127.0.0.1",
             tls.ServerTLS(tls.make_server_context(credentials)),
@@ -411,7 +415,9 @@ class ProxiedServerTests(ProxiedServerCase):
     async def test_ban(self) -> None:
         """A guest banned by address is refused under its real address only."""
         await self.serve_proxied()
-        self.factory.chat.state.addresses["192.0.2.66"] = Ban("mallory", "op", 0.0)
+        self.factory.chat.state.addresses["192.0.2.66"] = BanRecord(
+            "mallory", "op", 0.0
+        )
         banned = await self.connect_as(v1_header("192.0.2.66"))
         self.assertEqual(
             await banned.next_lines(1), ["!!! you are banned from this server"]

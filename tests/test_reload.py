@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.reload}: certificate changes without downtime.
+Tests for L{securemsg.server.reload}: certificate changes without downtime.
 
 The reloader is checked with files in a temporary folder and real TLS
 handshakes in memory (what certificate does a new client see?); the
@@ -30,22 +30,24 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.test.iosim import connectedServerAndClient
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from securemsg import ca, certs, tls
-from securemsg.reload import (
+from securemsg.admin import ca
+from securemsg.client.trust import load_client_certificate
+from securemsg.server.factory import ChatServerFactory
+from securemsg.server.reload import (
     EXPIRY_CHECK_INTERVAL,
     WATCH_INTERVAL,
     CertificateReloader,
     ReloadService,
 )
-from securemsg.server import ChatServerFactory
-from securemsg.tls import (
+from securemsg.tls import certs
+from securemsg.tls import policy as tls
+from securemsg.tls.policy import (
     PASSPHRASE_ENVIRONMENT_VARIABLE,
     PassphraseSource,
     ServerTLS,
     TLSSettings,
     load_tls,
 )
-from securemsg.trust import load_client_certificate
 
 from . import _certs
 from ._loopback import LineClient, bounded, connect_line_client, greeting

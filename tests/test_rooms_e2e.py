@@ -23,10 +23,10 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import Clock
 from twisted.trial.unittest import TestCase
 
-from securemsg import wire
-from securemsg.history import SCHEMA_VERSION
-from securemsg.limits import Limits
-from securemsg.room import Chat
+from securemsg.core.history import SCHEMA_VERSION
+from securemsg.core.hub import ChatHub
+from securemsg.core.limits import Limits
+from securemsg.protocol import wire
 
 from . import _certs
 from ._loopback import (
@@ -47,9 +47,9 @@ LIMITS = Limits(flood_burst=10_000)
 
 
 class RoomsFactory(ObservedChatServerFactory):
-    """The observed factory serving a given L{Chat}, with loose flood limits."""
+    """The observed factory serving a given L{ChatHub}, with loose flood limits."""
 
-    def __init__(self, clock: IReactorTime, chat: Chat) -> None:
+    def __init__(self, clock: IReactorTime, chat: ChatHub) -> None:
         super().__init__(clock)
         self.chat = chat
         self.limits = LIMITS
@@ -58,8 +58,8 @@ class RoomsFactory(ObservedChatServerFactory):
 class ChatTestCase(LoopbackServerTestCase):
     """A loopback server for a chat of named people."""
 
-    def make_chat(self) -> Chat:
-        return Chat(reactor)
+    def make_chat(self) -> ChatHub:
+        return ChatHub(reactor)
 
     def setUp(self) -> None:
         super().setUp()
@@ -105,11 +105,11 @@ class RoomsTests(ChatTestCase):
     to a room gets its history.
     """
 
-    def make_chat(self) -> Chat:
+    def make_chat(self) -> ChatHub:
         # Message times come from this clock, so history lines are exact.
         self.clock = Clock()
         self.clock.advance(START)
-        return Chat(self.clock)
+        return ChatHub(self.clock)
 
     async def test_rooms(self) -> None:
         """

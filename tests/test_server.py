@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.server}: one protocol over L{StringTransport}, several
+Tests for L{securemsg.server.protocol}: one protocol over L{StringTransport}, several
 sharing one factory.
 """
 
@@ -14,14 +14,10 @@ from twisted.logger import LogLevel, capturedLogs
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import wire
-from securemsg.limits import Limits
-from securemsg.server import (
-    ANNOUNCEMENT_DELAY,
-    ChatServerFactory,
-    ChatServerProtocol,
-    describe_peer,
-)
+from securemsg.core.limits import Limits
+from securemsg.protocol import wire
+from securemsg.server.factory import ANNOUNCEMENT_DELAY, ChatServerFactory
+from securemsg.server.protocol import ChatServerProtocol, describe_peer
 
 
 class Client:

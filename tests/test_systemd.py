@@ -17,7 +17,8 @@ import sys
 from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import tls
+from securemsg.server.endpoint import tls_server_endpoint
+from securemsg.tls import policy as tls
 
 from . import _certs
 from ._loopback import LoopbackServerTestCase, connect_line_client, greeting, reactor
@@ -55,7 +56,7 @@ class NoSocketTests(SynchronousTestCase):
         ):
             error = self.assertRaises(
                 tls.TLSConfigError,
-                tls.tls_server_endpoint,
+                tls_server_endpoint,
                 reactor,
                 description,
                 tls.ServerTLS(context),
@@ -79,7 +80,7 @@ class NoSocketTests(SynchronousTestCase):
         ):
             error = self.assertRaises(
                 tls.TLSConfigError,
-                tls.tls_server_endpoint,
+                tls_server_endpoint,
                 reactor,
                 description,
                 tls.ServerTLS(context),

@@ -20,12 +20,14 @@ from twisted.scripts.twistd import ServerOptions
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from securemsg import tap, tls, wire
-from securemsg.guard import GuardedTLSFactory
-from securemsg.history import MemoryHistory, SqliteHistory
-from securemsg.limits import Limits
-from securemsg.server import DEFAULT_GREETING, ChatServerFactory
-from securemsg.service import ChatService
+from securemsg import tap
+from securemsg.core.history import MemoryHistory, SqliteHistory
+from securemsg.core.limits import Limits
+from securemsg.protocol import wire
+from securemsg.server.factory import DEFAULT_GREETING, ChatServerFactory
+from securemsg.server.guard import GuardedTLSFactory
+from securemsg.server.service import ChatService
+from securemsg.tls import policy as tls
 
 from . import _certs
 

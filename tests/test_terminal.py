@@ -36,8 +36,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 import securemsg
-from securemsg import wire
-from securemsg.terminal import (
+from securemsg.client.terminal import (
     PALETTE,
     STYLE,
     TerminalFrontEnd,
@@ -47,6 +46,7 @@ from securemsg.terminal import (
     render_sent,
     render_status,
 )
+from securemsg.protocol import wire
 
 from . import _certs
 from ._loopback import (
@@ -279,7 +279,7 @@ class InstallReactorTests(SynchronousTestCase):
         """
         program = (
             "import asyncio\n"
-            "from securemsg import terminal\n"
+            "from securemsg.client import terminal\n"
             "terminal.install_reactor()\n"
             "from twisted.internet import reactor\n"
             "terminal.install_reactor()\n"
@@ -311,13 +311,13 @@ class InstallReactorTests(SynchronousTestCase):
 
 
 class FakeClient:
-    """What the front end reads of a L{securemsg.client.ChatClient}."""
+    """What the front end reads of a L{securemsg.client.api.ChatClient}."""
 
     name: str | None = "alice"
 
 
 class FakeSession:
-    """Records what the front end asks of a L{securemsg.chat.ChatSession}."""
+    """Records what the front end asks of a L{securemsg.client.session.ChatSession}."""
 
     def __init__(self) -> None:
         self.client = FakeClient()

@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.tls}: loading credentials, and the TLS policy checked
+Tests for L{securemsg.tls.policy}: loading credentials, and the TLS policy checked
 with real handshakes in memory.
 """
 
@@ -21,11 +21,13 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
 
-from securemsg import ca, tls
-from securemsg.direct import DirectTLSProtocol
-from securemsg.guard import GuardedTLSFactory, TLSOnlyProtocol
-from securemsg.limits import Limits
-from securemsg.server import ChatServerFactory
+from securemsg.admin import ca
+from securemsg.core.limits import Limits
+from securemsg.server.direct import DirectTLSProtocol
+from securemsg.server.endpoint import tls_server_endpoint
+from securemsg.server.factory import ChatServerFactory
+from securemsg.server.guard import GuardedTLSFactory, TLSOnlyProtocol
+from securemsg.tls import policy as tls
 
 from . import _certs
 from ._tls import client_options, tls_pair
@@ -425,7 +427,7 @@ class CredentialsTests(SynchronousTestCase):
 
 class EndpointTests(SynchronousTestCase):
     """
-    L{tls.tls_server_endpoint} wraps plain endpoints and refuses TLS ones.
+    L{tls_server_endpoint} wraps plain endpoints and refuses TLS ones.
     """
 
     def test_refuses_tls_descriptions(self) -> None:
@@ -434,7 +436,7 @@ class EndpointTests(SynchronousTestCase):
         for description in ("ssl:50000", "TLS:50000"):
             error = self.assertRaises(
                 tls.TLSConfigError,
-                tls.tls_server_endpoint,
+                tls_server_endpoint,
                 MemoryReactor(),
                 description,
                 creator,
@@ -445,7 +447,7 @@ class EndpointTests(SynchronousTestCase):
         """A description Twisted cannot parse is one clear error."""
         self.assertRaises(
             tls.TLSConfigError,
-            tls.tls_server_endpoint,
+            tls_server_endpoint,
             MemoryReactor(),
             "nosuchthing:1",
             tls.ServerTLS(server_context()),
@@ -454,7 +456,7 @@ class EndpointTests(SynchronousTestCase):
     def test_listens_with_tls(self) -> None:
         """A tcp: description listens through a TLS-wrapping factory."""
         reactor = MemoryReactor()
-        endpoint = tls.tls_server_endpoint(
+        endpoint = tls_server_endpoint(
             reactor, "tcp:0:interface=127.0.0.1", tls.ServerTLS(server_context())
         )
         endpoint.listen(ChatServerFactory(reactor))
@@ -470,7 +472,7 @@ class EndpointTests(SynchronousTestCase):
         (L{TLSOnlyProtocol}).
         """
         reactor = MemoryReactor()
-        endpoint = tls.tls_server_endpoint(
+        endpoint = tls_server_endpoint(
             reactor, "tcp:0:interface=127.0.0.1", tls.ServerTLS(server_context())
         )
         endpoint.listen(ChatServerFactory(reactor))
@@ -486,7 +488,7 @@ class EndpointTests(SynchronousTestCase):
     def test_connect_rate_from_limits(self) -> None:
         """The limits' rate of new connections per address reaches the guard."""
         reactor = MemoryReactor()
-        endpoint = tls.tls_server_endpoint(
+        endpoint = tls_server_endpoint(
             reactor,
             "tcp:0:interface=127.0.0.1",
             tls.ServerTLS(server_context()),

@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.trust}: L{ServerVerifier} over real TLS handshakes in
+Tests for L{securemsg.client.trust}: L{ServerVerifier} over real TLS handshakes in
 memory, against certificates made at test time, and client certificates.
 
 Every handshake case checks three things: whether the handshake finished
@@ -20,8 +20,9 @@ from service_identity import CertificateError
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from securemsg import certs, tls
-from securemsg.trust import ServerVerifier, TrustError, load_client_certificate
+from securemsg.client.trust import ServerVerifier, TrustError, load_client_certificate
+from securemsg.tls import certs
+from securemsg.tls import policy as tls
 
 from . import _certs
 from ._tls import LineCollector, client_options, tls_pair

@@ -22,7 +22,7 @@ from twisted.internet import reactor as _global_reactor
 from twisted.internet.error import ConnectionDone, ProcessDone, ProcessTerminated
 from twisted.trial.unittest import TestCase
 
-from securemsg.tls import PASSPHRASE_ENVIRONMENT_VARIABLE
+from securemsg.tls.policy import PASSPHRASE_ENVIRONMENT_VARIABLE
 
 from . import _certs
 from ._loopback import LineClient, connect_line_client, greeting

@@ -37,14 +37,16 @@ from wsproto.events import (
     TextMessage,
 )
 
-from securemsg import ca, tap, web
-from securemsg.guard import GuardedTLSFactory
-from securemsg.limits import Limits
-from securemsg.reload import CertificateReloader, ReloadService
-from securemsg.room import Chat
-from securemsg.server import ANNOUNCEMENT_DELAY, ChatServerFactory
-from securemsg.service import ChatService
-from securemsg.tls import ServerTLS, TLSConfigError, load_tls
+from securemsg import tap
+from securemsg.admin import ca
+from securemsg.core.hub import ChatHub as Chat
+from securemsg.core.limits import Limits
+from securemsg.server import web
+from securemsg.server.factory import ANNOUNCEMENT_DELAY, ChatServerFactory
+from securemsg.server.guard import GuardedTLSFactory
+from securemsg.server.reload import CertificateReloader, ReloadService
+from securemsg.server.service import ChatService
+from securemsg.tls.policy import ServerTLS, TLSConfigError, load_tls
 
 from . import _certs
 from ._tls import LineCollector

@@ -1,5 +1,5 @@
 """
-Tests for L{securemsg.wire}: parsing client lines, formatting server lines,
+Tests for L{securemsg.protocol.wire}: parsing client lines, formatting server lines,
 names and sanitising.
 """
 
@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from twisted.trial.unittest import SynchronousTestCase
 
-from securemsg import wire
+from securemsg.protocol import wire
 
 names = st.from_regex(wire.NAME_PATTERN, fullmatch=True)
 free_text = st.text(
@@ -282,7 +282,7 @@ class EventTests(SynchronousTestCase):
         Past messages are marked with their time (UTC) between a header and
         a footer, so they cannot pass for live ones.
         """
-        history = wire.History(
+        history = wire.PastMessages(
             "#dev",
             (
                 wire.Message("a", "hi", "#dev", 1764248722.0, True),
@@ -298,7 +298,9 @@ class EventTests(SynchronousTestCase):
                 "*** end of history of #dev",
             ],
         )
-        self.assertEqual(wire.History("#dev", ()).format(), "*** no history for #dev")
+        self.assertEqual(
+            wire.PastMessages("#dev", ()).format(), "*** no history for #dev"
+        )
 
     def test_cut_short_replies(self) -> None:
         """Replies cut short to stay bounded say how much they left out."""
@@ -312,7 +314,7 @@ class EventTests(SynchronousTestCase):
         )
         message = wire.Message("a", "hi", "#dev", 1764248722.0, True)
         self.assertEqual(
-            wire.History("#dev", (message,), more=4).format().split("\n"),
+            wire.PastMessages("#dev", (message,), more=4).format().split("\n"),
             [
                 "*** history of #dev: 1 message(s)"
                 " (4 older not shown: too long for one reply)",

@@ -4,7 +4,7 @@ Check a real securemsg server against Mozilla's TLS guidelines with sslyze.
 What it does, in order:
 
  1. makes a fresh temporary directory and, with the project's own
-    L{securemsg.certs} (what C{securemsg gencert} uses), a self-signed
+    L{securemsg.tls.certs} (what C{securemsg gencert} uses), a self-signed
     certificate and unencrypted key in it: ECDSA P-256 unless C{--rsa} is
     given, valid for 365 days (90 days for C{--profile modern}, whose rules
     allow no more);
@@ -154,7 +154,7 @@ def make_certificate(directory: Path, rsa_bits: int | None, days: int) -> Path:
     project's own code, and return the certificate's path.
     """
     try:
-        from securemsg import certs
+        from securemsg.tls import certs
     except ImportError as error:
         raise CheckError(
             f"cannot import securemsg ({error}); run this script with the "

@@ -3,7 +3,7 @@
 Run the C{securemsg} command line as C{python -m securemsg}.
 """
 
-from securemsg.cli import main
+from securemsg.admin.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -13,18 +13,27 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
-from securemsg import check, tls, web, wire
-from securemsg.history import History, HistoryError, MemoryHistory, SqliteHistory
-from securemsg.limits import Limits
-from securemsg.reload import CertificateReloader, ReloadService
-from securemsg.room import Chat
-from securemsg.server import (
+from securemsg.core.history import (
+    HistoryError,
+    HistoryStore,
+    MemoryHistory,
+    SqliteHistory,
+)
+from securemsg.core.hub import ChatHub
+from securemsg.core.limits import Limits
+from securemsg.core.records import RecordsError, ServerRecords
+from securemsg.protocol import wire
+from securemsg.server import web
+from securemsg.server.endpoint import tls_server_endpoint
+from securemsg.server.factory import (
     DEFAULT_GREETING,
     DEFAULT_MAX_LINE_LENGTH,
     ChatServerFactory,
 )
-from securemsg.service import ChatService, ListenError, RepeatedStopSignals
-from securemsg.state import ServerState, StateError
+from securemsg.server.reload import CertificateReloader, ReloadService
+from securemsg.server.service import ChatService, ListenError, RepeatedStopSignals
+from securemsg.tls import policy as tls
+from securemsg.tls.inspect import run_check
 
 DEFAULT_PORT: Final = 50000
 DEFAULT_HISTORY_DB: Final = "securemsg-history.sqlite3"
@@ -465,7 +474,7 @@ class Options(usage.Options):
             # Done while parsing: twistd would refuse to go on to makeService
             # while a server runs here (its pid file), and a check should
             # work next to a running server.
-            report = check.run_check(
+            report = run_check(
                 self["cert"],
                 self["key"],
                 passphrases=tls.PassphraseSource.from_process(
@@ -527,7 +536,7 @@ class Options(usage.Options):
 Options.opt_listen.__doc__ = " ".join((Options.opt_listen.__doc__ or "").split())
 
 
-def open_history(reactor: IReactorTime, options: Options) -> History:
+def open_history(reactor: IReactorTime, options: Options) -> HistoryStore:
     """
     The history the options ask for: in memory, or in an SQLite file that is
     checked now.
@@ -560,17 +569,17 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
     @raise tls.TLSConfigError: if the certificate, key or an endpoint cannot
         be used.
     @raise HistoryError: if the history database cannot be used.
-    @raise StateError: if the state file cannot be used.
+    @raise RecordsError: if the state file cannot be used.
     """
     settings = options.tls_settings()
     loaded = tls.load_tls(settings)
     creator = tls.ServerTLS(loaded.context)
     reloader = CertificateReloader(settings, creator, loaded)
     limits = options.limits()
-    state = ServerState.load(options["state"])
+    state = ServerRecords.load(options["state"])
     state.check_writable()
     history = open_history(reactor, options)
-    chat = Chat(
+    chat = ChatHub(
         reactor,
         default_room=options["default-room"],
         history=history,
@@ -594,7 +603,7 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
     )
     reloader.recheck = factory.recheck_certificates
     endpoints = [
-        (description, tls.tls_server_endpoint(reactor, description, creator, limits))
+        (description, tls_server_endpoint(reactor, description, creator, limits))
         for description in options.endpoint_descriptions()
     ]
     top = MultiService()
@@ -603,7 +612,7 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         # The same TLS (so a reload covers it too) and the same chat.
         site = web.make_site(factory, options["web-origin"])
         try:
-            endpoint = tls.tls_server_endpoint(reactor, options["web"], creator, limits)
+            endpoint = tls_server_endpoint(reactor, options["web"], creator, limits)
         except tls.TLSConfigError as error:
             problem = str(error).replace("--listen", "--web", 1)
             raise tls.TLSConfigError(problem) from None
@@ -613,7 +622,7 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
     if options["metrics"] is not None:
         # Imported only when asked for: prometheus_client is not needed
         # otherwise.
-        from securemsg.metrics import MetricsService, make_registry
+        from securemsg.server.metrics import MetricsService, make_registry
 
         registry = make_registry(factory, history=history, reloader=reloader)
         MetricsService(
@@ -647,7 +656,7 @@ def makeService(options: Options) -> MultiService:
             listen = getattr(service, "listen", None)
             if listen is not None:
                 listen()
-    except (tls.TLSConfigError, HistoryError, StateError, ListenError) as error:
+    except (tls.TLSConfigError, HistoryError, RecordsError, ListenError) as error:
         raise SystemExit(f"securemsg: {error}") from None
     RepeatedStopSignals(reactor).setServiceParent(top)  # type: ignore[arg-type]
     return top

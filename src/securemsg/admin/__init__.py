@@ -1,0 +1,3 @@
+"""
+The C{securemsg} command; may import anything; nothing imports admin.
+"""

@@ -1,0 +1,3 @@
+"""
+The text and JSON wire formats; imports nothing of ours.
+"""

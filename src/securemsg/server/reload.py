@@ -1,0 +1,223 @@
+# -*- test-case-name: tests.test_reload -*-
+"""
+Certificate changes without downtime.
+
+L{CertificateReloader} loads the TLS material again (certificate, key with
+the same passphrase source as at start, client CA and CRL), checks the new
+set completely, and only then swaps the context that new handshakes use.
+If anything is wrong, the old set stays in service.  Connections already
+made keep their TLS session, but their client certificates are checked
+again against the new client CA and CRL: a client whose certificate is now
+revoked, or no longer issued by a client CA, is disconnected (an operator
+loses their rights with it).
+
+It runs on SIGHUP, on an operator's C{/reload}, and (with C{--watch-certs})
+when the files change on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from datetime import UTC, datetime
+from types import FrameType
+from typing import Any, Final
+
+from twisted.application.service import Service
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from securemsg.tls import certs
+from securemsg.tls.policy import (
+    ClientCertificateCheck,
+    LoadedTLS,
+    ServerTLS,
+    TLSConfigError,
+    TLSSettings,
+    load_tls,
+)
+
+#: How often --watch-certs looks at the files.
+WATCH_INTERVAL: Final = 5.0
+#: How often the server checks how long its certificate has left.
+EXPIRY_CHECK_INTERVAL: Final = 24 * 60 * 60.0
+
+
+def _describe(loaded: LoadedTLS) -> str:
+    certificate = loaded.credentials.certificate
+    return (
+        f"{certs.fingerprint(certificate)} (expires"
+        f" {certificate.not_valid_after_utc:%Y-%m-%d %H:%M} UTC)"
+    )
+
+
+class CertificateReloader:
+    """
+    Holds the TLS material in service and replaces it, transactionally.
+
+    @ivar current: what is in service now.
+    @ivar recheck: given how the new material judges client certificates,
+        disconnects the connected clients it no longer accepts and says how
+        many (L{securemsg.server.factory.ChatServerFactory.recheck_certificates});
+        L{None} if there is nobody to check.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        settings: TLSSettings,
+        creator: ServerTLS,
+        current: LoadedTLS,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        recheck: Callable[[ClientCertificateCheck], int] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.creator = creator
+        self.current = current
+        self._now = now
+        self.recheck = recheck
+        #: Reloads that worked and that failed, for the metrics.
+        self.reloads_ok = 0
+        self.reloads_failed = 0
+
+    def reload(self, why: str = "reload requested") -> tuple[bool, str]:
+        """
+        Load and check the files again; put them in service only if all is
+        well.
+
+        @return: whether it worked, and one line saying what happened.
+        """
+        try:
+            loaded = load_tls(self.settings, strict=True, now=self._now())
+        except TLSConfigError as error:
+            self.reloads_failed += 1
+            self.log.error(
+                "certificate reload ({why}) failed; still serving {old}: {error}",
+                why=why,
+                old=_describe(self.current),
+                error=error,
+            )
+            return False, f"reload failed, the current certificate stays: {error}"
+        self.reloads_ok += 1
+        old, self.current = self.current, loaded
+        self.creator.context = loaded.context
+        self.log.info(
+            "certificates reloaded ({why}): {old} -> {new}",
+            why=why,
+            old=_describe(old),
+            new=_describe(loaded),
+        )
+        message = f"reloaded: now serving {_describe(loaded)}"
+        check = loaded.client_certificate_check()
+        if check is not None and self.recheck is not None:
+            dropped = self.recheck(check)
+            if dropped:
+                message += (
+                    f"; disconnected {dropped} client"
+                    f"{'s' if dropped > 1 else ''} whose certificate is no longer"
+                    " accepted"
+                )
+        return True, message
+
+    def expiry_warnings(self) -> list[str]:
+        """Warnings about the certificate in service (expired, expiring)."""
+        return certs.certificate_warnings(
+            self.current.credentials.certificate, self._now()
+        )
+
+
+def _signature(path: str) -> tuple[int, int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return (status.st_mtime_ns, status.st_size, status.st_ino)
+
+
+class ReloadService(Service):
+    """
+    Reloads the certificates on SIGHUP, and when the files change if asked
+    to; warns each day while the certificate is close to expiry; and checks
+    at start that the files can still be read after twistd dropped
+    privileges (C{--uid}/C{--gid}), or a reload would fail, and that client
+    certificates are not checked without a CRL (revoking would do nothing).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, reloader: CertificateReloader, clock: Any, *, watch: bool = False
+    ) -> None:
+        self.reloader = reloader
+        self.clock = clock
+        self.watch = watch
+        self._previous_handler: Any = None
+        self._watching = LoopingCall(self.check_files)
+        self._watching.clock = clock
+        self._expiry = LoopingCall(self.warn_expiry)
+        self._expiry.clock = clock
+        self._signatures: dict[str, tuple[int, int, int] | None] = {}
+
+    def startService(self) -> None:
+        super().startService()
+        self._check_readable()
+        self._check_revocation()
+        if hasattr(signal, "SIGHUP"):
+            self._previous_handler = signal.signal(signal.SIGHUP, self._on_sighup)
+        self._signatures = self._current_signatures()
+        if self.watch:
+            self._watching.start(WATCH_INTERVAL, now=False)
+        self._expiry.start(EXPIRY_CHECK_INTERVAL, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGHUP, self._previous_handler)
+            self._previous_handler = None
+        for loop in (self._watching, self._expiry):
+            if loop.running:
+                loop.stop()
+
+    def _on_sighup(self, number: int, frame: FrameType | None) -> None:
+        # Signal handlers run between bytecodes; do the work in the reactor.
+        self.clock.callFromThread(self.reloader.reload, "SIGHUP")
+
+    def _check_readable(self) -> None:
+        for path in self.reloader.settings.files():
+            if not os.access(path, os.R_OK):
+                self.log.warn(
+                    "{path} cannot be read by this process (uid {uid}); certificate"
+                    " reloads will fail until it can (twistd --uid/--gid drop"
+                    " privileges after start)",
+                    path=path,
+                    uid=os.getuid(),
+                )
+
+    def _check_revocation(self) -> None:
+        settings = self.reloader.settings
+        if settings.client_ca_path is not None and settings.crl_path is None:
+            self.log.warn(
+                "client certificates are checked against {ca} without a CRL"
+                " (--crl): a revoked certificate is still accepted (give the"
+                " CA's crl.pem with --crl)",
+                ca=settings.client_ca_path,
+            )
+
+    def _current_signatures(self) -> dict[str, tuple[int, int, int] | None]:
+        return {path: _signature(path) for path in self.reloader.settings.files()}
+
+    def check_files(self) -> None:
+        """Reload if any file changed since the last look (--watch-certs)."""
+        now = self._current_signatures()
+        if now != self._signatures:
+            self._signatures = now
+            self.reloader.reload("files changed")
+
+    def warn_expiry(self) -> None:
+        """Log a warning while the certificate is expired or close to it."""
+        for warning in self.reloader.expiry_warnings():
+            # Not "warning=": trial's reporter takes a log event with a
+            # "warning" key for a Python warning and fails on it.
+            self.log.warn("certificate: {problem}", problem=warning)

@@ -1,0 +1,3 @@
+"""
+TLS policy, certificate files and identities; imports only L{securemsg.protocol}.
+"""
