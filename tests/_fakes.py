@@ -63,7 +63,7 @@ class PausingTransport(StringTransport):
 
     def drain(self) -> bytes:
         """Take everything written, and resume the producer if it was paused."""
-        data = self.value()
+        data: bytes = self.value()
         self.clear()
         if self.paused and self.producer is not None:
             self.paused = False

@@ -15,9 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from twisted.internet import reactor as _global_reactor
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.address import IPv4Address, IPv6Address
+from twisted.internet.defer import Deferred, gatherResults, maybeDeferred, succeed
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.interfaces import (
+    IAddress,
     IHandshakeListener,
     IListeningPort,
     IReactorTCP,
@@ -55,6 +57,12 @@ def bounded(deferred: Deferred[T], what: str, timeout: float = TIMEOUT) -> Defer
         return Failure(AssertionError(f"timed out after {seconds}s waiting for {what}"))
 
     return deferred.addTimeout(timeout, reactor, onTimeoutCancel=timed_out)
+
+
+def port_of(address: IAddress) -> int:
+    """The port of C{address}, which the test knows to be an IP address."""
+    assert isinstance(address, (IPv4Address, IPv6Address))
+    return address.port
 
 
 class Waiters:
@@ -114,14 +122,14 @@ class ObservedChatServerFactory(ChatServerFactory):
     builds so that a test can wait for connections to come and go.
     """
 
-    protocol = ObservedServerProtocol
+    protocol = ObservedServerProtocol  # type: ignore[assignment]
 
     def __init__(self, clock: IReactorTime) -> None:
         super().__init__(clock)
         self.connections: list[ObservedServerProtocol] = []
         self._arrivals: list[tuple[int, Deferred[ObservedServerProtocol]]] = []
 
-    def buildProtocol(self, addr: Any) -> ObservedServerProtocol:
+    def buildProtocol(self, addr: Any) -> ObservedServerProtocol:  # type: ignore[override]
         protocol = ObservedServerProtocol(self)
         self.connections.append(protocol)
         arrivals, self._arrivals = self._arrivals, []
@@ -217,6 +225,7 @@ class LineClient(LineReceiver):
 
     def send(self, *lines: bytes) -> None:
         """Send each of C{lines} followed by a newline."""
+        assert self.transport is not None
         self.transport.write(b"".join(line + b"\n" for line in lines))
 
     def wait_closed(self) -> Deferred[None]:
@@ -241,9 +250,8 @@ async def connect_line_client(
     endpoint = wrapClientTLS(
         options, TCP4ClientEndpoint(tcp, "127.0.0.1", port, timeout=TIMEOUT)
     )
-    client: LineClient = await bounded(
-        endpoint.connect(Factory.forProtocol(LineClient)), "connect"
-    )
+    client = await bounded(endpoint.connect(Factory.forProtocol(LineClient)), "connect")
+    assert isinstance(client, LineClient)
     return client
 
 
@@ -280,7 +288,7 @@ class LoopbackServerTestCase(TestCase):
             limits,
         )
         self.listening = await bounded(endpoint.listen(self.factory), "listening")
-        self.port = self.listening.getHost().port
+        self.port = port_of(self.listening.getHost())
 
     def tcp_endpoint(self) -> TCP4ClientEndpoint:
         tcp: IReactorTCP = reactor
@@ -295,6 +303,7 @@ class LoopbackServerTestCase(TestCase):
         )
         endpoint = wrapClientTLS(options, self.tcp_endpoint())
         client = await bounded(endpoint.connect(Factory.forProtocol(make)), "connect")
+        assert isinstance(client, LineClient)
         self.clients.append(client)
         return client
 
@@ -306,7 +315,7 @@ class LoopbackServerTestCase(TestCase):
         )
         self.assertIs(connected, protocol)
 
-    async def tearDown(self) -> None:
+    async def tearDown(self) -> None:  # type: ignore[override]
         """
         Close every client (with a TLS close), wait until both ends of every
         connection have seen C{connectionLost}, then stop listening.
@@ -314,6 +323,7 @@ class LoopbackServerTestCase(TestCase):
         try:
             for client in self.clients:
                 if not client.ended.fired:
+                    assert client.transport is not None
                     client.transport.loseConnection()
             await gatherResults(
                 [client.wait_closed() for client in self.clients]
@@ -325,4 +335,6 @@ class LoopbackServerTestCase(TestCase):
             )
         finally:
             if self.listening is not None:
-                await bounded(self.listening.stopListening(), "stopListening")
+                await bounded(
+                    maybeDeferred(self.listening.stopListening), "stopListening"
+                )
