@@ -18,7 +18,7 @@ names = st.from_regex(wire.NAME_PATTERN, fullmatch=True)
 rooms = st.from_regex(wire.ROOM_PATTERN, fullmatch=True)
 #: Any text at all but lone surrogates, which are not text (and cannot be
 #: encoded as UTF-8); newlines included, since JSON escapes them.
-any_text = st.text(st.characters(blacklist_categories=("Cs",)))
+any_text = st.text(st.characters(blacklist_categories=["Cs"]))
 times = st.none() | st.floats(allow_nan=False, allow_infinity=False)
 
 T = 1764248722.5

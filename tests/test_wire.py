@@ -11,7 +11,7 @@ from securemsg.protocol import wire
 
 names = st.from_regex(wire.NAME_PATTERN, fullmatch=True)
 free_text = st.text(
-    st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"),
+    st.characters(blacklist_categories=["Cs"], blacklist_characters="\n"),
 )
 
 #: Format characters a terminal must never get as they are, written out
@@ -38,7 +38,7 @@ dangerous_text = st.lists(
             + "".join(map(chr, range(0x20))).replace("\n", "")
             + "".join(map(chr, range(0x7F, 0xA0)))
         ),
-        st.characters(blacklist_categories=("Cs",), blacklist_characters="\n"),
+        st.characters(blacklist_categories=["Cs"], blacklist_characters="\n"),
     ),
 ).map("".join)
 
