@@ -1118,6 +1118,7 @@ class RevocationOnReloadTests(MutualTLSCase):
         ends after it is checked against the new CRL when it is done.
         """
         ca.revoke(self.ca_directory, "alice")
+        assert self.alice.transport is not None
         self.alice.transport.loseConnection()
         self.flush()
         self.bob.take()
