@@ -218,6 +218,7 @@ class BrowserTestCase(TestCase):
 
     async def line_client(self, name: str) -> LineClient:
         client = await connect_line_client(self.chat_port, self.ca_pem)
+        assert client.transport is not None
         self.addCleanup(client.transport.loseConnection)
         await client.next_lines(1)  # The greeting.
         client.send(f"/nick {name}".encode())
