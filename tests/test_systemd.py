@@ -142,6 +142,7 @@ class SocketActivationTests(LoopbackServerTestCase):
         )
         await twistd.wait_for_message(rf"securemsg listening on 127\.0\.0\.1:{port}")
         for client in (alice, bob):
+            assert client.transport is not None
             client.transport.loseConnection()
             await client.wait_closed()
         await stop_with_sigterm(self, twistd)
