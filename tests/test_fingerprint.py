@@ -15,6 +15,7 @@ from io import StringIO
 from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
+from twisted.internet.defer import maybeDeferred
 from twisted.internet.threads import deferToThread
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -206,7 +207,7 @@ class ServerTests(LoopbackServerTestCase):
     async def test_refused(self) -> None:
         """A port nobody listens on: one line, status 3."""
         assert self.listening is not None
-        await bounded(self.listening.stopListening(), "stopListening")
+        await bounded(maybeDeferred(self.listening.stopListening), "stopListening")
         self.listening = None
         run = await self.run_in_thread(f"127.0.0.1:{self.port}")
         self.assertEqual(run.status, 3)
