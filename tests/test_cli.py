@@ -624,11 +624,12 @@ class TopLevelTests(SynchronousTestCase):
                 ("group", None, Group, "Group."),
             ],
         )
-        self.patch(sys, "stderr", io.StringIO())
+        stderr = io.StringIO()
+        self.patch(sys, "stderr", stderr)
         for argv in (["leaf"], ["group", "leaf"]):
             result = _run(*argv)
             self.assertEqual((result.code, result.stderr), (0, "to stderr\n"), argv)
-        self.assertEqual(sys.stderr.getvalue(), "")
+        self.assertEqual(stderr.getvalue(), "")
 
     def test_options_classes(self) -> None:
         """
