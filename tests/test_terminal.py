@@ -655,7 +655,7 @@ class ChatInTerminalTests(LoopbackServerTestCase):
         )
         return alice, bob
 
-    async def tearDown(self) -> None:
+    async def tearDown(self) -> None:  # type: ignore[override]
         """Kill alice's client if it is still running, then stop serving."""
         alice: ChatInTerminal | None = getattr(self, "alice", None)
         if alice is not None and alice.transport and not alice.ended.fired:
