@@ -28,6 +28,7 @@ from twisted.internet.interfaces import (
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.protocols.basic import LineReceiver
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 from zope.interface import implementer
@@ -63,6 +64,16 @@ def port_of(address: IAddress) -> int:
     """The port of C{address}, which the test knows to be an IP address."""
     assert isinstance(address, (IPv4Address, IPv6Address))
     return address.port
+
+
+def tls_transport(protocol: Protocol) -> TLSMemoryBIOProtocol:
+    """
+    The transport of C{protocol}, which the test knows is connected over
+    TLS: the TLS layer, which can also pause, resume and abort.
+    """
+    transport = protocol.transport
+    assert isinstance(transport, TLSMemoryBIOProtocol), transport
+    return transport
 
 
 class Waiters:
