@@ -36,6 +36,7 @@ from ._loopback import (
     bounded,
     greeting,
     reactor,
+    tls_transport,
 )
 
 
@@ -44,7 +45,7 @@ class ResetAfterHandshake(LineClient):
 
     def handshakeCompleted(self) -> None:
         super().handshakeCompleted()
-        self.transport.abortConnection()
+        tls_transport(self).abortConnection()
 
 
 class GarbageSender(Protocol):
@@ -56,6 +57,7 @@ class GarbageSender(Protocol):
         self.ended = Waiters()
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         self.transport.write(self.garbage)
 
     def dataReceived(self, data: bytes) -> None:
@@ -251,7 +253,7 @@ class ChatOverTLSTests(LoopbackServerTestCase):
         on serving them and new clients.
         """
         alice, bob, carol = await self.three_named()
-        bob.transport.abortConnection()
+        tls_transport(bob).abortConnection()
         await bob.wait_closed()
         self.assertEqual(await alice.next_lines(1), ["*** bob left (connection lost)"])
         self.assertEqual(await carol.next_lines(1), ["*** bob left (connection lost)"])
@@ -427,6 +429,7 @@ class TutorialClientTests(LoopbackServerTestCase):
         ]
         for at, sender, receiver, message in schedule:
             await deferLater(reactor, max(0.0, start + at - reactor.seconds()))
+            assert sender.transport is not None
             sent = reactor.seconds()
             sender.transport.write(message.encode())
             guest = "guest-1" if sender is alice else "guest-2"
@@ -457,6 +460,7 @@ class PlainTextOverTheLimitTests(LoopbackServerTestCase):
         await self.connect_plain(refused)
         await refused.wait_closed()
         self.assertEqual(refused.received, b"")
+        assert holder.transport is not None
         holder.transport.loseConnection()
         await holder.wait_closed()
         await bounded(self.factory.connections[0].ended.wait(), "the server's end")
