@@ -36,6 +36,7 @@ from ._loopback import (
     connect_line_client,
     greeting,
     reactor,
+    tls_transport,
 )
 from ._twistd import Twistd, listening_port, start_twistd, stop_with_sigterm
 
@@ -596,7 +597,7 @@ class RestartTests(TestCase):
 
     async def close_client(self, client: LineClient) -> None:
         if not client.ended.fired:
-            client.transport.abortConnection()
+            tls_transport(client).abortConnection()
         await client.wait_closed()
 
     async def expect(self, client: LineClient, *lines: str) -> None:
