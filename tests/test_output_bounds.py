@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from twisted.internet.tcp import Connection
 from twisted.logger import capturedLogs
 
 from securemsg.core.limits import Limits
@@ -17,7 +18,7 @@ from securemsg.protocol import wire
 from securemsg.server.protocol import ChatServerProtocol
 
 from . import _certs
-from ._loopback import LoopbackServerTestCase, bounded, greeting
+from ._loopback import LoopbackServerTestCase, bounded, greeting, tls_transport
 
 #: Lines of 2048 C1 control characters: 4 kB as sent, 16 kB as shown and
 #: kept (each becomes <U+0085>), so 50 of them are 800 kB.
@@ -51,7 +52,7 @@ class NonReaderTests(LoopbackServerTestCase):
             # Our queue, and the buffer of Twisted's TCP transport below TLS
             # (read here, not through direct.held_bytes, which it checks).
             tcp = protocol.transport.transport
-            buffered = len(tcp.dataBuffer) - tcp.offset + tcp._tempDataLen
+            buffered: int = len(tcp.dataBuffer) - tcp.offset + tcp._tempDataLen
             return sum(map(len, protocol._outgoing)) + buffered
 
         deliver = ChatServerProtocol.deliver
@@ -84,12 +85,14 @@ class NonReaderTests(LoopbackServerTestCase):
         connection = await self.factory.connection(0)
         # Small kernel buffers both ways, so that the kernel does not take
         # megabytes on loopback before Twisted's buffer fills and pauses us.
+        client_tcp = tls_transport(client).transport
+        assert isinstance(client_tcp, Connection)
         for sock, option in [
             (connection.transport.transport.socket, socket.SO_SNDBUF),
-            (client.transport.transport.socket, socket.SO_RCVBUF),
+            (client_tcp.socket, socket.SO_RCVBUF),
         ]:
             sock.setsockopt(socket.SOL_SOCKET, option, 4096)
-        client.transport.pauseProducing()  # Reads no more.
+        tls_transport(client).pauseProducing()  # Reads no more.
         with capturedLogs() as events:
             client.send(*[b"/history #big 50"] * 20)
             await bounded(connection.ended.wait(), "the server dropping the client")
@@ -102,4 +105,4 @@ class NonReaderTests(LoopbackServerTestCase):
         # One reply's text: its entries within reply_bytes, and its header
         # and footer.
         self.assertLessEqual(most[0], limits.send_queue + limits.reply_bytes + 200)
-        client.transport.resumeProducing()
+        tls_transport(client).resumeProducing()
