@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from OpenSSL import SSL
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
@@ -36,11 +37,11 @@ from securemsg.tap import Options, make_service
 from securemsg.tls import policy as tls
 
 from . import _certs
-from ._loopback import TIMEOUT, LoopbackServerTestCase, bounded, reactor
+from ._loopback import TIMEOUT, LoopbackServerTestCase, bounded, port_of, reactor
 from ._twistd import start_twistd, stop_with_sigterm
 
 
-def server_context() -> object:
+def server_context() -> SSL.Context:
     """A server context with the default test certificate."""
     _, server = _certs.default_ca_and_server()
     return tls.make_server_context(
@@ -301,7 +302,7 @@ class ScrapeCase(LoopbackServerTestCase):
         self.metrics.startService()
         self.addCleanup(self.metrics.stopService)
         assert self.metrics.port is not None
-        port = self.metrics.port.getHost().port
+        port = port_of(self.metrics.port.getHost())
         self.url = f"http://127.0.0.1:{port}/metrics".encode("ascii")
         self.pool = HTTPConnectionPool(reactor, persistent=False)
 
@@ -437,7 +438,7 @@ class ClientCertificateTests(ScrapeCase):
             reactor, "tcp:0:interface=127.0.0.1", tls.ServerTLS(context), limits
         )
         self.listening = await bounded(endpoint.listen(self.factory), "listening")
-        self.port = self.listening.getHost().port
+        self.port = port_of(self.listening.getHost())
 
     async def test_no_client_certificate(self) -> None:
         """The server refuses the handshake; the metric says why."""
@@ -498,6 +499,7 @@ class ServiceTests(SynchronousTestCase):
             for c in service.registry._collector_to_names
             if isinstance(c, ServerCollector)
         ]
+        assert isinstance(chat[1], GuardedTLSFactory), chat[1]
         self.assertIs(collector.factory, chat[1].wrappedFactory)
         self.assertIsNotNone(collector.reloader)
 
