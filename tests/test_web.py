@@ -43,7 +43,7 @@ from securemsg.core.hub import ChatHub as Chat
 from securemsg.core.limits import Limits
 from securemsg.server import web
 from securemsg.server.factory import ANNOUNCEMENT_DELAY, ChatServerFactory
-from securemsg.server.guard import GuardedTLSFactory
+from securemsg.server.guard import GuardedTLSFactory, GuardedTLSServerEndpoint
 from securemsg.server.reload import CertificateReloader, ReloadService
 from securemsg.server.service import ChatService
 from securemsg.tls.policy import ServerTLS, TLSConfigError, load_tls
@@ -377,7 +377,10 @@ class BatchingTests(BridgeCase):
         self.assertEqual(transport.writes, 1)
         reader = Connection(ConnectionType.CLIENT)
         reader.receive_data(transport.value())
-        texts = [json.loads(e.data)["text"] for e in reader.events()]
+        texts = [
+            json.loads(e.data)["text"] if isinstance(e, TextMessage) else e
+            for e in reader.events()
+        ]
         self.assertEqual(texts, ["one", "two", "three"])
 
 
@@ -684,7 +687,7 @@ class WebOptionsTests(SynchronousTestCase):
         [chat_port, web_port] = reactor.tcpServers
         self.assertEqual((web_port[0], web_port[3]), (8443, "127.0.0.1"))
         chat_tls, web_tls = chat_port[1], web_port[1]
-        self.assertIsInstance(web_tls, GuardedTLSFactory)
+        assert isinstance(web_tls, GuardedTLSFactory), web_tls
         site = web_tls.wrappedFactory
         self.assertIsInstance(site, Site)
         services = list(top)  # type: ignore[call-overload]
@@ -696,8 +699,10 @@ class WebOptionsTests(SynchronousTestCase):
         creator = reloads.reloader.creator
         for service in (chat_service, web_service):
             [(_, endpoint)] = service.endpoints
+            assert isinstance(endpoint, GuardedTLSServerEndpoint), endpoint
             self.assertIs(endpoint.creator, creator)
         socket = site.resource.children[web.SOCKET_PATH]
+        assert isinstance(chat_tls, GuardedTLSFactory), chat_tls
         self.assertIs(socket.factory, chat_tls.wrappedFactory)
         self.assertEqual(socket.origins, {"https://chat.example"})
         self.successResultOf(top.stopService())
