@@ -187,11 +187,11 @@ class Interactions:
                 )
                 return interaction(cursor, *args, **kwargs)
 
-            deferred = original(in_thread, *args, **kwargs)
+            deferred: Deferred[Any] = original(in_thread, *args, **kwargs)
             self.deferreds.append(deferred)
             return deferred
 
-        pool.runInteraction = observed
+        pool.runInteraction = observed  # type: ignore[method-assign]
 
     def names(self) -> list[str]:
         return [name for name, _, _ in self.threads]
