@@ -50,7 +50,7 @@ class SendNowTests(TestCase):
     L{send_now} over a real TCP connection on loopback.
     """
 
-    def setUp(self) -> Deferred[None]:
+    def setUp(self) -> Deferred[None]:  # type: ignore[override]
         self.server: Deferred[Protocol] = Deferred()
         self.server_ended: Deferred[None] = Deferred()
         test = self
@@ -74,20 +74,22 @@ class SendNowTests(TestCase):
             ClientFactory.forProtocol(lambda: self.client),
         )
         made = bounded(self.client.made, "the client connection")
-        made.addCallback(lambda _: bounded(self.server, "the server connection"))
-        return made.addCallback(self._got)
+        server = made.addCallback(
+            lambda _: bounded(self.server, "the server connection")
+        )
+        return server.addCallback(self._got)
 
     def _got(self, protocol: Protocol) -> None:
         self.transport: Any = protocol.transport
         self.assertTrue(can_send_now(self.transport))
 
-    def tearDown(self) -> Deferred[Any]:
+    def tearDown(self) -> Deferred[Any]:  # type: ignore[override]
         self.transport.abortConnection()
         ended = bounded(self.server_ended, "the server side to close")
         ended.addCallback(lambda _: bounded(self.client.ended, "the client to close"))
         return ended
 
-    def test_sent_without_waiting_a_turn(self) -> None:
+    def test_sent_without_waiting_a_turn(self) -> Deferred[None]:
         """
         With nothing queued, the bytes go to the socket at once: nothing is
         left in the transport's buffer and it does not wait to write.
@@ -102,7 +104,7 @@ class SendNowTests(TestCase):
             lambda _: self.assertEqual(bytes(self.client.data), data)
         )
 
-    def test_what_the_socket_refuses_waits_in_order(self) -> None:
+    def test_what_the_socket_refuses_waits_in_order(self) -> Deferred[None]:
         """
         What the socket does not take is buffered by the transport, and
         what is sent later waits behind it: the peer gets it all in order.
