@@ -46,6 +46,7 @@ reactor: Any = _global_reactor
 TIMEOUT = 10.0
 
 T = TypeVar("T")
+E = TypeVar("E", bound=BaseException)
 
 
 def bounded(deferred: Deferred[T], what: str, timeout: float = TIMEOUT) -> Deferred[T]:
@@ -58,6 +59,15 @@ def bounded(deferred: Deferred[T], what: str, timeout: float = TIMEOUT) -> Defer
         return Failure(AssertionError(f"timed out after {seconds}s waiting for {what}"))
 
     return deferred.addTimeout(timeout, reactor, onTimeoutCancel=timed_out)
+
+
+def failure_of(test: TestCase, deferred: Deferred[Any], kind: type[E]) -> Deferred[E]:
+    """
+    C{test.assertFailure(deferred, kind)}, typed as what it fires with: the
+    exception (Twisted types it as C{deferred}'s result).
+    """
+    failed: Deferred[Any] = test.assertFailure(deferred, kind)
+    return failed
 
 
 def port_of(address: IAddress) -> int:
