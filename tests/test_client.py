@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.protocol import Factory, Protocol
@@ -41,7 +41,9 @@ from ._loopback import (
     LoopbackServerTestCase,
     Waiters,
     bounded,
+    failure_of,
     greeting,
+    port_of,
     reactor,
 )
 from .test_wire import shown_as
@@ -632,7 +634,8 @@ class ConnectTests(LoopbackServerTestCase):
         other_path = self.directory / "other.pem"
         other_path.write_bytes(other.cert_pem())
         error = await bounded(
-            self.assertFailure(
+            failure_of(
+                self,
                 connect(reactor, "localhost", self.port, ca=str(other_path)),
                 VerificationFailed,
             ),
@@ -655,7 +658,8 @@ class ConnectTests(LoopbackServerTestCase):
         """A wrong pin is a L{VerificationFailed} too; the right one connects."""
         wrong = "sha256:" + "00" * 32
         error = await bounded(
-            self.assertFailure(
+            failure_of(
+                self,
                 connect(reactor, "127.0.0.1", self.port, pin=wrong),
                 VerificationFailed,
             ),
@@ -679,11 +683,13 @@ class ConnectTests(LoopbackServerTestCase):
         A port nobody listens on fails L{connect} with L{ConnectionFailed}
         saying the connection was refused.
         """
-        await bounded(self.listening.stopListening(), "stopListening")
+        assert self.listening is not None
+        await bounded(maybeDeferred(self.listening.stopListening), "stopListening")
         self.listening = None
         for host in ("127.0.0.1", "localhost"):
             error = await bounded(
-                self.assertFailure(
+                failure_of(
+                    self,
                     connect(reactor, host, self.port, ca=self.ca_path),
                     ConnectionFailed,
                 ),
@@ -703,6 +709,7 @@ class NotAChatServer(Protocol):
         self.ended = Waiters()
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         if self.says:
             self.transport.write(self.says)
         else:
@@ -727,8 +734,9 @@ class HandshakeFailureTests(LoopbackServerTestCase):
         port = await bounded(endpoint.listen(Factory.forProtocol(build)), "listen")
         self.addCleanup(port.stopListening)
         pin = "sha256:" + "00" * 32
-        error: ConnectionFailed = await bounded(
-            self.assertFailure(
+        error = await bounded(
+            failure_of(
+                self,
                 connect(reactor, "127.0.0.1", port.getHost().port, pin=pin),
                 ConnectionFailed,
             ),
@@ -768,10 +776,12 @@ class LongLineServer(LineReceiver):
         self.ended = Waiters()
 
     def connectionMade(self) -> None:
+        assert self.transport is not None
         self.transport.write(self.says)
 
     def lineReceived(self, line: bytes) -> None:
         if line.startswith(b"/quit"):
+            assert self.transport is not None
             self.transport.loseConnection()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
@@ -809,7 +819,7 @@ class LongLineConnectTests(LoopbackServerTestCase):
             connect(
                 reactor,
                 "localhost",
-                port.getHost().port,
+                port_of(port.getHost()),
                 ca=ca_path,
                 on_event=events,
                 json=False,
