@@ -14,7 +14,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
@@ -45,6 +45,7 @@ from ._loopback import (
     Waiters,
     bounded,
     greeting,
+    port_of,
     reactor,
 )
 from ._twistd import PROCESS_TIMEOUT
@@ -157,7 +158,7 @@ class ChatServerCase(LoopbackServerTestCase):
         """
         self._stoppers.append(stop)
 
-    async def tearDown(self) -> None:
+    async def tearDown(self) -> None:  # type: ignore[override]
         errors: list[BaseException] = []
         for stop in reversed(self._stoppers):
             try:
@@ -381,7 +382,7 @@ class SessionTests(ChatServerCase):
     async def test_unreachable(self) -> None:
         """A port nobody listens on ends the session with 3."""
         assert self.listening is not None
-        await bounded(self.listening.stopListening(), "stopListening")
+        await bounded(maybeDeferred(self.listening.stopListening), "stopListening")
         self.listening = None
         session, front = self.session()
         self.assertEqual(
@@ -427,7 +428,7 @@ class ExpiredPinTests(ChatServerCase):
             reactor,
             front,
             "localhost",
-            self.expired_port.getHost().port,
+            port_of(self.expired_port.getHost()),
             pin=self.pin,
             **options,  # type: ignore[arg-type]
         )
@@ -509,7 +510,7 @@ class ReconnectTests(ChatServerCase):
 
         # The server goes away.
         assert self.listening is not None
-        await bounded(self.listening.stopListening(), "stopListening")
+        await bounded(maybeDeferred(self.listening.stopListening), "stopListening")
         self.listening = None
         for server in self.factory.connections:
             server.transport.abortConnection()
@@ -520,7 +521,7 @@ class ReconnectTests(ChatServerCase):
         self.assertEqual(len(self.factory.chat), 0)
 
         # Someone comes in by the side door and waits.
-        watcher = await self.connect_to(side_door.getHost().port)
+        watcher = await self.connect_to(port_of(side_door.getHost()))
         self.assertEqual(await watcher.next_lines(1), [greeting("guest-2")])
 
         # The server is back, on the same port.
@@ -608,7 +609,7 @@ class ReconnectTests(ChatServerCase):
         # The server comes back on the same port with another CA's
         # certificate.
         assert self.listening is not None
-        await bounded(self.listening.stopListening(), "stopListening")
+        await bounded(maybeDeferred(self.listening.stopListening), "stopListening")
         self.listening = None
         for server in self.factory.connections:
             server.transport.abortConnection()
@@ -676,7 +677,8 @@ class ChatProcess(ProcessProtocol):
         if isinstance(value, ProcessDone):
             return 0
         if isinstance(value, ProcessTerminated):
-            return value.exitCode
+            code: int | None = value.exitCode
+            return code
         raise AssertionError(f"not ended: {value!r}")
 
     def output(self) -> str:
@@ -726,12 +728,14 @@ class PipeModeTests(ChatServerCase):
         )
         self.stop_first(lambda: self.kill(process))
         if stdin is not None:
+            assert process.transport is not None
             process.transport.write(stdin)
             process.transport.closeStdin()
         return process
 
     async def kill(self, process: ChatProcess) -> None:
         if not process.ended.fired:
+            assert process.transport is not None
             process.transport.signalProcess("KILL")
         await bounded(process.ended.wait(), "the process to end", PROCESS_TIMEOUT)
 
@@ -790,6 +794,7 @@ class PipeModeTests(ChatServerCase):
         )
         watcher.send(b"hello ci")
         await process.wait_output(b"[guest-1] hello ci\n")
+        assert process.transport is not None
         process.transport.write(b"hello watcher\n")
         self.assertEqual(await watcher.next_lines(1), ["[ci] hello watcher"])
         process.transport.closeStdin()
@@ -813,6 +818,7 @@ class PipeModeTests(ChatServerCase):
         )
         self.assertEqual(await watcher.next_lines(1), ["*** guest-2 joined"])
         await process.wait_output(f"{greeting('guest-2')}\n".encode())
+        assert process.transport is not None
         process.transport.signalProcess("TERM")
         self.assertEqual(await self.exit_code(process), 0, process.output())
         self.assertEqual(await watcher.next_lines(1), ["*** guest-2 left"])
@@ -848,7 +854,7 @@ class PipeModeTests(ChatServerCase):
     async def test_unreachable(self) -> None:
         """A refused connection: status 3 and one line on standard error."""
         assert self.listening is not None
-        await bounded(self.listening.stopListening(), "stopListening")
+        await bounded(maybeDeferred(self.listening.stopListening), "stopListening")
         self.listening = None
         process = self.run_chat(f"127.0.0.1:{self.port}", "--ca", self.ca_path)
         self.assertEqual(await self.exit_code(process), 3, process.output())
