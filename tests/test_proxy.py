@@ -20,7 +20,12 @@ from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, wrapClientTLS
 from twisted.internet.error import ConnectionDone
-from twisted.internet.interfaces import IReactorTCP
+from twisted.internet.interfaces import (
+    IProtocol,
+    IProtocolFactory,
+    IReactorTCP,
+    IStreamClientEndpoint,
+)
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock, deferLater
@@ -29,7 +34,7 @@ from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import provider
+from zope.interface import implementer, provider
 
 from securemsg.core.limits import Limits
 from securemsg.core.records import BanRecord
@@ -46,7 +51,15 @@ from securemsg.tap import Options, make_service
 from securemsg.tls import policy as tls
 
 from . import _certs
-from ._loopback import TIMEOUT, LineClient, LoopbackServerTestCase, bounded, reactor
+from ._loopback import (
+    TIMEOUT,
+    LineClient,
+    LoopbackServerTestCase,
+    bounded,
+    port_of,
+    reactor,
+    tls_transport,
+)
 from ._ports import free_port
 
 
@@ -310,6 +323,7 @@ class _HeaderFirstFactory(WrappingFactory):
         self.header = header
 
 
+@implementer(IStreamClientEndpoint)
 class HeaderFirstEndpoint:
     """A TCP client endpoint that starts each connection with C{header}."""
 
@@ -318,9 +332,14 @@ class HeaderFirstEndpoint:
         self.tcp = TCP4ClientEndpoint(tcp, "127.0.0.1", port, timeout=TIMEOUT)
         self.header = header
 
-    def connect(self, factory: Any) -> Deferred[Any]:
+    def connect(self, factory: IProtocolFactory) -> Deferred[IProtocol]:
+        def unwrapped(wrapper: IProtocol) -> IProtocol:
+            assert isinstance(wrapper, _HeaderFirst), wrapper
+            wrapped: IProtocol = wrapper.wrappedProtocol
+            return wrapped
+
         connecting = self.tcp.connect(_HeaderFirstFactory(factory, self.header))
-        return connecting.addCallback(lambda wrapper: wrapper.wrappedProtocol)
+        return connecting.addCallback(unwrapped)
 
 
 class ProxiedServerCase(LoopbackServerTestCase):
@@ -349,16 +368,17 @@ class ProxiedServerCase(LoopbackServerTestCase):
             limits,
         )
         self.listening = await bounded(endpoint.listen(self.factory), "listening")
-        self.port = self.listening.getHost().port
+        self.port = port_of(self.listening.getHost())
 
     async def connect_as(self, header: bytes) -> LineClient:
         options = optionsForClientTLS(
             "localhost", trustRoot=Certificate.loadPEM(self.ca_pem)
         )
         endpoint = wrapClientTLS(options, HeaderFirstEndpoint(self.port, header))
-        client: LineClient = await bounded(
+        client = await bounded(
             endpoint.connect(Factory.forProtocol(LineClient)), "connect"
         )
+        assert isinstance(client, LineClient)
         self.clients.append(client)
         return client
 
@@ -442,6 +462,7 @@ class ProxiedServerTests(ProxiedServerCase):
         client = await bounded(
             endpoint.connect(Factory.forProtocol(LineClient)), "connect"
         )
+        assert isinstance(client, LineClient)
         self.clients.append(client)
         await client.wait_closed()
         self.assertFalse(client.handshake.fired)
@@ -529,7 +550,7 @@ class RealHaproxyTests(ProxiedServerCase):
         await alice.next_lines(1)  # bob's arrival
         bob.send(b"hello through haproxy")
         self.assertEqual(await alice.next_lines(1), ["[guest-2] hello through haproxy"])
-        ports = [client.transport.getHost().port for client in (alice, bob)]
+        ports = [port_of(tls_transport(client).getHost()) for client in (alice, bob)]
         # The server also saw the probe that found haproxy up, and haproxy
         # may open that one's backend connection after alice's: compare as
         # sets.  Without the header, the peers would be haproxy's own ports.
@@ -567,8 +588,8 @@ class ServiceTests(SynchronousTestCase):
         top.privilegedStartService()
         self.addCleanup(top.stopService)
         [(_, proxied, _, _), (_, plain, _, _)] = memory.tcpServers
-        self.assertIsInstance(proxied, ProxyHeaderFactory)
+        assert isinstance(proxied, ProxyHeaderFactory), proxied
         self.assertEqual(proxied.timeout, 3)
-        self.assertIsInstance(proxied.wrappedFactory, GuardedTLSFactory)
-        self.assertIsInstance(plain, GuardedTLSFactory)
+        assert isinstance(proxied.wrappedFactory, GuardedTLSFactory), proxied
+        assert isinstance(plain, GuardedTLSFactory), plain
         self.assertIs(proxied.wrappedFactory.wrappedFactory, plain.wrappedFactory)
