@@ -6,12 +6,14 @@ connection limits, and graceful shutdown.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import LogLevel, capturedLogs
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.logger import LogEvent, LogLevel, capturedLogs
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -36,7 +38,7 @@ from ._fakes import PausingTransport, Recorder
 from ._tls import tls_pair
 
 
-def server_context() -> object:
+def server_context() -> SSL.Context:
     """A server context with the default test certificate."""
     _, server = _certs.default_ca_and_server()
     return tls.make_server_context(
@@ -68,7 +70,7 @@ class Client:
         """What the server wrote (at the end of the turn), as lines."""
         self.factory.flush()
         self.factory.flush_announcements()
-        data = self.transport.value()
+        data: bytes = self.transport.value()
         self.transport.clear()
         return data.decode("utf-8").splitlines()
 
@@ -76,7 +78,7 @@ class Client:
         self.protocol.connectionLost(Failure(ConnectionDone()))
 
 
-def log_text(events: list[dict[str, object]]) -> list[str]:
+def log_text(events: Sequence[LogEvent]) -> list[str]:
     """The formatted messages of captured log events."""
     return [
         str(event["log_format"]).format(**event)
@@ -482,7 +484,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         )
         self.factory.doStart()
 
-    def connect(self, host: str) -> object | None:
+    def connect(self, host: str) -> TLSMemoryBIOProtocol | None:
         address = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 1)
         protocol = self.factory.buildProtocol(address)
         if protocol is not None:
