@@ -4,6 +4,7 @@ sharing one factory.
 """
 
 import json
+from typing import cast
 
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.base import DelayedCall
@@ -43,7 +44,7 @@ class Client:
         """
         self.factory.flush()
         self.factory.flush_announcements()
-        data = self.transport.value()
+        data: bytes = self.transport.value()
         self.transport.clear()
         return data.decode("utf-8").splitlines()
 
@@ -226,7 +227,8 @@ class ServerProtocolTests(SynchronousTestCase):
         self.assertEqual(bob.lines(), ['*** alice left, saying "off to lunch"'])
         clock = self.factory.clock
         assert isinstance(clock, MemoryReactorClock)
-        pending = [call.func for call in clock.getDelayedCalls() if call.active()]
+        calls = cast("list[DelayedCall]", clock.getDelayedCalls())
+        pending = [call.func for call in calls if call.active()]
         self.assertNotIn(alice.transport.abortConnection, pending)
 
     def test_control_characters_never_relayed(self) -> None:
@@ -265,7 +267,7 @@ class ServerProtocolTests(SynchronousTestCase):
     def test_tcp_nodelay(self) -> None:
         """Nagle's algorithm is turned off on TCP connections."""
         transport = StringTransport()
-        transport.setTcpNoDelay = lambda enabled: setattr(transport, "nodelay", enabled)  # type: ignore[method-assign]
+        transport.setTcpNoDelay = lambda enabled: setattr(transport, "nodelay", enabled)  # type: ignore[attr-defined]
         from twisted.internet.interfaces import ITCPTransport
         from zope.interface import alsoProvides
 
@@ -489,7 +491,8 @@ class AnnouncementTests(SynchronousTestCase):
         self.clock.advance(0)
         self.factory.doStop()
         self.assertEqual(self.writes, [b"*** guest-2 joined\n"])
-        pending = [call.func for call in self.clock.getDelayedCalls()]
+        calls = cast("list[DelayedCall]", self.clock.getDelayedCalls())
+        pending = [call.func for call in calls]
         self.assertNotIn(self.factory.flush_announcements, pending)
 
 
@@ -514,7 +517,7 @@ class UnterminatedLineTests(SynchronousTestCase):
         """The quiet-period timers still pending on the clock."""
         return [
             call
-            for call in self.clock.getDelayedCalls()
+            for call in cast("list[DelayedCall]", self.clock.getDelayedCalls())
             if getattr(call.func, "__name__", "") == "_line_end"
         ]
 
