@@ -16,7 +16,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import TLSVersion
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -437,7 +437,7 @@ class EndpointTests(SynchronousTestCase):
             error = self.assertRaises(
                 tls.TLSConfigError,
                 tls_server_endpoint,
-                MemoryReactor(),
+                MemoryReactorClock(),
                 description,
                 creator,
             )
@@ -448,14 +448,14 @@ class EndpointTests(SynchronousTestCase):
         self.assertRaises(
             tls.TLSConfigError,
             tls_server_endpoint,
-            MemoryReactor(),
+            MemoryReactorClock(),
             "nosuchthing:1",
             tls.ServerTLS(server_context()),
         )
 
     def test_listens_with_tls(self) -> None:
         """A tcp: description listens through a TLS-wrapping factory."""
-        reactor = MemoryReactor()
+        reactor = MemoryReactorClock()
         endpoint = tls_server_endpoint(
             reactor, "tcp:0:interface=127.0.0.1", tls.ServerTLS(server_context())
         )
@@ -471,7 +471,7 @@ class EndpointTests(SynchronousTestCase):
         and a client that does not speak TLS is told how to connect
         (L{TLSOnlyProtocol}).
         """
-        reactor = MemoryReactor()
+        reactor = MemoryReactorClock()
         endpoint = tls_server_endpoint(
             reactor, "tcp:0:interface=127.0.0.1", tls.ServerTLS(server_context())
         )
@@ -487,7 +487,7 @@ class EndpointTests(SynchronousTestCase):
 
     def test_connect_rate_from_limits(self) -> None:
         """The limits' rate of new connections per address reaches the guard."""
-        reactor = MemoryReactor()
+        reactor = MemoryReactorClock()
         endpoint = tls_server_endpoint(
             reactor,
             "tcp:0:interface=127.0.0.1",
