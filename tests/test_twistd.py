@@ -25,7 +25,7 @@ from twisted.trial.unittest import TestCase
 from securemsg.tls.policy import PASSPHRASE_ENVIRONMENT_VARIABLE
 
 from . import _certs
-from ._loopback import LineClient, connect_line_client, greeting
+from ._loopback import LineClient, connect_line_client, greeting, tls_transport
 from ._twistd import (
     Twistd,
     listening_port,
@@ -71,7 +71,7 @@ class TwistdTests(TestCase):
 
     async def close_client(self, client: LineClient) -> None:
         if not client.ended.fired:
-            client.transport.abortConnection()
+            tls_transport(client).abortConnection()
         await client.wait_closed()
 
     def assertNoTraceback(self, twistd: Twistd) -> None:
@@ -155,7 +155,7 @@ class TwistdTests(TestCase):
         self.assertEqual(await client.next_lines(1), [greeting("guest-1")])
         # It never answers the server's close_notify: the shutdown has to
         # wait out --shutdown-grace.
-        client.transport.pauseProducing()
+        tls_transport(client).pauseProducing()
 
         twistd.signal("TERM")
         twistd.signal("TERM")
@@ -164,7 +164,7 @@ class TwistdTests(TestCase):
         await twistd.wait_for_message(r"SIGTERM again: .*")
         # Still shutting down, and not cut short: once the client reads
         # again it gets the notice and the close_notify, and twistd ends.
-        client.transport.resumeProducing()
+        tls_transport(client).resumeProducing()
         await client.wait_closed()
         self.assertEqual(client.unread, ["*** the server is shutting down"])
         self.assertTrue(client.ended.value.check(ConnectionDone), client.ended.value)
@@ -194,6 +194,7 @@ class TwistdTests(TestCase):
         port = await self.listening_port(twistd)
         client = await self.connect(port)
         self.assertEqual(await client.next_lines(1), [greeting("guest-1")])
+        assert client.transport is not None
         client.transport.loseConnection()
         await client.wait_closed()
         await stop_with_sigterm(self, twistd)
@@ -393,7 +394,7 @@ def take_port(case: TestCase) -> int:
 async def abort_client(client: LineClient) -> None:
     """Cleanup: cut C{client} off unless it has ended; wait until it has."""
     if not client.ended.fired:
-        client.transport.abortConnection()
+        tls_transport(client).abortConnection()
     await client.wait_closed()
 
 
