@@ -61,15 +61,17 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.tcp import Connection
 from twisted.internet.threads import deferToThread
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, TestCase
 
 import securemsg
 
 from . import _certs
-from ._loopback import LineClient, Waiters, bounded
+from ._loopback import LineClient, Waiters, bounded, port_of, tls_transport
 
 reactor: Any = _global_reactor
 log = Logger()
@@ -182,6 +184,7 @@ class Server(ProcessProtocol):
 
     @property
     def pid(self) -> int:
+        assert self.transport is not None
         pid: int = self.transport.pid
         return pid
 
@@ -267,7 +270,7 @@ class Client(LineClient):
     def connectionMade(self) -> None:
         super().connectionMade()
         #: The client's own port: how the server's log names it.
-        self.port: int = self.transport.getHost().port
+        self.port: int = port_of(tls_transport(self).getHost())
 
     def lineReceived(self, line: bytes) -> None:
         text = line.decode("utf-8", "replace")
@@ -320,10 +323,10 @@ class Client(LineClient):
 
     def stop_reading(self) -> None:
         """Leave whatever the server sends in the kernel's buffers."""
-        self.transport.pauseProducing()
+        tls_transport(self).pauseProducing()
 
     def start_reading(self) -> None:
-        self.transport.resumeProducing()
+        tls_transport(self).resumeProducing()
 
 
 class Idle(Client):
@@ -402,7 +405,8 @@ class Raw(Protocol):
         self.lasted = 0.0
 
     def connectionMade(self) -> None:
-        self.port = self.transport.getHost().port
+        assert self.transport is not None
+        self.port = port_of(self.transport.getHost())
         if self.first:
             self.transport.write(self.first)
 
@@ -495,6 +499,7 @@ class AbuseTests(TestCase):
 
     async def kill(self, server: Server) -> None:
         if not server.ended.fired:
+            assert server.transport is not None
             server.transport.signalProcess("KILL")
             await bounded(server.ended.wait(), "twistd to die")
 
@@ -509,6 +514,7 @@ class AbuseTests(TestCase):
         client = await bounded(
             endpoint.connect(Factory.forProtocol(make)), "connect", WAIT
         )
+        assert isinstance(client, Client)
         self.connections.append(client)
         await bounded(client.handshake.wait(), "the TLS handshake", WAIT)
         return client
@@ -525,7 +531,9 @@ class AbuseTests(TestCase):
         """Abort every client connection and wait until each has ended."""
         for connection in self.connections:
             if not connection.ended.fired:
-                connection.transport.abortConnection()
+                transport = connection.transport
+                assert isinstance(transport, (TLSMemoryBIOProtocol, Connection))
+                transport.abortConnection()
         await gatherResults(
             [
                 bounded(c.ended.wait(), "a client's connectionLost", WAIT)
@@ -634,6 +642,7 @@ class AbuseTests(TestCase):
         line is refused with one error and the connection carries on.
         """
         big = await self.connect()
+        assert big.transport is not None
         big.transport.write(b"x" * BIG_LINE)
         await big.wait_for_line("longer than")
         big.transport.write(b"\n/ping\n")
@@ -704,7 +713,12 @@ class AbuseTests(TestCase):
                 ("garbage", self.send_garbage()),
             ]
         }
-        self.addCleanup(lambda: [d.cancel() for d in attacks.values()])
+
+        def cancel_attacks() -> None:
+            for attack in attacks.values():
+                attack.cancel()
+
+        self.addCleanup(cancel_attacks)
         chatting = gatherResults(
             [started(self.chat(alice, "alice")), started(self.chat(bob, "bob"))]
         )
@@ -713,11 +727,15 @@ class AbuseTests(TestCase):
             if not ok:
                 result.trap(Exception)
                 raise AssertionError(f"{name}: {result.getErrorMessage()}")
+
+        def has_all_lines(receiver: Client) -> Callable[[], bool]:
+            return lambda: len(receiver.chat) >= HEALTHY_LINES
+
         # The chat lines still in flight when the last was sent.
         await gatherResults(
             [
                 receiver.wait_until(
-                    lambda receiver=receiver: len(receiver.chat) >= HEALTHY_LINES,
+                    has_all_lines(receiver),
                     f"{HEALTHY_LINES} lines from {name}",
                 )
                 for receiver, name in [(alice, "bob"), (bob, "alice")]
@@ -743,13 +761,13 @@ class AbuseTests(TestCase):
             )
         rss_after = vm_rss_mb(server.pid)
 
-        idle_seconds: float = attacks["idle"].result
-        stalled: list[Raw] = attacks["stalled"].result
+        idle_seconds: float = self.successResultOf(attacks["idle"])
+        stalled: list[Raw] = self.successResultOf(attacks["stalled"])
         stall_times = sorted(raw.lasted for raw in stalled)
-        flooder: Flood = attacks["flooder"].result
-        sink, stream_lines = attacks["never reads"].result
-        big: Client = attacks["10 MB line"].result
-        garbage: Raw = attacks["garbage"].result
+        flooder: Flood = self.successResultOf(attacks["flooder"])
+        sink, stream_lines = self.successResultOf(attacks["never reads"])
+        big: Client = self.successResultOf(attacks["10 MB line"])
+        garbage: Raw = self.successResultOf(attacks["garbage"])
         garbage_end = server.matching(
             rf"127\.0\.0\.1:{garbage.port} \(not joined\) disconnected: (.*)"
         )
@@ -830,6 +848,7 @@ class AbuseTests(TestCase):
         self.assertLess(rss_after, RSS_LIMIT_MB, figures)
 
         # And the server stops cleanly.
+        assert server.transport is not None
         server.transport.signalProcess(signal.SIGTERM)
         await bounded(server.ended.wait(), "twistd to exit on SIGTERM", WAIT)
         status = server.ended.value
