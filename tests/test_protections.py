@@ -584,7 +584,7 @@ class ConnectionLimitTests(SynchronousTestCase):
             protocol = self.connect(host)
             if protocol is None:
                 return False
-            protocol.connectionLost(Failure(ConnectionDone()))  # type: ignore[attr-defined]
+            protocol.connectionLost(Failure(ConnectionDone()))
             return True
 
         with capturedLogs() as events:
