@@ -72,7 +72,7 @@ def failure_of(test: TestCase, deferred: Deferred[Any], kind: type[E]) -> Deferr
 
 def port_of(address: IAddress) -> int:
     """The port of C{address}, which the test knows to be an IP address."""
-    assert isinstance(address, (IPv4Address, IPv6Address))
+    assert isinstance(address, (IPv4Address, IPv6Address)), address
     return address.port
 
 
