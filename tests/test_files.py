@@ -265,3 +265,81 @@ class FindingsTests(SynchronousTestCase):
         findings = files.Findings()
         findings.warn("careful")
         findings.raise_first_error()
+
+
+class CheckDatesTests(SynchronousTestCase):
+    """
+    L{files.check_dates}: the dates of a certificate, judged the same for
+    the start, a reload, the daily warning and C{securemsg check}.
+    """
+
+    def setUp(self) -> None:
+        ca, _ = _certs.default_ca_and_server()
+        self.cert = _certs.issue(ca, days_valid=(-10, 30)).certificate
+        self.expiry = self.cert.not_valid_after_utc
+
+    def findings(self, left: timedelta, *, quiet: bool = False) -> list[files.Finding]:
+        """What C{check_dates} says with C{left} to go before expiry."""
+        findings = files.Findings()
+        now = self.expiry - left
+        files.check_dates(self.cert, "certificate X", now, findings, quiet=quiet)
+        return findings.items
+
+    def test_expired(self) -> None:
+        """An expired certificate is an error, with its date and how long ago."""
+        [finding] = self.findings(-timedelta(days=3, hours=2))
+        self.assertEqual(
+            finding,
+            files.Finding(
+                "error",
+                f"certificate X expired on {self.expiry:%Y-%m-%d %H:%M} UTC"
+                " (3 days ago)",
+            ),
+        )
+
+    def test_not_yet_valid(self) -> None:
+        """A certificate from the future is an error, with a clock hint."""
+        [finding] = self.findings(timedelta(days=45))
+        start = self.cert.not_valid_before_utc
+        self.assertEqual(
+            finding,
+            files.Finding(
+                "error",
+                f"certificate X is not valid until {start:%Y-%m-%d %H:%M} UTC;"
+                " check the system clock, or wait",
+            ),
+        )
+
+    def test_expiring_soon(self) -> None:
+        """
+        Within 14 days of expiry: a warning with the days left ("1 day",
+        "less than a day"); a second more than 14 days is fine.
+        """
+        for left, said in (
+            (timedelta(days=14), "14 days"),
+            (timedelta(days=2, hours=3), "2 days"),
+            (timedelta(days=1, hours=23), "1 day"),
+            (timedelta(hours=23), "less than a day"),
+        ):
+            [finding] = self.findings(left)
+            self.assertEqual(
+                finding,
+                files.Finding(
+                    "warning",
+                    f"certificate X expires in {said}, on"
+                    f" {self.expiry:%Y-%m-%d %H:%M} UTC; renew it",
+                ),
+            )
+        [fine] = self.findings(timedelta(days=14, seconds=1))
+        self.assertEqual(
+            fine,
+            files.Finding(
+                "ok",
+                f"certificate X valid until {self.expiry:%Y-%m-%d %H:%M} UTC"
+                " (14 days left)",
+            ),
+        )
+
+    def test_quiet(self) -> None:
+        """With C{quiet}, nothing is said of a good certificate."""
+        self.assertEqual(self.findings(timedelta(days=20), quiet=True), [])

@@ -40,7 +40,7 @@ from typing import Final
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
@@ -60,7 +60,6 @@ MINIMUM_RSA_BITS: Final = 2048
 """Smaller RSA keys are a problem: browsers and OpenSSL 3 refuse them."""
 
 #: The curves clients accept in certificates, by cryptography's names.
-_CURVES: Final = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 _GOOD_CURVES: Final = frozenset({"secp256r1", "secp384r1"})
 
 #: Signature hashes clients refuse.
@@ -244,8 +243,8 @@ def _key_description(key: CertificatePublicKeyTypes) -> tuple[str, str | None]:
     What kind of key C{key} is (C{ECDSA P-256}, C{RSA 2048-bit}), and why
     clients would refuse it, or L{None} if they would not.
     """
+    kind = files.key_kind(key)
     if isinstance(key, rsa.RSAPublicKey):
-        kind = f"RSA {key.key_size}-bit"
         if key.key_size < MINIMUM_RSA_BITS:
             return kind, (
                 f"an RSA key of {key.key_size} bits is too weak (clients refuse"
@@ -253,20 +252,12 @@ def _key_description(key: CertificatePublicKeyTypes) -> tuple[str, str | None]:
             )
         return kind, None
     if isinstance(key, ec.EllipticCurvePublicKey):
-        curve = key.curve.name
-        kind = f"ECDSA {_CURVES.get(curve, curve)}"
-        if curve not in _GOOD_CURVES:
+        if key.curve.name not in _GOOD_CURVES:
             return kind, (
                 f"an {kind} key is not widely supported in certificates;"
                 " use P-256 or P-384"
             )
         return kind, None
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        kind = "Ed25519"
-    elif isinstance(key, ed448.Ed448PublicKey):
-        kind = "Ed448"
-    else:
-        kind = type(key).__name__
     return kind, (
         f"an {kind} key is not supported by most TLS clients (nor by the"
         " securemsg server); use ECDSA P-256/P-384 or RSA"
