@@ -180,27 +180,6 @@ def key_path_for(cert_path: str, key_path: str | None) -> str:
 GUESSED_KEY_HINT: Final = "give its path with --key"
 
 
-def load_private_key(
-    path: str, passphrases: PassphraseSource, *, not_found_hint: str = ""
-) -> certs.PrivateKey:
-    """
-    Load a PEM private key, asking for its passphrase only if it has one
-    (L{files.read_private_key}).
-
-    @param not_found_hint: added in brackets if the file does not exist
-        (L{GUESSED_KEY_HINT} when nobody named the file).
-    @raise TLSConfigError: if it is missing, unreadable, encrypted without a
-        passphrase, or the passphrase is wrong.
-    """
-    findings = files.Findings()
-    key = files.read_private_key(
-        path, passphrases, findings, not_found_hint=not_found_hint
-    )
-    findings.raise_first_error()
-    assert key is not None
-    return key
-
-
 def _read_credentials(
     cert_path: str,
     key_path: str | None,
