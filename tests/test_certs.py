@@ -525,8 +525,8 @@ class LoadCertificatesTests(SynchronousTestCase):
 
 class DescriptionTests(SynchronousTestCase):
     """
-    Tests for L{certs.subject_alt_names}, L{certs.common_name},
-    L{certs.describe_certificate} and L{certs.certificate_warnings}.
+    Tests for L{certs.subject_alt_names}, L{certs.common_name} and
+    L{certs.describe_certificate}.
     """
 
     def test_no_san_no_cn(self) -> None:
@@ -592,59 +592,6 @@ class DescriptionTests(SynchronousTestCase):
         line = certs.describe_certificate(cert)
         self.assertIn("; no subjectAltName; expires ", line)
         self.assertNotIn("valid for", line)
-
-    def test_fresh_certificate_has_no_warnings(self) -> None:
-        """A newly generated certificate has nothing to warn about."""
-        self.assertEqual(certs.certificate_warnings(_EC_PAIR[0]), [])
-        cert, _ = certs.generate_self_signed(now=NOW, days=365)
-        self.assertEqual(certs.certificate_warnings(cert, now=NOW), [])
-
-    def test_expired(self) -> None:
-        """An expired certificate is reported with its expiry date."""
-        cert = _build_certificate(NOW - timedelta(days=30), NOW - timedelta(days=1))
-        warnings = certs.certificate_warnings(cert, now=NOW)
-        self.assertEqual(len(warnings), 1)
-        self.assertIn("expired", warnings[0])
-        self.assertIn("2026-02-28", warnings[0])
-
-    def test_not_yet_valid(self) -> None:
-        """A certificate from the future is reported, with a clock hint."""
-        cert = _build_certificate(NOW + timedelta(days=2), NOW + timedelta(days=90))
-        warnings = certs.certificate_warnings(cert, now=NOW)
-        self.assertEqual(len(warnings), 1)
-        self.assertIn("not valid until 2026-03-03", warnings[0])
-        self.assertIn("clock", warnings[0])
-
-    def test_expiring_soon(self) -> None:
-        """
-        A certificate expiring within the warning window is reported with
-        the days left; outside the window it is not.
-        """
-        cert = _build_certificate(NOW - timedelta(days=1), NOW + timedelta(days=3))
-        warnings = certs.certificate_warnings(cert, now=NOW)
-        self.assertEqual(len(warnings), 1)
-        self.assertIn("expires in 3 days", warnings[0])
-        self.assertEqual(
-            certs.certificate_warnings(cert, now=NOW, expiry_warning_days=2), []
-        )
-        one = _build_certificate(NOW, NOW + timedelta(days=1, hours=1))
-        self.assertIn("1 day,", certs.certificate_warnings(one, now=NOW)[0])
-        hours = _build_certificate(NOW, NOW + timedelta(hours=5))
-        self.assertIn("less than a day", certs.certificate_warnings(hours, now=NOW)[0])
-
-    def test_no_subject_alt_name(self) -> None:
-        """A certificate without subjectAltName is reported."""
-        cert = _build_certificate(NOW, NOW + timedelta(days=90), san=False)
-        warnings = certs.certificate_warnings(cert, now=NOW)
-        self.assertEqual(len(warnings), 1)
-        self.assertIn("subjectAltName", warnings[0])
-
-    def test_warnings_combine(self) -> None:
-        """An expired certificate without subjectAltName gets both warnings."""
-        cert = _build_certificate(
-            NOW - timedelta(days=9), NOW - timedelta(days=8), san=False
-        )
-        self.assertEqual(len(certs.certificate_warnings(cert, now=NOW)), 2)
 
 
 class KeyTests(SynchronousTestCase):

@@ -213,7 +213,7 @@ class SelfSignedTests(_CheckTestCase):
         """A fresh gencert pair passes with no warnings, one line per check."""
         result = self.check(self.cert, self.key)
         self.assertPassed(result)
-        self.assertLine(result, "ok", "certificate valid until")
+        self.assertLine(result, "ok", f"certificate {self.cert} valid until")
         self.assertLine(result, "ok", "days left)")
         self.assertLine(result, "ok", "chat.example.org, localhost, 127.0.0.1, ::1")
         self.assertLine(result, "ok", "chain: one self-signed certificate")
@@ -232,7 +232,8 @@ class SelfSignedTests(_CheckTestCase):
         report = run_check(self.cert, passphrases=tls.PassphraseSource(), now=now)
         expiry = self.certificate.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
         self.assertIn(
-            f"ok   certificate valid until {expiry} (100 days left)", report.lines
+            f"ok   certificate {self.cert} valid until {expiry} (100 days left)",
+            report.lines,
         )
 
     def test_key_beside_certificate(self) -> None:
@@ -365,26 +366,26 @@ class DatesAndContentTests(_CheckTestCase):
         return self.check(*pair.write(self.directory))
 
     def test_expired(self) -> None:
-        """An expired certificate fails."""
+        """An expired certificate fails, as it stops the server."""
         result = self.pair(_certs.issue(self.ca, days_valid=(-30, -1)))
-        self.assertFailed(result, "certificate expired on")
+        self.assertFailed(result, "server.pem expired on")
 
     def test_not_yet_valid(self) -> None:
         """A certificate from the future fails, pointing at the clock."""
         result = self.pair(_certs.issue(self.ca, days_valid=(2, 30)))
-        line = self.assertFailed(result, "certificate is not valid until")
+        line = self.assertFailed(result, "server.pem is not valid until")
         self.assertIn("check the system clock", line)
 
     def test_expiring_soon(self) -> None:
         """Expiry within 14 days is a warning; the check still passes."""
         result = self.pair(_certs.issue(self.ca, days_valid=(-1, 5)))
         self.assertPassed(result, warnings=1)
-        self.assertLine(result, "warn", "certificate expires in 4 days")
+        self.assertLine(result, "warn", "server.pem expires in 4 days")
 
     def test_no_subject_alt_name(self) -> None:
         """A certificate without subjectAltName fails."""
         result = self.pair(_certs.issue(self.ca, []))
-        self.assertFailed(result, "certificate has no subjectAltName")
+        self.assertFailed(result, "server.pem has no subjectAltName")
 
     def test_client_certificate(self) -> None:
         """An extendedKeyUsage without serverAuth fails."""
@@ -733,7 +734,9 @@ class FileAndUsageTests(_CheckTestCase):
         self.assertEqual(soon.exit_code, 0)
         self.assertEqual(soon.problems, [])
         self.assertEqual(len(soon.warnings), 1)
-        self.assertTrue(soon.warnings[0].startswith("certificate expires in"))
+        self.assertTrue(
+            soon.warnings[0].startswith(f"certificate {cert_path} expires in")
+        )
         self.assertEqual(soon.lines[-1], "check passed: no problems, 1 warning")
         self.assertEqual(soon.text(), "".join(f"{line}\n" for line in soon.lines))
 
@@ -746,6 +749,8 @@ class FileAndUsageTests(_CheckTestCase):
         self.assertFalse(later.ok)
         self.assertEqual(later.exit_code, 1)
         self.assertEqual(len(later.problems), 1)
-        self.assertTrue(later.problems[0].startswith("certificate expired on"))
+        self.assertTrue(
+            later.problems[0].startswith(f"certificate {cert_path} expired on")
+        )
         self.assertIn(f"FAIL {later.problems[0]}", later.lines)
         self.assertEqual(later.lines[-1], "check FAILED: 1 problem, no warnings")

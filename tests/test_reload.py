@@ -255,33 +255,51 @@ class ReloaderTests(ReloaderCase):
         os.remove(self.key_path)
         self.reload_failing(f"private key file {self.key_path} not found")
 
+    def assertStartRefuses(self, problem: str) -> None:
+        """A start with the files installed now stops with C{problem} too."""
+        error = self.assertRaises(tls.TLSConfigError, load_tls, self.settings)
+        self.assertEqual(str(error), problem)
+
     def test_expired(self) -> None:
         """
-        An expired new certificate is refused by a reload, although a start
-        would serve it (when there is nothing better to serve).
+        An expired new certificate is refused by a reload, as by a start
+        (clients refuse it anyway).
         """
         expired = _certs.issue(self.ca, days_valid=(-10, -1))
         self.install(expired)
-        started = load_tls(self.settings)
-        self.assertEqual(started.credentials.certificate, expired.certificate)
-        self.reload_failing(f"certificate {self.cert_path} has expired")
+        when = expired.certificate.not_valid_after_utc
+        problem = (
+            f"certificate {self.cert_path} expired on {when:%Y-%m-%d %H:%M} UTC"
+            " (1 day ago)"
+        )
+        self.assertStartRefuses(problem)
+        self.reload_failing(problem)
 
     def test_not_yet_valid(self) -> None:
         """A certificate that is not valid yet is refused."""
-        self.install(_certs.issue(self.ca, days_valid=(1, 30)))
-        self.reload_failing(f"certificate {self.cert_path} is not valid yet")
+        early = _certs.issue(self.ca, days_valid=(1, 30))
+        self.install(early)
+        when = early.certificate.not_valid_before_utc
+        problem = (
+            f"certificate {self.cert_path} is not valid until"
+            f" {when:%Y-%m-%d %H:%M} UTC; check the system clock, or wait"
+        )
+        self.assertStartRefuses(problem)
+        self.reload_failing(problem)
 
     def test_no_subject_alt_name(self) -> None:
         """
         A certificate without a SubjectAltName, which clients refuse, is
-        refused.
+        refused, as by a start.
         """
         self.install(_certs.issue(self.ca, []))
-        load_tls(self.settings)
-        self.reload_failing(
-            f"certificate {self.cert_path} has no SubjectAltName;"
-            " clients would refuse it"
+        problem = (
+            f"certificate {self.cert_path} has no subjectAltName; modern TLS"
+            " clients ignore the common name and refuse it for every host name"
+            " (make one with: securemsg gencert --host NAME)"
         )
+        self.assertStartRefuses(problem)
+        self.reload_failing(problem)
 
     def test_fixed_after_failure(self) -> None:
         """After a failed reload, a reload with good files works."""
@@ -385,8 +403,10 @@ class ClientCATests(ReloaderCase):
         paths = ca.ca_paths(self.ca_directory)
         Path(paths.certificate).write_bytes(Path(self.carol.cert_path).read_bytes())
         self.reload_failing(
-            f"client CA {paths.certificate} holds a certificate that is not a CA"
-            " (make one with: securemsg ca init DIR)"
+            f"client CA {paths.certificate} (CN=carol) is not a CA (no"
+            " basicConstraints CA:TRUE): give the certificate of the CA that"
+            " issues client certificates (made with: securemsg ca init DIR,"
+            " which writes DIR/ca.pem)"
         )
 
     def test_crl_of_another_ca(self) -> None:
@@ -397,7 +417,11 @@ class ClientCATests(ReloaderCase):
         other = self.directory / "other-ca"
         ca.init_ca(other)
         Path(self.crl_path).write_bytes(Path(ca.ca_paths(other).crl).read_bytes())
-        self.reload_failing(f"CRL {self.crl_path} is not signed by the client CA")
+        client_ca = ca.ca_paths(self.ca_directory).certificate
+        self.reload_failing(
+            f"CRL {self.crl_path} names CN={ca.DEFAULT_CA_NAME} as its issuer, but"
+            f" that CA's key in {client_ca} did not sign it (was the CA made again?)"
+        )
 
     def test_expired_crl(self) -> None:
         """
@@ -410,7 +434,8 @@ class ClientCATests(ReloaderCase):
         assert next_update is not None
         self.reload_failing(
             f"CRL {self.crl_path} expired on {next_update:%Y-%m-%d %H:%M} UTC; every"
-            " client certificate would be refused (re-sign it: securemsg ca crl DIR)"
+            " client certificate would be refused: re-sign it with: securemsg ca"
+            " crl DIR"
         )
 
 
@@ -529,8 +554,8 @@ class ReloadServiceTests(ReloaderCase):
             clock.advance(EXPIRY_CHECK_INTERVAL)
             clock.advance(EXPIRY_CHECK_INTERVAL)
         warning = (
-            f"certificate: certificate expires in 9 days, on {expires:%Y-%m-%d %H:%M}"
-            " UTC"
+            f"certificate {self.cert_path} expires in 9 days, on"
+            f" {expires:%Y-%m-%d %H:%M} UTC; renew it"
         )
         self.assertEqual(messages(events, LogLevel.warn), [warning, warning])
 
@@ -562,8 +587,9 @@ class ReloadServiceTests(ReloaderCase):
 
 class RevocationWarningTests(ReloaderCase):
     """
-    L{ReloadService} warns at start when client certificates are checked
-    without a CRL: revoking one would change nothing.
+    The start (and each reload) warns when client certificates are checked
+    without a CRL: revoking one would change nothing.  The warning is the
+    one C{securemsg check} prints.
     """
 
     def setUp(self) -> None:
@@ -574,8 +600,8 @@ class RevocationWarningTests(ReloaderCase):
 
     def warnings_at_start(self, settings: TLSSettings) -> list[str]:
         self.settings = settings
-        service = ReloadService(self.make_reloader(), ServiceClock())
         with capturedLogs() as events:
+            service = ReloadService(self.make_reloader(), ServiceClock())
             service.startService()
         self.addCleanup(service.stopService)
         return messages(events, LogLevel.warn)
@@ -588,9 +614,9 @@ class RevocationWarningTests(ReloaderCase):
         self.assertEqual(
             warnings,
             [
-                "client certificates are checked against"
-                f" {self.paths.certificate} without a CRL (--crl): a revoked"
-                " certificate is still accepted (give the CA's crl.pem with --crl)"
+                f"client CA {self.paths.certificate} given without a CRL (--crl):"
+                " the server would accept revoked client certificates (give the"
+                " CA's crl.pem with --crl)"
             ],
         )
 

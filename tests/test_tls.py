@@ -341,7 +341,7 @@ class CredentialsTests(SynchronousTestCase):
         """A file without a certificate is refused."""
         junk = self.directory / "junk.pem"
         junk.write_text("hello")
-        self.assertConfigError("holds no PEM certificate", str(junk))
+        self.assertConfigError("no PEM certificate found", str(junk))
 
     def test_missing_key(self) -> None:
         """A missing key is named."""
@@ -537,11 +537,14 @@ class ClientCALoadingTests(SynchronousTestCase):
         server's own, or a client's) is refused.
         """
         alice = ca.issue(self.ca_directory, "alice")
-        for path in (self.cert_path, alice.cert_path):
+        advice = (
+            "is not a CA (no basicConstraints CA:TRUE): give the certificate of"
+            " the CA that issues client certificates (made with: securemsg ca"
+            " init DIR, which writes DIR/ca.pem)"
+        )
+        for path, name in ((self.cert_path, "localhost"), (alice.cert_path, "alice")):
             self.assertRefused(
-                self.settings(path),
-                f"client CA {path} holds a certificate that is not a CA"
-                " (make one with: securemsg ca init DIR)",
+                self.settings(path), f"client CA {path} (CN={name}) {advice}"
             )
         both = self.directory / "both.pem"
         both.write_bytes(
@@ -549,9 +552,7 @@ class ClientCALoadingTests(SynchronousTestCase):
             + Path(alice.cert_path).read_bytes()
         )
         self.assertRefused(
-            self.settings(str(both)),
-            f"client CA {both} holds a certificate that is not a CA"
-            " (make one with: securemsg ca init DIR)",
+            self.settings(str(both)), f"client CA {both} #2 (CN=alice) {advice}"
         )
 
     def test_crl_not_signed_by_the_client_ca(self) -> None:
@@ -559,12 +560,22 @@ class ClientCALoadingTests(SynchronousTestCase):
         A CRL signed by another CA is refused, whether that CA has another
         name or the same name (a CA made again, with a new key).
         """
-        for name in ("some other CA", ca.DEFAULT_CA_NAME):
+        client_ca = self.paths.certificate
+        for name, problem in (
+            (
+                "some other CA",
+                f"is issued by CN=some other CA, not by the client CA in {client_ca}",
+            ),
+            (
+                ca.DEFAULT_CA_NAME,
+                f"names CN={ca.DEFAULT_CA_NAME} as its issuer, but that CA's key"
+                f" in {client_ca} did not sign it (was the CA made again?)",
+            ),
+        ):
             other = ca.ca_paths(self.directory / name.replace(" ", "-"))
             ca.init_ca(other.directory, name=name)
             self.assertRefused(
-                self.settings(self.paths.certificate, other.crl),
-                f"CRL {other.crl} is not signed by the client CA",
+                self.settings(client_ca, other.crl), f"CRL {other.crl} {problem}"
             )
 
     def test_client_certificate_check(self) -> None:

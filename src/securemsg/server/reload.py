@@ -4,8 +4,10 @@ Certificate changes without downtime.
 
 L{CertificateReloader} loads the TLS material again (certificate, key with
 the same passphrase source as at start, client CA and CRL), checks the new
-set completely, and only then swaps the context that new handshakes use.
-If anything is wrong, the old set stays in service.  Connections already
+set completely, with the same rules and words as at start and as
+C{securemsg check} (L{securemsg.tls.files}), and only then swaps the context
+that new handshakes use.  If anything is wrong, the old set stays in
+service.  Connections already
 made keep their TLS session, but their client certificates are checked
 again against the new client CA and CRL: a client whose certificate is now
 revoked, or no longer issued by a client CA, is disconnected (an operator
@@ -28,7 +30,7 @@ from twisted.application.service import Service
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from securemsg.tls import certs
+from securemsg.tls import certs, files
 from securemsg.tls.policy import (
     ClientCertificateCheck,
     LoadedTLS,
@@ -90,7 +92,7 @@ class CertificateReloader:
         @return: whether it worked, and one line saying what happened.
         """
         try:
-            loaded = load_tls(self.settings, strict=True, now=self._now())
+            loaded = load_tls(self.settings, now=self._now())
         except TLSConfigError as error:
             self.reloads_failed += 1
             self.log.error(
@@ -122,10 +124,20 @@ class CertificateReloader:
         return True, message
 
     def expiry_warnings(self) -> list[str]:
-        """Warnings about the certificate in service (expired, expiring)."""
-        return certs.certificate_warnings(
-            self.current.credentials.certificate, self._now()
+        """
+        Warnings about the certificate in service, in the words of a start
+        or C{securemsg check}: expired (it was not when it was loaded) or
+        expiring within L{files.CERTIFICATE_WARNING_DAYS} days.
+        """
+        findings = files.Findings()
+        credentials = self.current.credentials
+        files.check_dates(
+            credentials.certificate,
+            f"certificate {credentials.cert_path}",
+            self._now(),
+            findings,
         )
+        return findings.messages("error") + findings.messages("warning")
 
 
 def _signature(path: str) -> tuple[int, int, int] | None:
@@ -141,8 +153,7 @@ class ReloadService(Service):
     Reloads the certificates on SIGHUP, and when the files change if asked
     to; warns each day while the certificate is close to expiry; and checks
     at start that the files can still be read after twistd dropped
-    privileges (C{--uid}/C{--gid}), or a reload would fail, and that client
-    certificates are not checked without a CRL (revoking would do nothing).
+    privileges (C{--uid}/C{--gid}), or a reload would fail.
     """
 
     log = Logger()
@@ -163,7 +174,6 @@ class ReloadService(Service):
     def startService(self) -> None:
         super().startService()
         self._check_readable()
-        self._check_revocation()
         if hasattr(signal, "SIGHUP"):
             self._previous_handler = signal.signal(signal.SIGHUP, self._on_sighup)
         self._signatures = self._current_signatures()
@@ -195,16 +205,6 @@ class ReloadService(Service):
                     uid=os.getuid(),
                 )
 
-    def _check_revocation(self) -> None:
-        settings = self.reloader.settings
-        if settings.client_ca_path is not None and settings.crl_path is None:
-            self.log.warn(
-                "client certificates are checked against {ca} without a CRL"
-                " (--crl): a revoked certificate is still accepted (give the"
-                " CA's crl.pem with --crl)",
-                ca=settings.client_ca_path,
-            )
-
     def _current_signatures(self) -> dict[str, tuple[int, int, int] | None]:
         return {path: _signature(path) for path in self.reloader.settings.files()}
 
@@ -220,4 +220,4 @@ class ReloadService(Service):
         for warning in self.reloader.expiry_warnings():
             # Not "warning=": trial's reporter takes a log event with a
             # "warning" key for a Python warning and fails on it.
-            self.log.warn("certificate: {problem}", problem=warning)
+            self.log.warn("{problem}", problem=warning)

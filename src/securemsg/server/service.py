@@ -144,14 +144,6 @@ class ChatService(Service):
             "certificate: {description}",
             description=certs.describe_certificate(credentials.certificate),
         )
-        for warning in certs.certificate_warnings(credentials.certificate):
-            self.log.warn(
-                "certificate {path}: {problem}",
-                path=credentials.cert_path,
-                problem=warning,
-            )
-        for warning in certs.key_file_warnings(credentials.key_path):
-            self.log.warn("{problem}", problem=warning)
 
     def stopService(self) -> Deferred[None]:
         """

@@ -12,8 +12,8 @@ shells out to C{openssl}.  The functions fall into three groups:
     L{pem_has_private_key}, L{key_matches_certificate};
   - telling people about it: L{fingerprint} (and L{parse_fingerprint} for
     the pinned form clients type in), L{subject_alt_names},
-    L{common_name}, L{describe_certificate}, L{certificate_warnings} and
-    L{key_file_warnings}.
+    L{common_name}, L{describe_certificate} and L{key_file_warnings} (what
+    is wrong with the server's files is L{securemsg.tls.files}'s to say).
 
 Why the self-signed certificate carries exactly the extensions it does is
 explained in L{generate_self_signed}.
@@ -88,7 +88,6 @@ __all__ = [
     "PrivateKey",
     "StrPath",
     "as_utc",
-    "certificate_warnings",
     "common_name",
     "describe_certificate",
     "describe_os_error",
@@ -451,48 +450,6 @@ def common_name(cert: x509.Certificate) -> str | None:
         return None
     value = attributes[0].value
     return value if isinstance(value, str) else value.decode("utf-8", "replace")
-
-
-def certificate_warnings(
-    cert: x509.Certificate,
-    now: datetime | None = None,
-    expiry_warning_days: int = 14,
-) -> list[str]:
-    """
-    Problems worth telling an operator about, one human-readable line each.
-
-    Checks whether C{cert} has expired, is not valid yet, expires within
-    C{expiry_warning_days} days, or lacks a subjectAltName.  A fresh
-    certificate from L{generate_self_signed} gets an empty list.
-
-    @param now: The time to check against; defaults to the current time.
-    """
-    when = as_utc(now)
-    not_before = cert.not_valid_before_utc
-    not_after = cert.not_valid_after_utc
-    warnings: list[str] = []
-    if not_after <= when:
-        warnings.append(f"certificate expired on {_format_date(not_after)}")
-    elif not_before > when:
-        warnings.append(
-            f"certificate is not valid until {_format_date(not_before)};"
-            " check the system clock"
-        )
-    elif not_after - when <= timedelta(days=expiry_warning_days):
-        left = (not_after - when).days
-        if left < 1:
-            span = "less than a day"
-        else:
-            span = f"{left} day" if left == 1 else f"{left} days"
-        warnings.append(f"certificate expires in {span}, on {_format_date(not_after)}")
-    try:
-        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        warnings.append(
-            "certificate has no subjectAltName extension; modern TLS clients"
-            " ignore the common name and will reject it for every host name"
-        )
-    return warnings
 
 
 def describe_certificate(cert: x509.Certificate) -> str:

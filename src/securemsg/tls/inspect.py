@@ -4,29 +4,22 @@ The checks behind C{securemsg check} (L{securemsg.admin.check}) and
 C{twistd securemsg --check}: a pre-flight report on the server's TLS files
 before they are served.
 
-L{run_check} looks at the certificate file, the private key and, for mutual
-TLS, the client CA file and its CRL, the same way the server reads them
-(L{securemsg.tls.policy.key_path_for}, L{securemsg.tls.policy.PassphraseSource},
-L{securemsg.tls.policy.load_private_key}), and returns a L{CheckReport}: one line
-per check, each starting with C{ok}, C{warn}, C{FAIL} or C{info}, and a
-summary line.  Any C{FAIL} makes the report fail.
+L{run_check} reads the certificate file, the private key and, for mutual
+TLS, the client CA file and its CRL with the server's own reader
+(L{securemsg.tls.files}, with L{securemsg.tls.policy.key_path_for} and
+L{securemsg.tls.policy.PassphraseSource}), and returns a L{CheckReport}: one
+line per finding, each starting with C{ok}, C{warn}, C{FAIL} or C{info}, and
+a summary line.  Any C{FAIL} makes the report fail.
 
-What is a problem (C{FAIL}) and what only a warning:
-
-  - problems: a file that cannot be read or parsed; a key that is missing,
-    encrypted without a passphrase, or does not match the certificate; a
-    certificate that has expired or is not yet valid, has no DNS name or IP
-    address in its subjectAltName, has an extendedKeyUsage without
-    C{serverAuth}, an RSA key under 2048 bits, an elliptic curve other than
-    P-256 or P-384, or a SHA-1 or MD5 signature; a chain in the wrong order
-    or holding certificates that do not belong to it; a client CA that is
-    not a CA; a CRL that is not signed by the client CA, or is past its
-    nextUpdate;
-  - warnings: a certificate (or client CA) that expires within 14 days; a
-    CRL that expires within 7 days; a client CA without a CRL (revoked
-    client certificates would be accepted); a key file that its group or
-    others can read or write; a root certificate served with a CA-issued
-    certificate.
+Every error the server would stop at is a C{FAIL} line here, in the same
+words, and every warning it would log a C{warn} line (L{securemsg.tls.files}
+lists them).  Only the check also looks at what clients would refuse but
+the server does not read: an extendedKeyUsage without C{serverAuth}, an RSA
+key under 2048 bits, an elliptic curve other than P-256 or P-384, a SHA-1 or
+MD5 signature, a chain in the wrong order or holding certificates that do
+not belong to it, an issuer in the chain that is not a CA or has expired
+(all C{FAIL}); a root certificate served with a CA-issued certificate
+(C{warn}).
 
 The chain is checked as served: the server certificate first, then each
 certificate must have been signed by the next one, verified with
@@ -39,24 +32,22 @@ store can tell which.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Final
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, padding, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from securemsg.tls import certs
+from securemsg.tls import certs, files
 from securemsg.tls import policy as tls
-from securemsg.tls.certs import PROGRAM, describe_os_error
-from securemsg.tls.identity import CRLError, load_crl
+from securemsg.tls.certs import PROGRAM
+from securemsg.tls.files import CERTIFICATE_WARNING_DAYS, CRL_WARNING_DAYS
 
 __all__ = [
     "CERTIFICATE_WARNING_DAYS",
@@ -65,17 +56,10 @@ __all__ = [
     "run_check",
 ]
 
-CERTIFICATE_WARNING_DAYS: Final = 14
-"""A certificate expiring within this many days is warned about."""
-
-CRL_WARNING_DAYS: Final = 7
-"""A CRL whose nextUpdate is within this many days is warned about."""
-
 MINIMUM_RSA_BITS: Final = 2048
 """Smaller RSA keys are a problem: browsers and OpenSSL 3 refuse them."""
 
 #: The curves clients accept in certificates, by cryptography's names.
-_CURVES: Final = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 _GOOD_CURVES: Final = frozenset({"secp256r1", "secp384r1"})
 
 #: Signature hashes clients refuse.
@@ -144,6 +128,17 @@ class CheckReport:
         """Record a line that is neither good nor bad news."""
         self._add(_INFO, text)
 
+    def add(self, findings: files.Findings) -> None:
+        """Record each of C{findings}, in order, at its level."""
+        record = {
+            "ok": self.passed,
+            "info": self.info,
+            "warning": self.warn,
+            "error": self.fail,
+        }
+        for finding in findings:
+            record[finding.level](finding.message)
+
     def _add(self, level: str, text: str) -> None:
         self.lines.append(f"{level} {_printable(text)}")
 
@@ -193,15 +188,6 @@ def _name(name: x509.Name) -> str:
 
 # ---------------------------------------------------------------------------
 # Looking at one certificate
-
-
-def _is_ca(cert: x509.Certificate) -> bool:
-    """Whether C{cert} has basicConstraints C{CA:TRUE}."""
-    try:
-        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints)
-    except x509.ExtensionNotFound:
-        return False
-    return constraints.value.ca
 
 
 def _signed_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -257,8 +243,8 @@ def _key_description(key: CertificatePublicKeyTypes) -> tuple[str, str | None]:
     What kind of key C{key} is (C{ECDSA P-256}, C{RSA 2048-bit}), and why
     clients would refuse it, or L{None} if they would not.
     """
+    kind = files.key_kind(key)
     if isinstance(key, rsa.RSAPublicKey):
-        kind = f"RSA {key.key_size}-bit"
         if key.key_size < MINIMUM_RSA_BITS:
             return kind, (
                 f"an RSA key of {key.key_size} bits is too weak (clients refuse"
@@ -266,20 +252,12 @@ def _key_description(key: CertificatePublicKeyTypes) -> tuple[str, str | None]:
             )
         return kind, None
     if isinstance(key, ec.EllipticCurvePublicKey):
-        curve = key.curve.name
-        kind = f"ECDSA {_CURVES.get(curve, curve)}"
-        if curve not in _GOOD_CURVES:
+        if key.curve.name not in _GOOD_CURVES:
             return kind, (
                 f"an {kind} key is not widely supported in certificates;"
                 " use P-256 or P-384"
             )
         return kind, None
-    if isinstance(key, ed25519.Ed25519PublicKey):
-        kind = "Ed25519"
-    elif isinstance(key, ed448.Ed448PublicKey):
-        kind = "Ed448"
-    else:
-        kind = type(key).__name__
     return kind, (
         f"an {kind} key is not supported by most TLS clients (nor by the"
         " securemsg server); use ECDSA P-256/P-384 or RSA"
@@ -296,40 +274,6 @@ def _signature_hash(cert: x509.Certificate) -> tuple[str, bool]:
         return "no separate hash", False
     name = _HASH_NAMES.get(algorithm.name, algorithm.name.upper())
     return name, isinstance(algorithm, _BROKEN_HASHES)
-
-
-def _check_dates(
-    report: CheckReport,
-    cert: x509.Certificate,
-    what: str,
-    now: datetime,
-    *,
-    quiet: bool = False,
-) -> None:
-    """
-    Report whether C{cert} has expired, is not valid yet or expires within
-    L{CERTIFICATE_WARNING_DAYS}; with C{quiet}, say nothing when all is well.
-    """
-    not_before = cert.not_valid_before_utc
-    not_after = cert.not_valid_after_utc
-    if not_after <= now:
-        report.fail(
-            f"{what} expired on {_date(not_after)} ({_days(now - not_after)} ago)"
-        )
-    elif not_before > now:
-        report.fail(
-            f"{what} is not valid until {_date(not_before)};"
-            " check the system clock, or wait"
-        )
-    elif not_after - now <= timedelta(days=CERTIFICATE_WARNING_DAYS):
-        report.warn(
-            f"{what} expires in {_days(not_after - now)}, on {_date(not_after)};"
-            " renew it"
-        )
-    elif not quiet:
-        report.passed(
-            f"{what} valid until {_date(not_after)} ({_days(not_after - now)} left)"
-        )
 
 
 def _check_strength(
@@ -350,26 +294,6 @@ def _check_strength(
         )
     if not quiet and key_problem is None and not broken:
         report.passed(f"{what} key {kind}, signed with {digest}")
-
-
-def _check_names(report: CheckReport, cert: x509.Certificate) -> None:
-    names = certs.subject_alt_names(cert)
-    if names:
-        report.passed(f"certificate names (subjectAltName): {', '.join(names)}")
-        return
-    try:
-        cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
-    except x509.ExtensionNotFound:
-        report.fail(
-            "certificate has no subjectAltName; modern TLS clients ignore the"
-            " common name and refuse it for every host name (make one with:"
-            f" {PROGRAM} gencert --host NAME)"
-        )
-    else:
-        report.fail(
-            "certificate's subjectAltName holds no DNS name or IP address;"
-            " clients refuse it for every host name"
-        )
 
 
 def _check_usage(report: CheckReport, cert: x509.Certificate) -> None:
@@ -478,14 +402,16 @@ def _check_chain(
 
     for position in range(1, len(order)):
         issuer = chain[order[position]]
-        if not _is_ca(issuer):
+        if not files.is_ca(issuer):
             report.fail(
                 f"certificate {order[position] + 1} ({_name(issuer.subject)})"
                 f" signed certificate {order[position - 1] + 1} but is not a CA"
                 " (no basicConstraints CA:TRUE); clients refuse the chain"
             )
         what = f"chain certificate {order[position] + 1} ({_name(issuer.subject)})"
-        _check_dates(report, issuer, what, now, quiet=True)
+        dates = files.Findings()
+        files.check_dates(issuer, what, now, dates, quiet=True)
+        report.add(dates)
         # A root's own signature is never checked by anyone.
         is_root = position == len(order) - 1 and complete
         if is_root:
@@ -524,227 +450,6 @@ def _check_chain(
 # Files
 
 
-def _read_chain(report: CheckReport, cert_path: str) -> list[x509.Certificate]:
-    try:
-        chain = certs.load_certificates(cert_path)
-    except FileNotFoundError:
-        report.fail(
-            f"certificate file {cert_path} not found (make one with: {PROGRAM} gencert)"
-        )
-        return []
-    except OSError as error:
-        report.fail(
-            f"cannot read certificate file {cert_path}: {describe_os_error(error)}"
-        )
-        return []
-    except ValueError as error:  # load_certificates names the file
-        report.fail(str(error))
-        return []
-    count = _count(len(chain), "certificate")
-    report.passed(f"certificate file {cert_path}: {count}")
-    return chain
-
-
-def _check_key(
-    report: CheckReport,
-    key_path: str,
-    cert_path: str,
-    chain: Sequence[x509.Certificate],
-    passphrases: tls.PassphraseSource,
-    *,
-    key_hint: str = "",
-) -> int | None:
-    """
-    Load the key as the server does, check its file's permissions and that
-    it matches the certificate.
-
-    @param key_hint: what to add if the key file is missing.
-
-    @return: The index in C{chain} of the certificate the key belongs to,
-        or L{None}.
-    """
-    shown = "private key" + (
-        f" (in {key_path})" if key_path == cert_path else f" {key_path}"
-    )
-    try:
-        key = tls.load_private_key(key_path, passphrases, not_found_hint=key_hint)
-    except tls.TLSConfigError as error:
-        report.fail(str(error))
-        return None
-    try:
-        encrypted = b"ENCRYPTED" in Path(key_path).read_bytes()
-    except OSError:  # pragma: no cover - it was just read
-        encrypted = False
-    kind, _ = _key_description(key.public_key())
-    protection = "encrypted, passphrase accepted" if encrypted else "not encrypted"
-    report.passed(f"{shown}: {kind}, {protection}")
-
-    try:
-        permission_warnings = certs.key_file_warnings(key_path)
-    except OSError as error:  # pragma: no cover - it was just read
-        report.warn(f"cannot examine {key_path}: {describe_os_error(error)}")
-    else:
-        for warning in permission_warnings:
-            report.warn(warning)
-        if not permission_warnings and os.name != "nt":
-            mode = os.stat(key_path).st_mode & 0o777
-            report.passed(f"private key file mode {mode:04o} (owner only)")
-
-    if not chain:
-        return None
-    if certs.key_matches_certificate(key, chain[0]):
-        report.passed(f"{shown} matches the certificate")
-        return 0
-    other = next(
-        (
-            index
-            for index, cert in enumerate(chain)
-            if certs.key_matches_certificate(key, cert)
-        ),
-        None,
-    )
-    if other is None:
-        report.fail(f"{shown} does not match certificate {cert_path}")
-        return None
-    report.fail(
-        f"{shown} matches certificate {other + 1} in {cert_path}"
-        f" ({_name(chain[other].subject)}), not the first: the server"
-        " certificate must come first in the file"
-    )
-    return other
-
-
-def _check_client_ca(
-    report: CheckReport, path: str, now: datetime
-) -> list[x509.Certificate]:
-    """
-    Every certificate in the client CA file must be a CA that can sign
-    certificates.
-
-    @return: The certificates that are, to check the CRL against.
-    """
-    try:
-        cas = certs.load_certificates(path)
-    except FileNotFoundError:
-        report.fail(f"client CA file {path} not found")
-        return []
-    except OSError as error:
-        report.fail(f"cannot read client CA file {path}: {describe_os_error(error)}")
-        return []
-    except ValueError as error:
-        report.fail(f"client CA {error}")
-        return []
-    usable: list[x509.Certificate] = []
-    for number, cert in enumerate(cas, 1):
-        which = f"client CA {path}" if len(cas) == 1 else f"client CA {path} #{number}"
-        what = f"{which} ({_name(cert.subject)})"
-        if not _is_ca(cert):
-            report.fail(
-                f"{what} is not a CA (no basicConstraints CA:TRUE): give the"
-                f" certificate of the CA that issues client certificates (made"
-                f" with: {PROGRAM} ca init DIR, which writes DIR/ca.pem)"
-            )
-            continue
-        try:
-            key_usage = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-        except x509.ExtensionNotFound:
-            key_usage = None  # RFC 5280 allows it; OpenSSL accepts it
-        if key_usage is not None and not key_usage.key_cert_sign:
-            report.fail(
-                f"{what} may not sign certificates (its keyUsage lacks keyCertSign)"
-            )
-            continue
-        usable.append(cert)
-        _, key_problem = _key_description(cert.public_key())
-        if key_problem is not None:
-            report.fail(f"{what} has {key_problem}")
-        before = len(report.problems) + len(report.warnings)
-        _check_dates(report, cert, what, now, quiet=True)
-        if len(report.problems) + len(report.warnings) == before:
-            left = _days(cert.not_valid_after_utc - now)
-            report.passed(
-                f"{what}: a CA, valid until {_date(cert.not_valid_after_utc)}"
-                f" ({left} left)"
-            )
-    return usable
-
-
-def _crl_signer(
-    crl: x509.CertificateRevocationList, cas: Sequence[x509.Certificate]
-) -> x509.Certificate | None:
-    for ca in cas:
-        key = ca.public_key()
-        if (
-            crl.issuer == ca.subject
-            and isinstance(key, ec.EllipticCurvePublicKey | rsa.RSAPublicKey)
-            and crl.is_signature_valid(key)
-        ):
-            return ca
-    return None
-
-
-def _check_crl(
-    report: CheckReport,
-    path: str,
-    client_ca: str | None,
-    cas: Sequence[x509.Certificate],
-    now: datetime,
-) -> None:
-    """The CRL must parse, be signed by a client CA, and not be out of date."""
-    if client_ca is None:
-        report.fail(
-            f"CRL {path} given without the client CA that signed it (--client-ca)"
-        )
-    try:
-        crl = load_crl(path)
-    except CRLError as error:
-        report.fail(str(error))
-        return
-    refresh = f"re-sign it with: {PROGRAM} ca crl DIR"
-    signer = _crl_signer(crl, cas)
-    if client_ca is not None and not cas:
-        report.info(f"CRL {path} not checked against the client CA, which is unusable")
-    elif client_ca is not None and signer is None:
-        named = [ca for ca in cas if ca.subject == crl.issuer]
-        if named:
-            report.fail(
-                f"CRL {path} names {_name(crl.issuer)} as its issuer, but that"
-                f" CA's key in {client_ca} did not sign it (was the CA made"
-                " again?)"
-            )
-        else:
-            report.fail(
-                f"CRL {path} is issued by {_name(crl.issuer)}, not by the client"
-                f" CA in {client_ca}"
-            )
-    last_update = crl.last_update_utc
-    next_update = crl.next_update_utc
-    revoked = _count(len(crl), "revoked certificate")
-    if last_update > now:
-        report.fail(
-            f"CRL {path} is not valid until {_date(last_update)}; servers refuse"
-            " it until then: check the system clock"
-        )
-    elif next_update is None:
-        report.warn(f"CRL {path} has no nextUpdate, so nothing says when it is stale")
-    elif next_update <= now:
-        report.fail(
-            f"CRL {path} expired on {_date(next_update)}; a server checking it"
-            f" refuses every client certificate: {refresh}"
-        )
-    elif next_update - now <= timedelta(days=CRL_WARNING_DAYS):
-        report.warn(
-            f"CRL {path} expires in {_days(next_update - now)}, on"
-            f" {_date(next_update)}: {refresh}"
-        )
-    else:
-        signed = "" if signer is None else f"signed by {_name(signer.subject)}, "
-        report.passed(
-            f"CRL {path}: {signed}{revoked}, next update {_date(next_update)}"
-            f" ({_days(next_update - now)} left)"
-        )
-
-
 # ---------------------------------------------------------------------------
 # The API
 
@@ -778,20 +483,26 @@ def run_check(
     """
     when = certs.as_utc(now)
     report = CheckReport()
-    chain = _read_chain(report, cert_path)
+    read = files.Findings()
+    chain = files.read_certificates(cert_path, read)
+    report.add(read)
     resolved_key = tls.key_path_for(cert_path, key_path)
 
-    # The key is loaded first (its lines are added later) so that the chain
+    # The key is read first (its lines are added later) so that the chain
     # can start from the certificate the key belongs to.
-    key_report = CheckReport()
-    key_index = _check_key(
-        key_report,
+    key_findings = files.Findings()
+    key = files.read_private_key(
         resolved_key,
-        cert_path,
-        chain,
         passphrases,
-        key_hint=tls.GUESSED_KEY_HINT if key_path is None else "",
+        key_findings,
+        not_found_hint=tls.GUESSED_KEY_HINT if key_path is None else "",
+        cert_path=cert_path,
     )
+    key_index = None
+    if key is not None and chain:
+        key_index = files.check_key_matches(
+            key, resolved_key, cert_path, chain, key_findings
+        )
 
     if chain:
         # The server certificate: the first, unless the key belongs to
@@ -799,24 +510,28 @@ def run_check(
         start = key_index or 0
         leaf = chain[start]
         _check_chain(report, chain, cert_path, start, when)
-        _check_dates(report, leaf, "certificate", when)
-        _check_names(report, leaf)
+        leaf_findings = files.Findings()
+        files.check_server_certificate(leaf, cert_path, when, leaf_findings)
+        report.add(leaf_findings)
         _check_usage(report, leaf)
         _check_strength(report, leaf, "certificate", quiet=False)
-    report.lines += key_report.lines
-    report.problems += key_report.problems
-    report.warnings += key_report.warnings
+    report.add(key_findings)
 
+    mutual = files.Findings()
     cas: list[x509.Certificate] = []
     if client_ca is not None:
-        cas = _check_client_ca(report, client_ca, when)
+        cas = files.read_client_cas(client_ca, when, mutual)
+        report.add(mutual)
+        for index, cert in enumerate(cas):
+            _, key_problem = _key_description(cert.public_key())
+            if key_problem is not None:
+                report.fail(
+                    f"{files.client_ca_name(client_ca, cas, index)} has {key_problem}"
+                )
+        mutual = files.Findings()
     if crl is not None:
-        _check_crl(report, crl, client_ca, cas, when)
-    elif client_ca is not None:
-        report.warn(
-            f"client CA {client_ca} given without a CRL (--crl): the server"
-            " would accept revoked client certificates (give the CA's"
-            " crl.pem with --crl)"
-        )
+        files.read_crl(crl, client_ca, cas, when, mutual)
+    files.check_revocation(client_ca, crl, mutual)
+    report.add(mutual)
     report.summarize()
     return report

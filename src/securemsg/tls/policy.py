@@ -18,14 +18,12 @@ import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from getpass import getpass
 from pathlib import Path
 from typing import Final
 
 from cryptography import x509
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from OpenSSL import SSL, crypto
 from OpenSSL._util import lib as _openssl_lib
 from twisted.internet.interfaces import (
@@ -38,10 +36,18 @@ from twisted.internet.ssl import (
     TLSVersion,
     trustRootFromCertificates,
 )
+from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
-from securemsg.tls import certs
+from securemsg.tls import certs, files
+
+# Both were defined here before the files had their own reader; the names
+# people import stay.
+from securemsg.tls.files import (
+    PASSPHRASE_ENVIRONMENT_VARIABLE as PASSPHRASE_ENVIRONMENT_VARIABLE,
+)
+from securemsg.tls.files import TLSConfigError as TLSConfigError
 
 #: Mozilla's "intermediate" TLS 1.2 cipher suites (server side guidelines,
 #: version 5.7), forward secret AEAD only.  The DHE suites of the profile are
@@ -65,23 +71,16 @@ INTERMEDIATE_GROUPS: Final = b"X25519:P-256:P-384"
 
 TLS_VERSIONS: Final = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
-PASSPHRASE_ENVIRONMENT_VARIABLE: Final = "SECUREMSG_KEY_PASSPHRASE"  # noqa: S105
-
 #: The key file looked for beside the certificate when the certificate file
 #: has no key in it and none is named.
 DEFAULT_KEY_NAME: Final = "private.key"
+
+_log = Logger()
 
 #: Why a client's certificate (first) and the intermediates it sent would
 #: not verify now, or L{None} if they would; see
 #: L{LoadedTLS.client_certificate_check}.
 ClientCertificateCheck = Callable[[Sequence[x509.Certificate]], str | None]
-
-
-class TLSConfigError(Exception):
-    """
-    The TLS configuration cannot be used.  The message is one line that says
-    what is wrong and how to fix it, fit to show an operator as it is.
-    """
 
 
 @dataclass(frozen=True)
@@ -161,20 +160,6 @@ class ServerCredentials:
         return self.chain[0]
 
 
-def _read(path: str, what: str, hint: str = "") -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        if what == "certificate":
-            hint = "make one with: securemsg gencert"
-        shown = f" ({hint})" if hint else ""
-        raise TLSConfigError(f"{what} file {path} not found{shown}") from None
-    except OSError as error:
-        raise TLSConfigError(
-            f"cannot read {what} file {path}: {error.strerror}"
-        ) from None
-
-
 def key_path_for(cert_path: str, key_path: str | None) -> str:
     """
     Which file holds the private key: C{key_path} if given; else the
@@ -195,46 +180,33 @@ def key_path_for(cert_path: str, key_path: str | None) -> str:
 GUESSED_KEY_HINT: Final = "give its path with --key"
 
 
-def load_private_key(
-    path: str, passphrases: PassphraseSource, *, not_found_hint: str = ""
-) -> certs.PrivateKey:
+def _read_credentials(
+    cert_path: str,
+    key_path: str | None,
+    passphrases: PassphraseSource | None,
+    findings: files.Findings,
+) -> ServerCredentials:
     """
-    Load a PEM private key, asking for its passphrase only if it has one.
+    Read the certificate chain and its key, stopping at the first error (so
+    that nobody is asked for the passphrase of a key that cannot be used).
 
-    @param not_found_hint: added in brackets if the file does not exist
-        (L{GUESSED_KEY_HINT} when nobody named the file).
-    @raise TLSConfigError: if it is missing, unreadable, encrypted without a
-        passphrase, or the passphrase is wrong.
+    @raise TLSConfigError: with the first error in C{findings}.
     """
-    data = _read(path, "private key", not_found_hint)
-    passphrase = None
-    if b"ENCRYPTED" in data:
-        passphrase = passphrases.get(path)
-        if passphrase is None:
-            raise TLSConfigError(
-                f"private key {path} is encrypted: give its passphrase with "
-                f"--key-passphrase-file or {PASSPHRASE_ENVIRONMENT_VARIABLE}"
-            )
-    try:
-        key = load_pem_private_key(data, passphrase)
-    except TypeError:
-        raise TLSConfigError(
-            f"private key {path} is encrypted: give its passphrase with "
-            f"--key-passphrase-file or {PASSPHRASE_ENVIRONMENT_VARIABLE}"
-        ) from None
-    except ValueError:
-        if passphrase is not None:
-            # Now and then a wrong passphrase decrypts to data with valid
-            # padding, and cryptography then reports unreadable key data.
-            raise TLSConfigError(
-                f"wrong passphrase for private key {path} (or the file is damaged)"
-            ) from None
-        raise TLSConfigError(f"{path} does not hold a usable PEM private key") from None
-    if not isinstance(key, ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey):
-        raise TLSConfigError(
-            f"private key {path} is of an unsupported type; use ECDSA or RSA"
-        )
-    return key
+    chain = files.read_certificates(cert_path, findings)
+    findings.raise_first_error()
+    resolved_key_path = key_path_for(cert_path, key_path)
+    key = files.read_private_key(
+        resolved_key_path,
+        passphrases or PassphraseSource(),
+        findings,
+        not_found_hint=GUESSED_KEY_HINT if key_path is None else "",
+        cert_path=cert_path,
+    )
+    findings.raise_first_error()
+    assert key is not None
+    files.check_key_matches(key, resolved_key_path, cert_path, chain, findings)
+    findings.raise_first_error()
+    return ServerCredentials(chain, key, cert_path, resolved_key_path)
 
 
 def load_credentials(
@@ -243,28 +215,13 @@ def load_credentials(
     passphrases: PassphraseSource | None = None,
 ) -> ServerCredentials:
     """
-    Load and check a certificate chain and its key.
+    Load a certificate chain and its key, and check that they belong
+    together (for a server, or a client's own certificate; the dates and
+    names of a server certificate are L{load_tls}'s to check).
 
-    @raise TLSConfigError: for anything that would stop the server from
-        serving with them.
+    @raise TLSConfigError: for anything that would stop them being used.
     """
-    try:
-        chain = x509.load_pem_x509_certificates(_read(cert_path, "certificate"))
-    except ValueError:
-        raise TLSConfigError(
-            f"{cert_path} holds no PEM certificate (make one with: securemsg gencert)"
-        ) from None
-    resolved_key_path = key_path_for(cert_path, key_path)
-    key = load_private_key(
-        resolved_key_path,
-        passphrases or PassphraseSource(),
-        not_found_hint=GUESSED_KEY_HINT if key_path is None else "",
-    )
-    if not certs.key_matches_certificate(key, chain[0]):
-        raise TLSConfigError(
-            f"private key {resolved_key_path} does not match certificate {cert_path}"
-        )
-    return ServerCredentials(chain, key, cert_path, resolved_key_path)
+    return _read_credentials(cert_path, key_path, passphrases, files.Findings())
 
 
 def make_server_context(
@@ -403,82 +360,36 @@ class LoadedTLS:
         return check
 
 
-def _load_client_cas(path: str) -> list[x509.Certificate]:
-    try:
-        cas = x509.load_pem_x509_certificates(_read(path, "client CA"))
-    except ValueError:
-        raise TLSConfigError(f"{path} holds no PEM certificate") from None
-    for ca in cas:
-        try:
-            constraints = ca.extensions.get_extension_for_class(x509.BasicConstraints)
-        except x509.ExtensionNotFound:
-            constraints = None
-        if constraints is None or not constraints.value.ca:
-            raise TLSConfigError(
-                f"client CA {path} holds a certificate that is not a CA"
-                " (make one with: securemsg ca init DIR)"
-            )
-    return cas
-
-
-def _load_crl(
-    path: str, issuers: list[x509.Certificate], now: datetime
-) -> x509.CertificateRevocationList:
-    try:
-        crl = x509.load_pem_x509_crl(_read(path, "CRL"))
-    except ValueError:
-        raise TLSConfigError(
-            f"{path} holds no PEM certificate revocation list"
-        ) from None
-    signed = any(
-        crl.issuer == ca.subject and crl.is_signature_valid(ca.public_key())  # type: ignore[arg-type]
-        for ca in issuers
-    )
-    if not signed:
-        raise TLSConfigError(f"CRL {path} is not signed by the client CA")
-    next_update = crl.next_update_utc
-    if next_update is not None and next_update < now:
-        raise TLSConfigError(
-            f"CRL {path} expired on {next_update:%Y-%m-%d %H:%M} UTC; every client"
-            " certificate would be refused (re-sign it: securemsg ca crl DIR)"
-        )
-    return crl
-
-
-def load_tls(
-    settings: TLSSettings, *, strict: bool = False, now: datetime | None = None
-) -> LoadedTLS:
+def load_tls(settings: TLSSettings, *, now: datetime | None = None) -> LoadedTLS:
     """
-    Load and check everything in C{settings} and make the context.
+    Load and check everything in C{settings} and make the context: at start
+    and at each reload alike, with the findings C{securemsg check} shows
+    (L{securemsg.tls.files}).  Warnings are logged.
 
-    @param strict: also refuse a certificate that has expired, is not yet
-        valid, or has no SubjectAltName (for a reload: the old certificate
-        stays in service instead).  At start these are only warned about.
-    @raise TLSConfigError: for anything that would stop serving with it.
+    @raise TLSConfigError: with the first error: anything that would stop
+        serving with it, including a certificate that has expired, is not
+        yet valid, or names no host.
     """
-    now = now or datetime.now(UTC)
-    credentials = load_credentials(
-        settings.cert_path, settings.key_path, settings.passphrases
+    now = certs.as_utc(now)
+    findings = files.Findings()
+    credentials = _read_credentials(
+        settings.cert_path, settings.key_path, settings.passphrases, findings
     )
-    if strict:
-        certificate = credentials.certificate
-        if certificate.not_valid_after_utc < now:
-            raise TLSConfigError(f"certificate {settings.cert_path} has expired")
-        if certificate.not_valid_before_utc > now:
-            raise TLSConfigError(f"certificate {settings.cert_path} is not valid yet")
-        if not certs.subject_alt_names(certificate):
-            raise TLSConfigError(
-                f"certificate {settings.cert_path} has no SubjectAltName;"
-                " clients would refuse it"
-            )
+    files.check_server_certificate(
+        credentials.certificate, settings.cert_path, now, findings
+    )
+    findings.raise_first_error()
     client_cas: list[x509.Certificate] = []
     crl = None
     if settings.client_ca_path is not None:
-        client_cas = _load_client_cas(settings.client_ca_path)
-        if settings.crl_path is not None:
-            crl = _load_crl(settings.crl_path, client_cas, now)
-    elif settings.crl_path is not None:
-        raise TLSConfigError("a CRL needs the client CA that signed it (--client-ca)")
+        client_cas = files.read_client_cas(settings.client_ca_path, now, findings)
+        findings.raise_first_error()
+    if settings.crl_path is not None:
+        crl = files.read_crl(
+            settings.crl_path, settings.client_ca_path, client_cas, now, findings
+        )
+        findings.raise_first_error()
+    files.check_revocation(settings.client_ca_path, settings.crl_path, findings)
     if settings.client_auth not in ("required", "optional"):
         raise TLSConfigError(
             "client authentication must be required or optional,"
@@ -491,6 +402,10 @@ def load_tls(
         require_client_certificate=settings.client_auth == "required",
         crl=crl,
     )
+    for warning in findings.messages("warning"):
+        # Not "warning=": trial's reporter takes a log event with a
+        # "warning" key for a Python warning and fails on it.
+        _log.warn("{problem}", problem=warning)
     return LoadedTLS(credentials, context, client_cas, crl)
 
 
