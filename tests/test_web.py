@@ -45,7 +45,7 @@ from securemsg.server import web
 from securemsg.server.factory import ANNOUNCEMENT_DELAY, ChatServerFactory
 from securemsg.server.guard import GuardedTLSFactory
 from securemsg.server.reload import CertificateReloader, ReloadService
-from securemsg.server.service import ChatService
+from securemsg.server.service import ListenerService
 from securemsg.tls.policy import ServerTLS, TLSConfigError, load_tls
 
 from . import _certs
@@ -687,12 +687,13 @@ class WebOptionsTests(SynchronousTestCase):
         self.assertIsInstance(web_tls, GuardedTLSFactory)
         site = web_tls.wrappedFactory
         self.assertIsInstance(site, Site)
-        services = list(top)  # type: ignore[call-overload]
-        [reloads] = [s for s in services if isinstance(s, ReloadService)]
-        [chat_service, web_service] = [
-            s for s in services if isinstance(s, ChatService)
-        ]
-        self.assertIsInstance(web_service, web.WebService)
+        reloads = top.getServiceNamed("reload")
+        assert isinstance(reloads, ReloadService)
+        chat_service = top.getServiceNamed("chat")
+        web_service = top.getServiceNamed("web")
+        assert isinstance(chat_service, ListenerService)
+        assert isinstance(web_service, ListenerService)
+        self.assertIs(web_service.factory, site)
         creator = reloads.reloader.creator
         for service in (chat_service, web_service):
             [(_, endpoint)] = service.endpoints

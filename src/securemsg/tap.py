@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 from typing import Any, Final
 
-from twisted.application.service import MultiService
+from twisted.application.service import IService
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
@@ -30,8 +30,21 @@ from securemsg.server.factory import (
     DEFAULT_MAX_LINE_LENGTH,
     ChatServerFactory,
 )
-from securemsg.server.reload import CertificateReloader, ReloadService
-from securemsg.server.service import ChatService, ListenError, RepeatedStopSignals
+from securemsg.server.reload import (
+    CertificateReloader,
+    ExpiryWarningService,
+    ReloadService,
+)
+from securemsg.server.service import (
+    CertificateReportService,
+    HistoryService,
+    ListenError,
+    ListenerService,
+    OpenFileLimitService,
+    OrderedMultiService,
+    RepeatedStopSignals,
+    ShutdownService,
+)
 from securemsg.tls import policy as tls
 from securemsg.tls.inspect import run_check
 
@@ -562,7 +575,7 @@ def open_history(reactor: IReactorTime, options: Options) -> HistoryStore:
     )
 
 
-def make_service(reactor: IReactorTime, options: Options) -> MultiService:
+def make_service(reactor: IReactorTime, options: Options) -> OrderedMultiService:
     """
     Build the securemsg service from parsed options.
 
@@ -606,8 +619,18 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         (description, tls_server_endpoint(reactor, description, creator, limits))
         for description in options.endpoint_descriptions()
     ]
-    top = MultiService()
-    ChatService(factory, endpoints, loaded.credentials).setServiceParent(top)
+    # Stopped in reverse: stop listening, then close the clients'
+    # connections, then the history (see OrderedMultiService).
+    top = OrderedMultiService()
+    services: list[tuple[str, IService]] = [
+        ("open-files", OpenFileLimitService(limits.max_connections)),
+        ("history", HistoryService(history)),
+        ("shutdown", ShutdownService(factory)),
+        ("certificate", CertificateReportService(loaded.credentials)),
+        ("reload", ReloadService(reloader, reactor, watch=options["watch-certs"])),
+        ("expiry", ExpiryWarningService(reloader, reactor)),
+        ("chat", ListenerService(factory, endpoints)),
+    ]
     if options["web"] is not None:
         # The same TLS (so a reload covers it too) and the same chat.
         site = web.make_site(factory, options["web-origin"])
@@ -616,24 +639,28 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         except tls.TLSConfigError as error:
             problem = str(error).replace("--listen", "--web", 1)
             raise tls.TLSConfigError(problem) from None
-        web_service = web.WebService(site, [(options["web"], endpoint)])  # type: ignore[arg-type]
-        web_service.setServiceParent(top)
-    ReloadService(reloader, reactor, watch=options["watch-certs"]).setServiceParent(top)
+        web_listener = ListenerService(
+            site,
+            [(options["web"], endpoint)],  # type: ignore[list-item]
+            announce="securemsg web chat at https://{address}/",
+        )
+        services.append(("web", web_listener))
     if options["metrics"] is not None:
         # Imported only when asked for: prometheus_client is not needed
         # otherwise.
-        from securemsg.server.metrics import MetricsService, make_registry
+        from securemsg.server.metrics import make_registry, metrics_listener
 
         registry = make_registry(factory, history=history, reloader=reloader)
-        MetricsService(
-            reactor,  # type: ignore[arg-type]
-            options["metrics"],
-            registry,
-        ).setServiceParent(top)
+        services.append(
+            ("metrics", metrics_listener(reactor, options["metrics"], registry))  # type: ignore[arg-type]
+        )
+    for name, service in services:
+        service.setName(name)
+        service.setServiceParent(top)
     return top
 
 
-def makeService(options: Options) -> MultiService:
+def makeService(options: Options) -> OrderedMultiService:
     """
     twistd's entry point: L{make_service} with the global reactor, listening
     at once, and any problem as one line on standard error.
@@ -651,12 +678,13 @@ def makeService(options: Options) -> MultiService:
 
     try:
         top = make_service(reactor, options)  # type: ignore[arg-type]
-        for service in top:  # type: ignore[attr-defined]
-            # The chat's endpoints, and the metrics' if any.
-            listen = getattr(service, "listen", None)
-            if listen is not None:
-                listen()
+        for service in top:
+            # The chat's endpoints, and the web page's and metrics' if any.
+            if isinstance(service, ListenerService):
+                service.listen()
     except (tls.TLSConfigError, HistoryError, RecordsError, ListenError) as error:
         raise SystemExit(f"securemsg: {error}") from None
-    RepeatedStopSignals(reactor).setServiceParent(top)  # type: ignore[arg-type]
+    signals = RepeatedStopSignals(reactor)  # type: ignore[arg-type]
+    signals.setName("signals")
+    signals.setServiceParent(top)
     return top
