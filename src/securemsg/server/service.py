@@ -50,8 +50,8 @@ class OrderedMultiService(MultiService):
 
     L{MultiService} calls every child's C{stopService} at once, in reverse
     order, without waiting for the Deferreds they return: the history
-    would be closed while the clients' connections still close (within
-    the shutdown grace), and a departure could not be written.
+    would be closed while the clients' connections are still closing
+    (within the shutdown grace), with lines still arriving.
     """
 
     log = Logger()
