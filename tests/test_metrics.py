@@ -95,7 +95,7 @@ class CollectorTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
-        self.factory = ChatServerFactory(
+        self.factory = ChatServerFactory.standalone(
             self.clock,
             greeting="",
             limits=Limits(flood_burst=2, flood_rate=1, send_queue=100),
@@ -237,7 +237,7 @@ class CollectorTests(SynchronousTestCase):
 
     def test_registries_apart(self) -> None:
         """Two servers in one process each have their own metrics."""
-        other = ChatServerFactory(self.clock, greeting="")
+        other = ChatServerFactory.standalone(self.clock, greeting="")
         other_registry = make_registry(other)
         Client(other, 1).send(b"hi")
         self.assertEqual(self.value("securemsg_lines_received_total"), 0)

@@ -128,7 +128,10 @@ class ReloaderCase(SynchronousTestCase):
         """
         clock = Clock()
         server_factory = TLSMemoryBIOFactory(
-            self.reloader.creator, False, ChatServerFactory(clock), clock=clock
+            self.reloader.creator,
+            False,
+            ChatServerFactory.standalone(clock),
+            clock=clock,
         )
         collector = LineCollector()
         options = optionsForClientTLS(

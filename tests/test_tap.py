@@ -249,6 +249,8 @@ class OptionsTests(SynchronousTestCase):
                 line_flush=0.0,
                 max_rooms=7,
                 max_rooms_per_address=0,
+                max_line_length=100,
+                replay=5,
             ),
         )
         self.assertEqual(
@@ -493,7 +495,7 @@ class MakeServiceTests(SynchronousTestCase):
         chat = factory.wrappedFactory
         self.assertIsInstance(chat, ChatServerFactory)
         self.assertEqual(chat.greeting_lines("alice"), ["hi alice"])
-        self.assertEqual(chat.max_line_length, 100)
+        self.assertEqual(chat.limits.max_line_length, 100)
         self.assertIs(chat.clock, reactor)
         self.assertEqual(len(chat_services[0].ports), 1)
 

@@ -9,6 +9,7 @@ iosim; line clients talk to the same chat factory.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +113,9 @@ class BridgeCase(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.factory = ChatServerFactory(
-            self.clock, max_line_length=self.max_line_length, limits=self.limits()
+        self.factory = ChatServerFactory.standalone(
+            self.clock,
+            limits=replace(self.limits(), max_line_length=self.max_line_length),
         )
         self.site = web.make_site(self.factory, ["https://other.example"])
         self.pumps: list[IOPump] = []
@@ -583,7 +585,7 @@ class WebTLSTests(MutualTLSCase):
         """
         loaded = load_tls(self.settings())
         chat = Chat(self.clock, certificates=True)
-        factory = ChatServerFactory(self.clock, chat=chat)
+        factory = ChatServerFactory(self.clock, chat)
         creator = ServerTLS(loaded.context)
         browser = self.connect_browser(
             factory, creator, self.certificate(self.issued["alice"])
@@ -609,9 +611,7 @@ class WebTLSTests(MutualTLSCase):
     def test_required_certificate(self) -> None:
         """Without a certificate, a browser gets no page when one is required."""
         loaded = load_tls(self.settings())
-        factory = ChatServerFactory(
-            self.clock, chat=Chat(self.clock, certificates=True)
-        )
+        factory = ChatServerFactory(self.clock, Chat(self.clock, certificates=True))
         browser = self.connect_browser(factory, ServerTLS(loaded.context), None)
         self.assertFalse(browser.accepted)
         self.assertEqual(len(factory.chat), 0)
@@ -624,9 +624,7 @@ class WebTLSTests(MutualTLSCase):
         """
         settings = self.settings()
         loaded = load_tls(settings)
-        factory = ChatServerFactory(
-            self.clock, chat=Chat(self.clock, certificates=True)
-        )
+        factory = ChatServerFactory(self.clock, Chat(self.clock, certificates=True))
         creator = ServerTLS(loaded.context)
         reloader = CertificateReloader(
             settings, creator, loaded, recheck=factory.recheck_certificates

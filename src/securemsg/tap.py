@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 from securemsg.core.history import (
+    DEFAULT_MAX_COUNT,
     HistoryError,
     HistoryStore,
     MemoryHistory,
@@ -25,11 +26,7 @@ from securemsg.core.records import RecordsError, ServerRecords
 from securemsg.protocol import wire
 from securemsg.server import web
 from securemsg.server.endpoint import tls_server_endpoint
-from securemsg.server.factory import (
-    DEFAULT_GREETING,
-    DEFAULT_MAX_LINE_LENGTH,
-    ChatServerFactory,
-)
+from securemsg.server.factory import DEFAULT_GREETING, ChatServerFactory
 from securemsg.server.reload import (
     CertificateReloader,
     ExpiryWarningService,
@@ -48,7 +45,6 @@ from securemsg.server.service import (
 from securemsg.tls import policy as tls
 from securemsg.tls.inspect import run_check
 
-DEFAULT_PORT: Final = 50000
 DEFAULT_HISTORY_DB: Final = "securemsg-history.sqlite3"
 DEFAULT_STATE_FILE: Final = "securemsg-state.json"
 #: Days messages are kept by default: a history that only ever grows is a
@@ -153,7 +149,7 @@ class Options(usage.Options):
             None,
             "File whose first line is the private key's passphrase.",
         ],
-        ["port", "p", DEFAULT_PORT, "TCP port to listen on.", usage.portCoerce],
+        ["port", "p", wire.DEFAULT_PORT, "TCP port to listen on.", usage.portCoerce],
         [
             "interface",
             "i",
@@ -171,7 +167,7 @@ class Options(usage.Options):
         [
             "max-line-length",
             None,
-            DEFAULT_MAX_LINE_LENGTH,
+            _DEFAULTS.max_line_length,
             "Longest line accepted, in bytes.",
             _positive,
         ],
@@ -238,7 +234,7 @@ class Options(usage.Options):
         [
             "announce-max",
             None,
-            200,
+            _DEFAULTS.announce_max,
             "Announce arrivals and departures only in rooms with at most this"
             " many members (0: in every room).",
             _count,
@@ -246,14 +242,14 @@ class Options(usage.Options):
         [
             "history-replay",
             None,
-            50,
+            _DEFAULTS.replay,
             "Past messages a user gets on joining a room (0: none).",
             _count,
         ],
         [
             "history-max",
             None,
-            10000,
+            DEFAULT_MAX_COUNT,
             "Messages kept per room in the database (older ones are deleted).",
             _positive,
         ],
@@ -530,6 +526,9 @@ class Options(usage.Options):
             line_flush=self["line-flush"],
             max_rooms=self["max-rooms"],
             max_rooms_per_address=self["max-rooms-per-ip"],
+            max_line_length=self["max-line-length"],
+            replay=self["history-replay"],
+            announce_max=self["announce-max"],
         )
 
     def endpoint_descriptions(self) -> list[str]:
@@ -596,24 +595,14 @@ def make_service(reactor: IReactorTime, options: Options) -> OrderedMultiService
         reactor,
         default_room=options["default-room"],
         history=history,
-        replay=options["history-replay"],
         log_messages=options["log-messages"],
         state=state,
         operators=options["operators"],
         certificates=settings.client_ca_path is not None,
         reload=lambda: reloader.reload("/reload by an operator"),
-        announce_max=options["announce-max"],
-        max_rooms=limits.max_rooms,
-        max_rooms_per_address=limits.max_rooms_per_address,
         limits=limits,
     )
-    factory = ChatServerFactory(
-        reactor,
-        greeting=options["greeting"],
-        max_line_length=options["max-line-length"],
-        limits=limits,
-        chat=chat,
-    )
+    factory = ChatServerFactory(reactor, chat, greeting=options["greeting"])
     reloader.recheck = factory.recheck_certificates
     endpoints = [
         (description, tls_server_endpoint(reactor, description, creator, limits))
