@@ -75,7 +75,7 @@ class FactoryTests(SynchronousTestCase):
                 TypeError,
                 ChatServerFactory,
                 clock,
-                chat,
+                chat=chat,
                 **settings,  # type: ignore[arg-type]
             )
 
