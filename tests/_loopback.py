@@ -34,6 +34,7 @@ from twisted.trial.unittest import TestCase
 from zope.interface import implementer
 
 from securemsg import ChatServerFactory, ChatServerProtocol
+from securemsg.core.hub import ChatHub
 from securemsg.core.limits import Limits
 from securemsg.server.endpoint import tls_server_endpoint
 from securemsg.tls import policy as tls
@@ -146,7 +147,7 @@ class ObservedChatServerFactory(ChatServerFactory):
     protocol = ObservedServerProtocol  # type: ignore[assignment]
 
     def __init__(self, clock: IReactorTime) -> None:
-        super().__init__(clock)
+        super().__init__(clock, ChatHub(clock))
         self.connections: list[ObservedServerProtocol] = []
         self._arrivals: list[tuple[int, Deferred[ObservedServerProtocol]]] = []
 

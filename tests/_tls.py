@@ -74,7 +74,7 @@ def tls_pair(
     """
     clock = Clock()
     if chat is None:
-        chat = ChatServerFactory(clock)
+        chat = ChatServerFactory.standalone(clock)
     # The TLS layer batches writes until the clock's next turn; the pump
     # advances this clock.
     server_factory = TLSMemoryBIOFactory(

@@ -31,6 +31,7 @@ from securemsg.core.history import (
     SqliteHistory,
 )
 from securemsg.core.hub import ChatHub
+from securemsg.core.limits import Limits
 from securemsg.protocol import wire
 
 from ._fakes import Recorder
@@ -621,7 +622,7 @@ class SqliteHistoryTests(TestCase):
         said in it after.
         """
         history = self.open(preload=("#lobby",))
-        chat = ChatHub(self.clock, history=history, replay=5)
+        chat = ChatHub(self.clock, history=history, limits=Limits(replay=5))
         alice, bob = Recorder(), Recorder()
         chat.join(alice)
         chat.join(bob)

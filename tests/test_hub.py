@@ -4,6 +4,7 @@ only record what they are given.
 """
 
 from collections import deque
+from dataclasses import replace
 from typing import TypeVar
 
 from twisted.internet.defer import Deferred
@@ -192,7 +193,7 @@ class RoomsTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.clock.advance(1764248722)
-        self.chat = ChatHub(self.clock, replay=3)
+        self.chat = ChatHub(self.clock, limits=Limits(replay=3))
         self.alice, self.bob, self.carol = seat_three(self.chat, Recorder)
 
     def test_everyone_starts_in_the_default_room(self) -> None:
@@ -370,7 +371,7 @@ class RoomsTests(SynchronousTestCase):
         Past the announce limit, arrivals and departures in a room are not
         told to everyone in it; chat lines still are.
         """
-        self.chat.announce_max = 2
+        self.chat.limits = replace(self.chat.limits, announce_max=2)
         newcomer = Recorder()
         self.chat.join(newcomer)
         self.assertEqual(self.alice.take(), [])
@@ -589,7 +590,9 @@ class RoomLimitTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.chat = ChatHub(self.clock, max_rooms=4, max_rooms_per_address=2)
+        self.chat = ChatHub(
+            self.clock, limits=Limits(max_rooms=4, max_rooms_per_address=2)
+        )
 
     def person(self, address: str | None) -> Recorder:
         person = Recorder()
@@ -670,7 +673,7 @@ class IdleRoomTests(SynchronousTestCase):
         """
         clock = Clock()
         history = MemoryHistory(clock, per_room=50)
-        chat = ChatHub(clock, history=history, max_rooms_per_address=0)
+        chat = ChatHub(clock, history=history, limits=Limits(max_rooms_per_address=0))
         speaker = Recorder()
         chat.join(speaker, address="192.0.2.1")
         for number in range(30):
@@ -747,7 +750,7 @@ class LazyLoadTests(SynchronousTestCase):
             wire.Message("carol", "from before", "#dev", 1764248000.0)
         ]
         self.history._rooms["#lobby"] = deque(maxlen=2)
-        self.chat = ChatHub(self.clock, history=self.history, replay=2)
+        self.chat = ChatHub(self.clock, history=self.history, limits=Limits(replay=2))
         self.alice, self.bob, _ = seat_three(self.chat, Recorder)
 
     def test_join_waits_for_the_history(self) -> None:
@@ -856,7 +859,7 @@ class LazyLoadTests(SynchronousTestCase):
 
     def test_rooms_being_read_count(self) -> None:
         """A room being read counts against C{max_rooms}."""
-        self.chat.max_rooms = 2
+        self.chat.limits = replace(self.chat.limits, max_rooms=2)
         self.chat.handle(self.alice, wire.Join("#dev"))
         self.chat.handle(self.bob, wire.Join("#ops"))
         self.assertEqual(
@@ -878,7 +881,7 @@ class BoundedReplyTests(SynchronousTestCase):
         # Each 200-character line from alice in #lobby counts
         # 200 + 5 + 6 + 96 = 307 bytes: three fit in 1000.
         self.chat = ChatHub(
-            self.clock, replay=50, limits=Limits(reply_bytes=1000, list_max=3)
+            self.clock, limits=Limits(replay=50, reply_bytes=1000, list_max=3)
         )
         self.alice, self.bob, self.carol = seat_three(self.chat, Recorder)
 

@@ -764,9 +764,7 @@ class MutualTLSCase(SynchronousTestCase):
             certificates=True,
             history=history,
         )
-        return Server(
-            ChatServerFactory(self.clock, chat=chat), ServerTLS(loaded.context)
-        )
+        return Server(ChatServerFactory(self.clock, chat), ServerTLS(loaded.context))
 
     def certificate(self, issued: ca.IssuedCertificate) -> PrivateCertificate:
         return load_client_certificate(issued.cert_path, issued.key_path)

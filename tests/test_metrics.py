@@ -30,7 +30,7 @@ from securemsg.server import ChatServerFactory
 from securemsg.server.counters import handshake_failure, line_kind
 from securemsg.server.endpoint import tls_server_endpoint
 from securemsg.server.guard import GuardedTLSFactory, NotTLSError
-from securemsg.server.metrics import MetricsService, ServerCollector, make_registry
+from securemsg.server.metrics import ServerCollector, make_registry, metrics_listener
 from securemsg.server.reload import CertificateReloader
 from securemsg.server.service import ListenError
 from securemsg.tap import Options, make_service
@@ -96,7 +96,7 @@ class CollectorTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
-        self.factory = ChatServerFactory(
+        self.factory = ChatServerFactory.standalone(
             self.clock,
             greeting="",
             limits=Limits(flood_burst=2, flood_rate=1, send_queue=100),
@@ -238,7 +238,7 @@ class CollectorTests(SynchronousTestCase):
 
     def test_registries_apart(self) -> None:
         """Two servers in one process each have their own metrics."""
-        other = ChatServerFactory(self.clock, greeting="")
+        other = ChatServerFactory.standalone(self.clock, greeting="")
         other_registry = make_registry(other)
         Client(other, 1).send(b"hi")
         self.assertEqual(self.value("securemsg_lines_received_total"), 0)
@@ -296,13 +296,13 @@ class ScrapeCase(LoopbackServerTestCase):
         self.ca_pem = ca.cert_pem()
         cert_path, key_path = server.write(self.directory)
         await self.serve(cert_path, key_path)
-        self.metrics = MetricsService(
+        self.metrics = metrics_listener(
             reactor, "tcp:0:interface=127.0.0.1", make_registry(self.factory)
         )
         self.metrics.startService()
         self.addCleanup(self.metrics.stopService)
-        assert self.metrics.port is not None
-        port = port_of(self.metrics.port.getHost())
+        [listening] = self.metrics.ports
+        port = port_of(listening.getHost())
         self.url = f"http://127.0.0.1:{port}/metrics".encode("ascii")
         self.pool = HTTPConnectionPool(reactor, persistent=False)
 
@@ -493,10 +493,14 @@ class ServiceTests(SynchronousTestCase):
         [chat, metrics] = reactor.tcpServers
         self.assertEqual((metrics[0], metrics[3]), (9464, "127.0.0.1"))
         self.assertIsInstance(metrics[1], Site)
-        [service] = [s for s in top if isinstance(s, MetricsService)]
+        service = top.getServiceNamed("metrics")
+        self.assertIs(service.factory, metrics[1])
+        site = metrics[1]
+        assert isinstance(site, Site)
+        page = site.resource.children[b"metrics"]
         [collector] = [
             c
-            for c in service.registry._collector_to_names
+            for c in page.registry._collector_to_names
             if isinstance(c, ServerCollector)
         ]
         assert isinstance(chat[1], GuardedTLSFactory), chat[1]
@@ -512,6 +516,9 @@ class ServiceTests(SynchronousTestCase):
             (f"tcp:{port}:interface=127.0.0.1", f"cannot serve metrics on tcp:{port}"),
             ("nonsense:1", "--metrics 'nonsense:1' is not a valid endpoint"),
         ):
-            service = MetricsService(reactor, description, CollectorRegistry())
-            error = self.assertRaises(ListenError, service.listen)
+
+            def listen(description: str = description) -> None:
+                metrics_listener(reactor, description, CollectorRegistry()).listen()
+
+            error = self.assertRaises(ListenError, listen)
             self.assertTrue(str(error).startswith(problem), str(error))

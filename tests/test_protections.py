@@ -102,7 +102,9 @@ class ProtectionTests(SynchronousTestCase):
             send_queue=200,
             shutdown_grace=5,
         )
-        self.factory = ChatServerFactory(self.clock, greeting="", limits=self.limits)
+        self.factory = ChatServerFactory.standalone(
+            self.clock, greeting="", limits=self.limits
+        )
         self.clients: list[Client] = []
 
     def connect(self) -> Client:
@@ -350,7 +352,7 @@ class SendPathTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
-        self.factory = ChatServerFactory(
+        self.factory = ChatServerFactory.standalone(
             self.clock, greeting="", limits=Limits(send_queue=100_000)
         )
 
@@ -403,7 +405,7 @@ class FloodWeightTests(SynchronousTestCase):
         gets four answers and a flood error: each costs 5 tokens.
         """
         clock = MemoryReactorClock()
-        factory = ChatServerFactory(clock, greeting="")
+        factory = ChatServerFactory.standalone(clock, greeting="")
         client = Client(factory, 40000)
         client.lines()
         client.send(*[b"/history"] * 5)
@@ -432,7 +434,7 @@ class HandshakeTimeoutTests(SynchronousTestCase):
     def test_stalled_handshake_aborted(self) -> None:
         """Nothing after connecting: aborted after the handshake timeout."""
         clock = MemoryReactorClock()
-        chat = ChatServerFactory(clock, limits=Limits(handshake_timeout=10))
+        chat = ChatServerFactory.standalone(clock, limits=Limits(handshake_timeout=10))
         factory = TLSMemoryBIOFactory(
             tls.ServerTLS(server_context()), False, chat, clock
         )
@@ -455,7 +457,7 @@ class HandshakeTimeoutTests(SynchronousTestCase):
         """
         for idle in (60, 0):
             clock = MemoryReactorClock()
-            chat = ChatServerFactory(
+            chat = ChatServerFactory.standalone(
                 clock, limits=Limits(handshake_timeout=10, idle_timeout=idle)
             )
             client, server_tls, _, _ = tls_pair(server_context(), chat=chat)
@@ -477,7 +479,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         self.clock = MemoryReactorClock()
         self.factory = GuardedTLSFactory(
             tls.ServerTLS(server_context()),
-            ChatServerFactory(self.clock),
+            ChatServerFactory.standalone(self.clock),
             self.clock,
             max_connections=4,
             max_per_address=2,
@@ -540,7 +542,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         """
         factory = GuardedTLSFactory(
             tls.ServerTLS(server_context()),
-            ChatServerFactory(self.clock),
+            ChatServerFactory.standalone(self.clock),
             self.clock,
             max_connections=10,
             max_per_address=1,
@@ -570,7 +572,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         """
         factory = GuardedTLSFactory(
             tls.ServerTLS(server_context()),
-            ChatServerFactory(self.clock),
+            ChatServerFactory.standalone(self.clock),
             self.clock,
             max_connections=100,
             max_per_address=100,
@@ -645,7 +647,7 @@ class BanTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.factory = ChatServerFactory(MemoryReactorClock(), greeting="")
+        self.factory = ChatServerFactory.standalone(MemoryReactorClock(), greeting="")
         self.factory.chat.state.addresses["127.0.0.1"] = BanRecord("guest-9", "op", 0.0)
         self.factory.chat.state.fingerprints["sha256:bad"] = BanRecord(
             "mallory", "op", 0.0
@@ -690,11 +692,13 @@ class GuestBanTests(SynchronousTestCase):
         clock = MemoryReactorClock()
         self.state = ServerRecords()
         self.chat = ChatHub(
-            clock, state=self.state, operators=["alice"], certificates=True
+            clock,
+            state=self.state,
+            operators=["alice"],
+            certificates=True,
+            limits=limits,
         )
-        self.factory = ChatServerFactory(
-            clock, greeting="", chat=self.chat, limits=limits
-        )
+        self.factory = ChatServerFactory(clock, self.chat, greeting="")
         self.alice = Recorder()
         self.chat.join(self.alice, identity="alice", fingerprint="sha256:a1")
 
@@ -840,7 +844,7 @@ class PlainTextClientTests(SynchronousTestCase):
         self.clock = MemoryReactorClock()
         self.factory = GuardedTLSFactory(
             tls.ServerTLS(server_context()),
-            ChatServerFactory(self.clock),
+            ChatServerFactory.standalone(self.clock),
             self.clock,
             max_connections=4,
             max_per_address=1,

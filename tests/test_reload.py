@@ -37,6 +37,7 @@ from securemsg.server.reload import (
     EXPIRY_CHECK_INTERVAL,
     WATCH_INTERVAL,
     CertificateReloader,
+    ExpiryWarningService,
     ReloadService,
 )
 from securemsg.tls import certs
@@ -127,7 +128,10 @@ class ReloaderCase(SynchronousTestCase):
         """
         clock = Clock()
         server_factory = TLSMemoryBIOFactory(
-            self.reloader.creator, False, ChatServerFactory(clock), clock=clock
+            self.reloader.creator,
+            False,
+            ChatServerFactory.standalone(clock),
+            clock=clock,
         )
         collector = LineCollector()
         options = optionsForClientTLS(
@@ -448,8 +452,7 @@ class ServiceClock(Clock):
 
 class ReloadServiceTests(ReloaderCase):
     """
-    L{ReloadService} reloads on SIGHUP and when the files change, and warns
-    while the certificate is close to expiry.
+    L{ReloadService} reloads on SIGHUP and when the files change.
     """
 
     def start(
@@ -543,30 +546,6 @@ class ReloadServiceTests(ReloaderCase):
         clock.advance(WATCH_INTERVAL)
         self.assertEqual(self.reloader.current.credentials.certificate, b.certificate)
 
-    def test_expiry_warning(self) -> None:
-        """
-        Each day, while the certificate in service expires within 14 days,
-        a warning is logged.
-        """
-        expires = self.a.certificate.not_valid_after_utc
-        _, clock = self.start(now=expires - timedelta(days=9, hours=12))
-        with capturedLogs() as events:
-            clock.advance(EXPIRY_CHECK_INTERVAL)
-            clock.advance(EXPIRY_CHECK_INTERVAL)
-        warning = (
-            f"certificate {self.cert_path} expires in 9 days, on"
-            f" {expires:%Y-%m-%d %H:%M} UTC; renew it"
-        )
-        self.assertEqual(messages(events, LogLevel.warn), [warning, warning])
-
-    def test_no_expiry_warning(self) -> None:
-        """A certificate with more than 14 days left gives no warning."""
-        expires = self.a.certificate.not_valid_after_utc
-        _, clock = self.start(now=expires - timedelta(days=15))
-        with capturedLogs() as events:
-            clock.advance(EXPIRY_CHECK_INTERVAL)
-        self.assertEqual(list(events), [])
-
     def test_unreadable_file_warned_at_start(self) -> None:
         """
         A file this process cannot read (after twistd dropped privileges)
@@ -583,6 +562,45 @@ class ReloadServiceTests(ReloaderCase):
                 " drop privileges after start)"
             ],
         )
+
+
+class ExpiryWarningServiceTests(ReloaderCase):
+    """
+    L{ExpiryWarningService} warns each day while the certificate in service
+    is close to expiry.
+    """
+
+    def start(self, now: datetime) -> ServiceClock:
+        self.reloader = self.make_reloader(now)
+        clock = ServiceClock()
+        service = ExpiryWarningService(self.reloader, clock)
+        service.startService()
+        self.addCleanup(service.stopService)
+        return clock
+
+    def test_expiry_warning(self) -> None:
+        """
+        Each day, while the certificate in service expires within 14 days,
+        a warning is logged.
+        """
+        expires = self.a.certificate.not_valid_after_utc
+        clock = self.start(expires - timedelta(days=9, hours=12))
+        with capturedLogs() as events:
+            clock.advance(EXPIRY_CHECK_INTERVAL)
+            clock.advance(EXPIRY_CHECK_INTERVAL)
+        warning = (
+            f"certificate {self.cert_path} expires in 9 days, on"
+            f" {expires:%Y-%m-%d %H:%M} UTC; renew it"
+        )
+        self.assertEqual(messages(events, LogLevel.warn), [warning, warning])
+
+    def test_no_expiry_warning(self) -> None:
+        """A certificate with more than 14 days left gives no warning."""
+        expires = self.a.certificate.not_valid_after_utc
+        clock = self.start(expires - timedelta(days=15))
+        with capturedLogs() as events:
+            clock.advance(EXPIRY_CHECK_INTERVAL)
+        self.assertEqual(list(events), [])
 
 
 class RevocationWarningTests(ReloaderCase):

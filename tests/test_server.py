@@ -59,7 +59,9 @@ class ServerProtocolTests(SynchronousTestCase):
     """
 
     def setUp(self) -> None:
-        self.factory = ChatServerFactory(MemoryReactorClock(), max_line_length=64)
+        self.factory = ChatServerFactory.standalone(
+            MemoryReactorClock(), limits=Limits(max_line_length=64)
+        )
         self.clients: list[Client] = []
 
     def connect(self) -> Client:
@@ -324,7 +326,7 @@ class EncodingTests(SynchronousTestCase):
         The same event handed to many receivers is formatted once per
         format; a new event is formatted anew.
         """
-        factory = ChatServerFactory(MemoryReactorClock())
+        factory = ChatServerFactory.standalone(MemoryReactorClock())
         event = wire.Message("alice", "hi", "#lobby")
         first = factory.encode(event, json=False)
         self.assertEqual(first, b"[alice] hi\n")
@@ -342,7 +344,7 @@ class EncodingTests(SynchronousTestCase):
         L{ChatServerFactory.encode_all} gives what L{encode} gives for each
         event, joined, and formats the same events once per format.
         """
-        factory = ChatServerFactory(MemoryReactorClock())
+        factory = ChatServerFactory.standalone(MemoryReactorClock())
         events = (wire.Message("alice", "hi", "#lobby"), wire.Action("alice", "waves"))
         text = factory.encode_all(events, json=False)
         self.assertEqual(text, b"[alice] hi\n* alice waves\n")
@@ -351,7 +353,8 @@ class EncodingTests(SynchronousTestCase):
         self.assertEqual(
             as_json,
             b"".join(
-                ChatServerFactory(MemoryReactorClock()).encode(e, True) for e in events
+                ChatServerFactory.standalone(MemoryReactorClock()).encode(e, True)
+                for e in events
             ),
         )
         self.assertIs(factory.encode_all(events, json=True), as_json)
@@ -368,7 +371,7 @@ class WriteBatchingTests(SynchronousTestCase):
         when the turn ends; the next turn writes again.
         """
         clock = MemoryReactorClock()
-        factory = ChatServerFactory(clock, greeting="")
+        factory = ChatServerFactory.standalone(clock, greeting="")
         writes: list[bytes] = []
         receiver = StringTransport()
         receiver.write = writes.append  # type: ignore[method-assign]
@@ -392,7 +395,7 @@ class WriteBatchingTests(SynchronousTestCase):
         once for the room, in text or JSON as each receiver asked.
         """
         clock = MemoryReactorClock()
-        factory = ChatServerFactory(clock, greeting="")
+        factory = ChatServerFactory.standalone(clock, greeting="")
         text, as_json, sender = (
             Client(factory, 1),
             Client(factory, 2),
@@ -430,7 +433,7 @@ class AnnouncementTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
-        self.factory = ChatServerFactory(self.clock, greeting="")
+        self.factory = ChatServerFactory.standalone(self.clock, greeting="")
         self.writes: list[bytes] = []
         transport = StringTransport()
         transport.write = self.writes.append  # type: ignore[method-assign]
@@ -507,7 +510,9 @@ class UnterminatedLineTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = Clock()
         self.quiet = Limits().line_flush
-        self.factory = ChatServerFactory(self.clock, max_line_length=64)
+        self.factory = ChatServerFactory.standalone(
+            self.clock, limits=Limits(max_line_length=64)
+        )
         self.alice, self.bob = Client(self.factory, 1), Client(self.factory, 2)
         self.alice.send(b"/nick alice\n")
         self.alice.lines()
@@ -629,7 +634,7 @@ class UnterminatedLineTests(SynchronousTestCase):
         With a quiet period of 0, unterminated text waits for its newline
         (or the end of the connection) however long it takes; no timer.
         """
-        factory = ChatServerFactory(self.clock, limits=Limits(line_flush=0))
+        factory = ChatServerFactory.standalone(self.clock, limits=Limits(line_flush=0))
         alice, bob = Client(factory, 1), Client(factory, 2)
         alice.lines()
         bob.lines()

@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from twisted.application.service import IService, IServiceCollection, IServiceMaker
+from twisted.application.service import (
+    IService,
+    IServiceCollection,
+    IServiceMaker,
+    Service,
+)
+from twisted.internet.defer import Deferred
 from twisted.internet.testing import MemoryReactorClock
 from twisted.plugin import getPlugins
 from twisted.protocols.tls import TLSMemoryBIOFactory
@@ -29,7 +36,15 @@ from securemsg.core.limits import Limits
 from securemsg.protocol import wire
 from securemsg.server.factory import DEFAULT_GREETING, ChatServerFactory
 from securemsg.server.guard import GuardedTLSFactory
-from securemsg.server.service import ChatService
+from securemsg.server.reload import ExpiryWarningService, ReloadService
+from securemsg.server.service import (
+    CertificateReportService,
+    HistoryService,
+    ListenerService,
+    OpenFileLimitService,
+    OrderedMultiService,
+    ShutdownService,
+)
 from securemsg.tls import policy as tls
 
 from . import _certs
@@ -237,6 +252,8 @@ class OptionsTests(SynchronousTestCase):
                 line_flush=0.0,
                 max_rooms=7,
                 max_rooms_per_address=0,
+                max_line_length=100,
+                replay=5,
             ),
         )
         self.assertEqual(
@@ -454,7 +471,7 @@ class MakeServiceTests(SynchronousTestCase):
 
     def test_service_tree_and_listener(self) -> None:
         """
-        The service tree holds one L{ChatService}; starting it listens on the
+        The service tree holds one chat L{ListenerService}; starting it listens on the
         given endpoint with the chat factory wrapped in TLS, built with the
         greeting and line limit from the options.  Stopping stops listening.
         """
@@ -468,7 +485,7 @@ class MakeServiceTests(SynchronousTestCase):
             "--listen", "tcp:1234:interface=127.0.0.1",
         )  # fmt: skip
         top = tap.make_service(reactor, options)
-        chat_services = [s for s in all_services(top) if isinstance(s, ChatService)]
+        chat_services = [s for s in all_services(top) if isinstance(s, ListenerService)]
         self.assertEqual(len(chat_services), 1)
         self.assertEqual(reactor.tcpServers, [])
 
@@ -481,12 +498,92 @@ class MakeServiceTests(SynchronousTestCase):
         chat = factory.wrappedFactory
         self.assertIsInstance(chat, ChatServerFactory)
         self.assertEqual(chat.greeting_lines("alice"), ["hi alice"])
-        self.assertEqual(chat.max_line_length, 100)
+        self.assertEqual(chat.limits.max_line_length, 100)
         self.assertIs(chat.clock, reactor)
         self.assertEqual(len(chat_services[0].ports), 1)
 
         self.successResultOf(top.stopService())
         self.assertEqual(chat_services[0].ports, [])
+
+    def test_service_tree_shape(self) -> None:
+        """
+        make_service composes small services, one job each, in an
+        L{OrderedMultiService}, in the order they start: the history and
+        the clients' shutdown before the listeners, so that they stop
+        after them.
+        """
+        options = parse(
+            "--cert", self.cert_path,
+            "--key", self.key_path,
+            "--history-db", ":memory:",
+            "--listen", "tcp:1234",
+            "--web", "tcp:8443",
+            "--metrics", "tcp:9464",
+        )  # fmt: skip
+        top = tap.make_service(MemoryReactorClock(), options)
+        self.assertIsInstance(top, OrderedMultiService)
+        self.assertEqual(
+            [(service.name, type(service)) for service in top],
+            [
+                ("open-files", OpenFileLimitService),
+                ("history", HistoryService),
+                ("shutdown", ShutdownService),
+                ("certificate", CertificateReportService),
+                ("reload", ReloadService),
+                ("expiry", ExpiryWarningService),
+                ("chat", ListenerService),
+                ("web", ListenerService),
+                ("metrics", ListenerService),
+            ],
+        )
+
+    def test_stop_order(self) -> None:
+        """
+        Stopping the service stops listening, then (once the ports are
+        closed) shuts the clients down, then (once they are gone) closes
+        the history: each waits for the one before it.
+        """
+        reactor = MemoryReactorClock()
+        options = parse(
+            "--cert", self.cert_path,
+            "--key", self.key_path,
+            "--history-db", ":memory:",
+            "--listen", "tcp:1234",
+        )  # fmt: skip
+        top = tap.make_service(reactor, options)
+        top.privilegedStartService()
+        top.startService()
+        done: list[str] = []
+        waiting: dict[str, Deferred[None]] = {}
+
+        def step(name: str) -> Callable[[], Deferred[None]]:
+            def called() -> Deferred[None]:
+                done.append(name)
+                waiting[name] = Deferred()
+                return waiting[name]
+
+            return called
+
+        chat = top.getServiceNamed("chat")
+        assert isinstance(chat, ListenerService)
+        [port] = chat.ports
+        self.patch(port, "stopListening", step("stop listening"))
+        shutdown = top.getServiceNamed("shutdown")
+        assert isinstance(shutdown, ShutdownService)
+        self.patch(shutdown.factory, "shut_down", step("shut down"))
+        history = top.getServiceNamed("history")
+        assert isinstance(history, HistoryService)
+        self.patch(history.history, "close", step("close history"))
+
+        stopped = top.stopService()
+        self.assertEqual(done, ["stop listening"])
+        waiting["stop listening"].callback(None)
+        self.assertEqual(done, ["stop listening", "shut down"])
+        waiting["shut down"].callback(None)
+        self.assertEqual(done, ["stop listening", "shut down", "close history"])
+        self.assertNoResult(stopped)
+        waiting["close history"].callback(None)
+        self.successResultOf(stopped)
 
     def test_several_endpoints(self) -> None:
         """
@@ -559,6 +656,33 @@ class MakeServiceTests(SynchronousTestCase):
             f"securemsg: private key file {directory / 'private.key'} not found"
             " (give its path with --key)",
         )
+
+
+class OrderedMultiServiceTests(SynchronousTestCase):
+    """
+    L{OrderedMultiService} stops its children in reverse order, one after
+    the other.
+    """
+
+    def test_failure_does_not_stop_the_rest(self) -> None:
+        """
+        A child that fails to stop is logged, and the children added before
+        it still stop.
+        """
+        top = OrderedMultiService()
+        first, second = Service(), Service()
+        first.setServiceParent(top)
+        second.setServiceParent(top)
+        top.startService()
+
+        def broken() -> None:
+            raise RuntimeError("cannot stop")
+
+        self.patch(second, "stopService", broken)
+        self.successResultOf(top.stopService())
+        self.assertFalse(first.running)
+        [failure] = self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(str(failure.value), "cannot stop")
 
 
 class PluginTests(SynchronousTestCase):

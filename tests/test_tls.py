@@ -135,7 +135,7 @@ class HandshakeTests(SynchronousTestCase):
         A connection whose handshake has not finished is not in the room
         (Twisted calls connectionMade before the handshake).
         """
-        chat = ChatServerFactory(Clock())
+        chat = ChatServerFactory.standalone(Clock())
         factory = TLSMemoryBIOFactory(tls.ServerTLS(server_context()), False, chat)
         protocol = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
         protocol.makeConnection(StringTransport())
@@ -459,7 +459,7 @@ class EndpointTests(SynchronousTestCase):
         endpoint = tls_server_endpoint(
             reactor, "tcp:0:interface=127.0.0.1", tls.ServerTLS(server_context())
         )
-        endpoint.listen(ChatServerFactory(reactor))
+        endpoint.listen(ChatServerFactory.standalone(reactor))
         [(port, factory, _, interface)] = reactor.tcpServers
         self.assertEqual((port, interface), (0, "127.0.0.1"))
         self.assertIsInstance(factory, TLSMemoryBIOFactory)
@@ -475,7 +475,7 @@ class EndpointTests(SynchronousTestCase):
         endpoint = tls_server_endpoint(
             reactor, "tcp:0:interface=127.0.0.1", tls.ServerTLS(server_context())
         )
-        endpoint.listen(ChatServerFactory(reactor))
+        endpoint.listen(ChatServerFactory.standalone(reactor))
         [(_, factory, _, _)] = reactor.tcpServers
         assert isinstance(factory, GuardedTLSFactory)
         self.assertEqual(
@@ -494,7 +494,7 @@ class EndpointTests(SynchronousTestCase):
             tls.ServerTLS(server_context()),
             Limits(connect_burst=3, connect_rate=0.5),
         )
-        endpoint.listen(ChatServerFactory(reactor))
+        endpoint.listen(ChatServerFactory.standalone(reactor))
         [(_, factory, _, _)] = reactor.tcpServers
         assert isinstance(factory, GuardedTLSFactory)
         self.assertEqual((factory.connect_burst, factory.connect_rate), (3, 0.5))

@@ -9,6 +9,7 @@ iosim; line clients talk to the same chat factory.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from securemsg.server import web
 from securemsg.server.factory import ANNOUNCEMENT_DELAY, ChatServerFactory
 from securemsg.server.guard import GuardedTLSFactory, GuardedTLSServerEndpoint
 from securemsg.server.reload import CertificateReloader, ReloadService
-from securemsg.server.service import ChatService
+from securemsg.server.service import ListenerService
 from securemsg.tls.policy import ServerTLS, TLSConfigError, load_tls
 
 from . import _certs
@@ -112,8 +113,9 @@ class BridgeCase(SynchronousTestCase):
 
     def setUp(self) -> None:
         self.clock = Clock()
-        self.factory = ChatServerFactory(
-            self.clock, max_line_length=self.max_line_length, limits=self.limits()
+        self.factory = ChatServerFactory.standalone(
+            self.clock,
+            limits=replace(self.limits(), max_line_length=self.max_line_length),
         )
         self.site = web.make_site(self.factory, ["https://other.example"])
         self.pumps: list[IOPump] = []
@@ -586,7 +588,7 @@ class WebTLSTests(MutualTLSCase):
         """
         loaded = load_tls(self.settings())
         chat = Chat(self.clock, certificates=True)
-        factory = ChatServerFactory(self.clock, chat=chat)
+        factory = ChatServerFactory(self.clock, chat)
         creator = ServerTLS(loaded.context)
         browser = self.connect_browser(
             factory, creator, self.certificate(self.issued["alice"])
@@ -612,9 +614,7 @@ class WebTLSTests(MutualTLSCase):
     def test_required_certificate(self) -> None:
         """Without a certificate, a browser gets no page when one is required."""
         loaded = load_tls(self.settings())
-        factory = ChatServerFactory(
-            self.clock, chat=Chat(self.clock, certificates=True)
-        )
+        factory = ChatServerFactory(self.clock, Chat(self.clock, certificates=True))
         browser = self.connect_browser(factory, ServerTLS(loaded.context), None)
         self.assertFalse(browser.accepted)
         self.assertEqual(len(factory.chat), 0)
@@ -627,9 +627,7 @@ class WebTLSTests(MutualTLSCase):
         """
         settings = self.settings()
         loaded = load_tls(settings)
-        factory = ChatServerFactory(
-            self.clock, chat=Chat(self.clock, certificates=True)
-        )
+        factory = ChatServerFactory(self.clock, Chat(self.clock, certificates=True))
         creator = ServerTLS(loaded.context)
         reloader = CertificateReloader(
             settings, creator, loaded, recheck=factory.recheck_certificates
@@ -690,12 +688,13 @@ class WebOptionsTests(SynchronousTestCase):
         assert isinstance(web_tls, GuardedTLSFactory), web_tls
         site = web_tls.wrappedFactory
         self.assertIsInstance(site, Site)
-        services = list(top)  # type: ignore[call-overload]
-        [reloads] = [s for s in services if isinstance(s, ReloadService)]
-        [chat_service, web_service] = [
-            s for s in services if isinstance(s, ChatService)
-        ]
-        self.assertIsInstance(web_service, web.WebService)
+        reloads = top.getServiceNamed("reload")
+        assert isinstance(reloads, ReloadService)
+        chat_service = top.getServiceNamed("chat")
+        web_service = top.getServiceNamed("web")
+        assert isinstance(chat_service, ListenerService)
+        assert isinstance(web_service, ListenerService)
+        self.assertIs(web_service.factory, site)
         creator = reloads.reloader.creator
         for service in (chat_service, web_service):
             [(_, endpoint)] = service.endpoints

@@ -8,12 +8,13 @@ from __future__ import annotations
 import sys
 from typing import Any, Final
 
-from twisted.application.service import MultiService
+from twisted.application.service import IService
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 from securemsg.core.history import (
+    DEFAULT_MAX_COUNT,
     HistoryError,
     HistoryStore,
     MemoryHistory,
@@ -25,17 +26,25 @@ from securemsg.core.records import RecordsError, ServerRecords
 from securemsg.protocol import wire
 from securemsg.server import web
 from securemsg.server.endpoint import tls_server_endpoint
-from securemsg.server.factory import (
-    DEFAULT_GREETING,
-    DEFAULT_MAX_LINE_LENGTH,
-    ChatServerFactory,
+from securemsg.server.factory import DEFAULT_GREETING, ChatServerFactory
+from securemsg.server.reload import (
+    CertificateReloader,
+    ExpiryWarningService,
+    ReloadService,
 )
-from securemsg.server.reload import CertificateReloader, ReloadService
-from securemsg.server.service import ChatService, ListenError, RepeatedStopSignals
+from securemsg.server.service import (
+    CertificateReportService,
+    HistoryService,
+    ListenError,
+    ListenerService,
+    OpenFileLimitService,
+    OrderedMultiService,
+    RepeatedStopSignals,
+    ShutdownService,
+)
 from securemsg.tls import policy as tls
 from securemsg.tls.inspect import run_check
 
-DEFAULT_PORT: Final = 50000
 DEFAULT_HISTORY_DB: Final = "securemsg-history.sqlite3"
 DEFAULT_STATE_FILE: Final = "securemsg-state.json"
 #: Days messages are kept by default: a history that only ever grows is a
@@ -140,7 +149,7 @@ class Options(usage.Options):
             None,
             "File whose first line is the private key's passphrase.",
         ],
-        ["port", "p", DEFAULT_PORT, "TCP port to listen on.", usage.portCoerce],
+        ["port", "p", wire.DEFAULT_PORT, "TCP port to listen on.", usage.portCoerce],
         [
             "interface",
             "i",
@@ -158,7 +167,7 @@ class Options(usage.Options):
         [
             "max-line-length",
             None,
-            DEFAULT_MAX_LINE_LENGTH,
+            _DEFAULTS.max_line_length,
             "Longest line accepted, in bytes.",
             _positive,
         ],
@@ -225,7 +234,7 @@ class Options(usage.Options):
         [
             "announce-max",
             None,
-            200,
+            _DEFAULTS.announce_max,
             "Announce arrivals and departures only in rooms with at most this"
             " many members (0: in every room).",
             _count,
@@ -233,14 +242,14 @@ class Options(usage.Options):
         [
             "history-replay",
             None,
-            50,
+            _DEFAULTS.replay,
             "Past messages a user gets on joining a room (0: none).",
             _count,
         ],
         [
             "history-max",
             None,
-            10000,
+            DEFAULT_MAX_COUNT,
             "Messages kept per room in the database (older ones are deleted).",
             _positive,
         ],
@@ -517,6 +526,9 @@ class Options(usage.Options):
             line_flush=self["line-flush"],
             max_rooms=self["max-rooms"],
             max_rooms_per_address=self["max-rooms-per-ip"],
+            max_line_length=self["max-line-length"],
+            replay=self["history-replay"],
+            announce_max=self["announce-max"],
         )
 
     def endpoint_descriptions(self) -> list[str]:
@@ -562,7 +574,7 @@ def open_history(reactor: IReactorTime, options: Options) -> HistoryStore:
     )
 
 
-def make_service(reactor: IReactorTime, options: Options) -> MultiService:
+def make_service(reactor: IReactorTime, options: Options) -> OrderedMultiService:
     """
     Build the securemsg service from parsed options.
 
@@ -583,31 +595,31 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         reactor,
         default_room=options["default-room"],
         history=history,
-        replay=options["history-replay"],
         log_messages=options["log-messages"],
         state=state,
         operators=options["operators"],
         certificates=settings.client_ca_path is not None,
         reload=lambda: reloader.reload("/reload by an operator"),
-        announce_max=options["announce-max"],
-        max_rooms=limits.max_rooms,
-        max_rooms_per_address=limits.max_rooms_per_address,
         limits=limits,
     )
-    factory = ChatServerFactory(
-        reactor,
-        greeting=options["greeting"],
-        max_line_length=options["max-line-length"],
-        limits=limits,
-        chat=chat,
-    )
+    factory = ChatServerFactory(reactor, chat, greeting=options["greeting"])
     reloader.recheck = factory.recheck_certificates
     endpoints = [
         (description, tls_server_endpoint(reactor, description, creator, limits))
         for description in options.endpoint_descriptions()
     ]
-    top = MultiService()
-    ChatService(factory, endpoints, loaded.credentials).setServiceParent(top)
+    # Stopped in reverse: stop listening, then close the clients'
+    # connections, then the history (see OrderedMultiService).
+    top = OrderedMultiService()
+    services: list[tuple[str, IService]] = [
+        ("open-files", OpenFileLimitService(limits.max_connections)),
+        ("history", HistoryService(history)),
+        ("shutdown", ShutdownService(factory)),
+        ("certificate", CertificateReportService(loaded.credentials)),
+        ("reload", ReloadService(reloader, reactor, watch=options["watch-certs"])),
+        ("expiry", ExpiryWarningService(reloader, reactor)),
+        ("chat", ListenerService(factory, endpoints)),
+    ]
     if options["web"] is not None:
         # The same TLS (so a reload covers it too) and the same chat.
         site = web.make_site(factory, options["web-origin"])
@@ -616,24 +628,28 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         except tls.TLSConfigError as error:
             problem = str(error).replace("--listen", "--web", 1)
             raise tls.TLSConfigError(problem) from None
-        web_service = web.WebService(site, [(options["web"], endpoint)])  # type: ignore[arg-type]
-        web_service.setServiceParent(top)
-    ReloadService(reloader, reactor, watch=options["watch-certs"]).setServiceParent(top)
+        web_listener = ListenerService(
+            site,
+            [(options["web"], endpoint)],  # type: ignore[list-item]
+            announce="securemsg web chat at https://{address}/",
+        )
+        services.append(("web", web_listener))
     if options["metrics"] is not None:
         # Imported only when asked for: prometheus_client is not needed
         # otherwise.
-        from securemsg.server.metrics import MetricsService, make_registry
+        from securemsg.server.metrics import make_registry, metrics_listener
 
         registry = make_registry(factory, history=history, reloader=reloader)
-        MetricsService(
-            reactor,  # type: ignore[arg-type]
-            options["metrics"],
-            registry,
-        ).setServiceParent(top)
+        services.append(
+            ("metrics", metrics_listener(reactor, options["metrics"], registry))  # type: ignore[arg-type]
+        )
+    for name, service in services:
+        service.setName(name)
+        service.setServiceParent(top)
     return top
 
 
-def makeService(options: Options) -> MultiService:
+def makeService(options: Options) -> OrderedMultiService:
     """
     twistd's entry point: L{make_service} with the global reactor, listening
     at once, and any problem as one line on standard error.
@@ -651,12 +667,13 @@ def makeService(options: Options) -> MultiService:
 
     try:
         top = make_service(reactor, options)  # type: ignore[arg-type]
-        for service in top:  # type: ignore[attr-defined]
-            # The chat's endpoints, and the metrics' if any.
-            listen = getattr(service, "listen", None)
-            if listen is not None:
-                listen()
+        for service in top:
+            # The chat's endpoints, and the web page's and metrics' if any.
+            if isinstance(service, ListenerService):
+                service.listen()
     except (tls.TLSConfigError, HistoryError, RecordsError, ListenError) as error:
         raise SystemExit(f"securemsg: {error}") from None
-    RepeatedStopSignals(reactor).setServiceParent(top)  # type: ignore[arg-type]
+    signals = RepeatedStopSignals(reactor)  # type: ignore[arg-type]
+    signals.setName("signals")
+    signals.setServiceParent(top)
     return top

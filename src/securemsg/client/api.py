@@ -51,7 +51,7 @@ from zope.interface import implementer
 from securemsg.client.trust import ServerVerifier, VerificationReport
 from securemsg.protocol import jsonwire, wire
 
-DEFAULT_PORT: Final = 50000
+DEFAULT_PORT: Final = wire.DEFAULT_PORT
 
 #: The longest line the client takes from a server, in bytes before the LF
 #: (a CR before it counts): 4 MiB, four times the most a securemsg server

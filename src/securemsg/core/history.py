@@ -30,7 +30,12 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from securemsg.core.limits import Limits
 from securemsg.protocol import wire
+
+#: Messages an SQLite history keeps per room by default (older ones are
+#: deleted).
+DEFAULT_MAX_COUNT: Final = 10_000
 
 #: The schema version this code writes; see L{_MIGRATIONS}.
 SCHEMA_VERSION: Final = 2
@@ -146,7 +151,7 @@ class MemoryHistory:
     def __init__(
         self,
         clock: IReactorTime,
-        per_room: int = 50,
+        per_room: int = Limits.replay,
         *,
         max_age: float | None = None,
         store_private: bool = False,
@@ -360,9 +365,9 @@ class SqliteHistory(MemoryHistory):
         self,
         pool: adbapi.ConnectionPool,
         clock: IReactorTime,
-        per_room: int = 50,
+        per_room: int = Limits.replay,
         *,
-        max_count: int = 10_000,
+        max_count: int = DEFAULT_MAX_COUNT,
         max_age: float | None = None,
         store_private: bool = False,
         writer: sqlite3.Connection | None = None,
@@ -393,9 +398,9 @@ class SqliteHistory(MemoryHistory):
         cls,
         path: str,
         reactor: Any,
-        per_room: int = 50,
+        per_room: int = Limits.replay,
         *,
-        max_count: int = 10_000,
+        max_count: int = DEFAULT_MAX_COUNT,
         max_age: float | None = None,
         store_private: bool = False,
         preload: Iterable[str] = (),

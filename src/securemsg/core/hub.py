@@ -133,6 +133,8 @@ class ChatHub:
 
     @ivar log_messages: if true, the text of chat lines is logged; it is off
         by default because this is a private messenger.
+    @ivar limits: the L{Limits} the chat is held to, the server's
+        connections too (L{securemsg.server.factory.ChatServerFactory}).
     """
 
     log = Logger()
@@ -143,23 +145,18 @@ class ChatHub:
         *,
         default_room: str = wire.DEFAULT_ROOM,
         history: HistoryStore | None = None,
-        replay: int = 50,
         guest_prefix: str = "guest-",
         log_messages: bool = False,
         state: ServerRecords | None = None,
         operators: Iterable[str] = (),
         certificates: bool = False,
         reload: Callable[[], ReloadResult] | None = None,
-        announce_max: int = 200,
-        max_rooms: int = Limits.max_rooms,
-        max_rooms_per_address: int = Limits.max_rooms_per_address,
         limits: Limits | None = None,
     ) -> None:
         """
         @param clock: the time source for message times.
         @param default_room: the room everyone starts in.
         @param history: where messages are kept; by default in memory.
-        @param replay: how many past messages a user gets on joining a room.
         @param state: bans, the message of the day and the names of
             certificate holders, kept across restarts.
         @param operators: names that may use the operators' commands when
@@ -167,27 +164,22 @@ class ChatHub:
         @param certificates: whether the server checks client certificates;
             then guests are marked C{~name} to others.
         @param reload: what C{/reload} calls.
-        @param announce_max: arrivals and departures are announced only in
-            rooms with at most this many members (in a larger room they
-            would be most of the traffic, and cost each arrival a line to
-            everyone); 0 announces them everywhere.
-        @param max_rooms: rooms that may exist at once (0: no limit).
-        @param max_rooms_per_address: rooms besides the default one that
-            the participants from one IP address may be in at once (0: no
-            limit).
-        @param limits: the bounds of replies that can be large
-            (L{Limits.reply_bytes}, L{Limits.list_max}); L{Limits}' defaults
-            if not given.
+        @param limits: what the chat is held to: the past messages replayed
+            on joining (L{Limits.replay}), the rooms (L{Limits.max_rooms},
+            L{Limits.max_rooms_per_address}), announcements
+            (L{Limits.announce_max}) and the bounds of replies that can be
+            large (L{Limits.reply_bytes}, L{Limits.list_max});
+            L{Limits}' defaults if not given.
         """
         problem = wire.room_problem(default_room)
         if problem is not None:
             raise ValueError(problem)
         self.clock = clock
         self.default_room = default_room
+        self.limits = limits if limits is not None else Limits()
         self.history: HistoryStore = (
-            history if history is not None else MemoryHistory(clock, replay)
+            history if history is not None else MemoryHistory(clock, self.limits.replay)
         )
-        self.replay = replay
         self._guest_prefix = guest_prefix
         self._guest_numbers = itertools.count(1)
         self.log_messages = log_messages
@@ -199,9 +191,6 @@ class ChatHub:
         self.operators = frozenset(wire.name_key(name) for name in operators)
         self.certificates = certificates
         self.reload = reload
-        self.announce_max = announce_max
-        self.max_rooms = max_rooms
-        self.max_rooms_per_address = max_rooms_per_address
         # For each address, the rooms its participants are in (but the
         # default room), each with how many of them are in it.
         self._address_rooms: dict[str, dict[str, int]] = {}
@@ -209,7 +198,6 @@ class ChatHub:
         # and who waits, with the commands they sent meanwhile.
         self._loading: dict[str, int] = {}
         self._waiting: dict[IChatParticipant, list[wire.Command]] = {}
-        self.limits = limits if limits is not None else Limits()
         # Lines one speaker said to one room while held (see hold()).
         self._holding = False
         self._held: list[wire.Event] = []
@@ -316,7 +304,8 @@ class ChatHub:
         announcements are within L{ANNOUNCE_RATE}.
         """
         others = len(room.members) - (present in room.members)
-        if self.announce_max and others > self.announce_max:
+        announce_max = self.limits.announce_max
+        if announce_max and others > announce_max:
             return False
         return not others or self._within_announcement_rate(room, present)
 
@@ -503,15 +492,17 @@ class ChatHub:
             return None
         new = key not in self.rooms and key not in self._loading
         existing = len(self.rooms) + len(self._loading)
-        if new and self.max_rooms and existing >= self.max_rooms:
+        max_rooms = self.limits.max_rooms
+        if new and max_rooms and existing >= max_rooms:
             return (
-                f"there are too many rooms on this server ({self.max_rooms});"
+                f"there are too many rooms on this server ({max_rooms});"
                 " join one that /rooms lists"
             )
         address = membership.address
-        if address is not None and self.max_rooms_per_address:
+        per_address = self.limits.max_rooms_per_address
+        if address is not None and per_address:
             rooms = self._address_rooms.get(address, {})
-            if key not in rooms and len(rooms) >= self.max_rooms_per_address:
+            if key not in rooms and len(rooms) >= per_address:
                 return (
                     f"your address is in too many rooms ({len(rooms)}); /part one first"
                 )
@@ -564,7 +555,8 @@ class ChatHub:
             participant.deliver(joined)
             if room.topic:
                 participant.deliver(self._topic(room))
-        past = self.history.recent(room.name)[-self.replay :] if self.replay else []
+        replay = self.limits.replay
+        past = self.history.recent(room.name)[-replay:] if replay else []
         if past:
             participant.deliver(
                 wire.PastMessages(room.name, *self._newest_that_fit(past))
@@ -853,7 +845,7 @@ class ChatHub:
         Give a participant past messages of a room they are in (the current
         one by default), or of their private conversation with a name.
         """
-        count = count or self.replay or 1
+        count = count or self.limits.replay or 1
         if target is not None and not target.startswith("#"):
             if not self._keeps_private(participant):
                 participant.deliver(

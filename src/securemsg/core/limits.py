@@ -1,8 +1,10 @@
 # -*- test-case-name: tests.test_protections -*-
 """
-The limits that keep one client from hurting the others, with their
-defaults.  Each is a C{twistd securemsg} option (see L{securemsg.tap}),
-except the bounds of large replies (C{reply_bytes}, C{list_max}).
+The limits that keep one client from hurting the others, and the other
+bounds of what the server gives, with their defaults, written here only.
+Each is a C{twistd securemsg} option whose default is read from here (see
+L{securemsg.tap}), except the bounds of large replies (C{reply_bytes},
+C{list_max}).
 """
 
 from __future__ import annotations
@@ -65,6 +67,14 @@ class Limits:
         messages in memory); 0 for no limit.
     @ivar max_rooms_per_address: rooms besides the default one that the
         clients from one IP address may be in at once; 0 for no limit.
+    @ivar max_line_length: the longest line accepted, in bytes, without its
+        line ending; at least 1.
+    @ivar replay: how many past messages a user gets on joining a room (0:
+        none), and the fewest a history keeps at hand for each room.
+    @ivar announce_max: arrivals and departures are announced only in rooms
+        with at most this many members (in a larger room they would be most
+        of the traffic, and cost each arrival a line to everyone); 0
+        announces them everywhere.
     """
 
     handshake_timeout: float = 10.0
@@ -85,6 +95,13 @@ class Limits:
     line_flush: float = 0.2
     max_rooms: int = 500
     max_rooms_per_address: int = 20
+    max_line_length: int = 4096
+    replay: int = 50
+    announce_max: int = 200
+
+    def __post_init__(self) -> None:
+        if self.max_line_length < 1:
+            raise ValueError("max_line_length must be at least 1")
 
     def client_key(self, host: str) -> str:
         """L{client_key} with these limits' prefix lengths."""

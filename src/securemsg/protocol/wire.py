@@ -43,6 +43,8 @@ ROOM_RULES: Final = "room names are '#' and a name: " + NAME_RULES
 
 #: The room everyone starts in, unless the server says otherwise.
 DEFAULT_ROOM: Final = "#lobby"
+#: The TCP port a server listens on, and a client connects to, by default.
+DEFAULT_PORT: Final = 50000
 
 #: Server line prefixes, one per kind of line.
 NOTICE_PREFIX: Final = "*** "

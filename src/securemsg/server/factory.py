@@ -1,15 +1,16 @@
-# -*- test-case-name: tests.test_server -*-
+# -*- test-case-name: tests.test_server,tests.test_embedding -*-
 """
 The chat server's factory.
 
-L{ChatServerFactory} is the embeddable piece: give it to any Twisted server
+L{ChatServerFactory} is the embeddable piece (L{ChatServerFactory.standalone}
+makes one with a chat of its own): give it to any Twisted server
 endpoint (wrapped in TLS by L{securemsg.server.tls_server_endpoint} or by the
 endpoint itself) and it serves the chat described in C{docs/PROTOCOL.md}.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Self
 
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.interfaces import (
@@ -37,19 +38,19 @@ if TYPE_CHECKING:
 ANNOUNCEMENT_DELAY: Final = 0.05
 
 DEFAULT_GREETING: Final = "Welcome to securemsg, {name}. Type /help for commands."
-DEFAULT_MAX_LINE_LENGTH: Final = 4096
 
 
 class ChatServerFactory(Factory):
     """
-    Builds the protocol for each connection to one chat room.
+    Builds the protocol for each connection to one chat.
 
     It uses no global state and needs no twistd: listen with it on any
-    server endpoint, in any reactor.
+    server endpoint, in any reactor.  L{standalone} makes one with a chat
+    of its own, for embedding.
 
     @ivar chat: the L{ChatHub}: who is here and in which rooms.
     @ivar clock: the time source for timeouts.
-    @ivar limits: the L{Limits} each connection is held to.
+    @ivar limits: the L{Limits} each connection is held to: the chat's.
     @ivar open_connections: every connection, joined or still in its handshake.
     @ivar certificate_check: how the TLS material reloaded last judges client
         certificates (L{recheck_certificates}); L{None} before any reload.
@@ -60,51 +61,22 @@ class ChatServerFactory(Factory):
     def __init__(
         self,
         clock: IReactorTime,
+        chat: ChatHub,
         *,
         greeting: str = DEFAULT_GREETING,
-        max_line_length: int = DEFAULT_MAX_LINE_LENGTH,
-        log_messages: bool = False,
-        limits: Limits | None = None,
-        default_room: str = wire.DEFAULT_ROOM,
-        history: HistoryStore | None = None,
-        replay: int = 50,
-        chat: ChatHub | None = None,
     ) -> None:
         """
         @param clock: the reactor (or a fake clock in tests).
+        @param chat: the L{ChatHub} to serve; its L{Limits} are the
+            connections' too, so that one L{Limits} holds the whole server.
         @param greeting: what each client is told when it joins; C{{name}}
             stands for the client's assigned name.  An empty string sends
             nothing.
-        @param max_line_length: the longest line accepted, in bytes,
-            without its line ending.
-        @param log_messages: log the text of chat lines (off by default).
-        @param limits: timeouts and limits; L{Limits}' defaults if not given.
-        @param default_room: the room everyone starts in.
-        @param history: where messages are kept (in memory by default).
-        @param replay: how many past messages a user gets on joining a room.
-        @param chat: the L{ChatHub} to serve, if not a new one made from the
-            above.
         """
-        if max_line_length < 1:
-            raise ValueError("max_line_length must be at least 1")
         self.clock = clock
+        self.chat = chat
+        self.limits = chat.limits
         self.greeting = greeting
-        self.max_line_length = max_line_length
-        self.limits = limits if limits is not None else Limits()
-        self.chat = (
-            chat
-            if chat is not None
-            else ChatHub(
-                clock,
-                default_room=default_room,
-                history=history,
-                replay=replay,
-                log_messages=log_messages,
-                max_rooms=self.limits.max_rooms,
-                max_rooms_per_address=self.limits.max_rooms_per_address,
-                limits=self.limits,
-            )
-        )
         self.open_connections: set[ChatServerProtocol] = set()
         #: What the server counts as it runs (read by securemsg.server.metrics).
         self.counters = ServerCounters()
@@ -121,6 +93,39 @@ class ChatServerFactory(Factory):
         self.shutting_down = False
         # Set by the first certificate reload (see recheck_certificates).
         self.certificate_check: ClientCertificateCheck | None = None
+
+    @classmethod
+    def standalone(
+        cls,
+        clock: IReactorTime,
+        *,
+        greeting: str = DEFAULT_GREETING,
+        limits: Limits | None = None,
+        default_room: str = wire.DEFAULT_ROOM,
+        history: HistoryStore | None = None,
+        log_messages: bool = False,
+    ) -> Self:
+        """
+        A factory serving a new chat of its own, made from these settings:
+        what a program that embeds the server usually wants.
+
+        @param clock: the reactor (or a fake clock in tests).
+        @param greeting: see L{__init__}.
+        @param limits: timeouts and limits (L{Limits}), for the connections
+            and the chat; L{Limits}' defaults if not given.
+        @param default_room: the room everyone starts in.
+        @param history: where messages are kept; in memory if not given.
+        @param log_messages: log the text of chat lines (off by default:
+            private).
+        """
+        chat = ChatHub(
+            clock,
+            default_room=default_room,
+            history=history,
+            log_messages=log_messages,
+            limits=limits,
+        )
+        return cls(clock, chat, greeting=greeting)
 
     def encode(self, event: wire.Event, json: bool) -> bytes:
         """

@@ -36,18 +36,13 @@ from prometheus_client.metrics_core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from twisted.application.service import Service
-from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import serverFromString
-from twisted.internet.interfaces import IListeningPort, IReactorCore
-from twisted.logger import Logger
-from twisted.python.failure import Failure
+from twisted.internet.interfaces import IReactorCore
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from securemsg.server.factory import ChatServerFactory
-from securemsg.server.protocol import describe_peer
-from securemsg.server.service import ListenError
+from securemsg.server.service import ListenError, ListenerService
 
 
 class ServerCollector(Collector):
@@ -231,69 +226,26 @@ def metrics_site(registry: CollectorRegistry) -> Site:
     return site
 
 
-class MetricsService(Service):
+def metrics_listener(
+    reactor: IReactorCore, description: str, registry: CollectorRegistry
+) -> ListenerService:
     """
-    Serves the metrics on C{description} (a plain endpoint description),
-    listening in L{listen} as L{securemsg.server.service.ChatService} does: before
-    twistd drops privileges, with a failure to listen stopping start-up.
+    The service that serves the metrics of C{registry} on C{description} (a
+    plain endpoint description), listening as the chat's own listener does:
+    before twistd drops privileges, with a failure to listen stopping
+    start-up.
+
+    @raise ListenError: if C{description} is not a valid endpoint.
     """
-
-    log = Logger()
-
-    def __init__(
-        self, reactor: IReactorCore, description: str, registry: CollectorRegistry
-    ) -> None:
-        self.reactor = reactor
-        self.description = description
-        self.registry = registry
-        self.port: IListeningPort | None = None
-        self._listening = False
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        self.listen()
-
-    def startService(self) -> None:
-        super().startService()
-        self.listen()
-
-    def listen(self) -> None:
-        """
-        Listen, unless this was done already.
-
-        @raise ListenError: if the endpoint is not valid or cannot be
-            listened on.
-        """
-        if self._listening:
-            return
-        self._listening = True
-        try:
-            endpoint = serverFromString(self.reactor, self.description)
-        except (ValueError, TypeError, KeyError, IndexError) as error:
-            raise ListenError(
-                f"--metrics {self.description!r} is not a valid endpoint: {error}"
-            ) from None
-        listening = endpoint.listen(metrics_site(self.registry))
-        failures: list[Failure] = []
-        listening.addCallbacks(self._listening_on, failures.append)
-        if failures:
-            raise ListenError(
-                f"cannot serve metrics on {self.description}:"
-                f" {failures[0].getErrorMessage()}"
-            )
-
-    def _listening_on(self, port: IListeningPort) -> None:
-        self.port = port
-        self.log.info(
-            "metrics at http://{address}/metrics",
-            address=describe_peer(port.getHost()),
-        )
-
-    def stopService(self) -> Deferred[None] | None:
-        super().stopService()
-        port, self.port = self.port, None
-        self._listening = False
-        if port is not None:
-            stopped: Deferred[None] = port.stopListening()  # type: ignore[assignment]
-            return stopped
-        return None
+    try:
+        endpoint = serverFromString(reactor, description)
+    except (ValueError, TypeError, KeyError, IndexError) as error:
+        raise ListenError(
+            f"--metrics {description!r} is not a valid endpoint: {error}"
+        ) from None
+    return ListenerService(
+        metrics_site(registry),
+        [(description, endpoint)],
+        announce="metrics at http://{address}/metrics",
+        failure="cannot serve metrics on {description}",
+    )

@@ -128,7 +128,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     def __init__(self, factory: ChatServerFactory) -> None:
         self.factory = factory
         self.limits = factory.limits
-        self.MAX_LENGTH = factory.max_line_length
+        self.MAX_LENGTH = factory.limits.max_line_length
         self.peer = "unknown peer"
         # Set here although the class has defaults: an attribute first set
         # later (ChatHub.join sets the name) would make Python give this

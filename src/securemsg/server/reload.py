@@ -151,9 +151,8 @@ def _signature(path: str) -> tuple[int, int, int] | None:
 class ReloadService(Service):
     """
     Reloads the certificates on SIGHUP, and when the files change if asked
-    to; warns each day while the certificate is close to expiry; and checks
-    at start that the files can still be read after twistd dropped
-    privileges (C{--uid}/C{--gid}), or a reload would fail.
+    to; and checks at start that the files can still be read after twistd
+    dropped privileges (C{--uid}/C{--gid}), or a reload would fail.
     """
 
     log = Logger()
@@ -167,8 +166,6 @@ class ReloadService(Service):
         self._previous_handler: Any = None
         self._watching = LoopingCall(self.check_files)
         self._watching.clock = clock
-        self._expiry = LoopingCall(self.warn_expiry)
-        self._expiry.clock = clock
         self._signatures: dict[str, tuple[int, int, int] | None] = {}
 
     def startService(self) -> None:
@@ -179,16 +176,14 @@ class ReloadService(Service):
         self._signatures = self._current_signatures()
         if self.watch:
             self._watching.start(WATCH_INTERVAL, now=False)
-        self._expiry.start(EXPIRY_CHECK_INTERVAL, now=False)
 
     def stopService(self) -> None:
         super().stopService()
         if self._previous_handler is not None:
             signal.signal(signal.SIGHUP, self._previous_handler)
             self._previous_handler = None
-        for loop in (self._watching, self._expiry):
-            if loop.running:
-                loop.stop()
+        if self._watching.running:
+            self._watching.stop()
 
     def _on_sighup(self, number: int, frame: FrameType | None) -> None:
         # Signal handlers run between bytecodes; do the work in the reactor.
@@ -214,6 +209,29 @@ class ReloadService(Service):
         if now != self._signatures:
             self._signatures = now
             self.reloader.reload("files changed")
+
+
+class ExpiryWarningService(Service):
+    """
+    Warns each day while the certificate in service (whichever the last
+    reload put there) is expired or close to it.
+    """
+
+    log = Logger()
+
+    def __init__(self, reloader: CertificateReloader, clock: Any) -> None:
+        self.reloader = reloader
+        self._expiry = LoopingCall(self.warn_expiry)
+        self._expiry.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        self._expiry.start(EXPIRY_CHECK_INTERVAL, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._expiry.running:
+            self._expiry.stop()
 
     def warn_expiry(self) -> None:
         """Log a warning while the certificate is expired or close to it."""

@@ -27,7 +27,7 @@ from contextlib import suppress
 from importlib import resources
 from typing import Any, Final
 
-from twisted.internet.interfaces import IAddress, IListeningPort, IPushProducer
+from twisted.internet.interfaces import IAddress, IPushProducer
 from twisted.internet.protocol import Protocol, connectionDone
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -48,7 +48,6 @@ from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 from securemsg.protocol import wire
 from securemsg.server.factory import ChatServerFactory
 from securemsg.server.protocol import ChatServerProtocol, describe_peer
-from securemsg.server.service import ChatService
 
 #: Where the page opens its WebSocket.
 SOCKET_PATH: Final = b"socket"
@@ -403,16 +402,3 @@ def make_site(
     site.displayTracebacks = False
     site.noisy = False
     return site
-
-
-class WebService(ChatService):
-    """
-    Listens with the web front (L{make_site}) as L{ChatService} does, and
-    logs the page's address.  The chat's own service shuts the browsers'
-    connections down with everyone else's.
-    """
-
-    def _listening_on(self, port: IListeningPort) -> None:
-        self.ports.append(port)
-        where = describe_peer(port.getHost())
-        self.log.info("securemsg web chat at https://{where}/", where=where)
