@@ -470,17 +470,13 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             # client never sends: read no more lines.
             return
         # The lines of one read said to a room reach each member together.
-        chat = self.factory.chat
-        chat.hold()
-        try:
+        with self.factory.chat.batch(self):
             super().dataReceived(data)
             # LineReceiver returns after an over-long line even when complete
             # lines follow it in the same read; go on with those.
             while self._resume and not self.transport.disconnecting:
                 self._resume = False
                 super().dataReceived(b"")
-        finally:
-            chat.release()
         self._watch_line_end()
 
     def _watch_line_end(self) -> None:
@@ -534,12 +530,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # At most MAX_LENGTH bytes: LineReceiver refuses a longer buffer as
         # an over-long line the moment it grows past the limit.
         pending, self._buffer = self._buffer, b""
-        chat = self.factory.chat
-        chat.hold()
-        try:
+        with self.factory.chat.batch(self):
             self.lineReceived(pending)
-        finally:
-            chat.release()
 
     def lineReceived(self, line: bytes) -> None:
         if not self._joined:
