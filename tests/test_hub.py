@@ -486,8 +486,8 @@ class Counting(Recorder):
 
 class HoldingTests(SynchronousTestCase):
     """
-    L{ChatHub.hold}: lines one speaker says while held reach each member in one
-    delivery, and nothing is reordered by it.
+    L{ChatHub.batch}: lines one speaker says in a batch reach each member in
+    one delivery when it ends, and nothing is reordered by it.
     """
 
     def setUp(self) -> None:
@@ -496,17 +496,16 @@ class HoldingTests(SynchronousTestCase):
         for person in (self.alice, self.bob, self.carol):
             person.calls = 0
 
-    def test_held_lines_arrive_together_on_release(self) -> None:
+    def test_held_lines_arrive_together_at_the_end(self) -> None:
         """
-        Nothing is delivered while held; on release each member but the
-        speaker gets every line, in order, in one call.
+        Nothing is delivered during the batch; at its end each member but
+        the speaker gets every line, in order, in one call.
         """
-        self.chat.hold()
-        for text in ("one", "two", "three"):
-            self.chat.handle(self.alice, wire.Say(text))
-        self.chat.handle(self.alice, wire.Me("waves"))
-        self.assertEqual(self.bob.take(), [])
-        self.chat.release()
+        with self.chat.batch(self.alice):
+            for text in ("one", "two", "three"):
+                self.chat.handle(self.alice, wire.Say(text))
+            self.chat.handle(self.alice, wire.Me("waves"))
+            self.assertEqual(self.bob.take(), [])
         expected = ["[alice] one", "[alice] two", "[alice] three", "* alice waves"]
         self.assertEqual(self.bob.take(), expected)
         self.assertEqual(self.carol.take(), expected)
@@ -514,20 +513,41 @@ class HoldingTests(SynchronousTestCase):
         self.assertEqual(self.alice.take(), [])
         self.assertEqual(self.alice.calls, 0)
 
-    def test_not_held_after_release(self) -> None:
-        """After release, a line is delivered at once."""
-        self.chat.hold()
-        self.chat.release()
+    def test_not_held_after_the_batch(self) -> None:
+        """After a batch, a line is delivered at once."""
+        with self.chat.batch(self.alice):
+            pass
         self.chat.handle(self.alice, wire.Say("now"))
         self.assertEqual(self.bob.take(), ["[alice] now"])
 
+    def test_handed_out_when_the_batch_fails(self) -> None:
+        """
+        A batch that ends with an exception still hands out what it held,
+        and holds no more.
+        """
+        with self.assertRaises(ZeroDivisionError), self.chat.batch(self.alice):
+            self.chat.handle(self.alice, wire.Say("before"))
+            1 / 0  # noqa: B018
+        self.assertEqual(self.bob.take(), ["[alice] before"])
+        self.chat.handle(self.alice, wire.Say("after"))
+        self.assertEqual(self.bob.take(), ["[alice] after"])
+
+    def test_nested_batch_holds_until_the_outer_one_ends(self) -> None:
+        """A batch opened within another hands out nothing when it ends."""
+        with self.chat.batch(self.alice):
+            with self.chat.batch(self.alice):
+                self.chat.handle(self.alice, wire.Say("one"))
+            self.chat.handle(self.alice, wire.Say("two"))
+            self.assertEqual(self.bob.take(), [])
+        self.assertEqual(self.bob.take(), ["[alice] one", "[alice] two"])
+        self.assertEqual(self.bob.calls, 1)
+
     def test_private_line_comes_after_held_lines(self) -> None:
         """A private line said after room lines arrives after them."""
-        self.chat.hold()
-        self.chat.handle(self.alice, wire.Say("to the room"))
-        self.chat.handle(self.alice, wire.Private("bob", "to bob"))
-        self.chat.handle(self.alice, wire.Say("room again"))
-        self.chat.release()
+        with self.chat.batch(self.alice):
+            self.chat.handle(self.alice, wire.Say("to the room"))
+            self.chat.handle(self.alice, wire.Private("bob", "to bob"))
+            self.chat.handle(self.alice, wire.Say("room again"))
         self.assertEqual(
             self.bob.take(),
             ["[alice] to the room", "[alice -> bob] to bob", "[alice] room again"],
@@ -542,12 +562,11 @@ class HoldingTests(SynchronousTestCase):
             self.chat.handle(person, wire.Join("#dev"))
             self.chat.handle(person, wire.Say("lobby", "#lobby"))
         self.bob.take()
-        self.chat.hold()
-        self.chat.handle(self.alice, wire.Say("first", "#lobby"))
-        self.chat.handle(self.alice, wire.Say("second", "#dev"))
-        self.chat.handle(self.carol, wire.Say("third"))
-        self.chat.handle(self.alice, wire.Say("fourth", "#lobby"))
-        self.chat.release()
+        with self.chat.batch(self.alice):
+            self.chat.handle(self.alice, wire.Say("first", "#lobby"))
+            self.chat.handle(self.alice, wire.Say("second", "#dev"))
+            self.chat.handle(self.carol, wire.Say("third"))
+            self.chat.handle(self.alice, wire.Say("fourth", "#lobby"))
         self.assertEqual(
             self.bob.take(),
             ["[alice] first", "#dev [alice] second", "[carol] third", "[alice] fourth"],
@@ -558,11 +577,10 @@ class HoldingTests(SynchronousTestCase):
         Someone who arrives while lines are held gets them from the history,
         not again live; those already there get them before the arrival.
         """
-        self.chat.hold()
-        self.chat.handle(self.alice, wire.Say("before you came"))
         newcomer = Counting()
-        self.chat.join(newcomer)
-        self.chat.release()
+        with self.chat.batch(self.alice):
+            self.chat.handle(self.alice, wire.Say("before you came"))
+            self.chat.join(newcomer)
         self.assertEqual(
             self.bob.take(), ["[alice] before you came", f"*** {newcomer.name} joined"]
         )
@@ -572,10 +590,9 @@ class HoldingTests(SynchronousTestCase):
 
     def test_departure_after_held_lines(self) -> None:
         """Whoever leaves gets the lines said before they left."""
-        self.chat.hold()
-        self.chat.handle(self.alice, wire.Say("bye carol"))
-        self.chat.leave(self.carol, "gone")
-        self.chat.release()
+        with self.chat.batch(self.alice):
+            self.chat.handle(self.alice, wire.Say("bye carol"))
+            self.chat.leave(self.carol, "gone")
         self.assertEqual(self.carol.take(), ["[alice] bye carol"])
         self.assertEqual(
             self.bob.take(), ["[alice] bye carol", "*** carol left (gone)"]

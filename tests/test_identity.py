@@ -27,7 +27,8 @@ from securemsg.core.history import MemoryHistory
 from securemsg.core.hub import ChatHub, ReloadResult
 from securemsg.core.records import BanRecord, ServerRecords
 from securemsg.protocol import jsonwire, wire
-from securemsg.server.factory import ANNOUNCEMENT_DELAY, ChatServerFactory
+from securemsg.server.factory import ChatServerFactory
+from securemsg.server.outbox import ANNOUNCEMENT_DELAY
 from securemsg.server.reload import CertificateReloader
 from securemsg.tls.policy import ServerTLS, TLSSettings, load_tls
 

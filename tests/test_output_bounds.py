@@ -53,7 +53,7 @@ class NonReaderTests(LoopbackServerTestCase):
             # (read here, not through direct.held_bytes, which it checks).
             tcp = protocol.transport.transport
             buffered: int = len(tcp.dataBuffer) - tcp.offset + tcp._tempDataLen
-            return sum(map(len, protocol._outgoing)) + buffered
+            return sum(map(len, protocol._queue._outgoing)) + buffered
 
         deliver = ChatServerProtocol.deliver
         over = ChatServerProtocol._over_send_queue

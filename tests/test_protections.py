@@ -30,7 +30,8 @@ from securemsg.server.guard import (
     how_to_connect,
     looks_like_tls,
 )
-from securemsg.server.protocol import WRITE_CHUNK, ChatServerProtocol
+from securemsg.server.outbox import WRITE_CHUNK
+from securemsg.server.protocol import ChatServerProtocol
 from securemsg.tls import policy as tls
 
 from . import _certs
@@ -68,8 +69,8 @@ class Client:
 
     def lines(self) -> list[str]:
         """What the server wrote (at the end of the turn), as lines."""
-        self.factory.flush()
-        self.factory.flush_announcements()
+        self.factory.outbox.flush()
+        self.factory.outbox.flush_announcements()
         data: bytes = self.transport.value()
         self.transport.clear()
         return data.decode("utf-8").splitlines()
@@ -270,7 +271,7 @@ class ProtectionTests(SynchronousTestCase):
                 " (the client does not read)"
             ],
         )
-        self.factory.flush()
+        self.factory.outbox.flush()
         self.assertEqual(asker.transport.value(), b"")
         asker.lost()
         self.assertEqual(other.lines(), ["*** guest-1 left (not reading)"])
@@ -375,7 +376,7 @@ class SendPathTests(SynchronousTestCase):
                 wire.Message("bob", f"{number} {text}", "#lobby", 0.0)
             )
         client.send(b"/history 40")
-        self.factory.flush()
+        self.factory.outbox.flush()
         self.assertTrue(transport.paused)
         self.assertLessEqual(transport.most_held, 1000 + WRITE_CHUNK)
         self.assertGreater(client.protocol.held_bytes(), 20_000)

@@ -17,7 +17,8 @@ from twisted.trial.unittest import SynchronousTestCase
 
 from securemsg.core.limits import Limits
 from securemsg.protocol import wire
-from securemsg.server.factory import ANNOUNCEMENT_DELAY, ChatServerFactory
+from securemsg.server.factory import ChatServerFactory
+from securemsg.server.outbox import ANNOUNCEMENT_DELAY
 from securemsg.server.protocol import ChatServerProtocol, describe_peer
 
 
@@ -42,8 +43,8 @@ class Client:
         What the server sent since the last call, as lines (after the end
         of the reactor turn, when the server writes).
         """
-        self.factory.flush()
-        self.factory.flush_announcements()
+        self.factory.outbox.flush()
+        self.factory.outbox.flush_announcements()
         data: bytes = self.transport.value()
         self.transport.clear()
         return data.decode("utf-8").splitlines()
@@ -318,7 +319,7 @@ class DescribePeerTests(SynchronousTestCase):
 
 class EncodingTests(SynchronousTestCase):
     """
-    L{ChatServerFactory.encode} formats each event once, whoever gets it.
+    L{Outbox.encode} formats each event once, whoever gets it.
     """
 
     def test_same_event_encoded_once(self) -> None:
@@ -328,36 +329,38 @@ class EncodingTests(SynchronousTestCase):
         """
         factory = ChatServerFactory.standalone(MemoryReactorClock())
         event = wire.Message("alice", "hi", "#lobby")
-        first = factory.encode(event, json=False)
+        first = factory.outbox.encode(event, json=False)
         self.assertEqual(first, b"[alice] hi\n")
-        self.assertIs(factory.encode(event, json=False), first)
-        as_json = factory.encode(event, json=True)
-        self.assertIs(factory.encode(event, json=True), as_json)
+        self.assertIs(factory.outbox.encode(event, json=False), first)
+        as_json = factory.outbox.encode(event, json=True)
+        self.assertIs(factory.outbox.encode(event, json=True), as_json)
         self.assertIn(b'"from": "alice"', as_json)
         self.assertEqual(
-            factory.encode(wire.Message("bob", "yo", "#dev"), json=False),
+            factory.outbox.encode(wire.Message("bob", "yo", "#dev"), json=False),
             b"#dev [bob] yo\n",
         )
 
     def test_events_encoded_once_together(self) -> None:
         """
-        L{ChatServerFactory.encode_all} gives what L{encode} gives for each
+        L{Outbox.encode_all} gives what L{encode} gives for each
         event, joined, and formats the same events once per format.
         """
         factory = ChatServerFactory.standalone(MemoryReactorClock())
         events = (wire.Message("alice", "hi", "#lobby"), wire.Action("alice", "waves"))
-        text = factory.encode_all(events, json=False)
+        text = factory.outbox.encode_all(events, json=False)
         self.assertEqual(text, b"[alice] hi\n* alice waves\n")
-        self.assertIs(factory.encode_all(events, json=False), text)
-        as_json = factory.encode_all(events, json=True)
+        self.assertIs(factory.outbox.encode_all(events, json=False), text)
+        as_json = factory.outbox.encode_all(events, json=True)
         self.assertEqual(
             as_json,
             b"".join(
-                ChatServerFactory.standalone(MemoryReactorClock()).encode(e, True)
+                ChatServerFactory.standalone(MemoryReactorClock()).outbox.encode(
+                    e, True
+                )
                 for e in events
             ),
         )
-        self.assertIs(factory.encode_all(events, json=True), as_json)
+        self.assertIs(factory.outbox.encode_all(events, json=True), as_json)
 
 
 class WriteBatchingTests(SynchronousTestCase):
@@ -378,8 +381,8 @@ class WriteBatchingTests(SynchronousTestCase):
         protocol = factory.buildProtocol(receiver.getPeer())
         protocol.makeConnection(receiver)
         sender = Client(factory, 5)
-        factory.flush()
-        factory.flush_announcements()
+        factory.outbox.flush()
+        factory.outbox.flush_announcements()
         writes.clear()
         sender.send(b"one\ntwo\nthree\n")
         self.assertEqual(writes, [])
@@ -405,13 +408,13 @@ class WriteBatchingTests(SynchronousTestCase):
         for client in (text, as_json, sender):
             client.lines()
         calls: list[tuple[wire.Event, ...]] = []
-        encode_all = factory.encode_all
+        encode_all = factory.outbox.encode_all
 
         def counting(events: tuple[wire.Event, ...], json: bool) -> bytes:
             calls.append(events)
             return encode_all(events, json)
 
-        factory.encode_all = counting  # type: ignore[method-assign]
+        factory.outbox.encode_all = counting  # type: ignore[method-assign]
         sender.send(b"one\ntwo\n/me waves\n")
         self.assertEqual(len(calls), 2)
         self.assertIs(calls[0], calls[1])
@@ -496,7 +499,7 @@ class AnnouncementTests(SynchronousTestCase):
         self.assertEqual(self.writes, [b"*** guest-2 joined\n"])
         calls = cast("list[DelayedCall]", self.clock.getDelayedCalls())
         pending = [call.func for call in calls]
-        self.assertNotIn(self.factory.flush_announcements, pending)
+        self.assertNotIn(self.factory.outbox.flush_announcements, pending)
 
 
 class UnterminatedLineTests(SynchronousTestCase):

@@ -43,8 +43,9 @@ from securemsg.admin import ca
 from securemsg.core.hub import ChatHub as Chat
 from securemsg.core.limits import Limits
 from securemsg.server import web
-from securemsg.server.factory import ANNOUNCEMENT_DELAY, ChatServerFactory
+from securemsg.server.factory import ChatServerFactory
 from securemsg.server.guard import GuardedTLSFactory, GuardedTLSServerEndpoint
+from securemsg.server.outbox import ANNOUNCEMENT_DELAY
 from securemsg.server.reload import CertificateReloader, ReloadService
 from securemsg.server.service import ListenerService
 from securemsg.tls.policy import ServerTLS, TLSConfigError, load_tls

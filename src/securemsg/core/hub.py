@@ -11,7 +11,8 @@ was said is kept by a L{securemsg.core.history.HistoryStore}.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
 
@@ -198,8 +199,9 @@ class ChatHub:
         # and who waits, with the commands they sent meanwhile.
         self._loading: dict[str, int] = {}
         self._waiting: dict[IChatParticipant, list[wire.Command]] = {}
-        # Lines one speaker said to one room while held (see hold()).
-        self._holding = False
+        # Whose batch is open (see batch()), and the lines they said to one
+        # room in it that are not handed out yet.
+        self._batch: IChatParticipant | None = None
         self._held: list[wire.Event] = []
         self._held_room: Room | None = None
         self._held_speaker: IChatParticipant | None = None
@@ -263,28 +265,39 @@ class ChatHub:
             if wire.name_key(name) not in self._by_name:
                 return name
 
-    # Holding lines
+    # Batches
 
-    def hold(self) -> None:
+    @contextmanager
+    def batch(self, participant: IChatParticipant) -> Iterator[None]:
         """
-        Hold the chat lines said to a room until L{release}, then hand each
-        member all of them in one delivery.
+        Within: the chat lines C{participant} says to a room one after the
+        other are held, and each member gets all of them in one delivery,
+        at the latest when the batch ends (even by an exception).
 
-        The server holds while it reads one client's input: a client that
-        sends many lines at once then costs each member of the room one
-        delivery per read instead of one per line, which is most of the cost
-        of a busy room.  Nothing is reordered: before anything else is
-        delivered (a private line, a line to another room, an arrival...),
-        what is held is handed out.
+        The server opens one for each read of a client's input: a client
+        that sends many lines at once then costs each member of the room
+        one delivery per read instead of one per line, which is most of the
+        cost of a busy room.  Nothing is reordered: before anything else is
+        delivered (a private line, a line to another room, an arrival or a
+        departure, another speaker's line...), what is held is handed out.
+        A batch opened within another changes nothing: the outer one holds.
         """
-        self._holding = True
-
-    def release(self) -> None:
-        """Hand out what is held, and stop holding."""
-        self._holding = False
-        self._hand_out_held()
+        if self._batch is not None:
+            yield
+            return
+        self._batch = participant
+        try:
+            yield
+        finally:
+            self._batch = None
+            self._hand_out_held()
 
     def _hand_out_held(self) -> None:
+        """
+        Hand out the lines held in the open batch; the hub's entry points
+        (L{join}, L{leave}, L{handle} and L{_speak}) do this first unless
+        they add to them.
+        """
         room = self._held_room
         if room is None:
             return
@@ -743,10 +756,13 @@ class ChatHub:
         )
         if self.log_messages:
             self.log.info("{line}", line=event.format(default_room=None))
-        if not self._holding:
+        if participant is not self._batch:
+            # Another speaker's line comes after what is held.
+            if self._held_room is not None:
+                self._hand_out_held()
             room.broadcast(event, exclude=participant)
         else:
-            if room is not self._held_room or participant is not self._held_speaker:
+            if room is not self._held_room:
                 self._hand_out_held()
                 self._held_room, self._held_speaker = room, participant
             self._held.append(event)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -33,26 +33,12 @@ from zope.interface import implementer
 from securemsg.core.flood import TokenBucket, command_cost
 from securemsg.core.participant import IChatParticipant
 from securemsg.protocol import jsonwire, wire
-from securemsg.server import direct
 from securemsg.server.counters import handshake_failure
 from securemsg.tls import certs
 from securemsg.tls.identity import identity_from_certificate
 
 if TYPE_CHECKING:
     from securemsg.server.factory import ChatServerFactory
-
-_ANNOUNCEMENTS: Final = (wire.Joined, wire.Parted, wire.Departed)
-
-#: Past this many bytes queued for a client in one turn, they are written
-#: at once instead of at the end of the turn (a busy turn would otherwise
-#: hold all of it, and could pass the send queue of a client that reads).
-EARLY_WRITE: Final = 65536
-
-#: The most given to the transport in one write when a turn's output is
-#: large (one TLS record): a transport pauses its producer only after a
-#: write, so it holds at most its own buffer (64 KiB for Twisted's TCP)
-#: and this much more for a client that does not read.
-WRITE_CHUNK: Final = 16384
 
 
 def describe_peer(address: IAddress) -> str:
@@ -96,7 +82,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     transport's buffer fills, the transport pauses it, and lines for the
     client wait in its queue instead.  Everything queued for the client is
     counted as it is queued; past the limits' C{send_queue} the client is
-    dropped (see L{held_bytes}).
+    dropped (see L{held_bytes}).  The queue, and when it is written, are
+    the factory's L{Outbox}'s (L{securemsg.server.outbox}).
     """
 
     delimiter = b"\n"
@@ -110,10 +97,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     _joined = False
     # Defaults that most connections never change stay on the class: an
     # idle connection should cost as little memory as possible.
-    _paused = False
     # C{/format json}: JSON lines both ways instead of text.
     _json = False
-    _dropped = False
     _lost: list[Deferred[None]] | None = None
     _quit_reason = ""
     # What the client said with /quit (None: it did not quit).
@@ -135,17 +120,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # instance a dictionary of its own, 0.7 KiB more per connection.
         self.name = ""
         self._joined = False
-        self._outgoing: list[bytes] = []
-        # Whether the output is to be written at the end of this turn
-        # (ChatServerFactory.flush) rather than with the announcements.
-        self._flush_due = False
-        # The bytes in _outgoing, and how many more may be held for the
-        # client (the send queue, less what the transports held when they
-        # paused us).
-        self._pending = 0
-        self._room = self.limits.send_queue
-        # Past this many bytes queued, act now (see _over_limit).
-        self._limit = min(EARLY_WRITE, self._room)
+        # What waits to be written to the client (the transport is given
+        # to it in connectionMade).
+        self._queue = factory.outbox.queue(self, self.limits.send_queue, self._json)
         # Made when first needed: an idle connection never sends a line.
         self._bucket: TokenBucket | None = None
         # Set here for the reason given for the name above.
@@ -159,6 +136,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # Not logged: the join and the disconnection are, with the peer (two
         # lines a connection; each costs about 20 us of a handshake's 500).
         self.peer = describe_peer(self.transport.getPeer())
+        self._queue.transport = self.transport
         self.factory.open_connections.add(self)
         if ITCPTransport.providedBy(self.transport):
             # Twisted leaves Nagle's algorithm on; for short chat lines it
@@ -324,77 +302,30 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
     # Sending
 
     def deliver(self, event: wire.Event) -> None:
-        # The hot path: once per receiver of every line.
-        # Written once per reactor turn (see ChatServerFactory.flush): one
-        # TLS record and one system call for all the lines of a turn.
-        self.factory.counters.lines_delivered[event.__class__] += 1
-        if not self._flush_due:
-            if (
-                isinstance(event, _ANNOUNCEMENTS)
-                and event.name.removeprefix("~") != self.name
-            ):
-                # Someone else's arrival or departure can wait a little for
-                # others to share its record (see ANNOUNCEMENT_DELAY).
-                if not self._outgoing:
-                    self.factory.flush_soon(self)
-            else:
-                self._flush_due = True
-                self.factory.flush_later(self)
-        data = self.factory.encode(event, self._json)
-        self._outgoing.append(data)
-        # Counted as it is queued, not when the transport pauses: one read
-        # can ask for a lot (see Limits.send_queue).
-        self._pending += len(data)
-        if self._pending > self._limit:
-            self._over_limit()
+        # The hot path: once per receiver of every line.  Written once per
+        # reactor turn (see Outbox.flush): one TLS record and one system
+        # call for all the lines of a turn.
+        self._queue.put(event)
 
     def deliver_all(self, events: tuple[wire.Event, ...]) -> None:
         # The hot path of a busy room: once per receiver per speaker's read.
-        delivered = self.factory.counters.lines_delivered
-        for event in events:
-            delivered[event.__class__] += 1
-        if not self._flush_due:
-            self._flush_due = True
-            self.factory.flush_later(self)
-        data = self.factory.encode_all(events, self._json)
-        self._outgoing.append(data)
-        self._pending += len(data)
-        if self._pending > self._limit:
-            self._over_limit()
+        self._queue.put_all(events)
 
     def held_bytes(self) -> int:
         """
         The bytes held for this client: what waits in our queue, and what
         Twisted's transports held for it when they last paused us.
         """
-        if self._dropped:
-            return 0
-        return self._pending + self.limits.send_queue - self._room
-
-    def _over_limit(self) -> None:
-        """
-        Much is queued: write it now if the transport takes it (a client
-        that reads is not held to what one turn makes for it), and drop the
-        client if what is left is over the send queue.
-        """
-        if not self._paused and not self._dropped:
-            self.flush()
-        if self._pending > self._room:
-            self._over_send_queue()
+        return self._queue.held_bytes()
 
     def _over_send_queue(self) -> None:
         """
         More than the send queue is held for the client: drop what waits
         and abort the connection.
         """
-        self._outgoing.clear()
-        self._pending = 0
-        if self._dropped:
+        if not self._queue.drop():
             return
-        self._dropped = True
         self.factory.counters.send_queue_disconnects += 1
-        # Whatever else this turn gives the client is dropped as it comes.
-        self._room = self._limit = -1
         self.log.info(
             "{peer} ({name}) disconnected: send queue over {limit} bytes "
             "(the client does not read)",
@@ -410,53 +341,15 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         Write what this turn produced for the client; while the client does
         not read (the transport paused us), keep it queued instead.
         """
-        self._flush_due = False
-        outgoing = self._outgoing
-        if not outgoing or self._paused:
-            return
-        data = outgoing[0] if len(outgoing) == 1 else b"".join(outgoing)
-        outgoing.clear()
-        if len(data) <= WRITE_CHUNK:
-            self._pending = 0
-            self.transport.write(data)
-            return
-        # A large output goes to the transport a piece at a time, and stops
-        # when the transport pauses us: it keeps no more than its own buffer
-        # and one piece, and the rest stays counted in our queue.
-        sent = 0
-        while sent < len(data) and not self._paused:
-            self.transport.write(data[sent : sent + WRITE_CHUNK])
-            sent += WRITE_CHUNK
-        rest = data[sent:]
-        self._pending = len(rest)
-        if rest:
-            outgoing.append(rest)
-
-    def _write_all(self) -> None:
-        """Write everything queued, even while paused (we are closing)."""
-        self._flush_due = False
-        outgoing = self._outgoing
-        if outgoing:
-            data = b"".join(outgoing)
-            outgoing.clear()
-            self._pending = 0
-            self.transport.write(data)
+        self._queue.flush()
 
     def pauseProducing(self) -> None:
         """The transport's buffer is full: queue lines from now on."""
-        self._paused = True
-        # What the transports hold counts against the send queue too.
-        if not self._dropped:
-            held = direct.held_bytes(self.transport)
-            self._room = self._limit = self.limits.send_queue - held
+        self._queue.pause()
 
     def resumeProducing(self) -> None:
         """The transport's buffer is empty again: send what is queued."""
-        self._paused = False
-        if not self._dropped:
-            self._room = self.limits.send_queue
-            self._limit = min(EARLY_WRITE, self._room)
-        self.flush()
+        self._queue.resume()
 
     def stopProducing(self) -> None:
         """The connection is going away; connectionLost does the rest."""
@@ -470,17 +363,13 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             # client never sends: read no more lines.
             return
         # The lines of one read said to a room reach each member together.
-        chat = self.factory.chat
-        chat.hold()
-        try:
+        with self.factory.chat.batch(self):
             super().dataReceived(data)
             # LineReceiver returns after an over-long line even when complete
             # lines follow it in the same read; go on with those.
             while self._resume and not self.transport.disconnecting:
                 self._resume = False
                 super().dataReceived(b"")
-        finally:
-            chat.release()
         self._watch_line_end()
 
     def _watch_line_end(self) -> None:
@@ -534,12 +423,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # At most MAX_LENGTH bytes: LineReceiver refuses a longer buffer as
         # an over-long line the moment it grows past the limit.
         pending, self._buffer = self._buffer, b""
-        chat = self.factory.chat
-        chat.hold()
-        try:
+        with self.factory.chat.batch(self):
             self.lineReceived(pending)
-        finally:
-            chat.release()
 
     def lineReceived(self, line: bytes) -> None:
         if not self._joined:
@@ -583,7 +468,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             self.deliver(wire.Notice("pong"))
             return
         if isinstance(command, wire.Format):
-            self._json = command.kind == "json"
+            self._json = self._queue.json = command.kind == "json"
             self.deliver(wire.Notice(f"format is now {command.kind}"))
             return
         self.factory.chat.handle(self, command)
@@ -705,7 +590,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # Everything queued, even for a client that does not read: it is
         # within the send queue, and the abort below bounds how long it is
         # held.
-        self._write_all()
+        self._queue.write_all()
         # Twisted's TLS layer sends its close_notify only once no producer
         # is registered.
         if self._producing:
@@ -736,8 +621,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             self._line_timer.cancel()
             self._line_timer = None
         self.setTimeout(None)
-        self._outgoing.clear()
-        self._pending = 0
+        self._queue.clear()
         self.factory.open_connections.discard(self)
         if not self._handshake_over and isinstance(
             self.transport, TLSMemoryBIOProtocol
