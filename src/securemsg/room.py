@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -25,6 +25,9 @@ from securemsg.history import History, MemoryHistory
 from securemsg.interfaces import IChatParticipant
 from securemsg.limits import REPLY_ENTRY_OVERHEAD, Limits
 from securemsg.state import Ban, ServerState
+
+if TYPE_CHECKING:
+    from securemsg.cluster.node import ClusterNode
 
 _T = TypeVar("_T")
 
@@ -215,6 +218,9 @@ class Chat:
         self._held: list[wire.Event] = []
         self._held_room: Room | None = None
         self._held_speaker: IChatParticipant | None = None
+        # The other nodes of a cluster (--cluster), told what happens to
+        # the users here; set by ClusterNode.  None: this is the only one.
+        self.cluster: ClusterNode | None = None
 
     def __len__(self) -> int:
         return len(self._members)
@@ -404,6 +410,8 @@ class Chat:
             verified=identity is not None, fingerprint=fingerprint, address=address
         )
         self._by_name[wire.name_key(name)] = participant
+        if self.cluster is not None:
+            self.cluster.joined(participant, identity is not None)
         for event in welcome(name) if welcome is not None else ():
             participant.deliver(event)
         if self.state.motd:
@@ -415,6 +423,10 @@ class Chat:
         """Free a certificate holder's name for them."""
         holder = self.find(identity)
         if holder is None:
+            return
+        if self.cluster is not None and self.cluster.is_remote(holder):
+            # Its own node hears of the claim and lets them go.
+            self.leave(holder, announce=False)
             return
         if self._members[holder].verified:
             self.log.info(
@@ -459,10 +471,12 @@ class Chat:
             self._remove(participant, room)
         del self._members[participant]
         del self._by_name[wire.name_key(participant.name)]
+        event = wire.Departed(label, wire.sanitize(reason), wire.sanitize(message))
         if announce:
-            event = wire.Departed(label, wire.sanitize(reason), wire.sanitize(message))
             for member in neighbours:
                 member.deliver(event)
+        if self.cluster is not None:
+            self.cluster.left(participant, event, announce)
 
     def _remove(self, participant: IChatParticipant, room: Room) -> None:
         room.remove(participant)
@@ -554,12 +568,15 @@ class Chat:
                 return
             room = self.rooms[key] = Room(room_name)
         joined = wire.Joined(self.label(participant), room.name)
-        if self._announces(room):
+        announced = self._announces(room)
+        if announced:
             room.broadcast(joined)
         room.add(participant)
         membership.rooms[key] = room
         membership.current = room
         self._count_room(membership.address, room, 1)
+        if self.cluster is not None:
+            self.cluster.entered(participant, room, announced)
         if room.name != self.default_room:
             participant.deliver(joined)
             if room.topic:
@@ -607,8 +624,11 @@ class Chat:
         event = wire.Parted(self.label(participant), room.name)
         self._remove(participant, room)
         participant.deliver(event)
-        if self._announces(room):
+        announced = self._announces(room)
+        if announced:
             room.broadcast(event)
+        if self.cluster is not None:
+            self.cluster.parted(participant, room, announced)
 
     def _target_room(
         self, participant: IChatParticipant, room_name: str | None
@@ -646,6 +666,8 @@ class Chat:
         # by the certificate holder of the same name.
         room.topic_setter = self.label(participant)
         room.broadcast(self._topic(room))
+        if self.cluster is not None:
+            self.cluster.topic_set(room)
 
     def list_rooms(self, participant: IChatParticipant) -> None:
         """
@@ -686,6 +708,62 @@ class Chat:
             participant.deliver(
                 wire.WhoList(room.name, *self._first_that_fit(labels, _size))
             )
+
+    # Other nodes of a cluster (securemsg.cluster.node mirrors their users
+    # here, so that /who, /rooms, /msg and names see the whole cluster)
+
+    def local_participants(self) -> list[IChatParticipant]:
+        """Everyone connected to this node, in order of arrival."""
+        cluster = self.cluster
+        if cluster is None:
+            return list(self._members)
+        return [p for p in self._members if not cluster.is_remote(p)]
+
+    def is_verified(self, participant: IChatParticipant) -> bool:
+        """Whether a client certificate vouches for a participant's name."""
+        membership = self._members.get(participant)
+        return membership is not None and membership.verified
+
+    def flush(self) -> None:
+        """Hand out what is held (see L{hold}) now."""
+        self._hand_out_held()
+
+    def add_remote(self, participant: IChatParticipant, verified: bool) -> None:
+        """Let another node's user in, in no room yet, telling nobody."""
+        self._members[participant] = _Membership(verified=verified)
+        self._by_name[wire.name_key(participant.name)] = participant
+
+    def enter_remote(self, participant: IChatParticipant, room_name: str) -> Room:
+        """Put another node's user in a room (made if new), telling nobody."""
+        problem = wire.room_problem(room_name)
+        if problem is not None:
+            raise ValueError(problem)
+        key = wire.name_key(room_name)
+        room = self.rooms.get(key)
+        if room is None:
+            room = self.rooms[key] = Room(room_name)
+        membership = self._members[participant]
+        if key not in membership.rooms:
+            room.add(participant)
+            membership.rooms[key] = room
+            membership.current = room
+        return room
+
+    def part_remote(self, participant: IChatParticipant, room_name: str) -> Room | None:
+        """Take another node's user out of a room, telling nobody."""
+        room = self._members[participant].rooms.get(wire.name_key(room_name))
+        if room is not None:
+            self._remove(participant, room)
+        return room
+
+    def rename_now(self, participant: IChatParticipant, new_name: str) -> None:
+        """Rename a participant (the cluster has the name), telling others."""
+        self._change_name(participant, new_name)
+
+    def rename_guest(self, participant: IChatParticipant, why: str) -> None:
+        """Give a guest a new guest name, telling them C{why}."""
+        participant.deliver(wire.Error(why))
+        self._change_name(participant, self._next_guest_name())
 
     # Bounded replies
 
@@ -757,6 +835,8 @@ class Chat:
                 self._held_room, self._held_speaker = room, participant
             self._held.append(event)
         self.history.record(event)
+        if self.cluster is not None:
+            self.cluster.said(event)
 
     def whisper(
         self, participant: IChatParticipant, recipient_name: str, text: str
@@ -828,6 +908,10 @@ class Chat:
                 wire.Error(f"the name {new_name} belongs to a certificate holder")
             )
             return
+        if self.cluster is not None:
+            # Claimed for the whole cluster first (that takes a while).
+            self.cluster.rename(participant, new_name)
+            return
         self._change_name(participant, new_name)
 
     def _change_name(self, participant: IChatParticipant, new_name: str) -> None:
@@ -841,6 +925,8 @@ class Chat:
         for member in self._neighbours(participant):
             member.deliver(event)
         self.log.info("{old} is now known as {new}", old=old_name, new=new_name)
+        if self.cluster is not None:
+            self.cluster.renamed(participant, old_name)
 
     # History
 
