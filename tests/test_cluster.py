@@ -326,3 +326,25 @@ class OperatorTests(SynchronousTestCase):
         self.cluster.user(0, "dana", identity="dana")
         self.assertEqual(older.disconnected[1], "connected again")  # type: ignore[index]
         self.assertEqual(self.cluster.bus.holder("dana"), "node0")
+
+
+class HistoryTests(SynchronousTestCase):
+    """
+    Each node keeps its own history, with the lines it heard from others.
+    """
+
+    def test_replay_of_lines_said_on_another_node(self) -> None:
+        """
+        Someone joining a room on one node gets the lines said in it on
+        another while this node knew the room.
+        """
+        cluster = Cluster(2)
+        a, b = cluster.chats
+        alice = cluster.user(0, "alice")
+        bob = cluster.user(1, "bob")
+        a.handle(alice, wire.Join("#x"))
+        b.handle(bob, wire.Join("#x"))
+        a.handle(alice, wire.Say("said on node 0"))
+        carol = cluster.user(1, "carol")
+        b.handle(carol, wire.Join("#x"))
+        self.assertIn("#x [alice] said on node 0", "\n".join(carol.take()))

@@ -21,6 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from securemsg import tap, tls, wire
+from securemsg.cluster.config import RedisConfig
 from securemsg.guard import GuardedTLSFactory
 from securemsg.history import MemoryHistory, SqliteHistory
 from securemsg.limits import Limits
@@ -102,6 +103,13 @@ class OptionsTests(SynchronousTestCase):
                 "check": 0,
                 "web": None,
                 "web-origin": [],
+                "cluster": None,
+                "cluster-name": "securemsg",
+                "cluster-ca": None,
+                "cluster-password-file": None,
+                "cluster-claim-ttl": 15.0,
+                "cluster-config": None,
+                "reuse-port": 0,
             },
         )
         self.assertEqual(options.limits(), Limits())
@@ -164,6 +172,10 @@ class OptionsTests(SynchronousTestCase):
             "--metrics=tcp:9464:interface=127.0.0.1",
             "--web=tcp:8443",
             "--web-origin=https://chat.example/",
+            "--cluster=redis://:pw@127.0.0.1:6390/2",
+            "--cluster-name=team",
+            "--cluster-claim-ttl=3",
+            "--reuse-port",
         )
         self.assertEqual(
             dict(options),
@@ -211,6 +223,22 @@ class OptionsTests(SynchronousTestCase):
                 "check": 0,
                 "web": "tcp:8443",
                 "web-origin": ["https://chat.example"],
+                "cluster": "redis://:pw@127.0.0.1:6390/2",
+                "cluster-name": "team",
+                "cluster-ca": None,
+                "cluster-password-file": None,
+                "cluster-claim-ttl": 3.0,
+                "cluster-config": RedisConfig(
+                    host="127.0.0.1",
+                    port=6390,
+                    db=2,
+                    password="pw",
+                    tls=False,
+                    ca_path=None,
+                    name="team",
+                    claim_ttl=3.0,
+                ),
+                "reuse-port": 1,
             },
         )
         self.assertEqual(

@@ -14,6 +14,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
 from securemsg import check, tls, web, wire
+from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
+from securemsg.cluster.service import ClusterService, ReusePortReactor, make_node
 from securemsg.history import History, HistoryError, MemoryHistory, SqliteHistory
 from securemsg.limits import Limits
 from securemsg.reload import CertificateReloader, ReloadService
@@ -115,6 +117,12 @@ class Options(usage.Options):
             " operator's /reload always do).",
         ],
         [
+            "reuse-port",
+            None,
+            "Listen with SO_REUSEPORT, so that several securemsg processes (of"
+            " one --cluster) share one port; see docs/cluster.md.",
+        ],
+        [
             "check",
             None,
             "Check the certificate, key, client CA and CRL, print a report and"
@@ -132,6 +140,38 @@ class Options(usage.Options):
             "File whose first line is the private key's passphrase.",
         ],
         ["port", "p", DEFAULT_PORT, "TCP port to listen on.", usage.portCoerce],
+        [
+            "cluster",
+            None,
+            None,
+            "Join the other securemsg processes of one chat through Redis:"
+            " redis://[:PASSWORD@]HOST:PORT/DB, or rediss:// for TLS (the"
+            " password is better given by --cluster-password-file or"
+            " SECUREMSG_CLUSTER_PASSWORD). See docs/cluster.md.",
+        ],
+        [
+            "cluster-name",
+            None,
+            "securemsg",
+            "The chat's name in Redis (the prefix of its keys and channel):"
+            " several chats may share one Redis.",
+        ],
+        ["cluster-ca", None, None, "PEM CA certificate that signs Redis' (rediss://)."],
+        [
+            "cluster-password-file",
+            None,
+            None,
+            "File whose first line is the Redis password.",
+        ],
+        [
+            "cluster-claim-ttl",
+            None,
+            15.0,
+            "Seconds a node's claims on its users' names last unless renewed:"
+            " a node gone without a word frees its names and is seen leaving"
+            " within this time.",
+            _positive_seconds,
+        ],
         [
             "interface",
             "i",
@@ -260,7 +300,8 @@ class Options(usage.Options):
             "max-connections",
             None,
             _DEFAULTS.max_connections,
-            "Connections held at once in total; more are closed at once.",
+            "Connections held at once in total; more are closed at once (per"
+            " process: each process of a --cluster counts its own).",
             _positive,
         ],
         [
@@ -268,7 +309,7 @@ class Options(usage.Options):
             None,
             _DEFAULTS.max_per_address,
             "Connections held at once from one client: one IPv4 address, or one"
-            " IPv6 /64 (see --ipv6-prefix).",
+            " IPv6 /64 (see --ipv6-prefix); per process, as --max-connections.",
             _positive,
         ],
         [
@@ -461,6 +502,18 @@ class Options(usage.Options):
                 f"--tls-min must be one of {', '.join(tls.TLS_VERSIONS)}, "
                 f"not {self['tls-min']!r}"
             )
+        self["cluster-config"] = None
+        if self["cluster"] is not None:
+            try:
+                self["cluster-config"] = parse_cluster_url(
+                    self["cluster"],
+                    name=self["cluster-name"],
+                    ca_path=self["cluster-ca"],
+                    password_file=self["cluster-password-file"],
+                    claim_ttl=self["cluster-claim-ttl"],
+                )
+            except ClusterError as error:
+                raise usage.UsageError(str(error)) from None
         if self["check"]:
             # Done while parsing: twistd would refuse to go on to makeService
             # while a server runs here (its pid file), and a check should
@@ -585,6 +638,9 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         max_rooms_per_address=limits.max_rooms_per_address,
         limits=limits,
     )
+    node = None
+    if options["cluster-config"] is not None:
+        node = make_node(reactor, chat, options["cluster-config"])
     factory = ChatServerFactory(
         reactor,
         greeting=options["greeting"],
@@ -593,11 +649,16 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         chat=chat,
     )
     reloader.recheck = factory.recheck_certificates
+    # Several processes on one port: the kernel spreads the connections.
+    listening: Any = ReusePortReactor(reactor) if options["reuse-port"] else reactor
     endpoints = [
-        (description, tls.tls_server_endpoint(reactor, description, creator, limits))
+        (description, tls.tls_server_endpoint(listening, description, creator, limits))
         for description in options.endpoint_descriptions()
     ]
     top = MultiService()
+    if node is not None:
+        # Started first, stopped last: the users' departures go out first.
+        ClusterService(node).setServiceParent(top)
     ChatService(factory, endpoints, loaded.credentials).setServiceParent(top)
     if options["web"] is not None:
         # The same TLS (so a reload covers it too) and the same chat.
@@ -641,13 +702,22 @@ def makeService(options: Options) -> MultiService:
     from twisted.internet import reactor
 
     try:
+        if options["cluster-config"] is not None:
+            # Redis out of reach: one line and exit 1, not a lone server.
+            probe(options["cluster-config"])
         top = make_service(reactor, options)  # type: ignore[arg-type]
         for service in top:  # type: ignore[attr-defined]
             # The chat's endpoints, and the metrics' if any.
             listen = getattr(service, "listen", None)
             if listen is not None:
                 listen()
-    except (tls.TLSConfigError, HistoryError, StateError, ListenError) as error:
+    except (
+        tls.TLSConfigError,
+        HistoryError,
+        StateError,
+        ListenError,
+        ClusterError,
+    ) as error:
         raise SystemExit(f"securemsg: {error}") from None
     RepeatedStopSignals(reactor).setServiceParent(top)  # type: ignore[arg-type]
     return top
