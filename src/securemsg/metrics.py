@@ -87,7 +87,8 @@ class ServerCollector(Collector):
         yield GaugeMetricFamily(
             "securemsg_clients",
             "Clients joined to the chat.",
-            value=len(self.factory.chat),
+            # This process's own (with --cluster, the chat shows others too).
+            value=len(self.factory.chat.local_participants()),
         )
         yield CounterMetricFamily(
             "securemsg_handshakes_completed",

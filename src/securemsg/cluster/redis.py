@@ -153,6 +153,7 @@ class RedisLink:
         self.max_pending = max_pending
         self._pending = 0
         self._dropping = False
+        self._stopping = False
         self._handler: IClusterHandler | None = None
         self._commands: _CommandProtocol | None = None
         self._listener: _SubscriberProtocol | None = None
@@ -188,6 +189,7 @@ class RedisLink:
 
     def stop(self) -> Deferred[None]:
         self.up = False
+        self._stopping = True
         factories, self._factories = self._factories, []
         stopped = gatherResults([f.disconnect() for f in factories], consumeErrors=True)
         return stopped.addCallback(lambda _: None)
@@ -234,9 +236,11 @@ class RedisLink:
         def finished(result: object) -> None:
             self._pending -= 1
             if isinstance(result, Failure):
-                self.log.warn(
-                    "a Redis command failed: {error}", error=result.getErrorMessage()
-                )
+                if not self._stopping:
+                    self.log.warn(
+                        "a Redis command failed: {error}",
+                        error=result.getErrorMessage(),
+                    )
                 done.callback(None)
             else:
                 done.callback(result)
