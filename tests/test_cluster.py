@@ -11,9 +11,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from securemsg import wire
+from securemsg.cluster.history import StreamHistory
 from securemsg.cluster.interface import IClusterHandler, IClusterLink
 from securemsg.cluster.local import MemoryBus, MemoryLink
 from securemsg.cluster.node import BACK_IN_REACH, OUT_OF_REACH, ClusterNode
+from securemsg.history import MemoryHistory
 from securemsg.room import Chat
 
 from ._fakes import Recorder
@@ -24,7 +26,9 @@ TTL = 15.0
 class Cluster:
     """Chats of one process joined by a L{MemoryBus}, on one clock."""
 
-    def __init__(self, count: int, **chat_options: object) -> None:
+    def __init__(
+        self, count: int, *, shared_history: bool = False, **chat_options: object
+    ) -> None:
         self.clock = Clock()
         self.bus = MemoryBus(self.clock)
         self.chats: list[Chat] = []
@@ -32,8 +36,12 @@ class Cluster:
         self.nodes: list[ClusterNode] = []
         self.users: list[Recorder] = []
         for index in range(count):
-            chat = Chat(self.clock, **chat_options)  # type: ignore[arg-type]
             link = MemoryLink(self.bus, f"node{index}", TTL)
+            if shared_history:
+                chat_options["history"] = StreamHistory(
+                    self.clock, link, MemoryHistory(self.clock), per_room=3
+                )
+            chat = Chat(self.clock, **chat_options)  # type: ignore[arg-type]
             node = ClusterNode(chat, link, self.clock)
             node.start()
             self.chats.append(chat)
@@ -348,3 +356,60 @@ class HistoryTests(SynchronousTestCase):
         carol = cluster.user(1, "carol")
         b.handle(carol, wire.Join("#x"))
         self.assertIn("#x [alice] said on node 0", "\n".join(carol.take()))
+
+
+class StreamHistoryTests(SynchronousTestCase):
+    """
+    With a shared history (streams in Redis), every node replays the same
+    past of a room, even one it never heard.
+    """
+
+    def setUp(self) -> None:
+        self.cluster = Cluster(2, shared_history=True)
+        self.a, self.b = self.cluster.chats
+
+    def test_same_replay_on_every_node(self) -> None:
+        """
+        Lines said on one node while the other heard nothing (cut off from
+        Redis) are replayed to someone joining the room there; and
+        C{/history} reads the stream.
+        """
+        alice = self.cluster.user(0, "alice")
+        bob = self.cluster.user(1, "bob")
+        self.a.handle(alice, wire.Join("#x"))
+        self.cluster.links[1].cut()
+        for index in range(4):
+            self.a.handle(alice, wire.Say(f"line {index}"))
+        self.cluster.links[1].mend()
+        bob.take()
+        self.b.handle(bob, wire.Join("#x"))
+        self.assertEqual(
+            bob.take(),
+            [
+                "*** bob joined #x",
+                "*** history of #x: 3 message(s)",
+                "~ 1970-01-01T00:00:00Z #x [alice] line 1",
+                "~ 1970-01-01T00:00:00Z #x [alice] line 2",
+                "~ 1970-01-01T00:00:00Z #x [alice] line 3",
+                "*** end of history of #x",
+            ],
+        )
+        self.b.handle(bob, wire.Say("from bob"))
+        self.b.handle(bob, wire.HistoryRequest("#x", 2))
+        self.assertEqual(
+            bob.take(),
+            [
+                "*** history of #x: 2 message(s)",
+                "~ 1970-01-01T00:00:00Z #x [alice] line 3",
+                "~ 1970-01-01T00:00:00Z #x [bob] from bob",
+                "*** end of history of #x",
+            ],
+        )
+        self.assertEqual(len(self.cluster.bus.streams["#x"]), 5)
+
+    def test_lines_heard_are_not_kept_twice(self) -> None:
+        """A line from another node is in the stream once (its node's)."""
+        alice = self.cluster.user(0, "alice")
+        self.cluster.user(1, "bob")
+        self.a.handle(alice, wire.Say("once"))
+        self.assertEqual(len(self.cluster.bus.streams["#lobby"]), 1)

@@ -213,6 +213,30 @@ class ClusterTwistdTests(TestCase):
             self.fail(f"the name {gone} stayed taken")
         self.assertNotIn(b"Traceback", first.out + first.err, first.output())
 
+    async def test_history_replayed_on_another_node(self) -> None:
+        """
+        Lines said on one node before another node even started are
+        replayed to a user joining there (the room's stream in Redis), and
+        C{/history} there reads them too.
+        """
+        _, redis_port = await start_redis(self)
+        first = self.node(0, redis_port)
+        port_a = await listening_port(first)
+        await first.wait_for_message(r"reached Redis at .*")
+        alice = await self.user(port_a, "alice")
+        alice.send(b"said before", b"said early")
+        await deferLater(reactor, 0.3, lambda: None)
+        second = self.node(1, redis_port)
+        port_b = await listening_port(second)
+        await second.wait_for_message(r"reached Redis at .*")
+        client = await connect_line_client(port_b, self.ca.cert_pem())
+        self.addCleanup(self.close_client, client)
+        await read_until(client, "Z [alice] said before", suffix=True)
+        await read_until(client, "Z [alice] said early", suffix=True)
+        client.send(b"/history #lobby 1")
+        line = await read_until(client, " [alice] said early", suffix=True)
+        self.assertNotIn("said before", line)
+
     async def test_reuse_port(self) -> None:
         """
         Two processes listen on one port with --reuse-port and serve one

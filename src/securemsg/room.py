@@ -742,6 +742,8 @@ class Chat:
         room = self.rooms.get(key)
         if room is None:
             room = self.rooms[key] = Room(room_name)
+            # For whoever joins it here later: its past, in the background.
+            self.history.load(room_name)
         membership = self._members[participant]
         if key not in membership.rooms:
             room.add(participant)

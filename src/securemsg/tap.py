@@ -15,7 +15,9 @@ from twisted.python import usage
 
 from securemsg import check, tls, web, wire
 from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
-from securemsg.cluster.service import ClusterService, ReusePortReactor, make_node
+from securemsg.cluster.history import StreamHistory
+from securemsg.cluster.node import ClusterNode
+from securemsg.cluster.service import ClusterService, ReusePortReactor, make_link
 from securemsg.history import History, HistoryError, MemoryHistory, SqliteHistory
 from securemsg.limits import Limits
 from securemsg.reload import CertificateReloader, ReloadService
@@ -623,6 +625,18 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
     state = ServerState.load(options["state"])
     state.check_writable()
     history = open_history(reactor, options)
+    link = None
+    if options["cluster-config"] is not None:
+        link = make_link(reactor, options["cluster-config"])
+        # Rooms' history in Redis streams; private messages stay here.
+        history = StreamHistory(
+            reactor,
+            link,
+            history,
+            per_room=options["history-replay"],
+            max_count=options["history-max"],
+            max_age=options["history-max-age"] * 86400 or None,
+        )
     chat = Chat(
         reactor,
         default_room=options["default-room"],
@@ -638,9 +652,7 @@ def make_service(reactor: IReactorTime, options: Options) -> MultiService:
         max_rooms_per_address=limits.max_rooms_per_address,
         limits=limits,
     )
-    node = None
-    if options["cluster-config"] is not None:
-        node = make_node(reactor, chat, options["cluster-config"])
+    node = ClusterNode(chat, link, reactor) if link is not None else None
     factory = ChatServerFactory(
         reactor,
         greeting=options["greeting"],

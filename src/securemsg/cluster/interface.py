@@ -88,3 +88,16 @@ class IClusterLink(Interface):
 
         @return: the keys another node holds now (lost to it).
         """
+
+    def append_history(room_key: str, data: str, max_count: int) -> None:
+        """
+        Add C{data} (one message) to the shared history of the room with
+        C{room_key}, keeping about its last C{max_count}.  Dropped if the
+        others are out of reach.
+        """
+
+    def read_history(room_key: str, count: int) -> Deferred[list[str]]:
+        """
+        The last C{count} messages of a room's shared history, oldest
+        first (none if it cannot be read now).
+        """

@@ -28,6 +28,8 @@ class MemoryBus:
         self.links: list[MemoryLink] = []
         # Name key -> (node id, expiry time).
         self.claims: dict[str, tuple[str, float]] = {}
+        # Room key -> its messages, oldest first.
+        self.streams: dict[str, list[str]] = {}
         self._queue: deque[tuple[MemoryLink, ClusterMessage]] = deque()
         self._delivering = False
         #: While true, what is published waits (as in a slow network), to
@@ -132,3 +134,16 @@ class MemoryLink:
                 else:
                     lost.append(key)
         return succeed(lost)
+
+    def append_history(self, room_key: str, data: str, max_count: int) -> None:
+        if not self.up:
+            self.dropped += 1
+            return
+        stream = self.bus.streams.setdefault(room_key, [])
+        stream.append(data)
+        del stream[:-max_count]
+
+    def read_history(self, room_key: str, count: int) -> Deferred[list[str]]:
+        if not self.up:
+            return succeed([])
+        return succeed(self.bus.streams.get(room_key, [])[-count:])

@@ -500,7 +500,9 @@ class ClusterNode:
         kind = wire.Action if message["k"] == "a" else wire.Message
         event = kind(message["sender"], message["text"], room.name, message["time"])
         room.broadcast(event)
-        self.chat.history.record(event)
+        # Kept here too; a shared history (StreamHistory) has it already.
+        remember = getattr(self.chat.history, "remember", self.chat.history.record)
+        remember(event)
 
     def _on_nick(self, origin: str, message: ClusterMessage) -> None:
         participant = self._known(origin, message["old"])

@@ -226,6 +226,44 @@ class RedisLink:
             lambda lost: [keys[index - 1] for index in lost or ()]
         )
 
+    def append_history(self, room_key: str, data: str, max_count: int) -> None:
+        if self._commands is None or not self.up or self._pending >= self.max_pending:
+            self._drop()
+            return
+        self._send(
+            self._commands.execute_command(
+                "XADD", self._stream(room_key), "MAXLEN", "~", str(max_count),
+                "*", "e", data,
+            )
+        )  # fmt: skip
+
+    def read_history(self, room_key: str, count: int) -> Deferred[list[str]]:
+        if self._commands is None or not self.up or self._pending >= self.max_pending:
+            return succeed([])
+        reading = self._send(
+            self._commands.execute_command(
+                "XREVRANGE", self._stream(room_key), "+", "-", "COUNT", str(count)
+            )
+        )
+
+        def entries(reply: Any) -> list[str]:
+            # [[id, [field, value]], ...], newest first.
+            found: list[str] = []
+            for entry in reply or ():
+                fields = entry[1]
+                found.extend(
+                    str(fields[i + 1])
+                    for i in range(0, len(fields) - 1, 2)
+                    if fields[i] == "e"
+                )
+            found.reverse()
+            return found
+
+        return reading.addCallback(entries)
+
+    def _stream(self, room_key: str) -> str:
+        return f"{self.config.name}:history:{room_key}"
+
     # Bookkeeping
 
     def _send(self, command: Deferred[Any]) -> Deferred[Any]:

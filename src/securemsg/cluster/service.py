@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.tcp import makeBinding
 
 from securemsg.cluster.config import ClusterError, RedisConfig
+from securemsg.cluster.interface import IClusterLink
 from securemsg.cluster.node import ClusterNode
 
 
@@ -58,10 +59,9 @@ class ReusePortReactor:
         return self._reactor.listenTCP(binding, factory, backlog, interface)
 
 
-def make_node(reactor: Any, chat: Any, config: RedisConfig) -> ClusterNode:
+def make_link(reactor: Any, config: RedisConfig) -> IClusterLink:
     """
-    A node of the cluster C{config} describes, joined to C{chat} through
-    Redis.
+    The link to the other nodes of the cluster C{config} describes.
 
     @raise ClusterError: if txredisapi is not installed.
     """
@@ -71,4 +71,4 @@ def make_node(reactor: Any, chat: Any, config: RedisConfig) -> ClusterNode:
         raise ClusterError(
             "--cluster needs txredisapi: pip install 'securemsg[cluster]'"
         ) from None
-    return ClusterNode(chat, RedisLink(reactor, config), reactor)
+    return RedisLink(reactor, config)
