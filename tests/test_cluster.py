@@ -328,6 +328,19 @@ class OperatorTests(SynchronousTestCase):
         self.assertIn("!!! the name dana belongs to a certificate holder", guest.take())
         self.assertIs(self.a.find("dana"), holder)
 
+    def test_holder_name_reserved_everywhere(self) -> None:
+        """
+        A name a certificate gave on one node is reserved on the others
+        too: a guest there cannot take it, even once its holder has left.
+        """
+        holder = self.cluster.user(0, "erin", identity="erin")
+        self.a.leave(holder)
+        guest = self.cluster.user(1, "guest")
+        self.b.handle(guest, wire.Nick("Erin"))
+        self.assertEqual(
+            guest.take(), ["!!! the name Erin belongs to a certificate holder"]
+        )
+
     def test_holder_connects_again_elsewhere(self) -> None:
         """The older connection of a holder on another node is closed."""
         older = self.cluster.user(1, "dana", identity="dana")

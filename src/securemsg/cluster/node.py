@@ -559,6 +559,9 @@ class ClusterNode:
             target.disconnect(message["error"], message["farewell"])
 
     def _on_takeover(self, origin: str, message: ClusterMessage) -> None:
+        # A certificate holder's name: no guest may take it here either.
+        if self.chat.state.add_holder(message["name"]):
+            self.chat.state.keep()
         holder = self.chat.find(message["name"])
         if holder is None:
             return
