@@ -22,7 +22,7 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from securemsg.cluster.config import ClusterError, parse_cluster_url
+from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
 from securemsg.cluster.redis import RedisLink
 
 from . import _certs
@@ -67,7 +67,7 @@ class RedisProcess(ProcessProtocol):
 
 
 async def start_redis(
-    test: TestCase, port: int | None = None
+    test: TestCase, port: int | None = None, *options: str
 ) -> tuple[RedisProcess, int]:
     """A redis-server on a free loopback port, stopped in cleanup."""
     binary = redis_server()
@@ -85,6 +85,7 @@ async def start_redis(
         "--save", "",
         "--appendonly", "no",
         "--daemonize", "no",
+        *options,
     ]  # fmt: skip
     reactor.spawnProcess(process, binary, argv, env=dict(os.environ))
 
@@ -290,6 +291,33 @@ class ClusterTwistdTests(TestCase):
         await read_until(alice, "[bob] still here?")
         for twistd in (first, second):
             self.assertFalse(twistd.ended.fired, twistd.output())
+
+    async def test_password(self) -> None:
+        """
+        A Redis with a password: without it, or with a wrong one, the check
+        at start says so in one line; with it (from a file), the node
+        joins.
+        """
+        _, redis_port = await start_redis(self, None, "--requirepass", "s3cret")
+        url = f"redis://127.0.0.1:{redis_port}/0"
+        with self.assertRaises(ClusterError) as caught:
+            probe(parse_cluster_url(url, environ={}))
+        self.assertIn(f"Redis at {url} refused PING: NOAUTH", str(caught.exception))
+        with self.assertRaises(ClusterError) as caught:
+            probe(parse_cluster_url(url, environ={"SECUREMSG_CLUSTER_PASSWORD": "no"}))
+        self.assertIn(f"Redis at {url} refused AUTH:", str(caught.exception))
+        password_file = self.base / "redis-password"
+        password_file.write_text("s3cret\n")
+        node = self.node(
+            0,
+            redis_port,
+            "--cluster-password-file",
+            str(password_file),
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        )
+        await node.wait_for_message(r"reached Redis at .*")
+        self.assertNotIn(b"s3cret", node.out + node.err)
 
     async def test_redis_unreachable_at_start(self) -> None:
         """Redis out of reach at start: one clear line, exit status 1."""
