@@ -328,6 +328,37 @@ class OperatorTests(SynchronousTestCase):
         self.assertIn("!!! the name dana belongs to a certificate holder", guest.take())
         self.assertIs(self.a.find("dana"), holder)
 
+    def test_ban_across_nodes(self) -> None:
+        """
+        C{/ban} of a user of another node: their node bans them (by their
+        certificate, which it knows) and closes their connection; every
+        node keeps the ban; C{/unban} lifts it everywhere.
+        """
+        op = self.cluster.user(0, "op", identity="op")
+        bob = Recorder()
+        self.b.join(bob, identity="bob", fingerprint="ab:cd")
+        guest = Recorder()
+        self.b.join(guest, address="192.0.2.7")
+        self.a.handle(op, wire.Ban("bob"))
+        self.a.handle(op, wire.Ban(guest.name))
+        self.assertEqual(bob.disconnected, ("you are banned by op", "banned by op"))
+        self.assertEqual(guest.disconnected, ("you are banned by op", "banned by op"))
+        for chat in self.cluster.chats:
+            self.assertEqual(list(chat.state.fingerprints), ["ab:cd"])
+            self.assertEqual(list(chat.state.addresses), ["192.0.2.7"])
+            self.assertEqual(chat.state.fingerprints["ab:cd"].by, "op")
+        self.a.handle(op, wire.Unban("bob"))
+        for chat in self.cluster.chats:
+            self.assertEqual(chat.state.fingerprints, {})
+
+    def test_motd_shared(self) -> None:
+        """The message of the day an operator sets reaches every node."""
+        op = self.cluster.user(0, "op", identity="op")
+        carol = self.cluster.user(1, "carol", identity="carol")
+        self.a.handle(op, wire.Motd("be nice"))
+        self.assertEqual(carol.take(), ["*** motd: be nice"])
+        self.assertEqual(self.b.state.motd, "be nice")
+
     def test_holder_name_reserved_everywhere(self) -> None:
         """
         A name a certificate gave on one node is reserved on the others

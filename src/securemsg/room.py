@@ -1022,15 +1022,30 @@ class Chat:
                 )
             )
             return
+        if self.cluster is not None and self.cluster.is_remote(target):
+            # Their own server knows their certificate or address.
+            self.cluster.ban(participant, target)
+            return
+        self.ban_for(participant, target)
+
+    def ban_for(self, participant: IChatParticipant, target: IChatParticipant) -> None:
+        """
+        Ban C{target} (connected here), as the operator C{participant} asked
+        (here, or on another node of a cluster, which checked them).
+        """
         membership = self._members[target]
         entry = Ban(target.name, participant.name, self.clock.seconds())
         if membership.verified and membership.fingerprint is not None:
             self.state.fingerprints[membership.fingerprint] = entry
             what = f"certificate {membership.fingerprint}"
+            if self.cluster is not None:
+                self.cluster.banned("fingerprint", membership.fingerprint, entry)
         elif membership.address is not None:
             self.state.addresses[membership.address] = entry
             kind = "network" if "/" in membership.address else "address"
             what = f"{kind} {membership.address}"
+            if self.cluster is not None:
+                self.cluster.banned("address", membership.address, entry)
         else:
             participant.deliver(
                 wire.Error(f"{target.name} cannot be banned: no certificate or address")
@@ -1064,6 +1079,8 @@ class Chat:
             )
             return
         self.state.keep()
+        if self.cluster is not None:
+            self.cluster.unbanned(target)
         self.log.info(
             "{operator} lifted bans: {lifted}",
             operator=participant.name,
@@ -1084,6 +1101,8 @@ class Chat:
         event = wire.Notice(f"motd: {self.state.motd or '(none)'}")
         for member in list(self._members):
             member.deliver(event)
+        if self.cluster is not None:
+            self.cluster.motd_set(self.state.motd)
 
     def do_reload(self, participant: IChatParticipant) -> None:
         """(Operators) reload the certificates and say how it went."""

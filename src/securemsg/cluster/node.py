@@ -29,6 +29,7 @@ from zope.interface import implementer
 from securemsg import wire
 from securemsg.cluster.interface import ClusterMessage, IClusterHandler, IClusterLink
 from securemsg.interfaces import IChatParticipant
+from securemsg.state import Ban
 
 if TYPE_CHECKING:
     from securemsg.room import Chat, Room
@@ -346,6 +347,32 @@ class ClusterNode:
 
         self.link.claim(key, False).addCallback(claimed)
 
+    def ban(self, operator: IChatParticipant, target: IChatParticipant) -> None:
+        """An operator here bans a user of another node: their node does it."""
+        assert isinstance(target, RemoteParticipant)
+        self.link.publish(
+            {
+                "t": "ban",
+                "to": target.origin,
+                "key": wire.name_key(target.name),
+                "by": operator.name,
+            }
+        )
+
+    def banned(self, kind: str, value: str, entry: Ban) -> None:
+        """A ban was made here: every node keeps it."""
+        self.link.publish(
+            {"t": "banned", "kind": kind, "value": value, **entry.as_json()}
+        )
+
+    def unbanned(self, target: str) -> None:
+        """Bans were lifted here: on every node."""
+        self.link.publish({"t": "unban", "target": target})
+
+    def motd_set(self, text: str) -> None:
+        """An operator here set the message of the day: for every node."""
+        self.link.publish({"t": "motd", "text": text})
+
     def is_remote(self, participant: IChatParticipant) -> bool:
         """Whether C{participant} is another node's user."""
         return isinstance(participant, RemoteParticipant)
@@ -557,6 +584,35 @@ class ClusterNode:
         if target is not None:
             self.chat.leave(target, message["farewell"])
             target.disconnect(message["error"], message["farewell"])
+
+    def _on_ban(self, origin: str, message: ClusterMessage) -> None:
+        target = self._local(message)
+        operator = self._known(origin, message["by"])
+        if target is not None and operator is not None:
+            # Checked by the operator's node; the ban is done (and announced
+            # to the cluster) as if made here.
+            self.chat.ban_for(operator, target)
+
+    def _on_banned(self, origin: str, message: ClusterMessage) -> None:
+        entry = Ban(str(message["name"]), str(message["by"]), float(message["time"]))
+        kept = (
+            self.chat.state.fingerprints
+            if message["kind"] == "fingerprint"
+            else self.chat.state.addresses
+        )
+        kept[str(message["value"])] = entry
+        self.chat.state.keep()
+
+    def _on_unban(self, origin: str, message: ClusterMessage) -> None:
+        if self.chat.state.unban(str(message["target"])):
+            self.chat.state.keep()
+
+    def _on_motd(self, origin: str, message: ClusterMessage) -> None:
+        self.chat.state.motd = str(message["text"])
+        self.chat.state.keep()
+        event = wire.Notice(f"motd: {self.chat.state.motd or '(none)'}")
+        for participant in self.chat.local_participants():
+            participant.deliver(event)
 
     def _on_takeover(self, origin: str, message: ClusterMessage) -> None:
         # A certificate holder's name: no guest may take it here either.
