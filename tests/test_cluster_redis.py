@@ -17,6 +17,7 @@ from twisted.internet import reactor as _global_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
@@ -237,6 +238,44 @@ class ClusterTwistdTests(TestCase):
         client.send(b"/history #lobby 1")
         line = await read_until(client, " [alice] said early", suffix=True)
         self.assertNotIn("said before", line)
+
+    async def test_kick_across_nodes(self) -> None:
+        """
+        An operator on one node kicks a user of another: that user's
+        connection is closed, and the operator sees them leave.
+        """
+        _, redis_port = await start_redis(self)
+        ca_path = self.base / "client-ca.pem"
+        ca_path.write_bytes(self.ca.cert_pem())
+        options = (
+            "--client-ca", str(ca_path),
+            "--client-auth", "optional",
+            "--operators", "op",
+            "--listen", "tcp:0:interface=127.0.0.1",
+        )  # fmt: skip
+        nodes = [self.node(index, redis_port, *options) for index in range(2)]
+        ports = [await listening_port(twistd) for twistd in nodes]
+        for twistd in nodes:
+            await twistd.wait_for_message(r"reached Redis at .*")
+
+        async def holder(port: int, name: str) -> LineClient:
+            pair = _certs.issue(
+                self.ca, [f"securemsg:user:{name}"], common_name=name, client=True
+            )
+            certificate = PrivateCertificate.loadPEM(
+                (pair.cert_pem() + pair.key_pem()).decode()
+            )
+            client = await connect_line_client(port, self.ca.cert_pem(), certificate)
+            self.addCleanup(self.close_client, client)
+            return client
+
+        op = await holder(ports[0], "op")
+        await read_until(op, "*** Welcome to securemsg, op. Type /help for commands.")
+        bob = await holder(ports[1], "bob")
+        await read_until(op, "*** bob joined")
+        op.send(b"/kick bob spam")
+        await read_until(op, "*** bob left (kicked by op: spam)")
+        await bob.wait_closed()
 
     async def test_reuse_port(self) -> None:
         """
