@@ -6,6 +6,7 @@ that expire, messages in each node's order).
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
@@ -450,6 +451,34 @@ class StreamHistoryTests(SynchronousTestCase):
             ],
         )
         self.assertEqual(len(self.cluster.bus.streams["#x"]), 5)
+
+    def test_joining_waits_for_the_read(self) -> None:
+        """
+        A room known here only through another node's users: its stream
+        is read when it appears, and someone joining it here meanwhile
+        waits for the read, to get the same replay as everywhere.
+        """
+        alice = self.cluster.user(0, "alice")
+        self.a.handle(alice, wire.Join("#x"))
+        self.a.handle(alice, wire.Say("before"))
+        self.a.handle(alice, wire.Part("#x"))
+        reads: list[tuple[Deferred[list[str]], list[str]]] = []
+        link = self.cluster.links[1]
+        real_read = link.read_history
+
+        def slow_read(room_key: str, count: int) -> Deferred[list[str]]:
+            waiting: Deferred[list[str]] = Deferred()
+            reads.append((waiting, real_read(room_key, count).result))
+            return waiting
+
+        link.read_history = slow_read  # type: ignore[method-assign]
+        self.a.handle(alice, wire.Join("#x"))
+        bob = self.cluster.user(1, "bob")
+        self.b.handle(bob, wire.Join("#x"))
+        self.assertEqual(bob.take(), [])
+        waiting, entries = reads.pop(0)
+        waiting.callback(entries)
+        self.assertIn("~ 1970-01-01T00:00:00Z #x [alice] before", bob.take())
 
     def test_lines_heard_are_not_kept_twice(self) -> None:
         """A line from another node is in the stream once (its node's)."""

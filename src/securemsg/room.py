@@ -559,14 +559,15 @@ class Chat:
         if refusal is not None:
             participant.deliver(wire.Error(refusal))
             return
-        if room is None:
+        if room is None or self._unread_here(room):
             loading = self.history.load(room_name)
             if loading is not None:
                 self._loading[key] = self._loading.get(key, 0) + 1
                 self._waiting[participant] = []
                 loading.addCallback(lambda _: self._loaded(participant, room_name, key))
                 return
-            room = self.rooms[key] = Room(room_name)
+            if room is None:
+                room = self.rooms[key] = Room(room_name)
         joined = wire.Joined(self.label(participant), room.name)
         announced = self._announces(room)
         if announced:
@@ -727,6 +728,14 @@ class Chat:
     def flush(self) -> None:
         """Hand out what is held (see L{hold}) now."""
         self._hand_out_held()
+
+    def _unread_here(self, room: Room) -> bool:
+        """
+        Whether only other nodes' users are in C{room}: its history may
+        still be being read here (see L{enter_remote}).
+        """
+        cluster = self.cluster
+        return cluster is not None and all(cluster.is_remote(m) for m in room.members)
 
     def add_remote(self, participant: IChatParticipant, verified: bool) -> None:
         """Let another node's user in, in no room yet, telling nobody."""

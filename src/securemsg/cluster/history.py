@@ -72,8 +72,10 @@ class StreamHistory:
         self.max_count = max_count
         self.max_age = max_age
         self._rooms: dict[str, deque[wire.Replayable]] = {}
-        # The rooms read from their stream (or being read).
+        # The rooms read from their stream (or being read), and who waits
+        # for those being read.
         self._loaded: set[str] = set()
+        self._reading: dict[str, list[Deferred[None]]] = {}
 
     def _fresh(self, events: Iterable[wire.Replayable]) -> list[wire.Replayable]:
         if self.max_age is None:
@@ -123,18 +125,27 @@ class StreamHistory:
 
     def load(self, room: str) -> Deferred[None] | None:
         key = wire.name_key(room)
+        waiting = self._reading.get(key)
+        if waiting is not None:
+            waiter: Deferred[None] = Deferred()
+            waiting.append(waiter)
+            return waiter
         if key in self._loaded or not self.link.up:
             # Read already; or Redis cannot say more now than memory has.
             return None
         self._loaded.add(key)
+        self._reading[key] = []
         heard = self._rooms.setdefault(key, deque(maxlen=self.per_room))
 
         def loaded(events: list[wire.Replayable]) -> None:
-            # What was heard while reading and is not in the stream yet
-            # comes after it.
-            known = set(events)
-            merged = events + [event for event in heard if event not in known]
-            self._rooms[key] = deque(merged, maxlen=self.per_room)
+            if key in self._loaded:
+                # What was heard while reading and is not in the stream
+                # yet comes after it.
+                known = set(events)
+                merged = events + [event for event in heard if event not in known]
+                self._rooms[key] = deque(merged, maxlen=self.per_room)
+            for waiter in self._reading.pop(key, []):
+                waiter.callback(None)
 
         return self._read(room, self.per_room).addCallback(loaded)
 

@@ -81,7 +81,8 @@ class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]
             1,
             isLazy=True,
             password=config.password,
-            replyTimeout=max(1.0, config.claim_ttl / 3),
+            # Long enough for a busy machine; a stalled Redis is noticed.
+            replyTimeout=max(5.0, config.claim_ttl / 3),
         )
         self.protocol = protocol
         self.link = link
