@@ -360,6 +360,29 @@ class OperatorTests(SynchronousTestCase):
         self.assertEqual(carol.take(), ["*** motd: be nice"])
         self.assertEqual(self.b.state.motd, "be nice")
 
+    def test_private_history_on_both_nodes(self) -> None:
+        """
+        A private line between certificate holders of two nodes is kept by
+        both nodes (with --store-private), so C{/history NAME} shows it on
+        either side; a guest's is kept by neither.
+        """
+        cluster = Cluster(2, certificates=True)
+        histories = []
+        for chat in cluster.chats:
+            chat.history = MemoryHistory(cluster.clock, store_private=True)
+            histories.append(chat.history)
+        a, b = cluster.chats
+        ann = cluster.user(0, "ann", identity="ann")
+        cluster.user(1, "ben", identity="ben")
+        guest = cluster.user(1, "gus")
+        a.handle(ann, wire.Private("ben", "for ben"))
+        b.handle(guest, wire.Private("ann", "from a guest"))
+        for history in histories:
+            kept = self.successResultOf(history.fetch_private("ann", "ben", 10))
+            self.assertEqual([event.text for event in kept], ["for ben"])
+            kept = self.successResultOf(history.fetch_private("ann", "gus", 10))
+            self.assertEqual(kept, [])
+
     def test_holder_name_reserved_everywhere(self) -> None:
         """
         A name a certificate gave on one node is reserved on the others

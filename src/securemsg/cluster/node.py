@@ -569,15 +569,21 @@ class ClusterNode:
 
     def _on_priv(self, origin: str, message: ClusterMessage) -> None:
         recipient = self._local(message)
-        if recipient is not None:
-            recipient.deliver(
-                wire.PrivateMessage(
-                    message["sender"],
-                    message["recipient"],
-                    message["text"],
-                    message["time"],
-                )
-            )
+        if recipient is None:
+            return
+        event = wire.PrivateMessage(
+            message["sender"], message["recipient"], message["text"], message["time"]
+        )
+        recipient.deliver(event)
+        sender = self._known(origin, message["sender"])
+        if (
+            sender is not None
+            and self.chat.is_verified(sender)
+            and self.chat.is_verified(recipient)
+        ):
+            # Between certificate holders, kept on both sides' nodes (if
+            # --store-private), as the sender's node keeps it.
+            self.chat.history.record(event)
 
     def _on_kick(self, origin: str, message: ClusterMessage) -> None:
         target = self._local(message)
