@@ -279,13 +279,14 @@ class ClusterTwistdTests(TestCase):
 
     async def test_reuse_port(self) -> None:
         """
-        Two processes listen on one port with --reuse-port and serve one
-        chat: the clients of both see each other.
+        Three processes listen on one port with --reuse-port (without it,
+        the second would fail: address in use) and serve one chat: the
+        clients, wherever the kernel sent them, see each other.
         """
         _, redis_port = await start_redis(self)
         port = free_port()
         listen = ("--reuse-port", "--listen", f"tcp:{port}:interface=127.0.0.1")
-        nodes = [self.node(index, redis_port, *listen) for index in range(2)]
+        nodes = [self.node(index, redis_port, *listen) for index in range(3)]
         for twistd in nodes:
             await twistd.wait_for_message(
                 rf"securemsg listening on 127\.0\.0\.1:{port}"
