@@ -22,6 +22,8 @@ from zope.interface.verify import verifyObject
 
 from securemsg import tap, tls, wire
 from securemsg.cluster.config import RedisConfig
+from securemsg.cluster.history import StreamHistory
+from securemsg.cluster.service import ClusterService
 from securemsg.guard import GuardedTLSFactory
 from securemsg.history import MemoryHistory, SqliteHistory
 from securemsg.limits import Limits
@@ -510,6 +512,35 @@ class MakeServiceTests(SynchronousTestCase):
 
         self.successResultOf(top.stopService())
         self.assertEqual(chat_services[0].ports, [])
+
+    def test_cluster_service_tree(self) -> None:
+        """
+        With --cluster, a L{ClusterService} comes first in the tree (so it
+        stops last), the chat has its node and the rooms' history is in
+        Redis streams; --reuse-port listens with SO_REUSEPORT.
+        """
+        reactor = MemoryReactorClock()
+        options = parse(
+            "--cert", self.cert_path,
+            "--key", self.key_path,
+            "--history-db", ":memory:",
+            "--cluster", "redis://127.0.0.1:6390/0",
+            "--reuse-port",
+            "--listen", "tcp:1234:interface=127.0.0.1",
+        )  # fmt: skip
+        top = tap.make_service(reactor, options)
+        services = list(top)  # type: ignore[call-overload]
+        self.assertIsInstance(services[0], ClusterService)
+        self.assertIsInstance(services[1], ChatService)
+        chat = services[1].factory.chat
+        self.assertIs(chat.cluster, services[0].node)
+        self.assertIsInstance(chat.history, StreamHistory)
+        services[1].listen()
+        self.addCleanup(services[1].stopService)
+        [(binding, _, _, interface)] = reactor.tcpServers
+        self.assertEqual(
+            (binding._port, binding._reusePort, interface), (1234, True, "127.0.0.1")
+        )
 
     def test_several_endpoints(self) -> None:
         """

@@ -158,7 +158,12 @@ class Options(usage.Options):
             "The chat's name in Redis (the prefix of its keys and channel):"
             " several chats may share one Redis.",
         ],
-        ["cluster-ca", None, None, "PEM CA certificate that signs Redis' (rediss://)."],
+        [
+            "cluster-ca",
+            None,
+            None,
+            "PEM CA certificate that signs Redis' certificate (with rediss://).",
+        ],
         [
             "cluster-password-file",
             None,
