@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
@@ -282,6 +283,27 @@ class ClusterTests(SynchronousTestCase):
         self.assertIn(
             "!!! the name bob was taken on another server; you have a new one",
             bob.take(),
+        )
+
+    def test_messages_not_understood(self) -> None:
+        """
+        A message with missing or wrong fields (another version, a bug) is
+        logged and changes nothing; one of an unknown kind is ignored.
+        """
+        alice = self.cluster.user(0, "alice")
+        logged: list[dict[str, object]] = []
+        globalLogPublisher.addObserver(logged.append)
+        self.addCleanup(globalLogPublisher.removeObserver, logged.append)
+        node = self.cluster.nodes[0]
+        node.received({"n": "other", "t": "join", "name": "x"})
+        node.received({"n": "other", "t": "say", "room": 5, "k": "m"})
+        node.received({"n": "other", "t": "something new"})
+        node.received({"t": "join"})
+        self.assertEqual(self.a.names(), ["alice"])
+        self.assertEqual(alice.take(), [])
+        self.assertEqual(
+            len([e for e in logged if "not understood" in str(e.get("log_format"))]),
+            2,
         )
 
     def test_no_rename_while_cut_off(self) -> None:
