@@ -6,7 +6,7 @@ that expire, messages in each node's order).
 
 from __future__ import annotations
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
 from twisted.logger import globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
@@ -305,6 +305,23 @@ class ClusterTests(SynchronousTestCase):
             len([e for e in logged if "not understood" in str(e.get("log_format"))]),
             2,
         )
+
+    def test_claim_unanswered(self) -> None:
+        """
+        Redis did not answer a claim: the user is told the name cannot be
+        checked now (not that it is taken), and the claim Redis may have
+        made is let go.
+        """
+        alice = self.cluster.user(0, "alice")
+        link = self.cluster.links[0]
+        link.claim = lambda key, force: fail(TimeoutError("slow"))  # type: ignore[method-assign]
+        self.cluster.bus.claims["zed"] = ("node0", 1e9)
+        self.a.handle(alice, wire.Nick("zed"))
+        self.assertEqual(
+            alice.take(), ["!!! the name zed cannot be checked right now; try again"]
+        )
+        self.assertEqual(alice.name, "alice")
+        self.assertIsNone(self.cluster.bus.holder("zed"))
 
     def test_no_rename_while_cut_off(self) -> None:
         """Nobody can tell whether a name is free while cut off."""

@@ -195,14 +195,28 @@ class ClusterTwistdTests(TestCase):
             while not line.startswith(("*** you are now", "!!! the name")):
                 [line] = await client.next_lines(1)
             outcomes.append(line)
-        self.assertEqual(
-            sorted(o.split()[1] for o in outcomes), ["the", "you"], outcomes
-        )
+        # Exactly one got it, the other the usual error; unless Redis was
+        # too slow to answer one (a loaded machine): then that one was told
+        # so, and the other may have got it.
+        if any("cannot be checked right now" in o for o in outcomes):
+            self.assertLessEqual(
+                sum(o.startswith("*** you are now") for o in outcomes), 1, outcomes
+            )
+        else:
+            self.assertEqual(
+                sorted(o.split()[1] for o in outcomes), ["the", "you"], outcomes
+            )
 
         second.signal("KILL")
         await second.wait_ended()
-        gone = "bob" if outcomes[0] == "*** you are now carol" else "Carol"
-        await read_until(alice, f"*** {gone} left (their server is out of reach)")
+        gone = "Carol" if outcomes[1].startswith("*** you are now") else "bob"
+        try:
+            await read_until(alice, f"*** {gone} left (their server is out of reach)")
+        except AssertionError as error:
+            raise AssertionError(
+                f"{error}\noutcomes: {outcomes}\nfirst:\n{first.output()}"
+                f"\nsecond:\n{second.output()}"
+            ) from None
         # Its claim lapses about when the node is given up.
         for _ in range(10):
             alice.send(f"/nick {gone}".encode())

@@ -73,7 +73,8 @@ class IClusterLink(Interface):
         @param force: take it even if another node holds it (a certificate
             holder's own name).
         @return: whether this node holds it now (C{False} also when the
-            others cannot be reached: nobody can tell whether it is free).
+            others cannot be reached: nobody can tell whether it is free);
+            it fails if Redis did not answer (it may have made the claim).
         """
 
     def release(key: str) -> None:

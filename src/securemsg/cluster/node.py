@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from securemsg import wire
@@ -139,7 +140,9 @@ class ClusterNode:
         """Another node holds a local user's name now."""
         if self.chat.is_verified(participant):
             # A certificate holder's name is theirs.
-            self.link.claim(wire.name_key(participant.name), True)
+            self.link.claim(wire.name_key(participant.name), True).addErrback(
+                _renewed_later
+            )
             self.link.publish({"t": "takeover", "name": participant.name})
             return
         self._rename_guest(
@@ -164,7 +167,9 @@ class ClusterNode:
                     participant, f"the name {name} is taken on another server"
                 )
 
-        self.link.claim(wire.name_key(name), False).addCallback(claimed)
+        self.link.claim(wire.name_key(name), False).addCallbacks(
+            claimed, _renewed_later
+        )
 
     # The link
 
@@ -218,7 +223,9 @@ class ClusterNode:
         """A local user arrived (a certificate holder if C{identity})."""
         if identity:
             self.link.publish({"t": "takeover", "name": participant.name})
-            self.link.claim(wire.name_key(participant.name), True)
+            self.link.claim(wire.name_key(participant.name), True).addErrback(
+                _renewed_later
+            )
         else:
             self._claim_guest(participant)
 
@@ -345,7 +352,17 @@ class ClusterNode:
                 return
             self.chat.rename_now(participant, new_name)
 
-        self.link.claim(key, False).addCallback(claimed)
+        def failed(reason: Failure) -> None:
+            # Redis did not answer: it may hold the claim for us; let it go.
+            self.link.release(key)
+            if participant in self.chat:
+                participant.deliver(
+                    wire.Error(
+                        f"the name {new_name} cannot be checked right now; try again"
+                    )
+                )
+
+        self.link.claim(key, False).addCallbacks(claimed, failed)
 
     def ban(self, operator: IChatParticipant, target: IChatParticipant) -> None:
         """An operator here bans a user of another node: their node does it."""
@@ -645,6 +662,13 @@ class ClusterNode:
             self._rename_guest(
                 holder, f"the name {holder.name} belongs to a certificate holder"
             )
+
+
+def _renewed_later(reason: Failure) -> None:
+    """
+    A claim Redis did not answer: the next renewal makes it again, or
+    finds it lost.
+    """
 
 
 def local_only(participants: Iterable[IChatParticipant]) -> list[IChatParticipant]:

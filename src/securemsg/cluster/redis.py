@@ -207,7 +207,9 @@ class RedisLink:
         if self._commands is None or not self.up or self._pending >= self.max_pending:
             return succeed(False)
         args = [self.node_id, str(int(self.claim_ttl * 1000)), "1" if force else "0"]
-        running = self._send(self._commands.eval(_CLAIM, [self._key(key)], args))
+        running = self._send(
+            self._commands.eval(_CLAIM, [self._key(key)], args), fail=True
+        )
         return running.addCallback(lambda won: won == 1)
 
     def release(self, key: str) -> None:
@@ -267,8 +269,11 @@ class RedisLink:
 
     # Bookkeeping
 
-    def _send(self, command: Deferred[Any]) -> Deferred[Any]:
-        """Count C{command} while it waits for Redis; its failure is logged."""
+    def _send(self, command: Deferred[Any], *, fail: bool = False) -> Deferred[Any]:
+        """
+        Count C{command} while it waits for Redis; its failure is logged,
+        and then passed on if C{fail}, else taken as a L{None} reply.
+        """
         self._pending += 1
         done: Deferred[Any] = Deferred()
 
@@ -280,7 +285,10 @@ class RedisLink:
                         "a Redis command failed: {error}",
                         error=result.getErrorMessage(),
                     )
-                done.callback(None)
+                if fail:
+                    done.errback(result)
+                else:
+                    done.callback(None)
             else:
                 done.callback(result)
 
