@@ -57,6 +57,9 @@ def _name(common_name: str) -> x509.Name:
 
 
 def _general_name(name: str) -> x509.GeneralName:
+    if name.startswith("securemsg:user:"):
+        # The name a client certificate gives (securemsg.ca).
+        return x509.UniformResourceIdentifier(name)
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:

@@ -32,10 +32,11 @@ ALLOWED: dict[str, frozenset[str]] = {
     "core": frozenset({"protocol"}),
     "tls": frozenset({"protocol"}),
     "server": frozenset({"protocol", "core", "tls"}),
-    "tap": frozenset({"protocol", "core", "tls", "server"}),
+    "cluster": frozenset({"protocol", "core"}),
+    "tap": frozenset({"protocol", "core", "tls", "server", "cluster"}),
     "client": frozenset({"protocol", "tls"}),
     "admin": frozenset(
-        {"protocol", "core", "tls", "server", "tap", "client", "securemsg"}
+        {"protocol", "core", "tls", "server", "cluster", "tap", "client", "securemsg"}
     ),
     "__main__": frozenset({"admin"}),
     # securemsg/__init__ imports the server only inside __getattr__ (and for

@@ -23,6 +23,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.server import Site
 
+from securemsg.cluster.local import MemoryBus, MemoryLink
+from securemsg.cluster.node import ClusterNode, RemoteParticipant
 from securemsg.core.history import SqliteHistory
 from securemsg.core.limits import Limits
 from securemsg.protocol import wire
@@ -37,6 +39,7 @@ from securemsg.tap import Options, make_service
 from securemsg.tls import policy as tls
 
 from . import _certs
+from ._fakes import Recorder
 from ._loopback import TIMEOUT, LoopbackServerTestCase, bounded, port_of, reactor
 from ._twistd import start_twistd, stop_with_sigterm
 
@@ -106,6 +109,20 @@ class CollectorTests(SynchronousTestCase):
     def value(self, name: str, **labels: str) -> float | None:
         result: float | None = self.registry.get_sample_value(name, labels)
         return result
+
+    def test_clients_of_this_process(self) -> None:
+        """
+        With --cluster, the chat also holds other processes' users (so that
+        /who lists them); the clients gauge counts this process's own.
+        """
+        chat = self.factory.chat
+        link = MemoryLink(MemoryBus(self.clock), "here")
+        ClusterNode(chat, link, self.clock)
+        link.up = True
+        chat.join(Recorder())
+        chat.add_remote(RemoteParticipant(chat.cluster, "there", "far"), False)  # type: ignore[arg-type]
+        self.assertEqual(len(chat), 2)
+        self.assertEqual(self.value("securemsg_clients"), 1)
 
     def test_lines_flood_and_send_queue(self) -> None:
         """

@@ -31,6 +31,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from securemsg import tap
+from securemsg.cluster.config import RedisConfig
+from securemsg.cluster.history import StreamHistory
+from securemsg.cluster.service import ClusterService
 from securemsg.core.history import MemoryHistory, SqliteHistory
 from securemsg.core.limits import Limits
 from securemsg.protocol import wire
@@ -122,6 +125,13 @@ class OptionsTests(SynchronousTestCase):
                 "check": 0,
                 "web": None,
                 "web-origin": [],
+                "cluster": None,
+                "cluster-name": "securemsg",
+                "cluster-ca": None,
+                "cluster-password-file": None,
+                "cluster-claim-ttl": 15.0,
+                "cluster-config": None,
+                "reuse-port": 0,
             },
         )
         self.assertEqual(options.limits(), Limits())
@@ -184,6 +194,10 @@ class OptionsTests(SynchronousTestCase):
             "--metrics=tcp:9464:interface=127.0.0.1",
             "--web=tcp:8443",
             "--web-origin=https://chat.example/",
+            "--cluster=redis://:pw@127.0.0.1:6390/2",
+            "--cluster-name=team",
+            "--cluster-claim-ttl=3",
+            "--reuse-port",
         )
         self.assertEqual(
             dict(options),
@@ -231,6 +245,22 @@ class OptionsTests(SynchronousTestCase):
                 "check": 0,
                 "web": "tcp:8443",
                 "web-origin": ["https://chat.example"],
+                "cluster": "redis://:pw@127.0.0.1:6390/2",
+                "cluster-name": "team",
+                "cluster-ca": None,
+                "cluster-password-file": None,
+                "cluster-claim-ttl": 3.0,
+                "cluster-config": RedisConfig(
+                    host="127.0.0.1",
+                    port=6390,
+                    db=2,
+                    password="pw",
+                    tls=False,
+                    ca_path=None,
+                    name="team",
+                    claim_ttl=3.0,
+                ),
+                "reuse-port": 1,
             },
         )
         self.assertEqual(
@@ -535,6 +565,41 @@ class MakeServiceTests(SynchronousTestCase):
                 ("web", ListenerService),
                 ("metrics", ListenerService),
             ],
+        )
+
+    def test_cluster_service_tree(self) -> None:
+        """
+        With --cluster, a L{ClusterService} comes first in the tree (so it
+        stops last), the chat has its node and the rooms' history is in
+        Redis streams; --reuse-port listens with SO_REUSEPORT.
+        """
+        reactor = MemoryReactorClock()
+        options = parse(
+            "--cert", self.cert_path,
+            "--key", self.key_path,
+            "--history-db", ":memory:",
+            "--cluster", "redis://127.0.0.1:6390/0",
+            "--reuse-port",
+            "--listen", "tcp:1234:interface=127.0.0.1",
+        )  # fmt: skip
+        top = tap.make_service(reactor, options)
+        cluster = top.getServiceNamed("cluster")
+        assert isinstance(cluster, ClusterService)
+        self.assertIs(next(iter(top)), cluster)
+        shutdown = top.getServiceNamed("shutdown")
+        assert isinstance(shutdown, ShutdownService)
+        chat = shutdown.factory.chat
+        self.assertIs(chat.cluster, cluster.node)
+        self.assertIsInstance(chat.history, StreamHistory)
+        listener = top.getServiceNamed("chat")
+        assert isinstance(listener, ListenerService)
+        listener.listen()
+        self.addCleanup(listener.stopService)
+        [(port, _, _, interface)] = reactor.tcpServers
+        # ReusePortReactor hands listenTCP a binding, not a port number.
+        binding = cast(Any, port)
+        self.assertEqual(
+            (binding._port, binding._reusePort, interface), (1234, True, "127.0.0.1")
         )
 
     def test_stop_order(self) -> None:

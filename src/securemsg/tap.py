@@ -13,6 +13,10 @@ from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.interfaces import IReactorTime
 from twisted.python import usage
 
+from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
+from securemsg.cluster.history import StreamHistory
+from securemsg.cluster.node import ClusterNode
+from securemsg.cluster.service import ClusterService, ReusePortReactor, make_link
 from securemsg.core.history import (
     DEFAULT_MAX_COUNT,
     HistoryError,
@@ -133,6 +137,12 @@ class Options(usage.Options):
             " operator's /reload always do).",
         ],
         [
+            "reuse-port",
+            None,
+            "Listen with SO_REUSEPORT, so that several securemsg processes (of"
+            " one --cluster) share one port; see docs/cluster.md.",
+        ],
+        [
             "check",
             None,
             "Check the certificate, key, client CA and CRL, print a report and"
@@ -150,6 +160,43 @@ class Options(usage.Options):
             "File whose first line is the private key's passphrase.",
         ],
         ["port", "p", wire.DEFAULT_PORT, "TCP port to listen on.", usage.portCoerce],
+        [
+            "cluster",
+            None,
+            None,
+            "Join the other securemsg processes of one chat through Redis:"
+            " redis://[:PASSWORD@]HOST:PORT/DB, or rediss:// for TLS (the"
+            " password is better given by --cluster-password-file or"
+            " SECUREMSG_CLUSTER_PASSWORD). See docs/cluster.md.",
+        ],
+        [
+            "cluster-name",
+            None,
+            "securemsg",
+            "The chat's name in Redis (the prefix of its keys and channel):"
+            " several chats may share one Redis.",
+        ],
+        [
+            "cluster-ca",
+            None,
+            None,
+            "PEM CA certificate that signs Redis' certificate (with rediss://).",
+        ],
+        [
+            "cluster-password-file",
+            None,
+            None,
+            "File whose first line is the Redis password.",
+        ],
+        [
+            "cluster-claim-ttl",
+            None,
+            15.0,
+            "Seconds a node's claims on its users' names last unless renewed:"
+            " a node gone without a word frees its names and is seen leaving"
+            " within this time.",
+            _positive_seconds,
+        ],
         [
             "interface",
             "i",
@@ -278,7 +325,8 @@ class Options(usage.Options):
             "max-connections",
             None,
             _DEFAULTS.max_connections,
-            "Connections held at once in total; more are closed at once.",
+            "Connections held at once in total; more are closed at once (per"
+            " process: each process of a --cluster counts its own).",
             _positive,
         ],
         [
@@ -286,7 +334,7 @@ class Options(usage.Options):
             None,
             _DEFAULTS.max_per_address,
             "Connections held at once from one client: one IPv4 address, or one"
-            " IPv6 /64 (see --ipv6-prefix).",
+            " IPv6 /64 (see --ipv6-prefix); per process, as --max-connections.",
             _positive,
         ],
         [
@@ -479,6 +527,18 @@ class Options(usage.Options):
                 f"--tls-min must be one of {', '.join(tls.TLS_VERSIONS)}, "
                 f"not {self['tls-min']!r}"
             )
+        self["cluster-config"] = None
+        if self["cluster"] is not None:
+            try:
+                self["cluster-config"] = parse_cluster_url(
+                    self["cluster"],
+                    name=self["cluster-name"],
+                    ca_path=self["cluster-ca"],
+                    password_file=self["cluster-password-file"],
+                    claim_ttl=self["cluster-claim-ttl"],
+                )
+            except ClusterError as error:
+                raise usage.UsageError(str(error)) from None
         if self["check"]:
             # Done while parsing: twistd would refuse to go on to makeService
             # while a server runs here (its pid file), and a check should
@@ -591,6 +651,18 @@ def make_service(reactor: IReactorTime, options: Options) -> OrderedMultiService
     state = ServerRecords.load(options["state"])
     state.check_writable()
     history = open_history(reactor, options)
+    link = None
+    if options["cluster-config"] is not None:
+        link = make_link(reactor, options["cluster-config"])
+        # Rooms' history in Redis streams; private messages stay here.
+        history = StreamHistory(
+            reactor,
+            link,
+            history,
+            per_room=options["history-replay"],
+            max_count=options["history-max"],
+            max_age=options["history-max-age"] * 86400 or None,
+        )
     chat = ChatHub(
         reactor,
         default_room=options["default-room"],
@@ -602,14 +674,18 @@ def make_service(reactor: IReactorTime, options: Options) -> OrderedMultiService
         reload=lambda: reloader.reload("/reload by an operator"),
         limits=limits,
     )
+    node = ClusterNode(chat, link, reactor) if link is not None else None
     factory = ChatServerFactory(reactor, chat, greeting=options["greeting"])
     reloader.recheck = factory.recheck_certificates
+    # Several processes on one port: the kernel spreads the connections.
+    listening: Any = ReusePortReactor(reactor) if options["reuse-port"] else reactor
     endpoints = [
-        (description, tls_server_endpoint(reactor, description, creator, limits))
+        (description, tls_server_endpoint(listening, description, creator, limits))
         for description in options.endpoint_descriptions()
     ]
     # Stopped in reverse: stop listening, then close the clients'
-    # connections, then the history (see OrderedMultiService).
+    # connections, then the history (see OrderedMultiService); with a
+    # cluster, its node last, so the users' departures reach the others.
     top = OrderedMultiService()
     services: list[tuple[str, IService]] = [
         ("open-files", OpenFileLimitService(limits.max_connections)),
@@ -620,6 +696,8 @@ def make_service(reactor: IReactorTime, options: Options) -> OrderedMultiService
         ("expiry", ExpiryWarningService(reloader, reactor)),
         ("chat", ListenerService(factory, endpoints)),
     ]
+    if node is not None:
+        services.insert(0, ("cluster", ClusterService(node)))
     if options["web"] is not None:
         # The same TLS (so a reload covers it too) and the same chat.
         site = web.make_site(factory, options["web-origin"])
@@ -666,12 +744,21 @@ def makeService(options: Options) -> OrderedMultiService:
     from twisted.internet import reactor
 
     try:
+        if options["cluster-config"] is not None:
+            # Redis out of reach: one line and exit 1, not a lone server.
+            probe(options["cluster-config"])
         top = make_service(reactor, options)  # type: ignore[arg-type]
         for service in top:
             # The chat's endpoints, and the web page's and metrics' if any.
             if isinstance(service, ListenerService):
                 service.listen()
-    except (tls.TLSConfigError, HistoryError, RecordsError, ListenError) as error:
+    except (
+        tls.TLSConfigError,
+        HistoryError,
+        RecordsError,
+        ListenError,
+        ClusterError,
+    ) as error:
         raise SystemExit(f"securemsg: {error}") from None
     signals = RepeatedStopSignals(reactor)  # type: ignore[arg-type]
     signals.setName("signals")

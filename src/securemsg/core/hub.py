@@ -14,7 +14,7 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -26,6 +26,9 @@ from securemsg.core.limits import REPLY_ENTRY_OVERHEAD, Limits
 from securemsg.core.participant import IChatParticipant
 from securemsg.core.records import BanRecord, ServerRecords
 from securemsg.protocol import wire
+
+if TYPE_CHECKING:
+    from securemsg.core.others import OtherNodes
 
 _T = TypeVar("_T")
 
@@ -205,6 +208,9 @@ class ChatHub:
         self._held: list[wire.Event] = []
         self._held_room: Room | None = None
         self._held_speaker: IChatParticipant | None = None
+        # The other nodes of a cluster (--cluster), told what happens to
+        # the users here; set by ClusterNode.  None: this is the only one.
+        self.cluster: OtherNodes | None = None
 
     def __len__(self) -> int:
         return len(self._members)
@@ -406,6 +412,8 @@ class ChatHub:
             verified=identity is not None, fingerprint=fingerprint, address=address
         )
         self._by_name[wire.name_key(name)] = participant
+        if self.cluster is not None:
+            self.cluster.joined(participant, identity is not None)
         for event in welcome(name) if welcome is not None else ():
             participant.deliver(event)
         if self.state.motd:
@@ -417,6 +425,10 @@ class ChatHub:
         """Free a certificate holder's name for them."""
         holder = self.find(identity)
         if holder is None:
+            return
+        if self.cluster is not None and self.cluster.is_remote(holder):
+            # Its own node hears of the claim and lets them go.
+            self.leave(holder, announce=False)
             return
         if self._members[holder].verified:
             self.log.info(
@@ -461,10 +473,12 @@ class ChatHub:
             self._remove(participant, room)
         del self._members[participant]
         del self._by_name[wire.name_key(participant.name)]
+        event = wire.Departed(label, wire.sanitize(reason), wire.sanitize(message))
         if announce:
-            event = wire.Departed(label, wire.sanitize(reason), wire.sanitize(message))
             for member in neighbours:
                 member.deliver(event)
+        if self.cluster is not None:
+            self.cluster.left(participant, event, announce)
 
     def _remove(self, participant: IChatParticipant, room: Room) -> None:
         room.remove(participant)
@@ -549,21 +563,25 @@ class ChatHub:
         if refusal is not None:
             participant.deliver(wire.Error(refusal))
             return
-        if room is None:
+        if room is None or self._unread_here(room):
             loading = self.history.load(room_name)
             if loading is not None:
                 self._loading[key] = self._loading.get(key, 0) + 1
                 self._waiting[participant] = []
                 loading.addCallback(lambda _: self._loaded(participant, room_name, key))
                 return
-            room = self.rooms[key] = Room(room_name)
+            if room is None:
+                room = self.rooms[key] = Room(room_name)
         joined = wire.Joined(self.label(participant), room.name)
-        if self._announces(room):
+        announced = self._announces(room)
+        if announced:
             room.broadcast(joined)
         room.add(participant)
         membership.rooms[key] = room
         membership.current = room
         self._count_room(membership.address, room, 1)
+        if self.cluster is not None:
+            self.cluster.entered(participant, room, announced)
         if room.name != self.default_room:
             participant.deliver(joined)
             if room.topic:
@@ -614,8 +632,11 @@ class ChatHub:
         event = wire.Parted(self.label(participant), room.name)
         self._remove(participant, room)
         participant.deliver(event)
-        if self._announces(room):
+        announced = self._announces(room)
+        if announced:
             room.broadcast(event)
+        if self.cluster is not None:
+            self.cluster.parted(participant, room, announced)
 
     def _target_room(
         self, participant: IChatParticipant, room_name: str | None
@@ -653,6 +674,8 @@ class ChatHub:
         # by the certificate holder of the same name.
         room.topic_setter = self.label(participant)
         room.broadcast(self._topic(room))
+        if self.cluster is not None:
+            self.cluster.topic_set(room)
 
     def list_rooms(self, participant: IChatParticipant) -> None:
         """
@@ -693,6 +716,72 @@ class ChatHub:
             participant.deliver(
                 wire.WhoList(room.name, *self._first_that_fit(labels, _size))
             )
+
+    # Other nodes of a cluster (securemsg.cluster.node mirrors their users
+    # here, so that /who, /rooms, /msg and names see the whole cluster)
+
+    def local_participants(self) -> list[IChatParticipant]:
+        """Everyone connected to this node, in order of arrival."""
+        cluster = self.cluster
+        if cluster is None:
+            return list(self._members)
+        return [p for p in self._members if not cluster.is_remote(p)]
+
+    def is_verified(self, participant: IChatParticipant) -> bool:
+        """Whether a client certificate vouches for a participant's name."""
+        membership = self._members.get(participant)
+        return membership is not None and membership.verified
+
+    def flush(self) -> None:
+        """Hand out what is held (see L{hold}) now."""
+        self._hand_out_held()
+
+    def _unread_here(self, room: Room) -> bool:
+        """
+        Whether only other nodes' users are in C{room}: its history may
+        still be being read here (see L{enter_remote}).
+        """
+        cluster = self.cluster
+        return cluster is not None and all(cluster.is_remote(m) for m in room.members)
+
+    def add_remote(self, participant: IChatParticipant, verified: bool) -> None:
+        """Let another node's user in, in no room yet, telling nobody."""
+        self._members[participant] = _Membership(verified=verified)
+        self._by_name[wire.name_key(participant.name)] = participant
+
+    def enter_remote(self, participant: IChatParticipant, room_name: str) -> Room:
+        """Put another node's user in a room (made if new), telling nobody."""
+        problem = wire.room_problem(room_name)
+        if problem is not None:
+            raise ValueError(problem)
+        key = wire.name_key(room_name)
+        room = self.rooms.get(key)
+        if room is None:
+            room = self.rooms[key] = Room(room_name)
+            # For whoever joins it here later: its past, in the background.
+            self.history.load(room_name)
+        membership = self._members[participant]
+        if key not in membership.rooms:
+            room.add(participant)
+            membership.rooms[key] = room
+            membership.current = room
+        return room
+
+    def part_remote(self, participant: IChatParticipant, room_name: str) -> Room | None:
+        """Take another node's user out of a room, telling nobody."""
+        room = self._members[participant].rooms.get(wire.name_key(room_name))
+        if room is not None:
+            self._remove(participant, room)
+        return room
+
+    def rename_now(self, participant: IChatParticipant, new_name: str) -> None:
+        """Rename a participant (the cluster has the name), telling others."""
+        self._change_name(participant, new_name)
+
+    def rename_guest(self, participant: IChatParticipant, why: str) -> None:
+        """Give a guest a new guest name, telling them C{why}."""
+        participant.deliver(wire.Error(why))
+        self._change_name(participant, self._next_guest_name())
 
     # Bounded replies
 
@@ -767,6 +856,8 @@ class ChatHub:
                 self._held_room, self._held_speaker = room, participant
             self._held.append(event)
         self.history.record(event)
+        if self.cluster is not None:
+            self.cluster.said(event)
 
     def whisper(
         self, participant: IChatParticipant, recipient_name: str, text: str
@@ -838,6 +929,10 @@ class ChatHub:
                 wire.Error(f"the name {new_name} belongs to a certificate holder")
             )
             return
+        if self.cluster is not None:
+            # Claimed for the whole cluster first (that takes a while).
+            self.cluster.rename(participant, new_name)
+            return
         self._change_name(participant, new_name)
 
     def _change_name(self, participant: IChatParticipant, new_name: str) -> None:
@@ -851,6 +946,8 @@ class ChatHub:
         for member in self._neighbours(participant):
             member.deliver(event)
         self.log.info("{old} is now known as {new}", old=old_name, new=new_name)
+        if self.cluster is not None:
+            self.cluster.renamed(participant, old_name)
 
     # History
 
@@ -944,15 +1041,30 @@ class ChatHub:
                 )
             )
             return
+        if self.cluster is not None and self.cluster.is_remote(target):
+            # Their own server knows their certificate or address.
+            self.cluster.ban(participant, target)
+            return
+        self.ban_for(participant, target)
+
+    def ban_for(self, participant: IChatParticipant, target: IChatParticipant) -> None:
+        """
+        Ban C{target} (connected here), as the operator C{participant} asked
+        (here, or on another node of a cluster, which checked them).
+        """
         membership = self._members[target]
         entry = BanRecord(target.name, participant.name, self.clock.seconds())
         if membership.verified and membership.fingerprint is not None:
             self.state.fingerprints[membership.fingerprint] = entry
             what = f"certificate {membership.fingerprint}"
+            if self.cluster is not None:
+                self.cluster.banned("fingerprint", membership.fingerprint, entry)
         elif membership.address is not None:
             self.state.addresses[membership.address] = entry
             kind = "network" if "/" in membership.address else "address"
             what = f"{kind} {membership.address}"
+            if self.cluster is not None:
+                self.cluster.banned("address", membership.address, entry)
         else:
             participant.deliver(
                 wire.Error(f"{target.name} cannot be banned: no certificate or address")
@@ -986,6 +1098,8 @@ class ChatHub:
             )
             return
         self.state.keep()
+        if self.cluster is not None:
+            self.cluster.unbanned(target)
         self.log.info(
             "{operator} lifted bans: {lifted}",
             operator=participant.name,
@@ -1006,6 +1120,8 @@ class ChatHub:
         event = wire.Notice(f"motd: {self.state.motd or '(none)'}")
         for member in list(self._members):
             member.deliver(event)
+        if self.cluster is not None:
+            self.cluster.motd_set(self.state.motd)
 
     def do_reload(self, participant: IChatParticipant) -> None:
         """(Operators) reload the certificates and say how it went."""

@@ -82,8 +82,9 @@ class ServerCollector(Collector):
         yield open_
         yield GaugeMetricFamily(
             "securemsg_clients",
-            "Clients joined to the chat.",
-            value=len(self.factory.chat),
+            "Clients joined to the chat through this process.",
+            # This process's own (with --cluster, the chat shows others too).
+            value=len(self.factory.chat.local_participants()),
         )
         yield CounterMetricFamily(
             "securemsg_handshakes_completed",

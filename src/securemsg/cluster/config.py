@@ -1,0 +1,144 @@
+# -*- test-case-name: tests.test_cluster_redis -*-
+"""
+The C{--cluster} settings: where Redis is, how to log in, and a check
+that it answers, made before the server starts.  (Imports no Redis
+client: txredisapi is needed only to run a node.)
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+#: Where the Redis password may come from besides a file.
+PASSWORD_ENVIRONMENT_VARIABLE = "SECUREMSG_CLUSTER_PASSWORD"  # noqa: S105
+
+
+class ClusterError(Exception):
+    """A C{--cluster} setting that cannot work, in one line."""
+
+
+@dataclass(frozen=True)
+class RedisConfig:
+    """Where Redis is and how to log in, from C{--cluster} and its friends."""
+
+    host: str
+    port: int
+    db: int
+    password: str | None
+    tls: bool
+    ca_path: str | None
+    name: str
+    claim_ttl: float
+
+    def where(self) -> str:
+        """Redis' address, for messages (never the password)."""
+        scheme = "rediss" if self.tls else "redis"
+        return f"{scheme}://{self.host}:{self.port}/{self.db}"
+
+
+def parse_cluster_url(
+    url: str,
+    *,
+    name: str = "securemsg",
+    ca_path: str | None = None,
+    password_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    claim_ttl: float = 15.0,
+) -> RedisConfig:
+    """
+    Read C{redis://[:password@]host[:port][/db]} (or C{rediss://}, TLS).
+    The password comes from C{password_file} if given, else the
+    environment variable L{PASSWORD_ENVIRONMENT_VARIABLE}, else the URL.
+
+    @raise ClusterError: if something is wrong with them.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ClusterError(f"--cluster {url!r}: give redis://HOST:PORT/DB or rediss://")
+    try:
+        port = parts.port or 6379
+    except ValueError:
+        raise ClusterError(f"--cluster {url!r}: the port is not a number") from None
+    if not parts.hostname:
+        raise ClusterError(f"--cluster {url!r}: no host")
+    path = parts.path.strip("/")
+    if path and not path.isdigit():
+        raise ClusterError(f"--cluster {url!r}: the database must be a number")
+    if ca_path is not None and parts.scheme != "rediss":
+        raise ClusterError("--cluster-ca needs a rediss:// URL (TLS to Redis)")
+    if not name or any(c.isspace() for c in name):
+        raise ClusterError("--cluster-name must be a word")
+    password = unquote(parts.password) if parts.password else None
+    environ = os.environ if environ is None else environ
+    if password_file is not None:
+        try:
+            lines = Path(password_file).read_text().splitlines()
+        except OSError as error:
+            raise ClusterError(
+                f"--cluster-password-file {password_file}: {error.strerror}"
+            ) from None
+        password = lines[0] if lines else ""
+    elif environ.get(PASSWORD_ENVIRONMENT_VARIABLE):
+        password = environ[PASSWORD_ENVIRONMENT_VARIABLE]
+    return RedisConfig(
+        host=parts.hostname,
+        port=port,
+        db=int(path or 0),
+        password=password,
+        tls=parts.scheme == "rediss",
+        ca_path=ca_path,
+        name=name,
+        claim_ttl=claim_ttl,
+    )
+
+
+def _command(*words: str) -> bytes:
+    encoded = [word.encode("utf-8") for word in words]
+    return f"*{len(encoded)}\r\n".encode() + b"".join(
+        b"$%d\r\n%s\r\n" % (len(word), word) for word in encoded
+    )
+
+
+def probe(config: RedisConfig, timeout: float = 5.0) -> None:
+    """
+    Check, before the server starts, that Redis answers and takes the
+    password and database: blocking, once, so that a wrong setting is one
+    clear line and a non-zero exit instead of a server that starts alone.
+
+    @raise ClusterError: if it does not.
+    """
+    try:
+        sock: socket.socket = socket.create_connection(
+            (config.host, config.port), timeout=timeout
+        )
+    except OSError as error:
+        raise ClusterError(
+            f"cannot reach Redis at {config.where()}: {error.strerror or error}"
+        ) from None
+    try:
+        if config.tls:
+            context = ssl.create_default_context(cafile=config.ca_path)
+            sock = context.wrap_socket(sock, server_hostname=config.host)
+        words: list[tuple[str, ...]] = [("PING",)]
+        if config.password is not None:
+            words.insert(0, ("AUTH", config.password))
+        if config.db:
+            words.append(("SELECT", str(config.db)))
+        for command in words:
+            sock.sendall(_command(*command))
+            reply = sock.recv(4096)
+            if not reply.startswith(b"+"):
+                what = reply.decode("utf-8", "replace").strip().lstrip("-") or "closed"
+                raise ClusterError(
+                    f"Redis at {config.where()} refused {command[0]}: {what}"
+                )
+    except (OSError, ssl.SSLError) as error:
+        raise ClusterError(f"cannot use Redis at {config.where()}: {error}") from None
+    finally:
+        sock.close()

@@ -1,0 +1,104 @@
+# -*- test-case-name: tests.test_cluster -*-
+"""
+What the chat state needs from the other nodes of a cluster, and what they
+tell it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from zope.interface import Attribute, Interface
+
+#: One message between nodes: a JSON object (see L{securemsg.cluster.node}).
+ClusterMessage = dict[str, Any]
+
+
+class IClusterHandler(Interface):
+    """
+    What a link calls: the node's side.
+    """
+
+    def received(message: ClusterMessage) -> None:
+        """
+        A message another node published (never one of this node's own).
+        """
+
+    def link_up() -> None:
+        """
+        The link (re)joined the other nodes: announce everything again and
+        renew the claims.
+        """
+
+    def link_down(reason: str) -> None:
+        """
+        The other nodes are out of reach (until L{link_up}).
+        """
+
+
+class IClusterLink(Interface):
+    """
+    How one node reaches the others: a bus every node hears (in the order
+    each node published), and name claims that expire unless renewed.
+    """
+
+    node_id = Attribute("This node's unique id (a string).")
+    claim_ttl = Attribute("Seconds a claim lasts unless it is renewed.")
+    up = Attribute("Whether the other nodes are within reach now.")
+
+    def start(handler: IClusterHandler) -> None:
+        """
+        Start reaching the others; C{handler} hears what they publish, and
+        L{IClusterHandler.link_up} when the bus is usable.
+        """
+
+    def stop() -> Deferred[None]:
+        """
+        Stop; what was published before is sent first if it can be.
+        """
+
+    def publish(message: ClusterMessage) -> bool:
+        """
+        Send C{message} to every other node, after what this node sent
+        before.  Never blocks: while the others are out of reach, or too
+        much waits to be sent, it is dropped (counted, logged) and this
+        returns C{False}.
+        """
+
+    def claim(key: str, force: bool) -> Deferred[bool]:
+        """
+        Claim the name key C{key} for this node, for L{claim_ttl} seconds.
+
+        @param force: take it even if another node holds it (a certificate
+            holder's own name).
+        @return: whether this node holds it now (C{False} also when the
+            others cannot be reached: nobody can tell whether it is free);
+            it fails if Redis did not answer (it may have made the claim).
+        """
+
+    def release(key: str) -> None:
+        """
+        Let the claim of C{key} go, if this node still holds it.
+        """
+
+    def renew(keys: list[str]) -> Deferred[list[str]]:
+        """
+        Renew (or make again, after Redis lost them) this node's claims of
+        C{keys}.
+
+        @return: the keys another node holds now (lost to it).
+        """
+
+    def append_history(room_key: str, data: str, max_count: int) -> None:
+        """
+        Add C{data} (one message) to the shared history of the room with
+        C{room_key}, keeping about its last C{max_count}.  Dropped if the
+        others are out of reach.
+        """
+
+    def read_history(room_key: str, count: int) -> Deferred[list[str]]:
+        """
+        The last C{count} messages of a room's shared history, oldest
+        first (none if it cannot be read now).
+        """

@@ -1,0 +1,149 @@
+# -*- test-case-name: tests.test_cluster -*-
+"""
+Several nodes in one process, joined by a bus in memory: what the tests of
+the cluster logic use instead of Redis, with the same rules (claims that
+expire on the given clock, messages in the order each node sent them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import implementer
+
+from securemsg.cluster.interface import ClusterMessage, IClusterHandler, IClusterLink
+
+
+class MemoryBus:
+    """
+    What Redis holds for a cluster, in memory: the name claims (with their
+    expiry) and the links that hear the bus.
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self.links: list[MemoryLink] = []
+        # Name key -> (node id, expiry time).
+        self.claims: dict[str, tuple[str, float]] = {}
+        # Room key -> its messages, oldest first.
+        self.streams: dict[str, list[str]] = {}
+        self._queue: deque[tuple[MemoryLink, ClusterMessage]] = deque()
+        self._delivering = False
+        #: While true, what is published waits (as in a slow network), to
+        #: make two nodes act before either hears of the other.
+        self.paused = False
+
+    def holder(self, key: str) -> str | None:
+        """The node that holds the claim of C{key} now, if any."""
+        held = self.claims.get(key)
+        if held is None or held[1] <= self.clock.seconds():
+            return None
+        return held[0]
+
+    def send(self, sender: MemoryLink, message: ClusterMessage) -> None:
+        """Queue C{message} for every other link that is up, in order."""
+        # Through JSON, as over Redis: nothing but plain data crosses.
+        self._queue.append((sender, json.loads(json.dumps(message))))
+        self.deliver()
+
+    def deliver(self) -> None:
+        """Hand out what waits, unless paused."""
+        if self._delivering or self.paused:
+            return
+        self._delivering = True
+        try:
+            while self._queue and not self.paused:
+                origin, queued = self._queue.popleft()
+                for link in list(self.links):
+                    if link is not origin and link.up and link.handler is not None:
+                        link.handler.received(queued)
+        finally:
+            self._delivering = False
+
+
+@implementer(IClusterLink)
+class MemoryLink:
+    """
+    One node's link to a L{MemoryBus}.  L{cut} and L{mend} stand for Redis
+    lost and found again.
+    """
+
+    def __init__(self, bus: MemoryBus, node_id: str, claim_ttl: float = 15.0) -> None:
+        self.bus = bus
+        self.node_id = node_id
+        self.claim_ttl = claim_ttl
+        self.up = False
+        self.handler: IClusterHandler | None = None
+        self.dropped = 0
+
+    def start(self, handler: IClusterHandler) -> None:
+        self.handler = handler
+        self.bus.links.append(self)
+        self.mend()
+
+    def stop(self) -> Deferred[None]:
+        self.up = False
+        if self in self.bus.links:
+            self.bus.links.remove(self)
+        return succeed(None)
+
+    def cut(self) -> None:
+        """Lose the bus (as when Redis goes away)."""
+        self.up = False
+        if self.handler is not None:
+            self.handler.link_down("lost")
+
+    def mend(self) -> None:
+        """Reach the bus again."""
+        self.up = True
+        if self.handler is not None:
+            self.handler.link_up()
+
+    def publish(self, message: ClusterMessage) -> bool:
+        if not self.up:
+            self.dropped += 1
+            return False
+        self.bus.send(self, dict(message, n=self.node_id))
+        return True
+
+    def claim(self, key: str, force: bool) -> Deferred[bool]:
+        if not self.up:
+            return succeed(False)
+        holder = self.bus.holder(key)
+        if holder not in (None, self.node_id) and not force:
+            return succeed(False)
+        self.bus.claims[key] = (self.node_id, self.bus.clock.seconds() + self.claim_ttl)
+        return succeed(True)
+
+    def release(self, key: str) -> None:
+        if self.up and self.bus.holder(key) == self.node_id:
+            del self.bus.claims[key]
+
+    def renew(self, keys: list[str]) -> Deferred[list[str]]:
+        lost = []
+        if self.up:
+            for key in keys:
+                if self.bus.holder(key) in (None, self.node_id):
+                    self.bus.claims[key] = (
+                        self.node_id,
+                        self.bus.clock.seconds() + self.claim_ttl,
+                    )
+                else:
+                    lost.append(key)
+        return succeed(lost)
+
+    def append_history(self, room_key: str, data: str, max_count: int) -> None:
+        if not self.up:
+            self.dropped += 1
+            return
+        stream = self.bus.streams.setdefault(room_key, [])
+        stream.append(data)
+        del stream[:-max_count]
+
+    def read_history(self, room_key: str, count: int) -> Deferred[list[str]]:
+        if not self.up:
+            return succeed([])
+        return succeed(self.bus.streams.get(room_key, [])[-count:])

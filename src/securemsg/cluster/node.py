@@ -1,0 +1,678 @@
+# -*- test-case-name: tests.test_cluster -*-
+"""
+One node of a cluster: what the chat state tells the other nodes, and what
+it makes of what they tell it.  No I/O: messages go through an
+L{IClusterLink}, time comes from the clock given.
+
+Each node publishes what happens to its own users (they joined, said
+something, changed their name...); the others mirror those users as
+L{RemoteParticipant}s in their own L{ChatHub}, so that C{/who}, C{/rooms},
+C{/msg} and name checks see the whole cluster, and hand what is said to
+their own users.  A node that stops being heard for a claim's lifetime is
+gone: its users leave, and their names (claims in Redis that it no longer
+renews) are free.
+
+Messages are JSON objects: C{n} the sending node, C{t} the kind (the
+C{_on_*} methods below), and the kind's fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from securemsg.cluster.interface import ClusterMessage, IClusterHandler, IClusterLink
+from securemsg.core.participant import IChatParticipant
+from securemsg.core.records import BanRecord
+from securemsg.protocol import wire
+
+if TYPE_CHECKING:
+    from securemsg.core.hub import ChatHub, Room
+
+#: What local users are told when the other servers go out of reach, and
+#: when they are back.
+OUT_OF_REACH = (
+    "the other servers of this chat are out of reach; you see only the people"
+    " on this one until they are back"
+)
+BACK_IN_REACH = "the other servers of this chat are within reach again"
+
+
+@implementer(IChatParticipant)
+class RemoteParticipant:
+    """
+    A user of another node, as this node's chat sees them.  Room lines are
+    not handed to them one by one (their node got the line once, on the
+    bus); a private line and a kick are sent to their node.
+    """
+
+    def __init__(self, node: ClusterNode, origin: str, name: str) -> None:
+        self.node = node
+        self.origin = origin
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<RemoteParticipant {self.name!r} on {self.origin}>"
+
+    def deliver(self, event: wire.Event) -> None:
+        if isinstance(event, wire.PrivateMessage):
+            self.node.forward_private(self, event)
+
+    def deliver_all(self, events: tuple[wire.Event, ...]) -> None:
+        for event in events:
+            self.deliver(event)
+
+    def disconnect(self, error: str, farewell: str) -> None:
+        self.node.forward_disconnect(self, error, farewell)
+
+
+@implementer(IClusterHandler)
+class ClusterNode:
+    """
+    Joins one L{ChatHub} to the other nodes through C{link}.
+
+    @ivar remote: for each other node, its users by name key.
+    """
+
+    log = Logger()
+
+    def __init__(self, chat: ChatHub, link: IClusterLink, clock: IReactorTime) -> None:
+        self.chat = chat
+        self.link = link
+        self.clock = clock
+        self.remote: dict[str, dict[str, RemoteParticipant]] = {}
+        self.last_seen: dict[str, float] = {}
+        self._up: bool | None = None
+        self._beat: LoopingCall | None = None
+        chat.cluster = self
+
+    # Running
+
+    def start(self) -> None:
+        """Reach the other nodes, and beat (renewing claims) from now on."""
+        self._beat = LoopingCall(self.beat)
+        self._beat.clock = self.clock
+        self._beat.start(self.link.claim_ttl / 3, now=False)
+        self.link.start(self)
+
+    def stop(self) -> None:
+        """Tell the others this node is going, and stop beating."""
+        if self._beat is not None and self._beat.running:
+            self._beat.stop()
+        self.link.publish({"t": "bye"})
+
+    def beat(self) -> None:
+        """
+        Say this node is alive, renew the claims of its users' names, and
+        let go of the nodes not heard for a claim's lifetime.
+        """
+        if self.link.up:
+            self.link.publish({"t": "beat"})
+            self._renew()
+        now = self.clock.seconds()
+        for origin, seen in list(self.last_seen.items()):
+            if now - seen > self.link.claim_ttl:
+                self.log.warn("node {node} is not heard any more", node=origin)
+                self._drop(origin, "their server is out of reach")
+
+    def _renew(self) -> None:
+        keys = {wire.name_key(p.name): p for p in self.chat.local_participants()}
+
+        def renewed(lost: list[str]) -> None:
+            for key in lost:
+                participant = keys.get(key)
+                if participant is None or wire.name_key(participant.name) != key:
+                    continue
+                if participant in self.chat and not isinstance(
+                    participant, RemoteParticipant
+                ):
+                    self._lost_name(participant)
+
+        self.link.renew(list(keys)).addCallback(renewed)
+
+    def _lost_name(self, participant: IChatParticipant) -> None:
+        """Another node holds a local user's name now."""
+        if self.chat.is_verified(participant):
+            # A certificate holder's name is theirs.
+            self.link.claim(wire.name_key(participant.name), True).addErrback(
+                _renewed_later
+            )
+            self.link.publish({"t": "takeover", "name": participant.name})
+            return
+        self._rename_guest(
+            participant,
+            f"the name {participant.name} was taken on another server;"
+            " you have a new one",
+        )
+
+    def _rename_guest(self, participant: IChatParticipant, why: str) -> None:
+        self.chat.rename_guest(participant, why)
+        self._claim_guest(participant)
+
+    def _claim_guest(self, participant: IChatParticipant) -> None:
+        name = participant.name
+
+        def claimed(won: bool) -> None:
+            if won or not self.link.up:
+                # Not reachable: the claim is made again on reconnecting.
+                return
+            if participant in self.chat and participant.name == name:
+                self._rename_guest(
+                    participant, f"the name {name} is taken on another server"
+                )
+
+        self.link.claim(wire.name_key(name), False).addCallbacks(
+            claimed, _renewed_later
+        )
+
+    # The link
+
+    def link_up(self) -> None:
+        if self._up is False:
+            self.log.info("the other nodes are within reach again")
+            for participant in self.chat.local_participants():
+                participant.deliver(wire.Notice(BACK_IN_REACH))
+        else:
+            self.log.info("cluster node {node} joined", node=self.link.node_id)
+        self._up = True
+        self.link.publish(self._hello(reply=True))
+        self._renew()
+
+    def link_down(self, reason: str) -> None:
+        if self._up is False:
+            return
+        self._up = False
+        self.log.warn("the other nodes are out of reach: {reason}", reason=reason)
+        for participant in self.chat.local_participants():
+            participant.deliver(wire.Notice(OUT_OF_REACH))
+        # Nobody can tell what happens there meanwhile: their users are
+        # announced again (quietly) when the link is back.
+        for origin in list(self.remote):
+            self._drop(origin, "", announce=False)
+
+    def received(self, message: ClusterMessage) -> None:
+        origin = message.get("n")
+        kind = message.get("t")
+        handler = getattr(self, f"_on_{kind}", None)
+        if (
+            not isinstance(origin, str)
+            or origin == self.link.node_id
+            or handler is None
+        ):
+            return
+        self.last_seen[origin] = self.clock.seconds()
+        self.chat.flush()
+        try:
+            handler(origin, message)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            self.log.warn(
+                "a message from node {node} was not understood: {error!r}",
+                node=origin,
+                error=error,
+            )
+
+    # What the chat tells the others (called by ChatHub, for its own users)
+
+    def joined(self, participant: IChatParticipant, identity: bool) -> None:
+        """A local user arrived (a certificate holder if C{identity})."""
+        if identity:
+            self.link.publish({"t": "takeover", "name": participant.name})
+            self.link.claim(wire.name_key(participant.name), True).addErrback(
+                _renewed_later
+            )
+        else:
+            self._claim_guest(participant)
+
+    def entered(
+        self, participant: IChatParticipant, room: Room, announced: bool
+    ) -> None:
+        """A local user joined C{room}."""
+        if not isinstance(participant, RemoteParticipant):
+            self.link.publish(
+                {
+                    "t": "join",
+                    "name": participant.name,
+                    "v": self.chat.is_verified(participant),
+                    "room": room.name,
+                    "a": announced,
+                }
+            )
+
+    def parted(
+        self, participant: IChatParticipant, room: Room, announced: bool
+    ) -> None:
+        """A local user left C{room}."""
+        if not isinstance(participant, RemoteParticipant):
+            self.link.publish(
+                {
+                    "t": "part",
+                    "name": participant.name,
+                    "room": room.name,
+                    "a": announced,
+                }
+            )
+
+    def left(
+        self, participant: IChatParticipant, event: wire.Departed, announced: bool
+    ) -> None:
+        """A user left the chat (a local one, or one this node let go)."""
+        key = wire.name_key(participant.name)
+        if isinstance(participant, RemoteParticipant):
+            users = self.remote.get(participant.origin, {})
+            if users.get(key) is participant:
+                del users[key]
+            return
+        self.link.publish(
+            {
+                "t": "leave",
+                "name": participant.name,
+                "reason": event.reason,
+                "message": event.message,
+                "a": announced,
+            }
+        )
+        self.link.release(key)
+
+    def said(self, event: wire.Message | wire.Action) -> None:
+        """A local user said C{event} to a room."""
+        self.link.publish(
+            {
+                "t": "say",
+                "k": "a" if isinstance(event, wire.Action) else "m",
+                "room": event.room,
+                "sender": event.sender,
+                "text": event.text,
+                "time": event.time,
+            }
+        )
+
+    def renamed(self, participant: IChatParticipant, old_name: str) -> None:
+        """A local user is now known by a new name."""
+        if isinstance(participant, RemoteParticipant):
+            return
+        self.link.publish(
+            {
+                "t": "nick",
+                "old": old_name,
+                "new": participant.name,
+                "v": self.chat.is_verified(participant),
+                "rooms": self.chat.rooms_of(participant),
+            }
+        )
+        if wire.name_key(old_name) != wire.name_key(participant.name):
+            self.link.release(wire.name_key(old_name))
+
+    def topic_set(self, room: Room) -> None:
+        """A local user set C{room}'s topic."""
+        self.link.publish(
+            {
+                "t": "topic",
+                "room": room.name,
+                "topic": room.topic,
+                "setter": room.topic_setter,
+            }
+        )
+
+    def rename(self, participant: IChatParticipant, new_name: str) -> None:
+        """
+        A local user asks for C{new_name} (free here): claim it for the
+        cluster first, then rename them, or tell them it is taken.
+        """
+        if not self.link.up:
+            participant.deliver(
+                wire.Error(
+                    "names cannot change while the other servers are out of reach"
+                )
+            )
+            return
+        key = wire.name_key(new_name)
+        old_name = participant.name
+
+        def claimed(won: bool) -> None:
+            if participant not in self.chat:
+                if won and key != wire.name_key(old_name):
+                    self.link.release(key)
+                return
+            holder = self.chat.find(new_name)
+            if (
+                not won
+                or holder not in (None, participant)
+                or participant.name != old_name
+            ):
+                if won and key != wire.name_key(participant.name):
+                    self.link.release(key)
+                shown = holder.name if holder is not None else new_name
+                participant.deliver(wire.Error(f"the name {shown} is taken"))
+                return
+            self.chat.rename_now(participant, new_name)
+
+        def failed(reason: Failure) -> None:
+            # Redis did not answer: it may hold the claim for us; let it go.
+            self.link.release(key)
+            if participant in self.chat:
+                participant.deliver(
+                    wire.Error(
+                        f"the name {new_name} cannot be checked right now; try again"
+                    )
+                )
+
+        self.link.claim(key, False).addCallbacks(claimed, failed)
+
+    def ban(self, operator: IChatParticipant, target: IChatParticipant) -> None:
+        """An operator here bans a user of another node: their node does it."""
+        assert isinstance(target, RemoteParticipant)
+        self.link.publish(
+            {
+                "t": "ban",
+                "to": target.origin,
+                "key": wire.name_key(target.name),
+                "by": operator.name,
+            }
+        )
+
+    def banned(self, kind: str, value: str, entry: BanRecord) -> None:
+        """A ban was made here: every node keeps it."""
+        self.link.publish(
+            {"t": "banned", "kind": kind, "value": value, **entry.as_json()}
+        )
+
+    def unbanned(self, target: str) -> None:
+        """Bans were lifted here: on every node."""
+        self.link.publish({"t": "unban", "target": target})
+
+    def motd_set(self, text: str) -> None:
+        """An operator here set the message of the day: for every node."""
+        self.link.publish({"t": "motd", "text": text})
+
+    def is_remote(self, participant: IChatParticipant) -> bool:
+        """Whether C{participant} is another node's user."""
+        return isinstance(participant, RemoteParticipant)
+
+    def forward_private(
+        self, recipient: RemoteParticipant, event: wire.PrivateMessage
+    ) -> None:
+        """Send a private line to the node of its recipient."""
+        self.link.publish(
+            {
+                "t": "priv",
+                "to": recipient.origin,
+                "key": wire.name_key(recipient.name),
+                "sender": event.sender,
+                "recipient": event.recipient,
+                "text": event.text,
+                "time": event.time,
+            }
+        )
+
+    def forward_disconnect(
+        self, target: RemoteParticipant, error: str, farewell: str
+    ) -> None:
+        """Ask the node of C{target} to close their connection (a kick)."""
+        self.link.publish(
+            {
+                "t": "kick",
+                "to": target.origin,
+                "key": wire.name_key(target.name),
+                "error": error,
+                "farewell": farewell,
+            }
+        )
+
+    # What this node is
+
+    def _hello(self, reply: bool) -> ClusterMessage:
+        users = []
+        topics: dict[str, list[Any]] = {}
+        for participant in self.chat.local_participants():
+            rooms = self.chat.rooms_of(participant)
+            users.append(
+                {
+                    "name": participant.name,
+                    "v": self.chat.is_verified(participant),
+                    "rooms": rooms,
+                }
+            )
+            for name in rooms:
+                room = self.chat.room(name)
+                if room is not None and room.topic:
+                    topics[room.name] = [room.topic, room.topic_setter]
+        return {"t": "hello", "reply": reply, "users": users, "topics": topics}
+
+    # What the others tell this node
+
+    def _user(self, origin: str, name: str, verified: bool) -> RemoteParticipant | None:
+        """
+        The user called C{name} on node C{origin}, known from now on.  The
+        newest news of a name wins over an older node's; a local user's
+        name is never shadowed (the claims sort that out).
+        """
+        key = wire.name_key(name)
+        users = self.remote.setdefault(origin, {})
+        known = users.get(key)
+        if known is not None:
+            return known
+        holder = self.chat.find(name)
+        if holder is not None:
+            if not isinstance(holder, RemoteParticipant):
+                self.log.warn(
+                    "node {node} has a user called {name}, as this one does",
+                    node=origin,
+                    name=name,
+                )
+                return None
+            self.chat.leave(holder, announce=False)
+        participant = RemoteParticipant(self, origin, name)
+        self.chat.add_remote(participant, verified)
+        users[key] = participant
+        return participant
+
+    def _known(self, origin: str, name: str) -> RemoteParticipant | None:
+        return self.remote.get(origin, {}).get(wire.name_key(name))
+
+    def _drop(self, origin: str, reason: str, *, announce: bool = True) -> None:
+        """Let every user of node C{origin} go."""
+        self.last_seen.pop(origin, None)
+        for participant in list(self.remote.pop(origin, {}).values()):
+            self.chat.leave(participant, reason, announce=announce)
+
+    def _on_hello(self, origin: str, message: ClusterMessage) -> None:
+        listed: set[str] = set()
+        for user in message["users"]:
+            participant = self._user(origin, user["name"], bool(user["v"]))
+            if participant is None:
+                continue
+            listed.add(wire.name_key(participant.name))
+            rooms = set(self.chat.rooms_of(participant))
+            for room_name in user["rooms"]:
+                if room_name not in rooms:
+                    self.chat.enter_remote(participant, room_name)
+        for key, participant in list(self.remote.get(origin, {}).items()):
+            if key not in listed:
+                self.chat.leave(participant, announce=False)
+        for room_name, (topic, setter) in message["topics"].items():
+            room = self.chat.room(room_name)
+            if room is not None:
+                room.topic, room.topic_setter = topic, setter
+        if message["reply"]:
+            self.link.publish(self._hello(reply=False))
+
+    def _on_beat(self, origin: str, message: ClusterMessage) -> None:
+        pass
+
+    def _on_bye(self, origin: str, message: ClusterMessage) -> None:
+        self._drop(origin, "their server stopped")
+
+    def _on_join(self, origin: str, message: ClusterMessage) -> None:
+        participant = self._user(origin, message["name"], bool(message["v"]))
+        if participant is None:
+            return
+        room = self.chat.enter_remote(participant, message["room"])
+        if message["a"]:
+            room.broadcast(
+                wire.Joined(self.chat.label(participant), room.name),
+                exclude=participant,
+            )
+
+    def _on_part(self, origin: str, message: ClusterMessage) -> None:
+        participant = self._known(origin, message["name"])
+        if participant is None:
+            return
+        room = self.chat.part_remote(participant, message["room"])
+        if room is not None and message["a"]:
+            room.broadcast(wire.Parted(self.chat.label(participant), room.name))
+
+    def _on_leave(self, origin: str, message: ClusterMessage) -> None:
+        participant = self._known(origin, message["name"])
+        if participant is not None:
+            self.chat.leave(
+                participant,
+                message["reason"],
+                announce=bool(message["a"]),
+                message=message["message"],
+            )
+
+    def _on_say(self, origin: str, message: ClusterMessage) -> None:
+        room = self.chat.room(message["room"])
+        if room is None:
+            return
+        kind = wire.Action if message["k"] == "a" else wire.Message
+        event = kind(message["sender"], message["text"], room.name, message["time"])
+        room.broadcast(event)
+        # Kept here too; a shared history (StreamHistory) has it already.
+        remember = getattr(self.chat.history, "remember", self.chat.history.record)
+        remember(event)
+
+    def _on_nick(self, origin: str, message: ClusterMessage) -> None:
+        participant = self._known(origin, message["old"])
+        if participant is None:
+            # Not seen yet (or let go): known from now on, quietly.
+            participant = self._user(origin, message["new"], bool(message["v"]))
+            if participant is not None:
+                for room_name in message["rooms"]:
+                    self.chat.enter_remote(participant, room_name)
+            return
+        new_key = wire.name_key(message["new"])
+        holder = self.chat.find(message["new"])
+        if holder is not None and holder is not participant:
+            if not isinstance(holder, RemoteParticipant):
+                return
+            self.chat.leave(holder, announce=False)
+        users = self.remote[origin]
+        del users[wire.name_key(participant.name)]
+        users[new_key] = participant
+        self.chat.rename_now(participant, message["new"])
+
+    def _on_topic(self, origin: str, message: ClusterMessage) -> None:
+        room = self.chat.room(message["room"])
+        if room is None:
+            return
+        room.topic, room.topic_setter = message["topic"], message["setter"]
+        room.broadcast(wire.TopicInfo(room.name, room.topic, room.topic_setter))
+
+    def _local(self, message: ClusterMessage) -> IChatParticipant | None:
+        """The local user a message is for, if it is for this node."""
+        if message["to"] != self.link.node_id:
+            return None
+        participant = self.chat.find(message["key"])
+        if participant is None or isinstance(participant, RemoteParticipant):
+            return None
+        return participant
+
+    def _on_priv(self, origin: str, message: ClusterMessage) -> None:
+        recipient = self._local(message)
+        if recipient is None:
+            return
+        event = wire.PrivateMessage(
+            message["sender"], message["recipient"], message["text"], message["time"]
+        )
+        recipient.deliver(event)
+        sender = self._known(origin, message["sender"])
+        if (
+            sender is not None
+            and self.chat.is_verified(sender)
+            and self.chat.is_verified(recipient)
+        ):
+            # Between certificate holders, kept on both sides' nodes (if
+            # --store-private), as the sender's node keeps it.
+            self.chat.history.record(event)
+
+    def _on_kick(self, origin: str, message: ClusterMessage) -> None:
+        target = self._local(message)
+        if target is not None:
+            self.chat.leave(target, message["farewell"])
+            target.disconnect(message["error"], message["farewell"])
+
+    def _on_ban(self, origin: str, message: ClusterMessage) -> None:
+        target = self._local(message)
+        operator = self._known(origin, message["by"])
+        if target is not None and operator is not None:
+            # Checked by the operator's node; the ban is done (and announced
+            # to the cluster) as if made here.
+            self.chat.ban_for(operator, target)
+
+    def _on_banned(self, origin: str, message: ClusterMessage) -> None:
+        entry = BanRecord(
+            str(message["name"]), str(message["by"]), float(message["time"])
+        )
+        kept = (
+            self.chat.state.fingerprints
+            if message["kind"] == "fingerprint"
+            else self.chat.state.addresses
+        )
+        kept[str(message["value"])] = entry
+        self.chat.state.keep()
+
+    def _on_unban(self, origin: str, message: ClusterMessage) -> None:
+        if self.chat.state.unban(str(message["target"])):
+            self.chat.state.keep()
+
+    def _on_motd(self, origin: str, message: ClusterMessage) -> None:
+        self.chat.state.motd = str(message["text"])
+        self.chat.state.keep()
+        event = wire.Notice(f"motd: {self.chat.state.motd or '(none)'}")
+        for participant in self.chat.local_participants():
+            participant.deliver(event)
+
+    def _on_takeover(self, origin: str, message: ClusterMessage) -> None:
+        # A certificate holder's name: no guest may take it here either.
+        if self.chat.state.add_holder(message["name"]):
+            self.chat.state.keep()
+        holder = self.chat.find(message["name"])
+        if holder is None:
+            return
+        if isinstance(holder, RemoteParticipant):
+            if holder.origin != origin:
+                self.chat.leave(holder, announce=False)
+            return
+        if self.chat.is_verified(holder):
+            self.log.info(
+                "{name} connected again elsewhere; closing the older connection",
+                name=holder.name,
+            )
+            self.chat.leave(holder, "connected again")
+            holder.disconnect(
+                "you connected again from elsewhere; this connection is closed",
+                "connected again",
+            )
+        else:
+            self._rename_guest(
+                holder, f"the name {holder.name} belongs to a certificate holder"
+            )
+
+
+def _renewed_later(reason: Failure) -> None:
+    """
+    A claim Redis did not answer: the next renewal makes it again, or
+    finds it lost.
+    """
+
+
+def local_only(participants: Iterable[IChatParticipant]) -> list[IChatParticipant]:
+    """The participants of this node (not another node's)."""
+    return [p for p in participants if not isinstance(p, RemoteParticipant)]

@@ -1,0 +1,366 @@
+# -*- test-case-name: tests.test_cluster_redis -*-
+"""
+The cluster link over Redis, with txredisapi: one connection publishes and
+runs the commands, one listens (as Synapse joins its worker processes:
+C{synapse/replication/tcp/redis.py}).  txredisapi reconnects both by
+itself; the link is up while both are usable.
+
+What is in Redis (all names start with the cluster's name, C{--cluster-name}):
+
+  - C{NAME:bus}: the channel every node publishes its users' events to;
+  - C{NAME:name:KEY}: the claim of a name (the node's id), which expires
+    unless the node renews it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import txredisapi
+from twisted.internet import ssl as twisted_ssl
+from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from securemsg.cluster.config import RedisConfig
+from securemsg.cluster.interface import ClusterMessage, IClusterHandler, IClusterLink
+
+#: What may wait to be sent to Redis at once; more is dropped (and counted).
+MAX_PENDING = 10_000
+
+# Claim KEYS[1] for node ARGV[1] for ARGV[2] ms, unless another node holds
+# it (ARGV[3] = "1": even then).
+_CLAIM = """
+local holder = redis.call('get', KEYS[1])
+if holder == false or holder == ARGV[1] or ARGV[3] == '1' then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+# Let KEYS[1] go if node ARGV[1] holds it.
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+# Renew node ARGV[1]'s claims of KEYS for ARGV[2] ms (making again those
+# Redis lost); return the indexes (from 1) of those another node holds.
+_RENEW = """
+local lost = {}
+for index, key in ipairs(KEYS) do
+  local holder = redis.call('get', key)
+  if holder == false or holder == ARGV[1] then
+    redis.call('set', key, ARGV[1], 'PX', ARGV[2])
+  else
+    table.insert(lost, index)
+  end
+end
+return lost
+"""
+
+
+class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]
+    """A txredisapi factory that tells the link about its connections."""
+
+    def __init__(self, link: RedisLink, protocol: type, config: RedisConfig) -> None:
+        super().__init__(
+            None,
+            config.db,
+            1,
+            isLazy=True,
+            password=config.password,
+            # Long enough for a busy machine; a stalled Redis is noticed.
+            replyTimeout=max(5.0, config.claim_ttl / 3),
+        )
+        self.protocol = protocol
+        self.link = link
+        # Failures (a wrong password...) are the link's to report.
+        self.deferred.addErrback(link.failed)
+
+
+class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
+    def connectionMade(self) -> Any:
+        result = super().connectionMade()
+        self.whenConnected().addCallback(self.factory.link.commands_ready)
+        return result
+
+    def connectionLost(self, why: Failure) -> None:
+        super().connectionLost(why)
+        self.factory.link.connection_lost(self, why)
+
+
+class _SubscriberProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+    def connectionMade(self) -> Any:
+        result = super().connectionMade()
+        self.whenConnected().addCallback(lambda _: self._subscribe())
+        return result
+
+    def _subscribe(self) -> None:
+        link = self.factory.link
+        self.subscribe(link.channel).addCallbacks(
+            lambda _: link.subscribed(self), link.failed
+        )
+
+    def messageReceived(
+        self, pattern: object, channel: object, message: object
+    ) -> None:
+        self.factory.link.message(message)
+
+    def connectionLost(self, why: Failure) -> None:
+        super().connectionLost(why)
+        self.factory.link.connection_lost(self, why)
+
+
+@implementer(IClusterLink)
+class RedisLink:
+    """
+    One node's link to the others through Redis.
+
+    @ivar dropped: messages not published (Redis out of reach, or too much
+        waiting to be sent).
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorTime,
+        config: RedisConfig,
+        *,
+        node_id: str | None = None,
+        max_pending: int = MAX_PENDING,
+    ) -> None:
+        self.reactor = reactor
+        self.config = config
+        self.node_id = (
+            node_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
+        self.claim_ttl = config.claim_ttl
+        self.channel = f"{config.name}:bus"
+        self.up = False
+        self.dropped = 0
+        self.max_pending = max_pending
+        self._pending = 0
+        self._dropping = False
+        self._stopping = False
+        self._handler: IClusterHandler | None = None
+        self._commands: _CommandProtocol | None = None
+        self._listener: _SubscriberProtocol | None = None
+        self._factories: list[_Factory] = []
+
+    def _endpoint(self) -> IStreamClientEndpoint:
+        endpoint: IStreamClientEndpoint = HostnameEndpoint(
+            self.reactor, self.config.host, self.config.port, timeout=5
+        )
+        if self.config.tls:
+            trust = None
+            if self.config.ca_path is not None:
+                trust = twisted_ssl.Certificate.loadPEM(
+                    Path(self.config.ca_path).read_bytes()
+                )
+            endpoint = wrapClientTLS(
+                twisted_ssl.optionsForClientTLS(self.config.host, trustRoot=trust),
+                endpoint,
+            )
+        return endpoint
+
+    def _key(self, key: str) -> str:
+        return f"{self.config.name}:name:{key}"
+
+    # IClusterLink
+
+    def start(self, handler: IClusterHandler) -> None:
+        self._handler = handler
+        for protocol in (_CommandProtocol, _SubscriberProtocol):
+            factory = _Factory(self, protocol, self.config)
+            self._factories.append(factory)
+            factory.startConnecting(self._endpoint())
+
+    def stop(self) -> Deferred[None]:
+        self.up = False
+        self._stopping = True
+        factories, self._factories = self._factories, []
+        stopped = gatherResults([f.disconnect() for f in factories], consumeErrors=True)
+        return stopped.addCallback(lambda _: None)
+
+    def publish(self, message: ClusterMessage) -> bool:
+        if self._commands is None or not self.up or self._pending >= self.max_pending:
+            self._drop()
+            return False
+        data = json.dumps(dict(message, n=self.node_id), separators=(",", ":"))
+        self._send(self._commands.publish(self.channel, data))
+        return True
+
+    def claim(self, key: str, force: bool) -> Deferred[bool]:
+        if self._commands is None or not self.up or self._pending >= self.max_pending:
+            return succeed(False)
+        args = [self.node_id, str(int(self.claim_ttl * 1000)), "1" if force else "0"]
+        running = self._send(
+            self._commands.eval(_CLAIM, [self._key(key)], args), fail=True
+        )
+        return running.addCallback(lambda won: won == 1)
+
+    def release(self, key: str) -> None:
+        if self._commands is not None and self.up and self._pending < self.max_pending:
+            self._send(self._commands.eval(_RELEASE, [self._key(key)], [self.node_id]))
+
+    def renew(self, keys: list[str]) -> Deferred[list[str]]:
+        if not keys or self._commands is None or not self.up:
+            return succeed([])
+        if self._pending >= self.max_pending:
+            return succeed([])
+        args = [self.node_id, str(int(self.claim_ttl * 1000))]
+        running = self._send(
+            self._commands.eval(_RENEW, [self._key(key) for key in keys], args)
+        )
+        return running.addCallback(
+            lambda lost: [keys[index - 1] for index in lost or ()]
+        )
+
+    def append_history(self, room_key: str, data: str, max_count: int) -> None:
+        if self._commands is None or not self.up or self._pending >= self.max_pending:
+            self._drop()
+            return
+        self._send(
+            self._commands.execute_command(
+                "XADD", self._stream(room_key), "MAXLEN", "~", str(max_count),
+                "*", "e", data,
+            )
+        )  # fmt: skip
+
+    def read_history(self, room_key: str, count: int) -> Deferred[list[str]]:
+        if self._commands is None or not self.up or self._pending >= self.max_pending:
+            return succeed([])
+        reading = self._send(
+            self._commands.execute_command(
+                "XREVRANGE", self._stream(room_key), "+", "-", "COUNT", str(count)
+            )
+        )
+
+        def entries(reply: Any) -> list[str]:
+            # [[id, [field, value]], ...], newest first.
+            found: list[str] = []
+            for entry in reply or ():
+                fields = entry[1]
+                found.extend(
+                    str(fields[i + 1])
+                    for i in range(0, len(fields) - 1, 2)
+                    if fields[i] == "e"
+                )
+            found.reverse()
+            return found
+
+        return reading.addCallback(entries)
+
+    def _stream(self, room_key: str) -> str:
+        return f"{self.config.name}:history:{room_key}"
+
+    # Bookkeeping
+
+    def _send(self, command: Deferred[Any], *, fail: bool = False) -> Deferred[Any]:
+        """
+        Count C{command} while it waits for Redis; its failure is logged,
+        and then passed on if C{fail}, else taken as a L{None} reply.
+        """
+        self._pending += 1
+        done: Deferred[Any] = Deferred()
+
+        def finished(result: object) -> None:
+            self._pending -= 1
+            if isinstance(result, Failure):
+                if not self._stopping:
+                    self.log.warn(
+                        "a Redis command failed: {error}",
+                        error=result.getErrorMessage(),
+                    )
+                if fail:
+                    done.errback(result)
+                else:
+                    done.callback(None)
+            else:
+                done.callback(result)
+
+        command.addBoth(finished)
+        return done
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        if not self._dropping:
+            self._dropping = True
+            self.log.warn(
+                "cluster messages are being dropped (Redis out of reach or too"
+                " slow); {dropped} so far",
+                dropped=self.dropped,
+            )
+
+    # What the connections say
+
+    def commands_ready(self, protocol: _CommandProtocol) -> None:
+        self._commands = protocol
+        self._check()
+
+    def subscribed(self, protocol: _SubscriberProtocol) -> None:
+        self._listener = protocol
+        self._check()
+
+    def connection_lost(self, protocol: object, why: Failure) -> None:
+        if protocol is self._commands:
+            self._commands = None
+        elif protocol is self._listener:
+            self._listener = None
+        else:
+            return
+        if self.up:
+            self.up = False
+            self.log.warn(
+                "lost Redis at {where}: {why}",
+                where=self.config.where(),
+                why=why.getErrorMessage(),
+            )
+            if self._handler is not None:
+                self._handler.link_down(why.getErrorMessage())
+
+    def _check(self) -> None:
+        if self.up or self._commands is None or self._listener is None:
+            return
+        self.up = True
+        if self._dropping:
+            self.log.info(
+                "{dropped} cluster messages were dropped", dropped=self.dropped
+            )
+        self._dropping = False
+        self.log.info("reached Redis at {where}", where=self.config.where())
+        if self._handler is not None:
+            self._handler.link_up()
+
+    def failed(self, reason: Failure) -> None:
+        """Redis refused us (a wrong password, database...): say so once."""
+        self.log.error(
+            "Redis at {where}: {why}",
+            where=self.config.where(),
+            why=reason.getErrorMessage(),
+        )
+
+    def message(self, data: object) -> None:
+        """One message from the bus."""
+        try:
+            decoded = json.loads(data)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            self.log.warn("a message on {channel} is not JSON", channel=self.channel)
+            return
+        if not isinstance(decoded, dict) or decoded.get("n") == self.node_id:
+            return
+        if self._handler is not None:
+            self._handler.received(decoded)

@@ -1,0 +1,553 @@
+"""
+Tests for L{securemsg.cluster}: several chats joined into one, through the
+in-memory bus of L{securemsg.cluster.local} (the same rules as Redis: claims
+that expire, messages in each node's order).
+"""
+
+from __future__ import annotations
+
+from typing import cast
+
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.task import Clock
+from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface.verify import verifyObject
+
+from securemsg.cluster.history import StreamHistory
+from securemsg.cluster.interface import IClusterHandler, IClusterLink
+from securemsg.cluster.local import MemoryBus, MemoryLink
+from securemsg.cluster.node import BACK_IN_REACH, OUT_OF_REACH, ClusterNode
+from securemsg.core.history import MemoryHistory
+from securemsg.core.hub import ChatHub
+from securemsg.protocol import wire
+
+from ._fakes import Recorder
+
+TTL = 15.0
+
+
+class Cluster:
+    """Chats of one process joined by a L{MemoryBus}, on one clock."""
+
+    def __init__(
+        self, count: int, *, shared_history: bool = False, **chat_options: object
+    ) -> None:
+        self.clock = Clock()
+        self.bus = MemoryBus(self.clock)
+        self.chats: list[ChatHub] = []
+        self.links: list[MemoryLink] = []
+        self.nodes: list[ClusterNode] = []
+        self.users: list[Recorder] = []
+        for index in range(count):
+            link = MemoryLink(self.bus, f"node{index}", TTL)
+            if shared_history:
+                chat_options["history"] = StreamHistory(
+                    self.clock, link, MemoryHistory(self.clock), per_room=3
+                )
+            chat = ChatHub(self.clock, **chat_options)  # type: ignore[arg-type]
+            node = ClusterNode(chat, link, self.clock)
+            node.start()
+            self.chats.append(chat)
+            self.links.append(link)
+            self.nodes.append(node)
+
+    def user(self, index: int, name: str, identity: str | None = None) -> Recorder:
+        """Someone connected to node C{index}, named C{name}."""
+        participant = Recorder()
+        chat = self.chats[index]
+        if identity is not None:
+            chat.join(participant, identity=identity)
+        else:
+            chat.join(participant)
+            chat.handle(participant, wire.Nick(name))
+        assert participant.name == name, participant.take()
+        self.users.append(participant)
+        self.quiet()
+        return participant
+
+    def quiet(self) -> None:
+        """Forget what every user was told so far."""
+        for user in self.users:
+            user.take()
+
+    def kill(self, index: int) -> None:
+        """Node C{index} stops without a word (SIGKILL)."""
+        beat = self.nodes[index]._beat
+        assert beat is not None
+        beat.stop()
+        self.links[index].up = False
+        self.bus.links.remove(self.links[index])
+
+    def advance(self, seconds: float, step: float = 1.0) -> None:
+        """Let time pass, a step at a time (beats run on the way)."""
+        while seconds > 0:
+            self.clock.advance(min(step, seconds))
+            seconds -= step
+
+
+class ClusterTests(SynchronousTestCase):
+    """
+    Users of different nodes see one chat.
+    """
+
+    def setUp(self) -> None:
+        self.cluster = Cluster(2)
+        self.a, self.b = self.cluster.chats
+
+    def test_interfaces(self) -> None:
+        """The in-memory link and the node provide their interfaces."""
+        self.assertTrue(verifyObject(IClusterLink, self.cluster.links[0]))
+        self.assertTrue(verifyObject(IClusterHandler, self.cluster.nodes[0]))
+
+    def test_lines_cross_nodes(self) -> None:
+        """
+        A line, an action and a topic said on one node reach the members
+        of the room on the other, in order; arrivals are announced there.
+        """
+        alice = self.cluster.user(0, "alice")
+        bob = self.cluster.user(1, "bob")
+        self.a.handle(alice, wire.Join("#x"))
+        self.b.handle(bob, wire.Join("#x"))
+        self.assertEqual(alice.take(), ["*** alice joined #x", "*** bob joined #x"])
+        bob.take()
+        self.a.handle(alice, wire.Say("hi"))
+        self.a.handle(alice, wire.Me("waves"))
+        self.a.handle(alice, wire.Topic("plans"))
+        self.assertEqual(
+            bob.take(),
+            [
+                "#x [alice] hi",
+                "#x * alice waves",
+                "*** topic of #x: plans (set by alice)",
+            ],
+        )
+        self.assertEqual(self.b.room("#x").topic, "plans")  # type: ignore[union-attr]
+
+    def test_private_across_nodes(self) -> None:
+        """
+        C{/msg} reaches a user of another node; the sender gets it back; an
+        unknown name is an error as in one process.
+        """
+        alice = self.cluster.user(0, "alice")
+        bob = self.cluster.user(1, "bob")
+        self.a.handle(alice, wire.Private("BOB", "psst"))
+        self.assertEqual(bob.take(), ["[alice -> bob] psst"])
+        self.assertEqual(alice.take(), ["[alice -> bob] psst"])
+        self.a.handle(alice, wire.Private("carol", "hello?"))
+        self.assertEqual(alice.take(), ["!!! nobody here is called carol"])
+
+    def test_who_and_rooms_list_the_cluster(self) -> None:
+        """C{/who} and C{/rooms} count the users of every node."""
+        alice = self.cluster.user(0, "alice")
+        self.cluster.user(1, "bob")
+        self.a.handle(alice, wire.Who())
+        self.assertEqual(alice.take(), ["*** 2 here: alice, bob"])
+        self.a.handle(alice, wire.Rooms())
+        self.assertEqual(alice.take(), ["*** rooms: #lobby (2)"])
+
+    def test_names_unique_ignoring_case(self) -> None:
+        """A name taken on one node is taken on the others, whatever its case."""
+        self.cluster.user(0, "bob")
+        carol = self.cluster.user(1, "carol")
+        self.b.handle(carol, wire.Nick("BOB"))
+        self.assertEqual(carol.take(), ["!!! the name bob is taken"])
+
+    def test_simultaneous_claim(self) -> None:
+        """
+        Two users asking for one name at once on two nodes (neither node
+        heard of the other's): exactly one gets it, the other the usual
+        error.
+        """
+        one = self.cluster.user(0, "one")
+        two = self.cluster.user(1, "two")
+        self.cluster.bus.paused = True
+        self.a.handle(one, wire.Nick("Dave"))
+        self.b.handle(two, wire.Nick("dave"))
+        self.cluster.bus.paused = False
+        self.cluster.bus.deliver()
+        self.assertEqual(one.name, "Dave")
+        self.assertEqual(two.name, "two")
+        self.assertIn("!!! the name dave is taken", two.take())
+        self.assertEqual(self.b.find("dave").origin, "node0")  # type: ignore[union-attr]
+
+    def test_simultaneous_guests(self) -> None:
+        """
+        Two guests arriving at once on two nodes get the same first guest
+        name from their nodes: the one who lost the claim is renamed.
+        """
+        self.cluster.bus.paused = True
+        first, second = Recorder(), Recorder()
+        self.a.join(first)
+        self.b.join(second)
+        self.cluster.bus.paused = False
+        self.cluster.bus.deliver()
+        self.assertEqual(first.name, "guest-1")
+        self.assertEqual(second.name, "guest-2")
+        self.assertIn("!!! the name guest-1 is taken on another server", second.take())
+        self.assertEqual(sorted(self.a.names()), ["guest-1", "guest-2"])
+        self.assertEqual(sorted(self.b.names()), ["guest-1", "guest-2"])
+
+    def test_leaving_frees_the_name(self) -> None:
+        """A user who quits is seen leaving everywhere; the name is free."""
+        alice = self.cluster.user(0, "alice")
+        bob = self.cluster.user(1, "bob")
+        self.b.leave(bob, message="bye")
+        self.assertEqual(alice.take(), ['*** bob left, saying "bye"'])
+        carol = self.cluster.user(0, "carol")
+        self.a.handle(carol, wire.Nick("bob"))
+        self.assertEqual(carol.name, "bob")
+
+    def test_rename_seen_everywhere(self) -> None:
+        """A new name is announced on every node, and the old one is free."""
+        alice = self.cluster.user(0, "alice")
+        bob = self.cluster.user(1, "bob")
+        self.b.handle(bob, wire.Nick("robert"))
+        self.assertEqual(alice.take(), ["*** bob is now known as robert"])
+        self.assertEqual(bob.take(), ["*** you are now robert"])
+        self.a.handle(alice, wire.Private("robert", "hi"))
+        self.assertEqual(bob.take(), ["[alice -> robert] hi"])
+        self.a.handle(alice, wire.Nick("bob"))
+        self.assertEqual(alice.name, "bob")
+
+    def test_node_lost(self) -> None:
+        """
+        A node that stops without a word (SIGKILL): within the claim's
+        lifetime its users are seen leaving, and their names are free.
+        """
+        alice = self.cluster.user(0, "alice")
+        self.cluster.user(1, "bob")
+        self.cluster.kill(1)
+        self.cluster.advance(TTL + TTL / 3 + 1)
+        self.assertEqual(alice.take(), ["*** bob left (their server is out of reach)"])
+        self.assertEqual(self.a.names(), ["alice"])
+        self.a.handle(alice, wire.Nick("bob"))
+        self.assertEqual(alice.name, "bob")
+
+    def test_node_alive_keeps_names(self) -> None:
+        """A node that beats keeps its users and their claims."""
+        alice = self.cluster.user(0, "alice")
+        self.cluster.user(1, "bob")
+        self.cluster.advance(TTL * 4)
+        self.assertEqual(alice.take(), [])
+        self.assertEqual(self.cluster.bus.holder("bob"), "node1")
+
+    def test_node_stopped(self) -> None:
+        """A node stopped cleanly says so: its users leave at once."""
+        alice = self.cluster.user(0, "alice")
+        self.cluster.user(1, "bob")
+        self.cluster.nodes[1].stop()
+        self.assertEqual(alice.take(), ["*** bob left (their server stopped)"])
+
+    def test_new_node_learns_who_is_there(self) -> None:
+        """A node that joins later hears who is on the others, and where."""
+        alice = self.cluster.user(0, "alice")
+        self.a.handle(alice, wire.Join("#x"))
+        self.a.handle(alice, wire.Topic("plans"))
+        chat = ChatHub(self.cluster.clock)
+        ClusterNode(
+            chat, MemoryLink(self.cluster.bus, "late", TTL), self.cluster.clock
+        ).start()
+        self.assertEqual(sorted(chat.names()), ["alice"])
+        self.assertEqual(chat.room("#x").topic, "plans")  # type: ignore[union-attr]
+        self.assertEqual(chat.rooms_of(chat.find("alice")), ["#lobby", "#x"])  # type: ignore[arg-type]
+
+    def test_link_lost_and_back(self) -> None:
+        """
+        Redis lost: the node's users get one notice, and see only each
+        other; when it is back, one notice, and the others are seen again.
+        """
+        alice = self.cluster.user(0, "alice")
+        bob = self.cluster.user(1, "bob")
+        self.cluster.links[0].cut()
+        self.cluster.links[0].cut()
+        self.assertEqual(alice.take(), [f"*** {OUT_OF_REACH}"])
+        self.assertEqual(self.a.names(), ["alice"])
+        self.cluster.links[0].mend()
+        self.assertEqual(alice.take(), [f"*** {BACK_IN_REACH}"])
+        self.assertEqual(sorted(self.a.names()), ["alice", "bob"])
+        self.b.handle(bob, wire.Say("back?"))
+        self.assertEqual(alice.take(), ["[bob] back?"])
+
+    def test_name_taken_while_cut_off(self) -> None:
+        """
+        A name claimed elsewhere while its node was cut off (and its claim
+        expired): on reconnecting, the later claimant is renamed.
+        """
+        self.cluster.user(0, "alice")
+        bob = self.cluster.user(1, "bob")
+        self.cluster.links[1].cut()
+        self.cluster.advance(TTL + TTL / 3 + 1)
+        other = self.cluster.user(0, "bob")
+        self.cluster.links[1].mend()
+        self.assertEqual(other.name, "bob")
+        self.assertTrue(bob.name.startswith("guest-"), bob.name)
+        self.assertIn(
+            "!!! the name bob was taken on another server; you have a new one",
+            bob.take(),
+        )
+
+    def test_messages_not_understood(self) -> None:
+        """
+        A message with missing or wrong fields (another version, a bug) is
+        logged and changes nothing; one of an unknown kind is ignored.
+        """
+        alice = self.cluster.user(0, "alice")
+        logged: list[dict[str, object]] = []
+        observer = cast(ILogObserver, logged.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        node = self.cluster.nodes[0]
+        node.received({"n": "other", "t": "join", "name": "x"})
+        node.received({"n": "other", "t": "say", "room": 5, "k": "m"})
+        node.received({"n": "other", "t": "something new"})
+        node.received({"t": "join"})
+        self.assertEqual(self.a.names(), ["alice"])
+        self.assertEqual(alice.take(), [])
+        self.assertEqual(
+            len([e for e in logged if "not understood" in str(e.get("log_format"))]),
+            2,
+        )
+
+    def test_claim_unanswered(self) -> None:
+        """
+        Redis did not answer a claim: the user is told the name cannot be
+        checked now (not that it is taken), and the claim Redis may have
+        made is let go.
+        """
+        alice = self.cluster.user(0, "alice")
+        link = self.cluster.links[0]
+        link.claim = lambda key, force: fail(TimeoutError("slow"))  # type: ignore[method-assign]
+        self.cluster.bus.claims["zed"] = ("node0", 1e9)
+        self.a.handle(alice, wire.Nick("zed"))
+        self.assertEqual(
+            alice.take(), ["!!! the name zed cannot be checked right now; try again"]
+        )
+        self.assertEqual(alice.name, "alice")
+        self.assertIsNone(self.cluster.bus.holder("zed"))
+
+    def test_no_rename_while_cut_off(self) -> None:
+        """Nobody can tell whether a name is free while cut off."""
+        alice = self.cluster.user(0, "alice")
+        self.cluster.links[0].cut()
+        alice.take()
+        self.a.handle(alice, wire.Nick("zed"))
+        self.assertEqual(
+            alice.take(),
+            ["!!! names cannot change while the other servers are out of reach"],
+        )
+
+
+class OperatorTests(SynchronousTestCase):
+    """
+    Operators act on users of any node; certificate holders' names are
+    theirs across the cluster.
+    """
+
+    def setUp(self) -> None:
+        self.cluster = Cluster(2, operators=["op"], certificates=True)
+        self.a, self.b = self.cluster.chats
+
+    def test_kick_across_nodes(self) -> None:
+        """C{/kick} closes the connection of a user of another node."""
+        op = self.cluster.user(0, "op", identity="op")
+        bob = self.cluster.user(1, "bob", identity="bob")
+        witness = self.cluster.user(1, "carol", identity="carol")
+        self.a.handle(op, wire.Kick("bob", "spam"))
+        self.assertEqual(bob.disconnected, ("kicked by op: spam", "kicked by op: spam"))
+        self.assertEqual(witness.take(), ["*** bob left (kicked by op: spam)"])
+        self.assertEqual(sorted(self.a.names()), ["carol", "op"])
+
+    def test_holder_takes_name_from_guest_elsewhere(self) -> None:
+        """
+        A certificate holder arriving on one node takes their name from a
+        guest on another, who is renamed.
+        """
+        guest = self.cluster.user(1, "dana")
+        holder = Recorder()
+        self.a.join(holder, identity="dana")
+        self.assertEqual(holder.name, "dana")
+        self.assertTrue(guest.name.startswith("guest-"), guest.name)
+        self.assertIn("!!! the name dana belongs to a certificate holder", guest.take())
+        self.assertIs(self.a.find("dana"), holder)
+
+    def test_ban_across_nodes(self) -> None:
+        """
+        C{/ban} of a user of another node: their node bans them (by their
+        certificate, which it knows) and closes their connection; every
+        node keeps the ban; C{/unban} lifts it everywhere.
+        """
+        op = self.cluster.user(0, "op", identity="op")
+        bob = Recorder()
+        self.b.join(bob, identity="bob", fingerprint="ab:cd")
+        guest = Recorder()
+        self.b.join(guest, address="192.0.2.7")
+        self.a.handle(op, wire.Ban("bob"))
+        self.a.handle(op, wire.Ban(guest.name))
+        self.assertEqual(bob.disconnected, ("you are banned by op", "banned by op"))
+        self.assertEqual(guest.disconnected, ("you are banned by op", "banned by op"))
+        for chat in self.cluster.chats:
+            self.assertEqual(list(chat.state.fingerprints), ["ab:cd"])
+            self.assertEqual(list(chat.state.addresses), ["192.0.2.7"])
+            self.assertEqual(chat.state.fingerprints["ab:cd"].by, "op")
+        self.a.handle(op, wire.Unban("bob"))
+        for chat in self.cluster.chats:
+            self.assertEqual(chat.state.fingerprints, {})
+
+    def test_motd_shared(self) -> None:
+        """The message of the day an operator sets reaches every node."""
+        op = self.cluster.user(0, "op", identity="op")
+        carol = self.cluster.user(1, "carol", identity="carol")
+        self.a.handle(op, wire.Motd("be nice"))
+        self.assertEqual(carol.take(), ["*** motd: be nice"])
+        self.assertEqual(self.b.state.motd, "be nice")
+
+    def test_private_history_on_both_nodes(self) -> None:
+        """
+        A private line between certificate holders of two nodes is kept by
+        both nodes (with --store-private), so C{/history NAME} shows it on
+        either side; a guest's is kept by neither.
+        """
+        cluster = Cluster(2, certificates=True)
+        histories = []
+        for chat in cluster.chats:
+            chat.history = MemoryHistory(cluster.clock, store_private=True)
+            histories.append(chat.history)
+        a, b = cluster.chats
+        ann = cluster.user(0, "ann", identity="ann")
+        cluster.user(1, "ben", identity="ben")
+        guest = cluster.user(1, "gus")
+        a.handle(ann, wire.Private("ben", "for ben"))
+        b.handle(guest, wire.Private("ann", "from a guest"))
+        for history in histories:
+            kept = self.successResultOf(history.fetch_private("ann", "ben", 10))
+            self.assertEqual([event.text for event in kept], ["for ben"])
+            kept = self.successResultOf(history.fetch_private("ann", "gus", 10))
+            self.assertEqual(kept, [])
+
+    def test_holder_name_reserved_everywhere(self) -> None:
+        """
+        A name a certificate gave on one node is reserved on the others
+        too: a guest there cannot take it, even once its holder has left.
+        """
+        holder = self.cluster.user(0, "erin", identity="erin")
+        self.a.leave(holder)
+        guest = self.cluster.user(1, "guest")
+        self.b.handle(guest, wire.Nick("Erin"))
+        self.assertEqual(
+            guest.take(), ["!!! the name Erin belongs to a certificate holder"]
+        )
+
+    def test_holder_connects_again_elsewhere(self) -> None:
+        """The older connection of a holder on another node is closed."""
+        older = self.cluster.user(1, "dana", identity="dana")
+        self.cluster.user(0, "dana", identity="dana")
+        self.assertEqual(older.disconnected[1], "connected again")  # type: ignore[index]
+        self.assertEqual(self.cluster.bus.holder("dana"), "node0")
+
+
+class HistoryTests(SynchronousTestCase):
+    """
+    Each node keeps its own history, with the lines it heard from others.
+    """
+
+    def test_replay_of_lines_said_on_another_node(self) -> None:
+        """
+        Someone joining a room on one node gets the lines said in it on
+        another while this node knew the room.
+        """
+        cluster = Cluster(2)
+        a, b = cluster.chats
+        alice = cluster.user(0, "alice")
+        bob = cluster.user(1, "bob")
+        a.handle(alice, wire.Join("#x"))
+        b.handle(bob, wire.Join("#x"))
+        a.handle(alice, wire.Say("said on node 0"))
+        carol = cluster.user(1, "carol")
+        b.handle(carol, wire.Join("#x"))
+        self.assertIn("#x [alice] said on node 0", "\n".join(carol.take()))
+
+
+class StreamHistoryTests(SynchronousTestCase):
+    """
+    With a shared history (streams in Redis), every node replays the same
+    past of a room, even one it never heard.
+    """
+
+    def setUp(self) -> None:
+        self.cluster = Cluster(2, shared_history=True)
+        self.a, self.b = self.cluster.chats
+
+    def test_same_replay_on_every_node(self) -> None:
+        """
+        Lines said on one node while the other heard nothing (cut off from
+        Redis) are replayed to someone joining the room there; and
+        C{/history} reads the stream.
+        """
+        alice = self.cluster.user(0, "alice")
+        bob = self.cluster.user(1, "bob")
+        self.a.handle(alice, wire.Join("#x"))
+        self.cluster.links[1].cut()
+        for index in range(4):
+            self.a.handle(alice, wire.Say(f"line {index}"))
+        self.cluster.links[1].mend()
+        bob.take()
+        self.b.handle(bob, wire.Join("#x"))
+        self.assertEqual(
+            bob.take(),
+            [
+                "*** bob joined #x",
+                "*** history of #x: 3 message(s)",
+                "~ 1970-01-01T00:00:00Z #x [alice] line 1",
+                "~ 1970-01-01T00:00:00Z #x [alice] line 2",
+                "~ 1970-01-01T00:00:00Z #x [alice] line 3",
+                "*** end of history of #x",
+            ],
+        )
+        self.b.handle(bob, wire.Say("from bob"))
+        self.b.handle(bob, wire.HistoryRequest("#x", 2))
+        self.assertEqual(
+            bob.take(),
+            [
+                "*** history of #x: 2 message(s)",
+                "~ 1970-01-01T00:00:00Z #x [alice] line 3",
+                "~ 1970-01-01T00:00:00Z #x [bob] from bob",
+                "*** end of history of #x",
+            ],
+        )
+        self.assertEqual(len(self.cluster.bus.streams["#x"]), 5)
+
+    def test_joining_waits_for_the_read(self) -> None:
+        """
+        A room known here only through another node's users: its stream
+        is read when it appears, and someone joining it here meanwhile
+        waits for the read, to get the same replay as everywhere.
+        """
+        alice = self.cluster.user(0, "alice")
+        self.a.handle(alice, wire.Join("#x"))
+        self.a.handle(alice, wire.Say("before"))
+        self.a.handle(alice, wire.Part("#x"))
+        reads: list[tuple[Deferred[list[str]], list[str]]] = []
+        link = self.cluster.links[1]
+        real_read = link.read_history
+
+        def slow_read(room_key: str, count: int) -> Deferred[list[str]]:
+            waiting: Deferred[list[str]] = Deferred()
+            reads.append((waiting, self.successResultOf(real_read(room_key, count))))
+            return waiting
+
+        link.read_history = slow_read  # type: ignore[method-assign]
+        self.a.handle(alice, wire.Join("#x"))
+        bob = self.cluster.user(1, "bob")
+        self.b.handle(bob, wire.Join("#x"))
+        self.assertEqual(bob.take(), [])
+        waiting, entries = reads.pop(0)
+        waiting.callback(entries)
+        self.assertIn("~ 1970-01-01T00:00:00Z #x [alice] before", bob.take())
+
+    def test_lines_heard_are_not_kept_twice(self) -> None:
+        """A line from another node is in the stream once (its node's)."""
+        alice = self.cluster.user(0, "alice")
+        self.cluster.user(1, "bob")
+        self.a.handle(alice, wire.Say("once"))
+        self.assertEqual(len(self.cluster.bus.streams["#lobby"]), 1)

