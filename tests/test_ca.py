@@ -293,14 +293,14 @@ class InitTests(_CATestCase):
 
     def test_failure_leaves_nothing(self) -> None:
         """If a file cannot be written, init removes what it wrote."""
-        real_write = ca._write
+        real_write = ca.store._write
 
         def failing(path: str, data: bytes, mode: int, **kwargs: Any) -> None:
             if path.endswith("crl.pem"):
                 raise ca.CAError(f"cannot write {path}: disk full")
             real_write(path, data, mode, **kwargs)
 
-        self.patch(ca, "_write", failing)
+        self.patch(ca.store, "_write", failing)
         error = self.assertRaises(ca.CAError, ca.init_ca, self.directory)
         self.assertEqual(
             str(error), f"cannot write {self.directory}/crl.pem: disk full"
@@ -943,7 +943,7 @@ class CommandTests(_CATestCase):
         """No CA passphrase in the environment, no terminal to prompt on."""
         super().setUp()
         self.environment(None)
-        self.patch(ca, "_terminal_prompt", lambda: None)
+        self.patch(ca.command, "_terminal_prompt", lambda: None)
         self.pass_file = self.base / "pass.txt"
         self.pass_file.write_text(PASSPHRASE.decode() + "\n")
         self.p12_file = self.base / "p12.txt"
@@ -1202,7 +1202,7 @@ class CommandTests(_CATestCase):
             prompts.append(text)
             return PASSPHRASE.decode()
 
-        self.patch(ca, "_terminal_prompt", lambda: prompt)
+        self.patch(ca.command, "_terminal_prompt", lambda: prompt)
         self.assertError(
             _run("ca", "issue", self.directory, "alice"),
             1,
@@ -1235,7 +1235,7 @@ class CommandTests(_CATestCase):
             _run("ca", "crl", self.directory), 1, "SECUREMSG_CA_PASSPHRASE is empty"
         )
         self.environment(None)
-        self.patch(ca, "_terminal_prompt", lambda: lambda text: "")
+        self.patch(ca.command, "_terminal_prompt", lambda: lambda text: "")
         self.assertError(_run("ca", "crl", self.directory), 1, "no passphrase given")
 
     def test_init_into_a_directory_others_can_write(self) -> None:

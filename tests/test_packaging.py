@@ -38,7 +38,7 @@ class WheelTests(SynchronousTestCase):
                 ROOT,
                 source,
                 ignore=shutil.ignore_patterns(
-                    ".git", ".venv", "_trial_temp*", "build", "*.egg-info",
+                    ".git", ".venv*", "_trial_temp*", "build", "*.egg-info",
                     "__pycache__", "bench",
                 ),
             )  # fmt: skip
