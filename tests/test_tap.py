@@ -7,6 +7,7 @@ can find the plugin at all.
 from __future__ import annotations
 
 import io
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,7 @@ from zope.interface.verify import verifyObject
 from securemsg import tap
 from securemsg.cluster.config import RedisConfig
 from securemsg.cluster.history import StreamHistory
-from securemsg.cluster.service import ClusterService
+from securemsg.cluster.service import TWISTED_REUSES_PORTS, ClusterService
 from securemsg.core.history import MemoryHistory, SqliteHistory
 from securemsg.core.limits import Limits
 from securemsg.protocol import wire
@@ -595,6 +596,11 @@ class MakeServiceTests(SynchronousTestCase):
         assert isinstance(listener, ListenerService)
         listener.listen()
         self.addCleanup(listener.stopService)
+        if not TWISTED_REUSES_PORTS:
+            # Twisted before 26.10: a socket made with SO_REUSEPORT, adopted.
+            [(_, family, _)] = reactor.adoptedPorts
+            self.assertEqual(family, socket.AF_INET)
+            return
         [(port, _, _, interface)] = reactor.tcpServers
         # ReusePortReactor hands listenTCP a binding, not a port number.
         binding = cast(Any, port)
