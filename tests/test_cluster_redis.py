@@ -22,6 +22,7 @@ from twisted.internet.task import Clock, deferLater
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
 from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
 from securemsg.cluster.redis import RedisLink
@@ -36,6 +37,7 @@ from ._loopback import (
 )
 from ._ports import free_port
 from ._twistd import Twistd, listening_port, start_twistd
+from .test_metrics import http_connections_closed, parse_metrics
 
 reactor: Any = _global_reactor
 
@@ -321,14 +323,34 @@ class ClusterTwistdTests(TestCase):
             clients[0], "*** 6 here: " + ", ".join(f"user{index}" for index in range(6))
         )
 
+    async def scrape(self, twistd: Twistd) -> dict[str, float]:
+        """The unlabelled metrics of C{twistd}'s C{--metrics} endpoint."""
+        match = await twistd.wait_for_message(
+            r"metrics at http://127\.0\.0\.1:(\d+)/metrics"
+        )
+        url = f"http://127.0.0.1:{match.group(1)}/metrics".encode("ascii")
+        pool = HTTPConnectionPool(reactor, persistent=False)
+        response = await bounded(
+            Agent(reactor, pool=pool).request(b"GET", url), "scrape"
+        )
+        body = (await bounded(readBody(response), "body")).decode("utf-8")
+        await http_connections_closed()
+        return {name: value for (name, labels), value in parse_metrics(body).items()}
+
     async def test_redis_restarted(self) -> None:
         """
         Redis lost mid-chat: each node's users get one notice and go on
         among themselves; when Redis is back, one notice, and the chat
-        across nodes resumes; no node dies.
+        across nodes resumes; no node dies.  The first node's metrics say
+        whether Redis is within reach, and how many other nodes it knows.
         """
         redis, redis_port = await start_redis(self)
-        first = self.node(0, redis_port)
+        first = self.node(
+            0,
+            redis_port,
+            "--listen", "tcp:0:interface=127.0.0.1",
+            "--metrics", "tcp:0:interface=127.0.0.1",
+        )  # fmt: skip
         second = self.node(1, redis_port)
         ports = [await listening_port(first), await listening_port(second)]
         for twistd in (first, second):
@@ -336,6 +358,11 @@ class ClusterTwistdTests(TestCase):
         alice = await self.user(ports[0], "alice")
         bob = await self.user(ports[1], "bob")
         await read_until(alice, " is now known as bob", suffix=True)
+        metrics = await self.scrape(first)
+        self.assertEqual(metrics["securemsg_cluster_link_up"], 1)
+        self.assertEqual(metrics["securemsg_cluster_nodes"], 1)
+        self.assertEqual(metrics["securemsg_cluster_dropped_total"], 0)
+        self.assertIn("securemsg_cluster_publish_backlog", metrics)
         assert redis.transport is not None
         os.kill(redis.transport.pid, signal.SIGKILL)
         await bounded(redis.ended.wait(), "redis-server to end")
@@ -345,12 +372,16 @@ class ClusterTwistdTests(TestCase):
         )
         await read_until(alice, out_of_reach)
         await read_until(bob, out_of_reach)
+        metrics = await self.scrape(first)
+        self.assertEqual(metrics["securemsg_cluster_link_up"], 0)
+        self.assertEqual(metrics["securemsg_cluster_nodes"], 0)
         await start_redis(self, redis_port)
         back = "*** the other servers of this chat are within reach again"
         await read_until(alice, back)
         await read_until(bob, back)
         bob.send(b"still here?")
         await read_until(alice, "[bob] still here?")
+        self.assertEqual((await self.scrape(first))["securemsg_cluster_link_up"], 1)
         for twistd in (first, second):
             self.assertFalse(twistd.ended.fired, twistd.output())
 
@@ -492,6 +523,8 @@ class BoundTests(SynchronousTestCase):
         self.link.up = True
         results = [self.link.publish({"t": "say", "text": str(i)}) for i in range(5)]
         self.assertEqual(results, [True, True, False, False, False])
+        # What the metrics show as the publish backlog.
+        self.assertEqual(self.link.backlog, 2)
         self.assertEqual(self.link.dropped, 3)
         self.assertEqual(len(commands.published), 2)
         channel, data = commands.published[0]

@@ -124,6 +124,41 @@ class CollectorTests(SynchronousTestCase):
         self.assertEqual(len(chat), 2)
         self.assertEqual(self.value("securemsg_clients"), 1)
 
+    def test_cluster(self) -> None:
+        """
+        With --cluster: whether the link is up, what waits for Redis, the
+        messages dropped, the other nodes known; no names in labels.
+        """
+        bus = MemoryBus(self.clock)
+        link, other = MemoryLink(bus, "here"), MemoryLink(bus, "there")
+        node = ClusterNode(self.factory.chat, link, self.clock)
+        registry = make_registry(self.factory, cluster=node)
+        # Not started yet: Redis is not reached.
+        self.assertEqual(registry.get_sample_value("securemsg_cluster_link_up"), 0)
+        node.start()
+        there = ChatServerFactory.standalone(self.clock).chat
+        ClusterNode(there, other, self.clock).start()
+        value = registry.get_sample_value
+        self.assertEqual(value("securemsg_cluster_link_up"), 1)
+        self.assertEqual(value("securemsg_cluster_nodes"), 1)
+        self.assertEqual(value("securemsg_cluster_publish_backlog"), 0)
+        self.assertEqual(value("securemsg_cluster_dropped_total"), 0)
+        link.backlog = 3
+        self.assertEqual(value("securemsg_cluster_publish_backlog"), 3)
+        link.cut()
+        # What this node says while Redis is out of reach (its goodbye) is
+        # dropped.
+        node.stop()
+        self.assertEqual(value("securemsg_cluster_link_up"), 0)
+        self.assertEqual(value("securemsg_cluster_nodes"), 0)
+        self.assertEqual(value("securemsg_cluster_dropped_total"), 1)
+        for family in registry.collect():
+            if family.name.startswith("securemsg_cluster"):
+                for sample in family.samples:
+                    self.assertEqual(sample.labels, {}, sample)
+        # Without --cluster, none of them.
+        self.assertIsNone(self.value("securemsg_cluster_link_up"))
+
     def test_lines_flood_and_send_queue(self) -> None:
         """
         Lines received and delivered by kind, lines dropped by flood control,
@@ -523,6 +558,19 @@ class ServiceTests(SynchronousTestCase):
         assert isinstance(chat[1], GuardedTLSFactory), chat[1]
         self.assertIs(collector.factory, chat[1].wrappedFactory)
         self.assertIsNotNone(collector.reloader)
+
+    def test_cluster_node(self) -> None:
+        """With --cluster, the collector reads the cluster node."""
+        _, top = self.make(
+            "--metrics", "tcp:9464", "--cluster", "redis://127.0.0.1:6390/0"
+        )
+        site = top.getServiceNamed("metrics").factory
+        [collector] = [
+            c
+            for c in site.resource.children[b"metrics"].registry._collector_to_names
+            if isinstance(c, ServerCollector)
+        ]
+        self.assertIs(collector.cluster, top.getServiceNamed("cluster").node)
 
     def test_cannot_listen(self) -> None:
         """A metrics endpoint that cannot be used is one line."""

@@ -717,7 +717,9 @@ def make_service(reactor: IReactorTime, options: Options) -> OrderedMultiService
         # otherwise.
         from securemsg.server.metrics import make_registry, metrics_listener
 
-        registry = make_registry(factory, history=history, reloader=reloader)
+        registry = make_registry(
+            factory, history=history, reloader=reloader, cluster=node
+        )
         services.append(
             ("metrics", metrics_listener(reactor, options["metrics"], registry))  # type: ignore[arg-type]
         )

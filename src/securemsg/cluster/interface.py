@@ -46,6 +46,8 @@ class IClusterLink(Interface):
     node_id = Attribute("This node's unique id (a string).")
     claim_ttl = Attribute("Seconds a claim lasts unless it is renewed.")
     up = Attribute("Whether the other nodes are within reach now.")
+    dropped = Attribute("How many messages were not published (an int).")
+    backlog = Attribute("How many commands wait for an answer now (an int).")
 
     def start(handler: IClusterHandler) -> None:
         """

@@ -78,6 +78,8 @@ class MemoryLink:
         self.up = False
         self.handler: IClusterHandler | None = None
         self.dropped = 0
+        # The bus delivers at once: nothing ever waits.
+        self.backlog = 0
 
     def start(self, handler: IClusterHandler) -> None:
         self.handler = handler

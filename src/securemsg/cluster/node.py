@@ -92,6 +92,31 @@ class ClusterNode:
         self._beat: LoopingCall | None = None
         chat.cluster = self
 
+    # What the metrics read (securemsg.server.metrics.ClusterState)
+
+    @property
+    def link_is_up(self) -> bool:
+        """Whether the other nodes are within reach now."""
+        return bool(self.link.up)
+
+    @property
+    def publish_backlog(self) -> int:
+        """Commands sent to the others and not answered yet."""
+        return int(self.link.backlog)
+
+    @property
+    def dropped(self) -> int:
+        """Messages for the others not published."""
+        return int(self.link.dropped)
+
+    @property
+    def nodes_known(self) -> int:
+        """
+        The other nodes heard from and not let go (none while they are out
+        of reach: nothing is heard from them then).
+        """
+        return len(self.last_seen) if self.link.up else 0
+
     # Running
 
     def start(self) -> None:

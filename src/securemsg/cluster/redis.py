@@ -160,6 +160,11 @@ class RedisLink:
         self._listener: _SubscriberProtocol | None = None
         self._factories: list[_Factory] = []
 
+    @property
+    def backlog(self) -> int:
+        """Commands sent to Redis and not answered yet."""
+        return self._pending
+
     def _endpoint(self) -> IStreamClientEndpoint:
         endpoint: IStreamClientEndpoint = HostnameEndpoint(
             self.reactor, self.config.host, self.config.port, timeout=5

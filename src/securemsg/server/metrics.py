@@ -19,7 +19,7 @@ what it reads.  docs/operations.md lists every metric.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -45,6 +45,30 @@ from securemsg.server.factory import ChatServerFactory
 from securemsg.server.service import ListenError, ListenerService
 
 
+class ClusterState(Protocol):
+    """
+    What L{ServerCollector} reads of a C{--cluster} node
+    (L{securemsg.cluster.node.ClusterNode} provides it), by its shape only:
+    the server does not import the cluster (tests/test_layers.py).
+    """
+
+    @property
+    def link_is_up(self) -> bool:
+        """Whether the other nodes are within reach (Redis is usable)."""
+
+    @property
+    def publish_backlog(self) -> int:
+        """Commands sent to Redis and not answered yet."""
+
+    @property
+    def dropped(self) -> int:
+        """Messages not published (out of reach, or too much waiting)."""
+
+    @property
+    def nodes_known(self) -> int:
+        """Other nodes heard from (and not let go)."""
+
+
 class ServerCollector(Collector):
     """
     The server's metrics, read when Prometheus scrapes: counters from
@@ -58,6 +82,7 @@ class ServerCollector(Collector):
         *,
         history: Any = None,
         reloader: Any = None,
+        cluster: ClusterState | None = None,
     ) -> None:
         """
         @param factory: the chat factory whose C{counters} to read.
@@ -65,10 +90,12 @@ class ServerCollector(Collector):
             (C{rows_written}, C{rows_pending}).
         @param reloader: its L{securemsg.server.reload.CertificateReloader}, for
             reloads and the certificate's expiry.
+        @param cluster: its cluster node, with C{--cluster}.
         """
         self.factory = factory
         self.history = history
         self.reloader = reloader
+        self.cluster = cluster
 
     def collect(self) -> Iterator[Metric]:
         counters = self.factory.counters
@@ -148,6 +175,7 @@ class ServerCollector(Collector):
         )
         yield from self._history()
         yield from self._reloads()
+        yield from self._cluster()
 
     def _history(self) -> Iterator[Metric]:
         written = getattr(self.history, "rows_written", None)
@@ -182,9 +210,40 @@ class ServerCollector(Collector):
             value=certificate.not_valid_after_utc.timestamp(),
         )
 
+    def _cluster(self) -> Iterator[Metric]:
+        cluster = self.cluster
+        if cluster is None:
+            return
+        yield GaugeMetricFamily(
+            "securemsg_cluster_link_up",
+            "Whether Redis, and through it the other nodes, is within reach"
+            " (1) or not (0).",
+            value=1 if cluster.link_is_up else 0,
+        )
+        yield GaugeMetricFamily(
+            "securemsg_cluster_publish_backlog",
+            "Commands sent to Redis and not answered yet.",
+            value=cluster.publish_backlog,
+        )
+        yield CounterMetricFamily(
+            "securemsg_cluster_dropped",
+            "Messages for the other nodes not published (Redis out of reach,"
+            " or too much waiting).",
+            value=cluster.dropped,
+        )
+        yield GaugeMetricFamily(
+            "securemsg_cluster_nodes",
+            "Other nodes heard from within a claim's lifetime.",
+            value=cluster.nodes_known,
+        )
+
 
 def make_registry(
-    factory: ChatServerFactory, *, history: Any = None, reloader: Any = None
+    factory: ChatServerFactory,
+    *,
+    history: Any = None,
+    reloader: Any = None,
+    cluster: ClusterState | None = None,
 ) -> CollectorRegistry:
     """
     A registry of its own for one server: L{ServerCollector} and
@@ -192,7 +251,9 @@ def make_registry(
     garbage collector metrics.
     """
     registry = CollectorRegistry(auto_describe=True)
-    registry.register(ServerCollector(factory, history=history, reloader=reloader))
+    registry.register(
+        ServerCollector(factory, history=history, reloader=reloader, cluster=cluster)
+    )
     ProcessCollector(registry=registry)
     PlatformCollector(registry=registry)
     if GC_COLLECTOR is not None:
