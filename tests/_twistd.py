@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -153,11 +154,15 @@ def _spawn(
     twistd_options: list[str],
     arguments: tuple[str, ...],
     environment: dict[str, str] | None,
+    inherit: socket.socket | None = None,
 ) -> Twistd:
     """
     Start C{twistd TWISTD_OPTIONS securemsg ARGUMENTS} in C{directory}, with
     no passphrase in its environment unless C{environment} gives one;
     C{test} kills it in cleanup.
+
+    @param inherit: a listening socket passed as systemd passes one (as
+        descriptor 3, named C{chat}: C{--listen systemd:domain=INET:name=chat}).
     """
     env = dict(os.environ)
     env.pop(PASSPHRASE_ENVIRONMENT_VARIABLE, None)
@@ -167,15 +172,22 @@ def _spawn(
     env["COLUMNS"] = "80"
     env.update(environment or {})
     twistd = Twistd()
-    argv = [
+    code = "from twisted.scripts.twistd import run; run()"
+    child_fds: dict[int, int | str] = {0: "w", 1: "r", 2: "r"}
+    if inherit is not None:
+        env.update(LISTEN_FDS="1", LISTEN_FDNAMES="chat")
+        # systemd sets LISTEN_PID to the server's own process id.
+        code = "import os; os.environ['LISTEN_PID'] = str(os.getpid()); " + code
+        child_fds[3] = inherit.fileno()
+    argv = [sys.executable, "-c", code, *twistd_options, "securemsg", *arguments]
+    reactor.spawnProcess(
+        twistd,
         sys.executable,
-        "-c",
-        "from twisted.scripts.twistd import run; run()",
-        *twistd_options,
-        "securemsg",
-        *arguments,
-    ]
-    reactor.spawnProcess(twistd, sys.executable, argv, env=env, path=str(directory))
+        argv,
+        env=env,
+        path=str(directory),
+        childFDs=child_fds,
+    )
     test.addCleanup(_kill, twistd)
     return twistd
 
@@ -185,14 +197,16 @@ def start_twistd(
     directory: Path,
     *arguments: str,
     environment: dict[str, str] | None = None,
+    inherit: socket.socket | None = None,
 ) -> Twistd:
     """
     Start C{twistd -n securemsg ARGUMENTS} in C{directory}, logging to
     standard output, with no pid file and no passphrase in its environment
-    unless C{environment} gives one; C{test} kills it in cleanup.
+    unless C{environment} gives one, and given the listening socket
+    C{inherit} as systemd gives one if set; C{test} kills it in cleanup.
     """
     options = ["-n", "--pidfile=", "--logfile=-"]
-    return _spawn(test, directory, options, arguments, environment)
+    return _spawn(test, directory, options, arguments, environment, inherit)
 
 
 class Daemon:

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 from pathlib import Path
 from typing import Any, cast
 
@@ -136,8 +137,17 @@ class ClusterTwistdTests(TestCase):
         self.ca, self.server = _certs.default_ca_and_server()
         self.cert, self.key = self.server.write(self.base)
 
-    def node(self, index: int, redis_port: int, *arguments: str) -> Twistd:
-        """Start node C{index} (its own folder: state file, history)."""
+    def node(
+        self,
+        index: int,
+        redis_port: int,
+        *arguments: str,
+        inherit: socket.socket | None = None,
+    ) -> Twistd:
+        """
+        Start node C{index} (its own folder: state file, history), given
+        the listening socket C{inherit} as systemd gives one, if set.
+        """
         directory = self.base / f"node{index}"
         directory.mkdir(exist_ok=True)
         return start_twistd(
@@ -149,6 +159,7 @@ class ClusterTwistdTests(TestCase):
             "--cluster", f"redis://127.0.0.1:{redis_port}/0",
             "--cluster-claim-ttl", CLAIM_TTL,
             *(arguments or ("--listen", "tcp:0:interface=127.0.0.1")),
+            inherit=inherit,
         )  # fmt: skip
 
     async def user(self, port: int, name: str) -> LineClient:
@@ -336,6 +347,39 @@ class ClusterTwistdTests(TestCase):
         body = (await bounded(readBody(response), "body")).decode("utf-8")
         await http_connections_closed()
         return {name: value for (name, labels), value in parse_metrics(body).items()}
+
+    async def test_socket_per_process(self) -> None:
+        """
+        As docs/systemd.md's C{securemsg@.socket} units run them: each
+        process is passed a socket of its own, bound to one port with
+        C{SO_REUSEPORT} (C{ReusePort=yes}), and no C{--reuse-port}; they
+        serve one chat to the clients, wherever the kernel sent them.
+        """
+        _, redis_port = await start_redis(self)
+        port = free_port()
+        nodes = []
+        for index in range(2):
+            listening = socket.socket()
+            try:
+                listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                listening.bind(("127.0.0.1", port))
+                listening.listen(50)
+                listen = ("--listen", "systemd:domain=INET:name=chat")
+                nodes.append(self.node(index, redis_port, *listen, inherit=listening))
+            finally:
+                # Only the server holds it now.
+                listening.close()
+        for twistd in nodes:
+            await twistd.wait_for_message(
+                rf"securemsg listening on 127\.0\.0\.1:{port}"
+            )
+            await twistd.wait_for_message(r"reached Redis at .*")
+        clients = [await self.user(port, f"user{index}") for index in range(4)]
+        await read_until(clients[0], " is now known as user3", suffix=True)
+        clients[0].send(b"/who")
+        await read_until(
+            clients[0], "*** 4 here: " + ", ".join(f"user{index}" for index in range(4))
+        )
 
     async def test_redis_restarted(self) -> None:
         """
