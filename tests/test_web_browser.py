@@ -7,7 +7,9 @@ Playwright's synchronous API runs in one thread of its own (its objects
 belong to the thread that made them), while trial's reactor runs the line
 client and watches twistd.  The browser trusts the test certificate by its
 public key alone (C{--ignore-certificate-errors-spki-list}), as a careful
-user would pin it, not by ignoring every certificate error.
+user would pin it, not by ignoring every certificate error.  A browser
+with a client certificate has it presented by Playwright (see
+L{BrowserClientCertificateCase}).
 
 These tests are skipped, saying why, only where Playwright or Chromium
 cannot be had; C{.ci/run} installs Chromium where it can.
@@ -22,12 +24,15 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
+from unittest import mock
 
 from cryptography.hazmat.primitives import serialization
 from twisted.internet.defer import Deferred
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 from twisted.trial.unittest import TestCase
+
+from securemsg.admin import ca as client_ca
 
 from . import _certs
 from ._loopback import LineClient, connect_line_client
@@ -76,8 +81,11 @@ def spki_pin(pair: _certs.Pair) -> str:
 class Browser:
     """Headless Chromium, driven from a thread of its own."""
 
-    def __init__(self, pin: str) -> None:
+    def __init__(
+        self, pin: str, driver_environment: dict[str, str] | None = None
+    ) -> None:
         self._pin = pin
+        self._driver_environment = driver_environment or {}
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="playwright")
         self._pool.start()
         self._playwright: Any = None
@@ -91,7 +99,10 @@ class Browser:
         """(In the browser's thread.)  Start Chromium."""
         from playwright.sync_api import sync_playwright
 
-        self._playwright = sync_playwright().start()
+        # The Playwright driver (a Node program) takes its environment from
+        # ours when it starts, and only then.
+        with mock.patch.dict(os.environ, self._driver_environment):
+            self._playwright = sync_playwright().start()
         self._browser = self._playwright.chromium.launch(
             executable_path=CHROMIUM,
             args=[
@@ -100,15 +111,29 @@ class Browser:
             ],
         )
 
-    def open(self, url: str, width: int = 900, height: int = 560) -> Any:
-        """(In the browser's thread.)  A new page at C{url}, once connected."""
-        context = self._browser.new_context(viewport={"width": width, "height": height})
+    def open(
+        self,
+        url: str,
+        width: int = 900,
+        height: int = 560,
+        connected: bool = True,
+        **options: Any,
+    ) -> Any:
+        """
+        (In the browser's thread.)  A new page at C{url}, once connected
+        (unless not C{connected}), in a context of its own made with
+        C{options} (Playwright's).
+        """
+        context = self._browser.new_context(
+            viewport={"width": width, "height": height}, **options
+        )
         page = context.new_page()
         errors: list[str] = []
         page.errors = errors
         page.on("pageerror", lambda error: errors.append(str(error)))
-        page.goto(url)
-        wait_status(page, "connected")
+        page.response = page.goto(url)
+        if connected:
+            wait_status(page, "connected")
         return page
 
     def close(self) -> None:
@@ -153,10 +178,34 @@ def wait_line(page: Any, room: str, text: str) -> str:
     return next(line for line in lines if text in line)
 
 
+def wait_sender(page: Any, room: str, text: str) -> str:
+    """
+    Wait until C{room}'s list on C{page} has a message containing C{text};
+    return the name it is shown as from.
+    """
+    wait_line(page, room, text)
+    names: list[str] = page.eval_on_selector_all(
+        f'#log div[data-room="{room}"] p.message',
+        "(ps, t) => ps.filter(p => p.textContent.includes(t))"
+        ".map(p => p.querySelector('.name').textContent)",
+        text,
+    )
+    return names[-1]
+
+
 def set_name(page: Any, name: str) -> None:
     type_line(page, f"/nick {name}")
     page.wait_for_function(
         "name => document.getElementById('me').textContent === name",
+        arg=name,
+        timeout=WAIT_MS,
+    )
+
+
+def wait_me(page: Any, name: str) -> None:
+    """Wait until C{page} says its user is C{name} (the start of it)."""
+    page.wait_for_function(
+        "name => document.getElementById('me').textContent.startsWith(name)",
         arg=name,
         timeout=WAIT_MS,
     )
@@ -183,15 +232,24 @@ class BrowserTestCase(TestCase):
         self.ca_pem = ca.cert_pem()
         self.cert, self.key = server.write(self.directory)
         self.twistd = await self.start_server("tcp:0:interface=127.0.0.1")
-        self.browser = Browser(spki_pin(server))
+        self.browser = Browser(spki_pin(server), self.driver_environment())
         self.addCleanup(self.browser.stop)
         await self.browser.call(self.browser.launch)
         self.addCleanup(self.browser.call, self.browser.close)
+
+    def server_options(self) -> list[str]:
+        """More options for C{twistd securemsg}."""
+        return []
+
+    def driver_environment(self) -> dict[str, str]:
+        """More environment for Playwright's driver."""
+        return {}
 
     async def start_server(self, web: str) -> Twistd:
         twistd = start_twistd(
             self,
             self.directory,
+            *self.server_options(),
             "--cert",
             self.cert,
             "--key",
@@ -359,3 +417,152 @@ class BrowserReconnectTests(BrowserTestCase):
         carol.send(b"/join #dev", b"back again?")
         await call(wait_line, page, "#dev", "back again?")
         self.assertEqual(page.errors, [])
+
+
+class BrowserClientCertificateCase(BrowserTestCase):
+    """
+    A server with C{--client-ca}, C{--crl} and C{--client-auth} (this
+    class's L{client_auth}), and browsers that present a client certificate
+    from that CA (alice's, or carol's, which the CRL revokes) or none.
+
+    Playwright presents the certificate (its C{client_certificates}): for
+    the origin it is given, Playwright's driver makes the TLS connection to
+    the server itself, with the certificate, and hands Chromium the
+    decrypted stream.  So it is the driver, not Chromium, that must trust
+    the server here: it does, by the test CA given to it in
+    C{NODE_EXTRA_CA_CERTS} (and the server's certificate names
+    C{localhost}), ignoring no certificate error.  The server sees a
+    browser with a client certificate either way.
+    """
+
+    client_auth: str
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        self.ca_directory = Path(self.mktemp()).resolve() / "ca"
+        client_ca.init_ca(self.ca_directory)
+        self.alice = client_ca.issue(self.ca_directory, "alice")
+        self.carol = client_ca.issue(self.ca_directory, "carol")
+        client_ca.revoke(self.ca_directory, "carol")
+        await super().setUp()
+
+    def server_options(self) -> list[str]:
+        paths = client_ca.ca_paths(self.ca_directory)
+        return [
+            "--client-ca",
+            str(paths.certificate),
+            "--crl",
+            str(paths.crl),
+            "--client-auth",
+            self.client_auth,
+        ]
+
+    def driver_environment(self) -> dict[str, str]:
+        server_ca = self.directory / "server-ca.pem"
+        server_ca.write_bytes(self.ca_pem)
+        return {"NODE_EXTRA_CA_CERTS": str(server_ca)}
+
+    def presenting(self, issued: client_ca.IssuedCertificate) -> dict[str, Any]:
+        """Playwright's context options for a browser presenting C{issued}."""
+        return {
+            "client_certificates": [
+                {
+                    "origin": self.url.rstrip("/"),
+                    "certPath": issued.cert_path,
+                    "keyPath": issued.key_path,
+                }
+            ]
+        }
+
+
+class BrowserClientCertificateTests(BrowserClientCertificateCase):
+    """With C{--client-auth optional}: certificate holders, and guests."""
+
+    client_auth = "optional"
+
+    async def test_certificate_login(self) -> None:
+        """
+        The page with alice's certificate is alice, verified by it (a mark
+        by the name, and C{/whoami} says so); a page without one is a
+        guest, C{~guest-N}; each hears the other by those names, and so
+        does a line client.
+        """
+        call = self.browser.call
+        alice = await call(self.browser.open, self.url, **self.presenting(self.alice))
+        guest = await call(self.browser.open, self.url)
+        await call(wait_me, alice, "alice")
+        # A guest is guest-N to itself, ~guest-N to the others.
+        await call(wait_me, guest, "guest-")
+        guest_name = await call(guest.text_content, "#me")
+
+        await call(type_line, alice, "/whoami")
+        shown = await call(wait_line, alice, "#lobby", "you are alice")
+        fingerprint = self.alice.fingerprint
+        self.assertIn(
+            f"you are alice (verified by client certificate {fingerprint})", shown
+        )
+        mark = await call(
+            alice.eval_on_selector,
+            "#me",
+            "me => [me.className, me.title, getComputedStyle(me, '::after').content]",
+        )
+        self.assertEqual(
+            mark, ["verified", f"verified by client certificate {fingerprint}", '" ✓"']
+        )
+        await call(type_line, guest, "/whoami")
+        shown = await call(wait_line, guest, "#lobby", "you are guest-")
+        self.assertIn(f"you are {guest_name} (guest: no client certificate)", shown)
+        self.assertEqual(
+            await call(guest.eval_on_selector, "#me", "me => me.className"), ""
+        )
+
+        dave = await self.line_client("dave")
+        await call(type_line, alice, "hello from alice's certificate")
+        sender = await call(wait_sender, guest, "#lobby", "hello from alice's")
+        self.assertEqual(sender, "alice")
+        self.assertIn(
+            "[alice] hello from alice's certificate",
+            await wait_for(dave, "hello from alice's"),
+        )
+        await call(type_line, guest, "hello from a guest")
+        sender = await call(wait_sender, alice, "#lobby", "hello from a guest")
+        self.assertEqual(sender, f"~{guest_name}")
+        self.assertEqual(alice.errors + guest.errors, [])
+
+    async def test_revoked_certificate(self) -> None:
+        """
+        A certificate the CRL revokes logs nobody in: the server ends the
+        handshake, and the browser gets no page (Playwright's driver says
+        why, in a page of its own).
+        """
+        call = self.browser.call
+        carol = await call(
+            self.browser.open, self.url, connected=False, **self.presenting(self.carol)
+        )
+        self.assertEqual(carol.response.status, 503)
+        self.assertIn("certificate revoked", await call(carol.text_content, "body"))
+
+
+class BrowserRequiredCertificateTests(BrowserClientCertificateCase):
+    """With C{--client-auth required}: no certificate, no page."""
+
+    client_auth = "required"
+
+    async def test_required(self) -> None:
+        """
+        A browser without a certificate gets no page; one with alice's
+        comes in as alice.
+        """
+        call = self.browser.call
+        failure = await self.assertFailure(
+            call(self.browser.open, self.url, connected=False), Exception
+        )
+        self.assertIn("net::ERR_BAD_SSL_CLIENT_AUTH_CERT", str(failure))
+        alice = await call(self.browser.open, self.url, **self.presenting(self.alice))
+        await call(wait_me, alice, "alice")
+        await call(type_line, alice, "/whoami")
+        shown = await call(wait_line, alice, "#lobby", "you are alice")
+        self.assertIn(
+            f"you are alice (verified by client certificate {self.alice.fingerprint})",
+            shown,
+        )
+        self.assertEqual(alice.errors, [])
