@@ -12,8 +12,10 @@ from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.testing import StringTransport
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols import tls as twisted_tls
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import directlyProvidedBy, directlyProvides, providedBy
 
 from securemsg.server import direct
 from securemsg.server.direct import DirectTLSProtocol, can_send_now, send_now
@@ -164,6 +166,46 @@ class DirectTLSProtocolTests(SynchronousTestCase):
         client.bio_write(transport.value())  # The session tickets.
         transport.clear()
         return protocol, transport, client
+
+    def connected(self, protocol_class: type[TLSMemoryBIOProtocol]) -> Any:
+        """A C{protocol_class} TLS protocol made and connected to a transport."""
+        _, server = default_ca_and_server()
+        context = tls.make_server_context(
+            tls.ServerCredentials([server.certificate], server.key, "", "")
+        )
+        factory = TLSMemoryBIOFactory(
+            tls.ServerTLS(context), False, Factory.forProtocol(Protocol)
+        )
+        factory.protocol = protocol_class
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        return protocol
+
+    def test_interfaces_declared_once(self) -> None:
+        """
+        The protocol ends up providing what Twisted's own does on the same
+        transport, with one C{directlyProvides} instead of one per
+        interface of the transport (each replaces the one before, and costs
+        a few microseconds of every connection).
+        """
+        twisted_own = self.connected(TLSMemoryBIOProtocol)
+        calls: list[object] = []
+
+        def counting(ob: object, *interfaces: Any) -> None:
+            calls.append(interfaces)
+            directlyProvides(ob, *interfaces)
+
+        self.patch(direct, "directlyProvides", counting)
+        self.patch(twisted_tls, "directlyProvides", counting)
+        ours = self.connected(DirectTLSProtocol)
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(list(providedBy(ours)), list(providedBy(twisted_own)))
+        self.assertEqual(
+            list(directlyProvidedBy(ours)), list(directlyProvidedBy(twisted_own))
+        )
+        self.assertIs(ours.getHandle(), ours._tlsConnection)
+        self.assertEqual(ours._appSendBuffer, [])
+        self.assertIn(ours, ours.factory.protocols)
 
     def test_other_transports_written_as_usual(self) -> None:
         """
