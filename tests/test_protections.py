@@ -825,6 +825,15 @@ class ClientKeyTests(SynchronousTestCase):
             self.assertEqual(Limits().client_key("198.51.100.77"), "198.51.100.77")
         parse.assert_not_called()
 
+    def test_covering_key_without_keys(self) -> None:
+        """
+        With no keys (no bans, as usual) the address is not even parsed:
+        every client that joins is looked up.
+        """
+        with patch.object(ipaddress, "ip_address") as parse:
+            self.assertIsNone(covering_key([], "198.51.100.78"))
+        parse.assert_not_called()
+
     def test_covering_key(self) -> None:
         """
         The key an address belongs to: equal, or an address in its network

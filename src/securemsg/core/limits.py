@@ -166,10 +166,15 @@ def covering_key(keys: Iterable[str], host: str) -> str | None:
     lengths were in force then) that C{host} belongs to: the key itself, or
     an address in its network; L{None} if none.
     """
-    address = _ip(host)
+    # Parsed only once there is a key to compare with: every client that
+    # joins is looked up in the bans, which are usually none.
+    address: ipaddress.IPv4Address | ipaddress.IPv6Address | None = None
+    parsed = False
     for key in keys:
         if key == host:
             return key
+        if not parsed:
+            address, parsed = _ip(host), True
         if address is None:
             continue
         network = _network(key)
