@@ -13,6 +13,7 @@ socket first and leaves to the transport only what the socket did not take.
 from __future__ import annotations
 
 from typing import Any
+from weakref import WeakKeyDictionary
 
 from OpenSSL.SSL import WantReadError
 from twisted.internet import tcp
@@ -79,6 +80,11 @@ def held_bytes(transport: Any) -> int:
     return held
 
 
+# The last interface of each transport declaration seen (see
+# DirectTLSProtocol.makeConnection): a few kinds of transport per process.
+_LAST_INTERFACE: WeakKeyDictionary[Any, tuple[Any, ...]] = WeakKeyDictionary()
+
+
 class DirectTLSProtocol(TLSMemoryBIOProtocol):
     """
     Twisted's server-side TLS protocol, sending its output as soon as it is
@@ -103,9 +109,14 @@ class DirectTLSProtocol(TLSMemoryBIOProtocol):
         # interface is all it ends with.  That one is declared here, once.
         self._tlsConnection = self.factory._creatorCallable(self)
         self._appSendBuffer = []
-        interfaces = tuple(providedBy(transport))
-        if interfaces:
-            directlyProvides(self, interfaces[-1])
+        declared = providedBy(transport)
+        last = _LAST_INTERFACE.get(declared)
+        if last is None:
+            # Listing a declaration walks all its bases (40 calls for TCP);
+            # every connection of a port has the same one.
+            last = _LAST_INTERFACE[declared] = tuple(declared)[-1:]
+        if last:
+            directlyProvides(self, *last)
         Protocol.makeConnection(self, transport)
         self.factory.registerProtocol(self)
         if self._connectWrapped:
