@@ -47,6 +47,16 @@ class Receiver(Protocol):
         self.ended.callback(None)
 
 
+class Recording(Protocol):
+    """Keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
+
+
 class SendNowTests(TestCase):
     """
     L{send_now} over a real TCP connection on loopback.
@@ -147,7 +157,7 @@ class DirectTLSProtocolTests(SynchronousTestCase):
             tls.ServerCredentials([server.certificate], server.key, "", "")
         )
         factory = TLSMemoryBIOFactory(
-            tls.ServerTLS(context), False, Factory.forProtocol(Protocol)
+            tls.ServerTLS(context), False, Factory.forProtocol(Recording)
         )
         factory.protocol = DirectTLSProtocol
         protocol = factory.buildProtocol(None)
@@ -206,6 +216,51 @@ class DirectTLSProtocolTests(SynchronousTestCase):
         self.assertIs(ours.getHandle(), ours._tlsConnection)
         self.assertEqual(ours._appSendBuffer, [])
         self.assertIn(ours, ours.factory.protocols)
+
+    def test_memory_bios_renewed_after_handshake(self) -> None:
+        """
+        Once the handshake is done, the connection's memory BIOs (grown to
+        the handshake's size) are replaced by new ones, and TLS goes on
+        through the new ones both ways.
+        """
+        handshake_bios: list[tuple[object, object]] = []
+        renew = direct.renew_bios
+
+        def renewing(connection: SSL.Connection) -> bool:
+            handshake_bios.append((connection._into_ssl, connection._from_ssl))
+            return renew(connection)
+
+        self.patch(direct, "renew_bios", renewing)
+        protocol, transport, client = self.handshake()
+        self.assertEqual(len(handshake_bios), 1)
+        connection = protocol._tlsConnection
+        self.assertTrue(protocol._bios_renewed)
+        self.assertNotEqual(
+            (connection._into_ssl, connection._from_ssl), handshake_bios[0]
+        )
+        client.send(b"hello server\n")
+        protocol.dataReceived(client.bio_read(65536))
+        wrapped = protocol.wrappedProtocol
+        assert isinstance(wrapped, Recording)
+        self.assertEqual(wrapped.received, [b"hello server\n"])
+        protocol.write(b"hello client")
+        client.bio_write(transport.value())
+        self.assertEqual(client.recv(100), b"hello client")
+        # Once is enough.
+        self.assertEqual(len(handshake_bios), 1)
+
+    def test_memory_bios_kept_while_bytes_wait(self) -> None:
+        """
+        BIOs with bytes in them are not replaced (the bytes would be lost).
+        """
+        protocol, _, client = self.handshake()
+        connection = protocol._tlsConnection
+        client.send(b"unread")
+        connection.bio_write(client.bio_read(65536))
+        before = (connection._into_ssl, connection._from_ssl)
+        self.assertFalse(direct.renew_bios(connection))
+        self.assertEqual((connection._into_ssl, connection._from_ssl), before)
+        self.assertEqual(connection.recv(100), b"unread")
 
     def test_other_transports_written_as_usual(self) -> None:
         """
