@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import os
@@ -193,6 +194,8 @@ class Bench:
         # a run is started from one copy of it, taken now.
         self.snapshot = self.take_snapshot()
         self.specs["securemsg"].env["PYTHONPATH"] = str(self.snapshot)
+        if args.baseline:
+            self.add_baseline(args.baseline)
         self.cgen: str | None = None
         self.cgen_note = "disabled (--python-generator)"
         if not args.python_generator:
@@ -254,6 +257,28 @@ class Bench:
         plugins.mkdir(parents=True)
         shutil.copy2(h.ROOT / "twisted" / "plugins" / "securemsg_plugin.py", plugins)
         return snapshot
+
+    def add_baseline(self, rev: str) -> None:
+        """
+        Measure securemsg at git revision C{rev} too, as the server
+        C{baseline}, beside the working tree's: a before/after in one run.
+        """
+        folder = self.out / "baseline"
+        folder.mkdir()
+        archive = subprocess.run(
+            ["git", "-C", str(h.ROOT), "archive", rev, "src/securemsg", "twisted"],
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+        shutil.move(folder / "src" / "securemsg", folder / "securemsg")
+        spec = copy.deepcopy(self.specs["securemsg"])
+        spec.name = "baseline"
+        spec.label = f"securemsg at {rev}"
+        spec.env["PYTHONPATH"] = str(folder)
+        self.specs["baseline"] = spec
+        if "baseline" not in self.servers:
+            self.servers.insert(1 if "securemsg" in self.servers else 0, "baseline")
 
     def start(self, name: str) -> h.Server:
         return h.Server(self.specs[name], self.cert, self.key, self.out / "servers")
@@ -1434,6 +1459,12 @@ def main() -> None:
     parser.add_argument(
         "--securemsg-args",
         help="extra twistd securemsg options, e.g. '--history-db :memory:'",
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also run securemsg at this git revision (server 'baseline'),"
+        " for a before/after in one run",
     )
     parser.add_argument(
         "--python-generator",

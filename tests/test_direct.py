@@ -12,8 +12,10 @@ from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
 from twisted.internet.testing import StringTransport
-from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.protocols import tls as twisted_tls
+from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import directlyProvidedBy, directlyProvides, providedBy
 
 from securemsg.server import direct
 from securemsg.server.direct import DirectTLSProtocol, can_send_now, send_now
@@ -43,6 +45,16 @@ class Receiver(Protocol):
 
     def connectionLost(self, reason: object = None) -> None:
         self.ended.callback(None)
+
+
+class Recording(Protocol):
+    """Keeps what it receives."""
+
+    def __init__(self) -> None:
+        self.received: list[bytes] = []
+
+    def dataReceived(self, data: bytes) -> None:
+        self.received.append(data)
 
 
 class SendNowTests(TestCase):
@@ -145,7 +157,7 @@ class DirectTLSProtocolTests(SynchronousTestCase):
             tls.ServerCredentials([server.certificate], server.key, "", "")
         )
         factory = TLSMemoryBIOFactory(
-            tls.ServerTLS(context), False, Factory.forProtocol(Protocol)
+            tls.ServerTLS(context), False, Factory.forProtocol(Recording)
         )
         factory.protocol = DirectTLSProtocol
         protocol = factory.buildProtocol(None)
@@ -164,6 +176,91 @@ class DirectTLSProtocolTests(SynchronousTestCase):
         client.bio_write(transport.value())  # The session tickets.
         transport.clear()
         return protocol, transport, client
+
+    def connected(self, protocol_class: type[TLSMemoryBIOProtocol]) -> Any:
+        """A C{protocol_class} TLS protocol made and connected to a transport."""
+        _, server = default_ca_and_server()
+        context = tls.make_server_context(
+            tls.ServerCredentials([server.certificate], server.key, "", "")
+        )
+        factory = TLSMemoryBIOFactory(
+            tls.ServerTLS(context), False, Factory.forProtocol(Protocol)
+        )
+        factory.protocol = protocol_class
+        protocol = factory.buildProtocol(None)
+        protocol.makeConnection(StringTransport())
+        return protocol
+
+    def test_interfaces_declared_once(self) -> None:
+        """
+        The protocol ends up providing what Twisted's own does on the same
+        transport, with one C{directlyProvides} instead of one per
+        interface of the transport (each replaces the one before, and costs
+        a few microseconds of every connection).
+        """
+        twisted_own = self.connected(TLSMemoryBIOProtocol)
+        calls: list[object] = []
+
+        def counting(ob: object, *interfaces: Any) -> None:
+            calls.append(interfaces)
+            directlyProvides(ob, *interfaces)
+
+        self.patch(direct, "directlyProvides", counting)
+        self.patch(twisted_tls, "directlyProvides", counting)
+        ours = self.connected(DirectTLSProtocol)
+        self.assertEqual(len(calls), 1)
+        self.assertEqual(list(providedBy(ours)), list(providedBy(twisted_own)))
+        self.assertEqual(
+            list(directlyProvidedBy(ours)), list(directlyProvidedBy(twisted_own))
+        )
+        self.assertIs(ours.getHandle(), ours._tlsConnection)
+        self.assertEqual(ours._appSendBuffer, [])
+        self.assertIn(ours, ours.factory.protocols)
+
+    def test_memory_bios_renewed_after_handshake(self) -> None:
+        """
+        Once the handshake is done, the connection's memory BIOs (grown to
+        the handshake's size) are replaced by new ones, and TLS goes on
+        through the new ones both ways.
+        """
+        handshake_bios: list[tuple[object, object]] = []
+        renew = direct.renew_bios
+
+        def renewing(connection: SSL.Connection) -> bool:
+            handshake_bios.append((connection._into_ssl, connection._from_ssl))
+            return renew(connection)
+
+        self.patch(direct, "renew_bios", renewing)
+        protocol, transport, client = self.handshake()
+        self.assertEqual(len(handshake_bios), 1)
+        connection = protocol._tlsConnection
+        self.assertTrue(protocol._bios_renewed)
+        self.assertNotEqual(
+            (connection._into_ssl, connection._from_ssl), handshake_bios[0]
+        )
+        client.send(b"hello server\n")
+        protocol.dataReceived(client.bio_read(65536))
+        wrapped = protocol.wrappedProtocol
+        assert isinstance(wrapped, Recording)
+        self.assertEqual(wrapped.received, [b"hello server\n"])
+        protocol.write(b"hello client")
+        client.bio_write(transport.value())
+        self.assertEqual(client.recv(100), b"hello client")
+        # Once is enough.
+        self.assertEqual(len(handshake_bios), 1)
+
+    def test_memory_bios_kept_while_bytes_wait(self) -> None:
+        """
+        BIOs with bytes in them are not replaced (the bytes would be lost).
+        """
+        protocol, _, client = self.handshake()
+        connection = protocol._tlsConnection
+        client.send(b"unread")
+        connection.bio_write(client.bio_read(65536))
+        before = (connection._into_ssl, connection._from_ssl)
+        self.assertFalse(direct.renew_bios(connection))
+        self.assertEqual((connection._into_ssl, connection._from_ssl), before)
+        self.assertEqual(connection.recv(100), b"unread")
 
     def test_other_transports_written_as_usual(self) -> None:
         """

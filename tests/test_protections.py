@@ -6,7 +6,9 @@ connection limits, and graceful shutdown.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Sequence
+from unittest.mock import patch
 
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address, IPv6Address
@@ -811,6 +813,26 @@ class ClientKeyTests(SynchronousTestCase):
         self.assertEqual(
             Limits(ipv6_prefix=56).client_key("2001:db8::1"), "2001:db8::/56"
         )
+
+    def test_keys_cached(self) -> None:
+        """
+        An address seen again is not parsed again: every connection asks
+        for its key twice (when accepted, and when it joins).
+        """
+        client_key("198.51.100.77")
+        with patch.object(ipaddress, "ip_address") as parse:
+            self.assertEqual(client_key("198.51.100.77"), "198.51.100.77")
+            self.assertEqual(Limits().client_key("198.51.100.77"), "198.51.100.77")
+        parse.assert_not_called()
+
+    def test_covering_key_without_keys(self) -> None:
+        """
+        With no keys (no bans, as usual) the address is not even parsed:
+        every client that joins is looked up.
+        """
+        with patch.object(ipaddress, "ip_address") as parse:
+            self.assertIsNone(covering_key([], "198.51.100.78"))
+        parse.assert_not_called()
 
     def test_covering_key(self) -> None:
         """

@@ -403,13 +403,21 @@ class ProxiedServerTests(ProxiedServerCase):
         one, two = self.factory.connections
         self.assertEqual(one.peer, "192.0.2.7:40001")
         self.assertEqual(two.peer, "[2001:db8:0:0:0:0:0:5]:40002")
-        self.assertIn("192.0.2.7:40001 is guest-1", self.logged)
-        self.assertIn("[2001:db8:0:0:0:0:0:5]:40002 is guest-2", self.logged)
         membership = self.factory.chat._members  # type: ignore[attr-defined]
         self.assertEqual(
             sorted(m.address for m in membership.values()),
             ["192.0.2.7", "2001:db8::/64"],
         )
+        # Each connection's one log line (when it ends) names the address.
+        await bounded(self.factory.shut_down(), "shut down")
+        for peer, name in [
+            ("192.0.2.7:40001", "guest-1"),
+            ("[2001:db8:0:0:0:0:0:5]:40002", "guest-2"),
+        ]:
+            line = f"{peer} ({name}) disconnected"
+            self.assertTrue(
+                any(logged.startswith(line) for logged in self.logged), self.logged
+            )
 
     async def test_per_address_limit(self) -> None:
         """

@@ -291,7 +291,10 @@ class ServerProtocolTests(SynchronousTestCase):
         self.assertIn("my secret plan", repr(events))
 
     def test_connections_logged(self) -> None:
-        """Joins and disconnects are logged with the peer and reason."""
+        """
+        A guest's connection is logged in one line, when it ends, with the
+        peer, the name and the reason.
+        """
         with capturedLogs() as events:
             client = self.connect()
             client.close(Failure(ConnectionLost("boom")))
@@ -300,9 +303,10 @@ class ServerProtocolTests(SynchronousTestCase):
             for e in events
             if e["log_level"] >= LogLevel.info
         ]
-        self.assertIn("127.0.0.1:40000 is guest-1", text)
+        self.assertEqual(len(text), 1, text)
         self.assertTrue(
-            any("guest-1" in line and "ConnectionLost" in line for line in text), text
+            text[0].startswith("127.0.0.1:40000 (guest-1) disconnected: Connection"),
+            text,
         )
 
 
