@@ -670,3 +670,42 @@ class UnterminatedLineTests(SynchronousTestCase):
         self.alice.send(b"/quit bye\nmore")
         self.assertTrue(self.alice.transport.disconnecting)
         self.assertEqual(self.line_timers(), [])
+
+
+class DeliveryCountTests(SynchronousTestCase):
+    """
+    The outbox counts lines handed to clients by event class (for the
+    metrics) once per run of receivers of one event, not per receiver, and
+    exactly: the counts equal the deliveries once the turn's output is
+    written.
+    """
+
+    def test_counts_equal_deliveries(self) -> None:
+        """
+        One event to three receivers, another to two, the first again to
+        one, and several events at once to two: each class is counted once
+        per receiver, whether or not its events came one after another.
+        """
+        factory = ChatServerFactory.standalone(MemoryReactorClock(), greeting="")
+        outbox = factory.outbox
+        queues = [
+            outbox.queue(ChatServerProtocol(factory), 1 << 20, False) for _ in range(3)
+        ]
+        for queue in queues:
+            queue.transport = StringTransport()
+        said = wire.Message("alice", "hi", None, 0.0)
+        notice = wire.Notice("hello")
+        for queue in queues:
+            queue.put(said)
+        for queue in queues[:2]:
+            queue.put(notice)
+        queues[2].put(said)
+        both = (wire.Message("bob", "a", None, 0.0), wire.Notice("b"))
+        for queue in queues[:2]:
+            queue.put_all(both)
+        outbox.flush()
+        self.assertEqual(
+            dict(outbox.delivered), {wire.Message: 4 + 2, wire.Notice: 2 + 2}
+        )
+        outbox.flush()
+        self.assertEqual(dict(outbox.delivered), {wire.Message: 6, wire.Notice: 4})

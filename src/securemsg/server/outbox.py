@@ -52,7 +52,8 @@ class Outbox:
     departures.
 
     @ivar delivered: lines handed to clients, by event class (the
-        counters' C{lines_delivered}).
+        counters' C{lines_delivered}), up to the last write of output
+        (L{count_delivered}).
     """
 
     def __init__(
@@ -66,6 +67,12 @@ class Outbox:
         self.clock = clock
         self.default_room = default_room
         self.delivered = delivered
+        # The event (or events) being handed out to one receiver after
+        # another, and to how many so far: counted in delivered when the
+        # next one starts or the turn's output is written (count_delivered),
+        # not once per receiver, which cost a quarter of a delivery.
+        self._counted: wire.Event | tuple[wire.Event, ...] | None = None
+        self._receivers = 0
         self._to_flush: list[SendQueue] = []
         self._flushing: IDelayedCall | None = None
         self._to_announce: list[SendQueue] = []
@@ -76,6 +83,22 @@ class Outbox:
         self._last_events: tuple[wire.Event, ...] | None = None
         self._last_events_text: bytes | None = None
         self._last_events_json: bytes | None = None
+
+    def count_delivered(self) -> None:
+        """
+        Add the receivers of the event handed out last to C{delivered}
+        (each of several events counts once per receiver).
+        """
+        counted, receivers = self._counted, self._receivers
+        self._counted, self._receivers = None, 0
+        if counted is None:
+            return
+        delivered = self.delivered
+        if isinstance(counted, tuple):
+            for event in counted:
+                delivered[event.__class__] += receivers
+        else:
+            delivered[counted.__class__] += receivers
 
     def queue(
         self, owner: ChatServerProtocol, send_queue: int, json: bool
@@ -153,6 +176,7 @@ class Outbox:
         if self._announcing is not None and self._announcing.active():
             self._announcing.cancel()
         self._announcing = None
+        self.count_delivered()
         queues, self._to_announce = self._to_announce, []
         for queue in queues:
             queue.flush()
@@ -163,6 +187,7 @@ class Outbox:
         record) per connection per turn, scheduled once for all of them.
         """
         self._flushing = None
+        self.count_delivered()
         queues, self._to_flush = self._to_flush, []
         for queue in queues:
             queue.flush()
@@ -223,7 +248,10 @@ class SendQueue:
         """Queue C{event} for the end of the turn."""
         # The hot path: once per receiver of every line.
         outbox = self._outbox
-        outbox.delivered[event.__class__] += 1
+        if event is not outbox._counted:
+            outbox.count_delivered()
+            outbox._counted = event
+        outbox._receivers += 1
         if not self._flush_due:
             if (
                 isinstance(event, _ANNOUNCEMENTS)
@@ -254,9 +282,10 @@ class SendQueue:
         """Queue several events, in order, for the end of the turn."""
         # The hot path of a busy room: once per receiver per speaker's read.
         outbox = self._outbox
-        delivered = outbox.delivered
-        for event in events:
-            delivered[event.__class__] += 1
+        if events is not outbox._counted:
+            outbox.count_delivered()
+            outbox._counted = events
+        outbox._receivers += 1
         if not self._flush_due:
             self._flush_due = True
             outbox.flush_later(self)
