@@ -239,8 +239,7 @@ class CollectorTests(SynchronousTestCase):
             tls.ServerTLS(server_context()),
             self.factory,
             self.clock,
-            max_connections=10,
-            max_per_address=10,
+            Limits(max_connections=10, max_per_address=10),
         )
         self.factory.counters.add_listener("tcp:50000", guard)
         protocol = guard.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
@@ -266,8 +265,7 @@ class CollectorTests(SynchronousTestCase):
             tls.ServerTLS(server_context()),
             self.factory,
             self.clock,
-            max_connections=10,
-            max_per_address=1,
+            Limits(max_connections=10, max_per_address=1),
         )
         self.factory.counters.add_listener("tcp:50000", guard)
         address = IPv4Address("TCP", "192.0.2.1", 1)

@@ -484,8 +484,7 @@ class ConnectionLimitTests(SynchronousTestCase):
             tls.ServerTLS(server_context()),
             ChatServerFactory.standalone(self.clock),
             self.clock,
-            max_connections=4,
-            max_per_address=2,
+            Limits(max_connections=4, max_per_address=2),
         )
         self.factory.doStart()
 
@@ -547,10 +546,9 @@ class ConnectionLimitTests(SynchronousTestCase):
             tls.ServerTLS(server_context()),
             ChatServerFactory.standalone(self.clock),
             self.clock,
-            max_connections=10,
-            max_per_address=1,
-            ipv6_prefix=128,
-            ipv4_prefix=24,
+            Limits(
+                max_connections=10, max_per_address=1, ipv6_prefix=128, ipv4_prefix=24
+            ),
         )
         self.factory = factory
         self.assertIsNotNone(self.connect("2001:db8::1"))
@@ -577,10 +575,12 @@ class ConnectionLimitTests(SynchronousTestCase):
             tls.ServerTLS(server_context()),
             ChatServerFactory.standalone(self.clock),
             self.clock,
-            max_connections=100,
-            max_per_address=100,
-            connect_burst=3,
-            connect_rate=2,
+            Limits(
+                max_connections=100,
+                max_per_address=100,
+                connect_burst=3,
+                connect_rate=2,
+            ),
         )
         factory.doStart()
         self.factory = factory
@@ -869,8 +869,7 @@ class PlainTextClientTests(SynchronousTestCase):
             tls.ServerTLS(server_context()),
             ChatServerFactory.standalone(self.clock),
             self.clock,
-            max_connections=4,
-            max_per_address=1,
+            Limits(max_connections=4, max_per_address=1),
         )
         self.factory.doStart()
         self.openssl_input: list[bytes] = []

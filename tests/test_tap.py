@@ -498,7 +498,9 @@ class MakeServiceTests(SynchronousTestCase):
         self.addCleanup(top.stopService)
         [(_, factory, _, _)] = reactor.tcpServers
         assert isinstance(factory, GuardedTLSFactory)
-        self.assertEqual((factory.ipv6_prefix, factory.ipv4_prefix), (48, 24))
+        self.assertEqual(
+            (factory.limits.ipv6_prefix, factory.limits.ipv4_prefix), (48, 24)
+        )
 
     def test_service_tree_and_listener(self) -> None:
         """

@@ -479,7 +479,7 @@ class EndpointTests(SynchronousTestCase):
         [(_, factory, _, _)] = reactor.tcpServers
         assert isinstance(factory, GuardedTLSFactory)
         self.assertEqual(
-            (factory.max_connections, factory.max_per_address),
+            (factory.limits.max_connections, factory.limits.max_per_address),
             (Limits().max_connections, Limits().max_per_address),
         )
         self.assertIs(factory.protocol, TLSOnlyProtocol)
@@ -497,7 +497,9 @@ class EndpointTests(SynchronousTestCase):
         endpoint.listen(ChatServerFactory.standalone(reactor))
         [(_, factory, _, _)] = reactor.tcpServers
         assert isinstance(factory, GuardedTLSFactory)
-        self.assertEqual((factory.connect_burst, factory.connect_rate), (3, 0.5))
+        self.assertEqual(
+            (factory.limits.connect_burst, factory.limits.connect_rate), (3, 0.5)
+        )
 
 
 class ClientCALoadingTests(SynchronousTestCase):

@@ -79,14 +79,5 @@ def tls_server_endpoint(
             endpoint, reactor, timeout=limits.handshake_timeout
         )
     return GuardedTLSServerEndpoint(
-        endpoint,
-        creator,
-        reactor,
-        max_connections=limits.max_connections,
-        max_per_address=limits.max_per_address,
-        ipv6_prefix=limits.ipv6_prefix,
-        ipv4_prefix=limits.ipv4_prefix,
-        connect_burst=limits.connect_burst,
-        connect_rate=limits.connect_rate,
-        description=description,
+        endpoint, creator, reactor, limits, description=description
     )

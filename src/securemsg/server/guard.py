@@ -36,7 +36,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from securemsg.core.flood import TokenBucket
-from securemsg.core.limits import Limits, client_key
+from securemsg.core.limits import Limits
 from securemsg.server.direct import DirectTLSProtocol
 from securemsg.server.protocol import peer_host
 
@@ -140,11 +140,11 @@ _DEFAULTS: Final = Limits()
 
 class GuardedTLSFactory(TLSMemoryBIOFactory):
     """
-    Adds TLS to C{wrappedFactory}'s connections, holding at most
-    C{max_connections} at once, and C{max_per_address} from one client: one
-    IPv4 address, or one IPv6 network of C{ipv6_prefix} bits (a /64 by
-    default), see L{client_key}; one client may open C{connect_burst}
-    connections at once, then C{connect_rate} a second.
+    Adds TLS to C{wrappedFactory}'s connections, holding at most the
+    limits' C{max_connections} at once, and C{max_per_address} from one
+    client (one IPv4 address, or one IPv6 network: see
+    L{Limits.client_key}); one client may open C{connect_burst} connections
+    at once, then C{connect_rate} a second.
     """
 
     log = Logger()
@@ -159,22 +159,11 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
         creator: IOpenSSLServerConnectionCreator,
         wrappedFactory: IProtocolFactory,
         clock: IReactorTime,
-        *,
-        max_connections: int,
-        max_per_address: int,
-        ipv6_prefix: int = 64,
-        ipv4_prefix: int = 32,
-        connect_burst: int = _DEFAULTS.connect_burst,
-        connect_rate: float = _DEFAULTS.connect_rate,
+        limits: Limits = _DEFAULTS,
     ) -> None:
         super().__init__(creator, False, wrappedFactory, clock)
         self._clock = clock
-        self.max_connections = max_connections
-        self.max_per_address = max_per_address
-        self.ipv6_prefix = ipv6_prefix
-        self.ipv4_prefix = ipv4_prefix
-        self.connect_burst = connect_burst
-        self.connect_rate = connect_rate
+        self.limits = limits
         # New connections per address; an address whose bucket is full
         # again is forgotten (see _connect_allowed).
         self._connects: dict[str, TokenBucket] = {}
@@ -188,23 +177,26 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
 
     def buildProtocol(self, addr: IAddress) -> TLSMemoryBIOProtocol | None:  # type: ignore[override]
         host = self.client_key(addr)
-        if len(self._hosts) >= self.max_connections:
-            self.refuse(
-                host, f"{self.max_connections} connections in total", "max_connections"
-            )
-            return None
-        if self.per_address[host] >= self.max_per_address:
+        limits = self.limits
+        if len(self._hosts) >= limits.max_connections:
             self.refuse(
                 host,
-                f"{self.max_per_address} connections from {host}",
+                f"{limits.max_connections} connections in total",
+                "max_connections",
+            )
+            return None
+        if self.per_address[host] >= limits.max_per_address:
+            self.refuse(
+                host,
+                f"{limits.max_per_address} connections from {host}",
                 "max_per_address",
             )
             return None
         if not self._connect_allowed(host):
             self.refuse(
                 host,
-                f"{self.connect_rate:g} new connections a second from {host}"
-                f" (bursts of {self.connect_burst})",
+                f"{limits.connect_rate:g} new connections a second from {host}"
+                f" (bursts of {limits.connect_burst})",
                 "connect_rate",
             )
             return None
@@ -215,13 +207,13 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
 
     def client_key(self, addr: IAddress) -> str:
         """
-        Who C{addr} is for the limit per client: its L{client_key}; UNIX
+        Who C{addr} is for the limit per client: L{Limits.client_key}; UNIX
         sockets and the like share one count.
         """
         host = peer_host(addr)
         if host is None:
             return "local"
-        return client_key(host, self.ipv6_prefix, self.ipv4_prefix)
+        return self.limits.client_key(host)
 
     def _connect_allowed(self, host: str) -> bool:
         """Take a token from C{host}'s bucket of new connections."""
@@ -236,7 +228,7 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
                 }
                 self._forget_at = max(_FORGET_AT, 2 * len(self._connects))
             bucket = self._connects[host] = TokenBucket(
-                self._clock, self.connect_burst, self.connect_rate
+                self._clock, self.limits.connect_burst, self.limits.connect_rate
             )
         return bucket.allow()
 
@@ -302,16 +294,12 @@ class GuardedTLSServerEndpoint:
         wrapped: IStreamServerEndpoint,
         creator: IOpenSSLServerConnectionCreator,
         clock: IReactorTime,
+        limits: Limits = _DEFAULTS,
         *,
-        max_connections: int,
-        max_per_address: int,
-        ipv6_prefix: int = 64,
-        ipv4_prefix: int = 32,
-        connect_burst: int = _DEFAULTS.connect_burst,
-        connect_rate: float = _DEFAULTS.connect_rate,
         description: str | None = None,
     ) -> None:
         """
+        @param limits: the connection limits (see L{GuardedTLSFactory}).
         @param description: what the listener is called in the metrics (its
             C{--listen} description).
         """
@@ -319,24 +307,11 @@ class GuardedTLSServerEndpoint:
         self.description = description
         self.creator = creator
         self.clock = clock
-        self.max_connections = max_connections
-        self.max_per_address = max_per_address
-        self.ipv6_prefix = ipv6_prefix
-        self.ipv4_prefix = ipv4_prefix
-        self.connect_burst = connect_burst
-        self.connect_rate = connect_rate
+        self.limits = limits
 
     def listen(self, protocolFactory: IProtocolFactory) -> Deferred[IListeningPort]:
         guard = GuardedTLSFactory(
-            self.creator,
-            protocolFactory,
-            self.clock,
-            max_connections=self.max_connections,
-            max_per_address=self.max_per_address,
-            ipv6_prefix=self.ipv6_prefix,
-            ipv4_prefix=self.ipv4_prefix,
-            connect_burst=self.connect_burst,
-            connect_rate=self.connect_rate,
+            self.creator, protocolFactory, self.clock, self.limits
         )
         # The chat factory's counters (securemsg.counters) read the open
         # connections and refusals of each listener when scraped.
