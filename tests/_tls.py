@@ -23,7 +23,7 @@ from twisted.test.iosim import IOPump, connectedServerAndClient
 from zope.interface import implementer
 
 from securemsg.server.factory import ChatServerFactory
-from securemsg.tls.policy import ServerTLS
+from securemsg.tls.policy import ServerCredentials, ServerTLS, make_server_context
 
 from . import _certs
 
@@ -51,6 +51,14 @@ class LineCollector(LineReceiver):
     def take(self) -> list[str]:
         lines, self.received = self.received, []
         return lines
+
+
+def server_context() -> SSL.Context:
+    """A server context (securemsg's TLS policy) with the default test certificate."""
+    _, server = _certs.default_ca_and_server()
+    return make_server_context(
+        ServerCredentials([server.certificate], server.key, "c", "k")
+    )
 
 
 def client_options(ca: _certs.Pair | None = None, hostname: str = "localhost") -> Any:

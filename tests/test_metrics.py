@@ -41,15 +41,8 @@ from securemsg.tls import policy as tls
 from . import _certs
 from ._fakes import Recorder
 from ._loopback import TIMEOUT, LoopbackServerTestCase, bounded, port_of, reactor
+from ._tls import server_context
 from ._twistd import start_twistd, stop_with_sigterm
-
-
-def server_context() -> SSL.Context:
-    """A server context with the default test certificate."""
-    _, server = _certs.default_ca_and_server()
-    return tls.make_server_context(
-        tls.ServerCredentials([server.certificate], server.key, "c", "k")
-    )
 
 
 class Client:
@@ -79,7 +72,6 @@ class CounterTests(SynchronousTestCase):
 
     def test_handshake_failures(self) -> None:
         """OpenSSL's errors, a plain-text client, a client that left."""
-        from OpenSSL import SSL
 
         def reason(error: Exception) -> str:
             return handshake_failure(Failure(error))

@@ -36,17 +36,8 @@ from securemsg.server.outbox import WRITE_CHUNK
 from securemsg.server.protocol import ChatServerProtocol
 from securemsg.tls import policy as tls
 
-from . import _certs
 from ._fakes import PausingTransport, Recorder
-from ._tls import tls_pair
-
-
-def server_context() -> SSL.Context:
-    """A server context with the default test certificate."""
-    _, server = _certs.default_ca_and_server()
-    return tls.make_server_context(
-        tls.ServerCredentials([server.certificate], server.key, "c", "k")
-    )
+from ._tls import server_context, tls_pair
 
 
 class Client:

@@ -61,6 +61,7 @@ from ._loopback import (
     tls_transport,
 )
 from ._ports import free_port
+from ._tls import server_context
 
 
 def v1_header(source: str, port: int = 40000, destination: str = "") -> bytes:
@@ -180,7 +181,7 @@ class FakeGuard(WrappingFactory):
 
     def __init__(self, max_connections: int = 10) -> None:
         super().__init__(Factory.forProtocol(Inner))
-        self.max_connections = max_connections
+        self.limits = Limits(max_connections=max_connections)
         self.addresses: list[object] = []
         self.refused: Counter[str] = Counter()
         self.refuse_hosts: set[str] = set()
@@ -297,6 +298,24 @@ class LayerTests(SynchronousTestCase):
             self.factory.buildProtocol(IPv4Address("TCP", "10.1.1.1", 5556))
         )
         self.assertEqual(self.guard.refused, {"max_connections": 1})
+
+    def test_total_limit_of_the_real_guard(self) -> None:
+        """
+        In front of the real guard, the PROXY layer finds its total limit
+        and refuses over it before any header, counted as the guard counts.
+        """
+        guard = GuardedTLSFactory(
+            tls.ServerTLS(server_context()),
+            Factory.forProtocol(Inner),
+            self.clock,
+            Limits(max_connections=1),
+        )
+        factory = ProxyHeaderFactory(guard, self.clock, timeout=10.0)
+        self.assertIsNotNone(
+            factory.buildProtocol(IPv4Address("TCP", "10.1.1.1", 5555))
+        )
+        self.assertIsNone(factory.buildProtocol(IPv4Address("TCP", "10.1.1.1", 5556)))
+        self.assertEqual(guard.refused, {"max_connections": 1})
 
     def test_refused_by_the_guard(self) -> None:
         """A client the guard refuses (over its limit) is cut off at once."""

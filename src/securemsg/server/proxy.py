@@ -55,6 +55,7 @@ from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from zope.interface import directlyProvides, implementer, providedBy
 
+from securemsg.core.limits import Limits
 from securemsg.server.protocol import describe_peer, peer_host
 
 #: The start of a v1 header, and the longest v1 header with its CRLF (the
@@ -259,9 +260,10 @@ class ProxyHeaderFactory(WrappingFactory):
         """
         @param wrappedFactory: builds the protocol for each connection once
             its header is read, given the client's address; L{None} refuses
-            it.  If it has C{max_connections}, C{protocols} and C{refuse}
-            (as L{securemsg.server.guard.GuardedTLSFactory} does), connections over
-            C{max_connections} are refused before their header.
+            it.  If it has C{limits}, C{protocols} and C{refuse} (as
+            L{securemsg.server.guard.GuardedTLSFactory} does), connections
+            over its C{limits.max_connections} are refused before their
+            header.
         @param timeout: seconds a connection may take to send its header.
         """
         super().__init__(wrappedFactory)
@@ -271,7 +273,8 @@ class ProxyHeaderFactory(WrappingFactory):
 
     def buildProtocol(self, addr: IAddress) -> IProtocol | None:  # type: ignore[override]
         guard = self.wrappedFactory
-        limit: int | None = getattr(guard, "max_connections", None)
+        limits: Limits | None = getattr(guard, "limits", None)
+        limit = limits.max_connections if limits is not None else None
         held = len(getattr(guard, "protocols", ()))
         if limit is not None and held + self.pending >= limit:
             # Needs no real address: refused before the header is read.
