@@ -76,7 +76,7 @@ class FactoryTests(SynchronousTestCase):
                 ChatServerFactory,
                 clock,
                 chat=chat,
-                **settings,  # type: ignore[arg-type]
+                **settings,
             )
 
     def test_standalone(self) -> None:
@@ -155,7 +155,7 @@ class ReadmeExampleTests(SynchronousTestCase):
         if hasattr(twisted.internet, "reactor"):
             self.patch(twisted.internet, "reactor", reactor)
         else:
-            twisted.internet.reactor = reactor  # type: ignore[attr-defined,assignment]
+            twisted.internet.reactor = reactor  # type: ignore[assignment]
             self.addCleanup(delattr, twisted.internet, "reactor")
 
         # Our own README's code, which is the point of this test.

@@ -470,7 +470,7 @@ class ClientCertificateTests(ScrapeCase):
     handshake: C{client_certificate}.
     """
 
-    async def serve(  # type: ignore[override]
+    async def serve(
         self, cert_path: str, key_path: str, limits: Limits | None = None
     ) -> None:
         ca, _ = _certs.default_ca_and_server()

@@ -191,7 +191,7 @@ class FakeGuard(WrappingFactory):
         if addr.host in self.refuse_hosts:
             return None
         inner = Inner()
-        self.protocols[inner] = 1  # type: ignore[index]
+        self.protocols[inner] = 1
         return inner
 
     def refuse(self, host: str, limit: str, reason: str) -> None:
@@ -330,12 +330,12 @@ class _HeaderFirst(ProtocolWrapper):
     """Sends the factory's PROXY header, then lets TLS start."""
 
     def makeConnection(self, transport: Any) -> None:
-        transport.write(self.factory.header)  # type: ignore[attr-defined]
+        transport.write(self.factory.header)
         super().makeConnection(transport)
 
 
 class _HeaderFirstFactory(WrappingFactory):
-    protocol = _HeaderFirst  # type: ignore[assignment]
+    protocol = _HeaderFirst
 
     def __init__(self, wrapped: Any, header: bytes) -> None:
         super().__init__(wrapped)
@@ -422,7 +422,7 @@ class ProxiedServerTests(ProxiedServerCase):
         one, two = self.factory.connections
         self.assertEqual(one.peer, "192.0.2.7:40001")
         self.assertEqual(two.peer, "[2001:db8:0:0:0:0:0:5]:40002")
-        membership = self.factory.chat._members  # type: ignore[attr-defined]
+        membership = self.factory.chat._members
         self.assertEqual(
             sorted(m.address for m in membership.values()),
             ["192.0.2.7", "2001:db8::/64"],

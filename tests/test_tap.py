@@ -64,7 +64,7 @@ def all_services(top: IService) -> list[IService]:
     """C{top} and every service under it, depth first."""
     found = [top]
     if IServiceCollection.providedBy(top):
-        for child in top:  # type: ignore[attr-defined]
+        for child in top:
             found.extend(all_services(child))
     return found
 

@@ -133,7 +133,7 @@ class CATrustTests(HandshakeCase):
         as the CA file.
         """
         ca_file = self.write_pem("certificate.pem", SELF_SIGNED)
-        pair = _certs.Pair(SELF_SIGNED, SELF_SIGNED_KEY)  # type: ignore[arg-type]
+        pair = _certs.Pair(SELF_SIGNED, SELF_SIGNED_KEY)
         self.assertAccepted(pair, ServerVerifier("localhost", ca_path=ca_file))
 
     def test_one_of_several_roots(self) -> None:
@@ -161,7 +161,7 @@ class CATrustTests(HandshakeCase):
         refused as self-signed, with a hint.
         """
         ca_file = self.write_pem("ca.pem", CA.certificate)
-        pair = _certs.Pair(SELF_SIGNED, SELF_SIGNED_KEY)  # type: ignore[arg-type]
+        pair = _certs.Pair(SELF_SIGNED, SELF_SIGNED_KEY)
         self.assertRefused(
             pair,
             ServerVerifier("localhost", ca_path=ca_file),
@@ -292,7 +292,7 @@ class PinTests(HandshakeCase):
 
     def test_self_signed_pinned(self) -> None:
         """A self-signed certificate from gencert is accepted by its pin."""
-        pair = _certs.Pair(SELF_SIGNED, SELF_SIGNED_KEY)  # type: ignore[arg-type]
+        pair = _certs.Pair(SELF_SIGNED, SELF_SIGNED_KEY)
         pin = certs.fingerprint(SELF_SIGNED)
         self.assertAccepted(pair, ServerVerifier("localhost", pin=pin))
 

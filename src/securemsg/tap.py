@@ -708,7 +708,7 @@ def make_service(reactor: IReactorTime, options: Options) -> OrderedMultiService
             raise tls.TLSConfigError(problem) from None
         web_listener = ListenerService(
             site,
-            [(options["web"], endpoint)],  # type: ignore[list-item]
+            [(options["web"], endpoint)],
             announce="securemsg web chat at https://{address}/",
         )
         services.append(("web", web_listener))
@@ -749,7 +749,7 @@ def makeService(options: Options) -> OrderedMultiService:
         if options["cluster-config"] is not None:
             # Redis out of reach: one line and exit 1, not a lone server.
             probe(options["cluster-config"])
-        top = make_service(reactor, options)  # type: ignore[arg-type]
+        top = make_service(reactor, options)
         for service in top:
             # The chat's endpoints, and the web page's and metrics' if any.
             if isinstance(service, ListenerService):
@@ -762,7 +762,7 @@ def makeService(options: Options) -> OrderedMultiService:
         ClusterError,
     ) as error:
         raise SystemExit(f"securemsg: {error}") from None
-    signals = RepeatedStopSignals(reactor)  # type: ignore[arg-type]
+    signals = RepeatedStopSignals(reactor)
     signals.setName("signals")
     signals.setServiceParent(top)
     return top

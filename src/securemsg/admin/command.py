@@ -64,7 +64,7 @@ class CommandOptions(usage.Options):
     stderr: TextIO
 
     def __init__(self) -> None:
-        super().__init__()  # type: ignore[no-untyped-call]
+        super().__init__()
         self.stderr = sys.stderr
 
     def parseOptions(self, options: Sequence[str] | None = None) -> None:
@@ -76,7 +76,7 @@ class CommandOptions(usage.Options):
         """
         if options is not None and not getattr(self, "subCommands", None):
             options = self._options_first(list(options))
-        super().parseOptions(options)  # type: ignore[no-untyped-call]
+        super().parseOptions(options)
 
     def _options_first(self, arguments: list[str]) -> list[str]:
         # usage.Options stops at the first argument (getopt); gnu_getopt

@@ -371,7 +371,7 @@ class _ClientFactory(Factory):
     def __init__(self, client: ChatClient) -> None:
         self.client = client
 
-    def buildProtocol(self, addr: IAddress | None) -> ChatClientProtocol:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress | None) -> ChatClientProtocol:
         return ChatClientProtocol(self.client)
 
 

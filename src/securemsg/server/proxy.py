@@ -190,7 +190,7 @@ class ProxyHeaderProtocol(ProtocolWrapper):
         wrapped = self.factory.wrappedFactory.buildProtocol(source)
         if wrapped is None:
             # Refused (and logged) by the wrapped factory: over a limit.
-            self.transport.abortConnection()  # type: ignore[union-attr]
+            self.transport.abortConnection()
             return
         self.wrappedProtocol = wrapped
         wrapped.makeConnection(self)
@@ -224,13 +224,13 @@ class ProxyHeaderProtocol(ProtocolWrapper):
         if self._info is not None and self._info.source is not None:
             return self._info.source
         # No header yet, or a LOCAL one (a balancer's own health check).
-        return self.transport.getPeer()  # type: ignore[union-attr,no-any-return]
+        return self.transport.getPeer()  # type: ignore[union-attr]
 
     def getHost(self) -> IAddress:
         """The address the client connected to, as the PROXY header gives it."""
         if self._info is not None and self._info.destination is not None:
             return self._info.destination
-        return self.transport.getHost()  # type: ignore[union-attr,no-any-return]
+        return self.transport.getHost()  # type: ignore[union-attr]
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._pending and self._buffer:
@@ -251,7 +251,7 @@ class ProxyHeaderFactory(WrappingFactory):
         count towards the wrapped factory's C{max_connections}.
     """
 
-    protocol = ProxyHeaderProtocol  # type: ignore[assignment]
+    protocol = ProxyHeaderProtocol
     log = Logger()
 
     def __init__(

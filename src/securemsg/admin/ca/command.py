@@ -523,7 +523,7 @@ class CAOptions(CommandOptions):
             if parent is None:
                 return f"Usage: {PROGRAM} ca"
             return f"{parent.getSynopsis()} {parent.subCommand}"
-        return str(super().getSynopsis())  # type: ignore[no-untyped-call]
+        return str(super().getSynopsis())
 
     def postOptions(self) -> None:
         if self.subCommand is None:
