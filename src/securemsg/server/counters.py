@@ -15,12 +15,15 @@ No label or key holds message text, a name or an address.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Final
+from typing import TYPE_CHECKING, Final
 
 from OpenSSL import SSL
 from twisted.python.failure import Failure
 
 from securemsg.protocol import wire
+
+if TYPE_CHECKING:
+    from securemsg.server.guard import GuardedTLSFactory
 
 #: Which kind of line each event is, for C{lines delivered by kind}.
 ROOM_EVENTS: Final = (wire.Message, wire.Action)
@@ -95,9 +98,9 @@ class ServerCounters:
         self.lines_delivered: Counter[type] = Counter()
         self.flood_dropped = 0
         self.send_queue_disconnects = 0
-        self.listeners: list[tuple[str, Any]] = []
+        self.listeners: list[tuple[str, GuardedTLSFactory]] = []
 
-    def add_listener(self, description: str, guard: Any) -> None:
+    def add_listener(self, description: str, guard: GuardedTLSFactory) -> None:
         """Count the connections of the listener C{description} too."""
         self.listeners.append((description, guard))
 
@@ -112,5 +115,5 @@ class ServerCounters:
         """Connections refused by every listener's guard, by reason."""
         total: Counter[str] = Counter()
         for _, guard in self.listeners:
-            total.update(getattr(guard, "refused", {}))
+            total.update(guard.refused)
         return total

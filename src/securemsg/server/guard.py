@@ -37,6 +37,7 @@ from zope.interface import implementer
 
 from securemsg.core.flood import TokenBucket
 from securemsg.core.limits import Limits
+from securemsg.server.counters import ServerCounters
 from securemsg.server.direct import DirectTLSProtocol
 from securemsg.server.protocol import peer_host
 
@@ -316,7 +317,7 @@ class GuardedTLSServerEndpoint:
         # The chat factory's counters (securemsg.counters) read the open
         # connections and refusals of each listener when scraped.
         counters = getattr(protocolFactory, "counters", None)
-        if counters is not None:
+        if isinstance(counters, ServerCounters):
             counters.add_listener(self.description or "listener", guard)
         listening: Deferred[IListeningPort] = self.wrapped.listen(guard)
         return listening

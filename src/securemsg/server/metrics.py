@@ -41,6 +41,7 @@ from twisted.internet.interfaces import IReactorCore
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from securemsg.core.history import HistoryStore, SqliteHistory
 from securemsg.server.factory import ChatServerFactory
 from securemsg.server.service import ListenError, ListenerService
 
@@ -80,14 +81,14 @@ class ServerCollector(Collector):
         self,
         factory: ChatServerFactory,
         *,
-        history: Any = None,
+        history: HistoryStore | None = None,
         reloader: Any = None,
         cluster: ClusterState | None = None,
     ) -> None:
         """
         @param factory: the chat factory whose C{counters} to read.
-        @param history: its history, if it writes to a database
-            (C{rows_written}, C{rows_pending}).
+        @param history: its history: a L{SqliteHistory} adds the rows
+            written and waiting.
         @param reloader: its L{securemsg.server.reload.CertificateReloader}, for
             reloads and the certificate's expiry.
         @param cluster: its cluster node, with C{--cluster}.
@@ -105,7 +106,7 @@ class ServerCollector(Collector):
             labels=["listener"],
         )
         for description, guard in counters.listeners:
-            open_.add_metric([description], len(getattr(guard, "protocols", ())))
+            open_.add_metric([description], len(guard.protocols))
         yield open_
         yield GaugeMetricFamily(
             "securemsg_clients",
@@ -178,18 +179,18 @@ class ServerCollector(Collector):
         yield from self._cluster()
 
     def _history(self) -> Iterator[Metric]:
-        written = getattr(self.history, "rows_written", None)
-        if written is None:
+        history = self.history
+        if not isinstance(history, SqliteHistory):
             return
         yield CounterMetricFamily(
             "securemsg_history_rows_written",
             "Messages written to the history database.",
-            value=written,
+            value=history.rows_written,
         )
         yield GaugeMetricFamily(
             "securemsg_history_rows_pending",
             "Messages waiting to be written to the history database.",
-            value=self.history.rows_pending,
+            value=history.rows_pending,
         )
 
     def _reloads(self) -> Iterator[Metric]:
@@ -241,7 +242,7 @@ class ServerCollector(Collector):
 def make_registry(
     factory: ChatServerFactory,
     *,
-    history: Any = None,
+    history: HistoryStore | None = None,
     reloader: Any = None,
     cluster: ClusterState | None = None,
 ) -> CollectorRegistry:

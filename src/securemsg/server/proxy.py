@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import ipaddress
 import struct
-from typing import Any, Final
+import typing
+from collections import Counter
+from typing import Any, Final, runtime_checkable
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import (
@@ -242,6 +244,22 @@ class ProxyHeaderProtocol(ProtocolWrapper):
             self.wrappedProtocol = None  # type: ignore[assignment]
 
 
+@runtime_checkable
+class ConnectionGuard(typing.Protocol):
+    """
+    What L{ProxyHeaderFactory} uses of the factory it wraps, if it has it
+    (L{securemsg.server.guard.GuardedTLSFactory} does): its total limit,
+    the connections it holds, and its refusals.
+    """
+
+    limits: Limits
+    protocols: dict[Any, int]
+    refused: Counter[str]
+
+    def refuse(self, host: str, limit: str, reason: str) -> None:
+        """Log and count a connection refused over C{limit}."""
+
+
 class ProxyHeaderFactory(WrappingFactory):
     """
     Reads the PROXY header of each connection before C{wrappedFactory}
@@ -260,10 +278,8 @@ class ProxyHeaderFactory(WrappingFactory):
         """
         @param wrappedFactory: builds the protocol for each connection once
             its header is read, given the client's address; L{None} refuses
-            it.  If it has C{limits}, C{protocols} and C{refuse} (as
-            L{securemsg.server.guard.GuardedTLSFactory} does), connections
-            over its C{limits.max_connections} are refused before their
-            header.
+            it.  If it is a L{ConnectionGuard}, connections over its
+            C{limits.max_connections} are refused before their header.
         @param timeout: seconds a connection may take to send its header.
         """
         super().__init__(wrappedFactory)
@@ -273,27 +289,23 @@ class ProxyHeaderFactory(WrappingFactory):
 
     def buildProtocol(self, addr: IAddress) -> IProtocol | None:  # type: ignore[override]
         guard = self.wrappedFactory
-        limits: Limits | None = getattr(guard, "limits", None)
-        limit = limits.max_connections if limits is not None else None
-        held = len(getattr(guard, "protocols", ()))
-        if limit is not None and held + self.pending >= limit:
-            # Needs no real address: refused before the header is read.
-            refuse = getattr(guard, "refuse", None)
-            if refuse is not None:
-                refuse(
+        if isinstance(guard, ConnectionGuard):
+            limit = guard.limits.max_connections
+            if limit is not None and len(guard.protocols) + self.pending >= limit:
+                # Needs no real address: refused before the header is read.
+                guard.refuse(
                     describe_peer(addr),
                     f"{limit} connections in total",
                     "max_connections",
                 )
-            return None
+                return None
         self.pending += 1
         return ProxyHeaderProtocol(self)
 
     def count_refusal(self, reason: str) -> None:
         """Count a connection refused here in the wrapped factory's refusals."""
-        refused = getattr(self.wrappedFactory, "refused", None)
-        if refused is not None:
-            refused[reason] += 1
+        if isinstance(self.wrappedFactory, ConnectionGuard):
+            self.wrappedFactory.refused[reason] += 1
 
 
 @implementer(IStreamServerEndpoint)
