@@ -166,3 +166,74 @@ class ClusterTLSTests(RedisTLSCase):
         with self.assertRaises(ClusterError) as caught:
             probe(config)
         self.assertIn(f"Redis at {url} refused AUTH:", str(caught.exception))
+
+    async def test_wrong_ca(self) -> None:
+        """
+        A C{--cluster-ca} that did not sign Redis' certificate: one line,
+        exit 1, before listening.
+        """
+        port = await self.redis_over_tls()
+        other = self.write("other-ca.pem", _certs.make_ca("other CA").cert_pem())
+        twistd = self.node(0, f"rediss://127.0.0.1:{port}/0", "--cluster-ca", other)
+        self.assertEqual(
+            await self.refused(twistd),
+            f"securemsg: Redis' certificate at rediss://127.0.0.1:{port}/0 does not"
+            " check out: unable to get local issuer certificate (is it signed by"
+            f" the CA in --cluster-ca {other}?)",
+        )
+
+    async def test_no_ca(self) -> None:
+        """
+        No C{--cluster-ca}, and Redis' certificate is not signed by a CA the
+        system trusts: one line, exit 1, before listening.
+        """
+        port = await self.redis_over_tls()
+        twistd = self.node(0, f"rediss://127.0.0.1:{port}/0")
+        self.assertEqual(
+            await self.refused(twistd),
+            f"securemsg: Redis' certificate at rediss://127.0.0.1:{port}/0 does not"
+            " check out: unable to get local issuer certificate (give the CA that"
+            " signs it with --cluster-ca)",
+        )
+
+    async def test_wrong_host_name(self) -> None:
+        """
+        Redis' certificate, signed by the right CA, is for another host:
+        one line, exit 1, before listening.
+        """
+        port = await self.redis_over_tls(["redis.example"])
+        twistd = self.node(
+            0, f"rediss://127.0.0.1:{port}/0", "--cluster-ca", self.redis_ca_path
+        )
+        self.assertEqual(
+            await self.refused(twistd),
+            f"securemsg: Redis' certificate at rediss://127.0.0.1:{port}/0 does not"
+            " check out: IP address mismatch, certificate is not valid for"
+            " '127.0.0.1' (it must name 127.0.0.1, the host of --cluster)",
+        )
+
+    async def test_tls_on_one_side_only(self) -> None:
+        """
+        C{rediss://} to a Redis without TLS, or C{redis://} to one with
+        TLS: the check at start says that TLS may be the problem.
+        """
+        _, plain_port = await start_redis(self)
+        tls_port = await self.redis_over_tls()
+        url = f"rediss://127.0.0.1:{plain_port}/0"
+        with self.assertRaises(ClusterError) as caught:
+            config = parse_cluster_url(url, ca_path=self.redis_ca_path, environ={})
+            # Plain Redis waits for the end of a line that never comes.
+            probe(config, timeout=0.5)
+        self.assertEqual(
+            str(caught.exception),
+            f"no TLS with Redis at {url}: no answer to the handshake (does Redis"
+            f" speak TLS on port {plain_port}?)",
+        )
+        url = f"redis://127.0.0.1:{tls_port}/0"
+        with self.assertRaises(ClusterError) as caught:
+            probe(parse_cluster_url(url, environ={}))
+        self.assertEqual(
+            str(caught.exception),
+            f"Redis at {url} closed the connection at PING (does it want TLS:"
+            " rediss://?)",
+        )

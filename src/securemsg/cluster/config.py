@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_cluster_redis -*-
+# -*- test-case-name: tests.test_cluster_redis,tests.test_cluster_tls -*-
 """
 The C{--cluster} settings: where Redis is, how to log in, and a check
 that it answers, made before the server starts.  (Imports no Redis
@@ -123,8 +123,7 @@ def probe(config: RedisConfig, timeout: float = 5.0) -> None:
         ) from None
     try:
         if config.tls:
-            context = ssl.create_default_context(cafile=config.ca_path)
-            sock = context.wrap_socket(sock, server_hostname=config.host)
+            sock = _tls_handshake(sock, config)
         words: list[tuple[str, ...]] = [("PING",)]
         if config.password is not None:
             words.insert(0, ("AUTH", config.password))
@@ -133,8 +132,15 @@ def probe(config: RedisConfig, timeout: float = 5.0) -> None:
         for command in words:
             sock.sendall(_command(*command))
             reply = sock.recv(4096)
+            if not reply:
+                # What a TLS port does with a plain command.
+                hint = "" if config.tls else " (does it want TLS: rediss://?)"
+                raise ClusterError(
+                    f"Redis at {config.where()} closed the connection at"
+                    f" {command[0]}{hint}"
+                )
             if not reply.startswith(b"+"):
-                what = reply.decode("utf-8", "replace").strip().lstrip("-") or "closed"
+                what = reply.decode("utf-8", "replace").strip().lstrip("-")
                 raise ClusterError(
                     f"Redis at {config.where()} refused {command[0]}: {what}"
                 )
@@ -142,3 +148,43 @@ def probe(config: RedisConfig, timeout: float = 5.0) -> None:
         raise ClusterError(f"cannot use Redis at {config.where()}: {error}") from None
     finally:
         sock.close()
+
+
+#: OpenSSL's verify codes for a certificate that names another host.
+_NAME_MISMATCH = frozenset({62, 64})  # X509_V_ERR_HOSTNAME_MISMATCH, _IP_ADDRESS_
+
+
+def _tls_handshake(sock: socket.socket, config: RedisConfig) -> ssl.SSLSocket:
+    """
+    Run the TLS handshake on C{sock}, checking Redis' certificate as the
+    node's own connections will: its chain up to C{--cluster-ca} (or the
+    system's CAs) and the host name of C{--cluster}.
+
+    @raise ClusterError: if the handshake fails, saying why in one line.
+    """
+    # Checks the chain and the host name (or IP address) by default.
+    context = ssl.create_default_context(cafile=config.ca_path)
+    try:
+        return context.wrap_socket(sock, server_hostname=config.host)
+    except ssl.SSLCertVerificationError as error:
+        if error.verify_code in _NAME_MISMATCH:
+            hint = f"it must name {config.host}, the host of --cluster"
+        elif config.ca_path is not None:
+            hint = f"is it signed by the CA in --cluster-ca {config.ca_path}?"
+        else:
+            hint = "give the CA that signs it with --cluster-ca"
+        raise ClusterError(
+            f"Redis' certificate at {config.where()} does not check out:"
+            f" {error.verify_message.rstrip('.')} ({hint})"
+        ) from None
+    except TimeoutError:
+        raise ClusterError(
+            f"no TLS with Redis at {config.where()}: no answer to the handshake"
+            f" (does Redis speak TLS on port {config.port}?)"
+        ) from None
+    except (OSError, ssl.SSLError) as error:
+        detail = getattr(error, "reason", None) or error.strerror or str(error)
+        raise ClusterError(
+            f"no TLS with Redis at {config.where()}: {detail} (does Redis"
+            f" speak TLS on port {config.port}?)"
+        ) from None

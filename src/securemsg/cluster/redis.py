@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_cluster_redis -*-
+# -*- test-case-name: tests.test_cluster_redis,tests.test_cluster_tls -*-
 """
 The cluster link over Redis, with txredisapi: one connection publishes and
 runs the commands, one listens (as Synapse joins its worker processes:
