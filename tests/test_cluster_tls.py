@@ -11,13 +11,29 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.error import ProcessTerminated
-from twisted.trial.unittest import TestCase
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.trial.unittest import SynchronousTestCase, TestCase
+from zope.interface import implementer, provider
 
-from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
+from securemsg.cluster.config import (
+    ClusterError,
+    RedisConfig,
+    parse_cluster_url,
+    probe,
+)
+from securemsg.cluster.interface import ClusterMessage, IClusterHandler
+from securemsg.cluster.redis import RedisLink
 
 from . import _certs
 from ._haproxy import HAPROXY, NO_HAPROXY, start_haproxy
-from ._loopback import LineClient, connect_line_client, tls_transport
+from ._loopback import (
+    LineClient,
+    Waiters,
+    bounded,
+    connect_line_client,
+    reactor,
+    tls_transport,
+)
 from ._twistd import Twistd, listening_port, start_twistd
 from .test_cluster_redis import CLAIM_TTL, read_until, start_redis
 
@@ -237,3 +253,112 @@ class ClusterTLSTests(RedisTLSCase):
             f"Redis at {url} closed the connection at PING (does it want TLS:"
             " rediss://?)",
         )
+
+
+@implementer(IClusterHandler)
+class LinkWatcher:
+    """A node's side of a link: notes when the link is up."""
+
+    def __init__(self) -> None:
+        self.up = Waiters()
+
+    def received(self, message: ClusterMessage) -> None:
+        pass
+
+    def link_up(self) -> None:
+        self.up.fire()
+
+    def link_down(self, reason: str) -> None:
+        pass
+
+
+class RedisLinkTLSTests(RedisTLSCase):
+    """
+    The node's own connections to Redis (L{RedisLink}, Twisted's TLS)
+    check Redis' certificate as the check at start does.
+    """
+
+    def setUp(self) -> None:
+        super().setUp()
+        self.logged: list[str] = []
+
+        @provider(ILogObserver)
+        def observe(event: dict[str, Any]) -> None:
+            self.logged.append(formatEvent(event))
+
+        globalLogPublisher.addObserver(observe)
+        self.addCleanup(globalLogPublisher.removeObserver, observe)
+
+    def start_link(self, config: RedisConfig) -> LinkWatcher:
+        """Start a link with C{config}, stopped in cleanup."""
+        link = RedisLink(reactor, config)
+        watcher = LinkWatcher()
+        link.start(watcher)
+        self.addCleanup(link.stop)
+        return watcher
+
+    async def wait_up(self, watcher: LinkWatcher) -> None:
+        try:
+            await bounded(watcher.up.wait(), "the link to Redis to be up", 10)
+        except AssertionError as error:
+            raise AssertionError(f"{error}; logged: {self.logged}") from None
+
+    async def test_ca_bundle(self) -> None:
+        """
+        A C{--cluster-ca} file of several CAs: the link trusts each, as the
+        check at start does, not only the first.
+        """
+        port = await self.redis_over_tls()
+        bundle = self.write(
+            "bundle.pem",
+            _certs.make_ca("another CA").cert_pem() + self.redis_ca.cert_pem(),
+        )
+        config = parse_cluster_url(
+            f"rediss://127.0.0.1:{port}/0", ca_path=bundle, environ={}
+        )
+        probe(config)
+        await self.wait_up(self.start_link(config))
+
+    async def test_ca_read_with_the_options(self) -> None:
+        """
+        C{--cluster-ca} is read with the options, as twistd reads them
+        before it drops privileges (C{--uid}): the link started later does
+        not read the file again.
+        """
+        port = await self.redis_over_tls()
+        config = parse_cluster_url(
+            f"rediss://localhost:{port}/0", ca_path=self.redis_ca_path, environ={}
+        )
+        Path(self.redis_ca_path).unlink()
+        await self.wait_up(self.start_link(config))
+
+
+class CAOptionTests(SynchronousTestCase):
+    """C{--cluster-ca} is read at once: a file that cannot work is one line."""
+
+    def test_missing(self) -> None:
+        """A file that is not there."""
+        path = self.mktemp()
+        with self.assertRaises(ClusterError) as caught:
+            parse_cluster_url("rediss://redis/0", ca_path=path, environ={})
+        self.assertEqual(
+            str(caught.exception), f"--cluster-ca {path}: No such file or directory"
+        )
+
+    def test_not_pem(self) -> None:
+        """A file without a PEM certificate (a key, say)."""
+        path = Path(self.mktemp())
+        path.write_bytes(_certs.make_ca().key_pem())
+        with self.assertRaises(ClusterError) as caught:
+            parse_cluster_url("rediss://redis/0", ca_path=str(path), environ={})
+        self.assertEqual(
+            str(caught.exception), f"--cluster-ca {path}: no PEM certificate in it"
+        )
+
+    def test_read(self) -> None:
+        """Each certificate of the file is in the settings."""
+        cas = [_certs.make_ca("one"), _certs.make_ca("two")]
+        path = Path(self.mktemp())
+        path.write_bytes(b"".join(ca.cert_pem() for ca in cas))
+        config = parse_cluster_url("rediss://redis/0", ca_path=str(path), environ={})
+        self.assertEqual(config.ca_certificates, tuple(ca.certificate for ca in cas))

@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
+
 #: Where the Redis password may come from besides a file.
 PASSWORD_ENVIRONMENT_VARIABLE = "SECUREMSG_CLUSTER_PASSWORD"  # noqa: S105
 
@@ -25,7 +28,13 @@ class ClusterError(Exception):
 
 @dataclass(frozen=True)
 class RedisConfig:
-    """Where Redis is and how to log in, from C{--cluster} and its friends."""
+    """
+    Where Redis is and how to log in, from C{--cluster} and its friends.
+
+    @ivar ca_certificates: the certificates of C{ca_path}, read when the
+        options are (before twistd drops privileges): all of them are
+        trusted, by the check at start and by the node's connections alike.
+    """
 
     host: str
     port: int
@@ -35,6 +44,7 @@ class RedisConfig:
     ca_path: str | None
     name: str
     claim_ttl: float
+    ca_certificates: tuple[x509.Certificate, ...] = ()
 
     def where(self) -> str:
         """Redis' address, for messages (never the password)."""
@@ -55,6 +65,7 @@ def parse_cluster_url(
     Read C{redis://[:password@]host[:port][/db]} (or C{rediss://}, TLS).
     The password comes from C{password_file} if given, else the
     environment variable L{PASSWORD_ENVIRONMENT_VARIABLE}, else the URL.
+    The CA certificates of C{ca_path} are read here too.
 
     @raise ClusterError: if something is wrong with them.
     """
@@ -86,6 +97,7 @@ def parse_cluster_url(
         password = lines[0] if lines else ""
     elif environ.get(PASSWORD_ENVIRONMENT_VARIABLE):
         password = environ[PASSWORD_ENVIRONMENT_VARIABLE]
+    ca_certificates = () if ca_path is None else _read_ca(ca_path)
     return RedisConfig(
         host=parts.hostname,
         port=port,
@@ -95,7 +107,20 @@ def parse_cluster_url(
         ca_path=ca_path,
         name=name,
         claim_ttl=claim_ttl,
+        ca_certificates=ca_certificates,
     )
+
+
+def _read_ca(path: str) -> tuple[x509.Certificate, ...]:
+    """Every certificate in the PEM file C{path} (a CA, or a bundle of them)."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise ClusterError(f"--cluster-ca {path}: {error.strerror}") from None
+    try:
+        return tuple(x509.load_pem_x509_certificates(data))
+    except ValueError:
+        raise ClusterError(f"--cluster-ca {path}: no PEM certificate in it") from None
 
 
 def _command(*words: str) -> bytes:
@@ -162,8 +187,12 @@ def _tls_handshake(sock: socket.socket, config: RedisConfig) -> ssl.SSLSocket:
 
     @raise ClusterError: if the handshake fails, saying why in one line.
     """
-    # Checks the chain and the host name (or IP address) by default.
-    context = ssl.create_default_context(cafile=config.ca_path)
+    # Checks the chain and the host name (or IP address) by default; with
+    # no --cluster-ca, against the system's CAs.
+    bundle = "".join(
+        c.public_bytes(Encoding.PEM).decode("ascii") for c in config.ca_certificates
+    )
+    context = ssl.create_default_context(cadata=bundle or None)
     try:
         return context.wrap_socket(sock, server_hostname=config.host)
     except ssl.SSLCertVerificationError as error:

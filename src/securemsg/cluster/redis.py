@@ -18,10 +18,10 @@ import json
 import os
 import socket
 import uuid
-from pathlib import Path
 from typing import Any
 
 import txredisapi
+from cryptography.hazmat.primitives.serialization import Encoding
 from twisted.internet import ssl as twisted_ssl
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -170,10 +170,18 @@ class RedisLink:
             self.reactor, self.config.host, self.config.port, timeout=5
         )
         if self.config.tls:
+            # Every certificate of --cluster-ca (a bundle too), as the check
+            # at start trusts them; the system's CAs without it.  The host
+            # name is checked (service-identity) by optionsForClientTLS.
             trust = None
-            if self.config.ca_path is not None:
-                trust = twisted_ssl.Certificate.loadPEM(
-                    Path(self.config.ca_path).read_bytes()
+            if self.config.ca_certificates:
+                trust = twisted_ssl.trustRootFromCertificates(
+                    [
+                        twisted_ssl.Certificate.loadPEM(
+                            certificate.public_bytes(Encoding.PEM)
+                        )
+                        for certificate in self.config.ca_certificates
+                    ]
                 )
             endpoint = wrapClientTLS(
                 twisted_ssl.optionsForClientTLS(self.config.host, trustRoot=trust),
