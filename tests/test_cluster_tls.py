@@ -10,8 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from twisted.internet.error import ProcessTerminated
+from OpenSSL import SSL
+from twisted.internet.error import ConnectionDone, ProcessTerminated
+from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
+from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer, provider
 
@@ -22,7 +25,7 @@ from securemsg.cluster.config import (
     probe,
 )
 from securemsg.cluster.interface import ClusterMessage, IClusterHandler
-from securemsg.cluster.redis import RedisLink
+from securemsg.cluster.redis import RedisLink, _tls_problem
 
 from . import _certs
 from ._haproxy import HAPROXY, NO_HAPROXY, start_haproxy
@@ -332,6 +335,56 @@ class RedisLinkTLSTests(RedisTLSCase):
         Path(self.redis_ca_path).unlink()
         await self.wait_up(self.start_link(config))
 
+    async def wait_logged(self, line: str) -> None:
+        """Wait until C{line} is logged, once (the link goes on trying)."""
+        for _ in range(200):
+            if line in self.logged:
+                break
+            await deferLater(reactor, 0.05)
+        else:
+            self.fail(f"not logged: {line!r}; logged: {self.logged}")
+        self.assertEqual(self.logged.count(line), 1, self.logged)
+        # Not also as txredisapi's misleading "could not set dbid".
+        self.assertEqual(
+            [m for m in self.logged if m.startswith("Redis at")], [], self.logged
+        )
+
+    async def test_wrong_host_name(self) -> None:
+        """
+        Redis' certificate, from the right CA, names another host: the link
+        (service-identity, through optionsForClientTLS) refuses it, and
+        says why in one line, once.
+        """
+        port = await self.redis_over_tls(["redis.example"])
+        config = parse_cluster_url(
+            f"rediss://127.0.0.1:{port}/0", ca_path=self.redis_ca_path, environ={}
+        )
+        watcher = self.start_link(config)
+        await self.wait_logged(
+            f"Redis' certificate at rediss://127.0.0.1:{port}/0 does not check out:"
+            " it is not valid for 127.0.0.1 (it must name 127.0.0.1, the host of"
+            " --cluster)"
+        )
+        self.assertFalse(watcher.up.fired)
+
+    async def test_wrong_ca(self) -> None:
+        """
+        Redis' certificate is not from C{--cluster-ca}: the link refuses it
+        and says why in one line, once.
+        """
+        port = await self.redis_over_tls()
+        other = self.write("other-ca.pem", _certs.make_ca("other CA").cert_pem())
+        config = parse_cluster_url(
+            f"rediss://localhost:{port}/0", ca_path=other, environ={}
+        )
+        watcher = self.start_link(config)
+        await self.wait_logged(
+            f"Redis' certificate at rediss://localhost:{port}/0 does not check out:"
+            f" certificate verify failed (is it signed by the CA in --cluster-ca"
+            f" {other}?)"
+        )
+        self.assertFalse(watcher.up.fired)
+
 
 class CAOptionTests(SynchronousTestCase):
     """C{--cluster-ca} is read at once: a file that cannot work is one line."""
@@ -362,3 +415,21 @@ class CAOptionTests(SynchronousTestCase):
         path.write_bytes(b"".join(ca.cert_pem() for ca in cas))
         config = parse_cluster_url("rediss://redis/0", ca_path=str(path), environ={})
         self.assertEqual(config.ca_certificates, tuple(ca.certificate for ca in cas))
+
+
+class TLSProblemTests(SynchronousTestCase):
+    """What the link makes of a connection lost to TLS, or not."""
+
+    def test_other_failures(self) -> None:
+        """
+        A handshake that fails for another reason than the certificate
+        says TLS may be missing; a connection lost otherwise is not TLS's.
+        """
+        config = parse_cluster_url("rediss://redis:6380/0", environ={})
+        wrong_version = SSL.Error([("SSL routines", "", "wrong version number")])
+        self.assertEqual(
+            _tls_problem(config, Failure(wrong_version)),
+            "no TLS with Redis at rediss://redis:6380/0: wrong version number"
+            " (does Redis speak TLS on port 6380?)",
+        )
+        self.assertIsNone(_tls_problem(config, Failure(ConnectionDone())))

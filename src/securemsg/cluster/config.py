@@ -196,24 +196,43 @@ def _tls_handshake(sock: socket.socket, config: RedisConfig) -> ssl.SSLSocket:
     try:
         return context.wrap_socket(sock, server_hostname=config.host)
     except ssl.SSLCertVerificationError as error:
-        if error.verify_code in _NAME_MISMATCH:
-            hint = f"it must name {config.host}, the host of --cluster"
-        elif config.ca_path is not None:
-            hint = f"is it signed by the CA in --cluster-ca {config.ca_path}?"
-        else:
-            hint = "give the CA that signs it with --cluster-ca"
         raise ClusterError(
-            f"Redis' certificate at {config.where()} does not check out:"
-            f" {error.verify_message.rstrip('.')} ({hint})"
+            certificate_problem(
+                config,
+                error.verify_message.rstrip("."),
+                name_mismatch=error.verify_code in _NAME_MISMATCH,
+            )
         ) from None
     except TimeoutError:
         raise ClusterError(
-            f"no TLS with Redis at {config.where()}: no answer to the handshake"
-            f" (does Redis speak TLS on port {config.port}?)"
+            no_tls_problem(config, "no answer to the handshake")
         ) from None
     except (OSError, ssl.SSLError) as error:
         detail = getattr(error, "reason", None) or error.strerror or str(error)
-        raise ClusterError(
-            f"no TLS with Redis at {config.where()}: {detail} (does Redis"
-            f" speak TLS on port {config.port}?)"
-        ) from None
+        raise ClusterError(no_tls_problem(config, detail)) from None
+
+
+def certificate_problem(
+    config: RedisConfig, detail: str, *, name_mismatch: bool
+) -> str:
+    """
+    One line saying that Redis' certificate failed the check (C{detail}),
+    and what to look at: its names if C{name_mismatch}, else its CA.
+    """
+    if name_mismatch:
+        hint = f"it must name {config.host}, the host of --cluster"
+    elif config.ca_path is not None:
+        hint = f"is it signed by the CA in --cluster-ca {config.ca_path}?"
+    else:
+        hint = "give the CA that signs it with --cluster-ca"
+    return (
+        f"Redis' certificate at {config.where()} does not check out: {detail} ({hint})"
+    )
+
+
+def no_tls_problem(config: RedisConfig, detail: str) -> str:
+    """One line saying that the TLS handshake with Redis failed (C{detail})."""
+    return (
+        f"no TLS with Redis at {config.where()}: {detail} (does Redis speak TLS"
+        f" on port {config.port}?)"
+    )
