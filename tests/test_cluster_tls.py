@@ -242,7 +242,7 @@ class ClusterTLSTests(RedisTLSCase):
         with self.assertRaises(ClusterError) as caught:
             config = parse_cluster_url(url, ca_path=self.redis_ca_path, environ={})
             # Plain Redis waits for the end of a line that never comes.
-            probe(config, timeout=0.5)
+            probe(config, timeout=1.0)
         self.assertEqual(
             str(caught.exception),
             f"no TLS with Redis at {url}: no answer to the handshake (does Redis"
