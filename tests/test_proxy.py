@@ -9,8 +9,6 @@ if C{haproxy} is installed, the real haproxy in front.
 from __future__ import annotations
 
 import ipaddress
-import shutil
-import socket
 import struct
 from collections import Counter
 from pathlib import Path
@@ -26,9 +24,9 @@ from twisted.internet.interfaces import (
     IReactorTCP,
     IStreamClientEndpoint,
 )
-from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
+from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
-from twisted.internet.task import Clock, deferLater
+from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
@@ -51,6 +49,7 @@ from securemsg.tap import Options, make_service
 from securemsg.tls import policy as tls
 
 from . import _certs
+from ._haproxy import HAPROXY, NO_HAPROXY, start_haproxy
 from ._loopback import (
     TIMEOUT,
     LineClient,
@@ -60,7 +59,6 @@ from ._loopback import (
     reactor,
     tls_transport,
 )
-from ._ports import free_port
 from ._tls import server_context
 
 
@@ -503,65 +501,11 @@ class ProxiedServerTests(ProxiedServerCase):
         self.assertEqual(self.factory.connections, [])
 
 
-class _Haproxy(ProcessProtocol):
-    def __init__(self) -> None:
-        self.output = b""
-        self.ended: Deferred[None] = Deferred()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-
-    errReceived = outReceived
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.callback(None)
-
-
 class RealHaproxyTests(ProxiedServerCase):
     """The real haproxy in front, sending PROXY v2 headers."""
 
-    HAPROXY = shutil.which("haproxy")
     if HAPROXY is None:
-        skip = "haproxy is not installed (apt-get install haproxy)"
-
-    async def start_haproxy(self, version: str) -> int:
-        front = free_port()
-        config = Path(self.directory) / "haproxy.cfg"
-        config.write_text(
-            "global\n"
-            "  maxconn 100\n"
-            "defaults\n"
-            "  mode tcp\n"
-            "  timeout connect 5s\n"
-            "  timeout client 30s\n"
-            "  timeout server 30s\n"
-            "frontend chat\n"
-            f"  bind 127.0.0.1:{front}\n"
-            "  default_backend securemsg\n"
-            "backend securemsg\n"
-            f"  server one 127.0.0.1:{self.port} {version}\n"
-        )
-        process = _Haproxy()
-        assert self.HAPROXY is not None
-        transport = reactor.spawnProcess(
-            process, self.HAPROXY, [self.HAPROXY, "-db", "-f", str(config)], env={}
-        )
-
-        async def stop() -> None:
-            if not process.ended.called:
-                transport.signalProcess("KILL")
-            await bounded(process.ended, "haproxy to exit")
-
-        self.addCleanup(stop)
-        # Ready once it accepts connections.
-        for _ in range(200):
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", front)) == 0:
-                    return front
-            if process.ended.called:
-                break
-            await deferLater(reactor, 0.02)
-        raise AssertionError(f"haproxy did not start: {process.output!r}")
+        skip = NO_HAPROXY
 
     async def test_real_address_through_haproxy(self) -> None:
         """
@@ -569,7 +513,9 @@ class RealHaproxyTests(ProxiedServerCase):
         port, not haproxy's, and chat works over TLS end to end.
         """
         await self.serve_proxied()
-        self.port = await self.start_haproxy("send-proxy-v2")
+        self.port = await start_haproxy(
+            self, Path(self.directory), self.port, server="send-proxy-v2"
+        )
         alice = await self.connect(self.ca_pem)
         await alice.next_lines(1)
         bob = await self.connect(self.ca_pem)

@@ -180,7 +180,9 @@ class Options(usage.Options):
             "cluster-ca",
             None,
             None,
-            "PEM CA certificate that signs Redis' certificate (with rediss://).",
+            "With rediss://: PEM file of the CA (or CAs) that may sign Redis'"
+            " certificate, which must also name the --cluster host (default:"
+            " the system's CAs).",
         ],
         [
             "cluster-password-file",

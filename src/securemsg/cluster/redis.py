@@ -1,4 +1,4 @@
-# -*- test-case-name: tests.test_cluster_redis -*-
+# -*- test-case-name: tests.test_cluster_redis,tests.test_cluster_tls -*-
 """
 The cluster link over Redis, with txredisapi: one connection publishes and
 runs the commands, one listens (as Synapse joins its worker processes:
@@ -18,10 +18,12 @@ import json
 import os
 import socket
 import uuid
-from pathlib import Path
 from typing import Any
 
 import txredisapi
+from cryptography.hazmat.primitives.serialization import Encoding
+from OpenSSL import SSL
+from service_identity import VerificationError
 from twisted.internet import ssl as twisted_ssl
 from twisted.internet.defer import Deferred, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
@@ -30,7 +32,11 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securemsg.cluster.config import RedisConfig
+from securemsg.cluster.config import (
+    RedisConfig,
+    certificate_problem,
+    no_tls_problem,
+)
 from securemsg.cluster.interface import ClusterMessage, IClusterHandler, IClusterLink
 
 #: What may wait to be sent to Redis at once; more is dropped (and counted).
@@ -97,6 +103,8 @@ class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
         return result
 
     def connectionLost(self, why: Failure) -> None:
+        # Before txredisapi reports it as a mere "Lost connection".
+        self.factory.link.tls_check(why)
         super().connectionLost(why)
         self.factory.link.connection_lost(self, why)
 
@@ -119,8 +127,32 @@ class _SubscriberProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
         self.factory.link.message(message)
 
     def connectionLost(self, why: Failure) -> None:
+        self.factory.link.tls_check(why)
         super().connectionLost(why)
         self.factory.link.connection_lost(self, why)
+
+
+def _tls_problem(config: RedisConfig, why: Failure) -> str | None:
+    """
+    What TLS refused, if it is why a connection to Redis was lost: Redis'
+    certificate (its chain, checked by OpenSSL; its names, by
+    service-identity), or the handshake.
+    """
+    if why.check(VerificationError):
+        return certificate_problem(
+            config, f"it is not valid for {config.host}", name_mismatch=True
+        )
+    if not why.check(SSL.Error):
+        return None
+    # pyOpenSSL's error: a list of (library, function, reason).
+    args = why.value.args if why.value is not None else ()
+    errors = args[0] if args else []
+    detail = ", ".join(
+        str(error[-1]) for error in errors if isinstance(error, tuple)
+    ) or str(why.value)
+    if "certificate verify failed" in detail:
+        return certificate_problem(config, detail, name_mismatch=False)
+    return no_tls_problem(config, detail)
 
 
 @implementer(IClusterLink)
@@ -156,6 +188,8 @@ class RedisLink:
         self._dropping = False
         self._stopping = False
         self._handler: IClusterHandler | None = None
+        # What TLS refused last, said once until the link is up again.
+        self._tls_problem: str | None = None
         self._commands: _CommandProtocol | None = None
         self._listener: _SubscriberProtocol | None = None
         self._factories: list[_Factory] = []
@@ -170,10 +204,18 @@ class RedisLink:
             self.reactor, self.config.host, self.config.port, timeout=5
         )
         if self.config.tls:
+            # Every certificate of --cluster-ca (a bundle too), as the check
+            # at start trusts them; the system's CAs without it.  The host
+            # name is checked (service-identity) by optionsForClientTLS.
             trust = None
-            if self.config.ca_path is not None:
-                trust = twisted_ssl.Certificate.loadPEM(
-                    Path(self.config.ca_path).read_bytes()
+            if self.config.ca_certificates:
+                trust = twisted_ssl.trustRootFromCertificates(
+                    [
+                        twisted_ssl.Certificate.loadPEM(
+                            certificate.public_bytes(Encoding.PEM)
+                        )
+                        for certificate in self.config.ca_certificates
+                    ]
                 )
             endpoint = wrapClientTLS(
                 twisted_ssl.optionsForClientTLS(self.config.host, trustRoot=trust),
@@ -320,6 +362,17 @@ class RedisLink:
         self._listener = protocol
         self._check()
 
+    def tls_check(self, why: Failure) -> None:
+        """
+        A connection was lost: if TLS refused Redis (a certificate that
+        does not check out...), say so in one line, once until the link is
+        up again, as txredisapi goes on trying.
+        """
+        problem = _tls_problem(self.config, why)
+        if problem is not None and problem != self._tls_problem:
+            self._tls_problem = problem
+            self.log.error("{problem}", problem=problem)
+
     def connection_lost(self, protocol: object, why: Failure) -> None:
         if protocol is self._commands:
             self._commands = None
@@ -341,6 +394,7 @@ class RedisLink:
         if self.up or self._commands is None or self._listener is None:
             return
         self.up = True
+        self._tls_problem = None
         if self._dropping:
             self.log.info(
                 "{dropped} cluster messages were dropped", dropped=self.dropped
@@ -352,6 +406,9 @@ class RedisLink:
 
     def failed(self, reason: Failure) -> None:
         """Redis refused us (a wrong password, database...): say so once."""
+        if self._tls_problem is not None:
+            # Said better already: txredisapi's "Lost connection" is why.
+            return
         self.log.error(
             "Redis at {where}: {why}",
             where=self.config.where(),
