@@ -540,6 +540,7 @@ class ClusterNode:
             shared[value] = record
         learned = ServerRecords()
         changed = False
+        lifted = given = 0
         for value, record in shared.items():
             local = state.fingerprints.get(value) or state.addresses.get(value)
             if record.get("lifted"):
@@ -548,6 +549,7 @@ class ClusterNode:
                     state.fingerprints.pop(value, None)
                     state.addresses.pop(value, None)
                     changed = True
+                    lifted += 1
                 continue
             if local is not None and local.time >= record["time"]:
                 continue
@@ -570,14 +572,28 @@ class ClusterNode:
                 # Never heard of by the cluster (or newer than what it
                 # has): every node gets it.
                 self.banned(kind, value, entry)
+                given += 1
+        motd_news = ""
         if motd is None:
             if state.motd:
                 self.motd_set(state.motd)
+                motd_news = "; the motd given to the cluster"
         elif motd != state.motd:
             self._take_motd(motd)
             changed = True
+            motd_news = "; the motd taken from the cluster"
         if changed:
             state.keep()
+        count = len(learned.fingerprints) + len(learned.addresses)
+        if count or lifted or given or motd_news:
+            self.log.info(
+                "bans merged with the cluster's: {count} learned, {lifted}"
+                " lifted, {given} given to the cluster{motd}",
+                count=count,
+                lifted=lifted,
+                given=given,
+                motd=motd_news,
+            )
         if learned.fingerprints or learned.addresses:
             self.chat.turn_away(learned)
 
