@@ -692,6 +692,27 @@ class SharedSettingsTests(SynchronousTestCase):
             self.assertEqual(chat.state.motd, "made alone")
         self.assertEqual(self.cluster.bus.motd, "made alone")
 
+    def test_redis_lost_its_data(self) -> None:
+        """
+        Redis came back empty (no persistence): the nodes give it their
+        bans and motd again, and nobody is told the motd again.
+        """
+        guest = Recorder()
+        self.a.join(guest, address="192.0.2.7")
+        self.a.handle(self.op, wire.Ban(guest.name))
+        self.a.handle(self.op, wire.Motd("be nice"))
+        carol = self.cluster.user(1, "carol", identity="carol")
+        self.cluster.bus.bans.clear()
+        self.cluster.bus.motd = None
+        # The first node back gives them; the other hears it.
+        self.cluster.links[0].cut()
+        self.cluster.links[0].mend()
+        self.assertEqual(list(self.cluster.bus.bans), ["192.0.2.7"])
+        self.assertEqual(self.cluster.bus.motd, "be nice")
+        self.assertNotIn("*** motd: be nice", carol.take() + self.op.take())
+        for chat in self.cluster.chats:
+            self.assertEqual(list(chat.state.addresses), ["192.0.2.7"])
+
     def test_settings_not_readable(self) -> None:
         """
         The cluster's bans cannot be read when the link comes up: logged,

@@ -530,6 +530,9 @@ class ClusterNode:
             try:
                 record = json.loads(data)
                 record["time"] = float(record["time"])
+                if not record.get("lifted"):
+                    record["name"] = str(record["name"])
+                    record["by"] = str(record["by"])
             except (ValueError, TypeError, KeyError) as error:
                 self.log.warn(
                     "the cluster's ban of {value} was not understood: {error!r}",
@@ -553,7 +556,7 @@ class ClusterNode:
                 continue
             if local is not None and local.time >= record["time"]:
                 continue
-            entry = BanRecord(str(record["name"]), str(record["by"]), record["time"])
+            entry = BanRecord(record["name"], record["by"], record["time"])
             fingerprint = record.get("kind") == "fingerprint"
             for kept in (
                 (state.fingerprints, learned.fingerprints)
@@ -576,7 +579,11 @@ class ClusterNode:
         motd_news = ""
         if motd is None:
             if state.motd:
-                self.motd_set(state.motd)
+                if self.link.store_motd(state.motd):
+                    # Not an operator's news: users who have it already
+                    # (every node's, after Redis lost its data) are not
+                    # told it again.
+                    self.link.publish({"t": "motd", "text": state.motd, "again": True})
                 motd_news = "; the motd given to the cluster"
         elif motd != state.motd:
             self._take_motd(motd)
@@ -826,7 +833,10 @@ class ClusterNode:
             self.chat.state.keep()
 
     def _on_motd(self, origin: str, message: ClusterMessage) -> None:
-        self._take_motd(str(message["text"]))
+        text = str(message["text"])
+        if message.get("again") and text == self.chat.state.motd:
+            return
+        self._take_motd(text)
         self.chat.state.keep()
 
     def _on_takeover(self, origin: str, message: ClusterMessage) -> None:
