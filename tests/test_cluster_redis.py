@@ -24,8 +24,10 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from zope.interface import implementer
 
 from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
+from securemsg.cluster.interface import ClusterMessage, IClusterHandler
 from securemsg.cluster.redis import RedisLink
 
 from . import _certs
@@ -535,6 +537,59 @@ class ClusterTwistdTests(TestCase):
             f"securemsg: cannot reach Redis at redis://127.0.0.1:{port}/0:"
             " Connection refused",
         )
+
+
+@implementer(IClusterHandler)
+class UpHandler:
+    """A node that only waits for its link to come up."""
+
+    def __init__(self) -> None:
+        self.up = Waiters()
+
+    def received(self, message: ClusterMessage) -> None:
+        pass
+
+    def link_up(self) -> None:
+        self.up.fire()
+
+    def link_down(self, reason: str) -> None:
+        pass
+
+
+class SharedSettingsLinkTests(TestCase):
+    """
+    L{RedisLink} keeps bans and the motd in Redis, read back as written.
+    """
+
+    async def test_kept_and_read(self) -> None:
+        """
+        A ban is kept under its value in C{NAME:bans} (the last write
+        wins), the motd in C{NAME:motd}, read back as strings (a motd that
+        looks like a number too); before any, no motd.
+        """
+        _, redis_port = await start_redis(self)
+        config = parse_cluster_url(
+            f"redis://127.0.0.1:{redis_port}/0", name="team", environ={}
+        )
+        link = RedisLink(reactor, config)
+        handler = UpHandler()
+        link.start(handler)
+        self.addCleanup(link.stop)
+        await bounded(handler.up.wait(), "the link to come up")
+        self.assertIsNone(await link.read_motd())
+        self.assertEqual(await link.read_bans(), {})
+        self.assertTrue(link.store_ban("192.0.2.7", '{"kind":"address"}'))
+        self.assertTrue(link.store_ban("192.0.2.7", '{"lifted":true}'))
+        self.assertTrue(link.store_ban("sha256:ab", '{"kind":"fingerprint"}'))
+        self.assertTrue(link.store_motd("42"))
+        self.assertEqual(
+            await link.read_bans(),
+            {"192.0.2.7": '{"lifted":true}', "sha256:ab": '{"kind":"fingerprint"}'},
+        )
+        self.assertEqual(await link.read_motd(), "42")
+        await link.stop()
+        self.assertFalse(link.store_motd("gone"))
+        self.failureResultOf(link.read_bans(), ConnectionError)
 
 
 class ConfigTests(SynchronousTestCase):
