@@ -20,6 +20,7 @@ from securemsg.cluster.local import MemoryBus, MemoryLink
 from securemsg.cluster.node import BACK_IN_REACH, OUT_OF_REACH, ClusterNode
 from securemsg.core.history import MemoryHistory
 from securemsg.core.hub import ChatHub
+from securemsg.core.records import BanRecord, ServerRecords
 from securemsg.protocol import wire
 
 from ._fakes import Recorder
@@ -551,3 +552,212 @@ class StreamHistoryTests(SynchronousTestCase):
         self.cluster.user(1, "bob")
         self.a.handle(alice, wire.Say("once"))
         self.assertEqual(len(self.cluster.bus.streams["#lobby"]), 1)
+
+
+class SharedSettingsTests(SynchronousTestCase):
+    """
+    Bans and the message of the day are kept by the link (Redis): a node
+    that was stopped or cut off when they changed learns them when its
+    link comes up, and gives the cluster those it alone has.
+    """
+
+    def setUp(self) -> None:
+        self.cluster = Cluster(2, operators=["op"], certificates=True)
+        self.a, self.b = self.cluster.chats
+        self.op = self.cluster.user(0, "op", identity="op")
+
+    def late_node(self, state: ServerRecords) -> ChatHub:
+        """A node started now, with C{state} read from its state file."""
+        chat = ChatHub(self.cluster.clock, state=state, certificates=True)
+        ClusterNode(
+            chat, MemoryLink(self.cluster.bus, "late", TTL), self.cluster.clock
+        ).start()
+        return chat
+
+    def test_ban_and_motd_learned_at_link_up(self) -> None:
+        """
+        Bans and a motd set while a node was cut off reach it when its link
+        is back: it keeps them, tells its users the motd, and disconnects
+        those of its users the bans keep out, as it would have refused
+        them (an address ban is for guests only).
+        """
+        bob = Recorder()
+        self.a.join(bob, identity="bob", fingerprint="ab:cd")
+        guest = Recorder()
+        self.a.join(guest, address="192.0.2.7")
+        carol = self.cluster.user(1, "carol", identity="carol")
+        self.cluster.links[1].cut()
+        carol.take()
+        self.a.handle(self.op, wire.Ban("bob"))
+        self.a.handle(self.op, wire.Ban(guest.name))
+        self.a.handle(self.op, wire.Motd("be nice"))
+        # Meanwhile, the same certificate and address reach node 1.
+        bob_again = Recorder()
+        self.b.join(bob_again, identity="bob", fingerprint="ab:cd")
+        guest_again = Recorder()
+        self.b.join(guest_again, address="192.0.2.7")
+        holder = Recorder()
+        self.b.join(holder, identity="dave", fingerprint="ef:01", address="192.0.2.7")
+        self.assertEqual(self.b.state.fingerprints, {})
+        self.cluster.links[1].mend()
+        self.assertEqual(list(self.b.state.fingerprints), ["ab:cd"])
+        self.assertEqual(list(self.b.state.addresses), ["192.0.2.7"])
+        self.assertEqual(self.b.state.fingerprints["ab:cd"].by, "op")
+        self.assertEqual(self.b.state.motd, "be nice")
+        self.assertIn("*** motd: be nice", carol.take())
+        for banned in (bob_again, guest_again):
+            self.assertEqual(
+                banned.disconnected, ("you are banned by op", "banned by op")
+            )
+        self.assertIsNone(holder.disconnected)
+        self.assertIsNone(carol.disconnected)
+        self.assertEqual(sorted(self.a.names()), ["carol", "dave", "op"])
+
+    def test_unban_learned_at_link_up(self) -> None:
+        """
+        An unban made while a node was cut off lifts the ban there too when
+        its link is back, instead of the node bringing it back.
+        """
+        bob = Recorder()
+        self.a.join(bob, identity="bob", fingerprint="ab:cd")
+        self.a.handle(self.op, wire.Ban("bob"))
+        self.assertEqual(list(self.b.state.fingerprints), ["ab:cd"])
+        self.cluster.links[1].cut()
+        self.cluster.advance(1)
+        self.a.handle(self.op, wire.Unban("bob"))
+        self.cluster.links[1].mend()
+        self.assertEqual(self.b.state.fingerprints, {})
+        self.assertEqual(self.a.state.fingerprints, {})
+
+    def test_started_later(self) -> None:
+        """
+        A node started after a ban, an unban and a motd were made gets
+        them: its state file's old copy of the lifted ban is dropped.
+        """
+        first = Recorder()
+        self.a.join(first, identity="bob", fingerprint="ab:cd")
+        self.a.handle(self.op, wire.Ban("bob"))
+        stale = ServerRecords()
+        stale.fingerprints.update(self.a.state.fingerprints)
+        stale.motd = "old news"
+        self.cluster.advance(1)
+        self.a.handle(self.op, wire.Unban("ab:cd"))
+        self.a.handle(self.op, wire.Motd("new news"))
+        guest = Recorder()
+        self.a.join(guest, address="192.0.2.9")
+        self.a.handle(self.op, wire.Ban(guest.name))
+        late = self.late_node(stale)
+        self.assertEqual(late.state.fingerprints, {})
+        self.assertEqual(list(late.state.addresses), ["192.0.2.9"])
+        self.assertEqual(late.state.motd, "new news")
+        self.assertEqual(self.a.state.motd, "new news")
+        self.assertEqual(self.a.state.fingerprints, {})
+
+    def test_bans_the_cluster_never_heard_of(self) -> None:
+        """
+        A node whose state file has bans (and a motd) the cluster has none
+        of (made before it joined) gives them to the cluster: kept by the
+        link, and by the nodes that are up.
+        """
+        own = ServerRecords()
+        own.addresses["198.51.100.0/24"] = BanRecord("spammer", "root", 5.0)
+        own.motd = "welcome"
+        late = self.late_node(own)
+        for chat in (self.a, self.b, late):
+            self.assertEqual(list(chat.state.addresses), ["198.51.100.0/24"])
+            self.assertEqual(chat.state.motd, "welcome")
+        self.assertIn("198.51.100.0/24", self.cluster.bus.bans)
+        self.assertEqual(self.cluster.bus.motd, "welcome")
+
+    def test_changes_made_while_cut_off(self) -> None:
+        """
+        A ban, an unban and a motd made on a node while it was cut off are
+        kept by the link and reach the other nodes when it is back (its
+        unban is not undone by the cluster's older copy of the ban).
+        """
+        lifted = Recorder()
+        self.a.join(lifted, address="192.0.2.1")
+        self.a.handle(self.op, wire.Ban(lifted.name))
+        guest = Recorder()
+        self.a.join(guest, address="192.0.2.7")
+        self.cluster.links[0].cut()
+        self.cluster.advance(1)
+        self.a.handle(self.op, wire.Ban(guest.name))
+        self.a.handle(self.op, wire.Unban("192.0.2.1"))
+        self.a.handle(self.op, wire.Motd("made alone"))
+        self.assertEqual(list(self.b.state.addresses), ["192.0.2.1"])
+        self.cluster.links[0].mend()
+        for chat in self.cluster.chats:
+            self.assertEqual(list(chat.state.addresses), ["192.0.2.7"])
+            self.assertEqual(chat.state.motd, "made alone")
+        self.assertEqual(self.cluster.bus.motd, "made alone")
+
+    def test_redis_lost_its_data(self) -> None:
+        """
+        Redis came back empty (no persistence): the nodes give it their
+        bans and motd again, and nobody is told the motd again.
+        """
+        guest = Recorder()
+        self.a.join(guest, address="192.0.2.7")
+        self.a.handle(self.op, wire.Ban(guest.name))
+        self.a.handle(self.op, wire.Motd("be nice"))
+        carol = self.cluster.user(1, "carol", identity="carol")
+        self.cluster.bus.bans.clear()
+        self.cluster.bus.motd = None
+        # The first node back gives them; the other hears it.
+        self.cluster.links[0].cut()
+        self.cluster.links[0].mend()
+        self.assertEqual(list(self.cluster.bus.bans), ["192.0.2.7"])
+        self.assertEqual(self.cluster.bus.motd, "be nice")
+        self.assertNotIn("*** motd: be nice", carol.take() + self.op.take())
+        for chat in self.cluster.chats:
+            self.assertEqual(list(chat.state.addresses), ["192.0.2.7"])
+
+    def test_settings_not_readable(self) -> None:
+        """
+        The cluster's bans cannot be read when the link comes up: logged,
+        and this node's own are kept as they are.
+        """
+        logged: list[dict[str, object]] = []
+        observer = cast(ILogObserver, logged.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        link = self.cluster.links[1]
+        link.cut()
+        self.b.state.motd = "mine"
+        link.read_bans = lambda: fail(TimeoutError("slow"))  # type: ignore[method-assign]
+        link.mend()
+        self.assertEqual(self.b.state.motd, "mine")
+        self.assertEqual(
+            len([e for e in logged if "could not be read" in str(e.get("log_format"))]),
+            1,
+        )
+
+
+class TopicRejoinTests(SynchronousTestCase):
+    """
+    Topics travel in the hello a node publishes when its link comes up;
+    the newer topic wins.
+    """
+
+    def test_topic_changed_while_cut_off(self) -> None:
+        """
+        A topic set while a node was cut off is not undone by the older
+        topic that node brings back; its users are told the new one.
+        """
+        cluster = Cluster(2)
+        a, b = cluster.chats
+        alice = cluster.user(0, "alice")
+        bob = cluster.user(1, "bob")
+        a.handle(alice, wire.Join("#x"))
+        b.handle(bob, wire.Join("#x"))
+        a.handle(alice, wire.Topic("old"))
+        cluster.links[1].cut()
+        cluster.advance(1)
+        a.handle(alice, wire.Topic("new"))
+        cluster.quiet()
+        cluster.links[1].mend()
+        for chat in cluster.chats:
+            self.assertEqual(chat.room("#x").topic, "new")  # type: ignore[union-attr]
+        self.assertIn("*** topic of #x: new (set by alice)", bob.take())
+        self.assertNotIn("*** topic of #x: old (set by alice)", alice.take())

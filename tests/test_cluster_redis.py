@@ -24,8 +24,10 @@ from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
+from zope.interface import implementer
 
 from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
+from securemsg.cluster.interface import ClusterMessage, IClusterHandler
 from securemsg.cluster.redis import RedisLink
 
 from . import _certs
@@ -311,6 +313,65 @@ class ClusterTwistdTests(TestCase):
         await read_until(op, "*** bob left (kicked by op: spam)")
         await bob.wait_closed()
 
+    async def test_bans_and_motd_for_a_node_started_later(self) -> None:
+        """
+        Bans (of a certificate, of an address) and the motd an operator
+        set before a node started are kept in Redis: that node refuses the
+        banned certificate and address, and greets with the motd.
+        """
+        _, redis_port = await start_redis(self)
+        ca_path = self.base / "client-ca.pem"
+        ca_path.write_bytes(self.ca.cert_pem())
+        options = (
+            "--client-ca", str(ca_path),
+            "--client-auth", "optional",
+            "--operators", "op",
+            "--listen", "tcp:0:interface=127.0.0.1",
+        )  # fmt: skip
+        certificates = {
+            name: _certs.issue(
+                self.ca, [f"securemsg:user:{name}"], common_name=name, client=True
+            )
+            for name in ("op", "bob", "carol")
+        }
+
+        async def holder(port: int, name: str) -> LineClient:
+            pair = certificates[name]
+            certificate = PrivateCertificate.loadPEM(
+                (pair.cert_pem() + pair.key_pem()).decode()
+            )
+            client = await connect_line_client(port, self.ca.cert_pem(), certificate)
+            self.addCleanup(self.close_client, client)
+            return client
+
+        first = self.node(0, redis_port, *options)
+        port_a = await listening_port(first)
+        await first.wait_for_message(r"reached Redis at .*")
+        op = await holder(port_a, "op")
+        await read_until(op, "*** Welcome to securemsg, op. Type /help for commands.")
+        bob = await holder(port_a, "bob")
+        await read_until(op, "*** bob joined")
+        guest = await self.user(port_a, "gus")
+        op.send(b"/ban bob", b"/ban gus", b"/motd be nice")
+        await read_until(op, "*** banned gus (address 127.0.0.1)")
+        await read_until(op, "*** motd: be nice")
+        await bob.wait_closed()
+        await guest.wait_closed()
+
+        second = self.node(1, redis_port, *options)
+        port_b = await listening_port(second)
+        await second.wait_for_message(r"bans merged with the cluster's: 2 learned.*")
+        bob = await holder(port_b, "bob")
+        await read_until(bob, "!!! you are banned from this server")
+        guest = await connect_line_client(port_b, self.ca.cert_pem())
+        self.addCleanup(self.close_client, guest)
+        await read_until(guest, "!!! you are banned from this server")
+        carol = await holder(port_b, "carol")
+        await read_until(carol, "*** motd: be nice")
+        state = json.loads((self.base / "node1" / "securemsg-state.json").read_text())
+        self.assertEqual(state["motd"], "be nice")
+        self.assertEqual(list(state["bans"]["addresses"]), ["127.0.0.1"])
+
     async def test_reuse_port(self) -> None:
         """
         Three processes listen on one port with --reuse-port (without it,
@@ -476,6 +537,59 @@ class ClusterTwistdTests(TestCase):
             f"securemsg: cannot reach Redis at redis://127.0.0.1:{port}/0:"
             " Connection refused",
         )
+
+
+@implementer(IClusterHandler)
+class UpHandler:
+    """A node that only waits for its link to come up."""
+
+    def __init__(self) -> None:
+        self.up = Waiters()
+
+    def received(self, message: ClusterMessage) -> None:
+        pass
+
+    def link_up(self) -> None:
+        self.up.fire()
+
+    def link_down(self, reason: str) -> None:
+        pass
+
+
+class SharedSettingsLinkTests(TestCase):
+    """
+    L{RedisLink} keeps bans and the motd in Redis, read back as written.
+    """
+
+    async def test_kept_and_read(self) -> None:
+        """
+        A ban is kept under its value in C{NAME:bans} (the last write
+        wins), the motd in C{NAME:motd}, read back as strings (a motd that
+        looks like a number too); before any, no motd.
+        """
+        _, redis_port = await start_redis(self)
+        config = parse_cluster_url(
+            f"redis://127.0.0.1:{redis_port}/0", name="team", environ={}
+        )
+        link = RedisLink(reactor, config)
+        handler = UpHandler()
+        link.start(handler)
+        self.addCleanup(link.stop)
+        await bounded(handler.up.wait(), "the link to come up")
+        self.assertIsNone(await link.read_motd())
+        self.assertEqual(await link.read_bans(), {})
+        self.assertTrue(link.store_ban("192.0.2.7", '{"kind":"address"}'))
+        self.assertTrue(link.store_ban("192.0.2.7", '{"lifted":true}'))
+        self.assertTrue(link.store_ban("sha256:ab", '{"kind":"fingerprint"}'))
+        self.assertTrue(link.store_motd("42"))
+        self.assertEqual(
+            await link.read_bans(),
+            {"192.0.2.7": '{"lifted":true}', "sha256:ab": '{"kind":"fingerprint"}'},
+        )
+        self.assertEqual(await link.read_motd(), "42")
+        await link.stop()
+        self.assertFalse(link.store_motd("gone"))
+        self.failureResultOf(link.read_bans(), ConnectionError)
 
 
 class ConfigTests(SynchronousTestCase):

@@ -255,7 +255,8 @@ class Options(usage.Options):
             None,
             DEFAULT_STATE_FILE,
             "File that keeps bans, the message of the day and certificate"
-            " holders' names across restarts.",
+            " holders' names across restarts (with --cluster, each process"
+            " keeps its own; bans and the motd are kept in Redis too).",
         ],
         ["default-room", None, wire.DEFAULT_ROOM, "The room everyone starts in."],
         [

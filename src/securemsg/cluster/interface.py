@@ -104,3 +104,33 @@ class IClusterLink(Interface):
         The last C{count} messages of a room's shared history, oldest
         first (none if it cannot be read now).
         """
+
+    def store_ban(value: str, data: str) -> bool:
+        """
+        Keep C{data} (a ban, or the lifting of one: see
+        L{securemsg.cluster.node}) under the banned certificate fingerprint
+        or address C{value}, in place of what was kept there, for every
+        node to read, now and after restarts.
+
+        @return: C{False} if it was dropped (the others are out of reach,
+            or too much waits to be sent).
+        """
+
+    def read_bans() -> Deferred[dict[str, str]]:
+        """
+        Everything L{store_ban} kept, by value; it fails if it cannot be
+        read now.
+        """
+
+    def store_motd(text: str) -> bool:
+        """
+        Keep C{text} as the cluster's message of the day (C{""}: none).
+
+        @return: C{False} if it was dropped, as L{store_ban}.
+        """
+
+    def read_motd() -> Deferred[str | None]:
+        """
+        The message of the day L{store_motd} kept (L{None} if none ever
+        was); it fails if it cannot be read now.
+        """

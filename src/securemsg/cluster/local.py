@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import deque
 
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
@@ -30,6 +30,10 @@ class MemoryBus:
         self.claims: dict[str, tuple[str, float]] = {}
         # Room key -> its messages, oldest first.
         self.streams: dict[str, list[str]] = {}
+        # Banned value -> a ban or its lifting (NAME:bans).
+        self.bans: dict[str, str] = {}
+        # The message of the day (NAME:motd), if one was ever set.
+        self.motd: str | None = None
         self._queue: deque[tuple[MemoryLink, ClusterMessage]] = deque()
         self._delivering = False
         #: While true, what is published waits (as in a slow network), to
@@ -149,3 +153,27 @@ class MemoryLink:
         if not self.up:
             return succeed([])
         return succeed(self.bus.streams.get(room_key, [])[-count:])
+
+    def store_ban(self, value: str, data: str) -> bool:
+        if not self.up:
+            self.dropped += 1
+            return False
+        self.bus.bans[value] = data
+        return True
+
+    def read_bans(self) -> Deferred[dict[str, str]]:
+        if not self.up:
+            return fail(ConnectionError("out of reach"))
+        return succeed(dict(self.bus.bans))
+
+    def store_motd(self, text: str) -> bool:
+        if not self.up:
+            self.dropped += 1
+            return False
+        self.bus.motd = text
+        return True
+
+    def read_motd(self) -> Deferred[str | None]:
+        if not self.up:
+            return fail(ConnectionError("out of reach"))
+        return succeed(self.bus.motd)

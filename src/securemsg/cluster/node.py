@@ -14,13 +14,27 @@ renews) are free.
 
 Messages are JSON objects: C{n} the sending node, C{t} the kind (the
 C{_on_*} methods below), and the kind's fields.
+
+Bans and the message of the day are also kept by the link (in Redis), so
+that a node that was stopped or cut off when they changed learns them: it
+reads them whenever its link comes up (L{ClusterNode.link_up}) and merges
+them into its own state file.  A ban is kept under the banned fingerprint
+or address as C{{"kind", "name", "by", "time"}}; an C{/unban} replaces it
+with C{{"lifted": true, "time"}}, so that a node whose state file still has
+the ban drops it instead of bringing it back.  Of a ban and its lifting,
+the later one wins; a ban this node has and the cluster has never heard of
+(made before the node joined, or while it was cut off) is given to the
+cluster.  What an operator changes while the link is down is written when
+it comes up, before reading.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -29,7 +43,7 @@ from zope.interface import implementer
 
 from securemsg.cluster.interface import ClusterMessage, IClusterHandler, IClusterLink
 from securemsg.core.participant import IChatParticipant
-from securemsg.core.records import BanRecord
+from securemsg.core.records import BanRecord, ServerRecords
 from securemsg.protocol import wire
 
 if TYPE_CHECKING:
@@ -90,6 +104,10 @@ class ClusterNode:
         self.last_seen: dict[str, float] = {}
         self._up: bool | None = None
         self._beat: LoopingCall | None = None
+        # Bans (by value) and the motd changed here while the link could
+        # not keep them: written when it comes up.
+        self._unsaved_bans: dict[str, dict[str, Any]] = {}
+        self._unsaved_motd: str | None = None
         chat.cluster = self
 
     # What the metrics read (securemsg.server.metrics.ClusterState)
@@ -208,6 +226,7 @@ class ClusterNode:
         self._up = True
         self.link.publish(self._hello(reply=True))
         self._renew()
+        self._share_settings()
 
     def link_down(self, reason: str) -> None:
         if self._up is False:
@@ -341,6 +360,7 @@ class ClusterNode:
                 "room": room.name,
                 "topic": room.topic,
                 "setter": room.topic_setter,
+                "time": room.topic_time,
             }
         )
 
@@ -402,17 +422,26 @@ class ClusterNode:
         )
 
     def banned(self, kind: str, value: str, entry: BanRecord) -> None:
-        """A ban was made here: every node keeps it."""
+        """
+        A ban was made here: every node keeps it, and so does the link, for
+        the nodes that hear of it later.
+        """
+        self._store_ban(value, {"kind": kind, **entry.as_json()})
         self.link.publish(
             {"t": "banned", "kind": kind, "value": value, **entry.as_json()}
         )
 
-    def unbanned(self, target: str) -> None:
-        """Bans were lifted here: on every node."""
+    def unbanned(self, target: str, lifted: list[str]) -> None:
+        """Bans were lifted here: on every node, and in the link."""
+        now = self.clock.seconds()
+        for value in lifted:
+            self._store_ban(value, {"lifted": True, "time": now})
         self.link.publish({"t": "unban", "target": target})
 
     def motd_set(self, text: str) -> None:
         """An operator here set the message of the day: for every node."""
+        if not self.link.store_motd(text):
+            self._unsaved_motd = text
         self.link.publish({"t": "motd", "text": text})
 
     def is_remote(self, participant: IChatParticipant) -> bool:
@@ -449,6 +478,139 @@ class ClusterNode:
             }
         )
 
+    # Bans and the motd kept by the link
+
+    def _store_ban(self, value: str, record: dict[str, Any]) -> None:
+        data = json.dumps(record, sort_keys=True, separators=(",", ":"))
+        if not self.link.store_ban(value, data):
+            self._unsaved_bans[value] = record
+
+    def _share_settings(self) -> None:
+        """
+        Write what changed here while the link was down, then read the
+        cluster's bans and motd and merge them with this node's.
+        """
+        # Told on the bus again too: the nodes that are up now did not
+        # hear of them either.
+        unsaved, self._unsaved_bans = self._unsaved_bans, {}
+        for value, record in unsaved.items():
+            if record.get("lifted"):
+                self._store_ban(value, record)
+                self.link.publish({"t": "unban", "target": value})
+            else:
+                entry = BanRecord(record["name"], record["by"], record["time"])
+                self.banned(record["kind"], value, entry)
+        motd, self._unsaved_motd = self._unsaved_motd, None
+        if motd is not None:
+            self.motd_set(motd)
+
+        def read_motd(bans: dict[str, str]) -> Deferred[None]:
+            return self.link.read_motd().addCallback(
+                lambda motd: self._merge_settings(bans, motd)
+            )
+
+        def failed(reason: Failure) -> None:
+            self.log.warn(
+                "the cluster's bans and motd could not be read (next time the"
+                " link comes up): {error}",
+                error=reason.getErrorMessage(),
+            )
+
+        self.link.read_bans().addCallback(read_motd).addErrback(failed)
+
+    def _merge_settings(self, bans: dict[str, str], motd: str | None) -> None:
+        """
+        Take the cluster's bans and motd into this node's state (see the
+        module's docstring for the rule), disconnecting the local users a
+        ban learned now keeps out; give it the bans it never heard of.
+        """
+        state = self.chat.state
+        shared: dict[str, dict[str, Any]] = {}
+        for value, data in bans.items():
+            try:
+                record = json.loads(data)
+                record["time"] = float(record["time"])
+                if not record.get("lifted"):
+                    record["name"] = str(record["name"])
+                    record["by"] = str(record["by"])
+            except (ValueError, TypeError, KeyError) as error:
+                self.log.warn(
+                    "the cluster's ban of {value} was not understood: {error!r}",
+                    value=value,
+                    error=error,
+                )
+                continue
+            shared[value] = record
+        learned = ServerRecords()
+        changed = False
+        lifted = given = 0
+        for value, record in shared.items():
+            local = state.fingerprints.get(value) or state.addresses.get(value)
+            if record.get("lifted"):
+                # Lifted after (or as) it was made: gone here too.
+                if local is not None and local.time <= record["time"]:
+                    state.fingerprints.pop(value, None)
+                    state.addresses.pop(value, None)
+                    changed = True
+                    lifted += 1
+                continue
+            if local is not None and local.time >= record["time"]:
+                continue
+            entry = BanRecord(record["name"], record["by"], record["time"])
+            fingerprint = record.get("kind") == "fingerprint"
+            for kept in (
+                (state.fingerprints, learned.fingerprints)
+                if fingerprint
+                else (state.addresses, learned.addresses)
+            ):
+                kept[value] = entry
+            changed = True
+        for kind, kept in (
+            ("fingerprint", state.fingerprints),
+            ("address", state.addresses),
+        ):
+            for value, entry in list(kept.items()):
+                if value in shared and shared[value]["time"] >= entry.time:
+                    continue
+                # Never heard of by the cluster (or newer than what it
+                # has): every node gets it.
+                self.banned(kind, value, entry)
+                given += 1
+        motd_news = ""
+        if motd is None:
+            if state.motd:
+                if self.link.store_motd(state.motd):
+                    # Not an operator's news: users who have it already
+                    # (every node's, after Redis lost its data) are not
+                    # told it again.
+                    self.link.publish({"t": "motd", "text": state.motd, "again": True})
+                motd_news = "; the motd given to the cluster"
+        elif motd != state.motd:
+            self._take_motd(motd)
+            changed = True
+            motd_news = "; the motd taken from the cluster"
+        if changed:
+            state.keep()
+        count = len(learned.fingerprints) + len(learned.addresses)
+        if count or lifted or given or motd_news:
+            self.log.info(
+                "bans merged with the cluster's: {count} learned, {lifted}"
+                " lifted, {given} given to the cluster{motd}",
+                count=count,
+                lifted=lifted,
+                given=given,
+                motd=motd_news,
+            )
+        if learned.fingerprints or learned.addresses:
+            self.chat.turn_away(learned)
+
+    def _take_motd(self, text: str) -> None:
+        """Another node's message of the day: take it, and tell local users."""
+        self.chat.state.motd = text
+        event = wire.Notice(f"motd: {text or '(none)'}")
+        for participant in self.chat.local_participants():
+            participant.deliver(event)
+
     # What this node is
 
     def _hello(self, reply: bool) -> ClusterMessage:
@@ -465,8 +627,13 @@ class ClusterNode:
             )
             for name in rooms:
                 room = self.chat.room(name)
-                if room is not None and room.topic:
-                    topics[room.name] = [room.topic, room.topic_setter]
+                # A topic cleared is told too: it is newer than the old one.
+                if room is not None and (room.topic or room.topic_time):
+                    topics[room.name] = [
+                        room.topic,
+                        room.topic_setter,
+                        room.topic_time,
+                    ]
         return {"t": "hello", "reply": reply, "users": users, "topics": topics}
 
     # What the others tell this node
@@ -520,10 +687,17 @@ class ClusterNode:
         for key, participant in list(self.remote.get(origin, {}).items()):
             if key not in listed:
                 self.chat.leave(participant, announce=False)
-        for room_name, (topic, setter) in message["topics"].items():
+        for room_name, (topic, setter, *when) in message["topics"].items():
             room = self.chat.room(room_name)
-            if room is not None:
-                room.topic, room.topic_setter = topic, setter
+            # The newer topic wins: a node that was cut off must not bring
+            # back the topic it knew then (an older node sends no time).
+            time = float(when[0]) if when else 0.0
+            if room is None or time < room.topic_time:
+                continue
+            told = (topic, setter) != (room.topic, room.topic_setter)
+            room.topic, room.topic_setter, room.topic_time = topic, setter, time
+            if told:
+                room.broadcast(wire.TopicInfo(room.name, topic, setter))
         if message["reply"]:
             self.link.publish(self._hello(reply=False))
 
@@ -598,6 +772,7 @@ class ClusterNode:
         if room is None:
             return
         room.topic, room.topic_setter = message["topic"], message["setter"]
+        room.topic_time = float(message.get("time", self.clock.seconds()))
         room.broadcast(wire.TopicInfo(room.name, room.topic, room.topic_setter))
 
     def _local(self, message: ClusterMessage) -> IChatParticipant | None:
@@ -658,11 +833,11 @@ class ClusterNode:
             self.chat.state.keep()
 
     def _on_motd(self, origin: str, message: ClusterMessage) -> None:
-        self.chat.state.motd = str(message["text"])
+        text = str(message["text"])
+        if message.get("again") and text == self.chat.state.motd:
+            return
+        self._take_motd(text)
         self.chat.state.keep()
-        event = wire.Notice(f"motd: {self.chat.state.motd or '(none)'}")
-        for participant in self.chat.local_participants():
-            participant.deliver(event)
 
     def _on_takeover(self, origin: str, message: ClusterMessage) -> None:
         # A certificate holder's name: no guest may take it here either.

@@ -9,7 +9,11 @@ What is in Redis (all names start with the cluster's name, C{--cluster-name}):
 
   - C{NAME:bus}: the channel every node publishes its users' events to;
   - C{NAME:name:KEY}: the claim of a name (the node's id), which expires
-    unless the node renews it.
+    unless the node renews it;
+  - C{NAME:history:ROOM}: a room's history, a capped stream;
+  - C{NAME:bans}: a hash, banned fingerprint or address -> the ban (or its
+    lifting) as JSON;
+  - C{NAME:motd}: the message of the day, as a JSON string.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 from service_identity import VerificationError
 from twisted.internet import ssl as twisted_ssl
-from twisted.internet.defer import Deferred, gatherResults, succeed
+from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.logger import Logger
@@ -313,6 +317,46 @@ class RedisLink:
 
     def _stream(self, room_key: str) -> str:
         return f"{self.config.name}:history:{room_key}"
+
+    def store_ban(self, value: str, data: str) -> bool:
+        if self._commands is None or not self.up or self._pending >= self.max_pending:
+            self._drop()
+            return False
+        self._send(self._commands.hset(f"{self.config.name}:bans", value, data))
+        return True
+
+    def read_bans(self) -> Deferred[dict[str, str]]:
+        if self._commands is None or not self.up:
+            return fail(ConnectionError("Redis is out of reach"))
+        reading = self._send(
+            self._commands.hgetall(f"{self.config.name}:bans"), fail=True
+        )
+        return reading.addCallback(
+            lambda found: {str(k): str(v) for k, v in (found or {}).items()}
+        )
+
+    def store_motd(self, text: str) -> bool:
+        if self._commands is None or not self.up or self._pending >= self.max_pending:
+            self._drop()
+            return False
+        # As JSON: txredisapi would read "42" back as a number.
+        self._send(self._commands.set(f"{self.config.name}:motd", json.dumps(text)))
+        return True
+
+    def read_motd(self) -> Deferred[str | None]:
+        if self._commands is None or not self.up:
+            return fail(ConnectionError("Redis is out of reach"))
+        reading = self._send(self._commands.get(f"{self.config.name}:motd"), fail=True)
+
+        def text(found: object) -> str | None:
+            if found is None:
+                return None
+            decoded = json.loads(str(found))
+            if not isinstance(decoded, str):
+                raise ValueError(f"{self.config.name}:motd is not a JSON string")
+            return decoded
+
+        return reading.addCallback(text)
 
     # Bookkeeping
 

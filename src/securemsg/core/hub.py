@@ -62,6 +62,9 @@ class Room:
     members: dict[IChatParticipant, None] = field(default_factory=dict)
     topic: str = ""
     topic_setter: str | None = None
+    # When the topic was set (the clock's seconds): of two topics the nodes
+    # of a cluster tell each other, the newer wins.
+    topic_time: float = 0.0
     # Arrivals and departures: the rate they are announced at, and how many
     # were not announced since the last one that was.
     announcements: TokenBucket | None = None
@@ -673,6 +676,7 @@ class ChatHub:
         # As others see the setter: a guest's topic must not read as set
         # by the certificate holder of the same name.
         room.topic_setter = self.label(participant)
+        room.topic_time = self.clock.seconds()
         room.broadcast(self._topic(room))
         if self.cluster is not None:
             self.cluster.topic_set(room)
@@ -1087,6 +1091,30 @@ class ChatHub:
         self.leave(target, why)
         target.disconnect(f"you are {why}", why)
 
+    def turn_away(self, bans: ServerRecords) -> None:
+        """
+        Disconnect the participants of this node that C{bans} keep out, as
+        they would have been refused on arriving: bans made on another node
+        of a cluster while this one could not hear of them.
+        """
+        for participant in self.local_participants():
+            membership = self._members[participant]
+            # As on arriving: an address ban is for guests.
+            ban = bans.banned(
+                membership.fingerprint,
+                None if membership.verified else membership.address,
+            )
+            if ban is None:
+                continue
+            why = f"banned by {ban.by}"
+            self.log.info(
+                "{name} is banned (by {by}, on another server): disconnected",
+                name=participant.name,
+                by=ban.by,
+            )
+            self.leave(participant, why)
+            participant.disconnect(f"you are {why}", why)
+
     def unban(self, participant: IChatParticipant, target: str) -> None:
         """(Operators) lift the bans on a name, a fingerprint or an address."""
         if not self._operator(participant, "/unban"):
@@ -1099,7 +1127,7 @@ class ChatHub:
             return
         self.state.keep()
         if self.cluster is not None:
-            self.cluster.unbanned(target)
+            self.cluster.unbanned(target, lifted)
         self.log.info(
             "{operator} lifted bans: {lifted}",
             operator=participant.name,

@@ -63,8 +63,11 @@ class OtherNodes(Protocol):
     def banned(self, kind: str, value: str, entry: BanRecord) -> None:
         """A ban was made here: every node keeps it."""
 
-    def unbanned(self, target: str) -> None:
-        """Bans were lifted here: on every node."""
+    def unbanned(self, target: str, lifted: list[str]) -> None:
+        """
+        Bans were lifted here (those of the fingerprints and addresses
+        C{lifted}): on every node.
+        """
 
     def motd_set(self, text: str) -> None:
         """An operator here set the message of the day: for every node."""
