@@ -6,7 +6,8 @@ that expire, messages in each node's order).
 
 from __future__ import annotations
 
-from typing import cast
+import json
+from typing import Any, cast
 
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.task import Clock
@@ -15,7 +16,12 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 from securemsg.cluster.history import StreamHistory
-from securemsg.cluster.interface import IClusterHandler, IClusterLink
+from securemsg.cluster.interface import (
+    ClusterMessage,
+    IClusterHandler,
+    IClusterLink,
+    Presence,
+)
 from securemsg.cluster.local import MemoryBus, MemoryLink
 from securemsg.cluster.node import BACK_IN_REACH, OUT_OF_REACH, ClusterNode
 from securemsg.core.history import MemoryHistory
@@ -552,6 +558,283 @@ class StreamHistoryTests(SynchronousTestCase):
         self.cluster.user(1, "bob")
         self.a.handle(alice, wire.Say("once"))
         self.assertEqual(len(self.cluster.bus.streams["#lobby"]), 1)
+
+
+def drop_hellos(link: MemoryLink) -> None:
+    """
+    C{link} loses every C{hello} it publishes (replies too), as a busy
+    node or a bounded publisher may, and publishes the rest.
+    """
+    publish = link.publish
+
+    def dropping(message: ClusterMessage) -> bool:
+        if message.get("t") == "hello":
+            link.dropped += 1
+            return False
+        return publish(message)
+
+    link.publish = dropping  # type: ignore[method-assign]
+
+
+class PresenceTests(SynchronousTestCase):
+    """
+    Each node keeps its users in the link (Redis) with the claims' expiry;
+    a node whose link comes up reads the other live nodes' users there, so
+    it sees them even if a reply to its hello is lost.
+    """
+
+    def setUp(self) -> None:
+        self.cluster = Cluster(2)
+        self.a, self.b = self.cluster.chats
+        self.bus = self.cluster.bus
+
+    def kept(self, node_id: str) -> dict[str, Any] | None:
+        """The users the link keeps for C{node_id}, decoded; L{None}: none."""
+        users = self.bus.users_of(node_id)
+        if users is None:
+            return None
+        return {key: json.loads(data) for key, data in users.items()}
+
+    def late_node(self, node_id: str = "late") -> tuple[ChatHub, MemoryLink]:
+        """A node made now, not started yet."""
+        chat = ChatHub(self.cluster.clock)
+        link = MemoryLink(self.bus, node_id, TTL)
+        self.cluster.nodes.append(ClusterNode(chat, link, self.cluster.clock))
+        return chat, link
+
+    def test_kept_by_the_link(self) -> None:
+        """
+        What a node's users do (arrive, join, rename, part, leave) is kept
+        by the link, written once per reactor turn whatever it holds.
+        """
+        writes = self.bus.presence_writes
+        self.assertEqual(self.kept("node0"), {})
+        self.assertEqual(writes["node0"], 1)
+        alice = self.cluster.user(0, "alice")
+        self.cluster.clock.advance(0)
+        self.assertEqual(
+            self.kept("node0"),
+            {"alice": {"name": "alice", "v": False, "rooms": ["#lobby"]}},
+        )
+        self.assertEqual(writes["node0"], 2)
+        self.a.handle(alice, wire.Join("#x"))
+        self.a.handle(alice, wire.Join("#y"))
+        self.a.handle(alice, wire.Part("#lobby"))
+        self.a.handle(alice, wire.Nick("Al"))
+        self.cluster.clock.advance(0)
+        self.assertEqual(
+            self.kept("node0"),
+            {"al": {"name": "Al", "v": False, "rooms": ["#x", "#y"]}},
+        )
+        self.assertEqual(writes["node0"], 3)
+        self.a.leave(alice)
+        self.cluster.clock.advance(0)
+        self.assertEqual(self.kept("node0"), {})
+        self.assertEqual(self.kept("node1"), {})
+
+    def test_renewed_and_expiring(self) -> None:
+        """
+        A node's users stay in the link while it beats; a node killed
+        (SIGKILL) no longer renews them: they expire with its claims, and
+        a node started then does not take them.
+        """
+        self.cluster.user(1, "bob")
+        self.cluster.advance(TTL * 3)
+        self.assertEqual(list(self.kept("node1") or ()), ["bob"])
+        self.cluster.kill(1)
+        self.cluster.advance(TTL - TTL / 3)
+        self.assertEqual(list(self.kept("node1") or ()), ["bob"])
+        self.cluster.advance(TTL / 3 + 1)
+        self.assertIsNone(self.kept("node1"))
+        chat, _ = self.late_node()
+        self.cluster.nodes[-1].start()
+        self.assertEqual(chat.names(), [])
+
+    def test_stopped_node_forgotten(self) -> None:
+        """
+        A node stopped cleanly takes its users out of the link at once;
+        what happens after (its users leaving) does not bring them back.
+        """
+        bob = self.cluster.user(1, "bob")
+        self.cluster.clock.advance(0)
+        self.assertEqual(list(self.kept("node1") or ()), ["bob"])
+        self.cluster.nodes[1].stop()
+        self.assertIsNone(self.kept("node1"))
+        self.b.leave(bob)
+        self.cluster.advance(TTL / 3)
+        self.assertIsNone(self.kept("node1"))
+        self.assertEqual(list(self.kept("node0") or ()), [])
+
+    def test_reply_lost(self) -> None:
+        """
+        A node that starts sees the users of the others, in their rooms,
+        even though their replies to its hello are lost; what they do next
+        reaches it on the bus.
+        """
+        drop_hellos(self.cluster.links[0])
+        alice = self.cluster.user(0, "alice")
+        self.a.handle(alice, wire.Join("#x"))
+        self.cluster.user(1, "bob")
+        self.cluster.clock.advance(0)
+        chat, _ = self.late_node()
+        self.cluster.nodes[-1].start()
+        self.assertEqual(sorted(chat.names()), ["alice", "bob"])
+        self.assertEqual(chat.rooms_of(chat.find("alice")), ["#lobby", "#x"])  # type: ignore[arg-type]
+        self.a.handle(alice, wire.Part("#x"))
+        self.assertEqual(chat.rooms_of(chat.find("alice")), ["#lobby"])  # type: ignore[arg-type]
+        carol = Recorder()
+        chat.join(carol)
+        chat.handle(carol, wire.Nick("carol"))
+        carol.take()
+        self.a.handle(alice, wire.Say("hello"))
+        self.assertEqual(carol.take(), ["[alice] hello"])
+        # Still there after the beats (its node renews them and beats).
+        self.cluster.advance(TTL * 2)
+        self.assertEqual(sorted(chat.names()), ["alice", "bob", "carol"])
+
+    def test_read_then_reply(self) -> None:
+        """
+        A user taken from the link, then heard of in a reply to the hello,
+        is one user, in the same rooms, and nobody is told twice.
+        """
+        alice = self.cluster.user(0, "alice")
+        self.a.handle(alice, wire.Join("#x"))
+        self.cluster.clock.advance(0)
+        alice.take()
+        chat, _ = self.late_node()
+        self.bus.paused = True
+        self.cluster.nodes[-1].start()
+        seen = chat.find("alice")
+        self.assertIsNotNone(seen)
+        self.bus.paused = False
+        self.bus.deliver()
+        self.assertIs(chat.find("alice"), seen)
+        self.assertEqual(chat.names(), ["alice"])
+        self.assertEqual(chat.rooms_of(seen), ["#lobby", "#x"])  # type: ignore[arg-type]
+        self.assertEqual(alice.take(), [])
+
+    def test_bus_older_than_the_read(self) -> None:
+        """
+        Messages the link's users show already, heard late on the bus
+        (Redis answered the read before handing them out), are not applied
+        again: a user of the new node in the room is not told twice.
+        """
+        alice = self.cluster.user(0, "alice")
+        chat, _ = self.late_node()
+        carol = Recorder()
+        chat.join(carol)
+        chat.handle(carol, wire.Join("#y"))
+        self.bus.paused = True
+        self.a.handle(alice, wire.Join("#y"))
+        self.cluster.clock.advance(0)
+        self.cluster.nodes[-1].start()
+        self.assertEqual(chat.rooms_of(chat.find("alice")), ["#lobby", "#y"])  # type: ignore[arg-type]
+        carol.take()
+        self.bus.paused = False
+        self.bus.deliver()
+        self.assertEqual(carol.take(), [])
+        self.assertEqual(chat.rooms_of(chat.find("alice")), ["#lobby", "#y"])  # type: ignore[arg-type]
+        self.a.handle(alice, wire.Part("#y"))
+        self.assertEqual(carol.take(), ["*** alice left #y"])
+
+    def test_read_newer_than_the_bus(self) -> None:
+        """
+        What the link read is newer than what the bus told so far (a user
+        left a room, and the bus has not said so yet): it is taken, room
+        and all, and the late message changes nothing.
+        """
+        alice = self.cluster.user(0, "alice")
+        self.a.handle(alice, wire.Join("#x"))
+        chat, link = self.late_node()
+        reads: list[Deferred[dict[str, Presence]]] = []
+        read = link.read_presence
+
+        def slow_read() -> Deferred[dict[str, Presence]]:
+            reads.append(Deferred())
+            return reads[-1]
+
+        link.read_presence = slow_read  # type: ignore[method-assign]
+        self.cluster.nodes[-1].start()
+        self.assertEqual(chat.rooms_of(chat.find("alice")), ["#lobby", "#x"])  # type: ignore[arg-type]
+        self.bus.paused = True
+        self.a.handle(alice, wire.Part("#x"))
+        self.cluster.clock.advance(0)
+        reads[0].callback(self.successResultOf(read()))
+        self.assertEqual(chat.rooms_of(chat.find("alice")), ["#lobby"])  # type: ignore[arg-type]
+        self.bus.paused = False
+        self.bus.deliver()
+        self.assertEqual(chat.rooms_of(chat.find("alice")), ["#lobby"])  # type: ignore[arg-type]
+
+    def test_read_older_than_the_bus(self) -> None:
+        """
+        What the link read is older than what the bus told since (a user
+        left in between): it is not taken (no ghost), and the link is read
+        again at the next beat.
+        """
+        drop_hellos(self.cluster.links[0])
+        alice = self.cluster.user(0, "alice")
+        self.cluster.user(0, "bob")
+        self.cluster.clock.advance(0)
+        chat, link = self.late_node()
+        reads: list[Deferred[dict[str, Presence]]] = []
+        read = link.read_presence
+
+        def slow_read() -> Deferred[dict[str, Presence]]:
+            if reads:
+                return read()
+            reads.append(Deferred())
+            return reads[0]
+
+        link.read_presence = slow_read  # type: ignore[method-assign]
+        self.cluster.nodes[-1].start()
+        old = self.successResultOf(read())
+        self.a.leave(alice)
+        self.cluster.clock.advance(0)
+        reads[0].callback(old)
+        self.assertEqual(chat.names(), [])
+        self.cluster.advance(TTL / 3)
+        self.assertEqual(chat.names(), ["bob"])
+
+    def test_read_failed(self) -> None:
+        """
+        The others' users cannot be read when the link comes up: logged,
+        and read again at the next beat.
+        """
+        logged: list[dict[str, object]] = []
+        observer = cast(ILogObserver, logged.append)
+        globalLogPublisher.addObserver(observer)
+        self.addCleanup(globalLogPublisher.removeObserver, observer)
+        drop_hellos(self.cluster.links[0])
+        self.cluster.user(0, "alice")
+        self.cluster.clock.advance(0)
+        chat, link = self.late_node()
+        read = link.read_presence
+        link.read_presence = lambda: fail(TimeoutError("slow"))  # type: ignore[method-assign]
+        self.cluster.nodes[-1].start()
+        self.assertEqual(chat.names(), [])
+        self.assertEqual(
+            len([e for e in logged if "could not be read" in str(e.get("log_format"))]),
+            1,
+        )
+        link.read_presence = read  # type: ignore[method-assign]
+        self.cluster.advance(TTL / 3)
+        self.assertEqual(chat.names(), ["alice"])
+
+    def test_back_after_being_cut_off(self) -> None:
+        """
+        A node whose link comes back writes all its users again (Redis may
+        have lost them, or they expired meanwhile) and reads the others'.
+        """
+        drop_hellos(self.cluster.links[1])
+        self.cluster.user(0, "alice")
+        self.cluster.user(1, "bob")
+        link = self.cluster.links[0]
+        link.cut()
+        self.cluster.advance(TTL + 1)
+        self.assertIsNone(self.kept("node0"))
+        link.mend()
+        self.assertEqual(list(self.kept("node0") or ()), ["alice"])
+        self.assertEqual(sorted(self.a.names()), ["alice", "bob"])
 
 
 class SharedSettingsTests(SynchronousTestCase):

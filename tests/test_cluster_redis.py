@@ -180,6 +180,7 @@ class ClusterTwistdTests(TestCase):
 
     async def two_nodes(self) -> tuple[Twistd, int, Twistd, int]:
         _, redis_port = await start_redis(self)
+        self.redis_port = redis_port
         first = self.node(0, redis_port)
         second = self.node(1, redis_port)
         ports = []
@@ -250,6 +251,68 @@ class ClusterTwistdTests(TestCase):
         else:
             self.fail(f"the name {gone} stayed taken")
         self.assertNotIn(b"Traceback", first.out + first.err, first.output())
+
+    async def test_presence_kept_in_redis(self) -> None:
+        """
+        Each node keeps its users in Redis, where an operator (here, a link
+        of the test's own) lists them: the live nodes in C{NAME:nodes},
+        each node's users in C{NAME:presence:NODE}, expiring with the
+        claims.  A node stopped cleanly takes them out at once; a node
+        killed with SIGKILL leaves them to expire.
+        """
+        first, port_a, second, port_b = await self.two_nodes()
+        alice = await self.user(port_a, "alice")
+        alice.send(b"/join #x")
+        await read_until(alice, "*** alice joined #x")
+        await self.user(port_b, "bob")
+        config = parse_cluster_url(f"redis://127.0.0.1:{self.redis_port}/0", environ={})
+        link = RedisLink(reactor, config, node_id="operator")
+        handler = UpHandler()
+        link.start(handler)
+        self.addCleanup(link.stop)
+        await bounded(handler.up.wait(), "the link to come up")
+
+        async def presence() -> dict[str, dict[str, list[str]]]:
+            found = await link.read_presence()
+            users: dict[str, dict[str, list[str]]] = {}
+            for node, (_, entries) in found.items():
+                decoded = [json.loads(entry) for entry in entries]
+                users[node] = {user["name"]: user["rooms"] for user in decoded}
+            return users
+
+        async def until(wanted: list[dict[str, list[str]]]) -> dict[str, Any]:
+            for _ in range(50):
+                found = await presence()
+                if sorted(found.values(), key=str) == wanted:
+                    return found
+                await deferLater(reactor, 0.1, lambda: None)
+            self.fail(f"Redis keeps {found!r}, not {wanted!r}")
+
+        found = await until([{"alice": ["#lobby", "#x"]}, {"bob": ["#lobby"]}])
+        [first_id] = [node for node, users in found.items() if "alice" in users]
+        [second_id] = set(found) - {first_id}
+        commands = link._commands
+        assert commands is not None
+        self.assertEqual(
+            sorted(await commands.zrange("securemsg:nodes", 0, -1)),
+            sorted([first_id, second_id]),
+        )
+        kept = f"securemsg:presence:{first_id}"
+        self.assertEqual(sorted(await commands.hkeys(kept)), ["@mark", "alice"])
+        expiry = await commands.execute_command("PTTL", kept)
+        self.assertTrue(0 < expiry <= float(CLAIM_TTL) * 1000, expiry)
+
+        second.signal("TERM")
+        await second.wait_ended()
+        self.assertEqual(list(await presence()), [first_id])
+        first.signal("KILL")
+        await first.wait_ended()
+        await until([])
+        self.assertFalse(await commands.exists(kept))
+        for twistd in (first, second):
+            self.assertNotIn(
+                b"Redis command failed", twistd.out + twistd.err, twistd.output()
+            )
 
     async def test_history_replayed_on_another_node(self) -> None:
         """
@@ -590,6 +653,51 @@ class SharedSettingsLinkTests(TestCase):
         await link.stop()
         self.assertFalse(link.store_motd("gone"))
         self.failureResultOf(link.read_bans(), ConnectionError)
+
+
+class PresenceLinkTests(TestCase):
+    """
+    L{RedisLink} keeps a node's users in Redis and reads the other live
+    nodes' back as written.
+    """
+
+    async def test_kept_and_read(self) -> None:
+        """
+        Users written whole, then changed, are read back by another node
+        with their mark (never by their own node); a name key that looks
+        like a number is no matter; a node that clears its presence is no
+        longer live.
+        """
+        _, redis_port = await start_redis(self)
+        config = parse_cluster_url(
+            f"redis://127.0.0.1:{redis_port}/0", name="team", environ={}
+        )
+        links = []
+        for node_id in ("one", "two"):
+            link = RedisLink(reactor, config, node_id=node_id)
+            handler = UpHandler()
+            link.start(handler)
+            self.addCleanup(link.stop)
+            await bounded(handler.up.wait(), "the link to come up")
+            links.append(link)
+        one, two = links
+        self.assertEqual(await two.read_presence(), {})
+        number = '{"name":"42","v":false,"rooms":["#lobby"]}'
+        bob = '{"name":"Bob","v":true,"rooms":[]}'
+        self.assertTrue(await one.store_presence({"42": number, "bob": bob}, 7, True))
+        found = await two.read_presence()
+        self.assertEqual(list(found), ["one"])
+        self.assertEqual((found["one"][0], sorted(found["one"][1])), (7, [number, bob]))
+        self.assertEqual(await one.read_presence(), {})
+        self.assertTrue(await one.store_presence({"bob": None}, 8, False))
+        self.assertEqual(await two.read_presence(), {"one": (8, [number])})
+        self.assertTrue(await one.store_presence({"bob": bob}, 9, True))
+        self.assertEqual(await two.read_presence(), {"one": (9, [bob])})
+        one.clear_presence()
+        self.assertEqual(await two.read_presence(), {})
+        await one.stop()
+        self.assertFalse(await one.store_presence({}, 10, False))
+        self.failureResultOf(one.read_presence(), ConnectionError)
 
 
 class ConfigTests(SynchronousTestCase):

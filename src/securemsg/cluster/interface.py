@@ -14,6 +14,11 @@ from zope.interface import Attribute, Interface
 #: One message between nodes: a JSON object (see L{securemsg.cluster.node}).
 ClusterMessage = dict[str, Any]
 
+#: What one node keeps of its users in the link (see
+#: L{IClusterLink.store_presence}): the mark it was written with, and one
+#: JSON object per user.
+Presence = tuple[int, list[str]]
+
 
 class IClusterHandler(Interface):
     """
@@ -133,4 +138,34 @@ class IClusterLink(Interface):
         """
         The message of the day L{store_motd} kept (L{None} if none ever
         was); it fails if it cannot be read now.
+        """
+
+    def store_presence(
+        users: dict[str, str | None], mark: int, whole: bool
+    ) -> Deferred[bool]:
+        """
+        Keep this node's users where every node (and an operator) can read
+        them, for L{claim_ttl} seconds from now, and count this node among
+        the live ones as long: C{users} maps a name key to the user (a
+        JSON object), or to L{None} for a user gone.  Called with nothing
+        to change, it only renews them.
+
+        @param mark: the number of the last message this node published
+            (see L{securemsg.cluster.node}), kept with the users.
+        @param whole: C{users} are all of them (those kept before go).
+        @return: whether it was written; C{False} if it was dropped (the
+            others are out of reach, or too much waits to be sent) or
+            failed.
+        """
+
+    def read_presence() -> Deferred[dict[str, Presence]]:
+        """
+        What the other live nodes keep of their users (L{store_presence}),
+        by node id; a node not live (stopped, or not renewed for a claim's
+        lifetime) is left out.  It fails if it cannot be read now.
+        """
+
+    def clear_presence() -> None:
+        """
+        This node is stopping: its users, and itself, are no longer live.
         """

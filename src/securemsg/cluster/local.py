@@ -14,7 +14,12 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import implementer
 
-from securemsg.cluster.interface import ClusterMessage, IClusterHandler, IClusterLink
+from securemsg.cluster.interface import (
+    ClusterMessage,
+    IClusterHandler,
+    IClusterLink,
+    Presence,
+)
 
 
 class MemoryBus:
@@ -34,6 +39,11 @@ class MemoryBus:
         self.bans: dict[str, str] = {}
         # The message of the day (NAME:motd), if one was ever set.
         self.motd: str | None = None
+        # Node id -> (mark, its users by name key, expiry time): the
+        # NAME:presence:NODE hashes and the NAME:nodes sorted set.
+        self.presence: dict[str, tuple[int, dict[str, str], float]] = {}
+        #: How many times each node wrote its presence.
+        self.presence_writes: dict[str, int] = {}
         self._queue: deque[tuple[MemoryLink, ClusterMessage]] = deque()
         self._delivering = False
         #: While true, what is published waits (as in a slow network), to
@@ -46,6 +56,13 @@ class MemoryBus:
         if held is None or held[1] <= self.clock.seconds():
             return None
         return held[0]
+
+    def users_of(self, node_id: str) -> dict[str, str] | None:
+        """The users node C{node_id} keeps, by name key, if it is live."""
+        kept = self.presence.get(node_id)
+        if kept is None or kept[2] <= self.clock.seconds():
+            return None
+        return kept[1]
 
     def send(self, sender: MemoryLink, message: ClusterMessage) -> None:
         """Queue C{message} for every other link that is up, in order."""
@@ -177,3 +194,34 @@ class MemoryLink:
         if not self.up:
             return fail(ConnectionError("out of reach"))
         return succeed(self.bus.motd)
+
+    def store_presence(
+        self, users: dict[str, str | None], mark: int, whole: bool
+    ) -> Deferred[bool]:
+        if not self.up:
+            self.dropped += 1
+            return succeed(False)
+        kept = {} if whole else dict(self.bus.users_of(self.node_id) or {})
+        for key, data in users.items():
+            if data is None:
+                kept.pop(key, None)
+            else:
+                kept[key] = data
+        expires = self.bus.clock.seconds() + self.claim_ttl
+        self.bus.presence[self.node_id] = (mark, kept, expires)
+        writes = self.bus.presence_writes
+        writes[self.node_id] = writes.get(self.node_id, 0) + 1
+        return succeed(True)
+
+    def read_presence(self) -> Deferred[dict[str, Presence]]:
+        if not self.up:
+            return fail(ConnectionError("out of reach"))
+        found: dict[str, Presence] = {}
+        for node_id, (mark, users, _) in self.bus.presence.items():
+            if node_id != self.node_id and self.bus.users_of(node_id) is not None:
+                found[node_id] = (mark, list(users.values()))
+        return succeed(found)
+
+    def clear_presence(self) -> None:
+        if self.up:
+            self.bus.presence.pop(self.node_id, None)

@@ -26,6 +26,20 @@ the later one wins; a ban this node has and the cluster has never heard of
 (made before the node joined, or while it was cut off) is given to the
 cluster.  What an operator changes while the link is down is written when
 it comes up, before reading.
+
+Presence is kept by the link too (in Redis, with the claims' expiry), so
+that a node whose link comes up sees the others' users at once, even if a
+reply to its C{hello} is lost: each node writes what changed about its
+users once per reactor turn (L{ClusterNode.store_presence}) and renews it
+with its claims; a node whose link comes up reads the other live nodes'
+users and mirrors them.  The bus and Redis are two roads that may be
+crossed in any order, so each node numbers the messages that change who is
+where (C{s}: hello, join, part, leave, nick, bye) and keeps with its users
+the number of the last one it published before writing them (the mark).
+Users read with a mark below a message already heard from that node are
+older than what this node knows: they are not taken (read again at the next
+beat, unless a C{hello} told everything meanwhile); taken, they stand for
+every message up to the mark, which is not applied again if it comes late.
 """
 
 from __future__ import annotations
@@ -35,13 +49,18 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securemsg.cluster.interface import ClusterMessage, IClusterHandler, IClusterLink
+from securemsg.cluster.interface import (
+    ClusterMessage,
+    IClusterHandler,
+    IClusterLink,
+    Presence,
+)
 from securemsg.core.participant import IChatParticipant
 from securemsg.core.records import BanRecord, ServerRecords
 from securemsg.protocol import wire
@@ -56,6 +75,9 @@ OUT_OF_REACH = (
     " on this one until they are back"
 )
 BACK_IN_REACH = "the other servers of this chat are within reach again"
+
+#: The messages that change who is where, numbered by their node (C{s}).
+PRESENCE_KINDS = frozenset({"hello", "join", "part", "leave", "nick", "bye"})
 
 
 @implementer(IChatParticipant)
@@ -108,6 +130,23 @@ class ClusterNode:
         # not keep them: written when it comes up.
         self._unsaved_bans: dict[str, dict[str, Any]] = {}
         self._unsaved_motd: str | None = None
+        # Presence (see the module's docstring): the number of the last
+        # presence message published; the name keys of local users changed
+        # since the last write, or all of them (after a write was lost).
+        self._seq = 0
+        self._dirty: set[str] = set()
+        self._whole = True
+        self._write: IDelayedCall | None = None
+        self._running = False
+        # For each other node, the number of its last presence message
+        # applied here, and the mark of its users taken from the link.
+        self._heard: dict[str, int] = {}
+        self._floor: dict[str, int] = {}
+        # The nodes whose users this node knows all of (from a hello or the
+        # link) since its link came up, and whether the link must be read
+        # again at the next beat.
+        self._synced: set[str] = set()
+        self._read_again = False
         chat.cluster = self
 
     # What the metrics read (securemsg.server.metrics.ClusterState)
@@ -142,13 +181,22 @@ class ClusterNode:
         self._beat = LoopingCall(self.beat)
         self._beat.clock = self.clock
         self._beat.start(self.link.claim_ttl / 3, now=False)
+        self._running = True
         self.link.start(self)
 
     def stop(self) -> None:
-        """Tell the others this node is going, and stop beating."""
+        """
+        Tell the others this node is going, stop beating, and let the
+        link forget its users.
+        """
         if self._beat is not None and self._beat.running:
             self._beat.stop()
-        self.link.publish({"t": "bye"})
+        self._running = False
+        if self._write is not None and self._write.active():
+            self._write.cancel()
+        self._write = None
+        self._publish_presence({"t": "bye"})
+        self.link.clear_presence()
 
     def beat(self) -> None:
         """
@@ -158,6 +206,9 @@ class ClusterNode:
         if self.link.up:
             self.link.publish({"t": "beat"})
             self._renew()
+            self.store_presence()
+            if self._read_again:
+                self._read_presence()
         now = self.clock.seconds()
         for origin, seen in list(self.last_seen.items()):
             if now - seen > self.link.claim_ttl:
@@ -224,7 +275,10 @@ class ClusterNode:
         else:
             self.log.info("cluster node {node} joined", node=self.link.node_id)
         self._up = True
-        self.link.publish(self._hello(reply=True))
+        self._publish_presence(self._hello(reply=True))
+        self._whole = True
+        self.store_presence()
+        self._read_presence()
         self._renew()
         self._share_settings()
 
@@ -239,6 +293,10 @@ class ClusterNode:
         # announced again (quietly) when the link is back.
         for origin in list(self.remote):
             self._drop(origin, "", announce=False)
+        self._heard.clear()
+        self._floor.clear()
+        self._synced.clear()
+        self._read_again = False
 
     def received(self, message: ClusterMessage) -> None:
         origin = message.get("n")
@@ -252,6 +310,14 @@ class ClusterNode:
             return
         self.last_seen[origin] = self.clock.seconds()
         self.chat.flush()
+        seq = message.get("s") if kind in PRESENCE_KINDS else None
+        if isinstance(seq, int):
+            if seq <= self._floor.get(origin, 0):
+                # What the users taken from the link show already.
+                if kind == "hello" and message.get("reply"):
+                    self._publish_presence(self._hello(reply=False))
+                return
+            self._heard[origin] = max(seq, self._heard.get(origin, 0))
         try:
             handler(origin, message)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -265,6 +331,7 @@ class ClusterNode:
 
     def joined(self, participant: IChatParticipant, identity: bool) -> None:
         """A local user arrived (a certificate holder if C{identity})."""
+        self._changed(participant.name)
         if identity:
             self.link.publish({"t": "takeover", "name": participant.name})
             self.link.claim(wire.name_key(participant.name), True).addErrback(
@@ -278,7 +345,8 @@ class ClusterNode:
     ) -> None:
         """A local user joined C{room}."""
         if not isinstance(participant, RemoteParticipant):
-            self.link.publish(
+            self._changed(participant.name)
+            self._publish_presence(
                 {
                     "t": "join",
                     "name": participant.name,
@@ -293,7 +361,8 @@ class ClusterNode:
     ) -> None:
         """A local user left C{room}."""
         if not isinstance(participant, RemoteParticipant):
-            self.link.publish(
+            self._changed(participant.name)
+            self._publish_presence(
                 {
                     "t": "part",
                     "name": participant.name,
@@ -312,7 +381,8 @@ class ClusterNode:
             if users.get(key) is participant:
                 del users[key]
             return
-        self.link.publish(
+        self._changed(participant.name)
+        self._publish_presence(
             {
                 "t": "leave",
                 "name": participant.name,
@@ -340,7 +410,9 @@ class ClusterNode:
         """A local user is now known by a new name."""
         if isinstance(participant, RemoteParticipant):
             return
-        self.link.publish(
+        self._changed(old_name)
+        self._changed(participant.name)
+        self._publish_presence(
             {
                 "t": "nick",
                 "old": old_name,
@@ -613,19 +685,21 @@ class ClusterNode:
 
     # What this node is
 
+    def _entry(self, participant: IChatParticipant) -> dict[str, Any]:
+        """A local user, as the others learn of them."""
+        return {
+            "name": participant.name,
+            "v": self.chat.is_verified(participant),
+            "rooms": self.chat.rooms_of(participant),
+        }
+
     def _hello(self, reply: bool) -> ClusterMessage:
         users = []
         topics: dict[str, list[Any]] = {}
         for participant in self.chat.local_participants():
-            rooms = self.chat.rooms_of(participant)
-            users.append(
-                {
-                    "name": participant.name,
-                    "v": self.chat.is_verified(participant),
-                    "rooms": rooms,
-                }
-            )
-            for name in rooms:
+            entry = self._entry(participant)
+            users.append(entry)
+            for name in entry["rooms"]:
                 room = self.chat.room(name)
                 # A topic cleared is told too: it is newer than the old one.
                 if room is not None and (room.topic or room.topic_time):
@@ -635,6 +709,103 @@ class ClusterNode:
                         room.topic_time,
                     ]
         return {"t": "hello", "reply": reply, "users": users, "topics": topics}
+
+    def _publish_presence(self, message: ClusterMessage) -> None:
+        """Publish a message that changes who is where, numbered."""
+        self._seq += 1
+        self.link.publish(dict(message, s=self._seq))
+
+    # Presence kept by the link
+
+    def _changed(self, name: str) -> None:
+        """What the link keeps of the local user called C{name} changed."""
+        self._dirty.add(wire.name_key(name))
+        if self._write is None and self._running and self.link.up:
+            # Once per reactor turn, however many changes it makes.
+            self._write = self.clock.callLater(0, self.store_presence)
+
+    def store_presence(self) -> None:
+        """
+        Write what changed about the local users to the link (all of them
+        after a write was lost), and renew it.
+        """
+        if self._write is not None and self._write.active():
+            self._write.cancel()
+        self._write = None
+        if not self.link.up:
+            # Written whole when the link comes up.
+            self._dirty.clear()
+            return
+        whole, self._whole = self._whole, False
+        dirty, self._dirty = self._dirty, set()
+        users: dict[str, str | None] = {}
+        if whole:
+            participants = self.chat.local_participants()
+        else:
+            participants = []
+            for key in dirty:
+                found = self.chat.find(key)
+                if found is None or isinstance(found, RemoteParticipant):
+                    users[key] = None
+                else:
+                    participants.append(found)
+        for participant in participants:
+            users[wire.name_key(participant.name)] = json.dumps(
+                self._entry(participant), separators=(",", ":")
+            )
+
+        def stored(done: bool) -> None:
+            if not done:
+                # What Redis has is not known: all of it, next time.
+                self._whole = True
+
+        self.link.store_presence(users, self._seq, whole).addCallback(stored)
+
+    def _read_presence(self) -> None:
+        """Read the other live nodes' users from the link, and take them."""
+        self._read_again = False
+
+        def failed(reason: Failure) -> None:
+            self._read_again = True
+            self.log.warn(
+                "the other nodes' users could not be read (again at the next"
+                " beat): {error}",
+                error=reason.getErrorMessage(),
+            )
+
+        self.link.read_presence().addCallbacks(self._take_presence, failed)
+
+    def _take_presence(self, found: dict[str, Presence]) -> None:
+        """
+        Mirror the users of the other live nodes, unless what was heard on
+        the bus is newer (see the module's docstring).
+        """
+        if not self.link.up:
+            return
+        for origin, (mark, entries) in found.items():
+            if origin == self.link.node_id or mark <= self._floor.get(origin, 0):
+                continue
+            if mark < self._heard.get(origin, 0):
+                # Older than what this node heard; if no hello told all
+                # since, read again at the next beat.
+                if origin not in self._synced:
+                    self._read_again = True
+                continue
+            try:
+                users = [json.loads(entry) for entry in entries]
+                self._mirror(origin, users)
+            except (KeyError, TypeError, ValueError, AttributeError) as error:
+                self.log.warn(
+                    "the users of node {node} kept in the cluster were not"
+                    " understood: {error!r}",
+                    node=origin,
+                    error=error,
+                )
+                continue
+            self._floor[origin] = mark
+            self._heard[origin] = max(mark, self._heard.get(origin, 0))
+            self._synced.add(origin)
+            self.last_seen[origin] = self.clock.seconds()
 
     # What the others tell this node
 
@@ -673,20 +844,31 @@ class ClusterNode:
         for participant in list(self.remote.pop(origin, {}).values()):
             self.chat.leave(participant, reason, announce=announce)
 
-    def _on_hello(self, origin: str, message: ClusterMessage) -> None:
+    def _mirror(self, origin: str, users: list[dict[str, Any]]) -> None:
+        """
+        Node C{origin}'s users are C{users} (all of them, where they are
+        now): take them, quietly.
+        """
         listed: set[str] = set()
-        for user in message["users"]:
-            participant = self._user(origin, user["name"], bool(user["v"]))
+        for user in users:
+            participant = self._user(origin, str(user["name"]), bool(user["v"]))
             if participant is None:
                 continue
             listed.add(wire.name_key(participant.name))
             rooms = set(self.chat.rooms_of(participant))
+            wanted = {wire.name_key(name) for name in user["rooms"]}
             for room_name in user["rooms"]:
                 if room_name not in rooms:
                     self.chat.enter_remote(participant, room_name)
+            for room_name in rooms:
+                if wire.name_key(room_name) not in wanted:
+                    self.chat.part_remote(participant, room_name)
         for key, participant in list(self.remote.get(origin, {}).items()):
             if key not in listed:
                 self.chat.leave(participant, announce=False)
+
+    def _on_hello(self, origin: str, message: ClusterMessage) -> None:
+        self._mirror(origin, message["users"])
         for room_name, (topic, setter, *when) in message["topics"].items():
             room = self.chat.room(room_name)
             # The newer topic wins: a node that was cut off must not bring
@@ -698,8 +880,9 @@ class ClusterNode:
             room.topic, room.topic_setter, room.topic_time = topic, setter, time
             if told:
                 room.broadcast(wire.TopicInfo(room.name, topic, setter))
+        self._synced.add(origin)
         if message["reply"]:
-            self.link.publish(self._hello(reply=False))
+            self._publish_presence(self._hello(reply=False))
 
     def _on_beat(self, origin: str, message: ClusterMessage) -> None:
         pass

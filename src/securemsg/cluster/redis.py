@@ -13,7 +13,12 @@ What is in Redis (all names start with the cluster's name, C{--cluster-name}):
   - C{NAME:history:ROOM}: a room's history, a capped stream;
   - C{NAME:bans}: a hash, banned fingerprint or address -> the ban (or its
     lifting) as JSON;
-  - C{NAME:motd}: the message of the day, as a JSON string.
+  - C{NAME:motd}: the message of the day, as a JSON string;
+  - C{NAME:presence:NODE}: a hash, a node's users (name key -> the user as
+    JSON), and C{@mark} (see L{securemsg.cluster.node}); it expires unless
+    the node renews it;
+  - C{NAME:nodes}: a sorted set, the live nodes, each scored with the time
+    (Redis' clock, in ms) its presence expires.
 """
 
 from __future__ import annotations
@@ -41,7 +46,12 @@ from securemsg.cluster.config import (
     certificate_problem,
     no_tls_problem,
 )
-from securemsg.cluster.interface import ClusterMessage, IClusterHandler, IClusterLink
+from securemsg.cluster.interface import (
+    ClusterMessage,
+    IClusterHandler,
+    IClusterLink,
+    Presence,
+)
 
 #: What may wait to be sent to Redis at once; more is dropped (and counted).
 MAX_PENDING = 10_000
@@ -79,6 +89,52 @@ for index, key in ipairs(KEYS) do
 end
 return lost
 """
+
+
+# Keep node ARGV[1]'s users in the hash KEYS[1] for ARGV[2] ms, and count
+# it among the live nodes (the sorted set KEYS[2]) as long; ARGV[3] = "1":
+# the users given are all of them; ARGV[4]: the mark; then name key and
+# user pairs (an empty user: gone).  The time is Redis' own, so that the
+# nodes' clocks need not agree.
+_STORE_PRESENCE = """
+if redis.replicate_commands then redis.replicate_commands() end
+local time = redis.call('time')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+if ARGV[3] == '1' then
+  redis.call('del', KEYS[1])
+end
+for index = 5, #ARGV - 1, 2 do
+  if ARGV[index + 1] == '' then
+    redis.call('hdel', KEYS[1], ARGV[index])
+  else
+    redis.call('hset', KEYS[1], ARGV[index], ARGV[index + 1])
+  end
+end
+redis.call('hset', KEYS[1], '@mark', ARGV[4])
+redis.call('pexpire', KEYS[1], ARGV[2])
+redis.call('zremrangebyscore', KEYS[2], '-inf', now)
+redis.call('zadd', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('pexpire', KEYS[2], ARGV[2])
+return 1
+"""
+
+# The live nodes of the sorted set KEYS[1] but node ARGV[2], each followed
+# by its hash (whose names start with ARGV[1]).
+_READ_PRESENCE = """
+local time = redis.call('time')
+local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
+local found = {}
+for _, node in ipairs(redis.call('zrangebyscore', KEYS[1], '(' .. now, '+inf')) do
+  if node ~= ARGV[2] then
+    table.insert(found, node)
+    table.insert(found, redis.call('hgetall', ARGV[1] .. node))
+  end
+end
+return found
+"""
+
+#: The field of a presence hash that holds the mark (no name key is).
+MARK_FIELD = "@mark"
 
 
 class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]
@@ -314,6 +370,65 @@ class RedisLink:
             return found
 
         return reading.addCallback(entries)
+
+    def store_presence(
+        self, users: dict[str, str | None], mark: int, whole: bool
+    ) -> Deferred[bool]:
+        if self._commands is None or not self.up or self._pending >= self.max_pending:
+            self._drop()
+            return succeed(False)
+        args = [
+            self.node_id,
+            str(int(self.claim_ttl * 1000)),
+            "1" if whole else "0",
+            str(mark),
+        ]
+        for key, data in users.items():
+            args += [key, data or ""]
+        keys = [self._presence(self.node_id), f"{self.config.name}:nodes"]
+        running = self._send(self._commands.eval(_STORE_PRESENCE, keys, args))
+        return running.addCallback(lambda done: done == 1)
+
+    def read_presence(self) -> Deferred[dict[str, Presence]]:
+        if self._commands is None or not self.up:
+            return fail(ConnectionError("Redis is out of reach"))
+        reading = self._send(
+            self._commands.eval(
+                _READ_PRESENCE,
+                [f"{self.config.name}:nodes"],
+                [self._presence(""), self.node_id],
+            ),
+            fail=True,
+        )
+
+        def nodes(reply: Any) -> dict[str, Presence]:
+            # [node, [field, value, ...], ...]; txredisapi makes numbers of
+            # what looks like one: the mark, and perhaps a name key (read
+            # from the user's own name instead).
+            found: dict[str, Presence] = {}
+            reply = list(reply or ())
+            for node, fields in zip(reply[::2], reply[1::2], strict=False):
+                mark = 0
+                users = []
+                fields = list(fields or ())
+                for field, value in zip(fields[::2], fields[1::2], strict=False):
+                    if field == MARK_FIELD:
+                        mark = int(value)
+                    else:
+                        users.append(str(value))
+                found[str(node)] = (mark, users)
+            return found
+
+        return reading.addCallback(nodes)
+
+    def clear_presence(self) -> None:
+        if self._commands is None or not self.up or self._pending >= self.max_pending:
+            return
+        self._send(self._commands.delete(self._presence(self.node_id)))
+        self._send(self._commands.zrem(f"{self.config.name}:nodes", self.node_id))
+
+    def _presence(self, node_id: str) -> str:
+        return f"{self.config.name}:presence:{node_id}"
 
     def _stream(self, room_key: str) -> str:
         return f"{self.config.name}:history:{room_key}"
