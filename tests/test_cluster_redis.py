@@ -178,6 +178,36 @@ class ClusterTwistdTests(TestCase):
             tls_transport(client).abortConnection()
         await client.wait_closed()
 
+    async def operator(self, redis_port: int) -> RedisLink:
+        """A link of the test's own to Redis, as an operator's tool."""
+        config = parse_cluster_url(f"redis://127.0.0.1:{redis_port}/0", environ={})
+        link = RedisLink(reactor, config, node_id="operator")
+        handler = UpHandler()
+        link.start(handler)
+        self.addCleanup(link.stop)
+        await bounded(handler.up.wait(), "the link to come up")
+        return link
+
+    async def presence(self, link: RedisLink) -> dict[str, dict[str, list[str]]]:
+        """Each live node's users (name -> rooms), as Redis keeps them."""
+        found = await link.read_presence()
+        users: dict[str, dict[str, list[str]]] = {}
+        for node, (_, entries) in found.items():
+            decoded = [json.loads(entry) for entry in entries]
+            users[node] = {user["name"]: user["rooms"] for user in decoded}
+        return users
+
+    async def until(
+        self, link: RedisLink, wanted: list[dict[str, list[str]]]
+    ) -> dict[str, dict[str, list[str]]]:
+        """Wait until Redis keeps C{wanted} (the nodes' users, in any order)."""
+        for _ in range(50):
+            found = await self.presence(link)
+            if sorted(found.values(), key=str) == wanted:
+                return found
+            await deferLater(reactor, 0.1, lambda: None)
+        self.fail(f"Redis keeps {found!r}, not {wanted!r}")
+
     async def two_nodes(self) -> tuple[Twistd, int, Twistd, int]:
         _, redis_port = await start_redis(self)
         self.redis_port = redis_port
@@ -265,30 +295,10 @@ class ClusterTwistdTests(TestCase):
         alice.send(b"/join #x")
         await read_until(alice, "*** alice joined #x")
         await self.user(port_b, "bob")
-        config = parse_cluster_url(f"redis://127.0.0.1:{self.redis_port}/0", environ={})
-        link = RedisLink(reactor, config, node_id="operator")
-        handler = UpHandler()
-        link.start(handler)
-        self.addCleanup(link.stop)
-        await bounded(handler.up.wait(), "the link to come up")
-
-        async def presence() -> dict[str, dict[str, list[str]]]:
-            found = await link.read_presence()
-            users: dict[str, dict[str, list[str]]] = {}
-            for node, (_, entries) in found.items():
-                decoded = [json.loads(entry) for entry in entries]
-                users[node] = {user["name"]: user["rooms"] for user in decoded}
-            return users
-
-        async def until(wanted: list[dict[str, list[str]]]) -> dict[str, Any]:
-            for _ in range(50):
-                found = await presence()
-                if sorted(found.values(), key=str) == wanted:
-                    return found
-                await deferLater(reactor, 0.1, lambda: None)
-            self.fail(f"Redis keeps {found!r}, not {wanted!r}")
-
-        found = await until([{"alice": ["#lobby", "#x"]}, {"bob": ["#lobby"]}])
+        link = await self.operator(self.redis_port)
+        found = await self.until(
+            link, [{"alice": ["#lobby", "#x"]}, {"bob": ["#lobby"]}]
+        )
         [first_id] = [node for node, users in found.items() if "alice" in users]
         [second_id] = set(found) - {first_id}
         commands = link._commands
@@ -304,15 +314,43 @@ class ClusterTwistdTests(TestCase):
 
         second.signal("TERM")
         await second.wait_ended()
-        self.assertEqual(list(await presence()), [first_id])
+        self.assertEqual(list(await self.presence(link)), [first_id])
         first.signal("KILL")
         await first.wait_ended()
-        await until([])
+        await self.until(link, [])
         self.assertFalse(await commands.exists(kept))
         for twistd in (first, second):
             self.assertNotIn(
                 b"Redis command failed", twistd.out + twistd.err, twistd.output()
             )
+
+    async def test_users_seen_without_replies(self) -> None:
+        """
+        A node that starts while another cannot answer its hello (stopped
+        with SIGSTOP: it hears nothing) lists that node's users in C{/who}
+        at once, read from Redis.
+        """
+        _, redis_port = await start_redis(self)
+        # Long enough for the stopped node's users not to expire meanwhile.
+        options = ("--cluster-claim-ttl", "10", "--listen", "tcp:0:interface=127.0.0.1")
+        first = self.node(0, redis_port, *options)
+        port_a = await listening_port(first)
+        await first.wait_for_message(r"reached Redis at .*")
+        await self.user(port_a, "alice")
+        link = await self.operator(redis_port)
+        await self.until(link, [{"alice": ["#lobby"]}])
+        assert first.transport is not None
+        pid = first.transport.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            second = self.node(1, redis_port, *options)
+            port_b = await listening_port(second)
+            await second.wait_for_message(r"reached Redis at .*")
+            bob = await self.user(port_b, "bob")
+            bob.send(b"/who")
+            await read_until(bob, "*** 2 here: alice, bob")
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     async def test_history_replayed_on_another_node(self) -> None:
         """
