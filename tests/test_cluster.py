@@ -765,6 +765,36 @@ class PresenceTests(SynchronousTestCase):
         self.bus.deliver()
         self.assertEqual(chat.rooms_of(chat.find("alice")), ["#lobby"])  # type: ignore[arg-type]
 
+    def test_late_hello_topics(self) -> None:
+        """
+        A hello heard after newer users were read from the link changes
+        none of them, but its topics are taken (the link does not keep
+        them) and the reply it asks for is sent.
+        """
+        drop_hellos(self.cluster.links[0])
+        alice = self.cluster.user(0, "alice")
+        self.a.handle(alice, wire.Join("#x"))
+        self.cluster.clock.advance(0)
+        chat, _ = self.late_node()
+        node = self.cluster.nodes[-1]
+        node.start()
+        mark = self.bus.presence["node0"][0]
+        replies: list[ClusterMessage] = []
+        self.cluster.nodes[0].received = replies.append  # type: ignore[method-assign,assignment]
+        node.received(
+            {
+                "n": "node0",
+                "t": "hello",
+                "s": mark,
+                "reply": True,
+                "users": [],
+                "topics": {"#x": ["plans", "alice", 5.0]},
+            }
+        )
+        self.assertEqual(chat.names(), ["alice"])
+        self.assertEqual(chat.room("#x").topic, "plans")  # type: ignore[union-attr]
+        self.assertEqual([m["t"] for m in replies], ["hello"])
+
     def test_read_older_than_the_bus(self) -> None:
         """
         What the link read is older than what the bus told since (a user

@@ -39,7 +39,8 @@ the number of the last one it published before writing them (the mark).
 Users read with a mark below a message already heard from that node are
 older than what this node knows: they are not taken (read again at the next
 beat, unless a C{hello} told everything meanwhile); taken, they stand for
-every message up to the mark, which is not applied again if it comes late.
+every message up to the mark, which is not applied again if it comes late
+(but a late C{hello}'s topics, which the link does not keep, are taken).
 """
 
 from __future__ import annotations
@@ -313,11 +314,14 @@ class ClusterNode:
         seq = message.get("s") if kind in PRESENCE_KINDS else None
         if isinstance(seq, int):
             if seq <= self._floor.get(origin, 0):
-                # What the users taken from the link show already.
-                if kind == "hello" and message.get("reply"):
-                    self._publish_presence(self._hello(reply=False))
-                return
-            self._heard[origin] = max(seq, self._heard.get(origin, 0))
+                # What the users taken from the link show already; but a
+                # hello's topics (not kept there) and the reply it asks for
+                # still count.
+                if kind != "hello":
+                    return
+                handler = self._on_late_hello
+            else:
+                self._heard[origin] = max(seq, self._heard.get(origin, 0))
         try:
             handler(origin, message)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -869,6 +873,14 @@ class ClusterNode:
 
     def _on_hello(self, origin: str, message: ClusterMessage) -> None:
         self._mirror(origin, message["users"])
+        self._synced.add(origin)
+        self._on_late_hello(origin, message)
+
+    def _on_late_hello(self, origin: str, message: ClusterMessage) -> None:
+        """
+        A hello whose users this node knows (or newer ones, from the
+        link): take its topics, and reply if asked.
+        """
         for room_name, (topic, setter, *when) in message["topics"].items():
             room = self.chat.room(room_name)
             # The newer topic wins: a node that was cut off must not bring
@@ -880,7 +892,6 @@ class ClusterNode:
             room.topic, room.topic_setter, room.topic_time = topic, setter, time
             if told:
                 room.broadcast(wire.TopicInfo(room.name, topic, setter))
-        self._synced.add(origin)
         if message["reply"]:
             self._publish_presence(self._hello(reply=False))
 
