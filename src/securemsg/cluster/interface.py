@@ -113,7 +113,7 @@ class IClusterLink(Interface):
     def store_ban(value: str, data: str) -> bool:
         """
         Keep C{data} (a ban, or the lifting of one: see
-        L{securemsg.cluster.node}) under the banned certificate fingerprint
+        L{securemsg.cluster.settings}) under the banned certificate fingerprint
         or address C{value}, in place of what was kept there, for every
         node to read, now and after restarts.
 
@@ -151,7 +151,7 @@ class IClusterLink(Interface):
         to change, it only renews them.
 
         @param mark: the number of the last message this node published
-            (see L{securemsg.cluster.node}), kept with the users.
+            (see L{securemsg.cluster.presence}), kept with the users.
         @param whole: C{users} are all of them (those kept before go).
         @return: whether it was written; C{False} if it was dropped (the
             others are out of reach, or too much waits to be sent) or

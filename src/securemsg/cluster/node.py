@@ -15,59 +15,32 @@ renews) are free.
 Messages are JSON objects: C{n} the sending node, C{t} the kind (the
 C{_on_*} methods below), and the kind's fields.
 
-Bans and the message of the day are also kept by the link (in Redis), so
-that a node that was stopped or cut off when they changed learns them: it
-reads them whenever its link comes up (L{ClusterNode.link_up}) and merges
-them into its own state file.  A ban is kept under the banned fingerprint
-or address as C{{"kind", "name", "by", "time"}}; an C{/unban} replaces it
-with C{{"lifted": true, "time"}}, so that a node whose state file still has
-the ban drops it instead of bringing it back.  Of a ban and its lifting,
-the later one wins; a ban this node has and the cluster has never heard of
-(made before the node joined, or while it was cut off) is given to the
-cluster.  What an operator changes while the link is down is written when
-it comes up, before reading.
-
-Presence is kept by the link too (in Redis, with the claims' expiry), so
-that a node whose link comes up sees the others' users at once, even if a
-reply to its C{hello} is lost: each node writes what changed about its
-users once per reactor turn (L{ClusterNode.store_presence}) and renews it
-with its claims; a node whose link comes up reads the other live nodes'
-users and mirrors them.  The bus and Redis are two roads that may be
-crossed in any order, so each node numbers the messages that change who is
-where (C{s}: hello, join, part, leave, nick, bye) and keeps with its users
-the number of the last one it published before writing them (the mark).
-Users read with a mark below a message already heard from that node are
-older than what this node knows: they are not taken (read again at the next
-beat, unless a C{hello} told everything meanwhile); taken, they stand for
-every message up to the mark, which is not applied again if it comes late
-(but a late C{hello}'s topics, which the link does not keep, are taken).
+Bans and the message of the day are also kept by the link, and merged
+when it comes up (L{securemsg.cluster.settings}); so is presence, who is on
+which node, with the numbering that orders the bus against it
+(L{securemsg.cluster.presence}).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from securemsg.cluster.interface import (
-    ClusterMessage,
-    IClusterHandler,
-    IClusterLink,
-    Presence,
-)
+from securemsg.cluster.interface import ClusterMessage, IClusterHandler, IClusterLink
+from securemsg.cluster.presence import PresenceKeeper, user_entry
+from securemsg.cluster.settings import SharedSettings
 from securemsg.core.participant import IChatParticipant
-from securemsg.core.records import BanRecord, ServerRecords
 from securemsg.protocol import wire
 
 if TYPE_CHECKING:
     from securemsg.core.hub import ChatHub, Room
+    from securemsg.core.records import BanRecord
 
 #: What local users are told when the other servers go out of reach, and
 #: when they are back.
@@ -76,9 +49,6 @@ OUT_OF_REACH = (
     " on this one until they are back"
 )
 BACK_IN_REACH = "the other servers of this chat are within reach again"
-
-#: The messages that change who is where, numbered by their node (C{s}).
-PRESENCE_KINDS = frozenset({"hello", "join", "part", "leave", "nick", "bye"})
 
 
 @implementer(IChatParticipant)
@@ -115,6 +85,8 @@ class ClusterNode:
     Joins one L{ChatHub} to the other nodes through C{link}.
 
     @ivar remote: for each other node, its users by name key.
+    @ivar settings: the bans and the motd shared with the cluster.
+    @ivar presence: the local users kept in the link, the others' read.
     """
 
     log = Logger()
@@ -127,27 +99,10 @@ class ClusterNode:
         self.last_seen: dict[str, float] = {}
         self._up: bool | None = None
         self._beat: LoopingCall | None = None
-        # Bans (by value) and the motd changed here while the link could
-        # not keep them: written when it comes up.
-        self._unsaved_bans: dict[str, dict[str, Any]] = {}
-        self._unsaved_motd: str | None = None
-        # Presence (see the module's docstring): the number of the last
-        # presence message published; the name keys of local users changed
-        # since the last write, or all of them (after a write was lost).
-        self._seq = 0
-        self._dirty: set[str] = set()
-        self._whole = True
-        self._write: IDelayedCall | None = None
-        self._running = False
-        # For each other node, the number of its last presence message
-        # applied here, and the mark of its users taken from the link.
-        self._heard: dict[str, int] = {}
-        self._floor: dict[str, int] = {}
-        # The nodes whose users this node knows all of (from a hello or the
-        # link) since its link came up, and whether the link must be read
-        # again at the next beat.
-        self._synced: set[str] = set()
-        self._read_again = False
+        self.settings = SharedSettings(chat, link, clock)
+        self.presence = PresenceKeeper(
+            chat, link, clock, is_remote=self.is_remote, mirror=self._take_users
+        )
         chat.cluster = self
 
     # What the metrics read (securemsg.server.metrics.ClusterState)
@@ -182,7 +137,7 @@ class ClusterNode:
         self._beat = LoopingCall(self.beat)
         self._beat.clock = self.clock
         self._beat.start(self.link.claim_ttl / 3, now=False)
-        self._running = True
+        self.presence.start()
         self.link.start(self)
 
     def stop(self) -> None:
@@ -192,12 +147,7 @@ class ClusterNode:
         """
         if self._beat is not None and self._beat.running:
             self._beat.stop()
-        self._running = False
-        if self._write is not None and self._write.active():
-            self._write.cancel()
-        self._write = None
-        self._publish_presence({"t": "bye"})
-        self.link.clear_presence()
+        self.presence.stop()
 
     def beat(self) -> None:
         """
@@ -207,9 +157,7 @@ class ClusterNode:
         if self.link.up:
             self.link.publish({"t": "beat"})
             self._renew()
-            self.store_presence()
-            if self._read_again:
-                self._read_presence()
+            self.presence.beat()
         now = self.clock.seconds()
         for origin, seen in list(self.last_seen.items()):
             if now - seen > self.link.claim_ttl:
@@ -276,12 +224,10 @@ class ClusterNode:
         else:
             self.log.info("cluster node {node} joined", node=self.link.node_id)
         self._up = True
-        self._publish_presence(self._hello(reply=True))
-        self._whole = True
-        self.store_presence()
-        self._read_presence()
+        self.presence.publish(self._hello(reply=True))
+        self.presence.link_up()
         self._renew()
-        self._share_settings()
+        self.settings.share()
 
     def link_down(self, reason: str) -> None:
         if self._up is False:
@@ -294,10 +240,7 @@ class ClusterNode:
         # announced again (quietly) when the link is back.
         for origin in list(self.remote):
             self._drop(origin, "", announce=False)
-        self._heard.clear()
-        self._floor.clear()
-        self._synced.clear()
-        self._read_again = False
+        self.presence.link_down()
 
     def received(self, message: ClusterMessage) -> None:
         origin = message.get("n")
@@ -311,17 +254,13 @@ class ClusterNode:
             return
         self.last_seen[origin] = self.clock.seconds()
         self.chat.flush()
-        seq = message.get("s") if kind in PRESENCE_KINDS else None
-        if isinstance(seq, int):
-            if seq <= self._floor.get(origin, 0):
-                # What the users taken from the link show already; but a
-                # hello's topics (not kept there) and the reply it asks for
-                # still count.
-                if kind != "hello":
-                    return
-                handler = self._on_late_hello
-            else:
-                self._heard[origin] = max(seq, self._heard.get(origin, 0))
+        if self.presence.shown_already(origin, message):
+            # What the users taken from the link show already; but a
+            # hello's topics (not kept there) and the reply it asks for
+            # still count.
+            if kind != "hello":
+                return
+            handler = self._on_late_hello
         try:
             handler(origin, message)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -335,7 +274,7 @@ class ClusterNode:
 
     def joined(self, participant: IChatParticipant, identity: bool) -> None:
         """A local user arrived (a certificate holder if C{identity})."""
-        self._changed(participant.name)
+        self.presence.changed(participant.name)
         if identity:
             self.link.publish({"t": "takeover", "name": participant.name})
             self.link.claim(wire.name_key(participant.name), True).addErrback(
@@ -349,8 +288,8 @@ class ClusterNode:
     ) -> None:
         """A local user joined C{room}."""
         if not isinstance(participant, RemoteParticipant):
-            self._changed(participant.name)
-            self._publish_presence(
+            self.presence.changed(participant.name)
+            self.presence.publish(
                 {
                     "t": "join",
                     "name": participant.name,
@@ -365,8 +304,8 @@ class ClusterNode:
     ) -> None:
         """A local user left C{room}."""
         if not isinstance(participant, RemoteParticipant):
-            self._changed(participant.name)
-            self._publish_presence(
+            self.presence.changed(participant.name)
+            self.presence.publish(
                 {
                     "t": "part",
                     "name": participant.name,
@@ -385,8 +324,8 @@ class ClusterNode:
             if users.get(key) is participant:
                 del users[key]
             return
-        self._changed(participant.name)
-        self._publish_presence(
+        self.presence.changed(participant.name)
+        self.presence.publish(
             {
                 "t": "leave",
                 "name": participant.name,
@@ -414,9 +353,9 @@ class ClusterNode:
         """A local user is now known by a new name."""
         if isinstance(participant, RemoteParticipant):
             return
-        self._changed(old_name)
-        self._changed(participant.name)
-        self._publish_presence(
+        self.presence.changed(old_name)
+        self.presence.changed(participant.name)
+        self.presence.publish(
             {
                 "t": "nick",
                 "old": old_name,
@@ -502,23 +441,15 @@ class ClusterNode:
         A ban was made here: every node keeps it, and so does the link, for
         the nodes that hear of it later.
         """
-        self._store_ban(value, {"kind": kind, **entry.as_json()})
-        self.link.publish(
-            {"t": "banned", "kind": kind, "value": value, **entry.as_json()}
-        )
+        self.settings.banned(kind, value, entry)
 
     def unbanned(self, target: str, lifted: list[str]) -> None:
         """Bans were lifted here: on every node, and in the link."""
-        now = self.clock.seconds()
-        for value in lifted:
-            self._store_ban(value, {"lifted": True, "time": now})
-        self.link.publish({"t": "unban", "target": target})
+        self.settings.unbanned(target, lifted)
 
     def motd_set(self, text: str) -> None:
         """An operator here set the message of the day: for every node."""
-        if not self.link.store_motd(text):
-            self._unsaved_motd = text
-        self.link.publish({"t": "motd", "text": text})
+        self.settings.motd_set(text)
 
     def is_remote(self, participant: IChatParticipant) -> bool:
         """Whether C{participant} is another node's user."""
@@ -554,154 +485,13 @@ class ClusterNode:
             }
         )
 
-    # Bans and the motd kept by the link
-
-    def _store_ban(self, value: str, record: dict[str, Any]) -> None:
-        data = json.dumps(record, sort_keys=True, separators=(",", ":"))
-        if not self.link.store_ban(value, data):
-            self._unsaved_bans[value] = record
-
-    def _share_settings(self) -> None:
-        """
-        Write what changed here while the link was down, then read the
-        cluster's bans and motd and merge them with this node's.
-        """
-        # Told on the bus again too: the nodes that are up now did not
-        # hear of them either.
-        unsaved, self._unsaved_bans = self._unsaved_bans, {}
-        for value, record in unsaved.items():
-            if record.get("lifted"):
-                self._store_ban(value, record)
-                self.link.publish({"t": "unban", "target": value})
-            else:
-                entry = BanRecord(record["name"], record["by"], record["time"])
-                self.banned(record["kind"], value, entry)
-        motd, self._unsaved_motd = self._unsaved_motd, None
-        if motd is not None:
-            self.motd_set(motd)
-
-        def read_motd(bans: dict[str, str]) -> Deferred[None]:
-            return self.link.read_motd().addCallback(
-                lambda motd: self._merge_settings(bans, motd)
-            )
-
-        def failed(reason: Failure) -> None:
-            self.log.warn(
-                "the cluster's bans and motd could not be read (next time the"
-                " link comes up): {error}",
-                error=reason.getErrorMessage(),
-            )
-
-        self.link.read_bans().addCallback(read_motd).addErrback(failed)
-
-    def _merge_settings(self, bans: dict[str, str], motd: str | None) -> None:
-        """
-        Take the cluster's bans and motd into this node's state (see the
-        module's docstring for the rule), disconnecting the local users a
-        ban learned now keeps out; give it the bans it never heard of.
-        """
-        state = self.chat.state
-        shared: dict[str, dict[str, Any]] = {}
-        for value, data in bans.items():
-            try:
-                record = json.loads(data)
-                record["time"] = float(record["time"])
-                if not record.get("lifted"):
-                    record["name"] = str(record["name"])
-                    record["by"] = str(record["by"])
-            except (ValueError, TypeError, KeyError) as error:
-                self.log.warn(
-                    "the cluster's ban of {value} was not understood: {error!r}",
-                    value=value,
-                    error=error,
-                )
-                continue
-            shared[value] = record
-        learned = ServerRecords()
-        changed = False
-        lifted = given = 0
-        for value, record in shared.items():
-            local = state.fingerprints.get(value) or state.addresses.get(value)
-            if record.get("lifted"):
-                # Lifted after (or as) it was made: gone here too.
-                if local is not None and local.time <= record["time"]:
-                    state.fingerprints.pop(value, None)
-                    state.addresses.pop(value, None)
-                    changed = True
-                    lifted += 1
-                continue
-            if local is not None and local.time >= record["time"]:
-                continue
-            entry = BanRecord(record["name"], record["by"], record["time"])
-            fingerprint = record.get("kind") == "fingerprint"
-            for kept in (
-                (state.fingerprints, learned.fingerprints)
-                if fingerprint
-                else (state.addresses, learned.addresses)
-            ):
-                kept[value] = entry
-            changed = True
-        for kind, kept in (
-            ("fingerprint", state.fingerprints),
-            ("address", state.addresses),
-        ):
-            for value, entry in list(kept.items()):
-                if value in shared and shared[value]["time"] >= entry.time:
-                    continue
-                # Never heard of by the cluster (or newer than what it
-                # has): every node gets it.
-                self.banned(kind, value, entry)
-                given += 1
-        motd_news = ""
-        if motd is None:
-            if state.motd:
-                if self.link.store_motd(state.motd):
-                    # Not an operator's news: users who have it already
-                    # (every node's, after Redis lost its data) are not
-                    # told it again.
-                    self.link.publish({"t": "motd", "text": state.motd, "again": True})
-                motd_news = "; the motd given to the cluster"
-        elif motd != state.motd:
-            self._take_motd(motd)
-            changed = True
-            motd_news = "; the motd taken from the cluster"
-        if changed:
-            state.keep()
-        count = len(learned.fingerprints) + len(learned.addresses)
-        if count or lifted or given or motd_news:
-            self.log.info(
-                "bans merged with the cluster's: {count} learned, {lifted}"
-                " lifted, {given} given to the cluster{motd}",
-                count=count,
-                lifted=lifted,
-                given=given,
-                motd=motd_news,
-            )
-        if learned.fingerprints or learned.addresses:
-            self.chat.turn_away(learned)
-
-    def _take_motd(self, text: str) -> None:
-        """Another node's message of the day: take it, and tell local users."""
-        self.chat.state.motd = text
-        event = wire.Notice(f"motd: {text or '(none)'}")
-        for participant in self.chat.local_participants():
-            participant.deliver(event)
-
     # What this node is
-
-    def _entry(self, participant: IChatParticipant) -> dict[str, Any]:
-        """A local user, as the others learn of them."""
-        return {
-            "name": participant.name,
-            "v": self.chat.is_verified(participant),
-            "rooms": self.chat.rooms_of(participant),
-        }
 
     def _hello(self, reply: bool) -> ClusterMessage:
         users = []
         topics: dict[str, list[Any]] = {}
         for participant in self.chat.local_participants():
-            entry = self._entry(participant)
+            entry = user_entry(self.chat, participant)
             users.append(entry)
             for name in entry["rooms"]:
                 room = self.chat.room(name)
@@ -713,103 +503,6 @@ class ClusterNode:
                         room.topic_time,
                     ]
         return {"t": "hello", "reply": reply, "users": users, "topics": topics}
-
-    def _publish_presence(self, message: ClusterMessage) -> None:
-        """Publish a message that changes who is where, numbered."""
-        self._seq += 1
-        self.link.publish(dict(message, s=self._seq))
-
-    # Presence kept by the link
-
-    def _changed(self, name: str) -> None:
-        """What the link keeps of the local user called C{name} changed."""
-        self._dirty.add(wire.name_key(name))
-        if self._write is None and self._running and self.link.up:
-            # Once per reactor turn, however many changes it makes.
-            self._write = self.clock.callLater(0, self.store_presence)
-
-    def store_presence(self) -> None:
-        """
-        Write what changed about the local users to the link (all of them
-        after a write was lost), and renew it.
-        """
-        if self._write is not None and self._write.active():
-            self._write.cancel()
-        self._write = None
-        if not self.link.up:
-            # Written whole when the link comes up.
-            self._dirty.clear()
-            return
-        whole, self._whole = self._whole, False
-        dirty, self._dirty = self._dirty, set()
-        users: dict[str, str | None] = {}
-        if whole:
-            participants = self.chat.local_participants()
-        else:
-            participants = []
-            for key in dirty:
-                found = self.chat.find(key)
-                if found is None or isinstance(found, RemoteParticipant):
-                    users[key] = None
-                else:
-                    participants.append(found)
-        for participant in participants:
-            users[wire.name_key(participant.name)] = json.dumps(
-                self._entry(participant), separators=(",", ":")
-            )
-
-        def stored(done: bool) -> None:
-            if not done:
-                # What Redis has is not known: all of it, next time.
-                self._whole = True
-
-        self.link.store_presence(users, self._seq, whole).addCallback(stored)
-
-    def _read_presence(self) -> None:
-        """Read the other live nodes' users from the link, and take them."""
-        self._read_again = False
-
-        def failed(reason: Failure) -> None:
-            self._read_again = True
-            self.log.warn(
-                "the other nodes' users could not be read (again at the next"
-                " beat): {error}",
-                error=reason.getErrorMessage(),
-            )
-
-        self.link.read_presence().addCallbacks(self._take_presence, failed)
-
-    def _take_presence(self, found: dict[str, Presence]) -> None:
-        """
-        Mirror the users of the other live nodes, unless what was heard on
-        the bus is newer (see the module's docstring).
-        """
-        if not self.link.up:
-            return
-        for origin, (mark, entries) in found.items():
-            if origin == self.link.node_id or mark <= self._floor.get(origin, 0):
-                continue
-            if mark < self._heard.get(origin, 0):
-                # Older than what this node heard; if no hello told all
-                # since, read again at the next beat.
-                if origin not in self._synced:
-                    self._read_again = True
-                continue
-            try:
-                users = [json.loads(entry) for entry in entries]
-                self._mirror(origin, users)
-            except (KeyError, TypeError, ValueError, AttributeError) as error:
-                self.log.warn(
-                    "the users of node {node} kept in the cluster were not"
-                    " understood: {error!r}",
-                    node=origin,
-                    error=error,
-                )
-                continue
-            self._floor[origin] = mark
-            self._heard[origin] = max(mark, self._heard.get(origin, 0))
-            self._synced.add(origin)
-            self.last_seen[origin] = self.clock.seconds()
 
     # What the others tell this node
 
@@ -871,9 +564,17 @@ class ClusterNode:
             if key not in listed:
                 self.chat.leave(participant, announce=False)
 
+    def _take_users(self, origin: str, users: list[dict[str, Any]]) -> None:
+        """
+        Node C{origin}'s users, all of them, as the link keeps them (newer
+        than what was heard on the bus): take them; the node is alive.
+        """
+        self._mirror(origin, users)
+        self.last_seen[origin] = self.clock.seconds()
+
     def _on_hello(self, origin: str, message: ClusterMessage) -> None:
         self._mirror(origin, message["users"])
-        self._synced.add(origin)
+        self.presence.synced(origin)
         self._on_late_hello(origin, message)
 
     def _on_late_hello(self, origin: str, message: ClusterMessage) -> None:
@@ -893,7 +594,7 @@ class ClusterNode:
             if told:
                 room.broadcast(wire.TopicInfo(room.name, topic, setter))
         if message["reply"]:
-            self._publish_presence(self._hello(reply=False))
+            self.presence.publish(self._hello(reply=False))
 
     def _on_beat(self, origin: str, message: ClusterMessage) -> None:
         pass
@@ -1011,27 +712,13 @@ class ClusterNode:
             self.chat.ban_for(operator, target)
 
     def _on_banned(self, origin: str, message: ClusterMessage) -> None:
-        entry = BanRecord(
-            str(message["name"]), str(message["by"]), float(message["time"])
-        )
-        kept = (
-            self.chat.state.fingerprints
-            if message["kind"] == "fingerprint"
-            else self.chat.state.addresses
-        )
-        kept[str(message["value"])] = entry
-        self.chat.state.keep()
+        self.settings.heard_ban(message)
 
     def _on_unban(self, origin: str, message: ClusterMessage) -> None:
-        if self.chat.state.unban(str(message["target"])):
-            self.chat.state.keep()
+        self.settings.heard_unban(message)
 
     def _on_motd(self, origin: str, message: ClusterMessage) -> None:
-        text = str(message["text"])
-        if message.get("again") and text == self.chat.state.motd:
-            return
-        self._take_motd(text)
-        self.chat.state.keep()
+        self.settings.heard_motd(message)
 
     def _on_takeover(self, origin: str, message: ClusterMessage) -> None:
         # A certificate holder's name: no guest may take it here either.

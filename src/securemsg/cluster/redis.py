@@ -15,8 +15,8 @@ What is in Redis (all names start with the cluster's name, C{--cluster-name}):
     lifting) as JSON;
   - C{NAME:motd}: the message of the day, as a JSON string;
   - C{NAME:presence:NODE}: a hash, a node's users (name key -> the user as
-    JSON), and C{@mark} (see L{securemsg.cluster.node}); it expires unless
-    the node renews it;
+    JSON), and C{@mark} (see L{securemsg.cluster.presence}); it expires
+    unless the node renews it;
   - C{NAME:nodes}: a sorted set, the live nodes, each scored with the time
     (Redis' clock, in ms) its presence expires.
 """
