@@ -254,6 +254,15 @@ class LineClient(LineReceiver):
         """Fires once this end saw C{connectionLost}; C{ended.value} says why."""
         return bounded(self.ended.wait(), "the client's connectionLost")
 
+    def abort(self) -> Deferred[None]:
+        """
+        Close the connection at once if it is open (no TLS close_notify
+        exchange to wait for); fires once this end saw C{connectionLost}.
+        """
+        if not self.ended.fired:
+            tls_transport(self).abortConnection()
+        return self.wait_closed()
+
 
 async def connect_line_client(
     port: int, trust_pem: bytes, certificate: Any = None

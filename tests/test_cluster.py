@@ -73,6 +73,14 @@ class Cluster:
         self.quiet()
         return participant
 
+    def alice_and_bob_in(self, room: str) -> tuple[Recorder, Recorder]:
+        """C{alice} of node 0 and C{bob} of node 1, who both joined C{room}."""
+        alice = self.user(0, "alice")
+        bob = self.user(1, "bob")
+        self.chats[0].handle(alice, wire.Join(room))
+        self.chats[1].handle(bob, wire.Join(room))
+        return alice, bob
+
     def quiet(self) -> None:
         """Forget what every user was told so far."""
         for user in self.users:
@@ -112,10 +120,7 @@ class ClusterTests(SynchronousTestCase):
         A line, an action and a topic said on one node reach the members
         of the room on the other, in order; arrivals are announced there.
         """
-        alice = self.cluster.user(0, "alice")
-        bob = self.cluster.user(1, "bob")
-        self.a.handle(alice, wire.Join("#x"))
-        self.b.handle(bob, wire.Join("#x"))
+        alice, bob = self.cluster.alice_and_bob_in("#x")
         self.assertEqual(alice.take(), ["*** alice joined #x", "*** bob joined #x"])
         bob.take()
         self.a.handle(alice, wire.Say("hi"))
@@ -465,10 +470,7 @@ class HistoryTests(SynchronousTestCase):
         """
         cluster = Cluster(2)
         a, b = cluster.chats
-        alice = cluster.user(0, "alice")
-        bob = cluster.user(1, "bob")
-        a.handle(alice, wire.Join("#x"))
-        b.handle(bob, wire.Join("#x"))
+        alice, _ = cluster.alice_and_bob_in("#x")
         a.handle(alice, wire.Say("said on node 0"))
         carol = cluster.user(1, "carol")
         b.handle(carol, wire.Join("#x"))
@@ -1059,11 +1061,8 @@ class TopicRejoinTests(SynchronousTestCase):
         topic that node brings back; its users are told the new one.
         """
         cluster = Cluster(2)
-        a, b = cluster.chats
-        alice = cluster.user(0, "alice")
-        bob = cluster.user(1, "bob")
-        a.handle(alice, wire.Join("#x"))
-        b.handle(bob, wire.Join("#x"))
+        a = cluster.chats[0]
+        alice, bob = cluster.alice_and_bob_in("#x")
         a.handle(alice, wire.Topic("old"))
         cluster.links[1].cut()
         cluster.advance(1)

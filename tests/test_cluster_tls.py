@@ -15,8 +15,8 @@ from twisted.internet.error import ConnectionDone, ProcessTerminated
 from twisted.internet.task import deferLater
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
-from twisted.trial.unittest import SynchronousTestCase, TestCase
-from zope.interface import implementer, provider
+from twisted.trial.unittest import SynchronousTestCase
+from zope.interface import provider
 
 from securemsg.cluster.config import (
     ClusterError,
@@ -24,24 +24,22 @@ from securemsg.cluster.config import (
     parse_cluster_url,
     probe,
 )
-from securemsg.cluster.interface import ClusterMessage, IClusterHandler
-from securemsg.cluster.redis import RedisLink, _tls_problem
+from securemsg.cluster.redis import _tls_problem
 
 from . import _certs
-from ._haproxy import HAPROXY, NO_HAPROXY, start_haproxy
-from ._loopback import (
-    LineClient,
-    Waiters,
-    bounded,
-    connect_line_client,
-    reactor,
-    tls_transport,
+from ._cluster import (
+    ClusterNodesCase,
+    reached,
+    read_until,
+    start_link,
+    start_redis,
 )
-from ._twistd import Twistd, listening_port, start_twistd
-from .test_cluster_redis import CLAIM_TTL, read_until, start_redis
+from ._haproxy import HAPROXY, NO_HAPROXY, start_haproxy
+from ._loopback import bounded, reactor
+from ._twistd import Twistd
 
 
-class RedisTLSCase(TestCase):
+class RedisTLSCase(ClusterNodesCase):
     """
     A redis-server on loopback, and haproxy in front of it ending TLS with
     a certificate for C{localhost} and C{127.0.0.1} signed by C{self.redis_ca}.
@@ -51,11 +49,9 @@ class RedisTLSCase(TestCase):
         skip = NO_HAPROXY
 
     def setUp(self) -> None:
-        self.base = Path(self.mktemp()).resolve()
-        self.base.mkdir()
-        # The chat's own certificate, which the users check.
-        self.ca, server = _certs.default_ca_and_server()
-        self.cert, self.key = server.write(self.base)
+        # The chat's own certificate (self.ca, self.cert, self.key), which
+        # the users check.
+        super().setUp()
         # Redis' CA, apart from the chat's.
         self.redis_ca = _certs.make_ca("redis test CA")
         self.redis_ca_path = self.write("redis-ca.pem", self.redis_ca.cert_pem())
@@ -79,43 +75,6 @@ class RedisTLSCase(TestCase):
         return await start_haproxy(
             self, self.base, redis_port, bind=f"ssl crt {combined}"
         )
-
-    def node(
-        self,
-        index: int,
-        url: str,
-        *arguments: str,
-        environment: dict[str, str] | None = None,
-    ) -> Twistd:
-        """Start node C{index} with C{--cluster URL ARGUMENTS}."""
-        directory = self.base / f"node{index}"
-        directory.mkdir(exist_ok=True)
-        return start_twistd(
-            self,
-            directory,
-            "--cert", self.cert,
-            "--key", self.key,
-            "--history-db", ":memory:",
-            "--cluster", url,
-            "--cluster-claim-ttl", CLAIM_TTL,
-            "--listen", "tcp:0:interface=127.0.0.1",
-            *arguments,
-            environment=environment,
-        )  # fmt: skip
-
-    async def user(self, port: int, name: str) -> LineClient:
-        """A client of the node at C{port}, called C{name}."""
-        client = await connect_line_client(port, self.ca.cert_pem())
-        self.addCleanup(self.close_client, client)
-        await client.next_lines(1)
-        client.send(b"/nick " + name.encode())
-        await read_until(client, f"*** you are now {name}")
-        return client
-
-    async def close_client(self, client: LineClient) -> None:
-        if not client.ended.fired:
-            tls_transport(client).abortConnection()
-        await client.wait_closed()
 
     async def refused(self, twistd: Twistd) -> str:
         """
@@ -161,10 +120,7 @@ class ClusterTLSTests(RedisTLSCase):
             "--cluster-ca", self.redis_ca_path,
             "--cluster-password-file", password_file,
         )  # fmt: skip
-        ports = []
-        for twistd in (first, second):
-            ports.append(await listening_port(twistd))
-            await twistd.wait_for_message(r"reached Redis at rediss://.*")
+        ports = [await reached(twistd, "rediss://.*") for twistd in (first, second)]
         alice = await self.user(ports[0], "alice")
         bob = await self.user(ports[1], "bob")
         await read_until(alice, " is now known as bob", suffix=True)
@@ -258,23 +214,6 @@ class ClusterTLSTests(RedisTLSCase):
         )
 
 
-@implementer(IClusterHandler)
-class LinkWatcher:
-    """A node's side of a link: notes when the link is up."""
-
-    def __init__(self) -> None:
-        self.up = Waiters()
-
-    def received(self, message: ClusterMessage) -> None:
-        pass
-
-    def link_up(self) -> None:
-        self.up.fire()
-
-    def link_down(self, reason: str) -> None:
-        pass
-
-
 class RedisLinkTLSTests(RedisTLSCase):
     """
     The node's own connections to Redis (L{RedisLink}, Twisted's TLS)
@@ -292,15 +231,9 @@ class RedisLinkTLSTests(RedisTLSCase):
         globalLogPublisher.addObserver(observe)
         self.addCleanup(globalLogPublisher.removeObserver, observe)
 
-    def start_link(self, config: RedisConfig) -> LinkWatcher:
-        """Start a link with C{config}, stopped in cleanup."""
-        link = RedisLink(reactor, config)
-        watcher = LinkWatcher()
-        link.start(watcher)
-        self.addCleanup(link.stop)
-        return watcher
-
-    async def wait_up(self, watcher: LinkWatcher) -> None:
+    async def link_comes_up(self, config: RedisConfig) -> None:
+        """Start a link with C{config}, stopped in cleanup; wait until it is up."""
+        _, watcher = start_link(self, config)
         try:
             await bounded(watcher.up.wait(), "the link to Redis to be up", 10)
         except AssertionError as error:
@@ -320,7 +253,7 @@ class RedisLinkTLSTests(RedisTLSCase):
             f"rediss://127.0.0.1:{port}/0", ca_path=bundle, environ={}
         )
         probe(config)
-        await self.wait_up(self.start_link(config))
+        await self.link_comes_up(config)
 
     async def test_ca_read_with_the_options(self) -> None:
         """
@@ -333,7 +266,7 @@ class RedisLinkTLSTests(RedisTLSCase):
             f"rediss://localhost:{port}/0", ca_path=self.redis_ca_path, environ={}
         )
         Path(self.redis_ca_path).unlink()
-        await self.wait_up(self.start_link(config))
+        await self.link_comes_up(config)
 
     async def wait_logged(self, line: str) -> None:
         """Wait until C{line} is logged, once (the link goes on trying)."""
@@ -359,7 +292,7 @@ class RedisLinkTLSTests(RedisTLSCase):
         config = parse_cluster_url(
             f"rediss://127.0.0.1:{port}/0", ca_path=self.redis_ca_path, environ={}
         )
-        watcher = self.start_link(config)
+        _, watcher = start_link(self, config)
         await self.wait_logged(
             f"Redis' certificate at rediss://127.0.0.1:{port}/0 does not check out:"
             " it is not valid for 127.0.0.1 (it must name 127.0.0.1, the host of"
@@ -377,7 +310,7 @@ class RedisLinkTLSTests(RedisTLSCase):
         config = parse_cluster_url(
             f"rediss://localhost:{port}/0", ca_path=other, environ={}
         )
-        watcher = self.start_link(config)
+        _, watcher = start_link(self, config)
         await self.wait_logged(
             f"Redis' certificate at rediss://localhost:{port}/0 does not check out:"
             f" certificate verify failed (is it signed by the CA in --cluster-ca"
