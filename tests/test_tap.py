@@ -149,6 +149,19 @@ class OptionsTests(SynchronousTestCase):
         self.assertNotIn("[default: ]", usage_text)
         self.assertEqual(parse("--interface", "::")["interface"], "::")
 
+    def test_claim_ttl_help_names_presence(self) -> None:
+        """
+        C{--cluster-claim-ttl}'s help says that the node's presence in
+        Redis lasts as long as its claims (docs/cluster.md, "Presence").
+        """
+        [text] = [
+            option[3]
+            for option in tap.Options.optParameters
+            if option[0] == "cluster-claim-ttl"
+        ]
+        self.assertIn("presence in Redis (NAME:presence:NODE, NAME:nodes)", text)
+        self.assertIn("unless renewed, which each node does with its claims", text)
+
     def test_all_options(self) -> None:
         """
         Every option given on the command line ends up in the parsed values,

@@ -194,9 +194,10 @@ class Options(usage.Options):
             "cluster-claim-ttl",
             None,
             15.0,
-            "Seconds a node's claims on its users' names last unless renewed:"
-            " a node gone without a word frees its names and is seen leaving"
-            " within this time.",
+            "Seconds a node's claims on its users' names, and its presence in"
+            " Redis (NAME:presence:NODE, NAME:nodes), last unless renewed, which"
+            " each node does with its claims: a node gone without a word frees"
+            " its names and is seen leaving within this time.",
             _positive_seconds,
         ],
         [
