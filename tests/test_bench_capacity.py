@@ -74,6 +74,13 @@ class CapacityTests(SynchronousTestCase):
         self.assertFalse(
             capacity.keep_stepping([step(100, 1.0), step(200, 6.0), step(500, 7.0)])
         )
+        # With the looser bound the rate goes on rising past 5 ms.
+        self.assertTrue(
+            capacity.keep_stepping(
+                [step(200, 6.0), step(500, 7.0)],
+                p99_limit_ms=capacity.P99_GIVE_UP_MS,
+            )
+        )
 
     def test_ratio(self) -> None:
         """A ratio of two figures, or None when one is missing or zero."""
