@@ -668,7 +668,13 @@ def _full(r: dict[str, Any] | None) -> bool:
 def _bound(goal: str, *measured: dict[str, Any] | None) -> str:
     """C{goal}, said to be bounded by the machine if it was full."""
     if goal in ("met", "not met") and any(_full(r) for r in measured):
-        return goal + " (the machine was full: bounded by its cores)"
+        others = " and ".join(
+            f"{r['other_load_cores']:.2f}" for r in measured if r is not None
+        )
+        return (
+            f"{goal}, but the machine was full (other programs: {others}"
+            " cores): a ratio of what the cores left, not of the servers"
+        )
     return goal
 
 
