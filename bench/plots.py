@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -199,8 +200,8 @@ def _cluster(results: dict[str, Any], out: Path) -> list[Path]:
     labels = list(configs.values())
     per_s = [hs.get(c, {}).get("per_s") or 0 for c in configs]
     if any(per_s):
-        xs = range(len(labels))
-        bars = ax.bar(list(xs), per_s)
+        positions = list(range(len(labels)))
+        bars = ax.bar(positions, per_s)
         for bar, c in zip(bars, configs, strict=True):
             r = hs.get(c, {})
             if "server_cores" in r:
@@ -214,7 +215,7 @@ def _cluster(results: dict[str, Any], out: Path) -> list[Path]:
                     va="bottom",
                     fontsize=7,
                 )
-        ax.set_xticks(list(xs), labels, rotation=12, fontsize=8)
+        ax.set_xticks(positions, labels, rotation=12, fontsize=8)
         ax.set_ylabel("full TLS handshakes per second")
         ax.set_title("handshakes (cores used above each bar)", fontsize=10)
         ax.margins(y=0.3)
@@ -234,6 +235,8 @@ def _cluster(results: dict[str, Any], out: Path) -> list[Path]:
     ax.axhline(5.0, color="grey", ls=":", label="p99 = 5 ms")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # The minor ticks' labels of a log axis run into each other here.
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     _label(
         ax,
         "delivered lines/s (100 receivers, 10 senders, rate stepped up)",
@@ -267,6 +270,9 @@ def _cluster(results: dict[str, Any], out: Path) -> list[Path]:
         }
         ax.set_xticks(xs, [ticks[n] for n in names], fontsize=8)
         ax.set_yscale("log")
+        # Down to the cheapest bar's foot (a log axis starts at its data).
+        low = min([v for v in a_cost if v > 0] or [1.0])
+        ax.set_ylim(bottom=low / 3)
         ax.set_ylabel("CPU µs per delivered line (log)")
         ax.set_title("fan-out to 100 across two nodes", fontsize=10)
         ax.legend(fontsize=8)

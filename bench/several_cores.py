@@ -816,7 +816,7 @@ def render(results: dict[str, Any]) -> str:
     row(
         "  clients per process",
         lambda c: (
-            " / ".join(str(x) for x in light.get(c, {}).get("connections_each", []))
+            " / ".join(f"{x:.0f}" for x in light.get(c, {}).get("connections_each", []))
             or "-"
         ),
     )
@@ -872,7 +872,7 @@ def render(results: dict[str, Any]) -> str:
     )
     frow(
         "  clients per node (A / B)",
-        lambda r: " / ".join(_n(x) for x in r.get("connections_each", [])) or "-",
+        lambda r: " / ".join(f"{x:.0f}" for x in r.get("connections_each", [])) or "-",
     )
     frow("cores used", _cores)
     frow("bus messages dropped / Redis links lost (all rounds)", _link_cell)
