@@ -5,7 +5,7 @@ and the reference peers, prints a table with ratios, writes JSON and PNG
 plots under bench/results/.
 
     python bench/run.py            # everything, about 12 minutes on 2 cores
-    python bench/run.py --quick    # a subset, about 3-4 minutes
+    python bench/run.py --quick    # a subset, about 4 minutes
     python bench/run.py --only fanout,light --servers securemsg,twisted
     python bench/run.py --only cluster   # 2 processes on Redis against 1
     python bench/run.py --profile  # py-spy profiles of securemsg (fan-out 100
