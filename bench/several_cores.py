@@ -10,7 +10,7 @@ in one run.
     the rate stepped up;
   - B{fan-out}: two nodes on ports of their own, one sender and 100
     receivers, everyone on node A against the sender on A and the
-    receivers on B.
+    receivers on B, at the maximum rate and at 200 lines/s.
 
 Every figure comes with the CPU of the servers, the load generator and
 Redis, from C{/proc}: the machine has few cores, and the table must show
@@ -255,11 +255,11 @@ def median_of(windows: list[dict[str, Any]], key: str) -> Any:
     """The median of a figure over windows (element-wise for lists)."""
     values = [w[key] for w in windows]
     if isinstance(values[0], list):
-        return [h_median(list(v)) for v in zip(*values, strict=True)]
-    return h_median(values)
+        return [_median(list(v)) for v in zip(*values, strict=True)]
+    return _median(values)
 
 
-def h_median(values: list[float]) -> float:
+def _median(values: list[float]) -> float:
     values = sorted(v for v in values if v == v)
     if not values:
         return float("nan")
@@ -619,11 +619,11 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
                 and all(isinstance(x, (int, float)) for x in v)
                 for v in values
             ):
-                out[key] = [h_median(list(x)) for x in zip(*values, strict=True)]
+                out[key] = [_median(list(x)) for x in zip(*values, strict=True)]
             else:
                 out[key] = first
         else:
-            out[key] = h_median([float(v) for v in values])
+            out[key] = _median([float(v) for v in values])
     out["rounds"] = len(runs)
     return out
 
