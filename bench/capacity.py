@@ -56,6 +56,25 @@ def capacity(
     return max(passed, key=lambda s: float(s["offered_lines_per_s"]))
 
 
+def first_failed_above(
+    steps: Sequence[Mapping[str, Any]],
+    best: Mapping[str, Any] | None,
+    p99_limit_ms: float = P99_LIMIT_MS,
+    min_share: float = MIN_DELIVERED_SHARE,
+) -> Mapping[str, Any] | None:
+    """
+    The first step above C{best} (the capacity; every step if None) that
+    failed: what stopped the capacity there.
+    """
+    floor = float(best["offered_lines_per_s"]) if best is not None else -1.0
+    for step in steps:
+        if float(step["offered_lines_per_s"]) > floor and not step_passes(
+            step, p99_limit_ms, min_share
+        ):
+            return step
+    return None
+
+
 def keep_stepping(
     steps: Sequence[Mapping[str, Any]],
     failures_in_a_row: int = 2,

@@ -381,7 +381,7 @@ class ClusterRows:
                 "steps": steps,
                 "capacity": dict(best) if best is not None else None,
                 "carried": dict(carried) if carried is not None else None,
-                "first_failed_above": first_failed_above(steps, best),
+                "first_failed_above": cap.first_failed_above(steps, best),
                 "alive": group.alive(),
             }
         finally:
@@ -589,15 +589,6 @@ class ClusterRows:
         }
         out["elapsed_s"] = time.monotonic() - t0
         return out
-
-
-def first_failed_above(steps: list[dict[str, Any]], best: Any) -> dict[str, Any] | None:
-    """The first step above the capacity (all of them if none) that failed."""
-    floor = best["offered_lines_per_s"] if best is not None else -1
-    for step in steps:
-        if step["offered_lines_per_s"] > floor and not cap.step_passes(step):
-            return step
-    return None
 
 
 def strip(result: dict[str, Any]) -> dict[str, Any]:

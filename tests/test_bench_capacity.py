@@ -66,6 +66,17 @@ class CapacityTests(SynchronousTestCase):
         self.assertIsNone(capacity.capacity(steps))
         self.assertIsNone(capacity.capacity([]))
 
+    def test_first_failed_above(self) -> None:
+        """
+        What stopped the capacity is the first failed step above it, not a
+        noisy one below it; with no capacity, the first failed step.
+        """
+        steps = [step(200, 6.0), step(500, 4.0), step(1000, 9.0), step(1500, 8.0)]
+        best = capacity.capacity(steps)
+        self.assertEqual(capacity.first_failed_above(steps, best), steps[2])
+        self.assertEqual(capacity.first_failed_above(steps[:1], None), steps[0])
+        self.assertIsNone(capacity.first_failed_above(steps[1:2], steps[1]))
+
     def test_keep_stepping(self) -> None:
         """The rate rises until two steps in a row have failed."""
         self.assertTrue(capacity.keep_stepping([step(200, 1.0)]))
