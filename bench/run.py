@@ -4,9 +4,10 @@ The securemsg benchmark: one command runs every scenario against securemsg
 and the reference peers, prints a table with ratios, writes JSON and PNG
 plots under bench/results/.
 
-    python bench/run.py            # everything, about 10 minutes on 2 cores
-    python bench/run.py --quick    # a subset, about 2-3 minutes
+    python bench/run.py            # everything, about 12 minutes on 2 cores
+    python bench/run.py --quick    # a subset, about 4 minutes
     python bench/run.py --only fanout,light --servers securemsg,twisted
+    python bench/run.py --only cluster   # 2 processes on Redis against 1
     python bench/run.py --profile  # py-spy profiles of securemsg (fan-out 100
                                    # and light load) instead of the table
 
@@ -38,9 +39,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness as h
+import several_cores
 
 RESULTS = h.BENCH / "results"
-SCENARIOS = ["handshake", "fanout", "light", "idle", "slow", "mixed"]
+SCENARIOS = ["handshake", "fanout", "light", "idle", "slow", "mixed", "cluster"]
 
 #: Idle members in the room during the third handshake measurement.
 ROOM_MEMBERS = 150
@@ -802,9 +804,11 @@ class Bench:
                 self.in_rounds(scenario, self.handshake)
             elif scenario == "light":
                 self.in_rounds(scenario, self.light)
+            elif scenario == "cluster":
+                self.cluster()
         self.results["elapsed_s"] = time.monotonic() - t0
         self.save()
-        table = render_table(self.results)
+        table = full_table(self.results)
         (self.out / "table.md").write_text(table)
         print()
         print(table)
@@ -820,6 +824,21 @@ class Bench:
             latest.unlink()
         latest.symlink_to(self.out.name)
         log(f"results in {self.out} (took {self.results['elapsed_s']:.0f} s)")
+
+    def cluster(self) -> None:
+        """
+        The cluster rows (bench/several_cores.py): 2 securemsg processes
+        on one port against 1, and fan-out across two nodes, on Redis.
+        """
+        if "securemsg" not in self.servers:
+            return
+        reason = several_cores.skip_reason()
+        if reason is not None:
+            log(f"cluster: skipped: {reason}")
+            self.record("cluster", "rows", {"skipped": reason})
+            return
+        rows = several_cores.ClusterRows(self, log).run()
+        self.record("cluster", "rows", rows)
 
     def step(self, scenario: str, name: str, fn: Any) -> None:
         log(f"{scenario}: {name} ...")
@@ -1106,6 +1125,23 @@ ROWS: list[tuple[str, Any, bool | None, str]] = [
     ),
     ("mixed: p99 latency ms", _mixed("p99_ms"), None, ""),
 ]
+
+
+def full_table(results: dict[str, Any]) -> str:
+    """The table of every scenario run, and the cluster rows if run."""
+    scenarios = results.get("scenarios", {})
+    if set(scenarios) - {"cluster"}:
+        table = render_table(results)
+    else:
+        source = results.get("source", {})
+        table = (
+            f"Run {results['date']}, securemsg at {source.get('commit')}"
+            f" + {len(source.get('uncommitted', []))} uncommitted files,"
+            f" `{results['command']}`, {results['machine']['cores']} cores,"
+            f" {results['machine'].get('pyopenssl_openssl', '?')} in pyOpenSSL,"
+            f" load generator: {results['generator']['kind']}.\n"
+        )
+    return table + several_cores.render(results)
 
 
 def render_table(results: dict[str, Any]) -> str:
@@ -1413,7 +1449,7 @@ def render(folder: Path) -> None:
     results_path = folder / "results.json"
     if results_path.exists():
         results = json.loads(results_path.read_text())
-        table = render_table(results)
+        table = full_table(results)
         (folder / "table.md").write_text(table)
         print(table)
         try:
