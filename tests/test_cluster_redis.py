@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from twisted.internet import reactor as _global_reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.task import Clock, deferLater
@@ -174,6 +174,48 @@ class ClusterTwistdTests(ClusterNodesCase):
         else:
             self.fail(f"the name {gone} stayed taken")
         self.assertNotIn(b"Traceback", first.out + first.err, first.output())
+
+    async def test_guests_alternating_between_nodes(self) -> None:
+        """
+        Guests connecting to two nodes in turn get names of their own
+        (each node numbers its guests from blocks reserved in Redis), and
+        none of them is renamed right after connecting.
+        """
+        first, port_a, second, port_b = await self.two_nodes()
+        link = await self.operator(self.redis_port)
+        assert link._commands is not None
+        # Each node reserves its first block as its link comes up.
+        for _ in range(50):
+            reserved = await link._commands.get("securemsg:guests")
+            if reserved == 200:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        else:
+            self.fail(f"securemsg:guests is {reserved!r}")
+        # All at once, as in a benchmark: before the nodes hear of each
+        # other's guests.
+        clients = await gatherResults(
+            [
+                Deferred.fromCoroutine(self.client(port))
+                for _ in range(5)
+                for port in (port_a, port_b)
+            ]
+        )
+        guests = []
+        for client in clients:
+            [welcome] = await client.next_lines(1)
+            guests.append((client, welcome.split()[4].rstrip(".")))
+        names = [name for _, name in guests]
+        self.assertEqual(len(set(names)), len(names), names)
+        for client, name in guests:
+            client.send(b"/whoami")
+            lines: list[str] = []
+            while not lines or not lines[-1].startswith("*** you are "):
+                lines += await client.next_lines(1)
+            self.assertEqual(lines[-1], f"*** you are {name}", lines)
+            self.assertEqual([x for x in lines if x.startswith("!!!")], [], lines)
+        for node in (first, second):
+            self.assertNotIn(b"has a user called", node.out + node.err, node.output())
 
     async def test_presence_kept_in_redis(self) -> None:
         """

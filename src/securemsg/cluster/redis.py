@@ -10,6 +10,8 @@ What is in Redis (all names start with the cluster's name, C{--cluster-name}):
   - C{NAME:bus}: the channel every node publishes its users' events to;
   - C{NAME:name:KEY}: the claim of a name (the node's id), which expires
     unless the node renews it;
+  - C{NAME:guests}: the last guest number given out (each node reserves
+    a block of them at a time: see L{securemsg.cluster.guests});
   - C{NAME:history:ROOM}: a room's history, a capped stream;
   - C{NAME:bans}: a hash, banned fingerprint or address -> the ban (or its
     lifting) as JSON;
@@ -335,6 +337,15 @@ class RedisLink:
         return running.addCallback(
             lambda lost: [keys[index - 1] for index in lost or ()]
         )
+
+    def reserve_guests(self, count: int) -> Deferred[int]:
+        if self._commands is None or not self.up or self._pending >= self.max_pending:
+            return fail(ConnectionError("Redis is out of reach"))
+        reserving = self._send(
+            self._commands.incrby(f"{self.config.name}:guests", count), fail=True
+        )
+        # INCRBY answers with the last of the numbers it gave.
+        return reserving.addCallback(lambda last: int(last) - count + 1)
 
     def append_history(self, room_key: str, data: str, max_count: int) -> None:
         if self._commands is None or not self.up or self._pending >= self.max_pending:
