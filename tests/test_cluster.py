@@ -38,10 +38,16 @@ class Cluster:
     """Chats of one process joined by a L{MemoryBus}, on one clock."""
 
     def __init__(
-        self, count: int, *, shared_history: bool = False, **chat_options: object
+        self,
+        count: int,
+        *,
+        shared_history: bool = False,
+        guest_blocks: bool = True,
+        **chat_options: object,
     ) -> None:
         self.clock = Clock()
         self.bus = MemoryBus(self.clock)
+        self.bus.guests_reservable = guest_blocks
         self.chats: list[ChatHub] = []
         self.links: list[MemoryLink] = []
         self.nodes: list[ClusterNode] = []
@@ -185,9 +191,86 @@ class ClusterTests(SynchronousTestCase):
 
     def test_simultaneous_guests(self) -> None:
         """
-        Two guests arriving at once on two nodes get the same first guest
-        name from their nodes: the one who lost the claim is renamed.
+        Two guests arriving at once on two nodes (neither heard of the
+        other) get different names: each node numbers its guests from its
+        own block of numbers reserved in the link, and nobody is renamed.
         """
+        self.cluster.bus.paused = True
+        first, second = Recorder(), Recorder()
+        self.a.join(first)
+        self.b.join(second)
+        self.cluster.bus.paused = False
+        self.cluster.bus.deliver()
+        self.assertEqual((first.name, second.name), ("guest-1", "guest-101"))
+        for guest in (first, second):
+            self.assertEqual([e for e in guest.take() if e.startswith("!!!")], [])
+        self.assertEqual(sorted(self.a.names()), ["guest-1", "guest-101"])
+        self.assertEqual(sorted(self.b.names()), ["guest-1", "guest-101"])
+
+    def test_guests_alternating(self) -> None:
+        """
+        Many guests arriving on both nodes in turn all get names of their
+        own, none renamed; a node reserves a block of numbers at a time
+        (the next one when half of the current one is used), not one per
+        guest.
+        """
+        guests = []
+        for _ in range(150):
+            for chat in (self.a, self.b):
+                guest = Recorder()
+                chat.join(guest)
+                guests.append(guest)
+        names = [guest.name for guest in guests]
+        self.assertEqual(len(set(names)), len(names))
+        for guest in guests:
+            self.assertEqual([e for e in guest.take() if e.startswith("!!!")], [])
+        # 150 guests each: one block at start, the next after 50 guests
+        # (half left), a third after 150: three commands, not 150.
+        self.assertEqual(self.cluster.bus.guests, 2 * 3 * 100)
+        self.assertEqual(sorted(self.a.names()), sorted(names))
+
+    def test_guest_blocks_reserved_ahead(self) -> None:
+        """
+        A node reserves its first block of guest numbers when its link
+        comes up, and the next one when half of the current one is used.
+        """
+        self.assertEqual(self.cluster.bus.guests, 200)
+        for _ in range(49):
+            self.a.join(Recorder())
+        self.assertEqual(self.cluster.bus.guests, 200)
+        self.a.join(Recorder())
+        self.assertEqual(self.cluster.bus.guests, 300)
+        self.assertEqual(self.cluster.nodes[0].guests.left, 150)
+
+    def test_guest_name_taken_by_hand(self) -> None:
+        """
+        A guest number of one node's block taken as a name by hand on
+        another node is skipped there; taken meanwhile (before the node
+        heard of it), the claim keeps the name unique.
+        """
+        carol = self.cluster.user(1, "guest-2")
+        guests = [Recorder() for _ in range(3)]
+        for guest in guests:
+            self.a.join(guest)
+        self.assertEqual([g.name for g in guests], ["guest-1", "guest-3", "guest-4"])
+        self.cluster.bus.paused = True
+        self.b.handle(carol, wire.Nick("guest-5"))
+        late = Recorder()
+        self.a.join(late)
+        self.cluster.bus.paused = False
+        self.cluster.bus.deliver()
+        self.assertEqual(carol.name, "guest-5")
+        self.assertEqual(late.name, "guest-6")
+        self.assertIn("!!! the name guest-5 is taken on another server", late.take())
+
+    def test_guests_without_blocks(self) -> None:
+        """
+        While no guest numbers can be reserved, each node numbers its
+        guests itself: two guests arriving at once on two nodes get the
+        same first guest name, and the one who lost the claim is renamed.
+        """
+        self.cluster = Cluster(2, guest_blocks=False)
+        self.a, self.b = self.cluster.chats
         self.cluster.bus.paused = True
         first, second = Recorder(), Recorder()
         self.a.join(first)
@@ -199,6 +282,26 @@ class ClusterTests(SynchronousTestCase):
         self.assertIn("!!! the name guest-1 is taken on another server", second.take())
         self.assertEqual(sorted(self.a.names()), ["guest-1", "guest-2"])
         self.assertEqual(sorted(self.b.names()), ["guest-1", "guest-2"])
+
+    def test_guest_blocks_after_redis_is_back(self) -> None:
+        """
+        A node that could not reserve guest numbers numbers its guests
+        itself meanwhile, and reserves a block as soon as its link comes
+        up again.
+        """
+        self.cluster = Cluster(1, guest_blocks=False)
+        [chat] = self.cluster.chats
+        [link] = self.cluster.links
+        first = Recorder()
+        chat.join(first)
+        self.assertEqual(first.name, "guest-1")
+        link.cut()
+        self.cluster.bus.guests_reservable = True
+        self.cluster.bus.guests = 500
+        link.mend()
+        second = Recorder()
+        chat.join(second)
+        self.assertEqual(second.name, "guest-501")
 
     def test_leaving_frees_the_name(self) -> None:
         """A user who quits is seen leaving everywhere; the name is free."""

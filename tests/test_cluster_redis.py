@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any, cast
 
 from twisted.internet import reactor as _global_reactor
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.task import Clock, deferLater
-from twisted.logger import ILogObserver, globalLogPublisher
+from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
@@ -174,6 +174,48 @@ class ClusterTwistdTests(ClusterNodesCase):
         else:
             self.fail(f"the name {gone} stayed taken")
         self.assertNotIn(b"Traceback", first.out + first.err, first.output())
+
+    async def test_guests_alternating_between_nodes(self) -> None:
+        """
+        Guests connecting to two nodes in turn get names of their own
+        (each node numbers its guests from blocks reserved in Redis), and
+        none of them is renamed right after connecting.
+        """
+        first, port_a, second, port_b = await self.two_nodes()
+        link = await self.operator(self.redis_port)
+        assert link._commands is not None
+        # Each node reserves its first block as its link comes up.
+        for _ in range(50):
+            reserved = await link._commands.get("securemsg:guests")
+            if reserved == 200:
+                break
+            await deferLater(reactor, 0.1, lambda: None)
+        else:
+            self.fail(f"securemsg:guests is {reserved!r}")
+        # All at once, as in a benchmark: before the nodes hear of each
+        # other's guests.
+        clients = await gatherResults(
+            [
+                Deferred.fromCoroutine(self.client(port))
+                for _ in range(5)
+                for port in (port_a, port_b)
+            ]
+        )
+        guests = []
+        for client in clients:
+            [welcome] = await client.next_lines(1)
+            guests.append((client, welcome.split()[4].rstrip(".")))
+        names = [name for _, name in guests]
+        self.assertEqual(len(set(names)), len(names), names)
+        for client, name in guests:
+            client.send(b"/whoami")
+            lines: list[str] = []
+            while not lines or not lines[-1].startswith("*** you are "):
+                lines += await client.next_lines(1)
+            self.assertEqual(lines[-1], f"*** you are {name}", lines)
+            self.assertEqual([x for x in lines if x.startswith("!!!")], [], lines)
+        for node in (first, second):
+            self.assertNotIn(b"has a user called", node.out + node.err, node.output())
 
     async def test_presence_kept_in_redis(self) -> None:
         """
@@ -580,10 +622,23 @@ class FakeCommands:
 
     def __init__(self) -> None:
         self.published: list[tuple[str, str]] = []
+        #: The replies not given yet, oldest first.
+        self.replies: list[Deferred[int]] = []
 
     def publish(self, channel: str, data: str) -> Deferred[int]:
         self.published.append((channel, data))
-        return Deferred()
+        reply: Deferred[int] = Deferred()
+        self.replies.append(reply)
+        return reply
+
+    def answer(self, count: int, error: Exception | None = None) -> None:
+        """Answer the C{count} oldest commands, or fail them with C{error}."""
+        replies, self.replies = self.replies[:count], self.replies[count:]
+        for reply in replies:
+            if error is None:
+                reply.callback(1)
+            else:
+                reply.errback(error)
 
 
 class BoundTests(SynchronousTestCase):
@@ -593,7 +648,8 @@ class BoundTests(SynchronousTestCase):
 
     def setUp(self) -> None:
         config = parse_cluster_url("redis://127.0.0.1/0", name="team", environ={})
-        self.link = RedisLink(Clock(), config, node_id="me", max_pending=2)
+        self.clock = Clock()
+        self.link = RedisLink(self.clock, config, node_id="me", max_pending=2)
         self.logged: list[dict[str, Any]] = []
         observer = cast(ILogObserver, self.logged.append)
         globalLogPublisher.addObserver(observer)
@@ -624,3 +680,84 @@ class BoundTests(SynchronousTestCase):
         channel, data = commands.published[0]
         self.assertEqual(channel, "team:bus")
         self.assertEqual(json.loads(data), {"t": "say", "text": "0", "n": "me"})
+
+    def lines(self, *words: str) -> list[str]:
+        """What was logged with all of C{words} in it, as text."""
+        texts = [formatEvent(event) for event in self.logged]
+        return [text for text in texts if all(word in text for word in words)]
+
+    def test_failures_logged_by_episode(self) -> None:
+        """
+        Commands that fail (a Redis too slow, its connection closed) are
+        logged once, then counted: a count every minute while more fail,
+        and one when Redis answers again after a quiet spell; not a line
+        per command.
+        """
+        commands = FakeCommands()
+        self.link = RedisLink(self.clock, self.link.config, node_id="me")
+        self.link._commands = commands  # type: ignore[assignment]
+        self.link.up = True
+        for index in range(1000):
+            self.link.publish({"t": "say", "text": str(index)})
+        commands.answer(1000, ConnectionError("Lost connection"))
+        self.assertEqual(len(self.lines("Redis command failed")), 1)
+        self.assertEqual(len(self.lines("commands to Redis failed")), 0)
+        # Still failing a minute later: how many so far.
+        self.clock.advance(61)
+        self.link.publish({"t": "beat"})
+        self.link.publish({"t": "beat"})
+        commands.answer(2, ConnectionError("Lost connection"))
+        self.assertEqual(
+            self.lines("commands to Redis failed"),
+            ["1001 commands to Redis failed in 61 s, the last: Lost connection"],
+        )
+        # Answers again, but too soon after the last failure to say so.
+        self.link.publish({"t": "beat"})
+        commands.answer(1)
+        self.assertEqual(len(self.lines("answers again")), 0)
+        self.clock.advance(10)
+        self.link.publish({"t": "beat"})
+        commands.answer(1)
+        self.assertEqual(
+            self.lines("answers again"),
+            ["1002 commands to Redis failed in 61 s; Redis answers again"],
+        )
+        # A new episode.
+        self.link.publish({"t": "beat"})
+        commands.answer(1, ConnectionError("Lost connection"))
+        self.assertEqual(len(self.lines("Redis command failed")), 2)
+        self.assertEqual(len(self.logged), 4)
+
+    def test_drops_logged_by_episode(self) -> None:
+        """
+        Messages dropped while too much waits for Redis are logged once
+        when the first is, then counted every minute while more are, and
+        in all once the backlog is over (half the bound is free again).
+        """
+        commands = FakeCommands()
+        self.link = RedisLink(self.clock, self.link.config, node_id="me", max_pending=4)
+        self.link._commands = commands  # type: ignore[assignment]
+        self.link.up = True
+        for index in range(100):
+            self.link.publish({"t": "say", "text": str(index)})
+        self.assertEqual(self.link.dropped, 96)
+        self.assertEqual(len(self.lines("being dropped")), 1)
+        self.clock.advance(30)
+        commands.answer(1)
+        self.link.publish({"t": "beat"})
+        self.link.publish({"t": "beat"})
+        self.clock.advance(31)
+        self.link.publish({"t": "beat"})
+        self.assertEqual(
+            self.lines("dropped in"),
+            ["98 cluster messages dropped in 61 s (Redis out of reach or too slow)"],
+        )
+        # One answer: the backlog is not over yet.
+        self.clock.advance(10)
+        commands.answer(1)
+        self.assertEqual(len(self.lines("were dropped")), 0)
+        commands.answer(1)
+        self.assertEqual(
+            self.lines("were dropped"), ["98 cluster messages were dropped in 61 s"]
+        )
+        self.assertEqual(len(self.logged), 3)

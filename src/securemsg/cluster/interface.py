@@ -97,6 +97,15 @@ class IClusterLink(Interface):
         @return: the keys another node holds now (lost to it).
         """
 
+    def reserve_guests(count: int) -> Deferred[int]:
+        """
+        Reserve C{count} guest numbers for this node: numbers no node was
+        given before (unless Redis lost its data).
+
+        @return: the first of them (the others follow it); it fails if
+            the others are out of reach or did not answer.
+        """
+
     def append_history(room_key: str, data: str, max_count: int) -> None:
         """
         Add C{data} (one message) to the shared history of the room with

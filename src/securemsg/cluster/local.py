@@ -44,6 +44,10 @@ class MemoryBus:
         self.presence: dict[str, tuple[int, dict[str, str], float]] = {}
         #: How many times each node wrote its presence.
         self.presence_writes: dict[str, int] = {}
+        #: The last guest number given out (NAME:guests).
+        self.guests = 0
+        #: While false, no guest numbers can be reserved (Redis failing).
+        self.guests_reservable = True
         self._queue: deque[tuple[MemoryLink, ClusterMessage]] = deque()
         self._delivering = False
         #: While true, what is published waits (as in a slow network), to
@@ -157,6 +161,12 @@ class MemoryLink:
                 else:
                     lost.append(key)
         return succeed(lost)
+
+    def reserve_guests(self, count: int) -> Deferred[int]:
+        if not self.up or not self.bus.guests_reservable:
+            return fail(ConnectionError("out of reach"))
+        self.bus.guests += count
+        return succeed(self.bus.guests - count + 1)
 
     def append_history(self, room_key: str, data: str, max_count: int) -> None:
         if not self.up:

@@ -32,6 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from securemsg.cluster.guests import GuestNumbers
 from securemsg.cluster.interface import ClusterMessage, IClusterHandler, IClusterLink
 from securemsg.cluster.presence import PresenceKeeper, user_entry
 from securemsg.cluster.settings import SharedSettings
@@ -87,6 +88,7 @@ class ClusterNode:
     @ivar remote: for each other node, its users by name key.
     @ivar settings: the bans and the motd shared with the cluster.
     @ivar presence: the local users kept in the link, the others' read.
+    @ivar guests: the guest numbers reserved for this node's chat.
     """
 
     log = Logger()
@@ -103,6 +105,8 @@ class ClusterNode:
         self.presence = PresenceKeeper(
             chat, link, clock, is_remote=self.is_remote, mirror=self._take_users
         )
+        self.guests = GuestNumbers(link)
+        chat.guest_numbers = self.guests.take
         chat.cluster = self
 
     # What the metrics read (securemsg.server.metrics.ClusterState)
@@ -227,6 +231,7 @@ class ClusterNode:
         self.presence.publish(self._hello(reply=True))
         self.presence.link_up()
         self._renew()
+        self.guests.refill()
         self.settings.share()
 
     def link_down(self, reason: str) -> None:

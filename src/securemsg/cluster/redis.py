@@ -10,6 +10,8 @@ What is in Redis (all names start with the cluster's name, C{--cluster-name}):
   - C{NAME:bus}: the channel every node publishes its users' events to;
   - C{NAME:name:KEY}: the claim of a name (the node's id), which expires
     unless the node renews it;
+  - C{NAME:guests}: the last guest number given out (each node reserves
+    a block of them at a time: see L{securemsg.cluster.guests});
   - C{NAME:history:ROOM}: a room's history, a capped stream;
   - C{NAME:bans}: a hash, banned fingerprint or address -> the ban (or its
     lifting) as JSON;
@@ -55,6 +57,12 @@ from securemsg.cluster.interface import (
 
 #: What may wait to be sent to Redis at once; more is dropped (and counted).
 MAX_PENDING = 10_000
+
+#: While commands to Redis fail, or messages are dropped, how often (in
+#: seconds) how many so far is logged; and how long none must have failed
+#: (or been dropped) for the episode to end, when Redis answers.
+REPORT_EVERY = 60.0
+QUIET = 10.0
 
 # Claim KEYS[1] for node ARGV[1] for ARGV[2] ms, unless another node holds
 # it (ARGV[3] = "1": even then).
@@ -135,6 +143,63 @@ return found
 
 #: The field of a presence hash that holds the mark (no name key is).
 MARK_FIELD = "@mark"
+
+
+class _Episode:
+    """
+    Troubles of one kind (commands failing, messages dropped) logged by
+    episode, not one line each (a slow Redis can fail thousands of commands
+    at once): a line when the first comes, how many so far every
+    L{REPORT_EVERY} seconds while more come, and how many in all when it
+    ends (L{calm}: Redis answers, and none came for L{QUIET} seconds).
+    """
+
+    def __init__(
+        self,
+        log: Logger,
+        clock: IReactorTime,
+        *,
+        begun: str,
+        going_on: str,
+        ended: str,
+    ) -> None:
+        self.log = log
+        self.clock = clock
+        self.formats = (begun, going_on, ended)
+        #: How many in this episode (0: none is going on).
+        self.count = 0
+        self._started = self._last = self._reported = 0.0
+        self._fields: dict[str, object] = {}
+
+    def add(self, **fields: object) -> None:
+        """One more: C{fields} for the lines logged (the error...)."""
+        now = self.clock.seconds()
+        self.count += 1
+        self._last = now
+        self._fields = fields
+        if self.count == 1:
+            self._started = self._reported = now
+            self.log.warn(self.formats[0], count=1, seconds=0, **fields)
+        elif now - self._reported >= REPORT_EVERY:
+            self._reported = now
+            self.log.warn(self.formats[1], **self._counted())
+
+    def calm(self, *, at_once: bool = False) -> None:
+        """
+        Things go well (Redis answered; the link came up, if C{at_once}):
+        end the episode, if any, unless one came in the last L{QUIET}
+        seconds (a trouble that comes and goes is one episode).
+        """
+        if not self.count:
+            return
+        if not at_once and self.clock.seconds() - self._last < QUIET:
+            return
+        self.log.info(self.formats[2], **self._counted())
+        self.count = 0
+
+    def _counted(self) -> dict[str, object]:
+        seconds = round(self._last - self._started)
+        return dict(self._fields, count=self.count, seconds=seconds)
 
 
 class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]
@@ -245,8 +310,27 @@ class RedisLink:
         self.dropped = 0
         self.max_pending = max_pending
         self._pending = 0
-        self._dropping = False
         self._stopping = False
+        # Failed commands and dropped messages, logged by episode.
+        self._failures = _Episode(
+            self.log,
+            reactor,
+            begun="a Redis command failed: {error} (more failures are counted,"
+            " not logged one by one)",
+            going_on="{count} commands to Redis failed in {seconds} s, the last:"
+            " {error}",
+            ended="{count} commands to Redis failed in {seconds} s; Redis"
+            " answers again",
+        )
+        self._drops = _Episode(
+            self.log,
+            reactor,
+            begun="cluster messages are being dropped (Redis out of reach or too"
+            " slow); {dropped} so far",
+            going_on="{count} cluster messages dropped in {seconds} s (Redis out"
+            " of reach or too slow)",
+            ended="{count} cluster messages were dropped in {seconds} s",
+        )
         self._handler: IClusterHandler | None = None
         # What TLS refused last, said once until the link is up again.
         self._tls_problem: str | None = None
@@ -335,6 +419,15 @@ class RedisLink:
         return running.addCallback(
             lambda lost: [keys[index - 1] for index in lost or ()]
         )
+
+    def reserve_guests(self, count: int) -> Deferred[int]:
+        if self._commands is None or not self.up or self._pending >= self.max_pending:
+            return fail(ConnectionError("Redis is out of reach"))
+        reserving = self._send(
+            self._commands.incrby(f"{self.config.name}:guests", count), fail=True
+        )
+        # INCRBY answers with the last of the numbers it gave.
+        return reserving.addCallback(lambda last: int(last) - count + 1)
 
     def append_history(self, room_key: str, data: str, max_count: int) -> None:
         if self._commands is None or not self.up or self._pending >= self.max_pending:
@@ -487,15 +580,17 @@ class RedisLink:
             self._pending -= 1
             if isinstance(result, Failure):
                 if not self._stopping:
-                    self.log.warn(
-                        "a Redis command failed: {error}",
-                        error=result.getErrorMessage(),
-                    )
+                    self._failures.add(error=result.getErrorMessage())
                 if fail:
                     done.errback(result)
                 else:
                     done.callback(None)
             else:
+                if self._failures.count:
+                    self._failures.calm()
+                # Half the bound free again: the backlog is over.
+                if self._drops.count and self._pending <= self.max_pending // 2:
+                    self._drops.calm()
                 done.callback(result)
 
         command.addBoth(finished)
@@ -503,13 +598,7 @@ class RedisLink:
 
     def _drop(self) -> None:
         self.dropped += 1
-        if not self._dropping:
-            self._dropping = True
-            self.log.warn(
-                "cluster messages are being dropped (Redis out of reach or too"
-                " slow); {dropped} so far",
-                dropped=self.dropped,
-            )
+        self._drops.add(dropped=self.dropped)
 
     # What the connections say
 
@@ -554,11 +643,7 @@ class RedisLink:
             return
         self.up = True
         self._tls_problem = None
-        if self._dropping:
-            self.log.info(
-                "{dropped} cluster messages were dropped", dropped=self.dropped
-            )
-        self._dropping = False
+        self._drops.calm(at_once=True)
         self.log.info("reached Redis at {where}", where=self.config.where())
         if self._handler is not None:
             self._handler.link_up()

@@ -142,6 +142,10 @@ class ChatHub:
         by default because this is a private messenger.
     @ivar limits: the L{Limits} the chat is held to, the server's
         connections too (L{securemsg.server.factory.ChatServerFactory}).
+    @ivar guest_numbers: where guests' numbers come from, if set (a
+        cluster node's numbers, unique across the cluster: see
+        L{securemsg.cluster.guests}); when it is not set, or gives
+        L{None}, guests are numbered here from 1.
     """
 
     log = Logger()
@@ -189,6 +193,7 @@ class ChatHub:
         )
         self._guest_prefix = guest_prefix
         self._guest_numbers = itertools.count(1)
+        self.guest_numbers: Callable[[], int | None] | None = None
         self.log_messages = log_messages
         # Everyone here in order of arrival, and the same people by name key.
         self._members: dict[IChatParticipant, _Membership] = {}
@@ -270,7 +275,10 @@ class ChatHub:
 
     def _next_guest_name(self) -> str:
         while True:
-            name = f"{self._guest_prefix}{next(self._guest_numbers)}"
+            number = self.guest_numbers() if self.guest_numbers is not None else None
+            if number is None:
+                number = next(self._guest_numbers)
+            name = f"{self._guest_prefix}{number}"
             if wire.name_key(name) not in self._by_name:
                 return name
 
