@@ -189,6 +189,39 @@ def client_context() -> SSL.Context:
     return context
 
 
+class Meter:
+    """
+    Measures the server's share: its CPU time in ns (C{process_time_ns}),
+    or, if L{COUNT_CALLS}, the Python and C functions it calls.
+    """
+
+    def __init__(self) -> None:
+        self.total = 0
+        self._t0 = 0
+        if COUNT_CALLS:
+            self.start, self.stop = self._start_count, self._stop_count  # type: ignore[method-assign]
+
+    def start(self) -> None:
+        self._t0 = time.process_time_ns()
+
+    def stop(self) -> None:
+        self.total += time.process_time_ns() - self._t0
+
+    def _start_count(self) -> None:
+        sys.setprofile(self._count)
+
+    def _stop_count(self) -> None:
+        sys.setprofile(None)
+
+    def _count(self, frame: Any, event: str, arg: Any) -> None:
+        if event == "call" or event == "c_call":
+            self.total += 1
+
+
+#: Count function calls instead of timing (--calls).
+COUNT_CALLS = False
+
+
 def drive(
     port: FakePort,
     context: SSL.Context,
@@ -200,28 +233,28 @@ def drive(
     C{n} connections, one after the other, each a full handshake, the first
     line, and a close by the client; return the server's CPU ns in all.
     """
-    clock = time.process_time_ns
+    meter = Meter()
+    start, stop = meter.start, meter.stop
     fake = port.fake
-    server_ns = 0
     for i in range(n):
         client = SSL.Connection(context, None)
         client.set_connect_state()
         sock = FakeSocket()
-        t0 = clock()
+        start()
         transport = port.accept(sock, first_port + i % 40000)
-        server_ns += clock() - t0
+        stop()
         with contextlib.suppress(SSL.WantReadError):
             client.do_handshake()
         sock.inbox.append(client.bio_read(65536))
-        t0 = clock()
+        start()
         fake.read(transport)
-        server_ns += clock() - t0
+        stop()
         client.bio_write(sock.take())
         client.do_handshake()
         sock.inbox.append(client.bio_read(65536))
-        t0 = clock()
+        start()
         fake.read(transport)
-        server_ns += clock() - t0
+        stop()
         if check:
             client.bio_write(sock.take())
             line = client.recv(65536)
@@ -229,12 +262,12 @@ def drive(
         with contextlib.suppress(SSL.Error):
             client.shutdown()
         sock.inbox.append(client.bio_read(65536))
-        t0 = clock()
+        start()
         fake.read(transport)
-        server_ns += clock() - t0
+        stop()
         if transport.connected:
             raise RuntimeError("the server did not close")
-    return server_ns
+    return meter.total
 
 
 # ----------------------------------------------------------------------
@@ -242,9 +275,15 @@ def drive(
 
 
 def securemsg_port(
-    fake: FakeReactor, cert: str, key: str, state_dir: str
+    fake: FakeReactor, cert: str, key: str, state_dir: str, idle_timeout: str = "300"
 ) -> tuple[FakePort, Any]:
-    """What C{twistd securemsg} builds, with bench/run.py's options."""
+    """
+    What C{twistd securemsg} builds, with bench/run.py's options but the
+    idle timeout (run.py turns it off; by default it is on, at 300 s).
+    """
+    options_given = list(harness.SECUREMSG_BENCH_OPTIONS)
+    at = options_given.index("--idle-timeout")
+    options_given[at + 1] = idle_timeout
     from securemsg import tap
     from securemsg.server.guard import GuardedTLSFactory
 
@@ -259,7 +298,7 @@ def securemsg_port(
             os.path.join(state_dir, "state.json"),
             "--listen",
             "tcp:0:interface=127.0.0.1",
-            *harness.SECUREMSG_BENCH_OPTIONS,
+            *options_given,
         ]
     )
     top = tap.make_service(reactor, options)
@@ -288,8 +327,7 @@ def hub_port(fake: FakeReactor, cert: str, key: str) -> FakePort:
 
 def openssl_only(context: SSL.Context, client_context: SSL.Context, n: int) -> float:
     """The OpenSSL floor: the same exchange with pyOpenSSL alone."""
-    clock = time.process_time_ns
-    server_ns = 0
+    meter = Meter()
     greeting = b"Welcome to securemsg, guest1. Type /help for commands.\n"
     for _ in range(n):
         client = SSL.Connection(client_context, None)
@@ -297,7 +335,7 @@ def openssl_only(context: SSL.Context, client_context: SSL.Context, n: int) -> f
         with contextlib.suppress(SSL.WantReadError):
             client.do_handshake()
         hello = client.bio_read(65536)
-        t0 = clock()
+        meter.start()
         server = SSL.Connection(context, None)
         server.set_accept_state()
         server.bio_write(hello)
@@ -306,20 +344,20 @@ def openssl_only(context: SSL.Context, client_context: SSL.Context, n: int) -> f
         except SSL.WantReadError:
             pass
         flight = server.bio_read(65536)
-        server_ns += clock() - t0
+        meter.stop()
         client.bio_write(flight)
         client.do_handshake()
         finished = client.bio_read(65536)
-        t0 = clock()
+        meter.start()
         server.bio_write(finished)
         server.do_handshake()
         server.send(greeting)
         server.bio_read(65536)
-        server_ns += clock() - t0
+        meter.stop()
         with contextlib.suppress(SSL.Error):
             client.shutdown()
         close = client.bio_read(65536)
-        t0 = clock()
+        meter.start()
         server.bio_write(close)
         try:  # noqa: SIM105 (timed: cheaper than suppress)
             server.recv(65536)
@@ -327,8 +365,8 @@ def openssl_only(context: SSL.Context, client_context: SSL.Context, n: int) -> f
             pass
         server.shutdown()
         server.bio_read(65536)
-        server_ns += clock() - t0
-    return server_ns
+        meter.stop()
+    return meter.total
 
 
 def add_members(port: FakePort, m: int) -> list[Any]:
@@ -360,6 +398,17 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--members", type=int, default=0)
     parser.add_argument(
+        "--idle-timeout",
+        default="300",
+        help="securemsg's idle timeout (300, its default; bench/run.py uses 0)",
+    )
+    parser.add_argument(
+        "--calls",
+        action="store_true",
+        help="count the server's function calls (Python and C) per connection"
+        " instead of timing (one round)",
+    )
+    parser.add_argument(
         "--only", default="", help="comma-separated rows (e.g. securemsg,hub)"
     )
     args = parser.parse_args()
@@ -387,7 +436,7 @@ def main() -> None:
     twistd_observer = textFileLogObserver(log_file)
 
     fake = FakeReactor()
-    secure, chat_factory = securemsg_port(fake, cert, key, work)
+    secure, chat_factory = securemsg_port(fake, cert, key, work, args.idle_timeout)
     hub = hub_port(fake, cert, key)
     ctx = client_context()
     if args.members:
@@ -430,6 +479,14 @@ def main() -> None:
     if args.only:
         wanted = [w.strip() for w in args.only.split(",")]
         rows = {k: v for k, v in rows.items() if any(w in k for w in wanted)}
+    if args.calls:
+        global COUNT_CALLS
+        COUNT_CALLS = True
+        print(f"server function calls per connection (members: {args.members})")
+        width = max(map(len, rows))
+        for name, run in rows.items():
+            print(f"  {name:<{width}}  {run() / n:7.1f}")
+        return
     results: dict[str, list[float]] = {name: [] for name in rows}
     for _ in range(args.rounds):
         for name, run in rows.items():
@@ -437,7 +494,8 @@ def main() -> None:
             results[name].append(run() / n / 1000)
     print(
         f"server CPU µs per connection, best of {args.rounds} rounds of {n}"
-        f" (members in the room: {args.members})"
+        f" (members in the room: {args.members}, idle timeout"
+        f" {args.idle_timeout})"
     )
     width = max(map(len, results))
     for name, values in results.items():
