@@ -650,7 +650,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         peer, name, why = self.peer, self.name or "not joined", describe_reason(reason)
         # The one line of a guest's connection, made here rather than by the
         # log observer: the same text and fields, but Twisted's formatter
-        # (string.Formatter, in Python, field by field) took 9 us of its 28.
+        # (string.Formatter, in Python, field by field) made 44 of its 134
+        # function calls.
         self.log.info(
             "{line}",
             line=f"{peer} ({name}) disconnected: {why}",
