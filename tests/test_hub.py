@@ -4,8 +4,10 @@ only record what they are given.
 """
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TypeVar
+from unittest.mock import patch
 
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
@@ -1027,3 +1029,49 @@ class AnnouncementRateTests(SynchronousTestCase):
             chat.join(churner)
             chat.leave(churner)
         self.assertLessEqual(len(alice.take()), 2 * int(ANNOUNCE_RATE) + 2)
+
+
+class UnheardAnnouncementTests(SynchronousTestCase):
+    """
+    An arrival or departure that nobody is told of is not made into an
+    event: most joins are to the default room, which the newcomer is not
+    told of, and most leave it with nobody there.
+    """
+
+    def counted(self, action: Callable[[], object]) -> tuple[int, int]:
+        """How many arrivals and departures C{action} makes."""
+        with (
+            patch.object(wire, "Joined", wraps=wire.Joined) as joined,
+            patch.object(wire, "Departed", wraps=wire.Departed) as departed,
+        ):
+            action()
+        return joined.call_count, departed.call_count
+
+    def test_alone(self) -> None:
+        """Alone in the default room: no event either way."""
+        chat = ChatHub(Clock())
+        alice = Recorder()
+
+        def come_and_go() -> None:
+            chat.join(alice)
+            chat.leave(alice, "gone")
+
+        self.assertEqual(self.counted(come_and_go), (0, 0))
+        self.assertEqual(len(chat), 0)
+
+    def test_someone_to_tell(self) -> None:
+        """With someone in the room, both are made and told."""
+        chat = ChatHub(Clock())
+        alice, bob = Recorder(), Recorder()
+        chat.join(alice)
+        alice.take()
+
+        def come_and_go() -> None:
+            chat.join(bob)
+            chat.leave(bob, "gone")
+
+        self.assertEqual(self.counted(come_and_go), (1, 1))
+        lines = alice.take()
+        self.assertEqual(len(lines), 2, lines)
+        self.assertIn(bob.name, lines[0])
+        self.assertIn("gone", lines[1])

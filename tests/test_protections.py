@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
+from typing import Any
 from unittest.mock import patch
 
 from OpenSSL import SSL
 from twisted.internet.address import IPv4Address, IPv6Address
 from twisted.internet.error import ConnectionDone
+from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogEvent, LogLevel, capturedLogs
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
@@ -461,6 +463,37 @@ class HandshakeTimeoutTests(SynchronousTestCase):
             self.assertEqual(len(chat.chat), 1)
             clock.advance(1)
             self.assertEqual(server_tls.disconnecting, bool(idle), idle)
+
+    def test_one_timer_a_connection(self) -> None:
+        """
+        The handshake's timer goes on as the idle timer once the handshake
+        is done: a connection makes one timer, not two (making and
+        cancelling one is a few microseconds of every handshake).
+        """
+        clock = MemoryReactorClock()
+        timers: list[IDelayedCall] = []
+        call_later = clock.callLater
+
+        def counting(delay: float, f: Any, *args: Any, **kwargs: Any) -> IDelayedCall:
+            call = call_later(delay, f, *args, **kwargs)
+            if getattr(f, "__name__", "").endswith("__timedOut"):
+                timers.append(call)
+            return call
+
+        clock.callLater = counting  # type: ignore[method-assign, assignment]
+        chat = ChatServerFactory.standalone(
+            clock, limits=Limits(handshake_timeout=10, idle_timeout=60)
+        )
+        client, server_tls, _, _ = tls_pair(server_context(), chat=chat)
+        self.assertTrue(client.handshake_done)
+        self.assertEqual(len(timers), 1)
+        [timer] = timers
+        self.assertTrue(timer.active())
+        self.assertEqual(timer.getTime(), clock.seconds() + 60)
+        clock.advance(59)
+        self.assertFalse(server_tls.disconnecting)
+        clock.advance(1)
+        self.assertTrue(server_tls.disconnecting)
 
 
 class ConnectionLimitTests(SynchronousTestCase):

@@ -11,7 +11,7 @@ from twisted.internet.base import DelayedCall
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import LogLevel, capturedLogs
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -307,6 +307,31 @@ class ServerProtocolTests(SynchronousTestCase):
         self.assertTrue(
             text[0].startswith("127.0.0.1:40000 (guest-1) disconnected: Connection"),
             text,
+        )
+
+    def test_disconnection_line_preformatted(self) -> None:
+        """
+        The disconnection line (one per connection) comes formatted: the log
+        observer only copies it, and what it says and the fields it has
+        (C{peer}, C{name}, C{reason}) are as before.
+        """
+        with capturedLogs() as events:
+            client = self.connect()
+            client.close(Failure(ConnectionDone()))
+        [event] = [e for e in events if e["log_level"] >= LogLevel.info]
+        self.assertEqual(event["log_format"], "{line}")
+        self.assertEqual(
+            (event["line"], event["peer"], event["name"], event["reason"]),
+            (
+                "127.0.0.1:40000 (guest-1) disconnected: closed cleanly",
+                "127.0.0.1:40000",
+                "guest-1",
+                "closed cleanly",
+            ),
+        )
+        self.assertEqual(
+            formatEvent(event),
+            "127.0.0.1:40000 (guest-1) disconnected: closed cleanly",
         )
 
 

@@ -36,11 +36,16 @@ class Hub(LineReceiver):
                 client.sendLine(message)
 
 
-factory = Factory.forProtocol(Hub)
-factory.clients, factory.count = set(), 0
-port, cert, key = sys.argv[1:4]
-description = (
-    f"ssl:{port}:interface=127.0.0.1:backlog=1024:privateKey={key}:certKey={cert}"
-)
-endpoints.serverFromString(reactor, description).listen(factory)
-reactor.run()
+def make_factory():
+    factory = Factory.forProtocol(Hub)
+    factory.clients, factory.count = set(), 0
+    return factory
+
+
+if __name__ == "__main__":
+    port, cert, key = sys.argv[1:4]
+    description = (
+        f"ssl:{port}:interface=127.0.0.1:backlog=1024:privateKey={key}:certKey={cert}"
+    )
+    endpoints.serverFromString(reactor, description).listen(make_factory())
+    reactor.run()

@@ -479,12 +479,20 @@ class ChatHub:
         self._waiting.pop(participant, None)
         self._hand_out_held()
         neighbours = self._neighbours(participant, arrivals_and_departures=True)
-        label = self.label(participant)
+        # Made only for someone to tell (most departures leave an empty room).
+        event = (
+            wire.Departed(
+                self.label(participant), wire.sanitize(reason), wire.sanitize(message)
+            )
+            if (announce and neighbours) or self.cluster is not None
+            else None
+        )
         for room in list(self._members[participant].rooms.values()):
             self._remove(participant, room)
         del self._members[participant]
         del self._by_name[wire.name_key(participant.name)]
-        event = wire.Departed(label, wire.sanitize(reason), wire.sanitize(message))
+        if event is None:
+            return
         if announce:
             for member in neighbours:
                 member.deliver(event)
@@ -559,10 +567,13 @@ class ChatHub:
         room while it is read, so nothing said in it can come before its
         history.
         """
-        problem = wire.room_problem(room_name)
-        if problem is not None:
-            participant.deliver(wire.Error(problem))
-            return
+        # The default room's name was checked when the hub was made; every
+        # join enters it.
+        if room_name != self.default_room:
+            problem = wire.room_problem(room_name)
+            if problem is not None:
+                participant.deliver(wire.Error(problem))
+                return
         membership = self._members[participant]
         key = wire.name_key(room_name)
         room = self.rooms.get(key)
@@ -583,9 +594,15 @@ class ChatHub:
                 return
             if room is None:
                 room = self.rooms[key] = Room(room_name)
-        joined = wire.Joined(self.label(participant), room.name)
         announced = self._announces(room)
-        if announced:
+        # Made only for someone to tell: most joins are to the default room,
+        # which the newcomer is not told of.
+        joined = (
+            wire.Joined(self.label(participant), room.name)
+            if (announced and room.members) or room.name != self.default_room
+            else None
+        )
+        if announced and joined is not None and room.members:
             room.broadcast(joined)
         room.add(participant)
         membership.rooms[key] = room
@@ -593,7 +610,7 @@ class ChatHub:
         self._count_room(membership.address, room, 1)
         if self.cluster is not None:
             self.cluster.entered(participant, room, announced)
-        if room.name != self.default_room:
+        if joined is not None and room.name != self.default_room:
             participant.deliver(joined)
             if room.topic:
                 participant.deliver(self._topic(room))
