@@ -6,6 +6,7 @@ tell it.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -28,6 +29,13 @@ class IClusterHandler(Interface):
     def received(message: ClusterMessage) -> None:
         """
         A message another node published (never one of this node's own).
+        """
+
+    def receiving() -> AbstractContextManager[None]:
+        """
+        A context around the messages of one read of the bus (the link
+        enters it, then calls L{received} for each): what they say may be
+        held until it is left, and reach the users together.
         """
 
     def link_up() -> None:
@@ -68,7 +76,8 @@ class IClusterLink(Interface):
     def publish(message: ClusterMessage) -> bool:
         """
         Send C{message} to every other node, after what this node sent
-        before.  Never blocks: while the others are out of reach, or too
+        before (perhaps at the end of the reactor turn, with the others of
+        the turn).  Never blocks: while the others are out of reach, or too
         much waits to be sent, it is dropped (counted, logged) and this
         returns C{False}.
         """
