@@ -60,7 +60,9 @@ class IClusterLink(Interface):
     claim_ttl = Attribute("Seconds a claim lasts unless it is renewed.")
     up = Attribute("Whether the other nodes are within reach now.")
     dropped = Attribute("How many messages were not published (an int).")
-    backlog = Attribute("How many commands wait for an answer now (an int).")
+    backlog = Attribute(
+        "How many messages and commands wait to be sent or answered now (an int)."
+    )
 
     def start(handler: IClusterHandler) -> None:
         """
