@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 from twisted.internet import reactor as _global_reactor
@@ -18,17 +19,19 @@ from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
 from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
-from securemsg.cluster.redis import RedisLink
+from securemsg.cluster.redis import RedisLink, _SubscriberProtocol
 
 from . import _certs
 from ._cluster import (
     CLAIM_TTL,
     ClusterNodesCase,
+    UpHandler,
     link_up,
     reached,
     read_until,
@@ -689,6 +692,43 @@ class BoundTests(SynchronousTestCase):
                 {"t": "say", "text": "1", "n": "me"},
             ],
         )
+
+
+class ReadTests(SynchronousTestCase):
+    """
+    The subscriber connection hands the messages of one read to the node
+    together, within one L{IClusterHandler.receiving}.
+    """
+
+    def test_messages_of_one_read(self) -> None:
+        """
+        Two bus messages (a single object, and a list of two) arriving in
+        one read (its first part having come in a read before) are parsed
+        in that read, not one reply per reactor turn as txredisapi's own
+        parser does: the node hears the three in one read.
+        """
+        config = parse_cluster_url("redis://127.0.0.1/0", name="team", environ={})
+        link = RedisLink(Clock(), config, node_id="me")
+        handler = UpHandler()
+        link._handler = handler
+        protocol = _SubscriberProtocol()
+        protocol.factory = cast(Any, SimpleNamespace(link=link))
+        protocol.transport = StringTransport()
+
+        def message(payload: object) -> bytes:
+            data = json.dumps(payload).encode()
+            return b"*3\r\n$7\r\nmessage\r\n$8\r\nteam:bus\r\n$%d\r\n%s\r\n" % (
+                len(data),
+                data,
+            )
+
+        one = {"t": "say", "n": "x", "text": "one"}
+        two = [{"t": "say", "n": "y", "text": "two"}, {"t": "beat", "n": "y"}]
+        data = message(one) + message(two)
+        protocol.dataReceived(data[:50])
+        self.assertEqual(handler.reads, [])
+        protocol.dataReceived(data[50:])
+        self.assertEqual(handler.reads, [[one, *two]])
 
 
 class TurnTests(SynchronousTestCase):

@@ -195,12 +195,27 @@ class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
 
 
 class _SubscriberProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+    # What follows a bulk reply in a read, parsed before the read ends.
+    _rest = b""
+
+    def setLineMode(self, extra: bytes = b"") -> None:
+        # txredisapi's own parser (the one used without hiredis) pauses the
+        # transport here and parses what follows a bulk reply in the next
+        # reactor turn: a read of N messages took 3N turns, each message
+        # reaching the users in a turn (and a write to each) of its own.
+        # It is parsed in this read instead (by dataReceived, in a loop).
+        self.line_mode = 1
+        if extra:
+            self._rest += extra
+
     def dataReceived(self, data: bytes, unpause: bool = False) -> Any:
-        # The messages of one read reach the users together.  (Without
-        # hiredis, txredisapi parses the rest of a read after a bulk reply
-        # in the next turn, through this method too.)
+        # The messages of one read reach the users together.
         with self.factory.link.receiving():
-            return super().dataReceived(data, unpause)
+            result = super().dataReceived(data, unpause)
+            while self._rest:
+                rest, self._rest = self._rest, b""
+                result = super().dataReceived(rest)
+            return result
 
     def connectionMade(self) -> Any:
         result = super().connectionMade()
