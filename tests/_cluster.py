@@ -13,6 +13,8 @@ import os
 import shutil
 import signal
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -128,13 +130,36 @@ async def read_until(client: LineClient, line: str, *, suffix: bool = False) -> 
 
 @implementer(IClusterHandler)
 class UpHandler:
-    """A node's side of a link that only notes when the link comes up."""
+    """
+    A node's side of a link that notes when the link comes up, and what it
+    hears, read by read.
+
+    @ivar reads: the messages heard, those of each read of the bus in a
+        list of their own.
+    @ivar heard: fired at the end of every read.
+    """
 
     def __init__(self) -> None:
         self.up = Waiters()
+        self.reads: list[list[ClusterMessage]] = []
+        self.heard = Waiters()
+        self._reading: list[ClusterMessage] | None = None
+
+    @contextmanager
+    def receiving(self) -> Iterator[None]:
+        self._reading = []
+        try:
+            yield
+        finally:
+            if self._reading:
+                self.reads.append(self._reading)
+                heard, self.heard = self.heard, Waiters()
+                heard.fire()
+            self._reading = None
 
     def received(self, message: ClusterMessage) -> None:
-        pass
+        if self._reading is not None:
+            self._reading.append(message)
 
     def link_up(self) -> None:
         self.up.fire()

@@ -25,7 +25,7 @@ from securemsg.cluster.interface import (
 from securemsg.cluster.local import MemoryBus, MemoryLink
 from securemsg.cluster.node import BACK_IN_REACH, OUT_OF_REACH, ClusterNode
 from securemsg.core.history import MemoryHistory
-from securemsg.core.hub import ChatHub
+from securemsg.core.hub import RELAYED, ChatHub
 from securemsg.core.records import BanRecord, ServerRecords
 from securemsg.protocol import wire
 
@@ -65,9 +65,18 @@ class Cluster:
             self.links.append(link)
             self.nodes.append(node)
 
-    def user(self, index: int, name: str, identity: str | None = None) -> Recorder:
-        """Someone connected to node C{index}, named C{name}."""
-        participant = Recorder()
+    def user(
+        self,
+        index: int,
+        name: str,
+        identity: str | None = None,
+        participant: Recorder | None = None,
+    ) -> Recorder:
+        """
+        Someone (C{participant}, or a new L{Recorder}) connected to node
+        C{index}, named C{name}.
+        """
+        participant = participant if participant is not None else Recorder()
         chat = self.chats[index]
         if identity is not None:
             chat.join(participant, identity=identity)
@@ -450,6 +459,127 @@ class ClusterTests(SynchronousTestCase):
         self.assertEqual(
             alice.take(),
             ["!!! names cannot change while the other servers are out of reach"],
+        )
+
+
+class Deliveries(Recorder):
+    """A L{Recorder} that also keeps the lines of each delivery apart."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deliveries: list[list[str]] = []
+
+    def deliver(self, event: wire.Event) -> None:
+        self.deliveries.append(event.format().split("\n"))
+        super().deliver(event)
+
+    def deliver_all(self, events: tuple[wire.Event, ...]) -> None:
+        self.deliveries.append(
+            [line for event in events for line in event.format().split("\n")]
+        )
+        for event in events:
+            super().deliver(event)
+
+    def take_deliveries(self) -> list[list[str]]:
+        """The deliveries since the last call."""
+        self.take()
+        deliveries, self.deliveries = self.deliveries, []
+        return deliveries
+
+
+class RelayTests(SynchronousTestCase):
+    """
+    The lines of one read of the bus reach the users of a node in as few
+    deliveries as the chat allows, in the order they were said.
+    """
+
+    def setUp(self) -> None:
+        self.cluster = Cluster(2)
+        self.a, self.b = self.cluster.chats
+        self.alice = self.cluster.user(0, "alice")
+        self.carol = self.cluster.user(0, "carol")
+        self.bob = self.cluster.user(1, "bob", participant=Deliveries())
+        self.dave = self.cluster.user(1, "dave", participant=Deliveries())
+        for person in (self.bob, self.dave):
+            cast(Deliveries, person).take_deliveries()
+
+    def read(self) -> None:
+        """Let node 1 read, at once, what the bus held."""
+        self.cluster.bus.paused = False
+        self.cluster.bus.deliver()
+
+    def test_lines_of_one_read_together(self) -> None:
+        """
+        Lines of node 0's users that node 1 reads at once reach each of
+        its users in one delivery; read one by one, one delivery each.
+        """
+        self.cluster.bus.paused = True
+        for text in ("one", "two", "three"):
+            self.a.handle(self.alice, wire.Say(text))
+        self.a.handle(self.carol, wire.Me("four"))
+        self.read()
+        together = [["[alice] one", "[alice] two", "[alice] three", "* carol four"]]
+        bob = cast(Deliveries, self.bob)
+        dave = cast(Deliveries, self.dave)
+        self.assertEqual(bob.take_deliveries(), together)
+        self.assertEqual(dave.take_deliveries(), together)
+        self.a.handle(self.alice, wire.Say("five"))
+        self.a.handle(self.alice, wire.Say("six"))
+        self.assertEqual(bob.take_deliveries(), [["[alice] five"], ["[alice] six"]])
+
+    def test_order_kept_with_other_kinds(self) -> None:
+        """
+        Within a read, a private line, a topic, an arrival, a line to
+        another room and a line of node 1's own hand out what is held
+        first: everyone sees everything in the order it was said.
+        """
+        for chat, person in ((self.b, self.bob), (self.a, self.alice)):
+            chat.handle(person, wire.Join("#dev"))
+            chat.handle(person, wire.Join("#lobby"))
+        self.cluster.quiet()
+        bob = cast(Deliveries, self.bob)
+        bob.take_deliveries()
+        self.cluster.bus.paused = True
+        self.a.handle(self.alice, wire.Say("one"))
+        self.a.handle(self.alice, wire.Private("bob", "psst"))
+        self.a.handle(self.alice, wire.Say("two"))
+        self.a.handle(self.alice, wire.Say("three", "#dev"))
+        self.a.handle(self.alice, wire.Say("four"))
+        self.a.handle(self.alice, wire.Topic("plans"))
+        self.a.handle(self.carol, wire.Say("five"))
+        self.cluster.user(0, "erin")
+        self.a.handle(self.carol, wire.Say("six"))
+        self.a.handle(self.carol, wire.Say("seven"))
+        self.read()
+        self.assertEqual(
+            bob.take_deliveries(),
+            [
+                ["[alice] one"],
+                ["[alice -> bob] psst"],
+                ["[alice] two"],
+                ["#dev [alice] three"],
+                ["[alice] four"],
+                ["*** topic of #lobby: plans (set by alice)"],
+                ["[carol] five"],
+                ["*** guest-3 joined"],
+                ["*** guest-3 is now known as erin"],
+                ["[carol] six", "[carol] seven"],
+            ],
+        )
+        # A line said on node 1 while another read's lines are held.
+        self.cluster.bus.paused = True
+        self.a.handle(self.alice, wire.Say("eight"))
+        self.a.handle(self.alice, wire.Say("nine"))
+        with self.b.batch(RELAYED):
+            self.b.relay(
+                self.b.room("#lobby"),  # type: ignore[arg-type]
+                wire.Message("alice", "held", "#lobby", 0.0),
+            )
+            self.b.handle(self.dave, wire.Say("ten"))
+        self.read()
+        self.assertEqual(
+            bob.take_deliveries(),
+            [["[alice] held"], ["[dave] ten"], ["[alice] eight", "[alice] nine"]],
         )
 
 

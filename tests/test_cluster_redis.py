@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 from twisted.internet import reactor as _global_reactor
@@ -18,21 +19,25 @@ from twisted.internet.defer import Deferred, gatherResults
 from twisted.internet.error import ProcessTerminated
 from twisted.internet.ssl import PrivateCertificate
 from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
 from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
-from securemsg.cluster.redis import RedisLink
+from securemsg.cluster.interface import ClusterMessage
+from securemsg.cluster.redis import RedisLink, _SubscriberProtocol
 
 from . import _certs
 from ._cluster import (
     CLAIM_TTL,
     ClusterNodesCase,
+    UpHandler,
     link_up,
     reached,
     read_until,
     redis_url,
+    start_link,
     start_redis,
 )
 from ._loopback import LineClient, bounded
@@ -534,6 +539,42 @@ class SharedSettingsLinkTests(TestCase):
         self.failureResultOf(link.read_bans(), ConnectionError)
 
 
+class BusLinkTests(TestCase):
+    """
+    L{RedisLink} over a real Redis: what one node publishes in a turn is
+    one PUBLISH, heard by the others as the messages it holds.
+    """
+
+    async def test_list_published_and_received(self) -> None:
+        """
+        Three messages published in one turn reach another node as three
+        messages, in order, in one read (a node never hears its own); a
+        single object (what a node of an older release publishes) is read
+        as before; the history appended in one turn is kept in order.
+        """
+        _, redis_port = await start_redis(self)
+        config = parse_cluster_url(redis_url(redis_port), name="team", environ={})
+        one, one_handler = start_link(self, config, node_id="one")
+        two, two_handler = start_link(self, config, node_id="two")
+        for handler in (one_handler, two_handler):
+            await bounded(handler.up.wait(), "the links to come up")
+        heard = two_handler.heard.wait()
+        for text in ("a", "b", "c"):
+            one.publish({"t": "say", "text": text})
+            one.append_history("#x", text, 100)
+        await bounded(heard, "the messages to be heard")
+        self.assertEqual(
+            two_handler.reads,
+            [[{"t": "say", "text": text, "n": "one"} for text in "abc"]],
+        )
+        self.assertEqual(await two.read_history("#x", 10), ["a", "b", "c"])
+        heard = two_handler.heard.wait()
+        one.publish({"t": "beat"})
+        await bounded(heard, "the message to be heard")
+        self.assertEqual(two_handler.reads[-1], [{"t": "beat", "n": "one"}])
+        self.assertEqual(one_handler.reads, [])
+
+
 class PresenceLinkTests(TestCase):
     """
     L{RedisLink} keeps a node's users in Redis and reads the other live
@@ -622,23 +663,38 @@ class FakeCommands:
 
     def __init__(self) -> None:
         self.published: list[tuple[str, str]] = []
-        #: The replies not given yet, oldest first.
+        #: Every command, in order: its name and arguments.
+        self.sent: list[tuple[Any, ...]] = []
+        #: The replies to PUBLISH not given yet, oldest first.
         self.replies: list[Deferred[int]] = []
 
     def publish(self, channel: str, data: str) -> Deferred[int]:
         self.published.append((channel, data))
+        self.sent.append(("PUBLISH", channel, data))
         reply: Deferred[int] = Deferred()
         self.replies.append(reply)
         return reply
 
     def answer(self, count: int, error: Exception | None = None) -> None:
-        """Answer the C{count} oldest commands, or fail them with C{error}."""
+        """Answer the C{count} oldest PUBLISHes, or fail them with C{error}."""
         replies, self.replies = self.replies[:count], self.replies[count:]
         for reply in replies:
             if error is None:
                 reply.callback(1)
             else:
                 reply.errback(error)
+
+    def execute_command(self, *args: str) -> Deferred[Any]:
+        self.sent.append(args)
+        return Deferred()
+
+    def eval(self, script: str, keys: list[str], args: list[str]) -> Deferred[Any]:
+        self.sent.append(("EVAL", keys, args))
+        return Deferred()
+
+    def set(self, key: str, value: str) -> Deferred[Any]:
+        self.sent.append(("SET", key, value))
+        return Deferred()
 
 
 class BoundTests(SynchronousTestCase):
@@ -665,26 +721,45 @@ class BoundTests(SynchronousTestCase):
 
     def test_bounded_while_redis_is_slow(self) -> None:
         """
-        Redis does not answer: past C{max_pending} commands in flight, the
-        rest is dropped (nothing grows without bound).
+        Redis does not answer: past C{max_pending} messages waiting or in
+        flight (whatever commands carry them), the rest is dropped and
+        counted (nothing grows without bound).
         """
         commands = FakeCommands()
         self.link._commands = commands  # type: ignore[assignment]
         self.link.up = True
         results = [self.link.publish({"t": "say", "text": str(i)}) for i in range(5)]
         self.assertEqual(results, [True, True, False, False, False])
-        # What the metrics show as the publish backlog.
+        self.assertEqual(self.link.backlog, 2)
+        self.link.reactor.advance(0)  # type: ignore[attr-defined]
+        # What the metrics show as the publish backlog: two messages, in
+        # one PUBLISH.
         self.assertEqual(self.link.backlog, 2)
         self.assertEqual(self.link.dropped, 3)
-        self.assertEqual(len(commands.published), 2)
+        self.assertFalse(self.link.publish({"t": "beat"}))
+        self.link.append_history("#x", "{}", 10)
+        self.assertEqual(self.link.dropped, 5)
+        self.assertEqual(len(commands.published), 1)
         channel, data = commands.published[0]
         self.assertEqual(channel, "team:bus")
-        self.assertEqual(json.loads(data), {"t": "say", "text": "0", "n": "me"})
+        self.assertEqual(
+            json.loads(data),
+            [
+                {"t": "say", "text": "0", "n": "me"},
+                {"t": "say", "text": "1", "n": "me"},
+            ],
+        )
 
     def lines(self, *words: str) -> list[str]:
         """What was logged with all of C{words} in it, as text."""
         texts = [formatEvent(event) for event in self.logged]
         return [text for text in texts if all(word in text for word in words)]
+
+    def turn(self, *messages: ClusterMessage) -> None:
+        """Publish C{messages} in one reactor turn, which sends them."""
+        for message in messages:
+            self.link.publish(message)
+        self.clock.advance(0)
 
     def test_failures_logged_by_episode(self) -> None:
         """
@@ -697,33 +772,33 @@ class BoundTests(SynchronousTestCase):
         self.link = RedisLink(self.clock, self.link.config, node_id="me")
         self.link._commands = commands  # type: ignore[assignment]
         self.link.up = True
-        for index in range(1000):
-            self.link.publish({"t": "say", "text": str(index)})
-        commands.answer(1000, ConnectionError("Lost connection"))
+        for index in range(3):
+            # Three turns: three PUBLISHes.
+            self.turn({"t": "say", "text": str(index)})
+        commands.answer(3, ConnectionError("Lost connection"))
         self.assertEqual(len(self.lines("Redis command failed")), 1)
         self.assertEqual(len(self.lines("commands to Redis failed")), 0)
         # Still failing a minute later: how many so far.
         self.clock.advance(61)
-        self.link.publish({"t": "beat"})
-        self.link.publish({"t": "beat"})
-        commands.answer(2, ConnectionError("Lost connection"))
+        self.turn({"t": "beat"}, {"t": "beat"})
+        commands.answer(1, ConnectionError("Lost connection"))
         self.assertEqual(
             self.lines("commands to Redis failed"),
-            ["1001 commands to Redis failed in 61 s, the last: Lost connection"],
+            ["4 commands to Redis failed in 61 s, the last: Lost connection"],
         )
         # Answers again, but too soon after the last failure to say so.
-        self.link.publish({"t": "beat"})
+        self.turn({"t": "beat"})
         commands.answer(1)
         self.assertEqual(len(self.lines("answers again")), 0)
         self.clock.advance(10)
-        self.link.publish({"t": "beat"})
+        self.turn({"t": "beat"})
         commands.answer(1)
         self.assertEqual(
             self.lines("answers again"),
-            ["1002 commands to Redis failed in 61 s; Redis answers again"],
+            ["4 commands to Redis failed in 61 s; Redis answers again"],
         )
         # A new episode.
-        self.link.publish({"t": "beat"})
+        self.turn({"t": "beat"})
         commands.answer(1, ConnectionError("Lost connection"))
         self.assertEqual(len(self.lines("Redis command failed")), 2)
         self.assertEqual(len(self.logged), 4)
@@ -735,24 +810,24 @@ class BoundTests(SynchronousTestCase):
         in all once the backlog is over (half the bound is free again).
         """
         commands = FakeCommands()
-        self.link = RedisLink(self.clock, self.link.config, node_id="me", max_pending=4)
+        self.link = RedisLink(self.clock, self.link.config, node_id="me", max_pending=6)
         self.link._commands = commands  # type: ignore[assignment]
         self.link.up = True
-        for index in range(100):
-            self.link.publish({"t": "say", "text": str(index)})
-        self.assertEqual(self.link.dropped, 96)
+        self.turn({"t": "say", "text": "first"})
+        self.turn(*({"t": "say", "text": str(index)} for index in range(100)))
+        # One message and then five in flight, in two PUBLISHes.
+        self.assertEqual(len(commands.published), 2)
+        self.assertEqual(self.link.dropped, 95)
         self.assertEqual(len(self.lines("being dropped")), 1)
         self.clock.advance(30)
-        commands.answer(1)
-        self.link.publish({"t": "beat"})
-        self.link.publish({"t": "beat"})
+        self.turn({"t": "beat"}, {"t": "beat"})
         self.clock.advance(31)
-        self.link.publish({"t": "beat"})
+        self.turn({"t": "beat"})
         self.assertEqual(
             self.lines("dropped in"),
             ["98 cluster messages dropped in 61 s (Redis out of reach or too slow)"],
         )
-        # One answer: the backlog is not over yet.
+        # The first answer: five still in flight, the backlog is not over.
         self.clock.advance(10)
         commands.answer(1)
         self.assertEqual(len(self.lines("were dropped")), 0)
@@ -761,3 +836,130 @@ class BoundTests(SynchronousTestCase):
             self.lines("were dropped"), ["98 cluster messages were dropped in 61 s"]
         )
         self.assertEqual(len(self.logged), 3)
+
+
+class ReadTests(SynchronousTestCase):
+    """
+    The subscriber connection hands the messages of one read to the node
+    together, within one L{IClusterHandler.receiving}.
+    """
+
+    def test_messages_of_one_read(self) -> None:
+        """
+        Two bus messages (a single object, and a list of two) arriving in
+        one read (its first part having come in a read before) are parsed
+        in that read, not one reply per reactor turn as txredisapi's own
+        parser does: the node hears the three in one read.
+        """
+        config = parse_cluster_url("redis://127.0.0.1/0", name="team", environ={})
+        link = RedisLink(Clock(), config, node_id="me")
+        handler = UpHandler()
+        link._handler = handler
+        protocol = _SubscriberProtocol()
+        protocol.factory = cast(Any, SimpleNamespace(link=link))
+        protocol.transport = StringTransport()
+
+        def message(payload: object) -> bytes:
+            data = json.dumps(payload).encode()
+            return b"*3\r\n$7\r\nmessage\r\n$8\r\nteam:bus\r\n$%d\r\n%s\r\n" % (
+                len(data),
+                data,
+            )
+
+        one = {"t": "say", "n": "x", "text": "one"}
+        two = [{"t": "say", "n": "y", "text": "two"}, {"t": "beat", "n": "y"}]
+        data = message(one) + message(two)
+        protocol.dataReceived(data[:50])
+        self.assertEqual(handler.reads, [])
+        protocol.dataReceived(data[50:])
+        self.assertEqual(handler.reads, [[one, *two]])
+
+
+class TurnTests(SynchronousTestCase):
+    """
+    What a node publishes in one reactor turn is one C{PUBLISH}, and the
+    history it appends one command, sent at the end of the turn.
+    """
+
+    def setUp(self) -> None:
+        config = parse_cluster_url("redis://127.0.0.1/0", name="team", environ={})
+        self.clock = Clock()
+        self.link = RedisLink(self.clock, config, node_id="me")
+        self.commands = FakeCommands()
+        self.link._commands = self.commands  # type: ignore[assignment]
+        self.link.up = True
+
+    def test_one_publish_per_turn(self) -> None:
+        """
+        The messages of a turn go out at its end, in order, as one JSON
+        list; one message alone is the object itself, as before.
+        """
+        for text in ("one", "two", "three"):
+            self.assertTrue(self.link.publish({"t": "say", "text": text}))
+        self.assertEqual(self.commands.sent, [])
+        self.assertEqual(self.link.backlog, 3)
+        self.clock.advance(0)
+        [(channel, data)] = self.commands.published
+        self.assertEqual(channel, "team:bus")
+        self.assertEqual(
+            json.loads(data),
+            [{"t": "say", "text": text, "n": "me"} for text in ("one", "two", "three")],
+        )
+        self.link.publish({"t": "beat"})
+        self.clock.advance(0)
+        self.assertEqual(
+            json.loads(self.commands.published[1][1]), {"t": "beat", "n": "me"}
+        )
+        self.assertEqual(len(self.commands.published), 2)
+
+    def test_history_of_a_turn_in_one_command(self) -> None:
+        """
+        The history appended in a turn goes in one command (a script that
+        appends each entry to its room's stream), before the messages of
+        the turn, as each line's XADD went before its PUBLISH; one entry
+        alone is a plain XADD.
+        """
+        self.link.append_history("#x", "e1", 100)
+        self.link.publish({"t": "say", "text": "one"})
+        self.link.append_history("#y", "e2", 50)
+        self.link.publish({"t": "say", "text": "two"})
+        self.clock.advance(0)
+        self.assertEqual(
+            [command[0] for command in self.commands.sent], ["EVAL", "PUBLISH"]
+        )
+        self.assertEqual(
+            self.commands.sent[0][1:],
+            (["team:history:#x", "team:history:#y"], ["100", "e1", "50", "e2"]),
+        )
+        self.link.append_history("#x", "e3", 100)
+        self.clock.advance(0)
+        self.assertEqual(
+            self.commands.sent[2],
+            ("XADD", "team:history:#x", "MAXLEN", "~", "100", "*", "e", "e3"),
+        )
+
+    def test_sent_before_other_commands_and_at_stop(self) -> None:
+        """
+        Another command sends what waits first (the order of the commands
+        is kept); stopping sends what waits.
+        """
+        self.link.publish({"t": "motd", "text": "hi"})
+        self.assertEqual(self.commands.sent, [])
+        self.link.store_motd("hi")
+        self.assertEqual(
+            [command[0] for command in self.commands.sent], ["PUBLISH", "SET"]
+        )
+        self.link.publish({"t": "bye"})
+        self.assertEqual(len(self.commands.sent), 2)
+        self.link.stop()
+        self.assertEqual(json.loads(self.commands.sent[-1][2]), {"t": "bye", "n": "me"})
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_lost_before_the_end_of_the_turn(self) -> None:
+        """What waits when Redis is lost is dropped and counted."""
+        self.link.publish({"t": "beat"})
+        self.link.append_history("#x", "e1", 100)
+        self.link._commands = None
+        self.link.up = False
+        self.clock.advance(0)
+        self.assertEqual((self.commands.sent, self.link.dropped), ([], 2))

@@ -19,6 +19,7 @@ from securemsg.core.hub import (
     ANNOUNCE_BURST,
     ANNOUNCE_RATE,
     MAX_WAITING_COMMANDS,
+    RELAYED,
     ChatHub,
 )
 from securemsg.core.limits import Limits
@@ -599,6 +600,69 @@ class HoldingTests(SynchronousTestCase):
         self.assertEqual(
             self.bob.take(), ["[alice] bye carol", "*** carol left (gone)"]
         )
+
+    def relayed(self, speaker: str, text: str, room: str = "#lobby") -> None:
+        """A line C{speaker}, on another node, said to C{room}."""
+        target = self.chat.room(room)
+        assert target is not None
+        self.chat.relay(target, wire.Message(speaker, text, target.name, 0.0))
+
+    def test_relayed_lines_arrive_together(self) -> None:
+        """
+        In a batch for L{RELAYED}, the lines relayed to a room, by one
+        speaker or several, reach every member in one call at its end, in
+        order.
+        """
+        with self.chat.batch(RELAYED):
+            self.relayed("dave", "one")
+            self.relayed("dave", "two")
+            self.relayed("erin", "three")
+            self.assertEqual(self.bob.take(), [])
+        expected = ["[dave] one", "[dave] two", "[erin] three"]
+        for person in (self.alice, self.bob, self.carol):
+            self.assertEqual(person.take(), expected)
+            self.assertEqual(person.calls, 1)
+
+    def test_relayed_lines_keep_order(self) -> None:
+        """
+        A relayed line to another room, a local speaker's line, an arrival,
+        and a flush (what a cluster node does before anything else it
+        hears) hand out what is held first; outside the batch, a relayed
+        line is handed out at once.
+        """
+        self.chat.handle(self.bob, wire.Join("#dev"))
+        self.chat.handle(self.bob, wire.Join("#lobby"))
+        self.bob.take()
+        newcomer = Counting()
+        with self.chat.batch(RELAYED):
+            self.relayed("dave", "one")
+            self.relayed("dave", "two", "#dev")
+            self.relayed("dave", "three")
+            self.chat.handle(self.alice, wire.Say("four"))
+            self.relayed("dave", "five")
+            self.chat.join(newcomer)
+            self.relayed("dave", "six")
+            self.chat.flush()
+            self.bob.calls = 0
+            self.relayed("dave", "seven")
+            self.relayed("dave", "eight")
+        self.assertEqual(
+            self.bob.take(),
+            [
+                "[dave] one",
+                "#dev [dave] two",
+                "[dave] three",
+                "[alice] four",
+                "[dave] five",
+                f"*** {newcomer.name} joined",
+                "[dave] six",
+                "[dave] seven",
+                "[dave] eight",
+            ],
+        )
+        self.assertEqual(self.bob.calls, 1)
+        self.relayed("dave", "nine")
+        self.assertEqual(self.bob.take(), ["[dave] nine"])
 
 
 class RoomLimitTests(SynchronousTestCase):

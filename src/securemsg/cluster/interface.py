@@ -6,6 +6,7 @@ tell it.
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -30,6 +31,13 @@ class IClusterHandler(Interface):
         A message another node published (never one of this node's own).
         """
 
+    def receiving() -> AbstractContextManager[None]:
+        """
+        A context around the messages of one read of the bus (the link
+        enters it, then calls L{received} for each): what they say may be
+        held until it is left, and reach the users together.
+        """
+
     def link_up() -> None:
         """
         The link (re)joined the other nodes: announce everything again and
@@ -52,7 +60,9 @@ class IClusterLink(Interface):
     claim_ttl = Attribute("Seconds a claim lasts unless it is renewed.")
     up = Attribute("Whether the other nodes are within reach now.")
     dropped = Attribute("How many messages were not published (an int).")
-    backlog = Attribute("How many commands wait for an answer now (an int).")
+    backlog = Attribute(
+        "How many messages and commands wait to be sent or answered now (an int)."
+    )
 
     def start(handler: IClusterHandler) -> None:
         """
@@ -68,7 +78,8 @@ class IClusterLink(Interface):
     def publish(message: ClusterMessage) -> bool:
         """
         Send C{message} to every other node, after what this node sent
-        before.  Never blocks: while the others are out of reach, or too
+        before (perhaps at the end of the reactor turn, with the others of
+        the turn).  Never blocks: while the others are out of reach, or too
         much waits to be sent, it is dropped (counted, logged) and this
         returns C{False}.
         """

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import deque
+from contextlib import ExitStack
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -75,16 +76,26 @@ class MemoryBus:
         self.deliver()
 
     def deliver(self) -> None:
-        """Hand out what waits, unless paused."""
+        """
+        Hand out what waits, unless paused: to each link, as one read of
+        the bus (L{IClusterHandler.receiving}).
+        """
         if self._delivering or self.paused:
             return
         self._delivering = True
         try:
-            while self._queue and not self.paused:
-                origin, queued = self._queue.popleft()
-                for link in list(self.links):
-                    if link is not origin and link.up and link.handler is not None:
-                        link.handler.received(queued)
+            with ExitStack() as reading:
+                entered: set[int] = set()
+                while self._queue and not self.paused:
+                    origin, queued = self._queue.popleft()
+                    for link in list(self.links):
+                        handler = link.handler
+                        if link is origin or not link.up or handler is None:
+                            continue
+                        if id(handler) not in entered:
+                            entered.add(id(handler))
+                            reading.enter_context(handler.receiving())
+                        handler.received(queued)
         finally:
             self._delivering = False
 

@@ -23,7 +23,8 @@ which node, with the numbering that orders the bus against it
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.interfaces import IReactorTime
@@ -36,6 +37,7 @@ from securemsg.cluster.guests import GuestNumbers
 from securemsg.cluster.interface import ClusterMessage, IClusterHandler, IClusterLink
 from securemsg.cluster.presence import PresenceKeeper, user_entry
 from securemsg.cluster.settings import SharedSettings
+from securemsg.core.hub import RELAYED
 from securemsg.core.participant import IChatParticipant
 from securemsg.protocol import wire
 
@@ -221,6 +223,7 @@ class ClusterNode:
     # The link
 
     def link_up(self) -> None:
+        self.chat.flush()
         if self._up is False:
             self.log.info("the other nodes are within reach again")
             for participant in self.chat.local_participants():
@@ -237,6 +240,7 @@ class ClusterNode:
     def link_down(self, reason: str) -> None:
         if self._up is False:
             return
+        self.chat.flush()
         self._up = False
         self.log.warn("the other nodes are out of reach: {reason}", reason=reason)
         for participant in self.chat.local_participants():
@@ -246,6 +250,15 @@ class ClusterNode:
         for origin in list(self.remote):
             self._drop(origin, "", announce=False)
         self.presence.link_down()
+
+    @contextmanager
+    def receiving(self) -> Iterator[None]:
+        """
+        The lines of one read of the bus reach the members here in as few
+        deliveries as the chat allows (see L{ChatHub.relay}).
+        """
+        with self.chat.batch(RELAYED):
+            yield
 
     def received(self, message: ClusterMessage) -> None:
         origin = message.get("n")
@@ -258,7 +271,10 @@ class ClusterNode:
         ):
             return
         self.last_seen[origin] = self.clock.seconds()
-        self.chat.flush()
+        if kind != "say":
+            # Whatever this does comes after the lines held; a line is
+            # held after them (ChatHub.relay).
+            self.chat.flush()
         if self.presence.shown_already(origin, message):
             # What the users taken from the link show already; but a
             # hello's topics (not kept there) and the reply it asks for
@@ -642,7 +658,7 @@ class ClusterNode:
             return
         kind = wire.Action if message["k"] == "a" else wire.Message
         event = kind(message["sender"], message["text"], room.name, message["time"])
-        room.broadcast(event)
+        self.chat.relay(room, event)
         # Kept here too; a shared history (StreamHistory) has it already.
         remember = getattr(self.chat.history, "remember", self.chat.history.record)
         remember(event)

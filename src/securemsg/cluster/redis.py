@@ -7,7 +7,10 @@ itself; the link is up while both are usable.
 
 What is in Redis (all names start with the cluster's name, C{--cluster-name}):
 
-  - C{NAME:bus}: the channel every node publishes its users' events to;
+  - C{NAME:bus}: the channel every node publishes its users' events to:
+    what a node publishes in one reactor turn goes out as one C{PUBLISH},
+    a JSON list of the messages (one message alone: the object itself, as
+    before lists; a node reads both);
   - C{NAME:name:KEY}: the claim of a name (the node's id), which expires
     unless the node renews it;
   - C{NAME:guests}: the last guest number given out (each node reserves
@@ -29,6 +32,7 @@ import json
 import os
 import socket
 import uuid
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import txredisapi
@@ -38,7 +42,11 @@ from service_identity import VerificationError
 from twisted.internet import ssl as twisted_ssl
 from twisted.internet.defer import Deferred, fail, gatherResults, succeed
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
-from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IReactorTime,
+    IStreamClientEndpoint,
+)
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -55,7 +63,8 @@ from securemsg.cluster.interface import (
     Presence,
 )
 
-#: What may wait to be sent to Redis at once; more is dropped (and counted).
+#: What may wait to be sent to Redis at once (messages and commands); more
+#: is dropped (and counted).
 MAX_PENDING = 10_000
 
 #: While commands to Redis fail, or messages are dropped, how often (in
@@ -63,6 +72,10 @@ MAX_PENDING = 10_000
 #: (or been dropped) for the episode to end, when Redis answers.
 REPORT_EVERY = 60.0
 QUIET = 10.0
+
+#: The most messages (or history appends) sent in one command: a turn that
+#: has more sends several.
+MAX_PER_COMMAND = 1000
 
 # Claim KEYS[1] for node ARGV[1] for ARGV[2] ms, unless another node holds
 # it (ARGV[3] = "1": even then).
@@ -73,6 +86,18 @@ if holder == false or holder == ARGV[1] or ARGV[3] == '1' then
   return 1
 end
 return 0
+"""
+
+# Append, for each stream KEYS[i], the entry ARGV[2i] to it, keeping about
+# its last ARGV[2i-1] (XADD MAXLEN ~): the history of one turn in one
+# command.
+_APPEND = """
+if redis.replicate_commands then redis.replicate_commands() end
+for index, key in ipairs(KEYS) do
+  redis.call('xadd', key, 'MAXLEN', '~', ARGV[2 * index - 1], '*',
+             'e', ARGV[2 * index])
+end
+return #KEYS
 """
 
 # Let KEYS[1] go if node ARGV[1] holds it.
@@ -171,15 +196,18 @@ class _Episode:
         self._started = self._last = self._reported = 0.0
         self._fields: dict[str, object] = {}
 
-    def add(self, **fields: object) -> None:
-        """One more: C{fields} for the lines logged (the error...)."""
+    def add(self, count: int = 1, **fields: object) -> None:
+        """
+        C{count} more: C{fields} for the lines logged (the error...).
+        """
         now = self.clock.seconds()
-        self.count += 1
+        first = not self.count
+        self.count += count
         self._last = now
         self._fields = fields
-        if self.count == 1:
+        if first:
             self._started = self._reported = now
-            self.log.warn(self.formats[0], count=1, seconds=0, **fields)
+            self.log.warn(self.formats[0], count=count, seconds=0, **fields)
         elif now - self._reported >= REPORT_EVERY:
             self._reported = now
             self.log.warn(self.formats[1], **self._counted())
@@ -235,6 +263,28 @@ class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
 
 
 class _SubscriberProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
+    # What follows a bulk reply in a read, parsed before the read ends.
+    _rest = b""
+
+    def setLineMode(self, extra: bytes = b"") -> None:
+        # txredisapi's own parser (the one used without hiredis) pauses the
+        # transport here and parses what follows a bulk reply in the next
+        # reactor turn: a read of N messages took 3N turns, each message
+        # reaching the users in a turn (and a write to each) of its own.
+        # It is parsed in this read instead (by dataReceived, in a loop).
+        self.line_mode = 1
+        if extra:
+            self._rest += extra
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> Any:
+        # The messages of one read reach the users together.
+        with self.factory.link.receiving():
+            result = super().dataReceived(data, unpause)
+            while self._rest:
+                rest, self._rest = self._rest, b""
+                result = super().dataReceived(rest)
+            return result
+
     def connectionMade(self) -> Any:
         result = super().connectionMade()
         self.whenConnected().addCallback(lambda _: self._subscribe())
@@ -287,6 +337,12 @@ class RedisLink:
 
     @ivar dropped: messages not published (Redis out of reach, or too much
         waiting to be sent).
+
+    What is published, and the history appended, wait for the end of the
+    reactor turn (or the next other command, or L{stop}): then they go out
+    as one C{PUBLISH} (a JSON list) and one command that appends them all
+    (see L{MAX_PER_COMMAND}), which costs txredisapi and Redis far less
+    than one command each.
     """
 
     log = Logger()
@@ -310,6 +366,10 @@ class RedisLink:
         self.dropped = 0
         self.max_pending = max_pending
         self._pending = 0
+        # Published and appended this turn, waiting for _flush.
+        self._published: list[ClusterMessage] = []
+        self._appends: list[tuple[str, str, int]] = []
+        self._flushing: IDelayedCall | None = None
         self._stopping = False
         # Failed commands and dropped messages, logged by episode.
         self._failures = _Episode(
@@ -340,8 +400,15 @@ class RedisLink:
 
     @property
     def backlog(self) -> int:
-        """Commands sent to Redis and not answered yet."""
-        return self._pending
+        """
+        Messages and commands waiting to be sent to Redis or answered by it
+        (a message published counts one, whatever command carries it).
+        """
+        return self._pending + len(self._published) + len(self._appends)
+
+    def _full(self) -> bool:
+        """Whether Redis is out of reach, or too much waits already."""
+        return self._commands is None or not self.up or self.backlog >= self.max_pending
 
     def _endpoint(self) -> IStreamClientEndpoint:
         endpoint: IStreamClientEndpoint = HostnameEndpoint(
@@ -380,6 +447,7 @@ class RedisLink:
             factory.startConnecting(self._endpoint())
 
     def stop(self) -> Deferred[None]:
+        self._flush()
         self.up = False
         self._stopping = True
         factories, self._factories = self._factories, []
@@ -387,14 +455,63 @@ class RedisLink:
         return stopped.addCallback(lambda _: None)
 
     def publish(self, message: ClusterMessage) -> bool:
-        if self._commands is None or not self.up or self._pending >= self.max_pending:
+        if self._full():
             self._drop()
             return False
-        data = json.dumps(dict(message, n=self.node_id), separators=(",", ":"))
-        self._send(self._commands.publish(self.channel, data))
+        self._published.append(dict(message, n=self.node_id))
+        self._flush_later()
         return True
 
+    def receiving(self) -> AbstractContextManager[None]:
+        """The context of one read of the bus (L{IClusterHandler.receiving})."""
+        if self._handler is None:
+            return nullcontext()
+        return self._handler.receiving()
+
+    def _flush_later(self) -> None:
+        if self._flushing is None:
+            self._flushing = self.reactor.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        """
+        Send what waits to be appended and published: the history first,
+        as when each line was sent on its own (XADD, then PUBLISH).
+        """
+        if self._flushing is not None:
+            if self._flushing.active():
+                self._flushing.cancel()
+            self._flushing = None
+        appends, self._appends = self._appends, []
+        published, self._published = self._published, []
+        if not appends and not published:
+            return
+        commands = self._commands
+        if commands is None or not self.up:
+            # Lost since: nobody hears it.
+            self._drop(len(appends) + len(published))
+            return
+        for start in range(0, len(appends), MAX_PER_COMMAND):
+            chunk = appends[start : start + MAX_PER_COMMAND]
+            if len(chunk) == 1:
+                [(stream, data, max_count)] = chunk
+                sent = commands.execute_command(
+                    "XADD", stream, "MAXLEN", "~", str(max_count), "*", "e", data
+                )
+            else:
+                args: list[str] = []
+                for _, data, max_count in chunk:
+                    args += [str(max_count), data]
+                sent = commands.eval(_APPEND, [stream for stream, _, _ in chunk], args)
+            self._send(sent, weight=len(chunk))
+        for start in range(0, len(published), MAX_PER_COMMAND):
+            messages = published[start : start + MAX_PER_COMMAND]
+            data = json.dumps(
+                messages[0] if len(messages) == 1 else messages, separators=(",", ":")
+            )
+            self._send(commands.publish(self.channel, data), weight=len(messages))
+
     def claim(self, key: str, force: bool) -> Deferred[bool]:
+        self._flush()
         if self._commands is None or not self.up or self._pending >= self.max_pending:
             return succeed(False)
         args = [self.node_id, str(int(self.claim_ttl * 1000)), "1" if force else "0"]
@@ -404,10 +521,12 @@ class RedisLink:
         return running.addCallback(lambda won: won == 1)
 
     def release(self, key: str) -> None:
+        self._flush()
         if self._commands is not None and self.up and self._pending < self.max_pending:
             self._send(self._commands.eval(_RELEASE, [self._key(key)], [self.node_id]))
 
     def renew(self, keys: list[str]) -> Deferred[list[str]]:
+        self._flush()
         if not keys or self._commands is None or not self.up:
             return succeed([])
         if self._pending >= self.max_pending:
@@ -430,17 +549,14 @@ class RedisLink:
         return reserving.addCallback(lambda last: int(last) - count + 1)
 
     def append_history(self, room_key: str, data: str, max_count: int) -> None:
-        if self._commands is None or not self.up or self._pending >= self.max_pending:
+        if self._full():
             self._drop()
             return
-        self._send(
-            self._commands.execute_command(
-                "XADD", self._stream(room_key), "MAXLEN", "~", str(max_count),
-                "*", "e", data,
-            )
-        )  # fmt: skip
+        self._appends.append((self._stream(room_key), data, max_count))
+        self._flush_later()
 
     def read_history(self, room_key: str, count: int) -> Deferred[list[str]]:
+        self._flush()
         if self._commands is None or not self.up or self._pending >= self.max_pending:
             return succeed([])
         reading = self._send(
@@ -467,6 +583,7 @@ class RedisLink:
     def store_presence(
         self, users: dict[str, str | None], mark: int, whole: bool
     ) -> Deferred[bool]:
+        self._flush()
         if self._commands is None or not self.up or self._pending >= self.max_pending:
             self._drop()
             return succeed(False)
@@ -483,6 +600,7 @@ class RedisLink:
         return running.addCallback(lambda done: done == 1)
 
     def read_presence(self) -> Deferred[dict[str, Presence]]:
+        self._flush()
         if self._commands is None or not self.up:
             return fail(ConnectionError("Redis is out of reach"))
         reading = self._send(
@@ -515,6 +633,7 @@ class RedisLink:
         return reading.addCallback(nodes)
 
     def clear_presence(self) -> None:
+        self._flush()
         if self._commands is None or not self.up or self._pending >= self.max_pending:
             return
         self._send(self._commands.delete(self._presence(self.node_id)))
@@ -527,6 +646,7 @@ class RedisLink:
         return f"{self.config.name}:history:{room_key}"
 
     def store_ban(self, value: str, data: str) -> bool:
+        self._flush()
         if self._commands is None or not self.up or self._pending >= self.max_pending:
             self._drop()
             return False
@@ -534,6 +654,7 @@ class RedisLink:
         return True
 
     def read_bans(self) -> Deferred[dict[str, str]]:
+        self._flush()
         if self._commands is None or not self.up:
             return fail(ConnectionError("Redis is out of reach"))
         reading = self._send(
@@ -544,6 +665,7 @@ class RedisLink:
         )
 
     def store_motd(self, text: str) -> bool:
+        self._flush()
         if self._commands is None or not self.up or self._pending >= self.max_pending:
             self._drop()
             return False
@@ -552,6 +674,7 @@ class RedisLink:
         return True
 
     def read_motd(self) -> Deferred[str | None]:
+        self._flush()
         if self._commands is None or not self.up:
             return fail(ConnectionError("Redis is out of reach"))
         reading = self._send(self._commands.get(f"{self.config.name}:motd"), fail=True)
@@ -568,16 +691,19 @@ class RedisLink:
 
     # Bookkeeping
 
-    def _send(self, command: Deferred[Any], *, fail: bool = False) -> Deferred[Any]:
+    def _send(
+        self, command: Deferred[Any], *, fail: bool = False, weight: int = 1
+    ) -> Deferred[Any]:
         """
-        Count C{command} while it waits for Redis; its failure is logged,
-        and then passed on if C{fail}, else taken as a L{None} reply.
+        Count C{command} (as C{weight} messages) while it waits for Redis;
+        its failure is logged, and then passed on if C{fail}, else taken as
+        a L{None} reply.
         """
-        self._pending += 1
+        self._pending += weight
         done: Deferred[Any] = Deferred()
 
         def finished(result: object) -> None:
-            self._pending -= 1
+            self._pending -= weight
             if isinstance(result, Failure):
                 if not self._stopping:
                     self._failures.add(error=result.getErrorMessage())
@@ -596,9 +722,9 @@ class RedisLink:
         command.addBoth(finished)
         return done
 
-    def _drop(self) -> None:
-        self.dropped += 1
-        self._drops.add(dropped=self.dropped)
+    def _drop(self, count: int = 1) -> None:
+        self.dropped += count
+        self._drops.add(count, dropped=self.dropped)
 
     # What the connections say
 
@@ -660,13 +786,17 @@ class RedisLink:
         )
 
     def message(self, data: object) -> None:
-        """One message from the bus."""
+        """
+        One message from the bus: a message, or a list of them (what one
+        node published in one turn).
+        """
         try:
             decoded = json.loads(data)  # type: ignore[arg-type]
         except (TypeError, ValueError):
             self.log.warn("a message on {channel} is not JSON", channel=self.channel)
             return
-        if not isinstance(decoded, dict) or decoded.get("n") == self.node_id:
-            return
-        if self._handler is not None:
-            self._handler.received(decoded)
+        for message in decoded if isinstance(decoded, list) else (decoded,):
+            if not isinstance(message, dict) or message.get("n") == self.node_id:
+                continue
+            if self._handler is not None:
+                self._handler.received(message)

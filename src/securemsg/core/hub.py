@@ -41,6 +41,18 @@ ANNOUNCE_BURST: Final = 20
 ANNOUNCE_RATE: Final = 5.0
 
 
+class _Relayed:
+    """The speaker of the lines relayed from other nodes (L{RELAYED})."""
+
+    def __repr__(self) -> str:
+        return "RELAYED"
+
+
+#: Whom L{ChatHub.batch} is opened for to hold the lines other nodes relay
+#: (L{ChatHub.relay}): a cluster node opens it for each read of the bus.
+RELAYED: Final = _Relayed()
+
+
 def _size(*texts: str) -> int:
     """What one entry of a reply counts against L{Limits.reply_bytes}."""
     return sum(len(text.encode("utf-8")) for text in texts) + REPLY_ENTRY_OVERHEAD
@@ -212,7 +224,7 @@ class ChatHub:
         self._waiting: dict[IChatParticipant, list[wire.Command]] = {}
         # Whose batch is open (see batch()), and the lines they said to one
         # room in it that are not handed out yet.
-        self._batch: IChatParticipant | None = None
+        self._batch: IChatParticipant | _Relayed | None = None
         self._held: list[wire.Event] = []
         self._held_room: Room | None = None
         self._held_speaker: IChatParticipant | None = None
@@ -285,7 +297,7 @@ class ChatHub:
     # Batches
 
     @contextmanager
-    def batch(self, participant: IChatParticipant) -> Iterator[None]:
+    def batch(self, participant: IChatParticipant | _Relayed) -> Iterator[None]:
         """
         Within: the chat lines C{participant} says to a room one after the
         other are held, and each member gets all of them in one delivery,
@@ -298,6 +310,9 @@ class ChatHub:
         delivered (a private line, a line to another room, an arrival or a
         departure, another speaker's line...), what is held is handed out.
         A batch opened within another changes nothing: the outer one holds.
+
+        A batch for L{RELAYED} holds the lines of other nodes' users instead
+        (L{relay}): a cluster node opens one for each read of the bus.
         """
         if self._batch is not None:
             yield
@@ -762,7 +777,7 @@ class ChatHub:
         return membership is not None and membership.verified
 
     def flush(self) -> None:
-        """Hand out what is held (see L{hold}) now."""
+        """Hand out what is held (see L{batch}) now."""
         self._hand_out_held()
 
     def _unread_here(self, room: Room) -> bool:
@@ -887,6 +902,27 @@ class ChatHub:
         self.history.record(event)
         if self.cluster is not None:
             self.cluster.said(event)
+
+    def relay(self, room: Room, event: wire.Message | wire.Action) -> None:
+        """
+        Give C{event}, a line another node's user said to C{room}, to every
+        member here (their mirror takes no room lines).
+
+        Within a batch for L{RELAYED} (one read of the bus), the lines
+        relayed to one room one after the other are held and each member
+        gets them in one delivery, as a local speaker's lines in their
+        batch; the speaker is on another node, so lines of several
+        speakers may share a delivery without anyone seeing anything in
+        another order.  Whatever else comes first hands out what is held.
+        """
+        if self._batch is not RELAYED:
+            self._hand_out_held()
+            room.broadcast(event)
+            return
+        if room is not self._held_room:
+            self._hand_out_held()
+            self._held_room, self._held_speaker = room, None
+        self._held.append(event)
 
     def whisper(
         self, participant: IChatParticipant, recipient_name: str, text: str
