@@ -120,7 +120,7 @@ class ClusterNode:
 
     @property
     def publish_backlog(self) -> int:
-        """Commands sent to the others and not answered yet."""
+        """Messages and commands waiting to be sent to Redis or answered."""
         return int(self.link.backlog)
 
     @property

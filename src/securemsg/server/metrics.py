@@ -59,7 +59,7 @@ class ClusterState(Protocol):
 
     @property
     def publish_backlog(self) -> int:
-        """Commands sent to Redis and not answered yet."""
+        """Messages and commands waiting to be sent to Redis or answered."""
 
     @property
     def dropped(self) -> int:
@@ -223,7 +223,7 @@ class ServerCollector(Collector):
         )
         yield GaugeMetricFamily(
             "securemsg_cluster_publish_backlog",
-            "Commands sent to Redis and not answered yet.",
+            "Messages and commands waiting to be sent to Redis or answered by it.",
             value=cluster.publish_backlog,
         )
         yield CounterMetricFamily(
