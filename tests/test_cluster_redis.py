@@ -26,7 +26,7 @@ from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
 from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
 from securemsg.cluster.interface import ClusterMessage
-from securemsg.cluster.redis import RedisLink, _SubscriberProtocol
+from securemsg.cluster.redis import RedisLink, _CommandProtocol, _SubscriberProtocol
 
 from . import _certs
 from ._cluster import (
@@ -873,6 +873,26 @@ class ReadTests(SynchronousTestCase):
         self.assertEqual(handler.reads, [])
         protocol.dataReceived(data[50:])
         self.assertEqual(handler.reads, [[one, *two]])
+
+    def test_replies_of_one_read(self) -> None:
+        """
+        The command connection too parses every reply of one read in that
+        read: a busy node's commands (an XADD answers with a bulk string)
+        are answered as fast as Redis sends the replies, not one bulk
+        reply per reactor turn.
+        """
+        protocol = _CommandProtocol()
+        link = SimpleNamespace(commands_ready=lambda protocol: None)
+        protocol.factory = cast(Any, SimpleNamespace(link=link))
+        protocol.makeConnection(StringTransport())
+        first = protocol.execute_command("XADD", "s", "*", "e", "1")
+        second = protocol.execute_command("XADD", "s", "*", "e", "2")
+        third = protocol.execute_command("PUBLISH", "bus", "x")
+        protocol.dataReceived(b"$3\r\n1-0\r\n$3\r\n2-0\r\n:1\r\n")
+        self.assertEqual(
+            [self.successResultOf(reply) for reply in (first, second, third)],
+            ["1-0", "2-0", 1],
+        )
 
 
 class TurnTests(SynchronousTestCase):

@@ -249,7 +249,39 @@ class _Factory(txredisapi.RedisFactory):  # type: ignore[misc]
         self.deferred.addErrback(link.failed)
 
 
-class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
+class _WholeReads:
+    """
+    Parse all of a read at once.  txredisapi's own parser (the one used
+    without hiredis) pauses the transport after each bulk reply and parses
+    what follows in the next reactor turn: a read of N replies took up to
+    N turns.  On the bus that made each message reach the users in a turn
+    (and a write to each) of its own; on the command connection, replies
+    fell behind the commands of a busy node until its backlog overflowed.
+    """
+
+    line_mode: int
+    # What follows a bulk reply in a read, parsed before the read ends.
+    _rest = b""
+
+    def setLineMode(self, extra: bytes = b"") -> None:
+        self.line_mode = 1
+        if extra:
+            self._rest += extra
+
+    def _reading(self) -> AbstractContextManager[None]:
+        """The context one read is parsed in."""
+        return nullcontext()
+
+    def dataReceived(self, data: bytes, unpause: bool = False) -> Any:
+        with self._reading():
+            result = super().dataReceived(data, unpause)  # type: ignore[misc]
+            while self._rest:
+                rest, self._rest = self._rest, b""
+                result = super().dataReceived(rest)  # type: ignore[misc]
+            return result
+
+
+class _CommandProtocol(_WholeReads, txredisapi.RedisProtocol):  # type: ignore[misc]
     def connectionMade(self) -> Any:
         result = super().connectionMade()
         self.whenConnected().addCallback(self.factory.link.commands_ready)
@@ -262,28 +294,10 @@ class _CommandProtocol(txredisapi.RedisProtocol):  # type: ignore[misc]
         self.factory.link.connection_lost(self, why)
 
 
-class _SubscriberProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
-    # What follows a bulk reply in a read, parsed before the read ends.
-    _rest = b""
-
-    def setLineMode(self, extra: bytes = b"") -> None:
-        # txredisapi's own parser (the one used without hiredis) pauses the
-        # transport here and parses what follows a bulk reply in the next
-        # reactor turn: a read of N messages took 3N turns, each message
-        # reaching the users in a turn (and a write to each) of its own.
-        # It is parsed in this read instead (by dataReceived, in a loop).
-        self.line_mode = 1
-        if extra:
-            self._rest += extra
-
-    def dataReceived(self, data: bytes, unpause: bool = False) -> Any:
+class _SubscriberProtocol(_WholeReads, txredisapi.SubscriberProtocol):  # type: ignore[misc]
+    def _reading(self) -> AbstractContextManager[None]:
         # The messages of one read reach the users together.
-        with self.factory.link.receiving():
-            result = super().dataReceived(data, unpause)
-            while self._rest:
-                rest, self._rest = self._rest, b""
-                result = super().dataReceived(rest)
-            return result
+        return self.factory.link.receiving()  # type: ignore[no-any-return]
 
     def connectionMade(self) -> Any:
         result = super().connectionMade()
