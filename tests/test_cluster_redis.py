@@ -605,6 +605,8 @@ class PresenceLinkTests(TestCase):
         self.assertTrue(await one.store_presence({"bob": bob}, 9, True))
         self.assertEqual(await two.read_presence(), {"one": (9, [bob])})
         one.clear_presence()
+        # Answered after the clearing, on the same connection.
+        await one.read_presence()
         self.assertEqual(await two.read_presence(), {})
         await one.stop()
         self.assertFalse(await one.store_presence({}, 10, False))
