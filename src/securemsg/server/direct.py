@@ -125,6 +125,9 @@ class DirectTLSProtocol(TLSMemoryBIOProtocol):
     Twisted's server-side TLS protocol, sending its output as soon as it is
     made (see L{send_now}), and all the TLS records of one C{write} in one
     system call (Twisted's sends each 16 KiB record on its own).
+
+    The records of one read are given to the wrapped protocol within its
+    C{read_batch()} context, if it has one (L{ChatServerProtocol.read_batch}).
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -138,7 +141,16 @@ class DirectTLSProtocol(TLSMemoryBIOProtocol):
         super().__init__(*args, **kwargs)
 
     def dataReceived(self, data: bytes) -> None:
-        super().dataReceived(data)
+        # One read of the socket holds many TLS records, which OpenSSL hands
+        # out one by one (a client that writes one line at a time sends a
+        # record per line): a wrapped protocol that can take them as one
+        # batch gets them within it.
+        read_batch = getattr(self.wrappedProtocol, "read_batch", None)
+        if read_batch is None:
+            super().dataReceived(data)
+        else:
+            with read_batch():
+                super().dataReceived(data)
         if not self._bios_renewed and self._handshakeDone:
             connection = self._tlsConnection
             if connection is not None and not self._lostTLSConnection:
