@@ -249,15 +249,19 @@ def speak(clock: Clock, speaker: Any, turns: int, per_read: int, reads: int) -> 
         clock.advance(0)
 
 
-def measure(receivers: int, per_read: int, reads: int, tls: bool) -> float:
-    """CPU microseconds per delivered line, best of L{RUNS}."""
-    clock, speaker = setup(receivers, tls)
-    # About half a second a run.
+def _turns(receivers: int, per_read: int, reads: int, tls: bool) -> int:
+    """How many turns make a run of about half a second."""
     if per_read * reads < 16:
         budget = 100_000 if tls else 1_000_000
     else:
         budget = 4_000_000 if tls else 10_000_000
-    turns = max(2, budget // (receivers * per_read * reads))
+    return max(2, budget // (receivers * per_read * reads))
+
+
+def measure(receivers: int, per_read: int, reads: int, tls: bool) -> float:
+    """CPU microseconds per delivered line, best of L{RUNS}."""
+    clock, speaker = setup(receivers, tls)
+    turns = _turns(receivers, per_read, reads, tls)
     speak(clock, speaker, 2, per_read, reads)  # warm up
     best = float("inf")
     for _ in range(RUNS):
@@ -284,7 +288,7 @@ def main() -> None:
         receivers, case = args.profile.split(":")
         per_read, reads = _case(case)
         clock, speaker = setup(int(receivers), args.tls)
-        turns = max(2, 200_000 // (int(receivers) * per_read * reads))
+        turns = _turns(int(receivers), per_read, reads, args.tls)
         profile = cProfile.Profile()
         profile.runcall(speak, clock, speaker, turns, per_read, reads)
         pstats.Stats(profile).sort_stats("tottime").print_stats(30)
