@@ -184,6 +184,45 @@ class DirectTLSProtocolTests(SynchronousTestCase):
         transport.clear()
         return protocol, transport, client
 
+    def test_one_record_written_directly(self) -> None:
+        """
+        A write that fits one TLS record (16 KiB) is made and read out of
+        OpenSSL without pyOpenSSL's C{send} and C{bio_read} (nor Twisted's
+        layers around them), and sent with one call; the client reads it,
+        in order with a longer write, which takes the usual path.
+        """
+        protocol, _, client = self.handshake()
+        sent: list[bytes] = []
+        self.patch(direct, "send_now", lambda transport, data: sent.append(data))
+        connection = protocol._tlsConnection
+        send, bio_read = connection.send, connection.bio_read
+        used: list[str] = []
+
+        def sending(data: bytes) -> int:
+            used.append("send")
+            return send(data)
+
+        def reading(size: int) -> bytes:
+            used.append("bio_read")
+            return bio_read(size)
+
+        self.patch(connection, "send", sending)
+        self.patch(connection, "bio_read", reading)
+        protocol._send_now = True
+        short, record, longer = b"hello\n", b"r" * 16384, b"l" * 20000
+        protocol.write(short)
+        protocol.write(record)
+        self.assertEqual((len(sent), used), (2, []))
+        protocol.write(longer)
+        self.assertEqual(len(sent), 3)
+        self.assertIn("send", used)
+        for data in sent:
+            client.bio_write(data)
+        received = b""
+        while len(received) < len(short + record + longer):
+            received += client.recv(65536)
+        self.assertEqual(received, short + record + longer)
+
     def test_records_of_one_read_in_one_batch(self) -> None:
         """
         The TLS records of one read (here three of a line each, as a client
