@@ -6,19 +6,21 @@ TCP, and everything else left to Twisted's transport.
 from __future__ import annotations
 
 import socket
-from typing import Any
+from typing import Any, cast
 
 from OpenSSL import SSL
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.protocols import tls as twisted_tls
 from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import directlyProvidedBy, directlyProvides, providedBy
 
+from securemsg.protocol import wire
 from securemsg.server import direct
 from securemsg.server.direct import DirectTLSProtocol, can_send_now, send_now
+from securemsg.server.factory import ChatServerFactory
 from securemsg.tls import policy as tls
 
 from ._certs import default_ca_and_server
@@ -150,14 +152,19 @@ class DirectTLSProtocolTests(SynchronousTestCase):
     L{DirectTLSProtocol} on a transport that is not Twisted's TCP.
     """
 
-    def handshake(self) -> tuple[DirectTLSProtocol, StringTransport, SSL.Connection]:
-        """A L{DirectTLSProtocol} on a L{StringTransport}, its handshake done."""
+    def handshake(
+        self, wrapped: Factory | None = None
+    ) -> tuple[DirectTLSProtocol, StringTransport, SSL.Connection]:
+        """
+        A L{DirectTLSProtocol} on a L{StringTransport}, its handshake done,
+        wrapping a protocol of C{wrapped} (a L{Recording} if not given).
+        """
         _, server = default_ca_and_server()
         context = tls.make_server_context(
             tls.ServerCredentials([server.certificate], server.key, "", "")
         )
         factory = TLSMemoryBIOFactory(
-            tls.ServerTLS(context), False, Factory.forProtocol(Recording)
+            tls.ServerTLS(context), False, wrapped or Factory.forProtocol(Recording)
         )
         factory.protocol = DirectTLSProtocol
         protocol = factory.buildProtocol(None)
@@ -176,6 +183,74 @@ class DirectTLSProtocolTests(SynchronousTestCase):
         client.bio_write(transport.value())  # The session tickets.
         transport.clear()
         return protocol, transport, client
+
+    def test_one_record_written_directly(self) -> None:
+        """
+        A write that fits one TLS record (16 KiB) is made and read out of
+        OpenSSL without pyOpenSSL's C{send} and C{bio_read} (nor Twisted's
+        layers around them), and sent with one call; the client reads it,
+        in order with a longer write, which takes the usual path.
+        """
+        protocol, _, client = self.handshake()
+        sent: list[bytes] = []
+        self.patch(direct, "send_now", lambda transport, data: sent.append(data))
+        connection = protocol._tlsConnection
+        send, bio_read = connection.send, connection.bio_read
+        used: list[str] = []
+
+        def sending(data: bytes) -> int:
+            used.append("send")
+            return send(data)
+
+        def reading(size: int) -> bytes:
+            used.append("bio_read")
+            return bio_read(size)
+
+        self.patch(connection, "send", sending)
+        self.patch(connection, "bio_read", reading)
+        protocol._send_now = True
+        short, record, longer = b"hello\n", b"r" * 16384, b"l" * 20000
+        protocol.write(short)
+        protocol.write(record)
+        self.assertEqual((len(sent), used), (2, []))
+        protocol.write(longer)
+        self.assertEqual(len(sent), 3)
+        self.assertIn("send", used)
+        for data in sent:
+            client.bio_write(data)
+        received = b""
+        while len(received) < len(short + record + longer):
+            received += client.recv(65536)
+        self.assertEqual(received, short + record + longer)
+
+    def test_records_of_one_read_in_one_batch(self) -> None:
+        """
+        The TLS records of one read (here three of a line each, as a client
+        that writes line by line sends them) are given to the chat within
+        one batch: each member of the room gets the three lines in one
+        delivery, not one per record.
+        """
+        clock = MemoryReactorClock()
+        chat = ChatServerFactory.standalone(clock, greeting="")
+        member = chat.buildProtocol(None)
+        member.makeConnection(StringTransport())
+        _, _, client = self.handshake(chat)
+        deliveries: list[tuple[wire.Event, ...]] = []
+        self.patch(member, "deliver", lambda event: deliveries.append((event,)))
+        self.patch(member, "deliver_all", deliveries.append)
+        for line in (b"one\n", b"two\n", b"three\n"):
+            client.send(line)
+        records = client.bio_read(65536)
+        protocol = chat.open_connections - {member}
+        self.assertEqual(len(protocol), 1)
+        protocol.pop().transport.dataReceived(records)
+        self.assertEqual(
+            [
+                [cast(wire.Message, event).text for event in delivery]
+                for delivery in deliveries
+            ],
+            [["one", "two", "three"]],
+        )
 
     def connected(self, protocol_class: type[TLSMemoryBIOProtocol]) -> Any:
         """A C{protocol_class} TLS protocol made and connected to a transport."""

@@ -8,7 +8,7 @@ builds one per connection.
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import suppress
+from contextlib import AbstractContextManager, suppress
 from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
@@ -375,6 +375,17 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         """The connection is going away; connectionLost does the rest."""
 
     # Receiving
+
+    def read_batch(self) -> AbstractContextManager[None]:
+        """
+        Within: the lines this client says to a room reach each member
+        together (L{ChatHub.batch}).  L{dataReceived} opens one for what it
+        is given; the TLS layer below (L{DirectTLSProtocol}) opens one for
+        all the TLS records of one read of the socket, so that a client
+        that sends a record per line costs each member one delivery per
+        read, not one per line.
+        """
+        return self.factory.chat.batch(self)
 
     def dataReceived(self, data: bytes) -> None:
         if self.transport.disconnecting:
