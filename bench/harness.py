@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import mmap
 import os
 import select
@@ -607,3 +608,18 @@ def window(a: Snapshot, b: Snapshot) -> dict[str, float]:
         "gen_cores": gen / secs if secs else 0.0,
         "gen_us_per_line": gen * 1e6 / lines if lines else float("nan"),
     }
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """A figure for the tables: 3 significant digits or so, "-" if none."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        if abs(value) >= 100:
+            return f"{value:,.0f}"
+        if abs(value) >= 10:
+            return f"{value:.1f}"
+        return f"{value:.{digits}f}"
+    return str(value)

@@ -857,18 +857,7 @@ class Bench:
 # The table
 
 
-def fmt(value: Any, digits: int = 2) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "-"
-        if abs(value) >= 100:
-            return f"{value:,.0f}"
-        if abs(value) >= 10:
-            return f"{value:.1f}"
-        return f"{value:.{digits}f}"
-    return str(value)
+fmt = h.fmt
 
 
 def summary(scenario: str, r: dict[str, Any]) -> str:

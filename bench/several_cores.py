@@ -623,16 +623,7 @@ def merge(runs: list[dict[str, Any]]) -> dict[str, Any]:
 # The table
 
 
-def _n(value: Any, digits: int = 2) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "-"
-    if isinstance(value, float):
-        if abs(value) >= 100:
-            return f"{value:,.0f}"
-        if abs(value) >= 10:
-            return f"{value:.1f}"
-        return f"{value:.{digits}f}"
-    return str(value)
+_n = h.fmt
 
 
 def _cores(r: dict[str, Any] | None) -> str:
@@ -664,7 +655,8 @@ def _bound(goal: str, *measured: dict[str, Any] | None) -> str:
         )
         return (
             f"{goal}, but the machine was full (other programs: {others}"
-            " cores): a ratio of what the cores left, not of the servers"
+            " cores; the rest the servers, the load generator and Redis):"
+            " a ratio of what the cores allowed, not of the servers alone"
         )
     return goal
 
