@@ -7,6 +7,7 @@ A, and N receivers on node A ("local") or node B ("cross").
 
     python bench/cluster_inprocess.py [--receivers 100] [--lines 20000]
         [--per-read 1,10] [--src DIR]
+    python bench/cluster_inprocess.py --churn 20000 [--batch 1,10] [--src DIR]
 
 The clients are the real server protocol on transports that count what is
 written and throw it away: no TLS and no ``send()``, so the CPU printed is
@@ -18,6 +19,12 @@ receivers keep up (at most ``--window`` lines ahead of them). The process's
 CPU (both servers and the clients' fakes; Redis is another process) is
 divided by the lines delivered. ``--src`` runs another checkout's sources
 (e.g. ``git archive`` of an older commit), for before/after figures.
+
+``--churn N`` measures connections instead: N guests connect to node A
+(``--batch`` of them in each reactor turn, as a busy server finishes
+several handshakes in a turn), each leaving a turn after it came, node B
+hearing of each; the CPU (both nodes: the claims, the presence, the bus
+and node B's mirror; not TLS) is divided by N.
 """
 
 from __future__ import annotations
@@ -38,6 +45,8 @@ parser.add_argument("--receivers", type=int, default=100)
 parser.add_argument("--lines", type=int, default=20000)
 parser.add_argument("--per-read", default="1,10")
 parser.add_argument("--window", type=int, default=500)
+parser.add_argument("--churn", type=int, default=0)
+parser.add_argument("--batch", default="1,10")
 parser.add_argument(
     "--src", default=str(Path(__file__).resolve().parent.parent / "src")
 )
@@ -168,6 +177,45 @@ def run(a: Node, b: Node, cross: bool, per_read: int) -> dict[str, float]:
     return result
 
 
+def churn(a: Node, b: Node, batch: int) -> dict[str, float]:
+    def gone(clients: list[tuple[Any, Counting]]) -> None:
+        for protocol, transport in clients:
+            transport.loseConnection()
+            protocol.connectionLost(Failure(ConnectionDone()))
+
+    def settled() -> bool:
+        return (
+            len(a.chat) == len(b.chat) == 0
+            and a.link.backlog == 0
+            and b.link.backlog == 0
+        )
+
+    wait_until(settled, 10)
+    wait_until(lambda: False, 1.0)
+    dropped = a.link.dropped + b.link.dropped
+    start_cpu, start_wall = time.process_time(), time.monotonic()
+    previous: list[tuple[Any, Counting]] = []
+    made = seen = 0
+    while made < options.churn:
+        count = min(batch, options.churn - made)
+        clients = [a.client() for _ in range(count)]
+        made += count
+        gone(previous)
+        previous = clients
+        turn(busy=True)
+        # Node B hears of them (a check that the bench measures a cluster).
+        seen = max(seen, len(b.chat))
+    gone(previous)
+    wait_until(settled, 30)
+    cpu, wall = time.process_time() - start_cpu, time.monotonic() - start_wall
+    return {
+        "us_per_connection": cpu / options.churn * 1e6,
+        "connections_per_s": options.churn / wall,
+        "dropped": a.link.dropped + b.link.dropped - dropped,
+        "seen": seen,
+    }
+
+
 def main() -> None:
     port = free_port()
     folder = tempfile.mkdtemp()
@@ -184,6 +232,19 @@ def main() -> None:
             print("the links did not come up")
             return
         print(f"sources: {options.src}")
+        if options.churn:
+            print(
+                f"{'per turn':>8} {'µs/connection':>13} {'conn/s':>8}"
+                f" {'dropped':>7} {'most on B':>9}"
+            )
+            for batch in (int(n) for n in options.batch.split(",")):
+                r = churn(a, b, batch)
+                print(
+                    f"{batch:>8} {r['us_per_connection']:>13.1f}"
+                    f" {r['connections_per_s']:>8.0f} {r['dropped']:>7}"
+                    f" {r['seen']:>9}"
+                )
+            return
         print(
             f"{'where':<6} {'lines/read':>10} {'µs/line':>8} {'writes/line':>11}"
             f" {'lines/s':>8} {'lost':>6} {'dropped':>7}"

@@ -613,6 +613,55 @@ class PresenceLinkTests(TestCase):
         self.failureResultOf(one.read_presence(), ConnectionError)
 
 
+class ClaimLinkTests(TestCase):
+    """
+    L{RedisLink} makes the claims and releases of one turn in one script,
+    against a real Redis.
+    """
+
+    async def test_claims_of_a_turn(self) -> None:
+        """
+        Claims made in one turn, with releases, go as one script and get
+        each its own result: a free name is won, one another node holds is
+        not, unless forced; a name let go then claimed again in the turn
+        is held in the end, one claimed then let go is free.
+        """
+        _, redis_port = await start_redis(self)
+        config = parse_cluster_url(redis_url(redis_port), name="team", environ={})
+        one = await link_up(self, config, node_id="one")
+        two = await link_up(self, config, node_id="two")
+        self.assertTrue(await two.claim("held", False))
+        self.assertTrue(await two.claim("taken", False))
+        self.assertTrue(await one.claim("mine", False))
+        scripts = await self.scripts_run(one)
+        claims = [
+            one.claim("free", False),
+            one.claim("held", False),
+            one.claim("taken", True),
+        ]
+        one.release("mine")
+        claims.append(one.claim("mine", False))
+        claims.append(one.claim("gone", False))
+        one.release("gone")
+        self.assertEqual(await gatherResults(claims), [True, False, True, True, True])
+        self.assertEqual(await self.scripts_run(one), scripts + 1)
+        self.assertFalse(await two.claim("mine", False))
+        self.assertTrue(await two.claim("gone", False))
+        self.assertFalse(await two.claim("taken", False))
+        self.assertFalse(await two.claim("free", False))
+
+    async def scripts_run(self, link: RedisLink) -> int:
+        """How many scripts Redis has run (EVAL and EVALSHA), from C{link}."""
+        assert link._commands is not None
+        info = await link._commands.execute_command("INFO", "commandstats")
+        calls = 0
+        for line in str(info).splitlines():
+            name, _, stats = line.partition(":")
+            if name in ("cmdstat_eval", "cmdstat_evalsha"):
+                calls += int(dict(s.split("=") for s in stats.split(","))["calls"])
+        return calls
+
+
 class ConfigTests(SynchronousTestCase):
     """
     L{parse_cluster_url} reads C{--cluster} and where the password is.
@@ -669,6 +718,8 @@ class FakeCommands:
         self.sent: list[tuple[Any, ...]] = []
         #: The replies to PUBLISH not given yet, oldest first.
         self.replies: list[Deferred[int]] = []
+        #: The replies to EVAL, in order.
+        self.scripts: list[Deferred[Any]] = []
 
     def publish(self, channel: str, data: str) -> Deferred[int]:
         self.published.append((channel, data))
@@ -692,7 +743,9 @@ class FakeCommands:
 
     def eval(self, script: str, keys: list[str], args: list[str]) -> Deferred[Any]:
         self.sent.append(("EVAL", keys, args))
-        return Deferred()
+        reply: Deferred[Any] = Deferred()
+        self.scripts.append(reply)
+        return reply
 
     def set(self, key: str, value: str) -> Deferred[Any]:
         self.sent.append(("SET", key, value))
@@ -985,3 +1038,93 @@ class TurnTests(SynchronousTestCase):
         self.link.up = False
         self.clock.advance(0)
         self.assertEqual((self.commands.sent, self.link.dropped), ([], 2))
+
+    def test_claims_of_a_turn_in_one_command(self) -> None:
+        """
+        The claims and releases of a turn go in one command at its end,
+        after the turn's history and messages, in their order; each claim
+        is given its own result; each counts one in the backlog.
+        """
+        first = self.link.claim("alice", False)
+        self.link.release("bob")
+        self.link.publish({"t": "leave", "name": "bob"})
+        forced = self.link.claim("carol", True)
+        again = self.link.claim("bob", False)
+        self.assertEqual(self.commands.sent, [])
+        self.assertEqual(self.link.backlog, 5)
+        self.clock.advance(0)
+        self.assertEqual(
+            [command[0] for command in self.commands.sent], ["PUBLISH", "EVAL"]
+        )
+        keys = ["team:name:alice", "team:name:bob", "team:name:carol", "team:name:bob"]
+        self.assertEqual(
+            self.commands.sent[1][1:],
+            (keys, ["me", "15000", "c", "r", "f", "c"]),
+        )
+        self.assertEqual(self.link.backlog, 5)
+        self.assertNoResult(first)
+        self.commands.scripts[-1].callback([0, 1, 1, 1])
+        self.assertEqual(
+            [self.successResultOf(d) for d in (first, forced, again)],
+            [False, True, True],
+        )
+        self.assertEqual(self.link.backlog, 1)
+
+    def test_claims_sent_before_other_commands(self) -> None:
+        """
+        Another command sends the claims and releases that wait first;
+        nothing waits for the end of the turn then.
+        """
+        self.link.release("bob")
+        claimed = self.link.claim("bob", False)
+        self.link.renew(["alice"])
+        self.assertEqual(
+            [command[1] for command in self.commands.sent],
+            [["team:name:bob", "team:name:bob"], ["team:name:alice"]],
+        )
+        self.commands.scripts[0].callback([1, 1])
+        self.assertTrue(self.successResultOf(claimed))
+        self.clock.advance(0)
+        self.assertEqual(len(self.commands.sent), 2)
+
+    def test_claims_failed_together(self) -> None:
+        """
+        The command of a turn's claims fails: every claim of it fails, as
+        one claim did alone.
+        """
+        claims = [self.link.claim(name, False) for name in ("a", "b")]
+        self.link.release("c")
+        self.clock.advance(0)
+        self.assertEqual(len(self.commands.sent), 1)
+        self.commands.scripts[0].errback(ConnectionError("Lost connection"))
+        for claim in claims:
+            self.failureResultOf(claim, ConnectionError)
+        self.assertEqual(self.link.backlog, 0)
+
+    def test_claims_lost_before_the_end_of_the_turn(self) -> None:
+        """
+        Redis lost before the end of the turn: the claims that wait are not
+        won (nobody can tell whether the names are free), and not sent.
+        """
+        claimed = self.link.claim("alice", False)
+        self.link.release("bob")
+        self.link._commands = None
+        self.link.up = False
+        self.clock.advance(0)
+        self.assertFalse(self.successResultOf(claimed))
+        self.assertEqual((self.commands.sent, self.link.dropped), ([], 0))
+
+    def test_claims_bounded(self) -> None:
+        """
+        Each claim and release waiting counts one against C{max_pending}:
+        past it, a claim is not won and a release not sent.
+        """
+        self.link.max_pending = 2
+        first = self.link.claim("alice", False)
+        self.link.release("bob")
+        self.assertFalse(self.successResultOf(self.link.claim("carol", False)))
+        self.link.release("dave")
+        self.clock.advance(0)
+        [(_, keys, _)] = self.commands.sent
+        self.assertEqual(keys, ["team:name:alice", "team:name:bob"])
+        self.assertNoResult(first)

@@ -77,15 +77,30 @@ QUIET = 10.0
 #: has more sends several.
 MAX_PER_COMMAND = 1000
 
-# Claim KEYS[1] for node ARGV[1] for ARGV[2] ms, unless another node holds
-# it (ARGV[3] = "1": even then).
-_CLAIM = """
-local holder = redis.call('get', KEYS[1])
-if holder == false or holder == ARGV[1] or ARGV[3] == '1' then
-  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
+# The claims and releases of one turn, in order: for each KEYS[i], ARGV[i + 2]
+# is "c" (claim it for node ARGV[1] for ARGV[2] ms, unless another node
+# holds it), "f" (claim it even then) or "r" (let it go if node ARGV[1]
+# holds it); return, for each, 1 if claimed (or released), else 0.
+_CLAIMS = """
+local done = {}
+for index, key in ipairs(KEYS) do
+  local what = ARGV[index + 2]
+  local holder = redis.call('get', key)
+  if what == 'r' then
+    if holder == ARGV[1] then
+      redis.call('del', key)
+      done[index] = 1
+    else
+      done[index] = 0
+    end
+  elseif holder == false or holder == ARGV[1] or what == 'f' then
+    redis.call('set', key, ARGV[1], 'PX', ARGV[2])
+    done[index] = 1
+  else
+    done[index] = 0
+  end
 end
-return 0
+return done
 """
 
 # Append, for each stream KEYS[i], the entry ARGV[2i] to it, keeping about
@@ -98,14 +113,6 @@ for index, key in ipairs(KEYS) do
              'e', ARGV[2 * index])
 end
 return #KEYS
-"""
-
-# Let KEYS[1] go if node ARGV[1] holds it.
-_RELEASE = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
 """
 
 # Renew node ARGV[1]'s claims of KEYS for ARGV[2] ms (making again those
@@ -352,11 +359,12 @@ class RedisLink:
     @ivar dropped: messages not published (Redis out of reach, or too much
         waiting to be sent).
 
-    What is published, and the history appended, wait for the end of the
-    reactor turn (or the next other command, or L{stop}): then they go out
-    as one C{PUBLISH} (a JSON list) and one command that appends them all
-    (see L{MAX_PER_COMMAND}), which costs txredisapi and Redis far less
-    than one command each.
+    What is published, the history appended, and the names claimed and
+    released wait for the end of the reactor turn (or the next other
+    command, or L{stop}): then they go out as one command that appends them
+    all, one C{PUBLISH} (a JSON list) and one script that makes the claims
+    and releases in their order (see L{MAX_PER_COMMAND}), which costs
+    txredisapi and Redis far less than one command each.
     """
 
     log = Logger()
@@ -383,6 +391,9 @@ class RedisLink:
         # Published and appended this turn, waiting for _flush.
         self._published: list[ClusterMessage] = []
         self._appends: list[tuple[str, str, int]] = []
+        # Claims ("c", "f": forced) and releases ("r") of this turn, in order:
+        # the key, which, and the claim's result to give.
+        self._claims: list[tuple[str, str, Deferred[bool] | None]] = []
         self._flushing: IDelayedCall | None = None
         self._stopping = False
         # Failed commands and dropped messages, logged by episode.
@@ -416,9 +427,11 @@ class RedisLink:
     def backlog(self) -> int:
         """
         Messages and commands waiting to be sent to Redis or answered by it
-        (a message published counts one, whatever command carries it).
+        (a message published, a claim or a release counts one, whatever
+        command carries it).
         """
-        return self._pending + len(self._published) + len(self._appends)
+        waiting = len(self._published) + len(self._appends) + len(self._claims)
+        return self._pending + waiting
 
     def _full(self) -> bool:
         """Whether Redis is out of reach, or too much waits already."""
@@ -488,8 +501,11 @@ class RedisLink:
 
     def _flush(self) -> None:
         """
-        Send what waits to be appended and published: the history first,
-        as when each line was sent on its own (XADD, then PUBLISH).
+        Send what waits to be appended, published, claimed and released:
+        the history first, as when each line was sent on its own (XADD, then
+        PUBLISH); the claims and releases last (a user's departure is
+        published before its name is free; a claim's result is waited for
+        before what it decides is published).
         """
         if self._flushing is not None:
             if self._flushing.active():
@@ -497,12 +513,17 @@ class RedisLink:
             self._flushing = None
         appends, self._appends = self._appends, []
         published, self._published = self._published, []
-        if not appends and not published:
+        claims, self._claims = self._claims, []
+        if not appends and not published and not claims:
             return
         commands = self._commands
         if commands is None or not self.up:
-            # Lost since: nobody hears it.
-            self._drop(len(appends) + len(published))
+            # Lost since: nobody hears it; nobody can tell if a name is free.
+            if appends or published:
+                self._drop(len(appends) + len(published))
+            for _, _, won in claims:
+                if won is not None:
+                    won.callback(False)
             return
         for start in range(0, len(appends), MAX_PER_COMMAND):
             chunk = appends[start : start + MAX_PER_COMMAND]
@@ -523,21 +544,51 @@ class RedisLink:
                 messages[0] if len(messages) == 1 else messages, separators=(",", ":")
             )
             self._send(commands.publish(self.channel, data), weight=len(messages))
+        for start in range(0, len(claims), MAX_PER_COMMAND):
+            self._send_claims(commands, claims[start : start + MAX_PER_COMMAND])
+
+    def _send_claims(
+        self,
+        commands: _CommandProtocol,
+        claims: list[tuple[str, str, Deferred[bool] | None]],
+    ) -> None:
+        """
+        Send C{claims} (and releases) as one script, and fire each claim's
+        L{Deferred} with its own result (or the command's failure).
+        """
+        args = [self.node_id, str(int(self.claim_ttl * 1000))]
+        args += [what for _, what, _ in claims]
+        running = self._send(
+            commands.eval(_CLAIMS, [key for key, _, _ in claims], args),
+            fail=True,
+            weight=len(claims),
+        )
+
+        def answered(done: Any) -> None:
+            done = list(done or ())
+            for index, (_, _, won) in enumerate(claims):
+                if won is not None:
+                    won.callback(index < len(done) and done[index] == 1)
+
+        def failed(reason: Failure) -> None:
+            for _, _, won in claims:
+                if won is not None:
+                    won.errback(reason)
+
+        running.addCallbacks(answered, failed)
 
     def claim(self, key: str, force: bool) -> Deferred[bool]:
-        self._flush()
-        if self._commands is None or not self.up or self._pending >= self.max_pending:
+        if self._full():
             return succeed(False)
-        args = [self.node_id, str(int(self.claim_ttl * 1000)), "1" if force else "0"]
-        running = self._send(
-            self._commands.eval(_CLAIM, [self._key(key)], args), fail=True
-        )
-        return running.addCallback(lambda won: won == 1)
+        won: Deferred[bool] = Deferred()
+        self._claims.append((self._key(key), "f" if force else "c", won))
+        self._flush_later()
+        return won
 
     def release(self, key: str) -> None:
-        self._flush()
-        if self._commands is not None and self.up and self._pending < self.max_pending:
-            self._send(self._commands.eval(_RELEASE, [self._key(key)], [self.node_id]))
+        if not self._full():
+            self._claims.append((self._key(key), "r", None))
+            self._flush_later()
 
     def renew(self, keys: list[str]) -> Deferred[list[str]]:
         self._flush()
