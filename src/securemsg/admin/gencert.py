@@ -188,7 +188,7 @@ class GencertOptions(CommandOptions):
 
         self._write(key_path, cert_path, cert, key, passphrase, force)
 
-        expires = cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
+        expires = certs.format_date(cert.not_valid_after_utc)
         hint = _server_hint(cert_path, key_path, passphrase_file)
         stdout.write(
             f"Certificate:  {cert_path}\n"
@@ -213,7 +213,7 @@ class GencertOptions(CommandOptions):
         @raise CommandError: saying why the files are not such a pair.
         """
         cert = self._existing_pair(cert_path, key_path, passphrase)
-        expires = cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
+        expires = certs.format_date(cert.not_valid_after_utc)
         stdout.write(
             f"Kept {cert_path} and {key_path}: they already exist and match"
             f" ({certs.fingerprint(cert)}, expires {expires}); --force makes a"
@@ -261,7 +261,7 @@ class GencertOptions(CommandOptions):
         if not certs.key_matches_certificate(key, cert):
             raise refuse(f"{key_path} is not the key of {cert_path}")
         if cert.not_valid_after_utc <= certs.as_utc(None):
-            expired = cert.not_valid_after_utc.strftime("%Y-%m-%d %H:%M UTC")
+            expired = certs.format_date(cert.not_valid_after_utc)
             raise refuse(f"{cert_path} expired on {expired}")
         bits = self["rsa"]
         if bits is not None and not (

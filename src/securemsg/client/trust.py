@@ -259,7 +259,7 @@ class ServerVerifier:
         # certificate chains to nothing trusted), so check the date here.
         expired = leaf.not_valid_after_utc
         if expired < datetime.now(UTC):
-            when = expired.strftime("%Y-%m-%d %H:%M UTC")
+            when = certs.format_date(expired)
             if not self._allow_expired:
                 report.problem = (
                     f"certificate has expired (on {when}); a pin accepts an"

@@ -143,9 +143,17 @@ def as_utc(now: datetime | None) -> datetime:
     return now.astimezone(UTC)
 
 
-def _format_date(when: datetime) -> str:
+def format_date(when: datetime) -> str:
     """A date and time as people read it in messages: C{2026-05-09 07:35 UTC}."""
     return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def format_days(span: timedelta) -> str:
+    """Whole days in C{span}, as people say it: C{less than a day}, C{1 day}."""
+    days = span.days
+    if days < 1:
+        return "less than a day"
+    return "1 day" if days == 1 else f"{days} days"
 
 
 def _dns_name(host: str) -> str:
@@ -461,7 +469,7 @@ def describe_certificate(cert: x509.Certificate) -> str:
     subject = cert.subject.rfc4514_string() or "(empty subject)"
     return (
         f"subject {subject}; {valid_for};"
-        f" expires {_format_date(cert.not_valid_after_utc)}; {fingerprint(cert)}"
+        f" expires {format_date(cert.not_valid_after_utc)}; {fingerprint(cert)}"
     )
 
 

@@ -37,7 +37,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Final, Literal, Protocol
 
@@ -47,7 +47,7 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from securemsg.tls import certs
-from securemsg.tls.certs import PROGRAM, describe_os_error
+from securemsg.tls.certs import PROGRAM, describe_os_error, format_date, format_days
 
 __all__ = [
     "CERTIFICATE_WARNING_DAYS",
@@ -153,18 +153,6 @@ class Passphrases(Protocol):
 
         @raise TLSConfigError: if its source cannot be used.
         """
-
-
-def _date(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _days(span: timedelta) -> str:
-    """Whole days in C{span}, as people say it: C{less than a day}, C{1 day}."""
-    days = span.days
-    if days < 1:
-        return "less than a day"
-    return "1 day" if days == 1 else f"{days} days"
 
 
 def _count(number: int, noun: str) -> str:
@@ -357,21 +345,24 @@ def check_dates(
     not_after = cert.not_valid_after_utc
     if not_after <= now:
         findings.error(
-            f"{what} expired on {_date(not_after)} ({_days(now - not_after)} ago)"
+            f"{what} expired on {format_date(not_after)}"
+            f" ({format_days(now - not_after)} ago)"
         )
     elif not_before > now:
         findings.error(
-            f"{what} is not valid until {_date(not_before)};"
+            f"{what} is not valid until {format_date(not_before)};"
             " check the system clock, or wait"
         )
     elif not_after - now <= timedelta(days=CERTIFICATE_WARNING_DAYS):
         findings.warn(
-            f"{what} expires in {_days(not_after - now)}, on {_date(not_after)};"
+            f"{what} expires in {format_days(not_after - now)},"
+            f" on {format_date(not_after)};"
             " renew it"
         )
     elif not quiet:
         findings.ok(
-            f"{what} valid until {_date(not_after)} ({_days(not_after - now)} left)"
+            f"{what} valid until {format_date(not_after)}"
+            f" ({format_days(not_after - now)} left)"
         )
 
 
@@ -463,9 +454,9 @@ def read_client_cas(
         before = len(findings.items)
         check_dates(cert, what, now, findings, quiet=True)
         if len(findings.items) == before:
-            left = _days(cert.not_valid_after_utc - now)
+            left = format_days(cert.not_valid_after_utc - now)
             findings.ok(
-                f"{what}: a CA, valid until {_date(cert.not_valid_after_utc)}"
+                f"{what}: a CA, valid until {format_date(cert.not_valid_after_utc)}"
                 f" ({left} left)"
             )
     return usable
@@ -539,26 +530,27 @@ def read_crl(
     next_update = crl.next_update_utc
     if last_update > now:
         findings.error(
-            f"CRL {path} is not valid until {_date(last_update)}; every client"
+            f"CRL {path} is not valid until {format_date(last_update)}; every client"
             " certificate would be refused until then: check the system clock"
         )
     elif next_update is None:
         findings.warn(f"CRL {path} has no nextUpdate, so nothing says when it is stale")
     elif next_update <= now:
         findings.error(
-            f"CRL {path} expired on {_date(next_update)}; every client"
+            f"CRL {path} expired on {format_date(next_update)}; every client"
             f" certificate would be refused: {refresh}"
         )
     elif next_update - now <= timedelta(days=CRL_WARNING_DAYS):
         findings.warn(
-            f"CRL {path} expires in {_days(next_update - now)}, on"
-            f" {_date(next_update)}: {refresh}"
+            f"CRL {path} expires in {format_days(next_update - now)}, on"
+            f" {format_date(next_update)}: {refresh}"
         )
     else:
         signed = "" if signer is None else f"signed by {_name(signer.subject)}, "
         findings.ok(
             f"CRL {path}: {signed}{_count(len(crl), 'revoked certificate')},"
-            f" next update {_date(next_update)} ({_days(next_update - now)} left)"
+            f" next update {format_date(next_update)}"
+            f" ({format_days(next_update - now)} left)"
         )
     return crl
 

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Final
 
 from cryptography import x509
@@ -168,18 +168,6 @@ def _printable(text: str) -> str:
         char if char.isprintable() else repr(char)[1:-1].replace("'", "")
         for char in text
     )
-
-
-def _date(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
-def _days(span: timedelta) -> str:
-    """Whole days in C{span}, as people say it: C{less than a day}, C{1 day}."""
-    days = span.days
-    if days < 1:
-        return "less than a day"
-    return "1 day" if days == 1 else f"{days} days"
 
 
 def _name(name: x509.Name) -> str:
@@ -366,7 +354,7 @@ def _check_chain(
         extra = f", {certs.fingerprint(cert)}" if number == start + 1 else ""
         report.info(
             f"  {number}. {_name(cert.subject)}, {issued},"
-            f" valid until {_date(cert.not_valid_after_utc)}{extra}"
+            f" valid until {certs.format_date(cert.not_valid_after_utc)}{extra}"
         )
 
     order = _chain_order(chain, start)

@@ -26,7 +26,6 @@ from securemsg.admin.ca.store import (
     CertificateRecord,
     Passphrase,
     _crl_pem,
-    _format_date,
     _Index,
     _key_pem,
     _load_ca_key,
@@ -44,6 +43,7 @@ from securemsg.admin.ca.store import (
 from securemsg.admin.command import PROGRAM
 from securemsg.protocol import wire
 from securemsg.tls import certs
+from securemsg.tls.certs import format_date
 from securemsg.tls.identity import identity_uri
 
 __all__ = [
@@ -408,7 +408,7 @@ def issue(
             newest = current[-1]
             raise CAError(
                 f"{newest.name} already has a valid certificate (serial"
-                f" {_serial(newest.serial)}, expires {_format_date(newest.not_after)});"
+                f" {_serial(newest.serial)}, expires {format_date(newest.not_after)});"
                 " use --replace to revoke it and issue a new one, or --force to"
                 " issue another one beside it"
             )
@@ -417,7 +417,7 @@ def issue(
             raise CAError(
                 f"a certificate valid for {days} days would outlast the CA"
                 f" certificate, which expires on"
-                f" {_format_date(ca_cert.not_valid_after_utc)}; use fewer days"
+                f" {format_date(ca_cert.not_valid_after_utc)}; use fewer days"
             )
         ca_key = _load_ca_key(paths, ca_cert, ca_passphrase)
 
@@ -536,7 +536,7 @@ def revoke(
             if found[0].revoked_at is not None:
                 raise CAError(
                     f"certificate {_serial(found[0].serial)} ({found[0].name}) was"
-                    f" already revoked on {_format_date(found[0].revoked_at)}"
+                    f" already revoked on {format_date(found[0].revoked_at)}"
                 )
             targets = found
         ca_key = _load_ca_key(paths, ca_cert, ca_passphrase)

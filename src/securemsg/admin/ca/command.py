@@ -30,7 +30,6 @@ from securemsg.admin.ca.authority import (
 )
 from securemsg.admin.ca.store import (
     CAError,
-    _format_date,
     _one_line,
     _serial,
     ca_paths,
@@ -48,6 +47,7 @@ from securemsg.admin.command import (
 )
 from securemsg.protocol import wire
 from securemsg.tls import certs
+from securemsg.tls.certs import format_date
 from securemsg.tls.identity import identity_uri
 
 __all__ = [
@@ -195,7 +195,7 @@ class CAInitOptions(_CACommand):
         directory = shlex.quote(self.directory)
         stdout.write(
             f"CA certificate:  {paths.certificate} (CN={self['name']}, expires"
-            f" {_format_date(cert.not_valid_after_utc)})\n"
+            f" {format_date(cert.not_valid_after_utc)})\n"
             f"CA key:          {paths.key} (ECDSA P-256, {protection}, mode 0600)\n"
             f"CRL:             {paths.crl} (empty, valid {self['crl-days']} days)\n"
             f"Fingerprint:     {certs.fingerprint(cert)}\n"
@@ -304,7 +304,7 @@ class CAIssueOptions(_CACommand):
             )
         lines += [
             f"Serial:       {_serial(issued.serial)}",
-            f"Expires:      {_format_date(issued.not_after)} ({self['days']} days)",
+            f"Expires:      {format_date(issued.not_after)} ({self['days']} days)",
             f"Fingerprint:  {issued.fingerprint}",
         ]
         directory = shlex.quote(self.directory)
@@ -393,7 +393,7 @@ class CARevokeOptions(_CACommand):
             stdout.write(f"Revoked:  {names[serial]} (serial {_serial(serial)})\n")
         next_update = crl.next_update_utc
         until = (
-            "" if next_update is None else f", valid until {_format_date(next_update)}"
+            "" if next_update is None else f", valid until {format_date(next_update)}"
         )
         stdout.write(
             f"CRL:      {paths.crl} ({len(crl)} revoked{until})\n"
@@ -457,17 +457,17 @@ class CAListOptions(_CACommand):
         refresh = f"re-sign it with: {PROGRAM} ca crl {directory}"
         if next_update <= now:
             stdout.write(
-                f"CRL: {paths.crl} EXPIRED on {_format_date(next_update)};"
+                f"CRL: {paths.crl} EXPIRED on {format_date(next_update)};"
                 f" servers that check it refuse every client; {refresh}\n"
             )
         elif next_update - now <= timedelta(days=7):
             stdout.write(
-                f"CRL: {paths.crl} expires on {_format_date(next_update)}; {refresh}\n"
+                f"CRL: {paths.crl} expires on {format_date(next_update)}; {refresh}\n"
             )
         else:
             stdout.write(
                 f"CRL: {paths.crl} ({len(crl)} revoked), valid until"
-                f" {_format_date(next_update)}\n"
+                f" {format_date(next_update)}\n"
             )
         return 0
 
@@ -488,7 +488,7 @@ class CACRLOptions(_CACommand):
         crl = refresh_crl(self.directory, ca_passphrase=self._ca_passphrase)
         next_update = crl.next_update_utc
         until = (
-            "" if next_update is None else f", valid until {_format_date(next_update)}"
+            "" if next_update is None else f", valid until {format_date(next_update)}"
         )
         stdout.write(
             f"CRL: {ca_paths(self.directory).crl} ({len(crl)} revoked{until})\n"

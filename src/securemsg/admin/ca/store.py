@@ -235,10 +235,6 @@ def _parse_iso(text: Any) -> datetime:
     return certs.as_utc(datetime.fromisoformat(text))
 
 
-def _format_date(when: datetime) -> str:
-    return when.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
-
-
 def _serial(serial: int) -> str:
     """A serial number as C{securemsg ca} shows it: lower-case hex."""
     text = f"{serial:x}"
