@@ -22,7 +22,6 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
 
 from securemsg.cluster.config import ClusterError, parse_cluster_url, probe
 from securemsg.cluster.interface import ClusterMessage
@@ -41,9 +40,9 @@ from ._cluster import (
     start_redis,
 )
 from ._loopback import LineClient, bounded
+from ._metrics import scrape_twistd
 from ._ports import free_port
 from ._twistd import Twistd, listening_port, start_twistd
-from .test_metrics import http_connections_closed, parse_metrics
 
 reactor: Any = _global_reactor
 
@@ -387,17 +386,8 @@ class ClusterTwistdTests(ClusterNodesCase):
 
     async def scrape(self, twistd: Twistd) -> dict[str, float]:
         """The unlabelled metrics of C{twistd}'s C{--metrics} endpoint."""
-        match = await twistd.wait_for_message(
-            r"metrics at http://127\.0\.0\.1:(\d+)/metrics"
-        )
-        url = f"http://127.0.0.1:{match.group(1)}/metrics".encode("ascii")
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        response = await bounded(
-            Agent(reactor, pool=pool).request(b"GET", url), "scrape"
-        )
-        body = (await bounded(readBody(response), "body")).decode("utf-8")
-        await http_connections_closed()
-        return {name: value for (name, labels), value in parse_metrics(body).items()}
+        metrics, _ = await scrape_twistd(twistd)
+        return {name: value for (name, labels), value in metrics.items()}
 
     async def test_socket_per_process(self) -> None:
         """

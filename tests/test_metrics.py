@@ -12,15 +12,12 @@ from typing import Any
 
 from OpenSSL import SSL
 from prometheus_client import CollectorRegistry
-from prometheus_client.parser import text_string_to_metric_families
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.task import deferLater
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.server import Site
 
 from securemsg.cluster.local import MemoryBus, MemoryLink
@@ -40,7 +37,8 @@ from securemsg.tls import policy as tls
 
 from . import _certs
 from ._fakes import Recorder
-from ._loopback import TIMEOUT, LoopbackServerTestCase, bounded, port_of, reactor
+from ._loopback import LoopbackServerTestCase, bounded, port_of, reactor
+from ._metrics import Metrics, get, parse_metrics, scrape_twistd
 from ._tls import server_context
 from ._twistd import start_twistd, stop_with_sigterm
 
@@ -289,39 +287,6 @@ class CollectorTests(SynchronousTestCase):
         )
 
 
-def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    """Prometheus text as {(name, labels): value}."""
-    return {
-        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-async def http_connections_closed() -> None:
-    """
-    Wait (bounded) until no HTTP connection is left in the reactor, client
-    or server side: trial fails a test that leaves one, and a connection
-    that says "Connection: close" is closed a moment after the body is read.
-    """
-
-    def is_http(selectable: object) -> bool:
-        protocol = getattr(selectable, "protocol", None)
-        # A client endpoint's connection wraps the protocol.
-        protocol = getattr(protocol, "_wrappedProtocol", protocol)
-        return type(protocol).__module__.startswith("twisted.web")
-
-    def still_open() -> list[object]:
-        selectables = set(reactor.getReaders()) | set(reactor.getWriters())
-        return [selectable for selectable in selectables if is_http(selectable)]
-
-    for _ in range(int(TIMEOUT / 0.01)):
-        if not still_open():
-            return
-        await deferLater(reactor, 0.01)
-    raise AssertionError(f"HTTP connections still open: {still_open()}")
-
-
 def _keys(**labels: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted(labels.items()))
 
@@ -346,18 +311,13 @@ class ScrapeCase(LoopbackServerTestCase):
         [listening] = self.metrics.ports
         port = port_of(listening.getHost())
         self.url = f"http://127.0.0.1:{port}/metrics".encode("ascii")
-        self.pool = HTTPConnectionPool(reactor, persistent=False)
 
-    async def scrape(self) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-        response = await bounded(
-            Agent(reactor, pool=self.pool).request(b"GET", self.url), "scrape"
-        )
+    async def scrape(self) -> Metrics:
+        response, body = await get(self.url)
         self.assertEqual(response.code, 200)
         [content_type] = response.headers.getRawHeaders(b"content-type")
         self.assertTrue(content_type.startswith(b"text/plain; version="))
-        body = await bounded(readBody(response), "the metrics")
-        await http_connections_closed()
-        return parse_metrics(body.decode("utf-8"))
+        return parse_metrics(body)
 
 
 class ScrapeTests(ScrapeCase):
@@ -446,17 +406,7 @@ class TwistdMetricsTests(LoopbackServerTestCase):
             "--history-db",
             ":memory:",
         )
-        match = await twistd.wait_for_message(
-            r"metrics at http://127\.0\.0\.1:(\d+)/metrics"
-        )
-        url = f"http://127.0.0.1:{match.group(1)}/metrics".encode("ascii")
-        pool = HTTPConnectionPool(reactor, persistent=False)
-        response = await bounded(
-            Agent(reactor, pool=pool).request(b"GET", url), "scrape"
-        )
-        body = (await bounded(readBody(response), "body")).decode("utf-8")
-        await http_connections_closed()
-        metrics = parse_metrics(body)
+        metrics, body = await scrape_twistd(twistd)
         self.assertEqual(
             metrics[("securemsg_reloads_total", _keys(result="ok"))], 0, body
         )
