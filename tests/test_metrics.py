@@ -32,13 +32,14 @@ from securemsg.server.guard import GuardedTLSFactory, NotTLSError
 from securemsg.server.metrics import ServerCollector, make_registry, metrics_listener
 from securemsg.server.reload import CertificateReloader
 from securemsg.server.service import ListenError
-from securemsg.tap import Options, make_service
+from securemsg.tap import Options
 from securemsg.tls import policy as tls
 
 from . import _certs
 from ._fakes import Recorder
 from ._loopback import LoopbackServerTestCase, bounded, port_of, reactor
 from ._metrics import Metrics, get, parse_metrics, scrape_twistd
+from ._service import ServiceTreeCase
 from ._tls import server_context
 from ._twistd import start_twistd, stop_with_sigterm
 
@@ -444,31 +445,12 @@ class ClientCertificateTests(ScrapeCase):
         self.assertEqual(after[("securemsg_handshakes_completed_total", ())], 0)
 
 
-class ServiceTests(SynchronousTestCase):
+class ServiceTests(ServiceTreeCase):
     """C{--metrics} in the service tree, and its failures."""
 
-    def setUp(self) -> None:
-        directory = Path(self.mktemp())
-        directory.mkdir()
-        _, server = _certs.default_ca_and_server()
-        self.cert_path, self.key_path = server.write(directory)
-
     def make(self, *arguments: str) -> tuple[MemoryReactorClock, Any]:
-        reactor = MemoryReactorClock()
-        options = Options()
-        options.parseOptions(
-            [
-                "--cert", self.cert_path,
-                "--key", self.key_path,
-                "--history-db", ":memory:",
-                "--listen", "tcp:1234",
-                *arguments,
-            ]
-        )  # fmt: skip
-        top = make_service(reactor, options)
-        top.privilegedStartService()
-        top.startService()
-        self.addCleanup(top.stopService)
+        reactor, top = self.build(*arguments)
+        self.start(top)
         return reactor, top
 
     def test_off_by_default(self) -> None:

@@ -52,6 +52,7 @@ from securemsg.server.service import (
 from securemsg.tls import policy as tls
 
 from . import _certs
+from ._service import ServiceTreeCase
 
 
 def parse(*arguments: str) -> tap.Options:
@@ -478,37 +479,27 @@ class OpenHistoryTests(SynchronousTestCase):
         self.assertEqual(list(again._rooms), ["#ops"])
 
 
-class MakeServiceTests(SynchronousTestCase):
+class MakeServiceTests(ServiceTreeCase):
     """
     L{tap.make_service} builds the whole server from options, reading the
     certificate at once, without binding anything until it is started.
     """
 
     def setUp(self) -> None:
-        directory = Path(self.mktemp())
-        directory.mkdir()
-        _, server = _certs.default_ca_and_server()
-        self.cert_path, self.key_path = server.write(directory)
-        self.missing = str(directory / "missing.pem")
+        super().setUp()
+        self.missing = str(self.directory / "missing.pem")
 
     def test_prefix_lengths_reach_the_guard(self) -> None:
         """
         The connections per client are counted with the prefix lengths of
         --ipv6-prefix and --ipv4-prefix.
         """
-        reactor = MemoryReactorClock()
-        options = parse(
-            "--cert", self.cert_path,
-            "--key", self.key_path,
-            "--history-db", ":memory:",
+        reactor, top = self.build(
             "--ipv6-prefix", "48",
             "--ipv4-prefix", "24",
-            "--listen", "tcp:1234",
+            listen="tcp:1234",
         )  # fmt: skip
-        top = tap.make_service(reactor, options)
-        top.privilegedStartService()
-        top.startService()
-        self.addCleanup(top.stopService)
+        self.start(top)
         [(_, factory, _, _)] = reactor.tcpServers
         assert isinstance(factory, GuardedTLSFactory)
         self.assertEqual(
@@ -589,16 +580,11 @@ class MakeServiceTests(SynchronousTestCase):
         stops last), the chat has its node and the rooms' history is in
         Redis streams; --reuse-port listens with SO_REUSEPORT.
         """
-        reactor = MemoryReactorClock()
-        options = parse(
-            "--cert", self.cert_path,
-            "--key", self.key_path,
-            "--history-db", ":memory:",
+        reactor, top = self.build(
             "--cluster", "redis://127.0.0.1:6390/0",
             "--reuse-port",
-            "--listen", "tcp:1234:interface=127.0.0.1",
+            listen="tcp:1234:interface=127.0.0.1",
         )  # fmt: skip
-        top = tap.make_service(reactor, options)
         cluster = top.getServiceNamed("cluster")
         assert isinstance(cluster, ClusterService)
         self.assertIs(next(iter(top)), cluster)
@@ -629,14 +615,7 @@ class MakeServiceTests(SynchronousTestCase):
         closed) shuts the clients down, then (once they are gone) closes
         the history: each waits for the one before it.
         """
-        reactor = MemoryReactorClock()
-        options = parse(
-            "--cert", self.cert_path,
-            "--key", self.key_path,
-            "--history-db", ":memory:",
-            "--listen", "tcp:1234",
-        )  # fmt: skip
-        top = tap.make_service(reactor, options)
+        _, top = self.build()
         top.privilegedStartService()
         top.startService()
         done: list[str] = []
@@ -675,15 +654,7 @@ class MakeServiceTests(SynchronousTestCase):
         """
         Each --listen is listened on with the same chat factory.
         """
-        reactor = MemoryReactorClock()
-        options = parse(
-            "--cert", self.cert_path,
-            "--key", self.key_path,
-            "--history-db", ":memory:",
-            "--listen", "tcp:1234",
-            "--listen", "tcp6:1235:interface=\\:\\:1",
-        )  # fmt: skip
-        top = tap.make_service(reactor, options)
+        reactor, top = self.build("--listen", "tcp6:1235:interface=\\:\\:1")
         top.privilegedStartService()
         top.startService()
         self.assertEqual(

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
-from twisted.application.service import MultiService
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.ssl import Certificate, PrivateCertificate, optionsForClientTLS
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -50,7 +48,7 @@ from securemsg.server.reload import CertificateReloader, ReloadService
 from securemsg.server.service import ListenerService
 from securemsg.tls.policy import ServerTLS, TLSConfigError, load_tls
 
-from . import _certs
+from ._service import ServiceTreeCase
 from ._tls import LineCollector
 from .test_identity import MutualTLSCase, Server
 
@@ -648,28 +646,8 @@ class WebTLSTests(MutualTLSCase):
         self.assertEqual(len(factory.chat), 0)
 
 
-class WebOptionsTests(SynchronousTestCase):
+class WebOptionsTests(ServiceTreeCase):
     """C{--web} and C{--web-origin} of C{twistd securemsg}."""
-
-    def setUp(self) -> None:
-        directory = Path(self.mktemp())
-        directory.mkdir()
-        _, server = _certs.default_ca_and_server()
-        self.cert_path, self.key_path = server.write(directory)
-
-    def make(self, *arguments: str) -> tuple[MemoryReactorClock, MultiService]:
-        reactor = MemoryReactorClock()
-        options = tap.Options()
-        options.parseOptions(
-            [
-                "--cert", self.cert_path,
-                "--key", self.key_path,
-                "--history-db", ":memory:",
-                "--listen", "tcp:1234",
-                *arguments,
-            ]
-        )  # fmt: skip
-        return reactor, tap.make_service(reactor, options)
 
     def test_web_listens_with_the_same_tls_and_chat(self) -> None:
         """
@@ -677,7 +655,7 @@ class WebOptionsTests(SynchronousTestCase):
         TLS object the chat listens with, the one a reload (SIGHUP,
         /reload) swaps the context of; its browsers join the same chat.
         """
-        reactor, top = self.make(
+        reactor, top = self.build(
             "--web", "tcp:8443:interface=127.0.0.1",
             "--web-origin", "https://chat.example",
         )  # fmt: skip
@@ -709,7 +687,7 @@ class WebOptionsTests(SynchronousTestCase):
 
     def test_no_web_by_default(self) -> None:
         """Without --web, nothing but the chat listens."""
-        reactor, top = self.make()
+        reactor, top = self.build()
         top.privilegedStartService()
         top.startService()
         self.assertEqual(len(reactor.tcpServers), 1)
@@ -717,7 +695,7 @@ class WebOptionsTests(SynchronousTestCase):
 
     def test_bad_endpoint(self) -> None:
         """A --web that is no endpoint is one clear error naming --web."""
-        error = self.assertRaises(TLSConfigError, self.make, "--web", "nonsense:1")
+        error = self.assertRaises(TLSConfigError, self.build, "--web", "nonsense:1")
         self.assertIn("--web 'nonsense:1'", str(error))
 
     def test_origin_needs_web(self) -> None:
