@@ -425,6 +425,9 @@ class ClusterTests(SynchronousTestCase):
         node.received({"n": "other", "t": "join", "name": "x"})
         node.received({"n": "other", "t": "say", "room": 5, "k": "m"})
         node.received({"n": "other", "t": "something new"})
+        node.received({"n": "other", "t": 7})
+        # What the node does on its own is not a kind of message.
+        node.received({"n": "other", "t": "late_hello", "users": [], "topics": {}})
         node.received({"t": "join"})
         self.assertEqual(self.a.names(), ["alice"])
         self.assertEqual(alice.take(), [])

@@ -23,7 +23,7 @@ which node, with the numbering that orders the bus against it
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from securemsg.cluster.guests import GuestNumbers
+from securemsg.cluster.history import StreamHistory
 from securemsg.cluster.interface import ClusterMessage, IClusterHandler, IClusterLink
 from securemsg.cluster.presence import PresenceKeeper, user_entry
 from securemsg.cluster.settings import SharedSettings
@@ -110,6 +111,19 @@ class ClusterNode:
         self.guests = GuestNumbers(link)
         chat.guest_numbers = self.guests.take
         chat.cluster = self
+        # What each kind of message does (the _on_* methods), found once,
+        # not by name for each message the bus brings.
+        self._handlers: dict[str, Callable[[str, ClusterMessage], None]] = {
+            name.removeprefix("_on_"): getattr(self, name)
+            for name in dir(type(self))
+            if name.startswith("_on_")
+        }
+        # A room line another node's user said: kept here too, where a
+        # shared history (StreamHistory) has it in Redis already.
+        history = chat.history
+        self._remember: Callable[[wire.Replayable], None] = (
+            history.remember if isinstance(history, StreamHistory) else history.record
+        )
 
     # What the metrics read (securemsg.server.metrics.ClusterState)
 
@@ -263,7 +277,7 @@ class ClusterNode:
     def received(self, message: ClusterMessage) -> None:
         origin = message.get("n")
         kind = message.get("t")
-        handler = getattr(self, f"_on_{kind}", None)
+        handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if (
             not isinstance(origin, str)
             or origin == self.link.node_id
@@ -281,7 +295,7 @@ class ClusterNode:
             # still count.
             if kind != "hello":
                 return
-            handler = self._on_late_hello
+            handler = self._late_hello
         try:
             handler(origin, message)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
@@ -596,9 +610,9 @@ class ClusterNode:
     def _on_hello(self, origin: str, message: ClusterMessage) -> None:
         self._mirror(origin, message["users"])
         self.presence.synced(origin)
-        self._on_late_hello(origin, message)
+        self._late_hello(origin, message)
 
-    def _on_late_hello(self, origin: str, message: ClusterMessage) -> None:
+    def _late_hello(self, origin: str, message: ClusterMessage) -> None:
         """
         A hello whose users this node knows (or newer ones, from the
         link): take its topics, and reply if asked.
@@ -659,9 +673,7 @@ class ClusterNode:
         kind = wire.Action if message["k"] == "a" else wire.Message
         event = kind(message["sender"], message["text"], room.name, message["time"])
         self.chat.relay(room, event)
-        # Kept here too; a shared history (StreamHistory) has it already.
-        remember = getattr(self.chat.history, "remember", self.chat.history.record)
-        remember(event)
+        self._remember(event)
 
     def _on_nick(self, origin: str, message: ClusterMessage) -> None:
         participant = self._known(origin, message["old"])
