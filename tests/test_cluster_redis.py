@@ -10,9 +10,10 @@ import json
 import os
 import signal
 import socket
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from twisted.internet import reactor as _global_reactor
 from twisted.internet.defer import Deferred, gatherResults
@@ -45,6 +46,10 @@ from ._ports import free_port
 from ._twistd import Twistd, listening_port, start_twistd
 
 reactor: Any = _global_reactor
+
+
+#: What L{ClusterTwistdTests.eventually} waits to see.
+_Found = TypeVar("_Found")
 
 
 class ClusterTwistdTests(ClusterNodesCase):
@@ -101,12 +106,29 @@ class ClusterTwistdTests(ClusterNodesCase):
         self, link: RedisLink, wanted: list[dict[str, list[str]]]
     ) -> dict[str, dict[str, list[str]]]:
         """Wait until Redis keeps C{wanted} (the nodes' users, in any order)."""
+        return await self.eventually(
+            lambda: self.presence(link),
+            lambda found: sorted(found.values(), key=str) == wanted,
+            f"Redis to keep {wanted!r}",
+        )
+
+    async def eventually(
+        self,
+        read: Callable[[], Awaitable[_Found]],
+        done: Callable[[_Found], bool],
+        what: str,
+    ) -> _Found:
+        """
+        What C{read} gives once C{done} says it is what the test waits
+        for: asked again every 0.1 s, for 5 s at most (another process is
+        at work meanwhile).
+        """
         for _ in range(50):
-            found = await self.presence(link)
-            if sorted(found.values(), key=str) == wanted:
+            found = await read()
+            if done(found):
                 return found
-            await deferLater(reactor, 0.1, lambda: None)
-        self.fail(f"Redis keeps {found!r}, not {wanted!r}")
+            await deferLater(reactor, 0.1)
+        self.fail(f"waited for {what}; the last seen: {found!r}")
 
     async def two_nodes(self) -> tuple[Twistd, int, Twistd, int]:
         """Two nodes joined through a new redis-server, and their ports."""
@@ -189,13 +211,12 @@ class ClusterTwistdTests(ClusterNodesCase):
         link = await self.operator(self.redis_port)
         assert link._commands is not None
         # Each node reserves its first block as its link comes up.
-        for _ in range(50):
-            reserved = await link._commands.get("securemsg:guests")
-            if reserved == 200:
-                break
-            await deferLater(reactor, 0.1, lambda: None)
-        else:
-            self.fail(f"securemsg:guests is {reserved!r}")
+        commands = link._commands
+        await self.eventually(
+            lambda: commands.get("securemsg:guests"),
+            lambda reserved: reserved == 200,
+            "securemsg:guests to be 200",
+        )
         # All at once, as in a benchmark: before the nodes hear of each
         # other's guests.
         clients = await gatherResults(
@@ -297,7 +318,15 @@ class ClusterTwistdTests(ClusterNodesCase):
         first = self.node(0, redis_url(redis_port))
         alice = await self.user(await reached(first), "alice")
         alice.send(b"said before", b"said early")
-        await deferLater(reactor, 0.3, lambda: None)
+        # Both in the room's stream before the second node starts.
+        link = await self.operator(redis_port)
+        commands = link._commands
+        assert commands is not None
+        await self.eventually(
+            lambda: commands.execute_command("XLEN", "securemsg:history:#lobby"),
+            lambda length: length == 2,
+            "both lines in the room's stream",
+        )
         second = self.node(1, redis_url(redis_port))
         client = await self.client(await reached(second))
         await read_until(client, "Z [alice] said before", suffix=True)
