@@ -25,7 +25,7 @@ from securemsg.core.hub import ChatHub
 from securemsg.core.limits import Limits, client_key, covering_key
 from securemsg.core.records import BanRecord, ServerRecords
 from securemsg.protocol import wire
-from securemsg.server import direct
+from securemsg.server import direct, logbatch
 from securemsg.server.factory import ChatServerFactory
 from securemsg.server.guard import (
     REFUSAL_LOG_INTERVAL,
@@ -937,6 +937,8 @@ class PlainTextClientTests(SynchronousTestCase):
         self.assertEqual(self.openssl_input, [])
         with capturedLogs() as events:
             protocol.connectionLost(Failure(ConnectionDone()))
+            # The line goes out with the batch of lines of its moment.
+            self.clock.advance(logbatch.DELAY)
         self.assertEqual(
             [line for line in log_text(events) if "disconnected" in line],
             [

@@ -24,6 +24,7 @@ from securemsg.core.hub import ChatHub
 from securemsg.core.limits import Limits
 from securemsg.protocol import wire
 from securemsg.server.counters import ServerCounters
+from securemsg.server.logbatch import LogBatch
 from securemsg.server.outbox import Outbox
 from securemsg.server.protocol import ChatServerProtocol
 
@@ -77,6 +78,8 @@ class ChatServerFactory(Factory):
         self.outbox = Outbox(
             clock, self.chat.default_room, self.counters.lines_delivered
         )
+        #: The lines of connections that end, written in batches.
+        self.log_batch = LogBatch(clock)
         self.shutting_down = False
         # Set by the first certificate reload (see recheck_certificates).
         self.certificate_check: ClientCertificateCheck | None = None
@@ -114,9 +117,14 @@ class ChatServerFactory(Factory):
         )
         return cls(clock, chat, greeting=greeting)
 
+    def startFactory(self) -> None:
+        """A port listens for this factory: log lines may wait for a batch."""
+        self.log_batch.start()
+
     def stopFactory(self) -> None:
         """No port listens for this factory any more: write what waits."""
         self.outbox.flush_announcements()
+        self.log_batch.stop()
 
     def greeting_lines(self, name: str) -> list[str]:
         """The greeting for a client called C{name}, one entry per line."""
@@ -149,6 +157,7 @@ class ChatServerFactory(Factory):
         """
         self.shutting_down = True
         self.outbox.flush_announcements()
+        self.log_batch.stop()
         # Each close aborts its connection after the grace (see _close).
         closed = gatherResults(
             [c.close_for_shutdown() for c in list(self.open_connections)]

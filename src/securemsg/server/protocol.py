@@ -662,8 +662,10 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # The one line of a guest's connection, made here rather than by the
         # log observer: the same text and fields, but Twisted's formatter
         # (string.Formatter, in Python, field by field) made 44 of its 134
-        # function calls.
-        self.log.info(
+        # function calls.  Written with the lines of the connections that
+        # end about now (see securemsg.server.logbatch).
+        self.factory.log_batch.info(
+            self.log,
             "{line}",
             line=f"{peer} ({name}) disconnected: {why}",
             peer=peer,
