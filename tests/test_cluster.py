@@ -1180,6 +1180,49 @@ class SharedSettingsTests(SynchronousTestCase):
         self.assertEqual(self.b.state.fingerprints, {})
         self.assertEqual(self.a.state.fingerprints, {})
 
+    def test_unban_while_the_bans_are_read(self) -> None:
+        """
+        A ban lifted while a node's link comes up, after Redis answered the
+        node's read of the bans and before the answer arrived, stays lifted
+        there: whether another node lifted it (heard on the bus) or an
+        operator on this one.
+        """
+        for lifter in (0, 1):
+            cluster = Cluster(2, operators=["op", "op2"], certificates=True)
+            operators = [
+                cluster.user(0, "op", identity="op"),
+                cluster.user(1, "op2", identity="op2"),
+            ]
+            a, b = cluster.chats
+            a.join(Recorder(), identity="bob", fingerprint="ab:cd")
+            a.handle(operators[0], wire.Ban("bob"))
+            self.assertEqual(list(b.state.fingerprints), ["ab:cd"])
+            link = cluster.links[1]
+            link.cut()
+            answers: list[tuple[Deferred[dict[str, str]], dict[str, str]]] = []
+
+            def read_bans(
+                link: MemoryLink = link,
+                answers: list[
+                    tuple[Deferred[dict[str, str]], dict[str, str]]
+                ] = answers,
+            ) -> Deferred[dict[str, str]]:
+                # Redis answers now; the answer arrives later.
+                waiting: Deferred[dict[str, str]] = Deferred()
+                answers.append((waiting, dict(link.bus.bans)))
+                return waiting
+
+            self.patch(link, "read_bans", read_bans)
+            link.mend()
+            cluster.advance(1)
+            cluster.chats[lifter].handle(operators[lifter], wire.Unban("ab:cd"))
+            self.assertEqual(b.state.fingerprints, {})
+            [(waiting, answer)] = answers
+            self.assertNotIn("lifted", answer["ab:cd"])
+            waiting.callback(answer)
+            self.assertEqual(b.state.fingerprints, {}, lifter)
+            self.assertEqual(a.state.fingerprints, {}, lifter)
+
     def test_started_later(self) -> None:
         """
         A node started after a ban, an unban and a motd were made gets

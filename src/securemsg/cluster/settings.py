@@ -50,6 +50,10 @@ class SharedSettings:
         # not keep them: written when it comes up.
         self._unsaved_bans: dict[str, dict[str, Any]] = {}
         self._unsaved_motd: str | None = None
+        # While the cluster's bans are being read (see share): the bans
+        # lifted here meanwhile.  The answer may predate a lift, which must
+        # not bring the ban back (a ban made since is heard on the bus).
+        self._lifted_while_reading: set[str] | None = None
 
     # What an operator changes here
 
@@ -68,6 +72,7 @@ class SharedSettings:
         now = self.clock.seconds()
         for value in lifted:
             self._store_ban(value, {"lifted": True, "time": now})
+        self._note_lifted(lifted)
         self.link.publish({"t": "unban", "target": target})
 
     def motd_set(self, text: str) -> None:
@@ -99,8 +104,14 @@ class SharedSettings:
 
     def heard_unban(self, message: ClusterMessage) -> None:
         """Another node lifted bans: lift them here too."""
-        if self.chat.state.unban(str(message["target"])):
+        lifted = self.chat.state.unban(str(message["target"]))
+        if lifted:
+            self._note_lifted(lifted)
             self.chat.state.keep()
+
+    def _note_lifted(self, lifted: list[str]) -> None:
+        if self._lifted_while_reading is not None:
+            self._lifted_while_reading.update(lifted)
 
     def heard_motd(self, message: ClusterMessage) -> None:
         """
@@ -147,12 +158,14 @@ class SharedSettings:
             )
 
         def failed(reason: Failure) -> None:
+            self._lifted_while_reading = None
             self.log.warn(
                 "the cluster's bans and motd could not be read (next time the"
                 " link comes up): {error}",
                 error=reason.getErrorMessage(),
             )
 
+        self._lifted_while_reading = set()
         self.link.read_bans().addCallback(read_motd).addErrback(failed)
 
     def _merge(self, bans: dict[str, str], motd: str | None) -> None:
@@ -162,6 +175,7 @@ class SharedSettings:
         ban learned now keeps out; give it the bans it never heard of.
         """
         state = self.chat.state
+        lifted_meanwhile, self._lifted_while_reading = self._lifted_while_reading, None
         shared: dict[str, dict[str, Any]] = {}
         for value, data in bans.items():
             try:
@@ -192,6 +206,9 @@ class SharedSettings:
                     lifted += 1
                 continue
             if local is not None and local.time >= record["time"]:
+                continue
+            if lifted_meanwhile and value in lifted_meanwhile:
+                # Lifted here since Redis answered: not back.
                 continue
             entry = BanRecord(record["name"], record["by"], record["time"])
             fingerprint = record.get("kind") == "fingerprint"
