@@ -13,10 +13,8 @@ from typing import Any
 from OpenSSL import SSL
 from twisted.internet.error import ConnectionDone, ProcessTerminated
 from twisted.internet.task import deferLater
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import provider
 
 from securemsg.cluster.config import (
     ClusterError,
@@ -35,6 +33,7 @@ from ._cluster import (
     start_redis,
 )
 from ._haproxy import HAPROXY, NO_HAPROXY, start_haproxy
+from ._logs import log_lines
 from ._loopback import bounded, reactor
 from ._twistd import Twistd
 
@@ -222,14 +221,7 @@ class RedisLinkTLSTests(RedisTLSCase):
 
     def setUp(self) -> None:
         super().setUp()
-        self.logged: list[str] = []
-
-        @provider(ILogObserver)
-        def observe(event: dict[str, Any]) -> None:
-            self.logged.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.logged = log_lines(self)
 
     async def link_comes_up(self, config: RedisConfig) -> None:
         """Start a link with C{config}, stopped in cleanup; wait until it is up."""

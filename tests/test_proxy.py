@@ -28,11 +28,10 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
-from twisted.logger import ILogObserver, formatEvent, globalLogPublisher
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
-from zope.interface import implementer, provider
+from zope.interface import implementer
 
 from securemsg.core.limits import Limits
 from securemsg.core.records import BanRecord
@@ -50,6 +49,7 @@ from securemsg.tls import policy as tls
 
 from . import _certs
 from ._haproxy import HAPROXY, NO_HAPROXY, start_haproxy
+from ._logs import log_lines
 from ._loopback import (
     TIMEOUT,
     LineClient,
@@ -203,18 +203,7 @@ class LayerTests(SynchronousTestCase):
         self.clock = Clock()
         self.guard = FakeGuard(max_connections=2)
         self.factory = ProxyHeaderFactory(self.guard, self.clock, timeout=10.0)
-        self.logged: list[str] = []
-
-        @provider(ILogObserver)
-        def observe(event: dict[str, Any]) -> None:
-            if (
-                event.get("log_namespace")
-                == "securemsg.server.proxy.ProxyHeaderProtocol"
-            ):
-                self.logged.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.logged = log_lines(self, "securemsg.server.proxy.ProxyHeaderProtocol")
 
     def connect(self) -> tuple[Any, StringTransport]:
         protocol = self.factory.buildProtocol(IPv4Address("TCP", "10.1.1.1", 5555))
@@ -367,14 +356,7 @@ class ProxiedServerCase(LoopbackServerTestCase):
         _, server = _certs.default_ca_and_server()
         self.ca_pem = _certs.default_ca_and_server()[0].cert_pem()
         self.cert_path, self.key_path = server.write(self.directory)
-        self.logged: list[str] = []
-
-        @provider(ILogObserver)
-        def observe(event: dict[str, Any]) -> None:
-            self.logged.append(formatEvent(event))
-
-        globalLogPublisher.addObserver(observe)
-        self.addCleanup(globalLogPublisher.removeObserver, observe)
+        self.logged = log_lines(self)
 
     async def serve_proxied(self, limits: Limits | None = None) -> None:
         credentials = tls.load_credentials(self.cert_path, self.key_path)
