@@ -1222,16 +1222,38 @@ def render_table(results: dict[str, Any]) -> str:
 # Profiling
 
 
+#: What --profile runs each server under.
+PROFILE_SCENARIOS = ("fanout-100", "light", "handshake")
+
+
+def profile_runs(servers: str | None, only: str | None) -> list[tuple[str, str]]:
+    """
+    The (server, scenario) pairs --profile runs: securemsg unless
+    C{servers} names others, each under the scenarios of
+    L{PROFILE_SCENARIOS} that C{only} names (C{fanout} for fan-out 100).
+    """
+    names = servers.split(",") if servers else ["securemsg"]
+    wanted = only.split(",") if only else None
+    return [
+        (name, scenario)
+        for name in names
+        for scenario in PROFILE_SCENARIOS
+        if wanted is None or scenario.split("-")[0] in wanted
+    ]
+
+
 def profile(bench: Bench) -> None:
-    """py-spy securemsg during fan-out 100 and light load."""
+    """py-spy a server (securemsg, or the peers named) under load."""
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     if not Path(spy).exists():
         raise SystemExit("bench: py-spy not found (pip install py-spy)")
     report: dict[str, Any] = {}
-    for scenario in ("fanout-100", "light", "handshake"):
-        server = bench.start("securemsg")
+    for name, scenario in profile_runs(bench.args.servers, bench.args.only):
+        # securemsg's keep their old names (and profile.json its old keys).
+        key = scenario if name == "securemsg" else f"{name}-{scenario}"
+        server = bench.start(name)
         gen = bench.generator(server)
-        raw = bench.out / f"profile-{scenario}.txt"
+        raw = bench.out / f"profile-{key}.txt"
         try:
             if scenario == "fanout-100":
                 bench.connect(gen, "recv", 100)
@@ -1258,7 +1280,7 @@ def profile(bench: Bench) -> None:
                 for i in range(gen.nworkers):
                     gen.send(i, {"op": "handshakes", "secs": secs + 3, "conc": 16})
             time.sleep(1.5)
-            log(f"profiling securemsg in {scenario} for {secs} s ...")
+            log(f"profiling {name} in {scenario} for {secs} s ...")
             c0 = server.cpu()
             t0 = h.thread_cpu(server.pid)
             subprocess.run(
@@ -1284,9 +1306,10 @@ def profile(bench: Bench) -> None:
         finally:
             server.kill()
             gen.close()
-        report[scenario] = summarize_profile(raw)
-        report[scenario]["server_cpu_s"] = cpu
-        report[scenario]["thread_cpu_s"] = dict(per_thread)
+        report[key] = summarize_profile(raw)
+        report[key]["server_cpu_s"] = cpu
+        report[key]["thread_cpu_s"] = dict(per_thread)
+        report[key]["server"], report[key]["scenario"] = name, scenario
     (bench.out / "profile.json").write_text(json.dumps(report, indent=1))
     text = render_profile(report)
     (bench.out / "profile.md").write_text(text)
@@ -1402,9 +1425,10 @@ def _frame_name(frame: str) -> str:
 
 def render_profile(report: dict[str, Any]) -> str:
     out = []
-    for scenario, r in report.items():
+    for key, r in report.items():
+        server, scenario = r.get("server", "securemsg"), r.get("scenario", key)
         out.append(
-            f"### securemsg, {scenario} ({r['samples']} samples of the reactor"
+            f"### {server}, {scenario} ({r['samples']} samples of the reactor"
             f" thread at 250 Hz, {r['server_cpu_s']:.1f} s CPU)\n"
         )
         threads = r.get("thread_cpu_s", {})
@@ -1426,9 +1450,10 @@ def render_profile(report: dict[str, Any]) -> str:
         out.append("\n| inclusive | function |\n|---|---|")
         for name, p in r["inclusive"][:15]:
             out.append(f"| {p:.1f}% | `{name}` |")
-        out.append("\n| inclusive | securemsg function |\n|---|---|")
-        for name, p in r["securemsg_inclusive"][:10]:
-            out.append(f"| {p:.1f}% | `{name}` |")
+        if r["securemsg_inclusive"]:
+            out.append("\n| inclusive | securemsg function |\n|---|---|")
+            for name, p in r["securemsg_inclusive"][:10]:
+                out.append(f"| {p:.1f}% | `{name}` |")
         out.append("")
     return "\n".join(out) + "\n"
 
@@ -1450,11 +1475,12 @@ def render(folder: Path) -> None:
     profile_path = folder / "profile.json"
     if profile_path.exists():
         report = json.loads(profile_path.read_text())
-        for scenario, old in report.items():
-            raw = folder / f"profile-{scenario}.txt"
+        kept = ("server_cpu_s", "thread_cpu_s", "server", "scenario")
+        for key, old in report.items():
+            raw = folder / f"profile-{key}.txt"
             if raw.exists():
-                report[scenario] = summarize_profile(raw) | {
-                    k: old[k] for k in ("server_cpu_s", "thread_cpu_s") if k in old
+                report[key] = summarize_profile(raw) | {
+                    k: old[k] for k in kept if k in old
                 }
         profile_path.write_text(json.dumps(report, indent=1))
         text = render_profile(report)
@@ -1499,7 +1525,9 @@ def main() -> None:
     parser.add_argument(
         "--profile",
         action="store_true",
-        help="profile securemsg with py-spy (fan-out 100, light load)",
+        help="profile with py-spy under fan-out 100, light load and handshakes"
+        " (securemsg, or the servers --servers names; --only picks among"
+        " fanout, light, handshake)",
     )
     parser.add_argument(
         "--render",
