@@ -14,6 +14,9 @@ with the real reactor's timers:
     replay, the announcements, the counters, the disconnection line.
   - C{hub}: C{bench/peers/twisted_hub.py}'s C{Hub} behind Twisted's
     C{TLSMemoryBIOFactory} with the context Twisted's C{ssl:} endpoint makes.
+  - C{sketch}: L{LeanTLS}, the hub's greeting with nothing between
+    Twisted's TCP transport and pyOpenSSL's memory BIOs, with the hub's
+    context: what a TLS layer of securemsg's own could come down to.
   - C{openssl}: pyOpenSSL alone with memory BIOs and securemsg's context
     (the handshake, the greeting written, the close): the floor under both.
 
@@ -56,6 +59,7 @@ from twisted.internet import reactor as _reactor
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
 from twisted.internet.posixbase import PosixReactorBase
+from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import (
     globalLogBeginner,
     globalLogPublisher,
@@ -325,6 +329,56 @@ def hub_port(fake: FakeReactor, cert: str, key: str) -> FakePort:
     return FakePort(tls, fake)
 
 
+class LeanTLS(Protocol):
+    """
+    A sketch, for measuring only: the hub's greeting over TLS with no layer
+    between Twisted's TCP transport and OpenSSL's memory BIOs (no
+    C{TLSMemoryBIOProtocol}, C{ProtocolWrapper} or C{LineReceiver}): what
+    a server-side TLS layer of securemsg's own could cost at least.
+    """
+
+    def __init__(self, context: SSL.Context) -> None:
+        self.tls = SSL.Connection(context, None)
+        self.tls.set_accept_state()
+        self.handshaken = False
+
+    def dataReceived(self, data: bytes) -> None:
+        tls = self.tls
+        tls.bio_write(data)
+        if not self.handshaken:
+            try:
+                tls.do_handshake()
+            except SSL.WantReadError:
+                self.send_out()
+                return
+            self.handshaken = True
+            tls.send(b"welcome user\n")
+        try:
+            while tls.recv(65536):
+                pass  # Lines: not in this exchange.
+        except SSL.WantReadError:
+            pass
+        except SSL.ZeroReturnError:
+            tls.shutdown()
+            self.send_out()
+            self.transport.loseConnection()
+            return
+        self.send_out()
+
+    def send_out(self) -> None:
+        try:  # noqa: SIM105 (timed: cheaper than suppress)
+            self.transport.write(self.tls.bio_read(65536))
+        except SSL.WantReadError:
+            pass
+
+
+def lean_port(fake: FakeReactor, context: SSL.Context) -> FakePort:
+    """The L{LeanTLS} sketch, with the hub's context."""
+    factory = Factory()
+    factory.buildProtocol = lambda addr: LeanTLS(context)  # type: ignore[method-assign]
+    return FakePort(factory, fake)
+
+
 def openssl_only(context: SSL.Context, client_context: SSL.Context, n: int) -> float:
     """The OpenSSL floor: the same exchange with pyOpenSSL alone."""
     meter = Meter()
@@ -447,6 +501,8 @@ def main() -> None:
     drive(hub, ctx, 3, first_port=1000, check=True)
     server_context = secure.factory.creator_context
     hub_context = hub.factory.creator_context
+    lean = lean_port(fake, hub_context)
+    drive(lean, ctx, 3, first_port=1000, check=True)
 
     def logged(run: Callable[[], float], observer: Any) -> Callable[[], float]:
         def wrapped() -> float:
@@ -471,6 +527,7 @@ def main() -> None:
         "naive Twisted hub, twistd's log file": logged(
             lambda: drive(hub, ctx, n), twistd_observer
         ),
+        "sketch: no TLS layer, the hub's context": lambda: drive(lean, ctx, n),
         "OpenSSL alone, securemsg's context": lambda: openssl_only(
             server_context, ctx, n
         ),
