@@ -14,7 +14,6 @@ from twisted.logger import (
     LogEvent,
     Logger,
     LogLevel,
-    capturedLogs,
     formatEvent,
 )
 from twisted.python.failure import Failure
@@ -23,11 +22,13 @@ from twisted.trial.unittest import SynchronousTestCase
 from securemsg.server.factory import ChatServerFactory
 from securemsg.server.logbatch import DELAY, LogBatch
 
+from ._logs import log_lines
+
 
 class LogBatchTests(SynchronousTestCase):
     """
-    L{LogBatch} holds info-level events for up to L{DELAY}, or until it
-    holds its most, and hands them to their loggers' observers in order.
+    L{LogBatch}, the observer of a L{Logger}, holds its events for up to
+    L{DELAY}, or until it holds its most, and hands them on in order.
     """
 
     def setUp(self) -> None:
@@ -35,8 +36,8 @@ class LogBatchTests(SynchronousTestCase):
         self.events: list[LogEvent] = []
         # Any callable taking an event observes (Twisted's own tests do so).
         observer = cast(ILogObserver, self.events.append)
-        self.log = Logger(namespace="test.batch", observer=observer)
-        self.batch = LogBatch(self.clock, most=3)
+        self.batch = LogBatch(self.clock, observer, most=3)
+        self.log = Logger(namespace="test.batch", observer=self.batch)
 
     def test_held_until_the_delay(self) -> None:
         """
@@ -46,9 +47,9 @@ class LogBatchTests(SynchronousTestCase):
         """
         self.batch.start()
         self.clock.advance(5)
-        self.batch.info(self.log, "{who} left", who="alice")
+        self.log.info("{who} left", who="alice")
         self.clock.advance(DELAY / 2)
-        self.batch.info(self.log, "{who} left", who="bob")
+        self.log.info("{who} left", who="bob")
         self.assertEqual(self.events, [])
         self.clock.advance(DELAY / 2)
         self.assertEqual(
@@ -69,10 +70,10 @@ class LogBatchTests(SynchronousTestCase):
         """
         self.batch.start()
         for who in ("a", "b", "c"):
-            self.batch.info(self.log, "{who}", who=who)
+            self.log.info("{who}", who=who)
         self.assertEqual([e["who"] for e in self.events], ["a", "b", "c"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.batch.info(self.log, "{who}", who="d")
+        self.log.info("{who}", who="d")
         self.assertEqual(len(self.events), 3)
         self.clock.advance(DELAY)
         self.assertEqual([e["who"] for e in self.events], ["a", "b", "c", "d"])
@@ -82,15 +83,15 @@ class LogBatchTests(SynchronousTestCase):
         Before L{LogBatch.start} and after L{LogBatch.stop} each event goes
         to the observer as it is made; stopping hands over what is held.
         """
-        self.batch.info(self.log, "before")
+        self.log.info("before")
         self.assertEqual(len(self.events), 1)
         self.batch.start()
-        self.batch.info(self.log, "held")
+        self.log.info("held")
         self.assertEqual(len(self.events), 1)
         self.batch.stop()
         self.assertEqual([formatEvent(e) for e in self.events], ["before", "held"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
-        self.batch.info(self.log, "after")
+        self.log.info("after")
         self.assertEqual(len(self.events), 3)
 
 
@@ -104,9 +105,7 @@ class FactoryLogBatchTests(SynchronousTestCase):
     def setUp(self) -> None:
         self.clock = MemoryReactorClock()
         self.factory = ChatServerFactory.standalone(self.clock, greeting="")
-        captured = capturedLogs()
-        self.events = captured.__enter__()
-        self.addCleanup(captured.__exit__, None, None, None)
+        self.logged = log_lines(self)
 
     def ended(self) -> None:
         """A connection made and lost."""
@@ -115,9 +114,8 @@ class FactoryLogBatchTests(SynchronousTestCase):
         protocol.connectionLost(Failure(ConnectionDone()))
 
     def lines(self) -> list[str]:
-        return [
-            str(formatEvent(e)) for e in self.events if "disconnected" in formatEvent(e)
-        ]
+        """The disconnection lines written so far."""
+        return [line for line in self.logged if "disconnected" in line]
 
     def test_held_while_listening(self) -> None:
         """
@@ -139,4 +137,21 @@ class FactoryLogBatchTests(SynchronousTestCase):
         self.factory.shut_down()
         self.assertEqual(len(self.lines()), 1)
         self.ended()
+        self.assertEqual(len(self.lines()), 2)
+
+    def test_two_ports(self) -> None:
+        """
+        With two ports listening, the lines are held until the last of them
+        stops.
+        """
+        self.factory.doStart()
+        self.factory.doStart()
+        self.ended()
+        self.factory.doStop()
+        self.assertEqual(self.lines(), [])
+        self.clock.advance(DELAY)
+        self.assertEqual(len(self.lines()), 1)
+        self.ended()
+        self.assertEqual(len(self.lines()), 1)
+        self.factory.doStop()
         self.assertEqual(len(self.lines()), 2)

@@ -660,12 +660,12 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
             self.factory.counters.handshakes_failed[handshake_failure(reason)] += 1
         peer, name, why = self.peer, self.name or "not joined", describe_reason(reason)
         # The one line of a guest's connection, made here rather than by the
-        # log observer: the same text and fields, but Twisted's formatter
+        # log observer: the same text, and the peer, name and reason fields
+        # as before (the text is in "line"), but Twisted's formatter
         # (string.Formatter, in Python, field by field) made 44 of its 134
-        # function calls.  Written with the lines of the connections that
-        # end about now (see securemsg.server.logbatch).
-        self.factory.log_batch.info(
-            self.log,
+        # function calls.  Logged through the factory's LogBatch, with the
+        # lines of the connections that end about now.
+        Logger(self.log.namespace, self, self.factory.log_batch).info(
             "{line}",
             line=f"{peer} ({name}) disconnected: {why}",
             peer=peer,
