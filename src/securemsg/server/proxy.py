@@ -286,12 +286,17 @@ class ProxyHeaderFactory(WrappingFactory):
         self.clock = clock
         self.timeout = timeout
         self.pending = 0
+        # Told once: a runtime-checkable Protocol's isinstance probes each of
+        # its members, too much for every connection.
+        self._guard = (
+            wrappedFactory if isinstance(wrappedFactory, ConnectionGuard) else None
+        )
 
     def buildProtocol(self, addr: IAddress) -> IProtocol | None:  # type: ignore[override]
-        guard = self.wrappedFactory
-        if isinstance(guard, ConnectionGuard):
+        guard = self._guard
+        if guard is not None:
             limit = guard.limits.max_connections
-            if limit is not None and len(guard.protocols) + self.pending >= limit:
+            if len(guard.protocols) + self.pending >= limit:
                 # Needs no real address: refused before the header is read.
                 guard.refuse(
                     describe_peer(addr),
@@ -304,8 +309,8 @@ class ProxyHeaderFactory(WrappingFactory):
 
     def count_refusal(self, reason: str) -> None:
         """Count a connection refused here in the wrapped factory's refusals."""
-        if isinstance(self.wrappedFactory, ConnectionGuard):
-            self.wrappedFactory.refused[reason] += 1
+        if self._guard is not None:
+            self._guard.refused[reason] += 1
 
 
 @implementer(IStreamServerEndpoint)
