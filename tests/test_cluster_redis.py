@@ -800,6 +800,20 @@ class BoundTests(SynchronousTestCase):
         warnings = [e for e in self.logged if "dropped" in e.get("log_format", "")]
         self.assertEqual(len(warnings), 1)
 
+    def test_stores_refused_are_not_drops(self) -> None:
+        """
+        Out of reach, a ban, the motd and the presence are refused (their
+        callers keep them for later) without counting as dropped messages
+        or starting the warning.
+        """
+        self.assertFalse(self.link.store_ban("ab:cd", "{}"))
+        self.assertFalse(self.link.store_motd("hello"))
+        self.assertFalse(self.successResultOf(self.link.store_presence({}, 0, True)))
+        self.assertEqual(self.link.dropped, 0)
+        self.assertEqual(
+            [e for e in self.logged if "dropped" in e.get("log_format", "")], []
+        )
+
     def test_bounded_while_redis_is_slow(self) -> None:
         """
         Redis does not answer: past C{max_pending} messages waiting or in

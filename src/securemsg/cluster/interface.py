@@ -137,8 +137,9 @@ class IClusterLink(Interface):
         or address C{value}, in place of what was kept there, for every
         node to read, now and after restarts.
 
-        @return: C{False} if it was dropped (the others are out of reach,
-            or too much waits to be sent).
+        @return: C{False} if it was not sent (the others are out of reach,
+            or too much waits to be sent): the caller keeps it to send
+            later; it is not counted as a dropped message.
         """
 
     def read_bans() -> Deferred[dict[str, str]]:
@@ -151,7 +152,7 @@ class IClusterLink(Interface):
         """
         Keep C{text} as the cluster's message of the day (C{""}: none).
 
-        @return: C{False} if it was dropped, as L{store_ban}.
+        @return: C{False} if it was not sent, as L{store_ban}.
         """
 
     def read_motd() -> Deferred[str | None]:
@@ -173,9 +174,9 @@ class IClusterLink(Interface):
         @param mark: the number of the last message this node published
             (see L{securemsg.cluster.presence}), kept with the users.
         @param whole: C{users} are all of them (those kept before go).
-        @return: whether it was written; C{False} if it was dropped (the
+        @return: whether it was written; C{False} if it was not sent (the
             others are out of reach, or too much waits to be sent) or
-            failed.
+            failed: the caller sends all its users next time.
         """
 
     def read_presence() -> Deferred[dict[str, Presence]]:

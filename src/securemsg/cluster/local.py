@@ -194,7 +194,6 @@ class MemoryLink:
 
     def store_ban(self, value: str, data: str) -> bool:
         if not self.up:
-            self.dropped += 1
             return False
         self.bus.bans[value] = data
         return True
@@ -206,7 +205,6 @@ class MemoryLink:
 
     def store_motd(self, text: str) -> bool:
         if not self.up:
-            self.dropped += 1
             return False
         self.bus.motd = text
         return True
@@ -220,7 +218,6 @@ class MemoryLink:
         self, users: dict[str, str | None], mark: int, whole: bool
     ) -> Deferred[bool]:
         if not self.up:
-            self.dropped += 1
             return succeed(False)
         kept = {} if whole else dict(self.bus.users_of(self.node_id) or {})
         for key, data in users.items():

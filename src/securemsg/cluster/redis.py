@@ -131,12 +131,16 @@ return lost
 """
 
 
+#: The field of a presence hash that holds the mark (no name key is).
+MARK_FIELD = "@mark"
+
 # Keep node ARGV[1]'s users in the hash KEYS[1] for ARGV[2] ms, and count
 # it among the live nodes (the sorted set KEYS[2]) as long; ARGV[3] = "1":
 # the users given are all of them; ARGV[4]: the mark; then name key and
 # user pairs (an empty user: gone).  The time is Redis' own, so that the
 # nodes' clocks need not agree.
-_STORE_PRESENCE = """
+_STORE_PRESENCE = (
+    """
 if redis.replicate_commands then redis.replicate_commands() end
 local time = redis.call('time')
 local now = tonumber(time[1]) * 1000 + math.floor(tonumber(time[2]) / 1000)
@@ -150,13 +154,16 @@ for index = 5, #ARGV - 1, 2 do
     redis.call('hset', KEYS[1], ARGV[index], ARGV[index + 1])
   end
 end
-redis.call('hset', KEYS[1], '@mark', ARGV[4])
+redis.call('hset', KEYS[1], '"""
+    + MARK_FIELD
+    + """', ARGV[4])
 redis.call('pexpire', KEYS[1], ARGV[2])
 redis.call('zremrangebyscore', KEYS[2], '-inf', now)
 redis.call('zadd', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('pexpire', KEYS[2], ARGV[2])
 return 1
 """
+)
 
 # The live nodes of the sorted set KEYS[1] but node ARGV[2], each followed
 # by its hash (whose names start with ARGV[1]).
@@ -172,9 +179,6 @@ for _, node in ipairs(redis.call('zrangebyscore', KEYS[1], '(' .. now, '+inf')) 
 end
 return found
 """
-
-#: The field of a presence hash that holds the mark (no name key is).
-MARK_FIELD = "@mark"
 
 
 class _Episode:
@@ -437,6 +441,14 @@ class RedisLink:
         """Whether Redis is out of reach, or too much waits already."""
         return self._commands is None or not self.up or self.backlog >= self.max_pending
 
+    def _ready(self) -> _CommandProtocol | None:
+        """
+        The connection to send a command on, after what waits to be sent;
+        L{None} if Redis is out of reach or too much waits for its answers.
+        """
+        self._flush()
+        return None if self._full() else self._commands
+
     def _endpoint(self) -> IStreamClientEndpoint:
         endpoint: IStreamClientEndpoint = HostnameEndpoint(
             self.reactor, self.config.host, self.config.port, timeout=5
@@ -591,24 +603,23 @@ class RedisLink:
             self._flush_later()
 
     def renew(self, keys: list[str]) -> Deferred[list[str]]:
-        self._flush()
-        if not keys or self._commands is None or not self.up:
-            return succeed([])
-        if self._pending >= self.max_pending:
+        commands = self._ready()
+        if not keys or commands is None:
             return succeed([])
         args = [self.node_id, str(int(self.claim_ttl * 1000))]
         running = self._send(
-            self._commands.eval(_RENEW, [self._key(key) for key in keys], args)
+            commands.eval(_RENEW, [self._key(key) for key in keys], args)
         )
         return running.addCallback(
             lambda lost: [keys[index - 1] for index in lost or ()]
         )
 
     def reserve_guests(self, count: int) -> Deferred[int]:
-        if self._commands is None or not self.up or self._pending >= self.max_pending:
+        commands = self._ready()
+        if commands is None:
             return fail(ConnectionError("Redis is out of reach"))
         reserving = self._send(
-            self._commands.incrby(f"{self.config.name}:guests", count), fail=True
+            commands.incrby(f"{self.config.name}:guests", count), fail=True
         )
         # INCRBY answers with the last of the numbers it gave.
         return reserving.addCallback(lambda last: int(last) - count + 1)
@@ -621,11 +632,11 @@ class RedisLink:
         self._flush_later()
 
     def read_history(self, room_key: str, count: int) -> Deferred[list[str]]:
-        self._flush()
-        if self._commands is None or not self.up or self._pending >= self.max_pending:
+        commands = self._ready()
+        if commands is None:
             return succeed([])
         reading = self._send(
-            self._commands.execute_command(
+            commands.execute_command(
                 "XREVRANGE", self._stream(room_key), "+", "-", "COUNT", str(count)
             )
         )
@@ -648,9 +659,9 @@ class RedisLink:
     def store_presence(
         self, users: dict[str, str | None], mark: int, whole: bool
     ) -> Deferred[bool]:
-        self._flush()
-        if self._commands is None or not self.up or self._pending >= self.max_pending:
-            self._drop()
+        # Refused, it is written whole with the next renewal: not a loss.
+        commands = self._ready()
+        if commands is None:
             return succeed(False)
         args = [
             self.node_id,
@@ -661,7 +672,7 @@ class RedisLink:
         for key, data in users.items():
             args += [key, data or ""]
         keys = [self._presence(self.node_id), f"{self.config.name}:nodes"]
-        running = self._send(self._commands.eval(_STORE_PRESENCE, keys, args))
+        running = self._send(commands.eval(_STORE_PRESENCE, keys, args))
         return running.addCallback(lambda done: done == 1)
 
     def read_presence(self) -> Deferred[dict[str, Presence]]:
@@ -698,11 +709,11 @@ class RedisLink:
         return reading.addCallback(nodes)
 
     def clear_presence(self) -> None:
-        self._flush()
-        if self._commands is None or not self.up or self._pending >= self.max_pending:
+        commands = self._ready()
+        if commands is None:
             return
-        self._send(self._commands.delete(self._presence(self.node_id)))
-        self._send(self._commands.zrem(f"{self.config.name}:nodes", self.node_id))
+        self._send(commands.delete(self._presence(self.node_id)))
+        self._send(commands.zrem(f"{self.config.name}:nodes", self.node_id))
 
     def _presence(self, node_id: str) -> str:
         return f"{self.config.name}:presence:{node_id}"
@@ -711,11 +722,11 @@ class RedisLink:
         return f"{self.config.name}:history:{room_key}"
 
     def store_ban(self, value: str, data: str) -> bool:
-        self._flush()
-        if self._commands is None or not self.up or self._pending >= self.max_pending:
-            self._drop()
+        # Refused, the caller keeps it for when the link is up: not a loss.
+        commands = self._ready()
+        if commands is None:
             return False
-        self._send(self._commands.hset(f"{self.config.name}:bans", value, data))
+        self._send(commands.hset(f"{self.config.name}:bans", value, data))
         return True
 
     def read_bans(self) -> Deferred[dict[str, str]]:
@@ -730,12 +741,11 @@ class RedisLink:
         )
 
     def store_motd(self, text: str) -> bool:
-        self._flush()
-        if self._commands is None or not self.up or self._pending >= self.max_pending:
-            self._drop()
-            return False
+        commands = self._ready()
+        if commands is None:
+            return False  # Kept by the caller, as a ban is.
         # As JSON: txredisapi would read "42" back as a number.
-        self._send(self._commands.set(f"{self.config.name}:motd", json.dumps(text)))
+        self._send(commands.set(f"{self.config.name}:motd", json.dumps(text)))
         return True
 
     def read_motd(self) -> Deferred[str | None]:
