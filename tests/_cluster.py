@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.protocol import ProcessProtocol
 from twisted.internet.ssl import PrivateCertificate
 from twisted.python.failure import Failure
@@ -99,7 +99,9 @@ async def start_redis(
     async def stop() -> None:
         if not process.ended.fired:
             assert process.transport is not None
-            os.kill(process.transport.pid, signal.SIGKILL)
+            # Reaped but not yet reported: nothing left to kill.
+            with suppress(ProcessExitedAlready):
+                process.transport.signalProcess("KILL")
             await bounded(process.ended.wait(), "redis-server to end")
 
     test.addCleanup(stop)

@@ -15,11 +15,10 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ProcessProtocol
-from twisted.internet.task import deferLater
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
 
-from ._loopback import bounded, reactor
+from ._loopback import bounded, eventually, reactor
 from ._ports import free_port
 
 #: The haproxy binary, if installed.
@@ -83,12 +82,17 @@ async def start_haproxy(
         await bounded(process.ended, "haproxy to exit")
 
     test.addCleanup(stop)
-    # Ready once it accepts connections.
-    for _ in range(200):
+
+    def listening() -> bool:
         with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", front)) == 0:
-                return front
-        if process.ended.called:
-            break
-        await deferLater(reactor, 0.02)
-    raise AssertionError(f"haproxy did not start: {process.output!r}")
+            return probe.connect_ex(("127.0.0.1", front)) == 0
+
+    # Ready once it accepts connections (or it has exited: no use waiting).
+    await eventually(
+        lambda: listening() or process.ended.called,
+        what=f"haproxy to listen: {process.output!r}",
+        interval=0.02,
+    )
+    if process.ended.called:
+        raise AssertionError(f"haproxy did not start: {process.output!r}")
+    return front

@@ -11,6 +11,7 @@ listening, so that trial's reactor is clean (STYLE.md, pitfall 9).
 from __future__ import annotations
 
 from collections.abc import Callable
+from inspect import isawaitable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +28,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, optionsForClientTLS
+from twisted.internet.task import deferLater
 from twisted.protocols.basic import LineReceiver
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from twisted.python.failure import Failure
@@ -60,6 +62,34 @@ def bounded(deferred: Deferred[T], what: str, timeout: float = TIMEOUT) -> Defer
         return Failure(AssertionError(f"timed out after {seconds}s waiting for {what}"))
 
     return deferred.addTimeout(timeout, reactor, onTimeoutCancel=timed_out)
+
+
+async def eventually(
+    read: Callable[[], Any],
+    done: Callable[[Any], bool] = bool,
+    what: str = "a condition",
+    timeout: float = TIMEOUT,
+    interval: float = 0.05,
+) -> Any:
+    """
+    What C{read()} gives (awaited, if it gives an awaitable) once C{done}
+    says it is what the test waits for, asked again every C{interval}
+    seconds until C{timeout} seconds have passed (by the reactor's clock,
+    however slowly a loaded machine goes round); then an L{AssertionError}
+    naming C{what} and the last value seen.
+    """
+    deadline = reactor.seconds() + timeout
+    while True:
+        found = read()
+        if isawaitable(found):
+            found = await found
+        if done(found):
+            return found
+        if reactor.seconds() >= deadline:
+            raise AssertionError(
+                f"waited {timeout} s for {what}; the last seen: {found!r}"
+            )
+        await deferLater(reactor, interval)
 
 
 def failure_of(test: TestCase, deferred: Deferred[Any], kind: type[E]) -> Deferred[E]:

@@ -6,11 +6,10 @@ Scraping a server's C{--metrics} endpoint in tests, over real HTTP.
 from __future__ import annotations
 
 from prometheus_client.parser import text_string_to_metric_families
-from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool, readBody
 from twisted.web.iweb import IResponse
 
-from ._loopback import TIMEOUT, bounded, reactor
+from ._loopback import bounded, eventually, reactor
 from ._twistd import Twistd
 
 #: Prometheus samples as {(name, sorted labels): value}.
@@ -43,11 +42,9 @@ async def http_connections_closed() -> None:
         selectables = set(reactor.getReaders()) | set(reactor.getWriters())
         return [selectable for selectable in selectables if is_http(selectable)]
 
-    for _ in range(int(TIMEOUT / 0.01)):
-        if not still_open():
-            return
-        await deferLater(reactor, 0.01)
-    raise AssertionError(f"HTTP connections still open: {still_open()}")
+    await eventually(
+        still_open, lambda found: not found, "HTTP connections to close", interval=0.01
+    )
 
 
 async def get(url: bytes) -> tuple[IResponse, str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from OpenSSL import SSL
 from twisted.internet.error import ConnectionDone, ProcessTerminated
-from twisted.internet.task import deferLater
+from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -22,7 +22,7 @@ from securemsg.cluster.config import (
     parse_cluster_url,
     probe,
 )
-from securemsg.cluster.redis import _tls_problem
+from securemsg.cluster.redis import RedisLink, _tls_problem
 
 from . import _certs
 from ._cluster import (
@@ -34,7 +34,7 @@ from ._cluster import (
 )
 from ._haproxy import HAPROXY, NO_HAPROXY, start_haproxy
 from ._logs import log_lines
-from ._loopback import bounded, reactor
+from ._loopback import bounded, eventually
 from ._twistd import Twistd
 
 
@@ -262,12 +262,7 @@ class RedisLinkTLSTests(RedisTLSCase):
 
     async def wait_logged(self, line: str) -> None:
         """Wait until C{line} is logged, once (the link goes on trying)."""
-        for _ in range(200):
-            if line in self.logged:
-                break
-            await deferLater(reactor, 0.05)
-        else:
-            self.fail(f"not logged: {line!r}; logged: {self.logged}")
+        await eventually(lambda: line in self.logged, what=f"{line!r} to be logged")
         self.assertEqual(self.logged.count(line), 1, self.logged)
         # Not also as txredisapi's misleading "could not set dbid".
         self.assertEqual(
@@ -344,6 +339,20 @@ class CAOptionTests(SynchronousTestCase):
 
 class TLSProblemTests(SynchronousTestCase):
     """What the link makes of a connection lost to TLS, or not."""
+
+    def test_logged_once(self) -> None:
+        """
+        The same TLS problem, as each of the link's two connections meets
+        it at every retry, is logged once (the integration tests see the
+        line, but not every retry within their time).
+        """
+        config = parse_cluster_url("rediss://redis:6380/0", environ={})
+        link = RedisLink(Clock(), config, node_id="me")
+        logged = log_lines(self)
+        wrong_version = SSL.Error([("SSL routines", "", "wrong version number")])
+        for _ in range(3):
+            link.tls_check(Failure(wrong_version))
+        self.assertEqual(len([line for line in logged if "no TLS" in line]), 1)
 
     def test_other_failures(self) -> None:
         """
