@@ -30,6 +30,7 @@ from securemsg.core.records import BanRecord, ServerRecords
 from securemsg.protocol import wire
 
 from ._fakes import Recorder
+from ._logs import log_lines
 
 TTL = 15.0
 
@@ -1246,6 +1247,31 @@ class SharedSettingsTests(SynchronousTestCase):
         self.assertEqual(late.state.motd, "new news")
         self.assertEqual(self.a.state.motd, "new news")
         self.assertEqual(self.a.state.fingerprints, {})
+
+    def test_malformed_bans_refused(self) -> None:
+        """
+        A ban that is not a name, an operator and a time is kept by no
+        node: neither one heard on the bus (C{"name": 42} is not turned into
+        C{"42"}) nor one read from Redis at link-up; each is logged as not
+        understood.
+        """
+        logged = log_lines(self)
+        self.cluster.links[0].publish(
+            {"t": "banned", "kind": "fingerprint", "value": "ab:cd",
+             "name": 42, "by": "op", "time": 1.0}
+        )  # fmt: skip
+        self.cluster.quiet()
+        self.assertEqual(self.b.state.fingerprints, {})
+        link = self.cluster.links[1]
+        link.bus.bans["ef:01"] = json.dumps(
+            {"kind": "fingerprint", "name": "bob", "by": ["op"], "time": 1.0}
+        )
+        link.cut()
+        link.mend()
+        self.assertEqual(self.b.state.fingerprints, {})
+        self.assertEqual(
+            len([line for line in logged if "not understood" in line]), 2, logged
+        )
 
     def test_bans_the_cluster_never_heard_of(self) -> None:
         """

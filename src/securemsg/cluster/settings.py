@@ -91,9 +91,7 @@ class SharedSettings:
 
     def heard_ban(self, message: ClusterMessage) -> None:
         """Another node made a ban: keep it."""
-        entry = BanRecord(
-            str(message["name"]), str(message["by"]), float(message["time"])
-        )
+        entry = BanRecord.from_json(message)
         kept = (
             self.chat.state.fingerprints
             if message["kind"] == "fingerprint"
@@ -146,8 +144,7 @@ class SharedSettings:
                 self._store_ban(value, record)
                 self.link.publish({"t": "unban", "target": value})
             else:
-                entry = BanRecord(record["name"], record["by"], record["time"])
-                self.banned(record["kind"], value, entry)
+                self.banned(record["kind"], value, BanRecord.from_json(record))
         motd, self._unsaved_motd = self._unsaved_motd, None
         if motd is not None:
             self.motd_set(motd)
@@ -180,11 +177,11 @@ class SharedSettings:
         for value, data in bans.items():
             try:
                 record = json.loads(data)
-                record["time"] = float(record["time"])
-                if not record.get("lifted"):
-                    record["name"] = str(record["name"])
-                    record["by"] = str(record["by"])
-            except (ValueError, TypeError, KeyError) as error:
+                if record.get("lifted"):
+                    record["time"] = float(record["time"])
+                else:
+                    record["time"] = BanRecord.from_json(record).time
+            except (ValueError, TypeError, KeyError, AttributeError) as error:
                 self.log.warn(
                     "the cluster's ban of {value} was not understood: {error!r}",
                     value=value,
@@ -210,7 +207,7 @@ class SharedSettings:
             if lifted_meanwhile and value in lifted_meanwhile:
                 # Lifted here since Redis answered: not back.
                 continue
-            entry = BanRecord(record["name"], record["by"], record["time"])
+            entry = BanRecord.from_json(record)
             fingerprint = record.get("kind") == "fingerprint"
             for kept in (
                 (state.fingerprints, learned.fingerprints)

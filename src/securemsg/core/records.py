@@ -40,17 +40,24 @@ class BanRecord:
     def as_json(self) -> dict[str, Any]:
         return {"name": self.name, "by": self.by, "time": self.time}
 
-
-def _ban(data: Any) -> BanRecord:
-    """A ban read from the state file; L{ValueError} if it is not one."""
-    ban = BanRecord(data["name"], data["by"], data["time"])
-    if not (
-        isinstance(ban.name, str)
-        and isinstance(ban.by, str)
-        and isinstance(ban.time, int | float)
-    ):
-        raise ValueError("a ban is not a name, an operator and a time")
-    return ban
+    @classmethod
+    def from_json(cls, data: Any) -> BanRecord:
+        """
+        The ban L{as_json} made C{data} of (read from the state file, from
+        Redis, or from another node); L{ValueError} if it is not one.
+        """
+        try:
+            name, by, time = data["name"], data["by"], data["time"]
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"a ban lacks {error}") from None
+        if not (
+            isinstance(name, str)
+            and isinstance(by, str)
+            and isinstance(time, int | float)
+            and not isinstance(time, bool)
+        ):
+            raise ValueError("a ban is not a name, an operator and a time")
+        return cls(name, by, float(time))
 
 
 @dataclass
@@ -89,9 +96,9 @@ class ServerRecords:
             for fingerprint, ban in (
                 data.get("bans", {}).get("fingerprints", {}).items()
             ):
-                state.fingerprints[fingerprint] = _ban(ban)
+                state.fingerprints[fingerprint] = BanRecord.from_json(ban)
             for address, ban in data.get("bans", {}).get("addresses", {}).items():
-                state.addresses[address] = _ban(ban)
+                state.addresses[address] = BanRecord.from_json(ban)
             motd = data.get("motd", "")
             holders = data.get("holders", [])
             # Wrong types would load "fine" and fail later: a string of
