@@ -16,7 +16,7 @@ end of which the output is flushed.  C{1x1} is light load: a line, a turn.
 
 Without C{--tls} the receivers' transports drop what is written: what is
 measured is securemsg's Python.  With it, each receiver is the server's
-TLS protocol (L{DirectTLSProtocol}, after a real handshake in memory) over
+TLS layer (L{TLSServerProtocol}, after a real handshake in memory) over
 a stand-in for Twisted's TCP transport whose socket takes every C{send()}
 and drops it: OpenSSL's encryption and the TLS layer's Python are in the
 figure, the system call is not; so is the speaker over TLS, each C{P}
@@ -26,8 +26,9 @@ reads up to 64 KiB of a socket at a time.
 The figure is CPU time (C{time.process_time}) per delivered line (lines x
 receivers), best of 5.  It uses only APIs that have not changed since the
 bench was written (C{ChatServerFactory.standalone}, C{Limits},
-C{DirectTLSProtocol}), so the same file measures any revision: run it with
-that revision's C{src/} first on C{PYTHONPATH}.
+the server's TLS layer: C{TLSServerProtocol}, or C{DirectTLSProtocol}
+before it), so the same file measures any revision: run it with that
+revision's C{src/} first on C{PYTHONPATH}.
 """
 
 from __future__ import annotations
@@ -55,7 +56,13 @@ from twisted.internet.testing import StringTransport
 from twisted.protocols.tls import TLSMemoryBIOFactory
 
 from securemsg.core.limits import Limits
-from securemsg.server.direct import DirectTLSProtocol
+
+try:
+    from securemsg.server.tlsserver import TLSServerProtocol as ServerTLS
+except ImportError:  # A revision before securemsg's own TLS layer.
+    from securemsg.server.direct import (  # type: ignore[attr-defined,no-redef]
+        DirectTLSProtocol as ServerTLS,
+    )
 from securemsg.server.factory import ChatServerFactory
 
 LINE = b"x" * 99 + b"\n"
@@ -86,7 +93,7 @@ class _NullSocket:
 
 class NullTCP(tcp.Server):
     """
-    Enough of Twisted's TCP transport for L{DirectTLSProtocol} to send on
+    Enough of Twisted's TCP transport for the server's TLS layer to send on
     its socket itself, as it does in the server; nothing is buffered.
     """
 
@@ -227,7 +234,7 @@ def setup(receivers: int, tls: bool) -> tuple[Clock, Any]:
     if tls:
         server_options, client_context = _tls_options()
         tls_factory = TLSMemoryBIOFactory(server_options, False, factory)
-        tls_factory.protocol = DirectTLSProtocol
+        tls_factory.protocol = ServerTLS
         for _ in range(receivers):
             _connect_tls(tls_factory, client_context)
         speaker = TLSSpeaker(*_connect_tls(tls_factory, client_context))

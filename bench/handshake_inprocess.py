@@ -9,7 +9,7 @@ with the real reactor's timers:
 
   - C{securemsg}: what C{twistd securemsg} builds (L{securemsg.tap}'s
     C{make_service} with C{bench/run.py}'s options): the guard
-    (C{GuardedTLSFactory}), C{DirectTLSProtocol}, C{ChatServerFactory}:
+    (C{GuardedTLSFactory}), C{TLSServerProtocol}, C{ChatServerFactory}:
     the limits, the handshake timeout, the join, the greeting, the history
     replay, the announcements, the counters, the disconnection line.
   - C{hub}: C{bench/peers/twisted_hub.py}'s C{Hub} behind Twisted's

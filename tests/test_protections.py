@@ -17,7 +17,7 @@ from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogEvent, LogLevel, capturedLogs
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
@@ -25,7 +25,7 @@ from securemsg.core.hub import ChatHub
 from securemsg.core.limits import Limits, client_key, covering_key
 from securemsg.core.records import BanRecord, ServerRecords
 from securemsg.protocol import wire
-from securemsg.server import direct, logbatch
+from securemsg.server import logbatch, tlsserver
 from securemsg.server.factory import ChatServerFactory
 from securemsg.server.guard import (
     REFUSAL_LOG_INTERVAL,
@@ -36,6 +36,7 @@ from securemsg.server.guard import (
 )
 from securemsg.server.outbox import WRITE_CHUNK
 from securemsg.server.protocol import ChatServerProtocol
+from securemsg.server.tlsserver import TLSServerProtocol
 from securemsg.tls import policy as tls
 
 from ._fakes import PausingTransport, Recorder
@@ -228,7 +229,7 @@ class ProtectionTests(SynchronousTestCase):
         """
         # The transports hold 100 bytes whenever they pause us: 100 of the
         # 200 left for our queue while paused.
-        self.patch(direct, "held_bytes", lambda transport: 100)
+        self.patch(tlsserver, "held_bytes", lambda transport: 100)
         reader, sender = self.connect(), self.connect()
         reader.lines()
         line = b"x" * 60  # 71 bytes as [guest-2] ...
@@ -512,7 +513,7 @@ class ConnectionLimitTests(SynchronousTestCase):
         )
         self.factory.doStart()
 
-    def connect(self, host: str) -> TLSMemoryBIOProtocol | None:
+    def connect(self, host: str) -> TLSServerProtocol | None:
         address = (IPv6Address if ":" in host else IPv4Address)("TCP", host, 1)
         protocol = self.factory.buildProtocol(address)
         if protocol is not None:
@@ -907,14 +908,15 @@ class PlainTextClientTests(SynchronousTestCase):
             peerAddress=IPv4Address("TCP", "127.0.0.1", port),
         )
         protocol.makeConnection(transport)
-        connection = protocol._tlsConnection
-        bio_write = connection.bio_write
+        # What the guard passes on to the TLS layer, all of which it gives
+        # to OpenSSL.
+        give_openssl = TLSServerProtocol.dataReceived
 
-        def recording(data: bytes) -> int:
+        def recording(tls: TLSServerProtocol, data: bytes) -> None:
             self.openssl_input.append(data)
-            return bio_write(data)
+            give_openssl(tls, data)
 
-        self.patch(connection, "bio_write", recording)
+        self.patch(TLSServerProtocol, "dataReceived", recording)
         return protocol, transport
 
     def test_plain_text_told_how_to_connect(self) -> None:
@@ -985,7 +987,7 @@ class PlainTextClientTests(SynchronousTestCase):
         transport.clear()
         client.do_handshake()
         protocol.dataReceived(client.bio_read(65536))
-        self.assertTrue(protocol._handshakeDone)
+        self.assertTrue(protocol._handshake_done)
         self.assertFalse(transport.disconnecting)
         self.assertEqual(self.openssl_input[:2], [hello[:1], hello[1:]])
 

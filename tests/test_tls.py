@@ -23,10 +23,10 @@ from zope.interface import implementer
 
 from securemsg.admin import ca
 from securemsg.core.limits import Limits
-from securemsg.server.direct import DirectTLSProtocol
 from securemsg.server.endpoint import tls_server_endpoint
 from securemsg.server.factory import ChatServerFactory
 from securemsg.server.guard import GuardedTLSFactory, TLSOnlyProtocol
+from securemsg.server.tlsserver import TLSServerProtocol
 from securemsg.tls import policy as tls
 
 from . import _certs
@@ -467,7 +467,7 @@ class EndpointTests(SynchronousTestCase):
     def test_default_limits_and_direct_sends(self) -> None:
         """
         Without limits given, L{Limits}' connection limits apply, each
-        connection's TLS records are sent at once (L{DirectTLSProtocol}),
+        connection's TLS is securemsg's layer (L{TLSServerProtocol}),
         and a client that does not speak TLS is told how to connect
         (L{TLSOnlyProtocol}).
         """
@@ -483,7 +483,7 @@ class EndpointTests(SynchronousTestCase):
             (Limits().max_connections, Limits().max_per_address),
         )
         self.assertIs(factory.protocol, TLSOnlyProtocol)
-        self.assertTrue(issubclass(TLSOnlyProtocol, DirectTLSProtocol))
+        self.assertTrue(issubclass(TLSOnlyProtocol, TLSServerProtocol))
 
     def test_connect_rate_from_limits(self) -> None:
         """The limits' rate of new connections per address reaches the guard."""

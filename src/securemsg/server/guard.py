@@ -31,15 +31,15 @@ from twisted.internet.interfaces import (
     IStreamServerEndpoint,
 )
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from securemsg.core.flood import TokenBucket
 from securemsg.core.limits import Limits
 from securemsg.server.counters import ServerCounters
-from securemsg.server.direct import DirectTLSProtocol
 from securemsg.server.protocol import peer_host
+from securemsg.server.tlsserver import TLSServerProtocol
 
 #: Refusals after the first in a burst are summed up in one line this often.
 REFUSAL_LOG_INTERVAL: Final = 10.0
@@ -80,9 +80,9 @@ def looks_like_tls(data: bytes) -> bool:
     return data[0] == _HANDSHAKE and (len(data) < 2 or data[1] == _VERSION_MAJOR)
 
 
-class TLSOnlyProtocol(DirectTLSProtocol):
+class TLSOnlyProtocol(TLSServerProtocol):
     """
-    The server's TLS protocol (L{DirectTLSProtocol}), which answers a
+    The server's TLS layer (L{TLSServerProtocol}), which answers a
     client whose first bytes are not TLS with one plain line saying how to
     connect, then closes; what such a client sends never reaches OpenSSL.
 
@@ -122,10 +122,10 @@ class TLSOnlyProtocol(DirectTLSProtocol):
                 b"Content-Length: %d\r\n"
                 b"Connection: close\r\n\r\n" % len(line)
             ) + line
-        # Twisted's TLS layer is left alone: no bytes go into OpenSSL, and
-        # none come out; connectionLost only hands the wrapped protocol this
-        # reason (instead of OpenSSL's view of an unexpected end).
-        self._lostTLSConnection = True
+        # OpenSSL is left alone: no bytes go into it, and none come out;
+        # connectionLost only hands the wrapped protocol this reason
+        # (instead of OpenSSL's view of an unexpected end).
+        self._tls_lost = True
         self._reason = Failure(NotTLSError("not TLS; told how to connect"))
         self.disconnecting = True
         transport.write(line)
@@ -149,11 +149,11 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
     """
 
     log = Logger()
-    # Not Twisted's write-aggregating TLS transport: the chat factory
-    # already writes once per connection per reactor turn, so it would only
-    # add a timer per connection.  Each TLS record is sent at once.  And a
-    # client that does not speak TLS is told how to connect.
-    protocol = TLSOnlyProtocol
+    # securemsg's TLS layer, not Twisted's (write-aggregating) one: the chat
+    # factory already writes once per connection per reactor turn, and each
+    # write's records are sent at once.  And a client that does not speak
+    # TLS is told how to connect.
+    protocol = TLSOnlyProtocol  # type: ignore[assignment]
 
     def __init__(
         self,
@@ -172,11 +172,11 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
         self.per_address: Counter[str] = Counter()
         #: Connections refused, by reason (for the metrics).
         self.refused: Counter[str] = Counter()
-        self._hosts: dict[TLSMemoryBIOProtocol, str] = {}
+        self._hosts: dict[TLSServerProtocol, str] = {}
         self._refused_since_report = 0
         self._report: IDelayedCall | None = None
 
-    def buildProtocol(self, addr: IAddress) -> TLSMemoryBIOProtocol | None:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress) -> TLSServerProtocol | None:  # type: ignore[override]
         host = self.client_key(addr)
         limits = self.limits
         if len(self._hosts) >= limits.max_connections:
@@ -201,7 +201,7 @@ class GuardedTLSFactory(TLSMemoryBIOFactory):
                 "connect_rate",
             )
             return None
-        protocol: TLSMemoryBIOProtocol = super().buildProtocol(addr)
+        protocol: TLSServerProtocol = super().buildProtocol(addr)  # type: ignore[assignment]
         self._hosts[protocol] = host
         self.per_address[host] += 1
         return protocol

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 
 from securemsg.protocol import jsonwire, wire
-from securemsg.server import direct
+from securemsg.server import tlsserver
 
 if TYPE_CHECKING:
     from securemsg.server.protocol import ChatServerProtocol
@@ -378,7 +378,7 @@ class SendQueue:
         self._paused = True
         # What the transports hold counts against the send queue too.
         if not self._dropped:
-            held = direct.held_bytes(self.transport)
+            held = tlsserver.held_bytes(self.transport)
             self._room = self._limit = self._send_queue - held
 
     def resume(self) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from cryptography import x509
 from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
@@ -34,11 +34,17 @@ from securemsg.core.flood import TokenBucket, command_cost
 from securemsg.core.participant import IChatParticipant
 from securemsg.protocol import jsonwire, wire
 from securemsg.server.counters import handshake_failure
+from securemsg.server.tlsserver import TLSServerProtocol
 from securemsg.tls import certs
 from securemsg.tls.identity import identity_from_certificate
 
 if TYPE_CHECKING:
     from securemsg.server.factory import ChatServerFactory
+
+
+#: The TLS layers a connection may be made over: securemsg's own (the
+#: server's), or Twisted's (a factory embedded with Twisted's TLS).
+TLS_LAYERS: Final = (TLSServerProtocol, TLSMemoryBIOProtocol)
 
 
 def describe_peer(address: IAddress) -> str:
@@ -161,13 +167,13 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
                 self.transport.setTcpNoDelay(True)
         self.transport.registerProducer(self, True)
         self._producing = True
-        if isinstance(self.transport, TLSMemoryBIOProtocol):
+        if isinstance(self.transport, TLS_LAYERS):
             # Until the handshake is done, the timeout is the handshake's
             # (see timeoutConnection); then it is the idle timeout.
             self.setTimeout(self.limits.handshake_timeout)
         else:
-            # No TLS layer of Twisted's below us (plain TCP in tests, or TLS
-            # ended by a proxy), so no handshake to wait for.
+            # No TLS layer below us (plain TCP in tests, or TLS ended by a
+            # proxy), so no handshake to wait for.
             self._join()
 
     def callLater(self, period: float, func: Callable[[], object]) -> IDelayedCall:
@@ -380,7 +386,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         """
         Within: the lines this client says to a room reach each member
         together (L{ChatHub.batch}).  L{dataReceived} opens one for what it
-        is given; the TLS layer below (L{DirectTLSProtocol}) opens one for
+        is given; the TLS layer below (L{TLSServerProtocol}) opens one for
         all the TLS records of one read of the socket, so that a client
         that sends a record per line costs each member one delivery per
         read, not one per line.
@@ -654,9 +660,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         self.setTimeout(None)
         self._queue.clear()
         self.factory.open_connections.discard(self)
-        if not self._handshake_over and isinstance(
-            self.transport, TLSMemoryBIOProtocol
-        ):
+        if not self._handshake_over and isinstance(self.transport, TLS_LAYERS):
             self.factory.counters.handshakes_failed[handshake_failure(reason)] += 1
         peer, name, why = self.peer, self.name or "not joined", describe_reason(reason)
         # The one line of a guest's connection, made here rather than by the
