@@ -249,9 +249,17 @@ class TLSServerProtocol(Protocol):
         except SSL.Error:
             # During the handshake OpenSSL cannot shut down yet.
             done = False
-        self._send_out()
-        if done:
-            self.transport.loseConnection()  # type: ignore[union-attr]
+        if not done:
+            self._send_out()
+            return
+        # Both sides have sent close_notify: ours leaves with the end of the
+        # connection, through the transport (which sends what it holds, then
+        # closes), so the client is woken once for both, not twice.
+        transport: Any = self.transport
+        closing = self._read_out(connection)
+        if closing:
+            transport.write(closing)
+        transport.loseConnection()
 
     def _tls_over(self, reason: Failure | None) -> None:
         """
