@@ -331,17 +331,22 @@ class ClosingTests(SynchronousTestCase):
 
     def test_client_close_notify_answered(self) -> None:
         """
-        The client's close_notify is answered with the server's, the
-        transport is closed, and the wrapped protocol gets the transport's
-        reason (a clean close).
+        The client's close_notify is answered with the server's, handed to
+        the transport (which sends it with the end of the connection, not
+        at once), the transport is closed, and the wrapped protocol gets the
+        transport's reason (a clean close).
         """
         protocol, transport, client = handshaken()
+        sent_at_once: list[bytes] = []
+        self.patch(tlsserver, "send_now", lambda t, data: sent_at_once.append(data))
+        protocol._send_now = True
         with self.assertRaises(SSL.Error):
             # Sent; pyOpenSSL reports the answer not yet received.
             if not client.shutdown():
                 raise SSL.Error([])
         protocol.dataReceived(client.bio_read(65536))
         self.assertTrue(transport.disconnecting)
+        self.assertEqual(sent_at_once, [])
         client.bio_write(transport.value())
         with self.assertRaises(SSL.ZeroReturnError):
             client.recv(100)
