@@ -1333,8 +1333,34 @@ BOILERPLATE_NAMES = (
 )
 
 
-def _area(frames: list[str]) -> str:
-    """Which part of the stack the time of a sample belongs to."""
+def openssl_lines(source: Path) -> frozenset[str]:
+    """
+    The lines of securemsg's TLS layer (C{server/tlsserver.py} under
+    C{source}, the run's snapshot of C{src/}) that call OpenSSL itself
+    through pyOpenSSL's binding: py-spy, which sees Python frames only,
+    gives their time to those lines.
+    """
+    path = source / "securemsg" / "server" / "tlsserver.py"
+    if not path.exists():
+        return frozenset()
+    calls = ("_lib.", ".shutdown()", "_raise_ssl_error", "_creatorCallable")
+    return frozenset(
+        f"securemsg/server/tlsserver.py:{number}"
+        for number, text in enumerate(path.read_text().splitlines(), 1)
+        if any(call in text for call in calls)
+    )
+
+
+def _area(frames: list[str], openssl: frozenset[str] = frozenset()) -> str:
+    """
+    Which part of the stack the time of a sample belongs to (C{frames} as
+    py-spy names them, with their lines; C{openssl}: see L{openssl_lines}).
+    """
+    leaf = frames[-1] if frames else ""
+    where = leaf.partition(" (")[2].rstrip(")")
+    if openssl and "securemsg/" + where.rpartition("securemsg/")[2] in openssl:
+        return "OpenSSL via pyOpenSSL (crypto, BIOs)"
+    frames = [_frame_name(f) for f in frames]
     leaf = frames[-1] if frames else ""
     if any("adbapi" in f or "history.py" in f for f in frames):
         return "history (securemsg/history.py, adbapi)"
@@ -1364,6 +1390,7 @@ def _area(frames: list[str]) -> str:
 
 
 def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
+    openssl = openssl_lines(path.parent / "snapshot")
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     ours: Counter[str] = Counter()
@@ -1388,7 +1415,7 @@ def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
         total += count
         if names:
             own[names[-1]] += count
-        areas[_area(names)] += count
+        areas[_area(frames, openssl)] += count
         for name in set(names):
             if any(b in name for b in BOILERPLATE) or name.startswith(
                 BOILERPLATE_NAMES
