@@ -74,6 +74,17 @@ class CheckError(Exception):
     """The check could not be run; the message says why (exit status 2)."""
 
 
+#: The connection limits a scanner needs (see the server's --help).
+SCANNER_LIMITS = (
+    "--max-per-ip",
+    "1000",
+    "--connect-burst",
+    "1000",
+    "--connect-rate",
+    "1000",
+)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(
@@ -201,6 +212,9 @@ class Server:
             tls_min,
             "--listen",
             f"tcp:0:interface={LOOPBACK}",
+            # sslyze is one client that opens hundreds of connections, many
+            # at once: within the default limits per address it is refused.
+            *SCANNER_LIMITS,
         ]
         self.log: list[str] = []
         self.stopped = False
