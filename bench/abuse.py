@@ -952,8 +952,11 @@ class Bench:
             "tracebacks": r"Traceback",
         }
         counts = {name: len(re.findall(p, text)) for name, p in patterns.items()}
-        counts["TLS errors (garbage)"] = len(
-            re.findall(r"\(not joined\) disconnected: Error", text)
+        # Garbage is refused by OpenSSL (a TLS error) or, if it does not
+        # start like TLS (the bench's starts with an HTTP request), told how
+        # to connect by the guard.
+        counts["garbage refused (TLS errors, not TLS)"] = len(
+            re.findall(r"\(not joined\) disconnected: (?:Error|NotTLSError)", text)
         )
         return counts
 

@@ -155,6 +155,13 @@ def _tls_options() -> tuple[CertificateOptions, SSL.Context]:
     return server, client
 
 
+def _handshake_done(protocol: Any) -> bool:
+    """Whether the server's TLS layer (of any revision) is past the handshake."""
+    if hasattr(protocol, "_handshake_done"):
+        return bool(protocol._handshake_done)
+    return bool(protocol._handshakeDone)
+
+
 def _connect_tls(
     tls_factory: TLSMemoryBIOFactory, client_context: SSL.Context
 ) -> tuple[Any, SSL.Connection]:
@@ -177,9 +184,9 @@ def _connect_tls(
         if sent:
             client.bio_write(b"".join(sent))
             sent.clear()
-        if protocol._handshakeDone:
+        if _handshake_done(protocol):
             break
-    assert protocol._handshakeDone
+    assert _handshake_done(protocol)
     # From now on the client reads nothing: what the server sends is dropped.
     transport.socket.keep = None
     return protocol, client
