@@ -325,6 +325,22 @@ class ReceivingTests(SynchronousTestCase):
         [reason] = wrapped.lost
         self.assertTrue(reason.check(SSL.Error))
 
+    def test_bytes_openssl_cannot_take_end_the_connection(self) -> None:
+        """
+        If OpenSSL cannot take what was read (it is out of memory), the
+        connection ends: the stream lost bytes.
+        """
+        protocol, transport, client = handshaken()
+        self.patch(tlsserver, "_bio_write", lambda bio, data, size: -1)
+        client.send(b"lost\n")
+        protocol.dataReceived(client.bio_read(65536))
+        self.assertTrue(transport.disconnecting)
+        wrapped = recording(protocol)
+        protocol.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(wrapped.received, [])
+        [reason] = wrapped.lost
+        self.assertTrue(reason.check(MemoryError))
+
 
 class ClosingTests(SynchronousTestCase):
     """close_notify both ways, aborts, and a TCP end without close_notify."""

@@ -67,6 +67,10 @@ _IN = _ffi.new("char[]", _READ_SIZE)
 
 _WANT_READ = _lib.SSL_ERROR_WANT_READ
 
+# Where received bytes are handed to OpenSSL (a name of this module's, so
+# that a test can make it fail as it would out of memory).
+_bio_write = _lib.BIO_write
+
 
 def represents_eof(error: SSL.Error) -> bool:
     """
@@ -97,8 +101,8 @@ class TLSServerProtocol(Protocol):
     aborts); the wrapped protocol's C{connectionLost} gets the TLS error
     that ended the connection, L{ConnectionLost} for a TCP end without
     close_notify, or the transport's reason.  One thing differs: an
-    aborted connection sends no close_notify, since the client is not
-    closed with cleanly.
+    aborted connection sends no close_notify, since it does not end
+    cleanly.
 
     @ivar wrappedProtocol: the protocol this is the transport of.
     """
@@ -140,9 +144,11 @@ class TLSServerProtocol(Protocol):
         connection = self._tls
         if self._tls_lost or connection is None:
             return
-        # A memory BIO takes all it is given (it fails only out of memory,
-        # which the next OpenSSL call reports).
-        _lib.BIO_write(connection._into_ssl, data, len(data))
+        if _bio_write(connection._into_ssl, data, len(data)) != len(data):
+            # A memory BIO takes all it is given, unless memory runs out:
+            # then bytes of the stream are lost, and so is the connection.
+            self._tls_over(Failure(MemoryError("OpenSSL could not take a read")))
+            return
         if not self._handshake_done and not self._handshake(connection):
             return
         if self._pending:
