@@ -10,6 +10,7 @@ import contextlib
 from typing import Any, cast
 
 from OpenSSL import SSL
+from OpenSSL._util import lib as openssl
 from twisted.internet.error import ConnectionAborted, ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IConsumer,
@@ -209,6 +210,8 @@ class HandshakeTests(SynchronousTestCase):
         [reason] = wrapped.lost
         self.assertTrue(reason.check(SSL.Error))
         self.assertEqual(wrapped.handshakes, 0)
+        # Nothing left on OpenSSL's error queue for a later call to find.
+        self.assertEqual(openssl.ERR_peek_error(), 0)
 
     def test_lose_connection_during_handshake_aborts(self) -> None:
         """
@@ -324,6 +327,7 @@ class ReceivingTests(SynchronousTestCase):
         self.assertEqual(wrapped.received, [])
         [reason] = wrapped.lost
         self.assertTrue(reason.check(SSL.Error))
+        self.assertEqual(openssl.ERR_peek_error(), 0)
 
     def test_bytes_openssl_cannot_take_end_the_connection(self) -> None:
         """
@@ -331,7 +335,12 @@ class ReceivingTests(SynchronousTestCase):
         connection ends: the stream lost bytes.
         """
         protocol, transport, client = handshaken()
-        self.patch(tlsserver, "_bio_write", lambda bio, data, size: -1)
+
+        def failing(bio: object, data: bytes, size: int) -> int:
+            openssl.ERR_put_error(32, 0, 65, b"", 0)  # As OpenSSL would.
+            return -1
+
+        self.patch(tlsserver, "_bio_write", failing)
         client.send(b"lost\n")
         protocol.dataReceived(client.bio_read(65536))
         self.assertTrue(transport.disconnecting)
@@ -340,6 +349,7 @@ class ReceivingTests(SynchronousTestCase):
         self.assertEqual(wrapped.received, [])
         [reason] = wrapped.lost
         self.assertTrue(reason.check(MemoryError))
+        self.assertEqual(openssl.ERR_peek_error(), 0)
 
 
 class ClosingTests(SynchronousTestCase):
@@ -429,6 +439,22 @@ class ClosingTests(SynchronousTestCase):
         [reason] = wrapped.lost
         self.assertTrue(reason.check(ConnectionAborted))
 
+    def test_nothing_sent_after_an_abort(self) -> None:
+        """
+        Once aborted, nothing more is sent, not even the close_notify that
+        unregistering a producer would send (it would tell the client that
+        the stream ended cleanly).
+        """
+        protocol, transport, _ = handshaken()
+        sent: list[bytes] = []
+        self.patch(tlsserver, "send_now", lambda t, data: sent.append(data))
+        protocol._send_now = True
+        protocol.registerProducer(Producer(), True)
+        protocol.abortConnection()
+        protocol.unregisterProducer()
+        protocol.loseConnection()
+        self.assertEqual((sent, transport.value()), ([], b""))
+
     def test_tcp_end_without_close_notify(self) -> None:
         """
         A TCP connection that ends without the client's close_notify is
@@ -509,6 +535,13 @@ class WritingTests(SynchronousTestCase):
         self.assertLess(max(read), 17 * 1024)
         self.assertEqual(read_all(client, transport.value(), len(data)), data)
 
+    def test_buffers_written(self) -> None:
+        """A bytearray or memoryview is written as bytes are."""
+        protocol, transport, client = handshaken()
+        protocol.write(bytearray(b"array "))  # type: ignore[arg-type]
+        protocol.write(memoryview(b"view"))  # type: ignore[arg-type]
+        self.assertEqual(read_all(client, transport.value(), 10), b"array view")
+
     def test_other_transports_written_as_usual(self) -> None:
         """
         On any other transport (here a L{StringTransport}) TLS output goes
@@ -537,6 +570,7 @@ class TransportTests(SynchronousTestCase):
             ISystemHandle,
             INegotiated,
             IConsumer,
+            IPushProducer,
         ):
             self.assertTrue(interface.providedBy(protocol), interface)
         self.assertEqual(list(directlyProvidedBy(protocol)), [])
@@ -555,6 +589,22 @@ class TransportTests(SynchronousTestCase):
         self.assertEqual(protocol.getPeer(), transport.getPeer())
         self.assertEqual(protocol.getHost(), transport.getHost())
         self.assertEqual(protocol.logPrefix(), "Recording (TLS)")
+
+    def test_reading_paused(self) -> None:
+        """
+        As a producer (twisted.web's HTTP channel uses it so), the layer
+        pauses and resumes the TCP transport's reading; stopping it closes
+        with close_notify.
+        """
+        protocol, transport, client = handshaken()
+        protocol.pauseProducing()
+        self.assertEqual(transport.producerState, "paused")
+        protocol.resumeProducing()
+        self.assertEqual(transport.producerState, "producing")
+        protocol.stopProducing()
+        client.bio_write(transport.value())
+        with self.assertRaises(SSL.ZeroReturnError):
+            client.recv(100)
 
     def test_pull_producer_pushed(self) -> None:
         """

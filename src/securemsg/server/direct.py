@@ -84,6 +84,8 @@ def renew_bios(connection: SSL.Connection) -> bool:
         for bio in (fresh_into, fresh_out):
             if bio != _ffi.NULL:
                 _lib.BIO_free(bio)
+        # Not to be taken for the error of the connection's next call.
+        _lib.ERR_clear_error()
         return False
     # The SSL object owns its BIOs: this frees the old pair.
     _lib.SSL_set_bio(connection._ssl, fresh_into, fresh_out)

@@ -36,6 +36,7 @@ from twisted.internet.interfaces import (
     IHandshakeListener,
     INegotiated,
     IProtocol,
+    IPushProducer,
     ISSLTransport,
     ISystemHandle,
 )
@@ -87,7 +88,7 @@ def represents_eof(error: SSL.Error) -> bool:
     return reason.casefold().startswith("unexpected eof")
 
 
-@implementer(ISSLTransport, ISystemHandle, INegotiated, IConsumer)
+@implementer(ISSLTransport, ISystemHandle, INegotiated, IConsumer, IPushProducer)
 class TLSServerProtocol(Protocol):
     """
     The server side of a TLS connection over a Twisted transport, and the
@@ -100,9 +101,13 @@ class TLSServerProtocol(Protocol):
     closes once the client answers (before the handshake is done, it
     aborts); the wrapped protocol's C{connectionLost} gets the TLS error
     that ended the connection, L{ConnectionLost} for a TCP end without
-    close_notify, or the transport's reason.  One thing differs: an
-    aborted connection sends no close_notify, since it does not end
-    cleanly.
+    close_notify, or the transport's reason.  What differs: an aborted
+    connection sends nothing more (no close_notify) and its protocol gets
+    the transport's L{ConnectionAborted}; a client's close_notify before
+    the handshake is done is a clean close; writes waiting for the
+    handshake do not pause the producer (the chat counts them in its
+    send queue: L{held_bytes}); C{loseWriteConnection} closes the whole
+    connection (TLS has no half-close).
 
     @ivar wrappedProtocol: the protocol this is the transport of.
     """
@@ -147,6 +152,9 @@ class TLSServerProtocol(Protocol):
         if _bio_write(connection._into_ssl, data, len(data)) != len(data):
             # A memory BIO takes all it is given, unless memory runs out:
             # then bytes of the stream are lost, and so is the connection.
+            # (What OpenSSL queued about it must not be taken for the error
+            # of a later call.)
+            _lib.ERR_clear_error()
             self._tls_over(Failure(MemoryError("OpenSSL could not take a read")))
             return
         if not self._handshake_done and not self._handshake(connection):
@@ -248,7 +256,9 @@ class TLSServerProtocol(Protocol):
         once both sides have sent theirs.
         """
         connection = self._tls
-        if connection is None:
+        if connection is None or self._tls_lost:
+            # Over (aborted, failed): no close_notify, which would tell the
+            # client that the stream ended cleanly.
             return
         try:
             done = connection.shutdown()
@@ -296,6 +306,8 @@ class TLSServerProtocol(Protocol):
             return
         if self._tls_lost or not data:
             return
+        if type(data) is not bytes:
+            data = bytes(data)  # A bytearray or memoryview, as Twisted takes.
         if not self._handshake_done or self._pending:
             self._pending.append(data)
             return
@@ -384,6 +396,8 @@ class TLSServerProtocol(Protocol):
                 self._send(data)
 
     def _send(self, data: bytes) -> None:
+        if self._aborted:
+            return
         if self._send_now:
             send_now(self.transport, data)
         else:
@@ -434,6 +448,19 @@ class TLSServerProtocol(Protocol):
         self.transport.unregisterProducer()  # type: ignore[union-attr]
         if self.disconnecting and not self._pending:
             self._shutdown_tls()
+
+    # IPushProducer: the bytes coming in (twisted.web's HTTP channel stops
+    # reading while it answers a request)
+
+    def pauseProducing(self) -> None:
+        self.transport.pauseProducing()  # type: ignore[union-attr]
+
+    def resumeProducing(self) -> None:
+        self.transport.resumeProducing()  # type: ignore[union-attr]
+
+    def stopProducing(self) -> None:
+        # The TCP transport's would close without close_notify.
+        self.loseConnection()
 
     # The rest of the transport
 
