@@ -606,6 +606,21 @@ class TransportTests(SynchronousTestCase):
         with self.assertRaises(SSL.ZeroReturnError):
             client.recv(100)
 
+    def test_web_channel_flow_control(self) -> None:
+        """
+        twisted.web's HTTP channel takes the layer for the producer of its
+        bytes (to stop reading while it answers) and registers with it; its
+        TCP_NODELAY is let go where the transport has no TCP options (here
+        a L{StringTransport}; a UNIX socket).
+        """
+        from twisted.web.resource import Resource
+        from twisted.web.server import Site
+
+        protocol, transport, _ = connected(cast(Factory, Site(Resource())))
+        channel = cast(Any, protocol.wrappedProtocol)._channel
+        self.assertIs(channel._networkProducer, protocol)
+        self.assertIs(transport.producer, channel)
+
     def test_pull_producer_pushed(self) -> None:
         """
         A pull producer is registered with the TCP transport as a push one

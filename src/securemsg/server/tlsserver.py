@@ -487,17 +487,28 @@ class TLSServerProtocol(Protocol):
             return None
         return connection.get_alpn_proto_negotiated() or None
 
+    # ITCPTransport's options (ISSLTransport extends it): those of the TCP
+    # transport below; over another one (a UNIX socket) there are none, and
+    # twisted.web's HTTP channel, which sets TCP_NODELAY on every
+    # ITCPTransport, must not fail for it.
+
     def setTcpNoDelay(self, enabled: bool) -> None:
-        self.transport.setTcpNoDelay(enabled)  # type: ignore[union-attr]
+        set_option = getattr(self.transport, "setTcpNoDelay", None)
+        if set_option is not None:
+            set_option(enabled)
 
     def getTcpNoDelay(self) -> bool:
-        return bool(self.transport.getTcpNoDelay())  # type: ignore[union-attr]
+        get_option = getattr(self.transport, "getTcpNoDelay", None)
+        return bool(get_option()) if get_option is not None else False
 
     def setTcpKeepAlive(self, enabled: bool) -> None:
-        self.transport.setTcpKeepAlive(enabled)  # type: ignore[union-attr]
+        set_option = getattr(self.transport, "setTcpKeepAlive", None)
+        if set_option is not None:
+            set_option(enabled)
 
     def getTcpKeepAlive(self) -> bool:
-        return bool(self.transport.getTcpKeepAlive())  # type: ignore[union-attr]
+        get_option = getattr(self.transport, "getTcpKeepAlive", None)
+        return bool(get_option()) if get_option is not None else False
 
     def loseWriteConnection(self) -> None:
         """TLS has no half-close: this closes the connection."""
