@@ -616,7 +616,9 @@ class TransportTests(SynchronousTestCase):
         from twisted.web.resource import Resource
         from twisted.web.server import Site
 
-        protocol, transport, _ = connected(cast(Factory, Site(Resource())))
+        protocol, transport, _ = connected(
+            cast(Factory, Site(Resource(), timeout=None))
+        )
         channel = cast(Any, protocol.wrappedProtocol)._channel
         self.assertIs(channel._networkProducer, protocol)
         self.assertIs(transport.producer, channel)
