@@ -535,6 +535,43 @@ class WritingTests(SynchronousTestCase):
         self.assertLess(max(read), 17 * 1024)
         self.assertEqual(read_all(client, transport.value(), len(data)), data)
 
+    def want_read_once(self) -> None:
+        """Make the next write find OpenSSL wanting to read first."""
+        wanted: list[bool] = []
+        ssl_write = tlsserver._ssl_write
+
+        def writing(ssl: object, data: object, size: int) -> int:
+            if not wanted:
+                wanted.append(True)
+                return -1
+            return int(ssl_write(ssl, data, size))
+
+        self.patch(tlsserver, "_ssl_write", writing)
+        self.patch(
+            tlsserver, "_write_error", lambda ssl, result: openssl.SSL_ERROR_WANT_READ
+        )
+
+    def test_writes_wait_while_openssl_must_read(self) -> None:
+        """
+        A write OpenSSL cannot make before it reads waits, with the writes
+        after it, until the next read; they are then sent in order, and a
+        loseConnection meanwhile sends close_notify after them.
+        """
+        protocol, transport, client = handshaken()
+        self.want_read_once()
+        protocol.write(b"first ")
+        protocol.write(b"second")
+        protocol.loseConnection()
+        self.assertEqual(transport.value(), b"")
+        self.assertEqual(held_bytes(protocol), 12)
+        client.send(b"hello\n")
+        protocol.dataReceived(client.bio_read(65536))
+        self.assertEqual(held_bytes(protocol), 0)
+        self.assertEqual(recording(protocol).received, [b"hello\n"])
+        self.assertEqual(read_all(client, transport.value(), 12), b"first second")
+        with self.assertRaises(SSL.ZeroReturnError):
+            client.recv(100)
+
     def test_buffers_written(self) -> None:
         """A bytearray or memoryview is written as bytes are."""
         protocol, transport, client = handshaken()

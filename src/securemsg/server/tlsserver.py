@@ -68,9 +68,12 @@ _IN = _ffi.new("char[]", _READ_SIZE)
 
 _WANT_READ = _lib.SSL_ERROR_WANT_READ
 
-# Where received bytes are handed to OpenSSL (a name of this module's, so
-# that a test can make it fail as it would out of memory).
+# Where received bytes are handed to OpenSSL, and where writes are (names
+# of this module's, so that a test can make them answer as OpenSSL does
+# out of memory, or when it must read before it can write).
 _bio_write = _lib.BIO_write
+_ssl_write = _lib.SSL_write
+_write_error = _lib.SSL_get_error
 
 
 def represents_eof(error: SSL.Error) -> bool:
@@ -324,7 +327,7 @@ class TLSServerProtocol(Protocol):
         if len(data) <= _RECORD:
             # The common case: one record (a line, or a turn's lines for
             # one client), made and sent without a list.
-            written = _lib.SSL_write(ssl, data, len(data))
+            written = _ssl_write(ssl, data, len(data))
             if written > 0:
                 self._send_out()
                 return
@@ -334,7 +337,7 @@ class TLSServerProtocol(Protocol):
         view = memoryview(data)
         for start in range(0, len(data), _RECORD):
             piece = view[start : start + _RECORD]
-            written = _lib.SSL_write(ssl, _ffi.from_buffer(piece), len(piece))
+            written = _ssl_write(ssl, _ffi.from_buffer(piece), len(piece))
             if written <= 0:
                 if records:
                     self._send(b"".join(records))
@@ -350,7 +353,7 @@ class TLSServerProtocol(Protocol):
         OpenSSL did not take C{rest}: it wants to read first (keep it for
         then), or the connection failed.
         """
-        if _lib.SSL_get_error(connection._ssl, result) == _WANT_READ:
+        if _write_error(connection._ssl, result) == _WANT_READ:
             self._pending.insert(0, rest)
             self._send_out()
             return
