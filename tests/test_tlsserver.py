@@ -660,6 +660,21 @@ class TransportTests(SynchronousTestCase):
         self.assertIs(channel._networkProducer, protocol)
         self.assertIs(transport.producer, channel)
 
+    def test_tcp_options(self) -> None:
+        """
+        The TCP options are the TCP transport's; a transport without them
+        (a UNIX socket's) has none, and setting one is not an error.
+        """
+        protocol, transport, _ = connected()
+        protocol.setTcpNoDelay(True)
+        self.assertFalse(protocol.getTcpNoDelay())
+        options: dict[str, bool] = {}
+        transport.setTcpNoDelay = lambda on: options.update(nodelay=on)  # type: ignore[attr-defined]
+        transport.getTcpKeepAlive = lambda: 1  # type: ignore[attr-defined]
+        protocol.setTcpNoDelay(True)
+        self.assertEqual(options, {"nodelay": True})
+        self.assertIs(protocol.getTcpKeepAlive(), True)
+
     def test_pull_producer_pushed(self) -> None:
         """
         A pull producer is registered with the TCP transport as a push one

@@ -495,23 +495,22 @@ class TLSServerProtocol(Protocol):
     # twisted.web's HTTP channel, which sets TCP_NODELAY on every
     # ITCPTransport, must not fail for it.
 
+    def _tcp_option(self, name: str, *value: bool) -> bool:
+        """Call the TCP transport's C{name}, if it has one."""
+        option = getattr(self.transport, name, None)
+        return bool(option(*value)) if option is not None else False
+
     def setTcpNoDelay(self, enabled: bool) -> None:
-        set_option = getattr(self.transport, "setTcpNoDelay", None)
-        if set_option is not None:
-            set_option(enabled)
+        self._tcp_option("setTcpNoDelay", enabled)
 
     def getTcpNoDelay(self) -> bool:
-        get_option = getattr(self.transport, "getTcpNoDelay", None)
-        return bool(get_option()) if get_option is not None else False
+        return self._tcp_option("getTcpNoDelay")
 
     def setTcpKeepAlive(self, enabled: bool) -> None:
-        set_option = getattr(self.transport, "setTcpKeepAlive", None)
-        if set_option is not None:
-            set_option(enabled)
+        self._tcp_option("setTcpKeepAlive", enabled)
 
     def getTcpKeepAlive(self) -> bool:
-        get_option = getattr(self.transport, "getTcpKeepAlive", None)
-        return bool(get_option()) if get_option is not None else False
+        return self._tcp_option("getTcpKeepAlive")
 
     def loseWriteConnection(self) -> None:
         """TLS has no half-close: this closes the connection."""
