@@ -18,6 +18,7 @@ from twisted.internet.interfaces import (
     IReactorTime,
 )
 from twisted.internet.protocol import Factory
+from twisted.logger import Logger
 
 from securemsg.core.history import HistoryStore
 from securemsg.core.hub import ChatHub
@@ -78,8 +79,12 @@ class ChatServerFactory(Factory):
         self.outbox = Outbox(
             clock, self.chat.default_room, self.counters.lines_delivered
         )
-        #: The lines of connections that end, written in batches.
+        #: The lines of connections that end, written in batches, and the
+        #: logger of those lines (one for all connections).
         self.log_batch = LogBatch(clock)
+        self.disconnections = Logger(
+            ChatServerProtocol.log.namespace, observer=self.log_batch
+        )
         self.shutting_down = False
         # Set by the first certificate reload (see recheck_certificates).
         self.certificate_check: ClientCertificateCheck | None = None

@@ -122,14 +122,12 @@ class TLSOnlyProtocol(TLSServerProtocol):
                 b"Content-Length: %d\r\n"
                 b"Connection: close\r\n\r\n" % len(line)
             ) + line
-        # OpenSSL is left alone: no bytes go into it, and none come out;
-        # connectionLost only hands the wrapped protocol this reason
-        # (instead of OpenSSL's view of an unexpected end).
-        self._tls_lost = True
-        self._reason = Failure(NotTLSError("not TLS; told how to connect"))
-        self.disconnecting = True
+        # OpenSSL is left alone (no bytes went into it, none come out): the
+        # TLS connection is over before it began, and the wrapped protocol
+        # is told why.
         transport.write(line)
-        transport.loseConnection()
+        self.disconnecting = True
+        self._tls_over(Failure(NotTLSError("not TLS; told how to connect")))
 
 
 #: Addresses whose connection buckets are kept before the full ones are

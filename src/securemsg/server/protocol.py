@@ -108,8 +108,9 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
 
     delimiter = b"\n"
     factory: ChatServerFactory
-    # Set by makeConnection: Twisted's TLS or TCP transport, which has more
-    # than ITransport declares (disconnecting, setTcpNoDelay).
+    # Set by makeConnection: the TLS layer (securemsg's or Twisted's) or a
+    # TCP transport, which has more than ITransport declares
+    # (disconnecting, setTcpNoDelay).
     transport: Any
     log = Logger()
 
@@ -628,8 +629,8 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # within the send queue, and the abort below bounds how long it is
         # held.
         self._queue.write_all()
-        # Twisted's TLS layer sends its close_notify only once no producer
-        # is registered.
+        # The TLS layer sends its close_notify only once no producer is
+        # registered.
         if self._producing:
             self._producing = False
             self.transport.unregisterProducer()
@@ -669,7 +670,7 @@ class ChatServerProtocol(LineReceiver, TimeoutMixin):
         # (string.Formatter, in Python, field by field) made 44 of its 134
         # function calls.  Logged through the factory's LogBatch, with the
         # lines of the connections that end about now.
-        Logger(self.log.namespace, self, self.factory.log_batch).info(
+        self.factory.disconnections.info(
             "{line}",
             line=f"{peer} ({name}) disconnected: {why}",
             peer=peer,

@@ -42,7 +42,7 @@ from twisted.internet.interfaces import (
 )
 from twisted.internet.main import CONNECTION_LOST
 from twisted.internet.protocol import Protocol, connectionDone
-from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.protocols.tls import TLSMemoryBIOProtocol, _representsEOF
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -68,27 +68,12 @@ _IN = _ffi.new("char[]", _READ_SIZE)
 
 _WANT_READ = _lib.SSL_ERROR_WANT_READ
 
-# Where received bytes are handed to OpenSSL, and where writes are (names
-# of this module's, so that a test can make them answer as OpenSSL does
-# out of memory, or when it must read before it can write).
+# The OpenSSL calls that take bytes in, encrypt, and say why a call did
+# not (names of this module's, so that a test can make them answer as
+# OpenSSL does out of memory, or when it must read before it can write).
 _bio_write = _lib.BIO_write
 _ssl_write = _lib.SSL_write
-_write_error = _lib.SSL_get_error
-
-
-def represents_eof(error: SSL.Error) -> bool:
-    """
-    Whether C{error}, from OpenSSL, says the peer's TCP connection ended
-    without a close_notify (as Twisted reports it: L{ConnectionLost}).
-    """
-    if isinstance(error, SSL.SysCallError):
-        reason = str(error.args[-1])
-    else:
-        queue = error.args[0] if error.args else None
-        if not queue:
-            return True  # OpenSSL 4 queues nothing for it.
-        reason = str(queue[-1][-1])
-    return reason.casefold().startswith("unexpected eof")
+_ssl_get_error = _lib.SSL_get_error
 
 
 @implementer(ISSLTransport, ISystemHandle, INegotiated, IConsumer, IPushProducer)
@@ -187,7 +172,7 @@ class TLSServerProtocol(Protocol):
         ssl = connection._ssl
         result = _lib.SSL_do_handshake(ssl)
         if result <= 0:
-            if _lib.SSL_get_error(ssl, result) == _WANT_READ:
+            if _ssl_get_error(ssl, result) == _WANT_READ:
                 self._send_out()
                 return False
             self._fail(connection, result)
@@ -211,16 +196,17 @@ class TLSServerProtocol(Protocol):
                 if not self._aborted:
                     self.wrappedProtocol.dataReceived(_ffi.buffer(_IN, size)[:])
                 continue
-            if _lib.SSL_get_error(ssl, size) == _WANT_READ:
+            if _ssl_get_error(ssl, size) == _WANT_READ:
                 break
             self._fail(connection, size)
         self._send_out()
 
     def _fail(self, connection: SSL.Connection, result: int) -> None:
         """
-        An OpenSSL call on C{connection} returned C{result}, neither success
-        nor a wish for more bytes: the client's close_notify (answered, and
-        the connection closed), or an error (the connection ends with it).
+        An OpenSSL call on C{connection} (a handshake step, a read or a
+        write) returned C{result}, neither success nor a wish for more
+        bytes: the client's close_notify (answered, and the connection
+        closed), or an error (the connection ends with it).
         """
         try:
             # pyOpenSSL's own exception for the result (and for an exception
@@ -291,8 +277,10 @@ class TLSServerProtocol(Protocol):
         if (
             reason is not None
             and isinstance(reason.value, SSL.Error)
-            and represents_eof(reason.value)
+            and _representsEOF(reason.value)
         ):
+            # As Twisted's layer tells it: the peer's TCP connection ended
+            # without close_notify.
             reason = Failure(CONNECTION_LOST)
         if self._reason is None:
             self._reason = reason
@@ -353,16 +341,11 @@ class TLSServerProtocol(Protocol):
         OpenSSL did not take C{rest}: it wants to read first (keep it for
         then), or the connection failed.
         """
-        if _write_error(connection._ssl, result) == _WANT_READ:
+        if _ssl_get_error(connection._ssl, result) == _WANT_READ:
             self._pending.insert(0, rest)
             self._send_out()
             return
-        try:
-            connection._raise_ssl_error(connection._ssl, result)
-        except SSL.Error:
-            self._tls_over(Failure())
-        else:
-            self._tls_over(Failure(SSL.Error([])))
+        self._fail(connection, result)
 
     def _write_pending(self) -> None:
         """Write what waited for the handshake (or for OpenSSL to read)."""
