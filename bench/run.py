@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import socket
 import ssl
@@ -1343,10 +1344,17 @@ def openssl_lines(source: Path) -> frozenset[str]:
     path = source / "securemsg" / "server" / "tlsserver.py"
     if not path.exists():
         return frozenset()
-    calls = ("_lib.", ".shutdown()", "_raise_ssl_error", "_creatorCallable")
+    lines = path.read_text().splitlines()
+    calls = ["_lib.", ".shutdown()", "_raise_ssl_error", "_creatorCallable"]
+    # The module's own names for OpenSSL's calls (_ssl_write = _lib.SSL_write).
+    calls += [
+        alias.group(1) + "("
+        for text in lines
+        if (alias := re.match(r"(\w+) = _lib\.", text))
+    ]
     return frozenset(
         f"securemsg/server/tlsserver.py:{number}"
-        for number, text in enumerate(path.read_text().splitlines(), 1)
+        for number, text in enumerate(lines, 1)
         if any(call in text for call in calls)
     )
 

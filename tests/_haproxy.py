@@ -88,11 +88,15 @@ async def start_haproxy(
             return probe.connect_ex(("127.0.0.1", front)) == 0
 
     # Ready once it accepts connections (or it has exited: no use waiting).
-    await eventually(
-        lambda: listening() or process.ended.called,
-        what=f"haproxy to listen: {process.output!r}",
-        interval=0.02,
-    )
+    try:
+        await eventually(
+            lambda: listening() or process.ended.called,
+            what="haproxy to listen",
+            interval=0.02,
+        )
+    except AssertionError as timeout:
+        # What haproxy said by then, not when it was started.
+        raise AssertionError(f"{timeout}: {process.output!r}") from None
     if process.ended.called:
         raise AssertionError(f"haproxy did not start: {process.output!r}")
     return front

@@ -60,8 +60,13 @@ class LogBatchTests(SynchronousTestCase):
         self.assertEqual(first["log_namespace"], "test.batch")
         self.assertIs(first["log_logger"], self.log)
         self.assertEqual(first["who"], "alice")
-        self.assertLessEqual(first["log_time"], self.events[1]["log_time"])
         self.assertEqual(self.clock.getDelayedCalls(), [])
+        # Handed on as made: its time is when it was logged, not handed on.
+        made = {"log_time": 1.0, "log_format": "made at 1.0"}
+        self.batch(made)
+        self.clock.advance(DELAY)
+        self.assertIs(self.events[-1], made)
+        self.assertEqual(made["log_time"], 1.0)
 
     def test_handed_over_when_full(self) -> None:
         """

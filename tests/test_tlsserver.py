@@ -34,7 +34,7 @@ from securemsg.server.factory import ChatServerFactory
 from securemsg.server.tlsserver import TLSServerProtocol, held_bytes
 from securemsg.tls import policy as tls
 
-from ._certs import default_ca_and_server
+from ._tls import server_context
 
 
 @implementer(IHandshakeListener)
@@ -73,35 +73,23 @@ class Producer:
         pass
 
 
-class Transport(StringTransport):
-    """A L{StringTransport} that tells an abort from a close."""
-
-    aborted = False
-
-    def abortConnection(self) -> None:
-        self.aborted = True
-        super().abortConnection()
-
-
 def connected(
     wrapped: Factory | None = None,
-) -> tuple[TLSServerProtocol, Transport, SSL.Connection]:
+) -> tuple[TLSServerProtocol, StringTransport, SSL.Connection]:
     """
     A L{TLSServerProtocol} (made by Twisted's TLS factory, as the guard
     does) on a L{StringTransport}, wrapping a protocol of C{wrapped} (a
     L{Recording} if not given), and a client that has not begun.
     """
-    _, server = default_ca_and_server()
-    context = tls.make_server_context(
-        tls.ServerCredentials([server.certificate], server.key, "", "")
-    )
     factory = TLSMemoryBIOFactory(
-        tls.ServerTLS(context), False, wrapped or Factory.forProtocol(Recording)
+        tls.ServerTLS(server_context()),
+        False,
+        wrapped or Factory.forProtocol(Recording),
     )
     factory.protocol = TLSServerProtocol  # type: ignore[assignment]
     protocol = factory.buildProtocol(None)
     assert isinstance(protocol, TLSServerProtocol)
-    transport = Transport()
+    transport = StringTransport()
     protocol.makeConnection(transport)
     client = SSL.Connection(SSL.Context(SSL.TLS_METHOD), None)
     client.set_connect_state()
@@ -125,7 +113,7 @@ def finish_handshake(
 
 def handshaken(
     wrapped: Factory | None = None,
-) -> tuple[TLSServerProtocol, Transport, SSL.Connection]:
+) -> tuple[TLSServerProtocol, StringTransport, SSL.Connection]:
     """L{connected}, its handshake done."""
     protocol, transport, client = connected(wrapped)
     finish_handshake(protocol, transport, client)
@@ -227,7 +215,7 @@ class HandshakeTests(SynchronousTestCase):
         protocol.dataReceived(client_hello)
         transport.clear()
         protocol.loseConnection()
-        self.assertTrue(transport.aborted)
+        self.assertTrue(transport.disconnected)
         self.assertEqual(transport.value(), b"")
 
 
@@ -428,7 +416,7 @@ class ClosingTests(SynchronousTestCase):
         """
         protocol, transport, _ = handshaken()
         protocol.abortConnection()
-        self.assertTrue(transport.aborted)
+        self.assertTrue(transport.disconnected)
         self.assertEqual(transport.value(), b"")
         protocol.write(b"dropped")
         self.assertEqual(transport.value(), b"")
