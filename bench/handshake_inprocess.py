@@ -12,15 +12,18 @@ with the real reactor's timers:
     (C{GuardedTLSFactory}), C{TLSServerProtocol}, C{ChatServerFactory}:
     the limits, the handshake timeout, the join, the greeting, the history
     replay, the announcements, the counters, the disconnection line.
+    Also without session tickets (C{OP_NO_TICKET}, no session cache: the
+    hub's session settings), to tell what the tickets cost.
   - C{hub}: C{bench/peers/twisted_hub.py}'s C{Hub} behind Twisted's
     C{TLSMemoryBIOFactory} with the context Twisted's C{ssl:} endpoint makes.
   - C{sketch}: L{LeanTLS}, the hub's greeting with nothing between
     Twisted's TCP transport and pyOpenSSL's memory BIOs, with the hub's
     context: what a TLS layer of securemsg's own could come down to.
-  - C{openssl}: pyOpenSSL alone with memory BIOs and securemsg's context
-    (the handshake, the greeting written, the close): the floor under both.
+  - C{openssl}: pyOpenSSL alone with memory BIOs and each context (the
+    handshake, the greeting written, the close): the floor under each.
 
-The client (pyOpenSSL, memory BIOs) connects, finishes the handshake,
+The client (pyOpenSSL, memory BIOs, offering the X25519 key exchange only,
+as C{bench/run.py}'s clients do) connects, finishes the handshake,
 sends its close_notify as soon as it can, and never reads what comes after the
 server's Finished (its cost is not counted either way).  Only the server's
 calls are timed, in CPU time (C{time.process_time_ns}): accepting (the
@@ -55,6 +58,7 @@ from pathlib import Path
 from typing import Any
 
 from OpenSSL import SSL
+from OpenSSL._util import lib as _openssl_lib
 from twisted.internet import reactor as _reactor
 from twisted.internet import tcp
 from twisted.internet.address import IPv4Address
@@ -190,6 +194,12 @@ def client_context() -> SSL.Context:
     context = SSL.Context(SSL.TLS_METHOD)
     context.set_min_proto_version(SSL.TLS1_3_VERSION)
     context.set_verify(SSL.VERIFY_NONE, lambda *a: True)
+    # X25519 alone, as bench/run.py's clients (the system's OpenSSL 3.0)
+    # offer: this OpenSSL would also offer X25519MLKEM768, which the hub's
+    # default groups take and securemsg's do not, and both servers would
+    # no longer do the same key exchange.
+    if not _openssl_lib.SSL_CTX_set1_curves_list(context._context, b"X25519"):
+        raise RuntimeError("this OpenSSL cannot limit the client's groups")
     return context
 
 
@@ -491,13 +501,23 @@ def main() -> None:
 
     fake = FakeReactor()
     secure, chat_factory = securemsg_port(fake, cert, key, work, args.idle_timeout)
+    # securemsg with the hub's session settings (Twisted's defaults): no
+    # TLS 1.3 tickets its clients could resume with, no session cache.
+    no_tickets_dir = os.path.join(work, "no-tickets")
+    os.mkdir(no_tickets_dir)
+    no_tickets, _ = securemsg_port(fake, cert, key, no_tickets_dir, args.idle_timeout)
+    no_tickets_context = no_tickets.factory.creator_context
+    no_tickets_context.set_options(SSL.OP_NO_TICKET)
+    no_tickets_context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     hub = hub_port(fake, cert, key)
     ctx = client_context()
     if args.members:
         add_members(secure, args.members)
+        add_members(no_tickets, args.members)
         add_members(hub, args.members)
     # Once each, checking that the greeting arrives.
     drive(secure, ctx, 3, first_port=1000, check=True)
+    drive(no_tickets, ctx, 3, first_port=1000, check=True)
     drive(hub, ctx, 3, first_port=1000, check=True)
     server_context = secure.factory.creator_context
     hub_context = hub.factory.creator_context
@@ -523,6 +543,9 @@ def main() -> None:
         "securemsg, twistd's log file": logged(
             lambda: drive(secure, ctx, n), twistd_observer
         ),
+        "securemsg without session tickets, no log observer": logged(
+            lambda: drive(no_tickets, ctx, n), None
+        ),
         "naive Twisted hub, no log observer": logged(lambda: drive(hub, ctx, n), None),
         "naive Twisted hub, twistd's log file": logged(
             lambda: drive(hub, ctx, n), twistd_observer
@@ -530,6 +553,9 @@ def main() -> None:
         "sketch: no TLS layer, the hub's context": lambda: drive(lean, ctx, n),
         "OpenSSL alone, securemsg's context": lambda: openssl_only(
             server_context, ctx, n
+        ),
+        "OpenSSL alone, securemsg's context without tickets": lambda: openssl_only(
+            no_tickets_context, ctx, n
         ),
         "OpenSSL alone, the hub's context": lambda: openssl_only(hub_context, ctx, n),
     }
