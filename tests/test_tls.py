@@ -17,6 +17,7 @@ from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import TLSVersion
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import implementer
@@ -248,8 +249,12 @@ class HandshakeTests(SynchronousTestCase):
             self.assertEqual(server_tls.getHandle().get_cipher_name(), preferred)
 
     def test_groups(self) -> None:
-        """Only X25519, P-256 and P-384 are accepted for key exchange."""
+        """
+        Only X25519MLKEM768, X25519, P-256 and P-384 are accepted for key
+        exchange.
+        """
         for group, accepted in [
+            (b"X25519MLKEM768", True),
             (b"X25519", True),
             (b"P-256", True),
             (b"P-384", True),
@@ -258,6 +263,66 @@ class HandshakeTests(SynchronousTestCase):
         ]:
             client, _, _, _ = tls_pair(server_context(), raw_client(groups=group))
             self.assertEqual(client.handshake_done, accepted, group)
+
+    def test_post_quantum_hybrid_first(self) -> None:
+        """
+        A client that offers what OpenSSL offers by default (as current
+        browsers do) gets the post-quantum hybrid; one that offers only
+        the classical groups gets those.
+        """
+        for groups, expected in [
+            (None, "X25519MLKEM768"),
+            (b"X25519MLKEM768:X25519", "X25519MLKEM768"),
+            (b"X25519:P-256", "x25519"),
+        ]:
+            client, server_tls, _, _ = tls_pair(
+                server_context(), raw_client(groups=groups)
+            )
+            self.assertTrue(client.handshake_done, groups)
+            self.assertEqual(server_tls.getHandle().get_group_name(), expected)
+
+    def test_groups_without_the_hybrid(self) -> None:
+        """
+        On an OpenSSL that does not know a group of the first list (one
+        older than 3.5 and X25519MLKEM768), the next list is used, and the
+        error OpenSSL queued for the first is not left for a later call.
+        """
+        context = server_context()
+        chosen = tls.set_groups(context, [b"NO-SUCH-GROUP:X25519", b"P-256"])
+        self.assertEqual(chosen, b"P-256")
+        self.assertEqual(openssl_lib.ERR_peek_error(), 0)
+        for group, accepted in [(b"X25519", False), (b"P-256", True)]:
+            client, _, _, _ = tls_pair(context, raw_client(groups=group))
+            self.assertEqual(client.handshake_done, accepted, group)
+
+    def test_without_the_hybrid_said(self) -> None:
+        """
+        A server context made without the post-quantum hybrid says so in
+        the log; one made with it says nothing.
+        """
+        with capturedLogs() as events:
+            server_context()
+        self.assertEqual(events, [])
+        self.patch(tls, "set_groups", lambda context: tls.CLASSICAL_GROUPS)
+        with capturedLogs() as events:
+            server_context()
+        self.assertEqual(
+            [formatEvent(event) for event in events],
+            [
+                "this OpenSSL has no X25519MLKEM768 (OpenSSL 3.5 and later have"
+                " it): key exchange without the post-quantum hybrid"
+            ],
+        )
+
+    def test_no_group_list_usable(self) -> None:
+        """An OpenSSL that can use none of the lists: one line, no context."""
+        context = SSL.Context(SSL.TLS_METHOD)
+        error = self.assertRaises(
+            tls.TLSConfigError, tls.set_groups, context, [b"NO-SUCH-GROUP"]
+        )
+        self.assertEqual(
+            str(error), "this OpenSSL cannot limit the key exchange groups"
+        )
 
     def test_no_compression_no_renegotiation(self) -> None:
         """The context refuses compression and renegotiation."""

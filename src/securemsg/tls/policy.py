@@ -65,9 +65,17 @@ INTERMEDIATE_CIPHERS: Final = ":".join(
     ]
 )
 
-#: Key exchange groups of the same profile (Twisted leaves OpenSSL's
-#: defaults, which include X448 and P-521).
-INTERMEDIATE_GROUPS: Final = b"X25519:P-256:P-384"
+#: Key exchange groups of Mozilla's intermediate and modern profiles
+#: (guidelines 6.0): first X25519MLKEM768, the post-quantum hybrid that
+#: current browsers and OpenSSL 3.5+ offer, so that what is recorded today
+#: cannot be decrypted by a quantum computer later; then the classical
+#: groups every other client has.  (Twisted leaves OpenSSL's defaults,
+#: which include X448 and P-521.)
+INTERMEDIATE_GROUPS: Final = b"X25519MLKEM768:X25519:P-256:P-384"
+
+#: The same without the hybrid, for an OpenSSL that does not know it
+#: (before 3.5), as Mozilla's configuration generator does.
+CLASSICAL_GROUPS: Final = b"X25519:P-256:P-384"
 
 TLS_VERSIONS: Final = {"1.2": TLSVersion.TLSv1_2, "1.3": TLSVersion.TLSv1_3}
 
@@ -277,10 +285,11 @@ def make_server_context(
         options.requireCertificate = require_client_certificate
     context = options.getContext()
     # CertificateOptions cannot limit the groups or refuse renegotiation.
-    # pyOpenSSL has no public call for a group list, so use the binding it
-    # ships; set_tmp_ecdh would allow only one curve.
-    if not _openssl_lib.SSL_CTX_set1_curves_list(context._context, INTERMEDIATE_GROUPS):
-        raise TLSConfigError("this OpenSSL cannot limit the key exchange groups")
+    if set_groups(context) != INTERMEDIATE_GROUPS:
+        _log.info(
+            "this OpenSSL has no X25519MLKEM768 (OpenSSL 3.5 and later have it):"
+            " key exchange without the post-quantum hybrid"
+        )
     context.set_options(SSL.OP_NO_RENEGOTIATION | SSL.OP_NO_COMPRESSION)
     # An idle chat connection needs no 16 KiB+ read and write buffers.
     context.set_mode(SSL.MODE_RELEASE_BUFFERS)
@@ -290,6 +299,28 @@ def make_server_context(
         store.add_crl(crl)
         store.set_flags(crypto.X509StoreFlags.CRL_CHECK)
     return context
+
+
+def set_groups(
+    context: SSL.Context,
+    choices: Sequence[bytes] = (INTERMEDIATE_GROUPS, CLASSICAL_GROUPS),
+) -> bytes:
+    """
+    Limit C{context}'s key exchange groups to the first of C{choices} that
+    this OpenSSL can use.
+
+    @return: the list set.
+    @raise TLSConfigError: if it can use none of them.
+    """
+    # pyOpenSSL has no public call for a group list, so use the binding it
+    # ships; set_tmp_ecdh would allow only one curve.
+    for groups in choices:
+        if _openssl_lib.SSL_CTX_set1_curves_list(context._context, groups):
+            return groups
+        # A group this OpenSSL does not know: not to be taken for the error
+        # of a later call.
+        _openssl_lib.ERR_clear_error()
+    raise TLSConfigError("this OpenSSL cannot limit the key exchange groups")
 
 
 @dataclass(frozen=True)
