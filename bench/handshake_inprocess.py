@@ -38,6 +38,7 @@ observer: each line is still made and published) or C{twistd} (the text file
 observer C{twistd -n} writes with, to a file under C{/tmp}).
 
     python bench/handshake_inprocess.py [-n 2000] [--rounds 5] [--members 0]
+        [--client-groups X25519|default] [--only ROWS] [--calls]
 
 Prints the best of the rounds (µs of server CPU per connection) for each
 server and logging, the variants taking turns within each round.
@@ -190,16 +191,24 @@ class FakePort:
         return transport
 
 
-def client_context() -> SSL.Context:
+def client_context(groups: str = "X25519") -> SSL.Context:
+    """
+    The client's context, offering C{groups} for the key exchange (an
+    OpenSSL group list, or C{default} for this OpenSSL's own defaults).
+
+    By default X25519 alone, as bench/run.py's clients (the system's
+    OpenSSL 3.0) offer: this OpenSSL's defaults also offer X25519MLKEM768,
+    which costs a server 50 µs or more, and a server that does not take it
+    (securemsg before 2026-12-07) would not be doing the same work as one
+    that does.
+    """
     context = SSL.Context(SSL.TLS_METHOD)
     context.set_min_proto_version(SSL.TLS1_3_VERSION)
     context.set_verify(SSL.VERIFY_NONE, lambda *a: True)
-    # X25519 alone, as bench/run.py's clients (the system's OpenSSL 3.0)
-    # offer: this OpenSSL would also offer X25519MLKEM768, which the hub's
-    # default groups take and securemsg's do not, and both servers would
-    # no longer do the same key exchange.
-    if not _openssl_lib.SSL_CTX_set1_curves_list(context._context, b"X25519"):
-        raise RuntimeError("this OpenSSL cannot limit the client's groups")
+    if groups != "default" and not _openssl_lib.SSL_CTX_set1_curves_list(
+        context._context, groups.encode("ascii")
+    ):
+        raise SystemExit(f"this OpenSSL cannot offer the groups {groups}")
     return context
 
 
@@ -475,6 +484,12 @@ def main() -> None:
     parser.add_argument(
         "--only", default="", help="comma-separated rows (e.g. securemsg,hub)"
     )
+    parser.add_argument(
+        "--client-groups",
+        default="X25519",
+        help="key exchange groups the client offers (an OpenSSL list, or"
+        " 'default' for this OpenSSL's, X25519MLKEM768 first)",
+    )
     args = parser.parse_args()
 
     from cryptography.hazmat.primitives import serialization
@@ -510,7 +525,7 @@ def main() -> None:
     no_tickets_context.set_options(SSL.OP_NO_TICKET)
     no_tickets_context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
     hub = hub_port(fake, cert, key)
-    ctx = client_context()
+    ctx = client_context(args.client_groups)
     if args.members:
         add_members(secure, args.members)
         add_members(no_tickets, args.members)

@@ -50,10 +50,8 @@ from securemsg.tls.files import (
 from securemsg.tls.files import TLSConfigError as TLSConfigError
 
 #: Mozilla's "intermediate" TLS 1.2 cipher suites (server side guidelines,
-#: version 5.7), forward secret AEAD only.  The DHE suites of the profile are
-#: left out: they need DH parameters, and every client the profile targets
-#: speaks ECDHE.  TLS 1.3 suites are OpenSSL's defaults, which are the
-#: profile's.
+#: version 6.0, which dropped version 5.7's DHE suites), forward secret AEAD
+#: only.  TLS 1.3 suites are OpenSSL's defaults, which are the profile's.
 INTERMEDIATE_CIPHERS: Final = ":".join(
     [
         "ECDHE-ECDSA-AES128-GCM-SHA256",
@@ -66,12 +64,15 @@ INTERMEDIATE_CIPHERS: Final = ":".join(
 )
 
 #: Key exchange groups of Mozilla's intermediate and modern profiles
-#: (guidelines 6.0): first X25519MLKEM768, the post-quantum hybrid that
-#: current browsers and OpenSSL 3.5+ offer, so that what is recorded today
-#: cannot be decrypted by a quantum computer later; then the classical
-#: groups every other client has.  (Twisted leaves OpenSSL's defaults,
-#: which include X448 and P-521.)
-INTERMEDIATE_GROUPS: Final = b"X25519MLKEM768:X25519:P-256:P-384"
+#: (guidelines 6.0): X25519MLKEM768, the post-quantum hybrid that current
+#: browsers and OpenSSL 3.5+ offer, so that what is recorded today cannot be
+#: decrypted by a quantum computer later; then the classical groups every
+#: other client has.  The hybrid is a tuple of its own (OpenSSL 3.5's "/"):
+#: the server takes it from any client that supports it, even one that
+#: lists it after X25519 (asking for its key share if need be), and among
+#: the classical groups the client's order wins.  (Twisted leaves OpenSSL's
+#: defaults, which include X448 and P-521.)
+INTERMEDIATE_GROUPS: Final = b"X25519MLKEM768/X25519:P-256:P-384"
 
 #: The same without the hybrid, for an OpenSSL that does not know it
 #: (before 3.5), as Mozilla's configuration generator does.
@@ -286,7 +287,7 @@ def make_server_context(
     context = options.getContext()
     # CertificateOptions cannot limit the groups or refuse renegotiation.
     if set_groups(context) != INTERMEDIATE_GROUPS:
-        _log.info(
+        _log.warn(
             "this OpenSSL has no X25519MLKEM768 (OpenSSL 3.5 and later have it):"
             " key exchange without the post-quantum hybrid"
         )
