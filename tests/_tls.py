@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from OpenSSL import SSL
+from OpenSSL._util import lib as openssl_lib
 from twisted.internet.address import IPv4Address
 from twisted.internet.interfaces import (
     IHandshakeListener,
@@ -104,3 +105,41 @@ def tls_pair(
     )
     pump.flush()
     return collector, server_tls, pump, chat
+
+
+@implementer(IOpenSSLClientConnectionCreator)
+class RawClientTLS:
+    """
+    A client made straight from a pyOpenSSL context, to offer exactly the
+    versions, ciphers and groups a test wants.
+    """
+
+    def __init__(self, context: SSL.Context, session: SSL.Session | None = None):
+        self.context = context
+        self.session = session
+        self.connections: list[SSL.Connection] = []
+
+    def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
+        connection = SSL.Connection(self.context, None)
+        connection.set_tlsext_host_name(b"localhost")
+        if self.session is not None:
+            connection.set_session(self.session)
+        connection.set_connect_state()
+        self.connections.append(connection)
+        return connection
+
+
+def raw_client(
+    maximum: int | None = None,
+    ciphers: bytes | None = None,
+    groups: bytes | None = None,
+) -> RawClientTLS:
+    """A client context limited as asked (and verifying nothing)."""
+    context = SSL.Context(SSL.TLS_METHOD)
+    if maximum is not None:
+        context.set_max_proto_version(maximum)
+    if ciphers is not None:
+        context.set_cipher_list(ciphers)
+    if groups is not None:
+        assert openssl_lib.SSL_CTX_set1_curves_list(context._context, groups)
+    return RawClientTLS(context)

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from OpenSSL._util import lib as openssl_lib
 from twisted.internet import reactor as _global_reactor
 from twisted.internet.address import IPv4Address
 from twisted.internet.protocol import ClientFactory
@@ -35,10 +36,12 @@ from securemsg.client.trust import load_client_certificate
 from securemsg.server.factory import ChatServerFactory
 from securemsg.server.reload import (
     EXPIRY_CHECK_INTERVAL,
+    SESSION_KEY_LIFETIME,
     WATCH_INTERVAL,
     CertificateReloader,
     ExpiryWarningService,
     ReloadService,
+    SessionKeyService,
 )
 from securemsg.tls import certs
 from securemsg.tls import policy as tls
@@ -52,7 +55,7 @@ from securemsg.tls.policy import (
 
 from . import _certs
 from ._loopback import LineClient, bounded, connect_line_client, greeting
-from ._tls import LineCollector
+from ._tls import LineCollector, RawClientTLS, raw_client, tls_pair
 from ._twistd import Twistd, listening_port, start_twistd, stop_with_sigterm
 
 reactor: Any = _global_reactor
@@ -601,6 +604,94 @@ class ExpiryWarningServiceTests(ReloaderCase):
         with capturedLogs() as events:
             clock.advance(EXPIRY_CHECK_INTERVAL)
         self.assertEqual(list(events), [])
+
+
+class SessionKeyTests(ReloaderCase):
+    """
+    L{CertificateReloader.renew_session_keys} and L{SessionKeyService}:
+    new TLS session ticket keys each day, the same certificate.
+    """
+
+    def resumed(self, client: RawClientTLS) -> bool:
+        """Whether C{client} resumes its session on a new connection."""
+        collector, server_tls, _, _ = tls_pair(self.reloader.creator.context, client)
+        self.assertTrue(collector.handshake_done)
+        return bool(openssl_lib.SSL_session_reused(server_tls.getHandle()._ssl))
+
+    def session_client(self) -> RawClientTLS:
+        """A client that has made a session with the context in service."""
+        first = raw_client()
+        collector, _, _, _ = tls_pair(self.reloader.creator.context, first)
+        self.assertTrue(collector.handshake_done)
+        return RawClientTLS(first.context, first.connections[0].get_session())
+
+    def test_renewed(self) -> None:
+        """
+        After a renewal, new handshakes get a new context of the same
+        certificate: a session made before no longer resumes (its ticket
+        was encrypted with the old keys, and the new context has a session
+        ID context of its own), and one made after does.
+        """
+        before = self.session_client()
+        self.assertTrue(self.resumed(before))
+        with capturedLogs() as events:
+            self.reloader.renew_session_keys()
+        self.assertIsNot(self.reloader.creator.context, self.old_context)
+        self.assertIs(self.reloader.current.context, self.reloader.creator.context)
+        self.assertEqual(
+            self.reloader.current.credentials.certificate, self.a.certificate
+        )
+        self.assertEqual(self.served(), certs.fingerprint(self.a.certificate))
+        self.assertFalse(self.resumed(before))
+        self.assertTrue(self.resumed(self.session_client()))
+        self.assertEqual(
+            messages(events, LogLevel.info), ["TLS session ticket keys renewed"]
+        )
+
+    def test_files_not_read(self) -> None:
+        """
+        A renewal does not read the files again: one that changed (or
+        broke) on disk waits for a reload.
+        """
+        self.install(_certs.issue(self.ca))
+        Path(self.key_path).write_bytes(b"not a key")
+        self.reloader.renew_session_keys()
+        self.assertIsNot(self.reloader.creator.context, self.old_context)
+        self.assertEqual(self.served(), certs.fingerprint(self.a.certificate))
+
+    def test_failure_keeps_old(self) -> None:
+        """If the new context cannot be made, the old one stays, said."""
+
+        def refuse(context: object) -> bytes:
+            raise tls.TLSConfigError("no group list")
+
+        self.patch(tls, "set_groups", refuse)
+        with capturedLogs() as events:
+            self.reloader.renew_session_keys()
+        self.assertIs(self.reloader.creator.context, self.old_context)
+        self.assertEqual(
+            messages(events, LogLevel.error),
+            ["TLS session ticket keys not renewed; the old ones stay: no group list"],
+        )
+
+    def test_service_renews_daily(self) -> None:
+        """L{SessionKeyService} renews once a day, not at start."""
+        clock = ServiceClock()
+        service = SessionKeyService(self.reloader, clock)
+        service.startService()
+        self.addCleanup(service.stopService)
+        self.assertIs(self.reloader.creator.context, self.old_context)
+        clock.advance(SESSION_KEY_LIFETIME - 1)
+        self.assertIs(self.reloader.creator.context, self.old_context)
+        clock.advance(1)
+        first = self.reloader.creator.context
+        self.assertIsNot(first, self.old_context)
+        clock.advance(SESSION_KEY_LIFETIME)
+        self.assertIsNot(self.reloader.creator.context, first)
+        service.stopService()
+        last = self.reloader.creator.context
+        clock.advance(SESSION_KEY_LIFETIME)
+        self.assertIs(self.reloader.creator.context, last)
 
 
 class RevocationWarningTests(ReloaderCase):

@@ -40,7 +40,11 @@ from securemsg.core.limits import Limits
 from securemsg.protocol import wire
 from securemsg.server.factory import DEFAULT_GREETING, ChatServerFactory
 from securemsg.server.guard import GuardedTLSFactory
-from securemsg.server.reload import ExpiryWarningService, ReloadService
+from securemsg.server.reload import (
+    ExpiryWarningService,
+    ReloadService,
+    SessionKeyService,
+)
 from securemsg.server.service import (
     CertificateReportService,
     HistoryService,
@@ -568,6 +572,7 @@ class MakeServiceTests(ServiceTreeCase):
                 ("certificate", CertificateReportService),
                 ("reload", ReloadService),
                 ("expiry", ExpiryWarningService),
+                ("session-keys", SessionKeyService),
                 ("chat", ListenerService),
                 ("web", ListenerService),
                 ("metrics", ListenerService),

@@ -13,14 +13,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from OpenSSL import SSL
 from OpenSSL._util import lib as openssl_lib
 from twisted.internet.address import IPv4Address
-from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.internet.ssl import TLSVersion
 from twisted.internet.task import Clock
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
-from zope.interface import implementer
 
 from securemsg.admin import ca
 from securemsg.core.limits import Limits
@@ -31,7 +29,7 @@ from securemsg.server.tlsserver import TLSServerProtocol
 from securemsg.tls import policy as tls
 
 from . import _certs
-from ._tls import client_options, tls_pair
+from ._tls import RawClientTLS, client_options, raw_client, tls_pair
 
 
 def _has_hybrid() -> bool:
@@ -72,44 +70,6 @@ def rsa_server() -> _certs.Pair:
         key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
         _rsa_server = _certs.issue(ca, key=key)
     return _rsa_server
-
-
-@implementer(IOpenSSLClientConnectionCreator)
-class RawClientTLS:
-    """
-    A client made straight from a pyOpenSSL context, to offer exactly the
-    versions, ciphers and groups a test wants.
-    """
-
-    def __init__(self, context: SSL.Context, session: SSL.Session | None = None):
-        self.context = context
-        self.session = session
-        self.connections: list[SSL.Connection] = []
-
-    def clientConnectionForTLS(self, tlsProtocol: object) -> SSL.Connection:
-        connection = SSL.Connection(self.context, None)
-        connection.set_tlsext_host_name(b"localhost")
-        if self.session is not None:
-            connection.set_session(self.session)
-        connection.set_connect_state()
-        self.connections.append(connection)
-        return connection
-
-
-def raw_client(
-    maximum: int | None = None,
-    ciphers: bytes | None = None,
-    groups: bytes | None = None,
-) -> RawClientTLS:
-    """A client context limited as asked (and verifying nothing)."""
-    context = SSL.Context(SSL.TLS_METHOD)
-    if maximum is not None:
-        context.set_max_proto_version(maximum)
-    if ciphers is not None:
-        context.set_cipher_list(ciphers)
-    if groups is not None:
-        assert openssl_lib.SSL_CTX_set1_curves_list(context._context, groups)
-    return RawClientTLS(context)
 
 
 class HandshakeTests(SynchronousTestCase):

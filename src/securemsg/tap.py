@@ -35,6 +35,7 @@ from securemsg.server.reload import (
     CertificateReloader,
     ExpiryWarningService,
     ReloadService,
+    SessionKeyService,
 )
 from securemsg.server.service import (
     CertificateReportService,
@@ -698,6 +699,7 @@ def make_service(reactor: IReactorTime, options: Options) -> OrderedMultiService
         ("certificate", CertificateReportService(loaded.credentials)),
         ("reload", ReloadService(reloader, reactor, watch=options["watch-certs"])),
         ("expiry", ExpiryWarningService(reloader, reactor)),
+        ("session-keys", SessionKeyService(reloader, reactor)),
         ("chat", ListenerService(factory, endpoints)),
     ]
     if node is not None:

@@ -14,7 +14,8 @@ revoked, or no longer issued by a client CA, is disconnected (an operator
 loses their rights with it).
 
 It runs on SIGHUP, on an operator's C{/reload}, and (with C{--watch-certs})
-when the files change on disk.
+when the files change on disk.  Each day the same material is also put in a
+new context, for new session ticket keys (L{SessionKeyService}).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ from securemsg.tls.policy import (
 WATCH_INTERVAL: Final = 5.0
 #: How often the server checks how long its certificate has left.
 EXPIRY_CHECK_INTERVAL: Final = 24 * 60 * 60.0
+#: How long the keys that encrypt TLS session tickets serve before new
+#: ones replace them (a reload replaces them too).
+SESSION_KEY_LIFETIME: Final = 24 * 60 * 60.0
 
 
 def _describe(loaded: LoadedTLS) -> str:
@@ -122,6 +126,29 @@ class CertificateReloader:
                     " accepted"
                 )
         return True, message
+
+    def renew_session_keys(self) -> None:
+        """
+        Serve new handshakes from a new context of the same material, with
+        new session ticket keys (L{LoadedTLS.renewed}).
+
+        OpenSSL keeps the keys that encrypt session tickets for as long as
+        the context lives and has no call to replace them; whoever learned
+        them could decrypt every TLS 1.2 session that got a ticket under
+        them (a TLS 1.2 ticket holds the session's master secret).  Sessions
+        made before no longer resume: their clients make a full handshake.
+        """
+        try:
+            renewed = self.current.renewed(self.settings)
+        except TLSConfigError as error:
+            self.log.error(
+                "TLS session ticket keys not renewed; the old ones stay: {error}",
+                error=error,
+            )
+            return
+        self.current = renewed
+        self.creator.context = renewed.context
+        self.log.info("TLS session ticket keys renewed")
 
     def expiry_warnings(self) -> list[str]:
         """
@@ -211,7 +238,25 @@ class ReloadService(Service):
             self.reloader.reload("files changed")
 
 
-class ExpiryWarningService(Service):
+class _Periodic(Service):
+    """Calls C{call} every C{interval} seconds while running (not at start)."""
+
+    def __init__(self, call: Callable[[], object], interval: float, clock: Any) -> None:
+        self._interval = interval
+        self._loop = LoopingCall(call)
+        self._loop.clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop.start(self._interval, now=False)
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop.running:
+            self._loop.stop()
+
+
+class ExpiryWarningService(_Periodic):
     """
     Warns each day while the certificate in service (whichever the last
     reload put there) is expired or close to it.
@@ -220,18 +265,8 @@ class ExpiryWarningService(Service):
     log = Logger()
 
     def __init__(self, reloader: CertificateReloader, clock: Any) -> None:
+        super().__init__(self.warn_expiry, EXPIRY_CHECK_INTERVAL, clock)
         self.reloader = reloader
-        self._expiry = LoopingCall(self.warn_expiry)
-        self._expiry.clock = clock
-
-    def startService(self) -> None:
-        super().startService()
-        self._expiry.start(EXPIRY_CHECK_INTERVAL, now=False)
-
-    def stopService(self) -> None:
-        super().stopService()
-        if self._expiry.running:
-            self._expiry.stop()
 
     def warn_expiry(self) -> None:
         """Log a warning while the certificate is expired or close to it."""
@@ -239,3 +274,14 @@ class ExpiryWarningService(Service):
             # Not "warning=": trial's reporter takes a log event with a
             # "warning" key for a Python warning and fails on it.
             self.log.warn("{problem}", problem=warning)
+
+
+class SessionKeyService(_Periodic):
+    """
+    Renews the TLS session ticket keys every L{SESSION_KEY_LIFETIME}
+    (L{CertificateReloader.renew_session_keys}).
+    """
+
+    def __init__(self, reloader: CertificateReloader, clock: Any) -> None:
+        super().__init__(reloader.renew_session_keys, SESSION_KEY_LIFETIME, clock)
+        self.reloader = reloader

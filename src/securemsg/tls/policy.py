@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from getpass import getpass
 from pathlib import Path
@@ -391,6 +391,32 @@ class LoadedTLS:
 
         return check
 
+    def renewed(self, settings: TLSSettings) -> LoadedTLS:
+        """
+        The same material in a new context (nothing is read again): OpenSSL
+        makes new session ticket keys and an empty session cache for each
+        context, so sessions from the old one no longer resume.
+        """
+        return replace(
+            self,
+            context=_context_for(settings, self.credentials, self.client_cas, self.crl),
+        )
+
+
+def _context_for(
+    settings: TLSSettings,
+    credentials: ServerCredentials,
+    client_cas: list[x509.Certificate],
+    crl: x509.CertificateRevocationList | None,
+) -> SSL.Context:
+    return make_server_context(
+        credentials,
+        settings.minimum,
+        client_cas=client_cas or None,
+        require_client_certificate=settings.client_auth == "required",
+        crl=crl,
+    )
+
 
 def load_tls(settings: TLSSettings, *, now: datetime | None = None) -> LoadedTLS:
     """
@@ -427,13 +453,7 @@ def load_tls(settings: TLSSettings, *, now: datetime | None = None) -> LoadedTLS
             "client authentication must be required or optional,"
             f" not {settings.client_auth!r}"
         )
-    context = make_server_context(
-        credentials,
-        settings.minimum,
-        client_cas=client_cas or None,
-        require_client_certificate=settings.client_auth == "required",
-        crl=crl,
-    )
+    context = _context_for(settings, credentials, client_cas, crl)
     for warning in findings.messages("warning"):
         # Not "warning=": trial's reporter takes a log event with a
         # "warning" key for a Python warning and fails on it.
