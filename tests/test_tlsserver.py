@@ -340,6 +340,61 @@ class ReceivingTests(SynchronousTestCase):
         self.assertEqual(openssl.ERR_peek_error(), 0)
 
 
+class Failing(Recording):
+    """Raises on each line it is given, as a protocol with a bug would."""
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        raise RuntimeError("a bug")
+
+
+class FailingProtocolTests(SynchronousTestCase):
+    """
+    A wrapped protocol that raises: Twisted logs it and ends the connection;
+    the wrapped protocol still gets its end, and the factory its
+    unregister (the guard counts connections per address with it).
+    """
+
+    def test_rest_of_the_read_not_given(self) -> None:
+        """
+        The records that followed the one the protocol raised on are not
+        given to it again when the connection ends.
+        """
+        protocol, _, client = handshaken(Factory.forProtocol(Failing))
+        client.send(b"one\n")
+        client.send(b"two\n")
+        with self.assertRaises(RuntimeError):
+            protocol.dataReceived(client.bio_read(65536))
+        factory = protocol.factory
+        wrapped = recording(protocol)
+        protocol.connectionLost(Failure(RuntimeError("a bug")))
+        self.assertEqual(wrapped.received, [b"one\n"])
+        self.assertEqual(len(wrapped.lost), 1)
+        self.assertEqual(factory.protocols, {})
+
+    def test_raise_at_the_end(self) -> None:
+        """
+        If the protocol raises on what OpenSSL still held when the TCP
+        connection ended, it still gets its connectionLost, once, and the
+        factory its unregister; the error goes on to Twisted, which logs it.
+        """
+        protocol, _, client = handshaken(Factory.forProtocol(Failing))
+        client.send(b"last\n")
+        records = client.bio_read(65536)
+        # Bytes OpenSSL holds but has not handed out (as after a read cut
+        # short), then the end of the TCP connection.
+        connection = protocol._tls
+        assert connection is not None
+        tlsserver._bio_write(connection._into_ssl, records, len(records))
+        factory = protocol.factory
+        wrapped = recording(protocol)
+        with self.assertRaises(RuntimeError):
+            protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(wrapped.received, [b"last\n"])
+        self.assertEqual(len(wrapped.lost), 1)
+        self.assertEqual(factory.protocols, {})
+
+
 class ClosingTests(SynchronousTestCase):
     """close_notify both ways, aborts, and a TCP end without close_notify."""
 
@@ -520,6 +575,25 @@ class WritingTests(SynchronousTestCase):
         self.patch(
             tlsserver, "_ssl_get_error", lambda ssl, result: openssl.SSL_ERROR_WANT_READ
         )
+
+    def test_partial_writes_completed(self) -> None:
+        """
+        When OpenSSL takes part of a write (a client that asked for records
+        of 512 bytes, RFC 6066, gets one per call: pyOpenSSL's contexts
+        allow partial writes), the rest is written too, in order.
+        """
+        protocol, transport, client = handshaken()
+        ssl_write = tlsserver._ssl_write
+        self.patch(
+            tlsserver,
+            "_ssl_write",
+            lambda ssl, data, size: ssl_write(ssl, data, min(size, 512)),
+        )
+        for size in (100, 2000, 16384, 40000):
+            data = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+            protocol.write(data)
+            self.assertEqual(read_all(client, transport.value(), size), data)
+            transport.clear()
 
     def test_writes_wait_while_openssl_must_read(self) -> None:
         """

@@ -145,19 +145,25 @@ class TLSServerProtocol(Protocol):
             _lib.ERR_clear_error()
             self._tls_over(Failure(MemoryError("OpenSSL could not take a read")))
             return
-        if not self._handshake_done and not self._handshake(connection):
-            return
-        if self._pending:
-            self._write_pending()
-        # One read of the socket may hold many TLS records, which OpenSSL
-        # hands out one by one: a wrapped protocol that can take them as one
-        # batch gets them within it.
-        read_batch = getattr(self.wrappedProtocol, "read_batch", None)
-        if read_batch is None:
-            self._receive(connection)
-        else:
-            with read_batch():
+        try:
+            if not self._handshake_done and not self._handshake(connection):
+                return
+            if self._pending:
+                self._write_pending()
+            # One read of the socket may hold many TLS records, which OpenSSL
+            # hands out one by one: a wrapped protocol that can take them as
+            # one batch gets them within it.
+            read_batch = getattr(self.wrappedProtocol, "read_batch", None)
+            if read_batch is None:
                 self._receive(connection)
+            else:
+                with read_batch():
+                    self._receive(connection)
+        except BaseException:
+            # The wrapped protocol raised: Twisted logs it and ends the
+            # connection.  What else this read held is not for it.
+            self._tls_lost = True
+            raise
         if not self._bios_renewed and not self._tls_lost:
             self._bios_renewed = renew_bios(connection)
 
@@ -222,20 +228,24 @@ class TLSServerProtocol(Protocol):
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         connection = self._tls
-        if not self._tls_lost and connection is not None:
-            # The TCP connection ended first: let OpenSSL see the end, and
-            # hand over what it still holds (and report a truncation).
-            _lib.BIO_set_mem_eof_return(connection._into_ssl, 0)
-            self._receive(connection)
+        try:
+            if not self._tls_lost and connection is not None:
+                # The TCP connection ended first: let OpenSSL see the end,
+                # and hand over what it still holds (and report a truncation).
+                _lib.BIO_set_mem_eof_return(connection._into_ssl, 0)
+                self._receive(connection)
+        finally:
+            # Even if the wrapped protocol raised on what was left: it gets
+            # its end, and the factory (the guard's count) its unregister.
             self._tls_lost = True
-        reason = self._reason or reason
-        self._reason = None
-        self.connected = False
-        self.factory.unregisterProtocol(self)
-        wrapped, self.wrappedProtocol = self.wrappedProtocol, None
-        wrapped.connectionLost(reason)
-        # The SSL.Connection may refer to us (its app data): let both go.
-        self._tls = None
+            reason = self._reason or reason
+            self._reason = None
+            self.connected = False
+            self.factory.unregisterProtocol(self)
+            wrapped, self.wrappedProtocol = self.wrappedProtocol, None
+            wrapped.connectionLost(reason)
+            # The SSL.Connection may refer to us (its app data): let both go.
+            self._tls = None
 
     # Ending the TLS connection
 
@@ -312,18 +322,24 @@ class TLSServerProtocol(Protocol):
         connection = self._tls
         assert connection is not None  # Set while TLS is up.
         ssl = connection._ssl
+        start = 0
         if len(data) <= _RECORD:
             # The common case: one record (a line, or a turn's lines for
             # one client), made and sent without a list.
             written = _ssl_write(ssl, data, len(data))
-            if written > 0:
+            if written == len(data):
                 self._send_out()
                 return
-            self._write_failed(connection, written, data)
-            return
+            if written <= 0:
+                self._write_failed(connection, written, data)
+                return
+            # Fewer: pyOpenSSL's contexts allow partial writes, and a client
+            # that asked for smaller records (RFC 6066 max_fragment_length)
+            # gets one of them per call.  The rest goes on below.
+            start = written
         records: list[bytes] = []
         view = memoryview(data)
-        for start in range(0, len(data), _RECORD):
+        while start < len(data):
             piece = view[start : start + _RECORD]
             written = _ssl_write(ssl, _ffi.from_buffer(piece), len(piece))
             if written <= 0:
@@ -332,6 +348,7 @@ class TLSServerProtocol(Protocol):
                 self._write_failed(connection, written, bytes(view[start:]))
                 return
             records.append(self._read_out(connection))
+            start += written
         self._send(b"".join(records))
 
     def _write_failed(
