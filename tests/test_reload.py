@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from OpenSSL import SSL
 from OpenSSL._util import lib as openssl_lib
 from twisted.internet import reactor as _global_reactor
 from twisted.internet.address import IPv4Address
@@ -618,9 +619,12 @@ class SessionKeyTests(ReloaderCase):
         self.assertTrue(collector.handshake_done)
         return bool(openssl_lib.SSL_session_reused(server_tls.getHandle()._ssl))
 
-    def session_client(self) -> RawClientTLS:
-        """A client that has made a session with the context in service."""
-        first = raw_client()
+    def session_client(self, maximum: int | None = None) -> RawClientTLS:
+        """
+        A client that has made a session with the context in service (with
+        TLS 1.2 at most if C{maximum} says so).
+        """
+        first = raw_client(maximum)
         collector, _, _, _ = tls_pair(self.reloader.creator.context, first)
         self.assertTrue(collector.handshake_done)
         # Kept to the end of the test: OpenSSL marks the session of a client
@@ -632,9 +636,10 @@ class SessionKeyTests(ReloaderCase):
     def test_renewed(self) -> None:
         """
         After a renewal, new handshakes get a new context of the same
-        certificate: a session made before no longer resumes (its ticket
-        was encrypted with the old keys, and the new context has a session
-        ID context of its own), and one made after does.
+        certificate: a session made before no longer resumes, and one made
+        after does.  (A new context has new ticket keys and a session ID
+        context of its own; either refuses the old session.  What the keys
+        are, the binding cannot tell.)
         """
         before = self.session_client()
         self.assertTrue(self.resumed(before))
@@ -651,6 +656,46 @@ class SessionKeyTests(ReloaderCase):
         self.assertEqual(
             messages(events, LogLevel.info), ["TLS session ticket keys renewed"]
         )
+
+    def test_renewed_tls12(self) -> None:
+        """
+        The same for TLS 1.2, whose tickets hold the session's master
+        secret (the reason for renewing).
+        """
+        before = self.session_client(SSL.TLS1_2_VERSION)
+        self.assertTrue(self.resumed(before))
+        self.reloader.renew_session_keys()
+        self.assertFalse(self.resumed(before))
+        self.assertTrue(self.resumed(self.session_client(SSL.TLS1_2_VERSION)))
+
+    def test_unexpected_failure_keeps_old(self) -> None:
+        """
+        Any other error making the new context keeps the old one too, is
+        logged with its traceback, and the daily renewal goes on.
+        """
+
+        def broken(context: object) -> bytes:
+            raise RuntimeError("broken")
+
+        clock = ServiceClock()
+        service = SessionKeyService(self.reloader, clock)
+        service.startService()
+        self.addCleanup(service.stopService)
+        working = tls.set_groups
+        self.patch(tls, "set_groups", broken)
+        with capturedLogs() as events:
+            clock.advance(SESSION_KEY_LIFETIME)
+        self.assertIs(self.reloader.creator.context, self.old_context)
+        [event] = [e for e in events if e["log_level"] == LogLevel.critical]
+        self.assertEqual(
+            formatEvent(event),
+            "TLS session ticket keys not renewed; the old ones stay",
+        )
+        self.assertIsInstance(event["log_failure"].value, RuntimeError)
+        self.flushLoggedErrors(RuntimeError)
+        self.patch(tls, "set_groups", working)
+        clock.advance(SESSION_KEY_LIFETIME)
+        self.assertIsNot(self.reloader.creator.context, self.old_context)
 
     def test_files_not_read(self) -> None:
         """

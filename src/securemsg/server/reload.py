@@ -45,8 +45,9 @@ from securemsg.tls.policy import (
 WATCH_INTERVAL: Final = 5.0
 #: How often the server checks how long its certificate has left.
 EXPIRY_CHECK_INTERVAL: Final = 24 * 60 * 60.0
-#: How long the keys that encrypt TLS session tickets serve before new
-#: ones replace them (a reload replaces them too).
+#: How long the keys that encrypt new TLS session tickets serve before new
+#: ones replace them (a reload replaces them too; the old ones stay in
+#: memory while connections made with them last).
 SESSION_KEY_LIFETIME: Final = 24 * 60 * 60.0
 
 
@@ -133,10 +134,12 @@ class CertificateReloader:
         new session ticket keys (L{LoadedTLS.renewed}).
 
         OpenSSL keeps the keys that encrypt session tickets for as long as
-        the context lives and has no call to replace them; whoever learned
-        them could decrypt every TLS 1.2 session that got a ticket under
-        them (a TLS 1.2 ticket holds the session's master secret).  Sessions
-        made before no longer resume: their clients make a full handshake.
+        the context lives, and the binding pyOpenSSL uses has no call to
+        set them; whoever learned them could decrypt every TLS 1.2 session
+        that got a ticket under them (a TLS 1.2 ticket holds the session's
+        master secret).  Sessions made before no longer resume: their
+        clients make a full handshake.  The old context, keys included,
+        lives on in memory until the last connection made from it ends.
         """
         try:
             renewed = self.current.renewed(self.settings)
@@ -145,6 +148,11 @@ class CertificateReloader:
                 "TLS session ticket keys not renewed; the old ones stay: {error}",
                 error=error,
             )
+            return
+        except Exception:
+            # Not expected of material that loaded once; the daily call
+            # must go on all the same (a LoopingCall stops at an error).
+            self.log.failure("TLS session ticket keys not renewed; the old ones stay")
             return
         self.current = renewed
         self.creator.context = renewed.context

@@ -57,7 +57,8 @@ _READ_SIZE = 2**16
 
 #: The most one TLS record holds: writes are handed to OpenSSL in pieces
 #: this long, and read out after each, so that the memory BIO (which keeps
-#: the room of the most it ever held) stays within one record.
+#: the room of the most it ever held) stays within one record (two, after
+#: a write OpenSSL took only part of).
 _RECORD = 2**14
 
 # Where records are read out of OpenSSL, and decrypted input read in: one
@@ -243,9 +244,12 @@ class TLSServerProtocol(Protocol):
             self.connected = False
             self.factory.unregisterProtocol(self)
             wrapped, self.wrappedProtocol = self.wrappedProtocol, None
-            wrapped.connectionLost(reason)
-            # The SSL.Connection may refer to us (its app data): let both go.
-            self._tls = None
+            try:
+                wrapped.connectionLost(reason)
+            finally:
+                # The SSL.Connection may refer to us (its app data): let
+                # both go.
+                self._tls = None
 
     # Ending the TLS connection
 

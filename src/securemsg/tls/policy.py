@@ -9,7 +9,8 @@ needs.  So the server listens on a plain transport endpoint (C{tcp:50000},
 C{tcp6:...}, C{unix:...}) wrapped in TLS (L{securemsg.server.guard}) with a
 L{ServerTLS} connection creator built from Twisted's L{CertificateOptions}.
 The creator hands out connections from a context that can be replaced, which
-is what a certificate reload needs (C{CertificateOptions} caches one).
+is what a certificate reload and the daily renewal of the session ticket
+keys need (C{CertificateOptions} caches one).
 """
 
 from __future__ import annotations
