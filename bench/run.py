@@ -43,7 +43,20 @@ import harness as h
 import several_cores
 
 RESULTS = h.BENCH / "results"
-SCENARIOS = ["handshake", "fanout", "light", "idle", "slow", "mixed", "cluster"]
+SCENARIOS = [
+    "handshake",
+    "fanout",
+    "light",
+    "crowd",
+    "idle",
+    "slow",
+    "mixed",
+    "cluster",
+]
+#: The crowd: this many members, each saying this many lines a second
+#: (securemsg's default flood rate, the most its defaults allow a client).
+CROWD_MEMBERS = 100
+CROWD_RATE = 5
 
 #: Idle members in the room during the third handshake measurement.
 ROOM_MEMBERS = 150
@@ -490,20 +503,38 @@ class Bench:
         return windows, latency
 
     def light(self, name: str) -> dict[str, Any]:
+        return self.room_at_rate(name, receivers=100, senders=10, rate=20)
+
+    def crowd(self, name: str) -> dict[str, Any]:
+        """
+        A busy room as securemsg's defaults allow one: every member speaks
+        at the default flood rate and reads the others.
+        """
+        return self.room_at_rate(
+            name, receivers=0, senders=CROWD_MEMBERS, rate=CROWD_RATE
+        )
+
+    def room_at_rate(
+        self, name: str, *, receivers: int, senders: int, rate: float
+    ) -> dict[str, Any]:
+        """
+        C{receivers} that only read and C{senders} that each say C{rate}
+        lines a second (and read the others' too), in one room.
+        """
         server = self.start(name)
         gen = self.generator(server)
         try:
-            joined = self.connect(gen, "recv", 100)
-            senders = self.connect(gen, "send", 10)
+            joined = self.connect(gen, "recv", receivers) if receivers else {"done": 0}
+            speaking = self.connect(gen, "send", senders)
             self.settle(server)
             count, secs = (3, 1.5) if self.quick else (3, 2.0)
             windows, latency = self.rate_run(
-                server, gen, 20, count, secs, name, senders["done"]
+                server, gen, rate, count, secs, name, speaking["done"]
             )
             return {
                 "receivers": joined["done"],
-                "senders": senders["done"],
-                "rate_per_sender": 20,
+                "senders": speaking["done"],
+                "rate_per_sender": rate,
                 "windows": windows,
                 **window_medians(windows),
                 "latency": latency,
@@ -781,7 +812,7 @@ class Bench:
             for name in self.servers:
                 if scenario == "mixed" and name != "securemsg":
                     continue
-                if scenario in ("handshake", "light"):
+                if scenario in ("handshake", "light", "crowd"):
                     continue  # in rounds, below
                 if scenario == "fanout":
                     for r in fan_levels:
@@ -805,6 +836,8 @@ class Bench:
                 self.in_rounds(scenario, self.handshake)
             elif scenario == "light":
                 self.in_rounds(scenario, self.light)
+            elif scenario == "crowd":
+                self.in_rounds(scenario, self.crowd)
             elif scenario == "cluster":
                 self.cluster()
         self.results["elapsed_s"] = time.monotonic() - t0
@@ -880,7 +913,7 @@ def summary(scenario: str, r: dict[str, Any]) -> str:
             f" gen {fmt(r['gen_us_per_line'])} us/line"
             f" ({fmt(r['gen_cores'])} cores), others {fmt(r['other_load_cores'])}"
         )
-    if scenario in ("light", "mixed"):
+    if scenario in ("light", "crowd", "mixed"):
         lat = r["latency"]
         return (
             f"{fmt(r['lines_per_s'])} lines/s, server {fmt(r['server_us_per_line'])}"
@@ -928,9 +961,9 @@ def _fan_load(level: int) -> Any:
     return get
 
 
-def _light_lat(key: str) -> Any:
+def _light_lat(key: str, scenario: str = "light") -> Any:
     def get(res: dict[str, Any], s: str) -> Any:
-        return _get(res, "light", s).get("latency", {}).get(key)
+        return _get(res, scenario, s).get("latency", {}).get(key)
 
     return get
 
@@ -1063,6 +1096,14 @@ ROWS: list[tuple[str, Any, bool | None, str]] = [
         True,
         "≤ 6",
     ),
+    (
+        f"crowd ({CROWD_MEMBERS} members, each {CROWD_RATE} lines/s):"
+        " server µs per delivered line",
+        lambda res, s: _get(res, "crowd", s).get("server_us_per_line"),
+        True,
+        "",
+    ),
+    ("crowd: p99 latency ms", _light_lat("p99_ms", "crowd"), True, ""),
     (
         "full TLS handshakes: server µs per handshake",
         _hs("full", "server_us"),
