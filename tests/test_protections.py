@@ -908,15 +908,14 @@ class PlainTextClientTests(SynchronousTestCase):
             peerAddress=IPv4Address("TCP", "127.0.0.1", port),
         )
         protocol.makeConnection(transport)
-        # What the guard passes on to the TLS layer, all of which it gives
-        # to OpenSSL.
-        give_openssl = TLSServerProtocol.dataReceived
+        # What reaches OpenSSL: the TLS layer's writes into its memory BIO.
+        bio_write = tlsserver._bio_write
 
-        def recording(tls: TLSServerProtocol, data: bytes) -> None:
+        def recording(bio: object, data: bytes, size: int) -> int:
             self.openssl_input.append(data)
-            give_openssl(tls, data)
+            return int(bio_write(bio, data, size))
 
-        self.patch(TLSServerProtocol, "dataReceived", recording)
+        self.patch(tlsserver, "_bio_write", recording)
         return protocol, transport
 
     def test_plain_text_told_how_to_connect(self) -> None:

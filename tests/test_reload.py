@@ -403,6 +403,22 @@ class ClientCATests(ReloaderCase):
         assert refused.lost is not None
         self.assertIn("certificate revoked", str(refused.lost.value))
 
+    def test_renewal_keeps_the_checks(self) -> None:
+        """
+        The daily renewal of the session ticket keys keeps the client CA and
+        the revocation list in service: a certificate revoked (and the
+        revocation reloaded) stays refused.
+        """
+        carol = load_client_certificate(self.carol.cert_path, self.carol.key_path)
+        ca.revoke(self.ca_directory, "carol")
+        self.assertTrue(self.reloader.reload("test")[0])
+        self.reloader.renew_session_keys()
+        self.assertIsNot(self.reloader.creator.context, self.old_context)
+        refused = self.handshake(carol)[0]
+        self.assertEqual(refused.received, [])
+        assert refused.lost is not None
+        self.assertIn("certificate revoked", str(refused.lost.value))
+
     def test_client_ca_not_a_ca(self) -> None:
         """
         A client CA file replaced by a certificate that is not a CA (a

@@ -96,6 +96,12 @@ def connected(
     return protocol, transport, client
 
 
+def to_client(transport: StringTransport, client: SSL.Connection) -> None:
+    """Give C{client} what the server has sent so far, and empty C{transport}."""
+    client.bio_write(transport.value())
+    transport.clear()
+
+
 def finish_handshake(
     protocol: TLSServerProtocol, transport: StringTransport, client: SSL.Connection
 ) -> None:
@@ -103,12 +109,10 @@ def finish_handshake(
     with contextlib.suppress(SSL.WantReadError):
         client.do_handshake()
     protocol.dataReceived(client.bio_read(65536))
-    client.bio_write(transport.value())
-    transport.clear()
+    to_client(transport, client)
     client.do_handshake()
     protocol.dataReceived(client.bio_read(65536))
-    client.bio_write(transport.value())  # The session tickets.
-    transport.clear()
+    to_client(transport, client)  # The session tickets.
 
 
 def handshaken(
@@ -153,8 +157,7 @@ class HandshakeTests(SynchronousTestCase):
             client.do_handshake()
         protocol.dataReceived(client.bio_read(65536))
         self.assertEqual(wrapped.handshakes, 0)
-        client.bio_write(transport.value())
-        transport.clear()
+        to_client(transport, client)
         client.do_handshake()
         protocol.dataReceived(client.bio_read(65536))
         self.assertEqual(wrapped.handshakes, 1)
@@ -277,7 +280,7 @@ class ReceivingTests(SynchronousTestCase):
         protocol.dataReceived(client.bio_read(65536))
         self.assertEqual(recording(protocol).received, [b"hello server\n"])
         protocol.write(b"hello client")
-        client.bio_write(transport.value())
+        to_client(transport, client)
         self.assertEqual(client.recv(100), b"hello client")
         # Once is enough.
         self.assertEqual(len(handshake_bios), 1)
@@ -309,7 +312,6 @@ class ReceivingTests(SynchronousTestCase):
         self.assertTrue(transport.disconnecting)
         # The alert (TLS 1.3 encrypts it).
         self.assertTrue(transport.value())
-        protocol.dataReceived(b"ignored now")
         wrapped = recording(protocol)
         protocol.connectionLost(Failure(ConnectionDone()))
         self.assertEqual(wrapped.received, [])
@@ -383,9 +385,9 @@ class FailingProtocolTests(SynchronousTestCase):
         records = client.bio_read(65536)
         # Bytes OpenSSL holds but has not handed out (as after a read cut
         # short), then the end of the TCP connection.
-        connection = protocol._tls
-        assert connection is not None
-        tlsserver._bio_write(connection._into_ssl, records, len(records))
+        handle = protocol.getHandle()
+        assert handle is not None
+        handle.bio_write(records)
         factory = protocol.factory
         wrapped = recording(protocol)
         with self.assertRaises(RuntimeError):
@@ -414,7 +416,7 @@ class ClosingTests(SynchronousTestCase):
         protocol.dataReceived(client.bio_read(65536))
         self.assertTrue(transport.disconnecting)
         self.assertEqual(sent_at_once, [])
-        client.bio_write(transport.value())
+        to_client(transport, client)
         with self.assertRaises(SSL.ZeroReturnError):
             client.recv(100)
         wrapped = recording(protocol)
@@ -431,10 +433,9 @@ class ClosingTests(SynchronousTestCase):
         protocol, transport, client = handshaken()
         protocol.write(b"last words")
         protocol.loseConnection()
-        self.assertFalse(transport.disconnecting)
         protocol.write(b"dropped: written after loseConnection")
-        client.bio_write(transport.value())
-        transport.clear()
+        self.assertFalse(transport.disconnecting)
+        to_client(transport, client)
         self.assertEqual(client.recv(100), b"last words")
         with self.assertRaises(SSL.ZeroReturnError):
             client.recv(100)
@@ -453,14 +454,13 @@ class ClosingTests(SynchronousTestCase):
         self.assertIs(transport.producer, producer)
         protocol.loseConnection()
         protocol.write(b"still producing")
-        client.bio_write(transport.value())
-        transport.clear()
+        to_client(transport, client)
         self.assertEqual(client.recv(100), b"still producing")
         with self.assertRaises(SSL.WantReadError):
             client.recv(100)
         protocol.unregisterProducer()
         self.assertIsNone(transport.producer)
-        client.bio_write(transport.value())
+        to_client(transport, client)
         with self.assertRaises(SSL.ZeroReturnError):
             client.recv(100)
 
@@ -560,21 +560,45 @@ class WritingTests(SynchronousTestCase):
         self.assertLess(max(read), 17 * 1024)
         self.assertEqual(read_all(client, transport.value(), len(data)), data)
 
-    def want_read_once(self) -> None:
-        """Make the next write find OpenSSL wanting to read first."""
-        wanted: list[bool] = []
+    def want_read_once(self, after: int = 0) -> None:
+        """
+        Make one of the next calls to C{SSL_write}, the one after C{after}
+        others, find OpenSSL wanting to read first.
+        """
+        calls: list[int] = []
         ssl_write = tlsserver._ssl_write
+        ssl_get_error = tlsserver._ssl_get_error
 
         def writing(ssl: object, data: object, size: int) -> int:
-            if not wanted:
-                wanted.append(True)
+            calls.append(size)
+            if len(calls) == after + 1:
                 return -1
             return int(ssl_write(ssl, data, size))
 
+        def error(ssl: object, result: int) -> int:
+            if len(calls) == after + 1 and result == -1:
+                return int(openssl.SSL_ERROR_WANT_READ)
+            return int(ssl_get_error(ssl, result))
+
         self.patch(tlsserver, "_ssl_write", writing)
-        self.patch(
-            tlsserver, "_ssl_get_error", lambda ssl, result: openssl.SSL_ERROR_WANT_READ
-        )
+        self.patch(tlsserver, "_ssl_get_error", error)
+
+    def test_long_write_waits_from_where_openssl_stopped(self) -> None:
+        """
+        A long write OpenSSL stops taking halfway (it must read first)
+        sends the records it made, keeps only the rest, and sends that in
+        order after the next read.
+        """
+        protocol, transport, client = handshaken()
+        self.want_read_once(after=1)
+        data = bytes(range(256)) * 160  # 40 KiB: three records
+        protocol.write(data)
+        self.assertEqual(held_bytes(protocol), len(data) - 16384)
+        sent = transport.value()
+        transport.clear()
+        client.send(b"hello\n")
+        protocol.dataReceived(client.bio_read(65536))
+        self.assertEqual(read_all(client, sent + transport.value(), len(data)), data)
 
     def test_partial_writes_completed(self) -> None:
         """
@@ -631,7 +655,7 @@ class WritingTests(SynchronousTestCase):
         protocol, transport, client = handshaken()
         self.assertFalse(protocol._send_now)
         protocol.write(b"hello")
-        client.bio_write(transport.value())
+        to_client(transport, client)
         self.assertEqual(client.recv(100), b"hello")
 
 
@@ -683,7 +707,7 @@ class TransportTests(SynchronousTestCase):
         protocol.resumeProducing()
         self.assertEqual(transport.producerState, "producing")
         protocol.stopProducing()
-        client.bio_write(transport.value())
+        to_client(transport, client)
         with self.assertRaises(SSL.ZeroReturnError):
             client.recv(100)
 

@@ -92,22 +92,16 @@ class TLSOnlyProtocol(TLSServerProtocol):
     connection end with L{NotTLSError}, and logs it as any other.
     """
 
-    # The connection turned out not to be TLS: what else comes is dropped.
-    _not_tls = False
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # One byte checked on the first read; nothing afterwards.
-        self._first_read = True
-        super().__init__(*args, **kwargs)
+    # One byte checked on the first read; nothing afterwards.
+    _first_read = True
 
     def dataReceived(self, data: bytes) -> None:
         if self._first_read and data:
             self._first_read = False
             if not looks_like_tls(data):
-                self._not_tls = True
+                # Ends the TLS layer: it takes nothing more.
                 self._answer_plain_text(data)
-        if self._not_tls:
-            return
+                return
         super().dataReceived(data)
 
     def _answer_plain_text(self, data: bytes) -> None:

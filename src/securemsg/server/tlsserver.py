@@ -174,8 +174,6 @@ class TLSServerProtocol(Protocol):
 
         @return: whether it is done (and the connection still up).
         """
-        if self._aborted:
-            return False
         ssl = connection._ssl
         result = _lib.SSL_do_handshake(ssl)
         if result <= 0:
@@ -200,8 +198,7 @@ class TLSServerProtocol(Protocol):
         while not self._tls_lost:
             size = _lib.SSL_read(ssl, _IN, _READ_SIZE)
             if size > 0:
-                if not self._aborted:
-                    self.wrappedProtocol.dataReceived(_ffi.buffer(_IN, size)[:])
+                self.wrappedProtocol.dataReceived(_ffi.buffer(_IN, size)[:])
                 continue
             if _ssl_get_error(ssl, size) == _WANT_READ:
                 break
@@ -233,7 +230,7 @@ class TLSServerProtocol(Protocol):
             if not self._tls_lost and connection is not None:
                 # The TCP connection ended first: let OpenSSL see the end,
                 # and hand over what it still holds (and report a truncation).
-                _lib.BIO_set_mem_eof_return(connection._into_ssl, 0)
+                connection.bio_shutdown()
                 self._receive(connection)
         finally:
             # Even if the wrapped protocol raised on what was left: it gets
@@ -495,8 +492,8 @@ class TLSServerProtocol(Protocol):
         return connection.get_alpn_proto_negotiated() or None
 
     # ITCPTransport's options (ISSLTransport extends it): those of the TCP
-    # transport below; over another one (a UNIX socket) there are none, and
-    # twisted.web's HTTP channel, which sets TCP_NODELAY on every
+    # transport below; a transport without them (a test's fake) has none,
+    # and twisted.web's HTTP channel, which sets TCP_NODELAY on every
     # ITCPTransport, must not fail for it.
 
     def _tcp_option(self, name: str, *value: bool) -> bool:
