@@ -10,11 +10,22 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
+from twisted.protocols.policies import TimeoutFactory, TimeoutProtocol
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.trial.unittest import TestCase
 
-from securemsg.server.direct import can_send_now, send_now
+from securemsg.server.direct import (
+    can_send_now,
+    send_now,
+    socket_transport,
+    tcp_held,
+)
+from securemsg.server.proxy import ProxyHeaderFactory, ProxyHeaderProtocol
+from securemsg.server.tlsserver import TLSServerProtocol, held_bytes
+from securemsg.tls.policy import ServerTLS
 
 from ._loopback import bounded, reactor
+from ._tls import server_context
 
 
 class Receiver(Protocol):
@@ -125,3 +136,37 @@ class SendNowTests(TestCase):
         self.patch(self.transport, "write", writes.append)
         send_now(self.transport, b"late")
         self.assertEqual(writes, [b"late"])
+
+    def test_behind_a_proxy_header_reader(self) -> None:
+        """
+        Behind the PROXY header reader (a wrapper that passes writes on as
+        they are), the TLS layer finds the TCP transport for sending at
+        once, and counts what that transport's buffer holds.
+        """
+        wrapper = ProxyHeaderProtocol(ProxyHeaderFactory(Factory(), reactor, 5.0))
+        wrapper.transport = self.transport
+        self.assertIs(socket_transport(wrapper), self.transport)
+        tls = TLSServerProtocol(
+            TLSMemoryBIOFactory(ServerTLS(server_context()), False, Factory()),
+            Protocol(),
+        )
+        tls.transport = wrapper
+        self.assertEqual(held_bytes(tls), 0)
+        # Buffered by the TCP transport until the reactor's next turn.
+        self.transport.write(b"x" * 1000)
+        self.assertEqual(tcp_held(self.transport), 1000)
+        self.assertEqual(held_bytes(tls), 1000)
+
+    def test_wrapper_that_writes_not_looked_through(self) -> None:
+        """
+        A wrapper with a C{write} of its own (here Twisted's timeout
+        wrapper, which restarts its timer on each write) is the transport
+        written to.
+        """
+        wrapper = TimeoutProtocol(
+            TimeoutFactory(Factory(), timeoutPeriod=60), Protocol(), 60
+        )
+        self.addCleanup(wrapper.cancelTimeout)
+        wrapper.transport = self.transport
+        self.assertIs(socket_transport(wrapper), wrapper)
+        self.assertFalse(can_send_now(socket_transport(wrapper)))

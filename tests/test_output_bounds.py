@@ -50,7 +50,7 @@ class NonReaderTests(LoopbackServerTestCase):
 
         def held(protocol: ChatServerProtocol) -> int:
             # Our queue, and the buffer of Twisted's TCP transport below TLS
-            # (read here, not through direct.held_bytes, which it checks).
+            # (read here, not through tlsserver.held_bytes, which it checks).
             tcp = protocol.transport.transport
             buffered: int = len(tcp.dataBuffer) - tcp.offset + tcp._tempDataLen
             return sum(map(len, protocol._queue._outgoing)) + buffered

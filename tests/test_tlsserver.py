@@ -29,7 +29,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface import directlyProvidedBy, implementer
 
 from securemsg.protocol import wire
-from securemsg.server import direct, tlsserver
+from securemsg.server import tlsserver
 from securemsg.server.factory import ChatServerFactory
 from securemsg.server.tlsserver import TLSServerProtocol, held_bytes
 from securemsg.tls import policy as tls
@@ -261,7 +261,7 @@ class ReceivingTests(SynchronousTestCase):
         through the new ones both ways.
         """
         handshake_bios: list[tuple[object, object]] = []
-        renew = direct.renew_bios
+        renew = tlsserver.renew_bios
 
         def renewing(connection: SSL.Connection) -> bool:
             handshake_bios.append((connection._into_ssl, connection._from_ssl))
@@ -295,7 +295,7 @@ class ReceivingTests(SynchronousTestCase):
         client.send(b"unread")
         connection.bio_write(client.bio_read(65536))
         before = (connection._into_ssl, connection._from_ssl)
-        self.assertFalse(direct.renew_bios(connection))
+        self.assertFalse(tlsserver.renew_bios(connection))
         self.assertEqual((connection._into_ssl, connection._from_ssl), before)
         self.assertEqual(connection.recv(100), b"unread")
 
@@ -410,7 +410,7 @@ class ClosingTests(SynchronousTestCase):
         protocol, transport, client = handshaken()
         sent_at_once: list[bytes] = []
         self.patch(tlsserver, "send_now", lambda t, data: sent_at_once.append(data))
-        protocol._send_now = True
+        protocol._direct = protocol.transport
         # Sent; the server's answer is not yet received.
         self.assertFalse(client.shutdown())
         protocol.dataReceived(client.bio_read(65536))
@@ -489,7 +489,7 @@ class ClosingTests(SynchronousTestCase):
         protocol, transport, _ = handshaken()
         sent: list[bytes] = []
         self.patch(tlsserver, "send_now", lambda t, data: sent.append(data))
-        protocol._send_now = True
+        protocol._direct = protocol.transport
         protocol.registerProducer(Producer(), True)
         protocol.abortConnection()
         protocol.unregisterProducer()
@@ -528,7 +528,7 @@ class WritingTests(SynchronousTestCase):
         protocol, _, client = handshaken()
         sent: list[bytes] = []
         self.patch(tlsserver, "send_now", lambda transport, data: sent.append(data))
-        protocol._send_now = True
+        protocol._direct = protocol.transport
         short, record, longer = b"hello\n", b"r" * 16384, b"l" * 40000
         for data in (short, record, longer):
             protocol.write(data)
@@ -653,7 +653,7 @@ class WritingTests(SynchronousTestCase):
         through the transport's write.
         """
         protocol, transport, client = handshaken()
-        self.assertFalse(protocol._send_now)
+        self.assertIsNone(protocol._direct)
         protocol.write(b"hello")
         to_client(transport, client)
         self.assertEqual(client.recv(100), b"hello")

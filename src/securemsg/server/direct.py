@@ -1,6 +1,8 @@
 # -*- test-case-name: tests.test_direct -*-
 """
-Sending TLS output at once, instead of a reactor turn later.
+Twisted's TCP send buffer, seen from the TLS layer: TLS output sent at once
+instead of a reactor turn later (L{send_now}), and what the buffer holds
+(L{tcp_held}).
 
 Twisted's TCP transport never sends from C{write}: it buffers the bytes,
 asks the reactor to watch the socket for writing (a system call), sends on
@@ -14,14 +16,33 @@ from __future__ import annotations
 
 from typing import Any
 
-from OpenSSL import SSL
-from OpenSSL._util import ffi as _ffi
-from OpenSSL._util import lib as _lib
 from twisted.internet import tcp
+from twisted.protocols.policies import ProtocolWrapper
 
-# The buffer attributes send_now reads are Twisted's own (FileDescriptor);
-# where a transport lacks them, everything goes through its write().
-_BUFFER_ATTRIBUTES = ("dataBuffer", "offset", "_tempDataBuffer", "_writeDisconnected")
+# The buffer attributes send_now and tcp_held read are Twisted's own
+# (FileDescriptor); where a transport lacks them, everything goes through
+# its write().
+_BUFFER_ATTRIBUTES = (
+    "dataBuffer",
+    "offset",
+    "_tempDataBuffer",
+    "_tempDataLen",
+    "_writeDisconnected",
+)
+
+
+def socket_transport(transport: Any) -> Any:
+    """
+    The transport below C{transport}'s wrappers that pass writes on as they
+    are (the PROXY header reader is one): the one with the socket, for
+    L{send_now} and L{tcp_held}.  A wrapper with a C{write} of its own is
+    not looked through.
+    """
+    while isinstance(transport, ProtocolWrapper) and (
+        type(transport).write is ProtocolWrapper.write
+    ):
+        transport = transport.transport
+    return transport
 
 
 def can_send_now(transport: object) -> bool:
@@ -59,35 +80,11 @@ def send_now(transport: Any, data: bytes) -> None:
     transport.write(data)
 
 
-def renew_bios(connection: SSL.Connection) -> bool:
+def tcp_held(transport: Any) -> int:
     """
-    Give a pyOpenSSL memory-BIO C{connection} two new, empty memory BIOs,
-    if nothing waits in its own; OpenSSL frees the old ones.
-
-    A memory BIO keeps the room of the most it ever held for as long as it
-    lives, and the handshake is the most most chat connections ever send or
-    receive (the certificate, the session tickets): replacing them once it
-    is done saves about 3 KiB of each idle connection's 25.  pyOpenSSL has
-    no call for it; it keeps the two BIOs in C{_into_ssl} and C{_from_ssl}.
-
-    @return: whether they were replaced (not if bytes were waiting in
-        them, or OpenSSL could not make new ones).
+    The bytes a Twisted TCP C{transport} holds for sending; other
+    transports (test fakes) count as holding nothing.
     """
-    into, out = connection._into_ssl, connection._from_ssl
-    if into is None or out is None:
-        return False
-    if _lib.BIO_get_mem_data(into, _ffi.NULL) or _lib.BIO_get_mem_data(out, _ffi.NULL):
-        return False
-    fresh_into = _lib.BIO_new(_lib.BIO_s_mem())
-    fresh_out = _lib.BIO_new(_lib.BIO_s_mem())
-    if fresh_into == _ffi.NULL or fresh_out == _ffi.NULL:
-        for bio in (fresh_into, fresh_out):
-            if bio != _ffi.NULL:
-                _lib.BIO_free(bio)
-        # Not to be taken for the error of the connection's next call.
-        _lib.ERR_clear_error()
-        return False
-    # The SSL object owns its BIOs: this frees the old pair.
-    _lib.SSL_set_bio(connection._ssl, fresh_into, fresh_out)
-    connection._into_ssl, connection._from_ssl = fresh_into, fresh_out
-    return True
+    if not isinstance(transport, tcp.Connection):
+        return 0
+    return len(transport.dataBuffer) - transport.offset + transport._tempDataLen
