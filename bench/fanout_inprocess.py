@@ -24,11 +24,11 @@ lines a TLS record and a turn's records in one C{dataReceived}, as Twisted
 reads up to 64 KiB of a socket at a time.
 
 The figure is CPU time (C{time.process_time}) per delivered line (lines x
-receivers), best of 5.  It uses only APIs that have not changed since the
-bench was written (C{ChatServerFactory.standalone}, C{Limits},
-the server's TLS layer: C{TLSServerProtocol}, or C{DirectTLSProtocol}
-before it), so the same file measures any revision: run it with that
-revision's C{src/} first on C{PYTHONPATH}.
+receivers), best of 5.  It works with either TLS layer of the server
+(C{TLSServerProtocol}, or C{DirectTLSProtocol} before it) and otherwise
+only with APIs that have not changed since it was written
+(C{ChatServerFactory.standalone}, C{Limits}), so the same file measures
+any revision: run it with that revision's C{src/} first on C{PYTHONPATH}.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ with the real reactor's timers:
     handshake, the greeting written, the close): the floor under each.
 
 The client (pyOpenSSL, memory BIOs, offering the X25519 key exchange only,
-as C{bench/run.py}'s clients do) connects, finishes the handshake,
+which is what C{bench/run.py}'s clients end up with) connects, finishes the handshake,
 sends its close_notify as soon as it can, and never reads what comes after the
 server's Finished (its cost is not counted either way).  Only the server's
 calls are timed, in CPU time (C{time.process_time_ns}): accepting (the
@@ -196,8 +196,9 @@ def client_context(groups: str = "X25519") -> SSL.Context:
     The client's context, offering C{groups} for the key exchange (an
     OpenSSL group list, or C{default} for this OpenSSL's own defaults).
 
-    By default X25519 alone, as bench/run.py's clients (the system's
-    OpenSSL 3.0) offer: this OpenSSL's defaults also offer X25519MLKEM768,
+    By default X25519 alone, which is what bench/run.py's clients (the
+    system's OpenSSL 3.0: no hybrid, a key share for X25519 only) end up
+    with: this OpenSSL's defaults also offer X25519MLKEM768,
     which costs a server 50 µs or more, and a server that does not take it
     (securemsg before 2026-12-07) would not be doing the same work as one
     that does.

@@ -11,7 +11,9 @@ What it does, in order:
  2. starts C{twistd -n securemsg} (Twisted's C{twistd}, run by this same
     Python) listening on a free port of 127.0.0.1 only, with C{PYTHONPATH}
     set to the repository root so the plugin in C{twisted/plugins/} is
-    found, and C{--tls-min 1.3} for the modern profile;
+    found, C{--tls-min 1.3} for the modern profile, and the connection
+    limits per address raised (C{SCANNER_LIMITS}: sslyze opens many
+    connections at once);
  3. waits for the server's C{securemsg listening on 127.0.0.1:PORT} line;
  4. runs C{sslyze --mozilla_config PROFILE --certinfo_ca_file CERT
     127.0.0.1:PORT} and prints sslyze's compliance verdict lines;

@@ -244,9 +244,10 @@ def make_server_context(
 ) -> SSL.Context:
     """
     Build the OpenSSL context for serving with C{credentials}: TLS 1.2 or
-    better (or C{minimum}), Mozilla intermediate ciphers and groups in the
-    client's order of preference, no compression, no renegotiation, session
-    resumption on.
+    better (or C{minimum}), Mozilla intermediate ciphers in the client's
+    order of preference, its groups (the post-quantum hybrid for every
+    client that supports it, else the client's order: L{set_groups}), no
+    compression, no renegotiation, session resumption on.
 
     @param client_cas: if given, clients' certificates are verified against
         these CAs (mutual TLS): a client without one fails the handshake if
